@@ -1,0 +1,169 @@
+#include "chip/hardware.hpp"
+
+#include <cmath>
+#include <functional>
+#include <sstream>
+
+#include "chip/error.hpp"
+
+namespace lpurt::chip {
+
+namespace {
+
+struct Parameter {
+  ParameterInfo info;
+  std::function<double(const ChipSpec&)> get;
+  std::function<void(ChipSpec&, double)> set;
+  double min_value;
+  double max_value;
+  bool integral;
+};
+
+template <typename T>
+Parameter make_parameter(const char* name, const char* unit, const char* source, T ChipSpec::*member,
+                         double min_value, double max_value) {
+  return Parameter{{name, unit, source},
+                   [member](const ChipSpec& s) { return static_cast<double>(s.*member); },
+                   [member](ChipSpec& s, double v) { s.*member = static_cast<T>(v); },
+                   min_value, max_value, std::is_integral_v<T>};
+}
+
+const std::vector<Parameter>& parameters() {
+  static const std::vector<Parameter> table = {
+      make_parameter("clock_hz", "Hz", "lpu-v1-facts §1.1 [P]", &ChipSpec::clock_hz, 1e6, 1e11),
+      make_parameter("sram_bytes", "bytes", "lpu-v1-facts §1.1 [P]", &ChipSpec::sram_bytes, 1024, 1e15),
+      make_parameter("stream_bytes_per_cycle", "bytes/cycle", "lpu-v1-facts §1.2, §6.1 [D]",
+                     &ChipSpec::stream_bytes_per_cycle, 1, 1e9),
+      make_parameter("mxm_macs_per_cycle", "MAC/cycle", "lpu-v1-facts §1.1 [D]", &ChipSpec::mxm_macs_per_cycle, 1,
+                     1e12),
+      make_parameter("vector_ops_per_cycle", "op/cycle", "lpu-v1-facts §1.1 [S]", &ChipSpec::vector_ops_per_cycle, 1,
+                     1e12),
+      make_parameter("op_latency_cycles", "cycles", "lpu-v1-facts §1.2 [U]", &ChipSpec::op_latency_cycles, 0, 1e9),
+      make_parameter("vector_bytes", "bytes", "lpu-v1-facts §1.2 [S]", &ChipSpec::vector_bytes, 1, 1e9),
+      make_parameter("program_reserve_bytes", "bytes", "assumption: 2 MEM slices, lpu-v1-facts §1.2 [U]",
+                     &ChipSpec::program_reserve_bytes, 0, 1e15),
+      make_parameter("kv_bytes_per_value", "bytes", "SPEC numerics (float32 KV cache)", &ChipSpec::kv_bytes_per_value,
+                     1, 8),
+      make_parameter("local_links", "links", "lpu-v1-facts §1.3 [S]", &ChipSpec::local_links, 0, 1024),
+      make_parameter("global_links", "links", "lpu-v1-facts §1.3 [S]", &ChipSpec::global_links, 0, 1024),
+      make_parameter("link_bytes_per_s", "bytes/s", "lpu-v1-facts §1.3 [S]", &ChipSpec::link_bytes_per_s, 1e3, 1e15),
+      make_parameter("hop_latency_ns", "ns", "lpu-v1-facts §1.3 [S]", &ChipSpec::hop_latency_ns, 0, 1e9),
+  };
+  return table;
+}
+
+const Parameter& find_parameter(const std::string& name, const std::string& origin) {
+  for (const auto& p : parameters())
+    if (p.info.name == name) return p;
+  std::string names;
+  for (const auto& p : parameters()) names += (names.empty() ? "" : ", ") + p.info.name;
+  throw ConfigError(origin + ": unknown hardware parameter \"" + name + "\" (known: " + names + ")");
+}
+
+std::string trim(const std::string& s) {
+  const auto b = s.find_first_not_of(" \t\r");
+  if (b == std::string::npos) return "";
+  const auto e = s.find_last_not_of(" \t\r");
+  return s.substr(b, e - b + 1);
+}
+
+double parse_number(const std::string& text, const std::string& what) {
+  // TOML allows '_' as a digit separator; accept it so that 230_686_720 reads naturally.
+  std::string digits;
+  for (char ch : text)
+    if (ch != '_') digits += ch;
+  std::size_t used = 0;
+  double value = 0;
+  try {
+    value = std::stod(digits, &used);
+  } catch (const std::exception&) {
+    used = 0;
+  }
+  if (used == 0 || used != digits.size() || !std::isfinite(value))
+    throw ConfigError(what + ": expected a number, got \"" + text + "\"");
+  return value;
+}
+
+}  // namespace
+
+void ChipSpec::validate() const {
+  for (const auto& p : parameters()) {
+    const double v = p.get(*this);
+    if (!(v >= p.min_value && v <= p.max_value))
+      throw ConfigError("hardware parameter " + p.info.name + " = " + std::to_string(v) + " is outside " +
+                        std::to_string(p.min_value) + " .. " + std::to_string(p.max_value));
+  }
+  if (program_reserve_bytes >= sram_bytes)
+    throw ConfigError("program_reserve_bytes (" + std::to_string(program_reserve_bytes) +
+                      ") must be smaller than sram_bytes (" + std::to_string(sram_bytes) + ")");
+}
+
+ChipSpec hardware_preset(const std::string& name) {
+  if (name == "groq-lpu-v1") return ChipSpec{};
+  throw ConfigError("unknown system preset \"" + name + "\" (known: groq-lpu-v1)");
+}
+
+std::vector<std::string> hardware_preset_names() { return {"groq-lpu-v1"}; }
+
+const std::vector<ParameterInfo>& parameter_infos() {
+  static const std::vector<ParameterInfo> infos = [] {
+    std::vector<ParameterInfo> v;
+    for (const auto& p : parameters()) v.push_back(p.info);
+    return v;
+  }();
+  return infos;
+}
+
+double get_parameter(const ChipSpec& spec, const std::string& name) {
+  return find_parameter(name, "get_parameter").get(spec);
+}
+
+void set_parameter(ChipSpec& spec, const std::string& name, double value, const std::string& origin) {
+  const Parameter& p = find_parameter(name, origin);
+  if (p.integral && value != std::floor(value))
+    throw ConfigError(origin + ": " + name + " must be a whole number, got " + std::to_string(value));
+  if (!(value >= p.min_value && value <= p.max_value))
+    throw ConfigError(origin + ": " + name + " = " + std::to_string(value) + " is outside " +
+                      std::to_string(p.min_value) + " .. " + std::to_string(p.max_value) + " " + p.info.unit);
+  p.set(spec, value);
+}
+
+void apply_assignment(ChipSpec& spec, const std::string& assignment, const std::string& origin) {
+  const auto eq = assignment.find('=');
+  if (eq == std::string::npos)
+    throw ConfigError(origin + ": expected name=value, got \"" + assignment + "\"");
+  const std::string name = trim(assignment.substr(0, eq));
+  set_parameter(spec, name, parse_number(trim(assignment.substr(eq + 1)), origin + ": " + name), origin);
+}
+
+ChipSpec parse_system_file(const std::string& text, const std::string& file_name) {
+  ChipSpec spec;
+  std::istringstream in(text);
+  std::string line;
+  int line_number = 0;
+  bool any_parameter = false;
+  while (std::getline(in, line)) {
+    ++line_number;
+    const std::string origin = file_name + ":" + std::to_string(line_number);
+    const auto hash = line.find('#');
+    const std::string body = trim(line.substr(0, hash));
+    if (body.empty()) continue;
+    const auto eq = body.find('=');
+    if (eq == std::string::npos) throw ConfigError(origin + ": expected name = value, got \"" + body + "\"");
+    const std::string key = trim(body.substr(0, eq));
+    const std::string value = trim(body.substr(eq + 1));
+    if (key == "preset") {
+      if (any_parameter) throw ConfigError(origin + ": preset must come before any parameter");
+      if (value.size() < 2 || value.front() != '"' || value.back() != '"')
+        throw ConfigError(origin + ": preset must be a quoted string, got " + value);
+      spec = hardware_preset(value.substr(1, value.size() - 2));
+      continue;
+    }
+    set_parameter(spec, key, parse_number(value, origin + ": " + key), origin);
+    any_parameter = true;
+  }
+  spec.validate();
+  return spec;
+}
+
+}  // namespace lpurt::chip

@@ -1,0 +1,69 @@
+#pragma once
+/// \file
+/// The description of one LPU chip and of its chip-to-chip links. Every default is traceable to
+/// shared/reference/lpu-v1-facts.md (section numbers in the comments, tags [P]/[S]/[D]/[U] as there).
+/// Every parameter has a stable name so that a system file, the command line (`--set name=value`) and a
+/// sweep can override it.
+///
+/// Example usage:
+/// \code
+///   auto hw = lpurt::chip::hardware_preset("groq-lpu-v1");
+///   lpurt::chip::set_parameter(hw, "link_bytes_per_s", 28e9, "--set");
+/// \endcode
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace lpurt::chip {
+
+struct ChipSpec {
+  std::string name = "groq-lpu-v1";
+  double clock_hz = 900e6;                 ///< §1.1: 900 MHz nominal [P ISCA20, ALCF]
+  int64_t sram_bytes = 230'686'720;        ///< §1.1: 220 MiB [P ISCA22]
+  /// Bytes per cycle that can stream from MEM to the MXM/VXM: 64 streams x 320 B (§1.2) = 18.4 TB/s at
+  /// 900 MHz, the rate §6.1 recommends for weight streaming [D]; SHIP's 10,616 TB/s / 576 LPUs agrees [S].
+  int64_t stream_bytes_per_cycle = 64 * 320;
+  /// int8 multiply-accumulates per cycle: 4 planes x 320 x 320 (§1.1) = 737 TOPS at 900 MHz [D] (750 [P]).
+  int64_t mxm_macs_per_cycle = 4 * 320 * 320;
+  int64_t vector_ops_per_cycle = 5120;     ///< §1.1: 16 ALUs x 320 lanes [S TPU24]
+  /// Fixed latency of every compute op: instructions are staggered one superlane per cycle over the
+  /// 20 superlanes (§1.2) [U], so an op's last lane finishes 20 cycles after its first.
+  int64_t op_latency_cycles = 20;
+  int64_t vector_bytes = 320;              ///< §1.2: maxVL, the unit of every transfer [S]
+  /// SRAM held back for the program (instruction streams). No public figure; one 2.5 MiB MEM slice per
+  /// hemisphere (§1.2) is our assumption [U].
+  int64_t program_reserve_bytes = 2 * 2'621'440;
+  /// Bytes per stored KV-cache value. SPEC's numerics keep K and V in float32.
+  int64_t kv_bytes_per_value = 4;
+  int64_t local_links = 7;                 ///< §1.3: 7 local ports (intra-node, K8) [S SHIP, ISCA22-zartbot]
+  int64_t global_links = 4;                ///< §1.3: 4 global ports (inter-node) [S SHIP, HC34]
+  double link_bytes_per_s = 14e9;          ///< §1.3: 14 GB/s per link per direction (4 x 28 Gb/s cabled) [S Linley20]
+  double hop_latency_ns = 300.0;           ///< §1.3: ~300 ns per LPU-to-LPU hop [S SHIP]
+
+  double weight_stream_bytes_per_s() const { return static_cast<double>(stream_bytes_per_cycle) * clock_hz; }
+  /// Throws ConfigError naming the parameter if any value is out of its physical range.
+  void validate() const;
+};
+
+/// Known hardware presets ("groq-lpu-v1").
+ChipSpec hardware_preset(const std::string& name);
+std::vector<std::string> hardware_preset_names();
+
+/// One overridable parameter: its name, unit, and where its default comes from.
+struct ParameterInfo {
+  std::string name;
+  std::string unit;
+  std::string source;
+};
+const std::vector<ParameterInfo>& parameter_infos();
+double get_parameter(const ChipSpec& spec, const std::string& name);
+/// Sets a parameter by name; `origin` (a file and line, or "--set") goes into the error message.
+void set_parameter(ChipSpec& spec, const std::string& name, double value, const std::string& origin);
+/// Applies "name=value" (as given to --set).
+void apply_assignment(ChipSpec& spec, const std::string& assignment, const std::string& origin);
+/// Applies a system file: TOML-style `name = value` lines, `#` comments, and optionally
+/// `preset = "groq-lpu-v1"` as the first setting. `file_name` goes into error messages with the line.
+ChipSpec parse_system_file(const std::string& text, const std::string& file_name);
+
+}  // namespace lpurt::chip

@@ -1,0 +1,185 @@
+#include "chip/kernels.hpp"
+
+#include <tbb/blocked_range.h>
+#include <tbb/parallel_for.h>
+
+#include <algorithm>
+#include <cmath>
+
+namespace lpurt::chip {
+
+namespace {
+
+// Rows per task: large enough that a task streams tens of KB of weights, small enough to balance.
+constexpr int64_t rows_per_task = 64;
+
+inline int32_t dot_int8(const int8_t* a, const int8_t* b, int64_t n) {
+  int32_t sum = 0;
+  for (int64_t k = 0; k < n; ++k) sum += static_cast<int32_t>(a[k]) * static_cast<int32_t>(b[k]);
+  return sum;
+}
+
+template <typename Body>
+void for_rows(int64_t rows, int64_t work_per_row, Body body) {
+  // Small matrices run inline: a task spawn costs more than the work.
+  if (rows * work_per_row < (int64_t{1} << 15)) {
+    body(int64_t{0}, rows);
+    return;
+  }
+  tbb::parallel_for(tbb::blocked_range<int64_t>(0, rows, rows_per_task),
+                    [&](const tbb::blocked_range<int64_t>& r) { body(r.begin(), r.end()); });
+}
+
+}  // namespace
+
+float max_abs(const float* v, int64_t n) {
+  float a = 0.0f;
+  for (int64_t i = 0; i < n; ++i) a = std::max(a, std::fabs(v[i]));
+  return a;
+}
+
+float quantization_scale(float amax) { return amax == 0.0f ? 1.0f : amax / 127.0f; }
+
+void quantize(const float* v, int64_t n, float amax, int8_t* q) {
+  if (amax == 0.0f) {
+    std::fill(q, q + n, int8_t{0});
+    return;
+  }
+  const float s = quantization_scale(amax);
+  for (int64_t i = 0; i < n; ++i) {
+    // rint rounds half to even in the default rounding mode, which lpurt never changes.
+    const float r = std::rint(v[i] / s);
+    q[i] = static_cast<int8_t>(std::clamp(r, -127.0f, 127.0f));
+  }
+}
+
+void gemv_int8(const int8_t* w, int64_t rows, int64_t cols, const int8_t* q, int32_t* acc) {
+  for_rows(rows, cols, [=](int64_t begin, int64_t end) {
+    for (int64_t j = begin; j < end; ++j) acc[j] = dot_int8(w + j * cols, q, cols);
+  });
+}
+
+void gemm_int8(const int8_t* w, int64_t rows, int64_t cols, const int8_t* q, int64_t n_tokens, int32_t* acc) {
+  for_rows(rows, cols * n_tokens, [=](int64_t begin, int64_t end) {
+    for (int64_t j = begin; j < end; ++j) {
+      const int8_t* row = w + j * cols;
+      for (int64_t t = 0; t < n_tokens; ++t) acc[t * rows + j] = dot_int8(row, q + t * cols, cols);
+    }
+  });
+}
+
+void dequantize(const int32_t* acc, int64_t rows, float amax, const float* row_scale, float* y) {
+  const float s = quantization_scale(amax);
+  for (int64_t j = 0; j < rows; ++j) y[j] = (static_cast<float>(acc[j]) * s) * row_scale[j];
+}
+
+void dequantize_add(const int32_t* acc, int64_t rows, float amax, const float* row_scale, float* y) {
+  const float s = quantization_scale(amax);
+  for (int64_t j = 0; j < rows; ++j) y[j] += (static_cast<float>(acc[j]) * s) * row_scale[j];
+}
+
+void rmsnorm(const float* x, const float* g, int64_t n, float eps, float* out) {
+  float sum_squares = 0.0f;
+  for (int64_t i = 0; i < n; ++i) sum_squares += x[i] * x[i];
+  const float inv_rms = 1.0f / std::sqrt(sum_squares / static_cast<float>(n) + eps);
+  for (int64_t i = 0; i < n; ++i) out[i] = x[i] * inv_rms * g[i];
+}
+
+void rope_table(int64_t n_positions, int64_t head_dim, float theta, float* cos_out, float* sin_out) {
+  const int64_t half = head_dim / 2;
+  for (int64_t p = 0; p < n_positions; ++p) {
+    for (int64_t i = 0; i < half; ++i) {
+      const float exponent = -static_cast<float>(2 * i) / static_cast<float>(head_dim);
+      const float angle = static_cast<float>(p) * std::pow(theta, exponent);
+      cos_out[p * half + i] = std::cos(angle);
+      sin_out[p * half + i] = std::sin(angle);
+    }
+  }
+}
+
+void rope_apply(float* v, int64_t n_heads, int64_t head_dim, const float* cos, const float* sin) {
+  const int64_t half = head_dim / 2;
+  for (int64_t h = 0; h < n_heads; ++h) {
+    float* head = v + h * head_dim;
+    for (int64_t i = 0; i < half; ++i) {
+      const float a = head[2 * i];
+      const float b = head[2 * i + 1];
+      head[2 * i] = a * cos[i] - b * sin[i];
+      head[2 * i + 1] = a * sin[i] + b * cos[i];
+    }
+  }
+}
+
+void attention_head(const float* q, const float* k, const float* v, int64_t n_ctx, int64_t head_dim,
+                    float* scores, float* out) {
+  const float sqrt_head_dim = std::sqrt(static_cast<float>(head_dim));
+  float max_score = -INFINITY;
+  for (int64_t j = 0; j < n_ctx; ++j) {
+    const float* kj = k + j * head_dim;
+    float dot = 0.0f;
+    for (int64_t d = 0; d < head_dim; ++d) dot += q[d] * kj[d];
+    scores[j] = dot / sqrt_head_dim;
+    max_score = std::max(max_score, scores[j]);
+  }
+  float sum = 0.0f;
+  for (int64_t j = 0; j < n_ctx; ++j) {
+    scores[j] = std::exp(scores[j] - max_score);
+    sum += scores[j];
+  }
+  std::fill(out, out + head_dim, 0.0f);
+  for (int64_t j = 0; j < n_ctx; ++j) {
+    const float p = scores[j] / sum;
+    const float* vj = v + j * head_dim;
+    for (int64_t d = 0; d < head_dim; ++d) out[d] += p * vj[d];
+  }
+}
+
+void silu_mul(const float* gate, const float* up, int64_t n, float* out) {
+  for (int64_t i = 0; i < n; ++i) {
+    const float z = gate[i];
+    out[i] = z / (1.0f + std::exp(-z)) * up[i];
+  }
+}
+
+void embed_row(const int8_t* e, float scale, int64_t n, float* x) {
+  for (int64_t i = 0; i < n; ++i) x[i] = static_cast<float>(e[i]) * scale;
+}
+
+int64_t argmax(const float* v, int64_t n) {
+  int64_t best = 0;
+  for (int64_t i = 1; i < n; ++i)
+    if (v[i] > v[best]) best = i;
+  return best;
+}
+
+void route_top_k(const float* router, const float* h, int64_t n_experts, int64_t dim, int64_t k, float* logits,
+                 int32_t* experts, float* weights) {
+  for (int64_t e = 0; e < n_experts; ++e) {
+    float dot = 0.0f;
+    for (int64_t i = 0; i < dim; ++i) dot += router[e * dim + i] * h[i];
+    logits[e] = dot;
+  }
+  // Selection by repeated argmax over the not-yet-chosen experts: strict '>' keeps the lower index on ties.
+  int64_t n_chosen = 0;
+  for (; n_chosen < k; ++n_chosen) {
+    int64_t best = -1;
+    for (int64_t e = 0; e < n_experts; ++e) {
+      bool taken = false;
+      for (int64_t c = 0; c < n_chosen; ++c) taken = taken || experts[c] == e;
+      if (!taken && (best < 0 || logits[e] > logits[best])) best = e;
+    }
+    experts[n_chosen] = static_cast<int32_t>(best);
+  }
+  std::sort(experts, experts + k);
+  // Softmax over the k chosen logits, summed in ascending expert order.
+  float max_logit = -INFINITY;
+  for (int64_t c = 0; c < k; ++c) max_logit = std::max(max_logit, logits[experts[c]]);
+  float sum = 0.0f;
+  for (int64_t c = 0; c < k; ++c) {
+    weights[c] = std::exp(logits[experts[c]] - max_logit);
+    sum += weights[c];
+  }
+  for (int64_t c = 0; c < k; ++c) weights[c] /= sum;
+}
+
+}  // namespace lpurt::chip

@@ -1,0 +1,296 @@
+#include "chip/shard.hpp"
+
+#include <tbb/blocked_range2d.h>
+#include <tbb/parallel_for.h>
+
+#include <algorithm>
+#include <cassert>
+#include <cstring>
+
+#include "chip/error.hpp"
+#include "chip/kernels.hpp"
+
+namespace lpurt::chip {
+
+ShardRange whole_model(const ModelConfig& cfg) {
+  ShardRange r;
+  r.layer_end = cfg.n_layers;
+  r.head_end = cfg.n_heads;
+  r.ffn_end = cfg.intermediate_size;
+  r.vocab_end = cfg.vocab_size;
+  r.embed_end = cfg.vocab_size;
+  r.final_norm = true;
+  return r;
+}
+
+void QuantizedMatrix::resize(int64_t n_rows, int64_t n_cols) {
+  rows = n_rows;
+  cols = n_cols;
+  weight.assign(static_cast<std::size_t>(n_rows * n_cols), 0);
+  scale.assign(static_cast<std::size_t>(n_rows), 0.0f);
+}
+
+namespace {
+
+struct BufferSizes {
+  int64_t kv_values = 0;       // per cache (K or V)
+  int64_t rope_values = 0;     // per table
+  int64_t float_values = 0;    // all float scratch
+  int64_t int8_values = 0;
+  int64_t int32_values = 0;
+};
+
+int64_t q8_width(const ModelConfig& c, const ShardRange& r) {
+  return std::max({c.hidden_size, r.n_heads() * c.head_dim(), r.n_ffn()});
+}
+int64_t acc_width(const ModelConfig& c, const ShardRange& r) {
+  return std::max({c.hidden_size, r.n_heads() * c.head_dim(), r.n_kv_heads(c) * c.head_dim(), r.n_ffn(),
+                   r.n_vocab()});
+}
+
+BufferSizes buffer_sizes(const ModelConfig& c, const ShardRange& r, const ShardShape& s) {
+  const int64_t hd = c.head_dim();
+  const int64_t b = s.block_tokens;
+  BufferSizes z;
+  z.kv_values = s.n_slots * r.n_layers() * r.n_kv_heads(c) * s.context * hd;
+  z.rope_values = s.context * (hd / 2);
+  z.float_values = b * c.hidden_size                 // h
+                   + b                               // row_amax
+                   + 2 * b * r.n_heads() * hd        // q, attn
+                   + 2 * b * r.n_kv_heads(c) * hd    // k, v
+                   + r.n_heads() * s.context         // scores
+                   + 2 * b * r.n_ffn()               // gate, act
+                   + b                               // amax
+                   + r.n_vocab()                     // logits
+                   + c.n_experts + c.n_experts_per_token + 2 * c.hidden_size;  // MoE scratch
+  z.int8_values = b * q8_width(c, r);
+  z.int32_values = b * acc_width(c, r) + c.n_experts_per_token;
+  return z;
+}
+
+int64_t matrix_bytes(int64_t rows, int64_t cols) { return rows * cols + 4 * rows; }
+
+int64_t shard_weight_bytes(const ModelConfig& c, const ShardRange& r) {
+  const int64_t d = c.hidden_size;
+  const int64_t hd = c.head_dim();
+  int64_t layer = 2 * 4 * d                                       // attn_norm, ffn_norm
+                  + matrix_bytes(r.n_heads() * hd, d)             // wq
+                  + 2 * matrix_bytes(r.n_kv_heads(c) * hd, d)     // wk, wv
+                  + r.n_heads() * hd * d + 4 * d;                 // wo columns + full scale
+  const int64_t ffn = 2 * matrix_bytes(r.n_ffn(), d) + r.n_ffn() * d + 4 * d;
+  layer += c.is_moe() ? 4 * c.n_experts * d + c.n_experts * ffn : ffn;
+  int64_t bytes = r.n_layers() * layer;
+  bytes += matrix_bytes(r.n_embed(), d);
+  if (r.final_norm) bytes += 4 * d;
+  bytes += matrix_bytes(r.n_vocab(), d);
+  return bytes;
+}
+
+}  // namespace
+
+SramUsage shard_sram_usage(const ModelConfig& c, const ShardRange& r, const ShardShape& s, const ChipSpec& spec) {
+  const BufferSizes z = buffer_sizes(c, r, s);
+  SramUsage u;
+  u.weight_bytes = shard_weight_bytes(c, r);
+  u.kv_cache_bytes = 2 * z.kv_values * spec.kv_bytes_per_value;
+  u.activation_bytes = 4 * (2 * z.rope_values + z.float_values) + z.int8_values + 4 * z.int32_values;
+  u.program_bytes = spec.program_reserve_bytes;
+  return u;
+}
+
+Shard::Shard(const ModelConfig& cfg, const ShardRange& range, const ShardShape& shape)
+    : cfg_(cfg), range_(range), shape_(shape) {
+  LPURT_ASSERT(shape.context >= 1 && shape.context <= cfg.max_seq_len);
+  LPURT_ASSERT(shape.n_slots >= 1 && shape.block_tokens >= 1);
+  const int64_t d = cfg.hidden_size;
+  const int64_t hd = cfg.head_dim();
+  n_kv_heads_ = range.n_kv_heads(cfg);
+  kv_head_begin_ = range.kv_head_begin(cfg);
+
+  auto size_experts = [&](ExpertWeights& e) {
+    e.w_gate.resize(range.n_ffn(), d);
+    e.w_up.resize(range.n_ffn(), d);
+    e.w_down.resize(d, range.n_ffn());
+  };
+  weights_.embedding.resize(range.n_embed(), d);
+  weights_.layers.resize(static_cast<std::size_t>(range.n_layers()));
+  for (auto& l : weights_.layers) {
+    l.attn_norm.assign(static_cast<std::size_t>(d), 0.0f);
+    l.ffn_norm.assign(static_cast<std::size_t>(d), 0.0f);
+    l.wq.resize(range.n_heads() * hd, d);
+    l.wk.resize(n_kv_heads_ * hd, d);
+    l.wv.resize(n_kv_heads_ * hd, d);
+    l.wo.resize(d, range.n_heads() * hd);
+    if (cfg.is_moe()) {
+      l.router.assign(static_cast<std::size_t>(cfg.n_experts * d), 0.0f);
+      l.experts.resize(static_cast<std::size_t>(cfg.n_experts));
+      for (auto& e : l.experts) size_experts(e);
+    } else {
+      size_experts(l.ffn);
+    }
+  }
+  if (range.final_norm) weights_.final_norm.assign(static_cast<std::size_t>(d), 0.0f);
+  weights_.lm_head.resize(range.n_vocab(), d);
+
+  const BufferSizes z = buffer_sizes(cfg, range, shape);
+  const int64_t b = shape.block_tokens;
+  auto floats = [](int64_t n) { return std::vector<float>(static_cast<std::size_t>(n), 0.0f); };
+  k_cache_ = floats(z.kv_values);
+  v_cache_ = floats(z.kv_values);
+  rope_cos_ = floats(z.rope_values);
+  rope_sin_ = floats(z.rope_values);
+  rope_table(shape.context, hd, cfg.rope_theta, rope_cos_.data(), rope_sin_.data());
+  h_ = floats(b * d);
+  row_amax_ = floats(b);
+  q8_.assign(static_cast<std::size_t>(b * q8_width(cfg, range)), 0);
+  acc_.assign(static_cast<std::size_t>(b * acc_width(cfg, range)), 0);
+  q_ = floats(b * range.n_heads() * hd);
+  k_ = floats(b * n_kv_heads_ * hd);
+  v_ = floats(b * n_kv_heads_ * hd);
+  attn_ = floats(b * range.n_heads() * hd);
+  scores_ = floats(range.n_heads() * shape.context);
+  gate_ = floats(b * range.n_ffn());
+  act_ = floats(b * range.n_ffn());
+  amax_ = floats(b);
+  logits_ = floats(range.n_vocab());
+  router_logits_ = floats(cfg.n_experts);
+  chosen_.assign(static_cast<std::size_t>(cfg.n_experts_per_token), 0);
+  chosen_weight_ = floats(cfg.n_experts_per_token);
+  expert_y_ = floats(d);
+  moe_out_ = floats(d);
+}
+
+const LayerWeights& Shard::layer_weights(int64_t layer) const {
+  assert(layer >= range_.layer_begin && layer < range_.layer_end);
+  return weights_.layers[static_cast<std::size_t>(layer - range_.layer_begin)];
+}
+
+void Shard::embed(const int32_t* tokens, int64_t n, float* x) const {
+  const int64_t d = cfg_.hidden_size;
+  const QuantizedMatrix& e = weights_.embedding;
+  for (int64_t t = 0; t < n; ++t) {
+    const int64_t row = tokens[t] - range_.embed_begin;
+    assert(row >= 0 && row < range_.n_embed());
+    embed_row(e.weight.data() + row * d, e.scale[static_cast<std::size_t>(row)], d, x + t * d);
+  }
+}
+
+void Shard::linear_block(const QuantizedMatrix& m, const float* in, int64_t n, float* y) {
+  for (int64_t t = 0; t < n; ++t) {
+    row_amax_[static_cast<std::size_t>(t)] = max_abs(in + t * m.cols, m.cols);
+    quantize(in + t * m.cols, m.cols, row_amax_[static_cast<std::size_t>(t)], q8_.data() + t * m.cols);
+  }
+  gemm_int8(m.weight.data(), m.rows, m.cols, q8_.data(), n, acc_.data());
+  for (int64_t t = 0; t < n; ++t)
+    dequantize(acc_.data() + t * m.rows, m.rows, row_amax_[static_cast<std::size_t>(t)], m.scale.data(),
+               y + t * m.rows);
+}
+
+void Shard::attention_in(int64_t slot, int64_t layer, int64_t pos, int64_t n, const float* x) {
+  assert(n <= shape_.block_tokens && pos + n <= shape_.context && slot < shape_.n_slots);
+  const LayerWeights& w = layer_weights(layer);
+  const int64_t d = cfg_.hidden_size;
+  const int64_t hd = cfg_.head_dim();
+  const int64_t n_heads = range_.n_heads();
+  const int64_t half = hd / 2;
+  for (int64_t t = 0; t < n; ++t) rmsnorm(x + t * d, w.attn_norm.data(), d, cfg_.norm_eps, h_.data() + t * d);
+  // q, k and v share the quantized h: the same bytes feed three matmuls, as on the chip.
+  linear_block(w.wq, h_.data(), n, q_.data());
+  linear_block(w.wk, h_.data(), n, k_.data());
+  linear_block(w.wv, h_.data(), n, v_.data());
+
+  const int64_t layer_index = layer - range_.layer_begin;
+  const int64_t head_stride = shape_.context * hd;
+  const int64_t cache_base = (slot * range_.n_layers() + layer_index) * n_kv_heads_ * head_stride;
+  for (int64_t t = 0; t < n; ++t) {
+    const int64_t p = pos + t;
+    rope_apply(q_.data() + t * n_heads * hd, n_heads, hd, rope_cos_.data() + p * half, rope_sin_.data() + p * half);
+    rope_apply(k_.data() + t * n_kv_heads_ * hd, n_kv_heads_, hd, rope_cos_.data() + p * half,
+               rope_sin_.data() + p * half);
+    for (int64_t kvh = 0; kvh < n_kv_heads_; ++kvh) {
+      const std::size_t dst = static_cast<std::size_t>(cache_base + kvh * head_stride + p * hd);
+      std::memcpy(&k_cache_[dst], k_.data() + (t * n_kv_heads_ + kvh) * hd, sizeof(float) * static_cast<std::size_t>(hd));
+      std::memcpy(&v_cache_[dst], v_.data() + (t * n_kv_heads_ + kvh) * hd, sizeof(float) * static_cast<std::size_t>(hd));
+    }
+  }
+  // One task per query head; each owns its row of the score scratch and walks the block's tokens in order.
+  tbb::parallel_for(int64_t{0}, n_heads, [&](int64_t lh) {
+    const int64_t kv_local = (range_.head_begin + lh) / cfg_.heads_per_kv_head() - kv_head_begin_;
+    const float* k = k_cache_.data() + cache_base + kv_local * head_stride;
+    const float* v = v_cache_.data() + cache_base + kv_local * head_stride;
+    float* scores = scores_.data() + lh * shape_.context;
+    for (int64_t t = 0; t < n; ++t)
+      attention_head(q_.data() + (t * n_heads + lh) * hd, k, v, pos + t + 1, hd, scores,
+                     attn_.data() + (t * n_heads + lh) * hd);
+  });
+  for (int64_t t = 0; t < n; ++t) amax_[static_cast<std::size_t>(t)] = max_abs(attn_.data() + t * n_heads * hd, n_heads * hd);
+}
+
+void Shard::attention_out_partial(int64_t layer, int64_t n, const float* amax) {
+  const QuantizedMatrix& wo = layer_weights(layer).wo;
+  for (int64_t t = 0; t < n; ++t) quantize(attn_.data() + t * wo.cols, wo.cols, amax[t], q8_.data() + t * wo.cols);
+  gemm_int8(wo.weight.data(), wo.rows, wo.cols, q8_.data(), n, acc_.data());
+}
+
+void Shard::add_attention_output(int64_t layer, int64_t n, const int32_t* sums, const float* amax, float* x) const {
+  const QuantizedMatrix& wo = layer_weights(layer).wo;
+  for (int64_t t = 0; t < n; ++t) dequantize_add(sums + t * wo.rows, wo.rows, amax[t], wo.scale.data(), x + t * wo.rows);
+}
+
+void Shard::ffn_in(int64_t layer, int64_t n, const float* x) {
+  const LayerWeights& w = layer_weights(layer);
+  const int64_t d = cfg_.hidden_size;
+  const int64_t f = range_.n_ffn();
+  for (int64_t t = 0; t < n; ++t) rmsnorm(x + t * d, w.ffn_norm.data(), d, cfg_.norm_eps, h_.data() + t * d);
+  linear_block(w.ffn.w_gate, h_.data(), n, gate_.data());
+  linear_block(w.ffn.w_up, h_.data(), n, act_.data());
+  for (int64_t t = 0; t < n; ++t) {
+    silu_mul(gate_.data() + t * f, act_.data() + t * f, f, act_.data() + t * f);
+    amax_[static_cast<std::size_t>(t)] = max_abs(act_.data() + t * f, f);
+  }
+}
+
+void Shard::ffn_out_partial(int64_t layer, int64_t n, const float* amax) {
+  const QuantizedMatrix& wd = layer_weights(layer).ffn.w_down;
+  for (int64_t t = 0; t < n; ++t) quantize(act_.data() + t * wd.cols, wd.cols, amax[t], q8_.data() + t * wd.cols);
+  gemm_int8(wd.weight.data(), wd.rows, wd.cols, q8_.data(), n, acc_.data());
+}
+
+void Shard::add_ffn_output(int64_t layer, int64_t n, const int32_t* sums, const float* amax, float* x) const {
+  const QuantizedMatrix& wd = layer_weights(layer).ffn.w_down;
+  for (int64_t t = 0; t < n; ++t) dequantize_add(sums + t * wd.rows, wd.rows, amax[t], wd.scale.data(), x + t * wd.rows);
+}
+
+void Shard::expert_ffn(const ExpertWeights& e, const float* h, float* y) {
+  linear_block(e.w_gate, h, 1, gate_.data());
+  linear_block(e.w_up, h, 1, act_.data());
+  silu_mul(gate_.data(), act_.data(), e.w_gate.rows, act_.data());
+  linear_block(e.w_down, act_.data(), 1, y);
+}
+
+void Shard::moe_ffn(int64_t layer, int64_t n, float* x) {
+  LPURT_ASSERT(range_.ffn_begin == 0 && range_.ffn_end == cfg_.intermediate_size);
+  const LayerWeights& w = layer_weights(layer);
+  const int64_t d = cfg_.hidden_size;
+  const int64_t k = cfg_.n_experts_per_token;
+  for (int64_t t = 0; t < n; ++t) {
+    float* xt = x + t * d;
+    rmsnorm(xt, w.ffn_norm.data(), d, cfg_.norm_eps, h_.data());
+    route_top_k(w.router.data(), h_.data(), cfg_.n_experts, d, k, router_logits_.data(), chosen_.data(),
+                chosen_weight_.data());
+    std::fill(moe_out_.begin(), moe_out_.end(), 0.0f);
+    for (int64_t c = 0; c < k; ++c) {
+      expert_ffn(w.experts[static_cast<std::size_t>(chosen_[static_cast<std::size_t>(c)])], h_.data(), expert_y_.data());
+      const float weight = chosen_weight_[static_cast<std::size_t>(c)];
+      for (int64_t i = 0; i < d; ++i) moe_out_[static_cast<std::size_t>(i)] += weight * expert_y_[static_cast<std::size_t>(i)];
+    }
+    for (int64_t i = 0; i < d; ++i) xt[i] += moe_out_[static_cast<std::size_t>(i)];
+  }
+}
+
+void Shard::logits(const float* x) {
+  rmsnorm(x, weights_.final_norm.data(), cfg_.hidden_size, cfg_.norm_eps, h_.data());
+  linear_block(weights_.lm_head, h_.data(), 1, logits_.data());
+}
+
+}  // namespace lpurt::chip

@@ -1,0 +1,177 @@
+#pragma once
+/// \file
+/// The part of a model that one chip holds (ShardRange), its weights, KV cache and working buffers
+/// (Shard), and the compute phases of a transformer layer on that chip.
+///
+/// A layer runs as phases so that the chips of a tensor-parallel group can combine their partial results
+/// exactly between phases (a max of per-token amax values, a sum of int32 partial sums):
+/// \code
+///   shard.attention_in(slot, layer, pos, n, x);           // -> attention_out() [n, local heads*hd], amax()
+///   /* group: amax = max over chips of shard.amax() */
+///   shard.attention_out_partial(layer, n, amax);         // -> partial_sums() int32 [n, D]
+///   /* group: sums = sum over chips of shard.partial_sums() */
+///   shard.add_attention_output(layer, n, sums, amax, x); // x += dequantized wo output (same on every chip)
+///   shard.ffn_in(layer, n, x); ... shard.ffn_out_partial(...); ... shard.add_ffn_output(...);
+/// \endcode
+/// With one chip the "group" steps are the identity. All buffers are allocated by the constructor; the
+/// phases allocate nothing.
+
+#include <cstdint>
+#include <vector>
+
+#include "chip/hardware.hpp"
+#include "chip/model_config.hpp"
+#include "chip/sram.hpp"
+
+namespace lpurt::chip {
+
+/// What one chip holds. Query heads, FFN columns and vocabulary rows are contiguous ranges; the KV heads
+/// are those its query heads read (replicated across chips when there are more chips than KV heads).
+struct ShardRange {
+  int64_t layer_begin = 0, layer_end = 0;  ///< layers [begin, end)
+  int64_t head_begin = 0, head_end = 0;    ///< query heads of every held layer
+  int64_t ffn_begin = 0, ffn_end = 0;      ///< rows of w_gate/w_up, columns of w_down (per expert for MoE)
+  int64_t vocab_begin = 0, vocab_end = 0;  ///< rows of lm_head; empty if the chip holds no lm_head
+  int64_t embed_begin = 0, embed_end = 0;  ///< rows (tokens) of the embedding table; empty if none
+  bool final_norm = false;                 ///< holds final_norm (last stage)
+
+  int64_t n_layers() const { return layer_end - layer_begin; }
+  int64_t n_heads() const { return head_end - head_begin; }
+  int64_t n_ffn() const { return ffn_end - ffn_begin; }
+  int64_t n_vocab() const { return vocab_end - vocab_begin; }
+  int64_t n_embed() const { return embed_end - embed_begin; }
+  int64_t kv_head_begin(const ModelConfig& c) const { return head_begin / c.heads_per_kv_head(); }
+  int64_t kv_head_end(const ModelConfig& c) const {
+    return n_heads() == 0 ? kv_head_begin(c) : (head_end - 1) / c.heads_per_kv_head() + 1;
+  }
+  int64_t n_kv_heads(const ModelConfig& c) const { return kv_head_end(c) - kv_head_begin(c); }
+};
+
+/// The whole model on one chip.
+ShardRange whole_model(const ModelConfig& cfg);
+
+/// An int8 weight matrix with per-row float32 scales, as a chip holds it.
+struct QuantizedMatrix {
+  int64_t rows = 0;
+  int64_t cols = 0;
+  std::vector<int8_t> weight;  ///< [rows, cols] row-major
+  std::vector<float> scale;    ///< [rows]
+  void resize(int64_t n_rows, int64_t n_cols);
+};
+
+struct ExpertWeights {
+  QuantizedMatrix w_gate;  ///< [n_ffn, D]
+  QuantizedMatrix w_up;    ///< [n_ffn, D]
+  QuantizedMatrix w_down;  ///< [D, n_ffn]
+};
+
+struct LayerWeights {
+  std::vector<float> attn_norm;  ///< [D]
+  QuantizedMatrix wq;            ///< [n_heads*hd, D]: rows of the chip's query heads
+  QuantizedMatrix wk;            ///< [n_kv_heads*hd, D]
+  QuantizedMatrix wv;            ///< [n_kv_heads*hd, D]
+  QuantizedMatrix wo;            ///< [D, n_heads*hd]: the columns of the chip's query heads
+  std::vector<float> ffn_norm;   ///< [D]
+  ExpertWeights ffn;             ///< dense FFN (llama)
+  std::vector<float> router;     ///< [E, D] (mixtral)
+  std::vector<ExpertWeights> experts;  ///< [E] (mixtral)
+};
+
+struct ShardWeights {
+  QuantizedMatrix embedding;       ///< [n_embed, D]: rows embed_begin..embed_end
+  std::vector<LayerWeights> layers;///< [n_layers] of the range, layer_begin first
+  std::vector<float> final_norm;   ///< [D] if ShardRange::final_norm
+  QuantizedMatrix lm_head;         ///< [n_vocab, D]
+};
+
+/// Sizes that fix a shard's buffers.
+struct ShardShape {
+  int64_t context = 0;       ///< KV positions per sequence (<= max_seq_len)
+  int64_t n_slots = 1;       ///< sequences resident at once (batch)
+  int64_t block_tokens = 1;  ///< largest token block of one phase call (prefill chunk)
+};
+
+/// SRAM a shard needs: its weights, KV cache and buffers exactly as Shard allocates them.
+SramUsage shard_sram_usage(const ModelConfig& cfg, const ShardRange& range, const ShardShape& shape,
+                           const ChipSpec& spec);
+
+class Shard {
+ public:
+  Shard(const ModelConfig& cfg, const ShardRange& range, const ShardShape& shape);
+
+  const ModelConfig& config() const { return cfg_; }
+  const ShardRange& range() const { return range_; }
+  const ShardShape& shape() const { return shape_; }
+  /// Weight storage, sized by the constructor; a loader fills it before the first phase runs.
+  ShardWeights& weights() { return weights_; }
+  const ShardWeights& weights() const { return weights_; }
+
+  /// x[t] = embedding row of tokens[t]; x: float [n, D]. Every token must be in [embed_begin, embed_end).
+  void embed(const int32_t* tokens, int64_t n, float* x) const;
+
+  /// Attention up to the heads' outputs for n tokens of sequence `slot` at positions [pos, pos + n):
+  /// norm, q/k/v, RoPE, KV-cache append, causal attention of the chip's heads.
+  void attention_in(int64_t slot, int64_t layer, int64_t pos, int64_t n, const float* x);
+  /// wo partial sums over the chip's heads, quantized with the group's per-token amax [n].
+  void attention_out_partial(int64_t layer, int64_t n, const float* amax);
+  /// x += dequantized wo output from the group's summed partials sums [n, D] and amax [n].
+  void add_attention_output(int64_t layer, int64_t n, const int32_t* sums, const float* amax, float* x) const;
+
+  /// FFN up to the activation of the chip's columns: norm, gate/up, SiLU.
+  void ffn_in(int64_t layer, int64_t n, const float* x);
+  void ffn_out_partial(int64_t layer, int64_t n, const float* amax);
+  void add_ffn_output(int64_t layer, int64_t n, const int32_t* sums, const float* amax, float* x) const;
+
+  /// Mixtral FFN for n tokens, all experts on this chip (x += routed expert outputs).
+  void moe_ffn(int64_t layer, int64_t n, float* x);
+
+  /// Logits of the chip's vocabulary rows for one token: final norm, quantize, lm_head.
+  /// Result in logits(), float [n_vocab].
+  void logits(const float* x);
+
+  const float* attention_out() const { return attn_.data(); }  ///< [n, n_heads*hd]
+  const float* ffn_act() const { return act_.data(); }         ///< [n, n_ffn]
+  const float* amax() const { return amax_.data(); }           ///< [n] per-token local amax
+  const int32_t* partial_sums() const { return acc_.data(); }  ///< [n, D]
+  const float* logits_out() const { return logits_.data(); }   ///< [n_vocab]
+
+ private:
+  const LayerWeights& layer_weights(int64_t layer) const;
+  /// y[t] = dequantized (m . quantize(in[t])) for t < n; in: float [n, m.cols], y: float [n, m.rows].
+  void linear_block(const QuantizedMatrix& m, const float* in, int64_t n, float* y);
+  /// Expert FFN of one token on full columns: y = w_down(silu(w_gate h) * w_up h); y: float [D].
+  void expert_ffn(const ExpertWeights& e, const float* h, float* y);
+
+  ModelConfig cfg_;
+  ShardRange range_;
+  ShardShape shape_;
+  ShardWeights weights_;
+  int64_t n_kv_heads_ = 0;
+  int64_t kv_head_begin_ = 0;
+
+  std::vector<float> k_cache_;     ///< [n_slots, n_layers, n_kv_heads, context, hd]
+  std::vector<float> v_cache_;     ///< same
+  std::vector<float> rope_cos_;    ///< [context, hd/2]
+  std::vector<float> rope_sin_;    ///< [context, hd/2]
+
+  std::vector<float> h_;           ///< [block, D] normed input
+  std::vector<float> row_amax_;    ///< [block] amax of each row of the current linear's input
+  std::vector<int8_t> q8_;         ///< [block, max(D, n_heads*hd, n_ffn)] quantized input
+  std::vector<int32_t> acc_;       ///< [block, max(D, n_heads*hd, kv*hd, n_ffn, n_vocab)] int32 sums
+  std::vector<float> q_;           ///< [block, n_heads*hd]
+  std::vector<float> k_;           ///< [block, n_kv_heads*hd]
+  std::vector<float> v_;           ///< [block, n_kv_heads*hd]
+  std::vector<float> attn_;        ///< [block, n_heads*hd]
+  std::vector<float> scores_;      ///< [n_heads, context] softmax scratch, one row per head task
+  std::vector<float> gate_;        ///< [block, n_ffn]
+  std::vector<float> act_;         ///< [block, n_ffn]
+  std::vector<float> amax_;        ///< [block]
+  std::vector<float> logits_;      ///< [n_vocab]
+  std::vector<float> router_logits_;  ///< [E]
+  std::vector<int32_t> chosen_;       ///< [k]
+  std::vector<float> chosen_weight_;  ///< [k]
+  std::vector<float> expert_y_;       ///< [D]
+  std::vector<float> moe_out_;        ///< [D]
+};
+
+}  // namespace lpurt::chip

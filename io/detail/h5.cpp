@@ -1,0 +1,127 @@
+#include "io/detail/h5.hpp"
+
+#include <cstdio>
+#include <mutex>
+
+#include "io/error.hpp"
+
+namespace lpurt::io::detail {
+
+void silence_hdf5_errors() {
+  static std::once_flag once;
+  std::call_once(once, [] { H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr); });
+}
+
+namespace {
+herr_t collect_error(unsigned n, const H5E_error2_t* e, void* data) {
+  auto* out = static_cast<std::string*>(data);
+  // The innermost entries (highest n) are the most specific; keep them all, innermost last.
+  if (!out->empty()) *out += "; ";
+  *out += std::string(e->func_name ? e->func_name : "?") + ": " + (e->desc ? e->desc : "?");
+  (void)n;
+  return 0;
+}
+}  // namespace
+
+std::string error_stack() {
+  std::string text;
+  H5Ewalk2(H5E_DEFAULT, H5E_WALK_UPWARD, collect_error, &text);
+  H5Eclear2(H5E_DEFAULT);
+  return text.empty() ? "no HDF5 error detail" : text;
+}
+
+hid_t check(hid_t status, const std::string& context) {
+  if (status < 0) throw FileError(context + " (HDF5: " + error_stack() + ")");
+  return status;
+}
+
+Handle open_file_read(const std::string& path) {
+  silence_hdf5_errors();
+  const htri_t is_hdf5 = H5Fis_hdf5(path.c_str());
+  if (is_hdf5 <= 0) {
+    H5Eclear2(H5E_DEFAULT);
+    FILE* f = std::fopen(path.c_str(), "rb");
+    if (!f) throw FileError(path + ": cannot open (no such file or not readable)");
+    std::fclose(f);
+    throw FileError(path + ": not an HDF5 file (or truncated: no valid HDF5 superblock)");
+  }
+  return Handle(check(H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT), path + ": cannot open HDF5 file"),
+                H5Fclose);
+}
+
+Handle create_file(const std::string& path) {
+  silence_hdf5_errors();
+  return Handle(check(H5Fcreate(path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT),
+                      path + ": cannot create HDF5 file"),
+                H5Fclose);
+}
+
+Handle open_group(hid_t parent, const std::string& path, const std::string& file) {
+  return Handle(check(H5Gopen2(parent, path.c_str(), H5P_DEFAULT), file + ": cannot open group " + path), H5Gclose);
+}
+
+Handle create_group(hid_t parent, const std::string& path, const std::string& file) {
+  Handle lcpl(check(H5Pcreate(H5P_LINK_CREATE), "H5Pcreate"), H5Pclose);
+  check(H5Pset_create_intermediate_group(lcpl.get(), 1), "H5Pset_create_intermediate_group");
+  return Handle(check(H5Gcreate2(parent, path.c_str(), lcpl.get(), H5P_DEFAULT, H5P_DEFAULT),
+                      file + ": cannot create group " + path),
+                H5Gclose);
+}
+
+Handle open_dataset(hid_t file, const std::string& path, const std::string& file_name) {
+  if (!link_exists(file, path)) throw FileError(file_name + ": missing dataset " + path);
+  return Handle(check(H5Dopen2(file, path.c_str(), H5P_DEFAULT), file_name + ": cannot open dataset " + path),
+                H5Dclose);
+}
+
+bool link_exists(hid_t file, const std::string& path) {
+  // H5Lexists must be asked one path component at a time: a missing parent group is an error, not "no".
+  std::size_t pos = 0;
+  while (true) {
+    pos = path.find('/', pos + 1);
+    const std::string prefix = path.substr(0, pos);
+    const htri_t exists = H5Lexists(file, prefix.c_str(), H5P_DEFAULT);
+    if (exists <= 0) {
+      H5Eclear2(H5E_DEFAULT);
+      return false;
+    }
+    if (pos == std::string::npos) return true;
+  }
+}
+
+bool attribute_exists(hid_t object, const std::string& name) {
+  const htri_t exists = H5Aexists(object, name.c_str());
+  if (exists < 0) H5Eclear2(H5E_DEFAULT);
+  return exists > 0;
+}
+
+Dtype dataset_dtype(hid_t dataset) {
+  Handle type(check(H5Dget_type(dataset), "H5Dget_type"), H5Tclose);
+  const H5T_class_t cls = H5Tget_class(type.get());
+  const std::size_t size = H5Tget_size(type.get());
+  if (cls == H5T_INTEGER && size == 1 && H5Tget_sign(type.get()) == H5T_SGN_2) return Dtype::int8;
+  if (cls == H5T_INTEGER && size == 4 && H5Tget_sign(type.get()) == H5T_SGN_2) return Dtype::int32;
+  if (cls == H5T_FLOAT && size == 4) return Dtype::float32;
+  return Dtype::other;
+}
+
+const char* dtype_name(Dtype d) {
+  switch (d) {
+    case Dtype::int8: return "int8";
+    case Dtype::int32: return "int32";
+    case Dtype::float32: return "float32";
+    case Dtype::other: return "another type";
+  }
+  return "?";
+}
+
+std::vector<hsize_t> dataset_dims(hid_t dataset) {
+  Handle space(check(H5Dget_space(dataset), "H5Dget_space"), H5Sclose);
+  const int rank = H5Sget_simple_extent_ndims(space.get());
+  check(rank, "H5Sget_simple_extent_ndims");
+  std::vector<hsize_t> dims(static_cast<std::size_t>(rank));
+  if (rank > 0) check(H5Sget_simple_extent_dims(space.get(), dims.data(), nullptr), "H5Sget_simple_extent_dims");
+  return dims;
+}
+
+}  // namespace lpurt::io::detail

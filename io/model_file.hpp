@@ -1,0 +1,70 @@
+#pragma once
+/// \file
+/// HDF5 model files, SPEC "Model file (HDF5), format version 1".
+/// ModelFile::open validates everything (format, version, every attribute, every dataset's dtype and
+/// shape) before anything runs; reads are hyperslabs straight into the caller's buffer.
+/// ModelWriter creates a file and writes it tensor by tensor, in row blocks, so that a large model is
+/// never held in memory whole.
+
+#include <hdf5.h>
+
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "io/detail/h5.hpp"
+#include "io/weight_source.hpp"
+
+namespace lpurt::io {
+
+inline constexpr int model_format_version = 1;
+
+class ModelFile final : public WeightSource {
+ public:
+  /// Opens and validates `path`. Throws FileError naming the file, the attribute or dataset, and what was
+  /// expected; a configuration error (e.g. hidden_size not a multiple of n_heads) names the file too.
+  static std::unique_ptr<ModelFile> open(const std::string& path);
+
+  const chip::ModelConfig& config() const override { return cfg_; }
+  bool has_weights() const override { return has_weights_; }
+  std::string name() const override { return path_; }
+  void read_weight(const chip::TensorId& id, int64_t row_begin, int64_t row_end, int64_t col_begin, int64_t col_end,
+                   int8_t* dst) override;
+  void read_scale(const chip::TensorId& id, int64_t row_begin, int64_t row_end, float* dst) override;
+  void read_floats(const chip::TensorId& id, float* dst) override;
+
+ private:
+  ModelFile(std::string path, detail::Handle file) : path_(std::move(path)), file_(std::move(file)) {}
+  void read_config();
+  void validate_datasets();
+  void read_block(const std::string& dataset, hid_t mem_type, int64_t row_begin, int64_t row_end, int64_t col_begin,
+                  int64_t col_end, bool two_dimensional, void* dst);
+
+  std::string path_;
+  detail::Handle file_;
+  chip::ModelConfig cfg_;
+  bool has_weights_ = false;
+};
+
+class ModelWriter {
+ public:
+  /// Creates `path` (truncating) and writes the root attributes of `cfg`.
+  ModelWriter(const std::string& path, const chip::ModelConfig& cfg);
+  /// Copies every tensor from `source`, in row blocks of at most `block_bytes`; `progress` is called
+  /// after each tensor with (tensors done, tensors total).
+  void write_weights(WeightSource& source, int64_t block_bytes,
+                     const std::function<void(int64_t, int64_t)>& progress = {});
+  void close();
+
+ private:
+  std::string path_;
+  chip::ModelConfig cfg_;
+  detail::Handle file_;
+};
+
+/// Writes a model file at `path` via `path.tmp` + rename, so a killed writer never leaves a partial file
+/// under the final name. With `config_only`, only the root attributes are written.
+void write_model_file(const std::string& path, WeightSource& source, bool config_only,
+                      const std::function<void(int64_t, int64_t)>& progress = {});
+
+}  // namespace lpurt::io

@@ -1,0 +1,34 @@
+#pragma once
+/// \file
+/// Result files, SPEC "Result file (HDF5)": /tokens, /prompt, /logits, the summary as root attributes,
+/// and /metrics with per-chip and per-link figures. Written to a temporary name and renamed.
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "io/record.hpp"
+
+namespace lpurt::io {
+
+/// One named per-chip (or per-link) column of /metrics, with its unit as an attribute.
+struct MetricColumn {
+  std::string name;  ///< e.g. "chip_sram_bytes"
+  std::string unit;  ///< e.g. "bytes"
+  std::vector<double> values;
+};
+
+struct RunResult {
+  std::vector<int32_t> prompt;  ///< [P]
+  std::vector<int32_t> tokens;  ///< [K]
+  std::vector<float> logits;    ///< [K, vocab]
+  int64_t vocab_size = 0;
+  Record summary;
+  std::vector<MetricColumn> metrics;
+};
+
+/// Writes `result` to `path` through `path.tmp.<pid>` and an atomic rename. Refuses to replace an
+/// existing file unless `force`.
+void write_result_file(const std::string& path, const RunResult& result, bool force);
+
+}  // namespace lpurt::io

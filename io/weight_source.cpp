@@ -1,0 +1,128 @@
+#include "io/weight_source.hpp"
+
+#include <tbb/parallel_for.h>
+
+#include <cmath>
+
+#include "chip/error.hpp"
+
+namespace lpurt::io {
+
+using chip::TensorId;
+using chip::TensorKind;
+
+void load_shard(WeightSource& source, chip::Shard& shard) {
+  const chip::ModelConfig& c = source.config();
+  const chip::ShardRange& r = shard.range();
+  chip::ShardWeights& w = shard.weights();
+  const int64_t hd = c.head_dim();
+
+  // Rows [row_begin, row_end) with all columns, or all rows with columns [col_begin, col_end) and all scales.
+  auto rows = [&](const TensorId& id, chip::QuantizedMatrix& m, int64_t row_begin) {
+    source.read_weight(id, row_begin, row_begin + m.rows, 0, m.cols, m.weight.data());
+    source.read_scale(id, row_begin, row_begin + m.rows, m.scale.data());
+  };
+  auto cols = [&](const TensorId& id, chip::QuantizedMatrix& m, int64_t col_begin) {
+    source.read_weight(id, 0, m.rows, col_begin, col_begin + m.cols, m.weight.data());
+    source.read_scale(id, 0, m.rows, m.scale.data());
+  };
+  auto expert = [&](chip::ExpertWeights& e, int64_t layer, int64_t index) {
+    rows({TensorKind::w_gate, layer, index}, e.w_gate, r.ffn_begin);
+    rows({TensorKind::w_up, layer, index}, e.w_up, r.ffn_begin);
+    cols({TensorKind::w_down, layer, index}, e.w_down, r.ffn_begin);
+  };
+
+  if (r.n_embed() > 0) rows({TensorKind::embedding}, w.embedding, r.embed_begin);
+  for (int64_t l = r.layer_begin; l < r.layer_end; ++l) {
+    chip::LayerWeights& lw = w.layers[static_cast<std::size_t>(l - r.layer_begin)];
+    source.read_floats({TensorKind::attn_norm, l}, lw.attn_norm.data());
+    rows({TensorKind::wq, l}, lw.wq, r.head_begin * hd);
+    rows({TensorKind::wk, l}, lw.wk, r.kv_head_begin(c) * hd);
+    rows({TensorKind::wv, l}, lw.wv, r.kv_head_begin(c) * hd);
+    cols({TensorKind::wo, l}, lw.wo, r.head_begin * hd);
+    source.read_floats({TensorKind::ffn_norm, l}, lw.ffn_norm.data());
+    if (c.is_moe()) {
+      source.read_floats({TensorKind::router, l}, lw.router.data());
+      for (int64_t e = 0; e < c.n_experts; ++e) expert(lw.experts[static_cast<std::size_t>(e)], l, e);
+    } else {
+      expert(lw.ffn, l, -1);
+    }
+  }
+  if (r.final_norm) source.read_floats({TensorKind::final_norm}, w.final_norm.data());
+  if (r.n_vocab() > 0) rows({TensorKind::lm_head}, w.lm_head, r.vocab_begin);
+}
+
+namespace {
+
+// splitmix64: a counter-based generator, so value i of a tensor never depends on how the tensor is sliced.
+inline uint64_t mix(uint64_t z) {
+  z += 0x9e3779b97f4a7c15ULL;
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+  return z ^ (z >> 31);
+}
+
+enum class Field : uint64_t { weight = 1, scale = 2, floats = 3 };
+
+uint64_t tensor_key(uint64_t seed, const TensorId& id, Field field) {
+  uint64_t k = mix(seed);
+  k = mix(k ^ static_cast<uint64_t>(id.kind));
+  k = mix(k ^ static_cast<uint64_t>(id.layer + 1));
+  k = mix(k ^ static_cast<uint64_t>(id.expert + 1));
+  return mix(k ^ static_cast<uint64_t>(field));
+}
+
+/// Uniform in [0, 1), exactly representable as a float.
+inline double unit(uint64_t key, uint64_t index) { return static_cast<double>(mix(key ^ mix(index)) >> 40) * 0x1p-24; }
+
+}  // namespace
+
+SyntheticModel::SyntheticModel(const chip::ModelConfig& cfg, uint64_t seed, std::string name)
+    : cfg_(cfg), seed_(seed), name_(std::move(name)) {
+  cfg_.validate();
+}
+
+void SyntheticModel::read_weight(const TensorId& id, int64_t row_begin, int64_t row_end, int64_t col_begin,
+                                 int64_t col_end, int8_t* dst) {
+  const int64_t n_cols = chip::tensor_shape(cfg_, id).cols;
+  const uint64_t key = tensor_key(seed_, id, Field::weight);
+  const int64_t width = col_end - col_begin;
+  tbb::parallel_for(row_begin, row_end, [&](int64_t row) {
+    int8_t* out = dst + (row - row_begin) * width;
+    for (int64_t col = col_begin; col < col_end; ++col)
+      out[col - col_begin] = static_cast<int8_t>(static_cast<int>(mix(key ^ mix(static_cast<uint64_t>(row * n_cols + col))) % 255) - 127);
+  });
+  bytes_read_ += (row_end - row_begin) * width;
+}
+
+void SyntheticModel::read_scale(const TensorId& id, int64_t row_begin, int64_t row_end, float* dst) {
+  // int8 weights uniform in [-127, 127] have RMS 127/sqrt(3); this scale makes a row's output RMS equal its
+  // input's RMS (embedding rows get RMS 1), with a +-25% per-row spread so that per-row scales matter.
+  const int64_t n_cols = chip::tensor_shape(cfg_, id).cols;
+  const bool embedding = id.kind == TensorKind::embedding;
+  const double base = std::sqrt(3.0) / 127.0 / (embedding ? 1.0 : std::sqrt(static_cast<double>(n_cols)));
+  const uint64_t key = tensor_key(seed_, id, Field::scale);
+  for (int64_t row = row_begin; row < row_end; ++row)
+    dst[row - row_begin] = static_cast<float>(base * (0.75 + 0.5 * unit(key, static_cast<uint64_t>(row))));
+  bytes_read_ += 4 * (row_end - row_begin);
+}
+
+void SyntheticModel::read_floats(const TensorId& id, float* dst) {
+  const chip::TensorShape s = chip::tensor_shape(cfg_, id);
+  const uint64_t key = tensor_key(seed_, id, Field::floats);
+  const int64_t n = s.rows * s.cols;
+  for (int64_t i = 0; i < n; ++i) {
+    const double u = unit(key, static_cast<uint64_t>(i));
+    // Norm gains near 1; router rows with RMS 1/sqrt(D), so router logits have RMS ~1.
+    dst[i] = id.kind == TensorKind::router
+                 ? static_cast<float>((2.0 * u - 1.0) * std::sqrt(3.0 / static_cast<double>(cfg_.hidden_size)))
+                 : static_cast<float>(0.9 + 0.2 * u);
+  }
+  bytes_read_ += 4 * n;
+}
+
+std::unique_ptr<WeightSource> default_model() {
+  return std::make_unique<SyntheticModel>(chip::model_preset("tiny"), 1, "built-in tiny (seed 1)");
+}
+
+}  // namespace lpurt::io

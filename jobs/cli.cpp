@@ -1,0 +1,275 @@
+#include "jobs/cli.hpp"
+
+#include <CLI/CLI.hpp>
+
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <iostream>
+#include <sstream>
+#include <unistd.h>
+
+#include "chip/error.hpp"
+#include "chip/hardware.hpp"
+#include "chip/model_config.hpp"
+#include "io/error.hpp"
+#include "io/model_file.hpp"
+#include "partition/timing.hpp"
+#include "runtime/run.hpp"
+
+namespace lpurt::jobs {
+
+namespace {
+
+struct SystemOptions {
+  std::string system = "groq-lpu-v1";
+  std::vector<std::string> overrides;  // name=value
+
+  void add_to(CLI::App* cmd) {
+    cmd->add_option("--system", system, "system preset name or system file (name = value lines)")
+        ->capture_default_str();
+    cmd->add_option("--set", overrides, "override a hardware parameter, e.g. --set link_bytes_per_s=28e9")
+        ->take_all();
+  }
+  chip::ChipSpec resolve() const {
+    chip::ChipSpec spec;
+    const auto presets = chip::hardware_preset_names();
+    if (std::find(presets.begin(), presets.end(), system) != presets.end()) {
+      spec = chip::hardware_preset(system);
+    } else {
+      std::ifstream in(system);
+      if (!in) throw chip::ConfigError("unknown system preset \"" + system + "\" and no such file (presets: groq-lpu-v1)");
+      std::stringstream text;
+      text << in.rdbuf();
+      spec = chip::parse_system_file(text.str(), system);
+      spec.name = system;
+    }
+    for (const auto& o : overrides) chip::apply_assignment(spec, o, "--set " + o);
+    spec.validate();
+    return spec;
+  }
+};
+
+struct LayoutOptions {
+  std::string model;
+  partition::PlanRequest request;
+  bool json = false;
+
+  void add_to(CLI::App* cmd) {
+    cmd->add_option("--model", model, "HDF5 model file (default: the built-in tiny model)");
+    cmd->add_option("--chips", request.n_chips, "number of simulated chips")->capture_default_str();
+    cmd->add_option("--tp", request.tp, "tensor-parallel chips per stage (default: planner's choice)");
+    cmd->add_option("--pp", request.pp, "pipeline stages (default: planner's choice)");
+    cmd->add_option("--context", request.context, "KV-cache positions per sequence (default: max_seq_len)");
+    cmd->add_option("--batch", request.batch, "sequences resident at once")->capture_default_str();
+    cmd->add_option("--block-tokens", request.block_tokens, "prefill chunk in tokens")->capture_default_str();
+    cmd->add_flag("--json", json, "print one JSON object on stdout (rank 0)");
+  }
+  std::unique_ptr<io::WeightSource> open_model() const {
+    if (model.empty()) return io::default_model();
+    return io::ModelFile::open(model);
+  }
+};
+
+std::vector<int32_t> parse_prompt(const std::string& text) {
+  std::vector<int32_t> tokens;
+  std::stringstream in(text);
+  std::string item;
+  while (std::getline(in, item, ',')) {
+    std::size_t used = 0;
+    long long v = -1;
+    try {
+      v = std::stoll(item, &used);
+    } catch (const std::exception&) {
+      used = 0;
+    }
+    if (used == 0 || used != item.size() || v < 0 || v > INT32_MAX)
+      throw Error("--prompt: \"" + item + "\" is not a token id (expected comma-separated integers >= 0)",
+                  ExitCode::usage);
+    tokens.push_back(static_cast<int32_t>(v));
+  }
+  if (tokens.empty()) throw Error("--prompt is empty", ExitCode::usage);
+  return tokens;
+}
+
+/// Rank-0 progress on stderr: at most ~10 lines per task, and only when someone is watching.
+std::function<void(int64_t, int64_t)> progress_printer(const char* what, int rank) {
+  if (rank != 0 || !isatty(STDERR_FILENO)) return {};
+  return [what](int64_t done, int64_t total) {
+    if (done == total || (total >= 10 && done % (total / 10) == 0))
+      std::fprintf(stderr, "\r[lpurt] %s %lld/%lld%s", what, static_cast<long long>(done),
+                   static_cast<long long>(total), done == total ? "\n" : "");
+  };
+}
+
+std::string format_seconds(double s) {
+  char buf[32];
+  if (s < 1e-3) std::snprintf(buf, sizeof buf, "%.2f us", s * 1e6);
+  else if (s < 1.0) std::snprintf(buf, sizeof buf, "%.3f ms", s * 1e3);
+  else std::snprintf(buf, sizeof buf, "%.3f s", s);
+  return buf;
+}
+
+void print_plan_table(const partition::Plan& plan, const std::string& model_name, int64_t prompt_tokens,
+                      int64_t output_tokens) {
+  const auto m = partition::modelled_times(plan, prompt_tokens, output_tokens);
+  std::printf("model   %s: %s, %lld layers, D=%lld, %s of weights\n", model_name.c_str(),
+              chip::architecture_name(plan.model.architecture), static_cast<long long>(plan.model.n_layers),
+              static_cast<long long>(plan.model.hidden_size),
+              chip::format_bytes(static_cast<double>(plan.model.weight_bytes())).c_str());
+  std::printf("system  %s: %s SRAM per chip, %.0f MHz\n", plan.hardware.name.c_str(),
+              chip::format_bytes(static_cast<double>(plan.hardware.sram_bytes)).c_str(), plan.hardware.clock_hz / 1e6);
+  std::printf("layout  %lld chips = tp %lld x pp %lld, context %lld, batch %lld\n",
+              static_cast<long long>(plan.n_chips()), static_cast<long long>(plan.tp), static_cast<long long>(plan.pp),
+              static_cast<long long>(plan.shape.context), static_cast<long long>(plan.shape.n_slots));
+  std::printf("\n%6s %6s %4s %10s %12s %12s %12s %12s %7s\n", "chip", "stage", "tp", "layers", "weights", "kv_cache",
+              "activations", "total", "sram%");
+  for (const auto& c : plan.chips) {
+    if (plan.n_chips() > 48 && c.chip >= 16 && c.chip < plan.n_chips() - 8) {
+      if (c.chip == 16) std::printf("%6s\n", "...");
+      continue;
+    }
+    char layers[32];
+    std::snprintf(layers, sizeof layers, "%lld-%lld", static_cast<long long>(c.range.layer_begin),
+                  static_cast<long long>(c.range.layer_end - 1));
+    std::printf("%6lld %6lld %4lld %10s %12s %12s %12s %12s %6.1f%%\n", static_cast<long long>(c.chip),
+                static_cast<long long>(c.stage), static_cast<long long>(c.tp_rank), layers,
+                chip::format_bytes(static_cast<double>(c.sram.weight_bytes)).c_str(),
+                chip::format_bytes(static_cast<double>(c.sram.kv_cache_bytes)).c_str(),
+                chip::format_bytes(static_cast<double>(c.sram.activation_bytes)).c_str(),
+                chip::format_bytes(static_cast<double>(c.sram.total_bytes())).c_str(),
+                100.0 * static_cast<double>(c.sram.total_bytes()) / static_cast<double>(plan.hardware.sram_bytes));
+  }
+  std::printf("\nmodelled (prompt %lld, %lld output tokens): time to first token %s, per output token %s, "
+              "%.1f tokens/s per user, %.1f tokens/s per system\n",
+              static_cast<long long>(prompt_tokens), static_cast<long long>(output_tokens),
+              format_seconds(m.ttft_s).c_str(), format_seconds(m.tpot_s).c_str(), m.tokens_per_s_user,
+              m.tokens_per_s_system);
+}
+
+}  // namespace
+
+int run_command_line(int argc, char** argv, int rank, int n_ranks) {
+  CLI::App app{"lpurt: a transformer partitioned across simulated LPU chips on MPI ranks"};
+  app.require_subcommand(1);
+
+  // gen-model
+  auto* gen = app.add_subcommand("gen-model", "write a model file with deterministic synthetic weights");
+  std::string preset, out;
+  uint64_t seed = 1;
+  bool config_only = false, force_gen = false;
+  gen->add_option("--preset", preset, "model shape")->required();
+  gen->add_option("--out", out, "output HDF5 file")->required();
+  gen->add_option("--seed", seed, "weight seed")->capture_default_str();
+  gen->add_flag("--config-only", config_only, "write the configuration only (for --timing-only studies)");
+  gen->add_flag("--force", force_gen, "replace an existing file");
+
+  // plan
+  auto* plan_cmd = app.add_subcommand("plan", "print the layout, SRAM use and modelled times");
+  LayoutOptions plan_layout;
+  SystemOptions plan_system;
+  int64_t plan_prompt_len = 512, plan_tokens = 128;
+  plan_layout.add_to(plan_cmd);
+  plan_system.add_to(plan_cmd);
+  plan_cmd->add_option("--prompt-len", plan_prompt_len, "prompt length for the modelled times")->capture_default_str();
+  plan_cmd->add_option("--tokens", plan_tokens, "output tokens for the modelled times")->capture_default_str();
+
+  // run
+  auto* run_cmd = app.add_subcommand("run", "run the model on simulated chips over MPI ranks");
+  LayoutOptions run_layout;
+  SystemOptions run_system;
+  std::string prompt_text, result_path;
+  int64_t prompt_len = 16, n_tokens = 16;
+  bool force_run = false;
+  run_layout.add_to(run_cmd);
+  run_system.add_to(run_cmd);
+  auto* prompt_opt = run_cmd->add_option("--prompt", prompt_text, "prompt token ids, e.g. 1,2,3");
+  run_cmd->add_option("--prompt-len", prompt_len, "synthetic prompt of N tokens")->capture_default_str()->excludes(prompt_opt);
+  run_cmd->add_option("--tokens", n_tokens, "tokens to generate")->capture_default_str();
+  run_cmd->add_option("--out", result_path, "result HDF5 file");
+  run_cmd->add_flag("--force", force_run, "replace an existing result file");
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    if (rank == 0) {
+      const int code = app.exit(e);
+      return code == 0 ? 0 : static_cast<int>(ExitCode::usage);
+    }
+    return e.get_exit_code() == 0 ? 0 : static_cast<int>(ExitCode::usage);
+  }
+
+  if (gen->parsed()) {
+    if (!force_gen && std::ifstream(out)) throw io::FileError(out + ": already exists; pass --force to replace it", ExitCode::io);
+    io::SyntheticModel source(chip::model_preset(preset), seed, preset);
+    const auto t0 = std::chrono::steady_clock::now();
+    io::write_model_file(out, source, config_only, progress_printer("writing tensors", rank));
+    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    std::printf("wrote %s: preset %s, %lld parameters, %s%s in %.2f s\n", out.c_str(), preset.c_str(),
+                static_cast<long long>(source.config().n_parameters()),
+                chip::format_bytes(static_cast<double>(source.config().weight_bytes())).c_str(),
+                config_only ? " (configuration only)" : "", s);
+    return 0;
+  }
+
+  if (plan_cmd->parsed()) {
+    auto source = plan_layout.open_model();
+    const auto plan = partition::make_plan(source->config(), plan_system.resolve(), plan_layout.request);
+    if (plan_layout.json) {
+      io::Record r = runtime::plan_summary(plan, plan_prompt_len, plan_tokens);
+      r.set("model", source->name()).set("system", plan.hardware.name);
+      std::printf("%s\n", r.to_json().c_str());
+    } else {
+      print_plan_table(plan, source->name(), plan_prompt_len, plan_tokens);
+    }
+    return 0;
+  }
+
+  // run
+  if (n_ranks > run_layout.request.n_chips)
+    throw Error(std::to_string(n_ranks) + " MPI ranks for " + std::to_string(run_layout.request.n_chips) +
+                    " chips: every rank must host at least one chip (use at most " +
+                    std::to_string(run_layout.request.n_chips) + " ranks, or more --chips)",
+                ExitCode::config);
+  if (n_ranks > 1)
+    throw Error("this build hosts every chip on one rank; run with mpirun -np 1 (got " + std::to_string(n_ranks) +
+                    " ranks)",
+                ExitCode::config);
+  auto source = run_layout.open_model();
+  const chip::ChipSpec hardware = run_system.resolve();
+  runtime::RunConfig config;
+  config.request = run_layout.request;
+  config.prompt = prompt_text.empty() ? runtime::synthetic_prompt(prompt_len, source->config().vocab_size)
+                                      : parse_prompt(prompt_text);
+  config.n_tokens = n_tokens;
+  config.n_ranks = n_ranks;
+  if (!result_path.empty() && !force_run && std::ifstream(result_path))
+    throw io::FileError(result_path + ": already exists; pass --force to replace it", ExitCode::io);
+  io::RunResult result = runtime::execute_run(*source, hardware, config, progress_printer("tokens", rank));
+  if (!result_path.empty() && rank == 0) io::write_result_file(result_path, result, force_run);
+  if (rank != 0) return 0;
+  if (run_layout.json) {
+    std::printf("%s\n", result.summary.to_json().c_str());
+    return 0;
+  }
+  auto get = [&](const char* k) { return *result.summary.find(k); };
+  std::printf("lpurt run: %s on %lld chip(s) (tp %lld x pp %lld), %d rank(s)\n", source->name().c_str(),
+              static_cast<long long>(std::get<int64_t>(get("chips"))), static_cast<long long>(std::get<int64_t>(get("tp"))),
+              static_cast<long long>(std::get<int64_t>(get("pp"))), n_ranks);
+  std::printf("prompt    %zu tokens\ngenerated", result.prompt.size());
+  for (std::size_t i = 0; i < result.tokens.size() && i < 32; ++i) std::printf(" %d", result.tokens[i]);
+  std::printf("%s\n", result.tokens.size() > 32 ? " ..." : "");
+  std::printf("modelled  time to first token %s, per output token %s, %.1f tokens/s per user, SRAM max %s\n",
+              format_seconds(std::get<double>(get("ttft_s"))).c_str(),
+              format_seconds(std::get<double>(get("tpot_s"))).c_str(), std::get<double>(get("tokens_per_s_user")),
+              chip::format_bytes(static_cast<double>(std::get<int64_t>(get("sram_bytes_max")))).c_str());
+  std::printf("host      wall %s (setup %s, prefill %s, decode %s)\n",
+              format_seconds(std::get<double>(get("host_wall_s"))).c_str(),
+              format_seconds(std::get<double>(get("host_setup_s"))).c_str(),
+              format_seconds(std::get<double>(get("host_prefill_s"))).c_str(),
+              format_seconds(std::get<double>(get("host_decode_s"))).c_str());
+  if (!result_path.empty()) std::printf("result    %s\n", result_path.c_str());
+  return 0;
+}
+
+}  // namespace lpurt::jobs

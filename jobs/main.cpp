@@ -1,0 +1,52 @@
+// lpurt: parse the command line, run one subcommand, and turn every failure into one line on stderr
+// ("[rank r/N] error: ...") and a non-zero exit that ends the whole MPI job.
+#include <mpi.h>
+
+#include <cstdio>
+#include <cstring>
+#include <new>
+
+#include "chip/error.hpp"
+#include "jobs/cli.hpp"
+
+namespace {
+
+/// Subcommands that host chips on MPI ranks; the others never touch MPI (no launcher needed).
+bool needs_mpi(int argc, char** argv) {
+  for (int i = 1; i < argc; ++i)
+    if (std::strcmp(argv[i], "run") == 0) return true;
+  return false;
+}
+
+int fail(int rank, int n_ranks, bool mpi, const char* message, int code) {
+  std::fprintf(stderr, "[rank %d/%d] error: %s\n", rank, n_ranks, message);
+  std::fflush(stderr);
+  // One failing rank must not leave the others waiting: abort the job with the error's code.
+  if (mpi && n_ranks > 1) MPI_Abort(MPI_COMM_WORLD, code);
+  if (mpi) MPI_Finalize();
+  return code;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const bool mpi = needs_mpi(argc, argv);
+  int rank = 0, n_ranks = 1;
+  if (mpi) {
+    MPI_Init(&argc, &argv);
+    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+    MPI_Comm_size(MPI_COMM_WORLD, &n_ranks);
+  }
+  int code = 0;
+  try {
+    code = lpurt::jobs::run_command_line(argc, argv, rank, n_ranks);
+  } catch (const lpurt::Error& e) {
+    return fail(rank, n_ranks, mpi, e.what(), static_cast<int>(e.code()));
+  } catch (const std::bad_alloc&) {
+    return fail(rank, n_ranks, mpi, "out of host memory", static_cast<int>(lpurt::ExitCode::runtime));
+  } catch (const std::exception& e) {
+    return fail(rank, n_ranks, mpi, e.what(), static_cast<int>(lpurt::ExitCode::internal));
+  }
+  if (mpi) MPI_Finalize();
+  return code;
+}

@@ -1,0 +1,84 @@
+#pragma once
+/// \file
+/// The plan: which chip holds which part of the model. Tensor parallelism (tp chips per stage: query
+/// heads, FFN columns and vocabulary rows split in contiguous ranges, KV heads replicated where tp
+/// exceeds them) times pipeline parallelism (pp stages of consecutive layers). Pure arithmetic, no MPI:
+/// every rank computes the same plan.
+///
+/// Example usage:
+/// \code
+///   lpurt::partition::PlanRequest req;
+///   req.n_chips = 8;
+///   auto plan = lpurt::partition::make_plan(cfg, hw, req);   // throws PlanError or CapacityError
+/// \endcode
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "chip/cost_model.hpp"
+#include "chip/error.hpp"
+#include "chip/hardware.hpp"
+#include "chip/model_config.hpp"
+#include "chip/shard.hpp"
+#include "chip/sram.hpp"
+
+namespace lpurt::partition {
+
+/// An impossible layout request.
+class PlanError : public Error {
+ public:
+  explicit PlanError(const std::string& message) : Error(message, ExitCode::config) {}
+};
+
+inline constexpr int64_t chips_per_node = 8;  ///< lpu-v1-facts §2.1: a GroqNode holds 8 fully connected chips
+
+struct PlanRequest {
+  int64_t n_chips = 1;
+  int64_t tp = 0;            ///< 0: chosen by the planner
+  int64_t pp = 0;            ///< 0: chosen by the planner
+  int64_t context = 0;       ///< KV positions per sequence; 0: the model's max_seq_len
+  int64_t batch = 1;         ///< sequences resident at once
+  int64_t block_tokens = 64; ///< prefill chunk: tokens per phase call
+};
+
+struct ChipPlan {
+  int64_t chip = 0;
+  int64_t stage = 0;
+  int64_t tp_rank = 0;
+  chip::ShardRange range;
+  chip::SramUsage sram;
+};
+
+struct Plan {
+  chip::ModelConfig model;
+  chip::ChipSpec hardware;
+  int64_t tp = 1;
+  int64_t pp = 1;
+  chip::ShardShape shape;              ///< context, batch (n_slots), block_tokens
+  std::vector<ChipPlan> chips;         ///< [tp * pp], chip = stage * tp + tp_rank
+  std::vector<int64_t> stage_layer_begin;  ///< [pp + 1]: stage s holds layers [begin[s], begin[s+1])
+
+  int64_t n_chips() const { return static_cast<int64_t>(chips.size()); }
+  const ChipPlan& at(int64_t stage, int64_t tp_rank) const {
+    return chips[static_cast<std::size_t>(stage * tp + tp_rank)];
+  }
+  int64_t sram_bytes_max() const;
+  /// Modelled compute cycles of stage `stage` for a block of n_tokens at positions
+  /// [first_position, first_position + n_tokens); `with_logits`: the block ends with lm_head on its last token.
+  int64_t stage_block_cycles(int64_t stage, int64_t first_position, int64_t n_tokens, bool with_logits) const;
+  /// One decode step at `position`: one token through every stage, with logits.
+  int64_t decode_step_cycles(int64_t position) const;
+};
+
+/// The plan for a request; throws PlanError (impossible layout) or CapacityError (does not fit, with the
+/// minimum number of chips).
+Plan make_plan(const chip::ModelConfig& cfg, const chip::ChipSpec& hw, const PlanRequest& request);
+
+/// A lower bound on the chips the model needs: all weights and KV cache over the SRAM left per chip.
+int64_t minimum_chips(const chip::ModelConfig& cfg, const chip::ChipSpec& hw, const PlanRequest& request);
+
+/// [begin, end) of part i when n items are split into `parts` contiguous, balanced parts.
+inline int64_t split_begin(int64_t n, int64_t parts, int64_t i) { return n * i / parts; }
+
+}  // namespace lpurt::partition

@@ -1,0 +1,82 @@
+#include "runtime/run.hpp"
+
+#include <chrono>
+
+#include "partition/timing.hpp"
+#include "runtime/engine.hpp"
+#include "runtime/generate.hpp"
+
+namespace lpurt::runtime {
+
+std::vector<int32_t> synthetic_prompt(int64_t n, int64_t vocab_size) {
+  std::vector<int32_t> p(static_cast<std::size_t>(n));
+  uint64_t state = 0x2545f4914f6cdd1dULL;
+  for (auto& t : p) {
+    state ^= state << 13, state ^= state >> 7, state ^= state << 17;  // xorshift64
+    t = static_cast<int32_t>(state % static_cast<uint64_t>(vocab_size));
+  }
+  return p;
+}
+
+io::Record plan_summary(const partition::Plan& plan, int64_t prompt_tokens, int64_t output_tokens) {
+  const partition::ModelledTimes m = partition::modelled_times(plan, prompt_tokens, output_tokens);
+  io::Record r;
+  r.set("chips", plan.n_chips())
+      .set("tp", plan.tp)
+      .set("pp", plan.pp)
+      .set("batch", plan.shape.n_slots)
+      .set("context", plan.shape.context)
+      .set("prompt_tokens", prompt_tokens)
+      .set("tokens", output_tokens)
+      .set("ttft_s", m.ttft_s)
+      .set("tpot_s", m.tpot_s)
+      .set("tokens_per_s_user", m.tokens_per_s_user)
+      .set("tokens_per_s_system", m.tokens_per_s_system)
+      .set("sram_bytes_max", plan.sram_bytes_max())
+      .set("sram_bytes_per_chip", plan.hardware.sram_bytes);
+  return r;
+}
+
+io::RunResult execute_run(io::WeightSource& source, const chip::ChipSpec& hardware, const RunConfig& config,
+                          const std::function<void(int64_t, int64_t)>& progress) {
+  using clock = std::chrono::steady_clock;
+  const auto t0 = clock::now();
+  const partition::Plan plan = partition::make_plan(source.config(), hardware, config.request);
+  Engine engine(plan, source);
+  const auto t1 = clock::now();
+  Generation g = generate(engine, config.prompt, config.n_tokens, 0, progress);
+  const auto t2 = clock::now();
+
+  io::RunResult result;
+  result.prompt = config.prompt;
+  result.tokens = std::move(g.tokens);
+  result.logits = std::move(g.logits);
+  result.vocab_size = plan.model.vocab_size;
+  result.summary = plan_summary(plan, static_cast<int64_t>(config.prompt.size()), config.n_tokens);
+  const double wall_s = std::chrono::duration<double>(t2 - t0).count();
+  result.summary.set("ranks", int64_t{config.n_ranks})
+      .set("host_wall_s", wall_s)
+      .set("host_setup_s", std::chrono::duration<double>(t1 - t0).count())
+      .set("host_prefill_s", g.host_prefill_s)
+      .set("host_decode_s", g.host_decode_s)
+      .set("weight_bytes_read", source.bytes_read())
+      .set("model", source.name())
+      .set("system", hardware.name);
+
+  io::MetricColumn sram{"chip_sram_bytes", "bytes", {}}, weights{"chip_weight_bytes", "bytes", {}},
+      kv{"chip_kv_cache_bytes", "bytes", {}}, activations{"chip_activation_bytes", "bytes", {}},
+      stage{"chip_stage", "index", {}}, busy{"chip_decode_busy_cycles", "cycles", {}};
+  for (const auto& c : plan.chips) {
+    sram.values.push_back(static_cast<double>(c.sram.total_bytes()));
+    weights.values.push_back(static_cast<double>(c.sram.weight_bytes));
+    kv.values.push_back(static_cast<double>(c.sram.kv_cache_bytes));
+    activations.values.push_back(static_cast<double>(c.sram.activation_bytes));
+    stage.values.push_back(static_cast<double>(c.stage));
+    busy.values.push_back(static_cast<double>(
+        plan.stage_block_cycles(c.stage, static_cast<int64_t>(config.prompt.size()), 1, true)));
+  }
+  result.metrics = {sram, weights, kv, activations, stage, busy};
+  return result;
+}
+
+}  // namespace lpurt::runtime

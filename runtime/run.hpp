@@ -1,0 +1,35 @@
+#pragma once
+/// \file
+/// One `lpurt run`: plan, load, generate, and the summary SPEC promises (modelled and host times).
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "chip/hardware.hpp"
+#include "io/result_file.hpp"
+#include "io/weight_source.hpp"
+#include "partition/plan.hpp"
+
+namespace lpurt::runtime {
+
+struct RunConfig {
+  partition::PlanRequest request;
+  std::vector<int32_t> prompt;  ///< the tokens to feed, positions from 0
+  int64_t n_tokens = 16;        ///< tokens to generate
+  int n_ranks = 1;              ///< MPI ranks hosting the chips
+};
+
+/// A deterministic synthetic prompt of n tokens for a vocabulary of vocab_size (for --prompt-len).
+std::vector<int32_t> synthetic_prompt(int64_t n, int64_t vocab_size);
+
+/// Runs a generation and returns tokens, logits, summary and metrics. `progress(done, total)` reports
+/// generated tokens.
+io::RunResult execute_run(io::WeightSource& source, const chip::ChipSpec& hardware, const RunConfig& config,
+                          const std::function<void(int64_t, int64_t)>& progress = {});
+
+/// The summary fields shared by `plan` and `run` (layout, SRAM, modelled times).
+io::Record plan_summary(const partition::Plan& plan, int64_t prompt_tokens, int64_t output_tokens);
+
+}  // namespace lpurt::runtime
