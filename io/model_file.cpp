@@ -204,7 +204,7 @@ void ModelFile::read_block(const std::string& dataset, hid_t mem_type, int64_t r
                            int64_t col_begin, int64_t col_end, bool two_dimensional, void* dst) {
   if (!has_weights_)
     throw FileError(path_ + ": holds only a configuration (written with --config-only); " + dataset +
-                    " is needed for a functional run (use --timing-only)");
+                    " is needed for a functional run; a configuration-only file can be planned (lpurt plan) but not run");
   Handle ds = detail::open_dataset(file_.get(), dataset, path_);
   Handle file_space(check(H5Dget_space(ds.get()), "H5Dget_space"), H5Sclose);
   const hsize_t start[2] = {static_cast<hsize_t>(row_begin), static_cast<hsize_t>(col_begin)};

@@ -73,6 +73,8 @@ struct LayoutOptions {
 
 std::vector<int32_t> parse_prompt(const std::string& text) {
   std::vector<int32_t> tokens;
+  if (text.empty() || text.back() == ',')
+    throw Error("--prompt \"" + text + "\" is not a list of token ids (expected e.g. 1,2,3)", ExitCode::usage);
   std::stringstream in(text);
   std::string item;
   while (std::getline(in, item, ',')) {
@@ -191,12 +193,10 @@ int run_command_line(int argc, char** argv, int rank, int n_ranks) {
 
   try {
     app.parse(argc, argv);
+  } catch (const CLI::Success& e) {  // --help
+    return rank == 0 ? app.exit(e) : 0;
   } catch (const CLI::ParseError& e) {
-    if (rank == 0) {
-      const int code = app.exit(e);
-      return code == 0 ? 0 : static_cast<int>(ExitCode::usage);
-    }
-    return e.get_exit_code() == 0 ? 0 : static_cast<int>(ExitCode::usage);
+    throw Error(std::string(e.what()) + " (see lpurt --help)", ExitCode::usage);
   }
 
   if (gen->parsed()) {
@@ -226,6 +226,8 @@ int run_command_line(int argc, char** argv, int rank, int n_ranks) {
   }
 
   // run
+  if (run_layout.request.n_chips < 1)
+    throw Error("--chips must be at least 1 (got " + std::to_string(run_layout.request.n_chips) + ")", ExitCode::usage);
   if (n_ranks > run_layout.request.n_chips)
     throw Error(std::to_string(n_ranks) + " MPI ranks for " + std::to_string(run_layout.request.n_chips) +
                     " chips: every rank must host at least one chip (use at most " +
@@ -239,7 +241,7 @@ int run_command_line(int argc, char** argv, int rank, int n_ranks) {
   const chip::ChipSpec hardware = run_system.resolve();
   runtime::RunConfig config;
   config.request = run_layout.request;
-  config.prompt = prompt_text.empty() ? runtime::synthetic_prompt(prompt_len, source->config().vocab_size)
+  config.prompt = prompt_opt->count() == 0 ? runtime::synthetic_prompt(prompt_len, source->config().vocab_size)
                                       : parse_prompt(prompt_text);
   config.n_tokens = n_tokens;
   config.n_ranks = n_ranks;

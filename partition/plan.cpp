@@ -71,10 +71,15 @@ void check_layout(const chip::ModelConfig& cfg, int64_t n_chips, int64_t tp, int
 void check_fits(const Plan& plan, int64_t minimum) {
   for (const auto& c : plan.chips) {
     if (c.sram.total_bytes() <= plan.hardware.sram_bytes) continue;
+    // The bound counts weights and KV cache only; when it does not exceed this layout's chip count, the
+    // honest advice is another layout, not a number of chips this one already has.
+    const std::string advice = minimum > plan.n_chips()
+                                   ? "; the model needs at least " + std::to_string(minimum) + " chips"
+                                   : "; try another --tp/--pp layout or more chips";
     throw chip::CapacityError("chip " + std::to_string(c.chip) + " (stage " + std::to_string(c.stage) + ", tp rank " +
                               std::to_string(c.tp_rank) + ") does not fit in SRAM: " + c.sram.describe(plan.hardware) +
                               ", over by " + std::to_string(c.sram.total_bytes() - plan.hardware.sram_bytes) +
-                              " bytes; the model needs at least " + std::to_string(minimum) + " chips");
+                              " bytes" + advice);
   }
 }
 
@@ -145,7 +150,7 @@ Plan make_plan(const chip::ModelConfig& cfg, const chip::ChipSpec& hw, const Pla
   if (r.context < 0 || r.context > cfg.max_seq_len)
     throw PlanError("--context " + std::to_string(r.context) + " exceeds the model's max_seq_len " +
                     std::to_string(cfg.max_seq_len));
-  const int64_t minimum = minimum_chips(cfg, hw, r);
+  int64_t minimum = minimum_chips(cfg, hw, r);
   if (r.tp > 0 || r.pp > 0) {
     const int64_t tp = r.tp > 0 ? r.tp : (r.n_chips % r.pp == 0 ? r.n_chips / r.pp : 0);
     const int64_t pp = r.pp > 0 ? r.pp : (tp > 0 && r.n_chips % tp == 0 ? r.n_chips / tp : 0);
@@ -157,29 +162,36 @@ Plan make_plan(const chip::ModelConfig& cfg, const chip::ChipSpec& hw, const Pla
   // Every feasible (tp, pp) with tp * pp = n_chips; the lowest modelled decode step wins, ties to smaller tp.
   Plan best;
   int64_t best_cycles = std::numeric_limits<int64_t>::max();
-  std::string last_error;
+  std::string layout_error;
+  bool some_layout_overflows = false;
   for (int64_t tp = 1; tp <= std::min(r.n_chips, chips_per_node); ++tp) {
     if (r.n_chips % tp != 0) continue;
     const int64_t pp = r.n_chips / tp;
     try {
       check_layout(cfg, r.n_chips, tp, pp);
-      Plan plan = layout(cfg, hw, r, tp, pp);
-      check_fits(plan, minimum);
-      const int64_t cycles = plan.decode_step_cycles(plan.shape.context - 1);
-      if (cycles < best_cycles) best_cycles = cycles, best = std::move(plan);
-    } catch (const Error& e) {
-      last_error = e.what();
+    } catch (const PlanError& e) {
+      layout_error = e.what();
+      continue;
     }
+    Plan plan = layout(cfg, hw, r, tp, pp);
+    if (plan.sram_bytes_max() > hw.sram_bytes) {
+      some_layout_overflows = true;
+      continue;
+    }
+    const int64_t cycles = plan.decode_step_cycles(plan.shape.context - 1);
+    if (cycles < best_cycles) best_cycles = cycles, best = std::move(plan);
   }
-  if (best.chips.empty()) {
-    if (r.n_chips < minimum)
-      throw chip::CapacityError("the model does not fit on " + std::to_string(r.n_chips) + " chip" +
-                                (r.n_chips == 1 ? "" : "s") + ": it needs at least " + std::to_string(minimum) +
-                                " chips (" + chip::format_bytes(static_cast<double>(cfg.weight_bytes())) +
-                                " of weights plus the KV cache, " +
-                                chip::format_bytes(static_cast<double>(hw.sram_bytes)) + " of SRAM per chip)");
-    throw PlanError("no feasible layout for " + std::to_string(r.n_chips) + " chips: " + last_error);
+  if (best.chips.empty() && some_layout_overflows) {
+    // Every layout of n_chips was tried, so at least one more chip is needed whatever the bound says.
+    minimum = std::max(minimum, r.n_chips + 1);
+    throw chip::CapacityError("the model does not fit on " + std::to_string(r.n_chips) + " chip" +
+                              (r.n_chips == 1 ? "" : "s") + ": it needs at least " + std::to_string(minimum) +
+                              " chips (" + chip::format_bytes(static_cast<double>(cfg.weight_bytes())) +
+                              " of weights plus the KV cache, " +
+                              chip::format_bytes(static_cast<double>(hw.sram_bytes)) + " of SRAM per chip)");
   }
+  if (best.chips.empty())
+    throw PlanError("no feasible layout for " + std::to_string(r.n_chips) + " chips: " + layout_error);
   return best;
 }
 

@@ -17,7 +17,10 @@ herr_t collect_error(unsigned n, const H5E_error2_t* e, void* data) {
   auto* out = static_cast<std::string*>(data);
   // The innermost entries (highest n) are the most specific; keep them all, innermost last.
   if (!out->empty()) *out += "; ";
-  *out += std::string(e->func_name ? e->func_name : "?") + ": " + (e->desc ? e->desc : "?");
+  std::string entry = std::string(e->func_name ? e->func_name : "?") + ": " + (e->desc ? e->desc : "?");
+  for (char& c : entry)
+    if (c == '\n' || c == '\r') c = ' ';
+  *out += entry;
   (void)n;
   return 0;
 }

@@ -185,10 +185,23 @@ def linear(m, v):
     return y
 
 
+def seq_sum(a, axis=-1):
+    """Float32 sum in increasing index order along `axis` (lpurt's numerics fix the order of every sum:
+    np.sum adds pairwise and BLAS in SIMD lanes, which rounds differently). A prefix sum is sequential."""
+    assert a.dtype == np.float32
+    return np.take(np.add.accumulate(a, axis=axis, dtype=np.float32), -1, axis=axis)
+
+
+def exp32(z):
+    """expf, correctly rounded: computed in float64 and rounded once (glibc's expf is correctly rounded)."""
+    with np.errstate(over="ignore"):
+        return np.exp(z.astype(np.float64)).astype(np.float32)
+
+
 def rmsnorm(x, g, eps):
     """SPEC rmsnorm: x_i * (1 / sqrt(sum_i(x_i^2) / D + eps)) * g_i."""
     assert x.dtype == np.float32 and g.dtype == np.float32
-    ss = F32(np.sum(x * x, dtype=np.float32))
+    ss = F32(seq_sum(x * x))
     inv = F32(F32(1) / np.sqrt(F32(ss / F32(x.shape[0]) + eps)))
     y = (x * inv) * g
     assert y.dtype == np.float32
@@ -198,15 +211,15 @@ def rmsnorm(x, g, eps):
 def silu(z):
     """SPEC silu(z) = z / (1 + exp(-z)); exp may overflow to inf for very negative z, giving -0."""
     with np.errstate(over="ignore"):
-        y = z / (F32(1) + np.exp(-z))
+        y = z / (F32(1) + exp32(-z))
     assert y.dtype == np.float32
     return y
 
 
 def softmax(z):
     """Softmax subtracting the max, float32."""
-    e = np.exp(z - F32(np.max(z)))
-    y = e / F32(np.sum(e, dtype=np.float32))
+    e = exp32(z - F32(np.max(z)))
+    y = e / F32(seq_sum(e))
     assert y.dtype == np.float32
     return y
 
@@ -215,9 +228,11 @@ def rope(x, n_heads, hd, pos, theta):
     """Interleaved RoPE per head on pairs (2i, 2i+1), angle pos * theta^(-2i/hd), float32."""
     i = np.arange(hd // 2, dtype=np.float32)
     exponent = (F32(-2) * i) / F32(hd)                 # -2i/hd, float32
-    freq = np.power(theta, exponent, dtype=np.float32)  # theta^(-2i/hd)
+    # theta^(-2i/hd), cos and sin correctly rounded to float32 (computed in float64, rounded once).
+    freq = np.power(np.float64(theta), exponent.astype(np.float64)).astype(np.float32)
     angle = F32(pos) * freq
-    c, s = np.cos(angle), np.sin(angle)
+    c = np.cos(angle.astype(np.float64)).astype(np.float32)
+    s = np.sin(angle.astype(np.float64)).astype(np.float32)
     xh = x.reshape(n_heads, hd // 2, 2)
     x0, x1 = xh[:, :, 0], xh[:, :, 1]
     out = np.empty_like(xh)
@@ -235,7 +250,7 @@ def ffn(w, h):
 
 def moe_ffn(layer, h, k):
     """SPEC mixtral FFN: top-k router experts, softmax of their logits, summed in ascending expert index."""
-    logits = layer["router"] @ h  # float32 [E]
+    logits = seq_sum(layer["router"] * h[None, :], axis=1)  # float32 [E], each dot in index order
     assert logits.dtype == np.float32
     # Stable sort of -logits: among equal logits the lower index comes first.
     chosen = np.argsort(-logits, kind="stable")[:k]
@@ -285,9 +300,9 @@ class Runner:
                 qh = q[head * hd:(head + 1) * hd]                          # [hd]
                 kh = self.k_cache[li][:pos + 1, kvh * hd:(kvh + 1) * hd]   # [p+1, hd]
                 vh = self.v_cache[li][:pos + 1, kvh * hd:(kvh + 1) * hd]   # [p+1, hd]
-                scores = (kh @ qh) / sqrt_hd
+                scores = seq_sum(kh * qh[None, :], axis=1) / sqrt_hd      # dots in index order
                 w = softmax(scores)
-                attn[head * hd:(head + 1) * hd] = w @ vh
+                attn[head * hd:(head + 1) * hd] = seq_sum(w[:, None] * vh, axis=0)  # sum over j in order
             x = x + linear(layer["wo"], attn)
 
             h = rmsnorm(x, layer["ffn_norm"], m.norm_eps)

@@ -1,0 +1,330 @@
+#!/usr/bin/python3
+"""Bad-input tests for `lpurt`: every broken model file or bad command-line value
+must end in ONE clean error line `[rank 0/1] error: ...` on stderr, a non-zero
+exit code (never a crash/signal), and no result file (or temp file) left behind.
+
+Usage: /usr/bin/python3 tests/jobs/test_bad_input.py PATH/TO/lpurt WORKDIR
+
+Needs numpy and h5py (the system /usr/bin/python3 has both). No mpirun needed.
+Prints `N passed, M failed` as the last line; exits non-zero on any failure.
+"""
+
+import glob
+import os
+import re
+import shutil
+import subprocess
+import sys
+import unittest
+
+import h5py
+import numpy as np
+
+LPURT = None
+WORK = None
+TIMEOUT_S = 60
+CRASH_MARKERS = ("Segmentation", "Aborted", "terminate called", "core dumped", "AddressSanitizer")
+# 128 + SIGABRT / SIGFPE / SIGSEGV, as reported by a shell or by mpirun wrappers.
+SIGNAL_CODES = (134, 136, 139)
+
+
+def wpath(name):
+    return os.path.join(WORK, name)
+
+
+def lpurt(*args):
+    """Run lpurt with the given arguments, returning the CompletedProcess (or None on timeout)."""
+    try:
+        return subprocess.run([LPURT, *map(str, args)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True, timeout=TIMEOUT_S, cwd=WORK)
+    except subprocess.TimeoutExpired:
+        return None
+
+
+def copy_of(src, name):
+    dst = wpath(name)
+    shutil.copyfile(src, dst)
+    return dst
+
+
+class BadInput(unittest.TestCase):
+    tiny = None        # valid tiny model with weights
+    tiny_cfg = None    # tiny, --config-only
+    l7_cfg = None      # llama2-7b, --config-only
+
+    @classmethod
+    def setUpClass(cls):
+        os.makedirs(WORK, exist_ok=True)
+        for attr, preset, extra in (("tiny", "tiny", ()), ("tiny_cfg", "tiny", ("--config-only",)),
+                                    ("l7_cfg", "llama2-7b", ("--config-only",))):
+            path = wpath(f"valid_{attr}.h5")
+            res = lpurt("gen-model", "--preset", preset, "--out", path, "--force", *extra)
+            if res is None or res.returncode != 0:
+                raise RuntimeError(f"gen-model --preset {preset} failed: {res and res.stderr}")
+            setattr(cls, attr, path)
+
+    # ------------------------------------------------------------------ helpers
+
+    def check_error(self, res, *needles, what=""):
+        """Common contract of a failing lpurt call; returns the single error line."""
+        self.assertIsNotNone(res, f"{what}: timed out after {TIMEOUT_S} s")
+        err = res.stderr.strip()
+        ctx = f"{what}\n  rc={res.returncode}\n  stderr={res.stderr!r}\n  stdout={res.stdout[-500:]!r}"
+        self.assertGreater(res.returncode, 0, f"expected a non-zero exit (not a signal); {ctx}")
+        self.assertNotIn(res.returncode, SIGNAL_CODES, f"exit code looks like a crash; {ctx}")
+        for marker in CRASH_MARKERS:
+            self.assertNotIn(marker, res.stderr, f"crash marker {marker!r}; {ctx}")
+        self.assertTrue(err, f"empty stderr; {ctx}")
+        self.assertEqual(len(err.splitlines()), 1, f"stderr must be exactly one line; {ctx}")
+        self.assertTrue(err.startswith("[rank 0/1] error:"), f"bad prefix; {ctx}")
+        for needle in needles:
+            self.assertIn(needle, err, f"message should mention {needle!r}; {ctx}")
+        return err
+
+    def run_bad(self, tag, *args, model=None, prompt="1,2", tokens="2"):
+        """`lpurt run` with --out; checks that no result or temp file is left behind."""
+        out = wpath(f"R_{tag}.h5")
+        for stale in [out, *glob.glob(out + ".tmp*")]:
+            if os.path.exists(stale):
+                os.remove(stale)
+        argv = ["run"]
+        if model is not None:
+            argv += ["--model", model]
+        if tokens is not None:
+            argv += ["--tokens", tokens]
+        if prompt is not None:
+            argv += ["--prompt", prompt]
+        argv += [*args, "--out", out]
+        res = lpurt(*argv)
+        if res is None or res.returncode == 0:
+            return res, " ".join(argv)   # check_error reports the timeout / unexpected success
+        left = [p for p in [out, *glob.glob(out + ".tmp*")] if os.path.exists(p)]
+        self.assertEqual(left, [], f"result/temp files left behind after a failing run: {' '.join(argv)}")
+        return res, " ".join(argv)
+
+    def model_error(self, tag, model, *needles, **kw):
+        res, what = self.run_bad(tag, model=model, **kw)
+        return self.check_error(res, model, *needles, what=what)
+
+    def needs_at_least(self, err):
+        m = re.search(r"needs at least (\d+) chips", err)
+        self.assertIsNotNone(m, f"expected 'needs at least N chips' in {err!r}")
+        return int(m.group(1))
+
+    # ------------------------------------------------------- 1-13: model files
+
+    def test_01_not_hdf5(self):
+        p = wpath("bad_text.h5")
+        with open(p, "w") as f:
+            f.write("this is a plain text file, not HDF5\n" * 20)
+        self.model_error("text", p, "not an HDF5 file")
+
+    def test_02_nonexistent(self):
+        p = wpath("does_not_exist.h5")
+        if os.path.exists(p):
+            os.remove(p)
+        self.model_error("missing", p, "no such file")
+
+    def test_03_truncated(self):
+        p = wpath("bad_truncated.h5")
+        with open(self.tiny, "rb") as f:
+            data = f.read()
+        with open(p, "wb") as f:
+            f.write(data[: len(data) // 2])
+        self.model_error("trunc", p, "truncated")
+
+    def test_04_missing_root_attribute(self):
+        p = copy_of(self.tiny, "bad_no_n_heads.h5")
+        with h5py.File(p, "a") as f:
+            del f.attrs["n_heads"]
+        self.model_error("noattr", p, "missing root attribute", "n_heads")
+
+    def test_05_missing_dataset(self):
+        p = copy_of(self.tiny, "bad_no_wk.h5")
+        with h5py.File(p, "a") as f:
+            del f["/layers/1/wk/weight"]
+        self.model_error("nods", p, "missing dataset", "/layers/1/wk/weight")
+
+    def test_06_wrong_dtype(self):
+        p = copy_of(self.tiny, "bad_dtype.h5")
+        with h5py.File(p, "a") as f:
+            shape = f["/layers/0/wq/weight"].shape
+            del f["/layers/0/wq/weight"]
+            f.create_dataset("/layers/0/wq/weight", data=np.zeros(shape, np.float32))
+        self.model_error("dtype", p, "/layers/0/wq/weight", "float32", "expected int8")
+
+    def test_07_wrong_shape(self):
+        p = copy_of(self.tiny, "bad_shape.h5")
+        with h5py.File(p, "a") as f:
+            n = f["/lm_head/scale"].shape[0]
+            del f["/lm_head/scale"]
+            f.create_dataset("/lm_head/scale", data=np.ones(n + 5, np.float32))
+        self.model_error("shape", p, "/lm_head/scale", f"[{n + 5}]", f"expected [{n}]")
+
+    def test_08_wrong_format_version(self):
+        p = copy_of(self.tiny, "bad_version.h5")
+        with h5py.File(p, "a") as f:
+            f.attrs["format_version"] = np.int64(2)
+        self.model_error("fver", p, "format_version", "2", "expected 1")
+
+    def test_09_wrong_format_string(self):
+        p = copy_of(self.tiny, "bad_format.h5")
+        with h5py.File(p, "a") as f:
+            f.attrs["format"] = "not-an-lpurt-model"
+        self.model_error("fmt", p, "format", "not-an-lpurt-model", '"lpurt-model"')
+
+    def test_10_absurd_vocab_size(self):
+        p = copy_of(self.tiny_cfg, "bad_vocab.h5")
+        with h5py.File(p, "a") as f:
+            f.attrs["vocab_size"] = np.int64(2 ** 40)
+        self.model_error("vocab", p, "vocab_size", str(2 ** 40))
+
+    def test_11_inconsistent_config(self):
+        p = copy_of(self.tiny, "bad_heads.h5")
+        with h5py.File(p, "a") as f:
+            f.attrs["hidden_size"] = np.int64(130)   # n_heads is 8
+        self.model_error("heads", p, "hidden_size", "130", "multiple of n_heads", "8")
+
+    def test_12a_sram_too_small_for_program_reserve(self):
+        # The brief expected 'needs at least N chips' here, but 1,000,000 B is below the
+        # 5 MiB program reserve, so lpurt (correctly) rejects the SRAM setting itself.
+        res, what = self.run_bad("sram1e6", "--set", "sram_bytes=1000000", model=self.tiny)
+        self.check_error(res, "sram_bytes", "1000000", "program_reserve_bytes", what=what)
+
+    def test_12b_run_does_not_fit_one_chip(self):
+        res, what = self.run_bad("sram6e6", "--set", "sram_bytes=6000000", model=self.tiny)
+        err = self.check_error(res, "does not fit on 1 chip", "needs at least", what=what)
+        self.assertGreaterEqual(self.needs_at_least(err), 2, err)
+
+    def test_12c_run_does_not_fit_one_chip_no_reserve(self):
+        res, what = self.run_bad("sram1e6r0", "--set", "program_reserve_bytes=0", "--set", "sram_bytes=1000000",
+                                 model=self.tiny)
+        err = self.check_error(res, "does not fit on 1 chip", "needs at least", what=what)
+        self.assertGreaterEqual(self.needs_at_least(err), 2, err)
+
+    def test_12d_plan_llama2_7b_on_one_chip(self):
+        res = lpurt("plan", "--model", self.l7_cfg, "--chips", "1")
+        err = self.check_error(res, "does not fit on 1 chip", "needs at least", what="plan llama2-7b --chips 1")
+        self.assertGreaterEqual(self.needs_at_least(err), 2, err)
+
+    def test_13_config_only_functional_run(self):
+        self.model_error("cfgonly", self.tiny_cfg, "holds only a configuration", "--config-only")
+
+    # ------------------------------------------------------ 14: command line
+
+    def test_14a_prompt_not_integer(self):
+        res, what = self.run_bad("prompt_x", model=self.tiny, prompt="1,x")
+        self.check_error(res, "--prompt", '"x"', "token id", what=what)
+
+    def test_14b_prompt_token_outside_vocab(self):
+        res, what = self.run_bad("prompt_5000", model=self.tiny, prompt="5000")
+        self.check_error(res, "5000", "vocabulary", "1024", what=what)
+
+    def test_14c_tokens_zero(self):
+        res, what = self.run_bad("tokens0", model=self.tiny, tokens="0")
+        self.check_error(res, "--tokens", "at least 1", what=what)
+
+    def test_14d_chips_zero(self):
+        # NOTE: `run` says "1 MPI ranks for 0 chips ... (use at most 0 ranks, or more --chips)"
+        # whereas `plan` says "--chips must be at least 1 (got 0)"; see test_90d.
+        res, what = self.run_bad("chips0", "--chips", "0", model=self.tiny)
+        self.check_error(res, "chips", what=what)
+
+    def test_14e_tp_exceeds_node(self):
+        res, what = self.run_bad("tp16", "--tp", "16", "--pp", "1", "--chips", "16", model=self.tiny)
+        self.check_error(res, "tp=16", "8 chips of a node", what=what)
+
+    def test_14f_unknown_system(self):
+        res, what = self.run_bad("sys", "--system", "nosuch", model=self.tiny)
+        self.check_error(res, '"nosuch"', "unknown system", "groq-lpu-v1", what=what)
+
+    def test_14g_unknown_set_parameter(self):
+        res, what = self.run_bad("setname", "--set", "nosuch=1", model=self.tiny)
+        self.check_error(res, "nosuch", "unknown hardware parameter", "clock_hz", what=what)
+
+    def test_14h_set_value_not_number(self):
+        res, what = self.run_bad("setval", "--set", "clock_hz=abc", model=self.tiny)
+        self.check_error(res, "clock_hz", '"abc"', "number", what=what)
+
+    def test_14i_malformed_system_file(self):
+        p = wpath("bad_system.txt")
+        with open(p, "w") as f:
+            f.write("clock_hz = 1e9\nthis line has no equals sign\n")
+        res, what = self.run_bad("sysfile", "--system", p, model=self.tiny)
+        self.check_error(res, f"{p}:2", "name = value", "this line has no equals sign", what=what)
+
+    # --------------------------------- 90: extras (same contract, found while writing)
+
+    def test_90a_cli_parse_error_non_numeric(self):
+        # CLI11 parse errors bypass the '[rank 0/1] error:' path and print two lines.
+        res, what = self.run_bad("tokens_abc", model=self.tiny, tokens="abc")
+        self.check_error(res, "--tokens", "abc", what=what)
+
+    def test_90b_cli_parse_error_unknown_option(self):
+        res, what = self.run_bad("bogus", "--bogus", model=self.tiny)
+        self.check_error(res, "--bogus", what=what)
+
+    def test_90c_empty_prompt_rejected(self):
+        # `--prompt ''` is silently replaced by the synthetic 16-token prompt.
+        res, what = self.run_bad("prompt_empty", model=self.tiny, prompt="")
+        self.check_error(res, "--prompt", what=what)
+
+    def test_90d_run_chips_zero_says_chips_at_least_1(self):
+        res, what = self.run_bad("chips0b", "--chips", "0", model=self.tiny)
+        self.check_error(res, "--chips must be at least 1", what=what)
+
+    def test_90e_lower_bound_consistent_with_failure(self):
+        # With 7,000,000 B of SRAM one chip is over by ~180 kB, yet the message
+        # ends in "the model needs at least 1 chips".
+        res, what = self.run_bad("sram7e6", "--set", "sram_bytes=7000000", model=self.tiny)
+        err = self.check_error(res, "needs at least", what=what)
+        self.assertGreaterEqual(self.needs_at_least(err), 2, err)
+
+    def test_90f_config_only_hint_names_real_option(self):
+        res, _ = self.run_bad("cfgonly_hint", model=self.tiny_cfg)
+        hints = re.findall(r"--[a-z][a-z-]+", res.stderr.replace("--config-only", ""))
+        help_text = lpurt("run", "--help").stdout
+        for opt in hints:
+            self.assertIn(opt, help_text, f"error message suggests {opt}, which `lpurt run` does not accept: "
+                                          f"{res.stderr.strip()!r}")
+
+    def test_90g_output_directory_missing(self):
+        # HDF5's error stack embeds a ctime() timestamp with a newline -> two lines.
+        out = wpath("no_such_dir/R.h5")
+        res = lpurt("run", "--model", self.tiny, "--tokens", "2", "--prompt", "1,2", "--out", out)
+        self.check_error(res, out, what="run --out " + out)
+        self.assertEqual(glob.glob(out + "*"), [])
+
+    def test_90h_failed_run_keeps_existing_result(self):
+        out = wpath("R_existing.h5")
+        with open(out, "w") as f:
+            f.write("keep")
+        broken = copy_of(self.tiny, "bad_no_wk_h.h5")
+        with h5py.File(broken, "a") as f:
+            del f["/layers/1/wk/weight"]
+        for extra in ((), ("--force",)):
+            res = lpurt("run", "--model", broken if extra else self.tiny, "--tokens", "2",
+                        "--prompt", "1,2", "--out", out, *extra)
+            self.check_error(res, what=f"run --out existing {extra}")
+            with open(out) as f:
+                self.assertEqual(f.read(), "keep", f"existing result clobbered by a failing run {extra}")
+            self.assertEqual(glob.glob(out + ".tmp*"), [])
+
+
+def main():
+    global LPURT, WORK
+    if len(sys.argv) != 3:
+        print(__doc__, file=sys.stderr)
+        sys.exit(2)
+    LPURT = os.path.abspath(sys.argv[1])
+    WORK = os.path.abspath(sys.argv[2])
+    suite = unittest.defaultTestLoader.loadTestsFromTestCase(BadInput)
+    result = unittest.TextTestRunner(stream=sys.stderr, verbosity=2).run(suite)
+    failed = len(result.failures) + len(result.errors) + len(result.unexpectedSuccesses)
+    passed = result.testsRun - failed - len(result.skipped)
+    print(f"{passed} passed, {failed} failed")
+    sys.exit(1 if failed else 0)
+
+
+if __name__ == "__main__":
+    main()

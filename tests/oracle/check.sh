@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# End-to-end oracle test: lpurt's tokens and logits against tests/oracle/oracle.py (NumPy, written from
+# SPEC alone) on the tiny preset, an odd-shaped dense model and a mixtral model, the last two written by
+# the oracle's own make_model.py (so the reader is also tested on a file lpurt did not write).
+# Usage: check.sh LPURT WORKDIR PYTHON
+set -euo pipefail
+lpurt=$1 work=$2 python=${3:-/usr/bin/python3}
+here=$(cd "$(dirname "$0")" && pwd)
+rm -rf "$work" && mkdir -p "$work" && cd "$work"
+
+check() {  # check MODEL PROMPT TOKENS [extra run flags]
+  local model=$1 prompt=$2 tokens=$3; shift 3
+  "$lpurt" run --model "$model" --prompt "$prompt" --tokens "$tokens" --out "$model.result.h5" "$@" > /dev/null
+  "$python" "$here/oracle.py" "$model" --prompt "$prompt" --tokens "$tokens" --out "$model.oracle.h5" > /dev/null
+  "$python" "$here/compare.py" "$model.result.h5" "$model.oracle.h5"
+}
+
+"$lpurt" gen-model --preset tiny --out tiny.h5 --seed 3 > /dev/null
+check tiny.h5 5,17,300,2,9,1000,44 24
+
+"$python" "$here/make_model.py" odd.h5 --vocab 1000 --hidden 96 --intermediate 200 --layers 3 --heads 6 \
+  --kv-heads 2 --max-seq 64 --seed 4
+check odd.h5 1,2,3,4,999 24
+
+"$python" "$here/make_model.py" moe.h5 --vocab 500 --hidden 64 --intermediate 96 --layers 2 --heads 4 \
+  --kv-heads 2 --max-seq 64 --arch mixtral --experts 4 --experts-per-token 2 --seed 5 --str-attrs fixed
+check moe.h5 7,8,9 20
+echo "oracle: 3 models agree"

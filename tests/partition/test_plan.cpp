@@ -1,0 +1,123 @@
+#include <gtest/gtest.h>
+
+#include <chrono>
+
+#include "partition/plan.hpp"
+#include "partition/timing.hpp"
+
+using namespace lpurt;
+using namespace lpurt::partition;
+
+namespace {
+PlanRequest request(int64_t chips, int64_t tp = 0, int64_t pp = 0) {
+  PlanRequest r;
+  r.n_chips = chips;
+  r.tp = tp;
+  r.pp = pp;
+  return r;
+}
+}  // namespace
+
+TEST(Planner, SplitsHeadsFfnAndVocabIntoContiguousRanges) {
+  const auto cfg = chip::model_preset("tiny");
+  const Plan p = make_plan(cfg, chip::ChipSpec{}, request(8, 4, 2));
+  ASSERT_EQ(p.n_chips(), 8);
+  int64_t heads = 0, ffn = 0, vocab = 0;
+  for (int64_t t = 0; t < 4; ++t) {
+    heads += p.at(0, t).range.n_heads();
+    ffn += p.at(1, t).range.n_ffn();
+    vocab += p.at(1, t).range.n_vocab();
+    EXPECT_EQ(p.at(0, t).range.n_vocab(), 0);
+  }
+  EXPECT_EQ(heads, cfg.n_heads);
+  EXPECT_EQ(ffn, cfg.intermediate_size);
+  EXPECT_EQ(vocab, cfg.vocab_size);
+  EXPECT_EQ(p.at(0, 0).range.layer_begin, 0);
+  EXPECT_EQ(p.at(1, 0).range.layer_end, cfg.n_layers);
+}
+
+TEST(Planner, ReplicatesKvHeadsWhenTpExceedsThem) {
+  const auto cfg = chip::model_preset("tiny");  // 8 heads, 2 KV heads
+  const Plan p = make_plan(cfg, chip::ChipSpec{}, request(8, 8, 1));
+  for (int64_t t = 0; t < 8; ++t) {
+    EXPECT_EQ(p.at(0, t).range.n_kv_heads(cfg), 1);
+    EXPECT_EQ(p.at(0, t).range.kv_head_begin(cfg), t / 4);
+  }
+}
+
+TEST(Planner, ImpossibleLayoutsFailWithTheReason) {
+  const auto cfg = chip::model_preset("tiny");
+  auto message = [&](const PlanRequest& r) {
+    try {
+      make_plan(cfg, chip::ChipSpec{}, r);
+    } catch (const Error& e) {
+      return std::string(e.what());
+    }
+    return std::string("no error");
+  };
+  EXPECT_NE(message(request(16, 16, 1)).find("exceeds the 8 chips of a node"), std::string::npos);
+  EXPECT_NE(message(request(6, 4, 2)).find("= 8 chips, but --chips is 6"), std::string::npos);
+  EXPECT_NE(message(request(0)).find("at least 1"), std::string::npos);
+}
+
+TEST(Planner, ModelThatDoesNotFitSaysHowManyChipsItNeeds) {
+  const auto cfg = chip::model_preset("llama2-7b");
+  try {
+    make_plan(cfg, chip::ChipSpec{}, request(1));
+    FAIL();
+  } catch (const chip::CapacityError& e) {
+    const std::string m = e.what();
+    EXPECT_NE(m.find("needs at least"), std::string::npos) << m;
+    // 6.7 GB of weights + 2.1 GB of float32 KV at 4096 context over ~225 MB per chip: about 40 chips.
+    const auto pos = m.find("needs at least ") + 15;
+    const int64_t n = std::stoll(m.substr(pos));
+    EXPECT_GE(n, 30);
+    EXPECT_LE(n, 50);
+  }
+}
+
+TEST(Planner, SearchPicksAFeasibleLayoutForLlama70bOn640ChipsQuickly) {
+  // 640 = tp 8 x pp 80, one layer per stage. (576 chips need stages that split inside a layer.)
+  const auto cfg = chip::model_preset("llama2-70b");
+  PlanRequest r = request(640);
+  r.context = 2048;
+  const auto t0 = std::chrono::steady_clock::now();
+  const Plan p = make_plan(cfg, chip::ChipSpec{}, r);
+  EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(), 2.0);
+  EXPECT_EQ(p.tp * p.pp, 640);
+  EXPECT_LE(p.sram_bytes_max(), chip::ChipSpec{}.sram_bytes);
+}
+
+TEST(Timing, IsAPureFunctionOfThePlan) {
+  const auto cfg = chip::model_preset("tiny");
+  const Plan a = make_plan(cfg, chip::ChipSpec{}, request(4, 2, 2));
+  const Plan b = make_plan(cfg, chip::ChipSpec{}, request(4, 2, 2));
+  const ModelledTimes ta = modelled_times(a, 20, 10), tb = modelled_times(b, 20, 10);
+  EXPECT_EQ(ta.prefill_cycles, tb.prefill_cycles);
+  EXPECT_EQ(ta.decode_cycles, tb.decode_cycles);
+  EXPECT_GT(ta.ttft_s, 0.0);
+  EXPECT_GT(ta.tpot_s, 0.0);
+}
+
+TEST(Timing, DecodeOnOneChipIsBoundByWeightStreaming) {
+  // A decode step streams every weight once: at least weight_bytes / stream bandwidth.
+  const auto cfg = chip::model_preset("small");
+  PlanRequest r = request(1);
+  r.context = 64;
+  const Plan p = make_plan(cfg, chip::ChipSpec{}, r);
+  const double bound_s = static_cast<double>(cfg.weight_bytes() - 2 * cfg.vocab_size * cfg.hidden_size) /
+                         chip::ChipSpec{}.weight_stream_bytes_per_s();
+  const double step_s = static_cast<double>(p.decode_step_cycles(10)) / chip::ChipSpec{}.clock_hz;
+  EXPECT_GE(step_s, bound_s);
+  EXPECT_LT(step_s, 2.0 * bound_s + 20e-6);
+}
+
+TEST(Planner, ChipCountWithNoValidLayoutSaysWhy) {
+  const auto cfg = chip::model_preset("tiny");  // 4 layers: 17 chips is tp 1 x pp 17 or tp 17
+  try {
+    make_plan(cfg, chip::ChipSpec{}, request(17));
+    FAIL();
+  } catch (const PlanError& e) {
+    EXPECT_NE(std::string(e.what()).find("no feasible layout for 17 chips"), std::string::npos) << e.what();
+  }
+}
