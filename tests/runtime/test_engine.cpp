@@ -1,4 +1,5 @@
 #include <gtest/gtest.h>
+#include <tbb/global_control.h>
 
 #include <algorithm>
 #include <cmath>
@@ -83,4 +84,16 @@ TEST(Engine, EachChipReadsOnlyItsOwnSlices) {
     EXPECT_EQ(fresh.bytes_read(), c.sram.weight_bytes) << "chip " << c.chip;
     EXPECT_LT(fresh.bytes_read(), cfg.weight_bytes() / 4) << "chip " << c.chip;
   }
+}
+
+TEST(Engine, ResultsDoNotDependOnTheThreadCount) {
+  io::SyntheticModel source(chip::model_preset("tiny"), 9, "tiny");
+  auto run_with = [&](std::size_t threads) {
+    tbb::global_control limit(tbb::global_control::max_allowed_parallelism, threads);
+    runtime::Engine engine(plan_for(source.config(), 2, 2, 1, 8), source);
+    return runtime::generate(engine, prompt, 5, 0);
+  };
+  const runtime::Generation one = run_with(1), two = run_with(2), four = run_with(4);
+  EXPECT_TRUE(bit_identical(one.logits, two.logits));
+  EXPECT_TRUE(bit_identical(one.logits, four.logits));
 }
