@@ -1,6 +1,7 @@
 #include "jobs/cli.hpp"
 
 #include <CLI/CLI.hpp>
+#include <mpi.h>
 
 #include <chrono>
 #include <cstdio>
@@ -233,10 +234,6 @@ int run_command_line(int argc, char** argv, int rank, int n_ranks) {
                     " chips: every rank must host at least one chip (use at most " +
                     std::to_string(run_layout.request.n_chips) + " ranks, or more --chips)",
                 ExitCode::config);
-  if (n_ranks > 1)
-    throw Error("this build hosts every chip on one rank; run with mpirun -np 1 (got " + std::to_string(n_ranks) +
-                    " ranks)",
-                ExitCode::config);
   auto source = run_layout.open_model();
   const chip::ChipSpec hardware = run_system.resolve();
   runtime::RunConfig config;
@@ -247,7 +244,7 @@ int run_command_line(int argc, char** argv, int rank, int n_ranks) {
   config.n_ranks = n_ranks;
   if (!result_path.empty() && !force_run && std::ifstream(result_path))
     throw io::FileError(result_path + ": already exists; pass --force to replace it", ExitCode::io);
-  io::RunResult result = runtime::execute_run(*source, hardware, config, progress_printer("tokens", rank));
+  io::RunResult result = runtime::execute_run(*source, hardware, config, MPI_COMM_WORLD, progress_printer("tokens", rank));
   if (!result_path.empty() && rank == 0) io::write_result_file(result_path, result, force_run);
   if (rank != 0) return 0;
   if (run_layout.json) {

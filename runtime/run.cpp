@@ -38,11 +38,11 @@ io::Record plan_summary(const partition::Plan& plan, int64_t prompt_tokens, int6
 }
 
 io::RunResult execute_run(io::WeightSource& source, const chip::ChipSpec& hardware, const RunConfig& config,
-                          const std::function<void(int64_t, int64_t)>& progress) {
+                          MPI_Comm comm, const std::function<void(int64_t, int64_t)>& progress) {
   using clock = std::chrono::steady_clock;
   const auto t0 = clock::now();
   const partition::Plan plan = partition::make_plan(source.config(), hardware, config.request);
-  Engine engine(plan, source);
+  Engine engine(plan, source, comm);
   const auto t1 = clock::now();
   Generation g = generate(engine, config.prompt, config.n_tokens, 0, progress);
   const auto t2 = clock::now();
@@ -59,7 +59,7 @@ io::RunResult execute_run(io::WeightSource& source, const chip::ChipSpec& hardwa
       .set("host_setup_s", std::chrono::duration<double>(t1 - t0).count())
       .set("host_prefill_s", g.host_prefill_s)
       .set("host_decode_s", g.host_decode_s)
-      .set("weight_bytes_read", source.bytes_read())
+      .set("weight_bytes_read_rank0", source.bytes_read())
       .set("model", source.name())
       .set("system", hardware.name);
 

@@ -2,6 +2,8 @@
 /// \file
 /// One `lpurt run`: plan, load, generate, and the summary SPEC promises (modelled and host times).
 
+#include <mpi.h>
+
 #include <cstdint>
 #include <functional>
 #include <string>
@@ -24,10 +26,10 @@ struct RunConfig {
 /// A deterministic synthetic prompt of n tokens for a vocabulary of vocab_size (for --prompt-len).
 std::vector<int32_t> synthetic_prompt(int64_t n, int64_t vocab_size);
 
-/// Runs a generation and returns tokens, logits, summary and metrics. `progress(done, total)` reports
-/// generated tokens.
+/// Runs a generation on the ranks of `comm` (collective) and returns tokens, logits, summary and metrics
+/// on every rank. `progress(done, total)` reports generated tokens.
 io::RunResult execute_run(io::WeightSource& source, const chip::ChipSpec& hardware, const RunConfig& config,
-                          const std::function<void(int64_t, int64_t)>& progress = {});
+                          MPI_Comm comm, const std::function<void(int64_t, int64_t)>& progress = {});
 
 /// The summary fields shared by `plan` and `run` (layout, SRAM, modelled times).
 io::Record plan_summary(const partition::Plan& plan, int64_t prompt_tokens, int64_t output_tokens);

@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# MPI end-to-end test: for each (chips, tp, pp) layout and each rank count 1..4 (<= chips), the tokens and
+# every logit are bit-identical to the single-chip run, and the modelled times equal the 1-rank run's.
+# Models: the tiny preset and an odd-shaped model (H=6, Hkv=2, L=3) written by the oracle's make_model.py.
+# Usage: mpi_bit_identity.sh LPURT WORKDIR PYTHON MPIEXEC [MPIEXEC_FLAGS...]
+set -euo pipefail
+lpurt=$1 work=$2 python=$3 mpiexec=$4; shift 4
+mpi_flags=("$@")
+here=$(cd "$(dirname "$0")" && pwd)
+rm -rf "$work" && mkdir -p "$work" && cd "$work"
+"$lpurt" gen-model --preset tiny --out tiny.h5 --seed 2 > /dev/null
+"$python" "$here/../oracle/make_model.py" odd.h5 --vocab 1000 --hidden 96 --intermediate 200 --layers 3 \
+  --heads 6 --kv-heads 2 --max-seq 64 --seed 8 > /dev/null
+
+same_times() {  # same_times A.h5 B.h5: modelled times equal to the last bit
+  "$python" - "$1" "$2" <<'PY'
+import sys, h5py
+a, b = (h5py.File(f, "r").attrs for f in sys.argv[1:3])
+for k in ("ttft_s", "tpot_s", "tokens_per_s_user", "tokens_per_s_system", "sram_bytes_max"):
+    if a[k] != b[k]:
+        sys.exit(f"modelled {k} differs: {a[k]!r} vs {b[k]!r}")
+PY
+}
+
+checked=0
+check_model() {  # check_model MODEL PROMPT "chips tp pp"...
+  local model=$1 prompt=$2 layout chips tp pp ranks out first
+  shift 2
+  "$lpurt" run --model "$model" --chips 1 --prompt "$prompt" --tokens 6 --out "ref_$model" > /dev/null
+  for layout in "$@"; do
+    read -r chips tp pp <<< "$layout"
+    first="first_${model%.h5}_${chips}_${tp}_${pp}.h5"
+    for ranks in 1 2 3 4; do
+      [ "$ranks" -le "$chips" ] || continue
+      out="out_${model%.h5}_${chips}_${tp}_${pp}_np${ranks}.h5"
+      "$mpiexec" -n "$ranks" "${mpi_flags[@]}" "$lpurt" run --model "$model" --chips "$chips" --tp "$tp" \
+        --pp "$pp" --prompt "$prompt" --tokens 6 --out "$out" > /dev/null
+      h5diff -q "ref_$model" "$out" /tokens || { echo "tokens differ from 1 chip: $out"; exit 1; }
+      h5diff -q "ref_$model" "$out" /logits || { echo "logits differ from 1 chip: $out"; exit 1; }
+      [ "$ranks" -eq 1 ] && cp "$out" "$first"
+      same_times "$first" "$out" || { echo "modelled times differ across rank counts: $out"; exit 1; }
+      checked=$((checked + 1))
+    done
+  done
+}
+
+check_model tiny.h5 3,4,5,6,7 "2 2 1" "2 1 2" "4 2 2" "4 4 1" "8 8 1" "8 2 4" "16 4 4" "24 8 3" "24 6 4"
+check_model odd.h5 1,2,999,4 "2 2 1" "3 3 1" "6 6 1" "6 2 3" "6 3 2"
+echo "bit-identical to one chip: $checked runs (layouts x rank counts 1-4)"
