@@ -174,8 +174,10 @@ int run_command_line(int argc, char** argv, int rank, int n_ranks) {
   int64_t plan_prompt_len = 512, plan_tokens = 128;
   plan_layout.add_to(plan_cmd);
   plan_system.add_to(plan_cmd);
-  plan_cmd->add_option("--prompt-len", plan_prompt_len, "prompt length for the modelled times")->capture_default_str();
-  plan_cmd->add_option("--tokens", plan_tokens, "output tokens for the modelled times")->capture_default_str();
+  auto* plan_prompt_opt = plan_cmd->add_option("--prompt-len", plan_prompt_len, "prompt length for the modelled times")
+                              ->capture_default_str();
+  auto* plan_tokens_opt =
+      plan_cmd->add_option("--tokens", plan_tokens, "output tokens for the modelled times")->capture_default_str();
 
   // run
   auto* run_cmd = app.add_subcommand("run", "run the model on simulated chips over MPI ranks");
@@ -216,6 +218,15 @@ int run_command_line(int argc, char** argv, int rank, int n_ranks) {
   if (plan_cmd->parsed()) {
     auto source = plan_layout.open_model();
     const auto plan = partition::make_plan(source->config(), plan_system.resolve(), plan_layout.request);
+    // Defaults shrink to fit a short context (the default model has 256 positions); explicit values must fit.
+    const int64_t context = plan.shape.context;
+    if (plan_prompt_opt->count() == 0) plan_prompt_len = std::min(plan_prompt_len, context / 2);
+    if (plan_tokens_opt->count() == 0) plan_tokens = std::max<int64_t>(1, std::min(plan_tokens, context - plan_prompt_len + 1));
+    if (plan_prompt_len < 1 || plan_tokens < 1 || plan_prompt_len + plan_tokens - 1 > context)
+      throw Error("--prompt-len " + std::to_string(plan_prompt_len) + " and --tokens " + std::to_string(plan_tokens) +
+                      " need " + std::to_string(plan_prompt_len + plan_tokens - 1) + " KV positions; the context is " +
+                      std::to_string(context) + " (see --context)",
+                  ExitCode::usage);
     if (plan_layout.json) {
       io::Record r = runtime::plan_summary(plan, plan_prompt_len, plan_tokens);
       r.set("model", source->name()).set("system", plan.hardware.name);
