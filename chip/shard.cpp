@@ -162,7 +162,7 @@ Shard::Shard(const ModelConfig& cfg, const ShardRange& range, const ShardShape& 
 
 const LayerWeights& Shard::layer_weights(int64_t layer) const {
   assert(layer >= range_.layer_begin && layer < range_.layer_end);
-  return weights_.layers[static_cast<std::size_t>(layer - range_.layer_begin)];
+  return weights_.layers[layer - range_.layer_begin];
 }
 
 void Shard::embed(const int32_t* tokens, int64_t n, float* x) const {
@@ -171,18 +171,18 @@ void Shard::embed(const int32_t* tokens, int64_t n, float* x) const {
   for (int64_t t = 0; t < n; ++t) {
     const int64_t row = tokens[t] - range_.embed_begin;
     assert(row >= 0 && row < range_.n_embed());
-    embed_row(e.weight.data() + row * d, e.scale[static_cast<std::size_t>(row)], d, x + t * d);
+    embed_row(e.weight.data() + row * d, e.scale[row], d, x + t * d);
   }
 }
 
 void Shard::linear_block(const QuantizedMatrix& m, const float* in, int64_t n, float* y) {
   for (int64_t t = 0; t < n; ++t) {
-    row_amax_[static_cast<std::size_t>(t)] = max_abs(in + t * m.cols, m.cols);
-    quantize(in + t * m.cols, m.cols, row_amax_[static_cast<std::size_t>(t)], q8_.data() + t * m.cols);
+    row_amax_[t] = max_abs(in + t * m.cols, m.cols);
+    quantize(in + t * m.cols, m.cols, row_amax_[t], q8_.data() + t * m.cols);
   }
   gemm_int8(m.weight.data(), m.rows, m.cols, q8_.data(), n, acc_.data());
   for (int64_t t = 0; t < n; ++t)
-    dequantize(acc_.data() + t * m.rows, m.rows, row_amax_[static_cast<std::size_t>(t)], m.scale.data(),
+    dequantize(acc_.data() + t * m.rows, m.rows, row_amax_[t], m.scale.data(),
                y + t * m.rows);
 }
 
@@ -223,7 +223,7 @@ void Shard::attention_in(int64_t slot, int64_t layer, int64_t pos, int64_t n, co
       attention_head(q_.data() + (t * n_heads + lh) * hd, k, v, pos + t + 1, hd, scores,
                      attn_.data() + (t * n_heads + lh) * hd);
   });
-  for (int64_t t = 0; t < n; ++t) amax_[static_cast<std::size_t>(t)] = max_abs(attn_.data() + t * n_heads * hd, n_heads * hd);
+  for (int64_t t = 0; t < n; ++t) amax_[t] = max_abs(attn_.data() + t * n_heads * hd, n_heads * hd);
 }
 
 void Shard::attention_out_partial(int64_t layer, int64_t n, const float* amax) {
@@ -246,7 +246,7 @@ void Shard::ffn_in(int64_t layer, int64_t n, const float* x) {
   linear_block(w.ffn.w_up, h_.data(), n, act_.data());
   for (int64_t t = 0; t < n; ++t) {
     silu_mul(gate_.data() + t * f, act_.data() + t * f, f, act_.data() + t * f);
-    amax_[static_cast<std::size_t>(t)] = max_abs(act_.data() + t * f, f);
+    amax_[t] = max_abs(act_.data() + t * f, f);
   }
 }
 
@@ -280,11 +280,11 @@ void Shard::moe_ffn(int64_t layer, int64_t n, float* x) {
                 chosen_weight_.data());
     std::fill(moe_out_.begin(), moe_out_.end(), 0.0f);
     for (int64_t c = 0; c < k; ++c) {
-      expert_ffn(w.experts[static_cast<std::size_t>(chosen_[static_cast<std::size_t>(c)])], h_.data(), expert_y_.data());
-      const float weight = chosen_weight_[static_cast<std::size_t>(c)];
-      for (int64_t i = 0; i < d; ++i) moe_out_[static_cast<std::size_t>(i)] += weight * expert_y_[static_cast<std::size_t>(i)];
+      expert_ffn(w.experts[chosen_[c]], h_.data(), expert_y_.data());
+      const float weight = chosen_weight_[c];
+      for (int64_t i = 0; i < d; ++i) moe_out_[i] += weight * expert_y_[i];
     }
-    for (int64_t i = 0; i < d; ++i) xt[i] += moe_out_[static_cast<std::size_t>(i)];
+    for (int64_t i = 0; i < d; ++i) xt[i] += moe_out_[i];
   }
 }
 

@@ -1,11 +1,10 @@
 #include "io/model_file.hpp"
 
-#include <cstdio>
-#include <filesystem>
 #include <functional>
 #include <vector>
 
 #include "chip/error.hpp"
+#include "io/atomic_file.hpp"
 #include "io/error.hpp"
 
 namespace lpurt::io {
@@ -302,23 +301,13 @@ void ModelWriter::close() {
   file_.reset();
 }
 
-void write_model_file(const std::string& path, WeightSource& source, bool config_only,
+void write_model_file(const std::string& path, WeightSource& source, bool config_only, bool force,
                       const std::function<void(int64_t, int64_t)>& progress) {
-  const std::string tmp = path + ".tmp";
-  try {
+  write_atomically(path, force, [&](const std::string& tmp) {
     ModelWriter writer(tmp, source.config());
     if (!config_only) writer.write_weights(source, int64_t{8} << 20, progress);
     writer.close();
-  } catch (...) {
-    std::remove(tmp.c_str());
-    throw;
-  }
-  std::error_code ec;
-  std::filesystem::rename(tmp, path, ec);
-  if (ec) {
-    std::remove(tmp.c_str());
-    throw FileError(path + ": cannot rename " + tmp + " into place: " + ec.message(), ExitCode::io);
-  }
+  });
 }
 
 }  // namespace lpurt::io

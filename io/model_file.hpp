@@ -62,9 +62,9 @@ class ModelWriter {
   detail::Handle file_;
 };
 
-/// Writes a model file at `path` via `path.tmp` + rename, so a killed writer never leaves a partial file
-/// under the final name. With `config_only`, only the root attributes are written.
-void write_model_file(const std::string& path, WeightSource& source, bool config_only,
+/// Writes a model file at `path` atomically (see atomic_file.hpp); an existing file is replaced only with
+/// `force`. With `config_only`, only the root attributes are written.
+void write_model_file(const std::string& path, WeightSource& source, bool config_only, bool force,
                       const std::function<void(int64_t, int64_t)>& progress = {});
 
 }  // namespace lpurt::io

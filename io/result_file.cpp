@@ -1,10 +1,6 @@
 #include "io/result_file.hpp"
 
-#include <unistd.h>
-
-#include <cstdio>
-#include <filesystem>
-
+#include "io/atomic_file.hpp"
 #include "io/detail/h5.hpp"
 #include "io/error.hpp"
 
@@ -71,22 +67,7 @@ void write_contents(const std::string& tmp, const RunResult& r) {
 }  // namespace
 
 void write_result_file(const std::string& path, const RunResult& result, bool force) {
-  namespace fs = std::filesystem;
-  if (!force && fs::exists(path))
-    throw FileError(path + ": already exists; pass --force to replace it", ExitCode::io);
-  const std::string tmp = path + ".tmp." + std::to_string(::getpid());
-  try {
-    write_contents(tmp, result);
-  } catch (const Error& e) {
-    std::remove(tmp.c_str());
-    throw FileError(path + ": cannot write result: " + e.what(), ExitCode::io);
-  }
-  std::error_code ec;
-  fs::rename(tmp, path, ec);
-  if (ec) {
-    std::remove(tmp.c_str());
-    throw FileError(path + ": cannot rename " + tmp + " into place: " + ec.message(), ExitCode::io);
-  }
+  write_atomically(path, force, [&](const std::string& tmp) { write_contents(tmp, result); });
 }
 
 }  // namespace lpurt::io

@@ -3,6 +3,7 @@
 #include <CLI/CLI.hpp>
 #include <mpi.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <fstream>
@@ -13,6 +14,7 @@
 #include "chip/error.hpp"
 #include "chip/hardware.hpp"
 #include "chip/model_config.hpp"
+#include "io/atomic_file.hpp"
 #include "io/error.hpp"
 #include "io/model_file.hpp"
 #include "partition/timing.hpp"
@@ -203,10 +205,9 @@ int run_command_line(int argc, char** argv, int rank, int n_ranks) {
   }
 
   if (gen->parsed()) {
-    if (!force_gen && std::ifstream(out)) throw io::FileError(out + ": already exists; pass --force to replace it", ExitCode::io);
     io::SyntheticModel source(chip::model_preset(preset), seed, preset);
     const auto t0 = std::chrono::steady_clock::now();
-    io::write_model_file(out, source, config_only, progress_printer("writing tensors", rank));
+    io::write_model_file(out, source, config_only, force_gen, progress_printer("writing tensors", rank));
     const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     std::printf("wrote %s: preset %s, %lld parameters, %s%s in %.2f s\n", out.c_str(), preset.c_str(),
                 static_cast<long long>(source.config().n_parameters()),
@@ -240,11 +241,6 @@ int run_command_line(int argc, char** argv, int rank, int n_ranks) {
   // run
   if (run_layout.request.n_chips < 1)
     throw Error("--chips must be at least 1 (got " + std::to_string(run_layout.request.n_chips) + ")", ExitCode::usage);
-  if (n_ranks > run_layout.request.n_chips)
-    throw Error(std::to_string(n_ranks) + " MPI ranks for " + std::to_string(run_layout.request.n_chips) +
-                    " chips: every rank must host at least one chip (use at most " +
-                    std::to_string(run_layout.request.n_chips) + " ranks, or more --chips)",
-                ExitCode::config);
   auto source = run_layout.open_model();
   const chip::ChipSpec hardware = run_system.resolve();
   runtime::RunConfig config;
@@ -253,8 +249,7 @@ int run_command_line(int argc, char** argv, int rank, int n_ranks) {
                                       : parse_prompt(prompt_text);
   config.n_tokens = n_tokens;
   config.n_ranks = n_ranks;
-  if (!result_path.empty() && !force_run && std::ifstream(result_path))
-    throw io::FileError(result_path + ": already exists; pass --force to replace it", ExitCode::io);
+  if (!result_path.empty()) io::check_writable(result_path, force_run);  // before the run, not after it
   io::RunResult result = runtime::execute_run(*source, hardware, config, MPI_COMM_WORLD, progress_printer("tokens", rank));
   if (!result_path.empty() && rank == 0) io::write_result_file(result_path, result, force_run);
   if (rank != 0) return 0;

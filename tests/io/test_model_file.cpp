@@ -42,7 +42,7 @@ TEST(ModelFile, RoundTripsTheGeneratorsValuesExactly) {
   TempDir dir;
   const auto cfg = chip::model_preset("tiny-mixtral");
   io::SyntheticModel synthetic(cfg, 7, "tiny-mixtral");
-  io::write_model_file(dir.file("m.h5"), synthetic, false);
+  io::write_model_file(dir.file("m.h5"), synthetic, false, false);
   auto file = io::ModelFile::open(dir.file("m.h5"));
   EXPECT_TRUE(file->has_weights());
   EXPECT_EQ(file->config().n_experts, 4);
@@ -67,7 +67,7 @@ TEST(ModelFile, HyperslabReadsExactlyTheRequestedBlock) {
   TempDir dir;
   const auto cfg = chip::model_preset("tiny");
   io::SyntheticModel synthetic(cfg, 3, "tiny");
-  io::write_model_file(dir.file("m.h5"), synthetic, false);
+  io::write_model_file(dir.file("m.h5"), synthetic, false, false);
   auto file = io::ModelFile::open(dir.file("m.h5"));
   const TensorId wo{TensorKind::wo, 2};
   std::vector<int8_t> block(static_cast<std::size_t>(10 * 16)), full(static_cast<std::size_t>(cfg.hidden_size * cfg.q_size()));
@@ -82,7 +82,7 @@ TEST(ModelFile, HyperslabReadsExactlyTheRequestedBlock) {
 TEST(ModelFile, ConfigOnlyFileHasNoWeightsAndSaysSoWhenAskedForThem) {
   TempDir dir;
   io::SyntheticModel synthetic(chip::model_preset("llama2-70b"), 1, "llama2-70b");
-  io::write_model_file(dir.file("c.h5"), synthetic, true);
+  io::write_model_file(dir.file("c.h5"), synthetic, true, false);
   EXPECT_LT(std::filesystem::file_size(dir.file("c.h5")), 100'000u);
   auto file = io::ModelFile::open(dir.file("c.h5"));
   EXPECT_FALSE(file->has_weights());
@@ -95,7 +95,7 @@ TEST(ModelFile, ErrorsNameTheFileAndWhatWasExpected) {
   TempDir dir;
   io::SyntheticModel synthetic(chip::model_preset("tiny"), 1, "tiny");
   const std::string good = dir.file("good.h5");
-  io::write_model_file(good, synthetic, false);
+  io::write_model_file(good, synthetic, false, false);
 
   EXPECT_NE(error_of([&] { io::ModelFile::open(dir.file("missing.h5")); }).find("missing.h5"), std::string::npos);
 
