@@ -128,11 +128,26 @@ void set_parameter(ChipSpec& spec, const std::string& name, double value, const 
   p.set(spec, value);
 }
 
+namespace {
+std::string unquote(const std::string& v) {
+  return v.size() >= 2 && v.front() == '"' && v.back() == '"' ? v.substr(1, v.size() - 2) : v;
+}
+void set_topology(ChipSpec& spec, const std::string& value, const std::string& origin) {
+  if (value != "dragonfly" && value != "chain")
+    throw ConfigError(origin + ": topology must be \"dragonfly\" or \"chain\", got \"" + value + "\"");
+  spec.topology = value;
+}
+}  // namespace
+
 void apply_assignment(ChipSpec& spec, const std::string& assignment, const std::string& origin) {
   const auto eq = assignment.find('=');
   if (eq == std::string::npos)
     throw ConfigError(origin + ": expected name=value, got \"" + assignment + "\"");
   const std::string name = trim(assignment.substr(0, eq));
+  if (name == "topology") {
+    set_topology(spec, unquote(trim(assignment.substr(eq + 1))), origin);
+    return;
+  }
   set_parameter(spec, name, parse_number(trim(assignment.substr(eq + 1)), origin + ": " + name), origin);
 }
 
@@ -159,7 +174,11 @@ ChipSpec parse_system_file(const std::string& text, const std::string& file_name
       spec = hardware_preset(value.substr(1, value.size() - 2));
       continue;
     }
-    set_parameter(spec, key, parse_number(value, origin + ": " + key), origin);
+    if (key == "topology") {
+      set_topology(spec, unquote(value), origin);
+    } else {
+      set_parameter(spec, key, parse_number(value, origin + ": " + key), origin);
+    }
     any_parameter = true;
   }
   spec.validate();

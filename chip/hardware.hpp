@@ -40,6 +40,8 @@ struct ChipSpec {
   int64_t global_links = 4;                ///< §1.3: 4 global ports (inter-node) [S SHIP, HC34]
   double link_bytes_per_s = 14e9;          ///< §1.3: 14 GB/s per link per direction (4 x 28 Gb/s cabled) [S Linley20]
   double hop_latency_ns = 300.0;           ///< §1.3: ~300 ns per LPU-to-LPU hop [S SHIP]
+  /// How nodes are joined: "dragonfly" (ISCA 2022, §2.2 [P]) or "chain" (SHIP QuadFour, §2.4 [S]).
+  std::string topology = "dragonfly";
 
   double weight_stream_bytes_per_s() const { return static_cast<double>(stream_bytes_per_cycle) * clock_hz; }
   /// Throws ConfigError naming the parameter if any value is out of its physical range.
@@ -60,7 +62,7 @@ const std::vector<ParameterInfo>& parameter_infos();
 double get_parameter(const ChipSpec& spec, const std::string& name);
 /// Sets a parameter by name; `origin` (a file and line, or "--set") goes into the error message.
 void set_parameter(ChipSpec& spec, const std::string& name, double value, const std::string& origin);
-/// Applies "name=value" (as given to --set).
+/// Applies "name=value" (as given to --set); `topology=chain` sets the one string parameter.
 void apply_assignment(ChipSpec& spec, const std::string& assignment, const std::string& origin);
 /// Applies a system file: TOML-style `name = value` lines, `#` comments, and optionally
 /// `preset = "groq-lpu-v1"` as the first setting. `file_name` goes into error messages with the line.

@@ -229,7 +229,8 @@ int run_command_line(int argc, char** argv, int rank, int n_ranks) {
                       std::to_string(context) + " (see --context)",
                   ExitCode::usage);
     if (plan_layout.json) {
-      io::Record r = runtime::plan_summary(plan, plan_prompt_len, plan_tokens);
+      io::Record r = runtime::plan_summary(plan, partition::modelled_times(plan, plan_prompt_len, plan_tokens),
+                                           plan_prompt_len, plan_tokens);
       r.set("model", source->name()).set("system", plan.hardware.name);
       std::printf("%s\n", r.to_json().c_str());
     } else {

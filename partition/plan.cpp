@@ -1,5 +1,7 @@
 #include "partition/plan.hpp"
 
+#include "partition/timing.hpp"
+
 #include <algorithm>
 #include <limits>
 
@@ -91,49 +93,6 @@ int64_t Plan::sram_bytes_max() const {
   return m;
 }
 
-int64_t Plan::stage_block_cycles(int64_t stage, int64_t first_position, int64_t n_tokens, bool with_logits) const {
-  const chip::CostModel cost(hardware);
-  const int64_t d = model.hidden_size;
-  const int64_t hd = model.head_dim();
-  const int64_t n = n_tokens;
-  int64_t stage_max = 0;
-  for (int64_t t = 0; t < tp; ++t) {
-    const chip::ShardRange& g = at(stage, t).range;
-    const int64_t kvh = g.n_kv_heads(model);
-    int64_t layer = cost.vector_cycles(4 * d * n)                                  // attention norm
-                    + cost.matmul_cycles((g.n_heads() + 2 * kvh) * hd, d, n)       // q, k, v
-                    + cost.vector_cycles(3 * (g.n_heads() + kvh) * hd * n)         // RoPE
-                    + cost.attention_cycles(g.n_heads(), kvh, hd, first_position, n)
-                    + cost.matmul_cycles(d, g.n_heads() * hd, n)                   // wo
-                    + cost.vector_cycles(2 * d * n)                                // residual add
-                    + cost.vector_cycles(4 * d * n);                               // FFN norm
-    if (model.is_moe()) {
-      // Each token runs k experts; a block streams every expert some token chose, at most all of them.
-      const int64_t k = model.n_experts_per_token;
-      const int64_t streamed = std::min(model.n_experts, k * n);
-      layer += cost.vector_cycles(2 * model.n_experts * d * n)                     // router
-               + streamed * (cost.matmul_cycles(2 * g.n_ffn(), d, chip::ceil_div(k * n, streamed)) +
-                             cost.matmul_cycles(d, g.n_ffn(), chip::ceil_div(k * n, streamed))) +
-               cost.vector_cycles(4 * g.n_ffn() * k * n);
-    } else {
-      layer += cost.matmul_cycles(2 * g.n_ffn(), d, n) + cost.vector_cycles(4 * g.n_ffn() * n) +
-               cost.matmul_cycles(d, g.n_ffn(), n);
-    }
-    layer += cost.vector_cycles(2 * d * n);                                        // residual add
-    int64_t chip_cycles = g.n_layers() * layer;
-    if (g.n_embed() > 0) chip_cycles += cost.vector_cycles(d * n);
-    if (with_logits && g.n_vocab() > 0) chip_cycles += cost.vector_cycles(4 * d) + cost.matmul_cycles(g.n_vocab(), d, 1);
-    stage_max = std::max(stage_max, chip_cycles);
-  }
-  return stage_max;
-}
-
-int64_t Plan::decode_step_cycles(int64_t position) const {
-  int64_t total = 0;
-  for (int64_t s = 0; s < pp; ++s) total += stage_block_cycles(s, position, 1, true);
-  return total;
-}
-
 int64_t minimum_chips(const chip::ModelConfig& cfg, const chip::ChipSpec& hw, const PlanRequest& r) {
   const chip::ShardShape shape = shape_of(cfg, r);
   const int64_t kv_bytes =
@@ -178,7 +137,7 @@ Plan make_plan(const chip::ModelConfig& cfg, const chip::ChipSpec& hw, const Pla
       some_layout_overflows = true;
       continue;
     }
-    const int64_t cycles = plan.decode_step_cycles(plan.shape.context - 1);
+    const int64_t cycles = decode_step_cycles(plan, plan.shape.context - 1);
     if (cycles < best_cycles) best_cycles = cycles, best = std::move(plan);
   }
   if (best.chips.empty() && some_layout_overflows) {

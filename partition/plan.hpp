@@ -64,11 +64,6 @@ struct Plan {
     return chips[static_cast<std::size_t>(stage * tp + tp_rank)];
   }
   int64_t sram_bytes_max() const;
-  /// Modelled compute cycles of stage `stage` for a block of n_tokens at positions
-  /// [first_position, first_position + n_tokens); `with_logits`: the block ends with lm_head on its last token.
-  int64_t stage_block_cycles(int64_t stage, int64_t first_position, int64_t n_tokens, bool with_logits) const;
-  /// One decode step at `position`: one token through every stage, with logits.
-  int64_t decode_step_cycles(int64_t position) const;
 };
 
 /// The plan for a request; throws PlanError (impossible layout) or CapacityError (does not fit, with the

@@ -1,14 +1,38 @@
 #pragma once
 /// \file
-/// Modelled times of a generation run, a pure function of the plan and the request (never of the host):
-/// prefill as chunks of block_tokens flowing through the pipeline stages, then one decode step per
-/// further output token.
+/// Modelled times of a generation run, a pure function of the plan and the request (never of the host
+/// or of the rank count): the makespan of the prefill program (the prompt in chunks of block_tokens,
+/// pipelined through the stages) is the time to first token; each further token is one decode program
+/// (one token through every stage, logits at the end) at its position. Host I/O (tokens in, logits out
+/// over PCIe) is not modelled: like GroqFlow's estimate_performance, the figures are device time.
 
 #include <cstdint>
+#include <vector>
 
 #include "partition/plan.hpp"
+#include "partition/schedule.hpp"
+#include "partition/topology.hpp"
 
 namespace lpurt::partition {
+
+/// The network of the plan's system (its `topology` parameter) over the plan's chips.
+Topology topology_for(const Plan& plan);
+/// Prefill blocks for a prompt: chunks of block_tokens, logits after the last.
+std::vector<Block> prefill_blocks(int64_t prompt_tokens, int64_t block_tokens);
+/// One decode step: one token, logits at the end.
+std::vector<Block> decode_blocks();
+
+/// Where the cycles of one program go.
+struct StepProfile {
+  int64_t makespan_cycles = 0;
+  std::vector<int64_t> chip_compute_cycles;   ///< [chips] busy cycles on MXM + VXM
+  std::vector<int64_t> chip_send_cycles;      ///< [chips] cycles of the chip's outgoing transfers
+  Hop busiest_link;                           ///< the link busy longest (from == to == 0 if none)
+  int64_t busiest_link_cycles = 0;
+  int64_t n_transfers = 0;
+  int64_t transfer_bytes = 0;
+};
+StepProfile profile(const Program& program, const Timeline& timeline);
 
 struct ModelledTimes {
   int64_t prefill_cycles = 0;      ///< prompt in, first token out
@@ -18,9 +42,13 @@ struct ModelledTimes {
   double tpot_s = 0;               ///< time per output token after the first (mean over decode steps)
   double tokens_per_s_user = 0;
   double tokens_per_s_system = 0;
+  StepProfile decode;              ///< profile of the first decode step
 };
 
 /// Prompt of `prompt_tokens`, `output_tokens` generated (the first from the prefill's logits).
 ModelledTimes modelled_times(const Plan& plan, int64_t prompt_tokens, int64_t output_tokens);
+
+/// Cycles of one decode step at `position` (the planner ranks layouts by it).
+int64_t decode_step_cycles(const Plan& plan, int64_t position);
 
 }  // namespace lpurt::partition

@@ -4,8 +4,13 @@
 #include <cstring>
 
 #include "chip/error.hpp"
+#include "partition/timing.hpp"
 
 namespace lpurt::runtime {
+
+using partition::Op;
+using partition::OpKind;
+using partition::Payload;
 
 namespace {
 
@@ -15,9 +20,13 @@ void check_mpi(int status, const char* call, int rank) {
   char text[MPI_MAX_ERROR_STRING];
   int length = 0;
   MPI_Error_string(status, text, &length);
-  throw Error(std::string(call) + " failed on rank " + std::to_string(rank) + ": " + std::string(text, static_cast<std::size_t>(length)),
+  throw Error(std::string(call) + " failed on rank " + std::to_string(rank) + ": " +
+                  std::string(text, static_cast<std::size_t>(length)),
               ExitCode::runtime);
 }
+
+/// MPI guarantees tags up to 32767; messages between one pair keep their order, so reuse is safe.
+int tag_of(int64_t send_index) { return static_cast<int>(send_index % 32768); }
 
 }  // namespace
 
@@ -26,7 +35,8 @@ int Engine::rank_of_chip(int64_t chip, int64_t n_chips, int n_ranks) {
   return static_cast<int>(((chip + 1) * n_ranks - 1) / n_chips);
 }
 
-Engine::Engine(const partition::Plan& plan, io::WeightSource& source, MPI_Comm comm) : plan_(plan), comm_(comm) {
+Engine::Engine(const partition::Plan& plan, io::WeightSource& source, MPI_Comm comm)
+    : plan_(plan), topology_(partition::topology_for(plan)), comm_(comm) {
   const chip::ModelConfig& cfg = plan.model;
   // Without MPI_Init (unit tests, tools) the engine is one rank and makes no MPI call.
   int mpi_initialized = 0;
@@ -41,81 +51,42 @@ Engine::Engine(const partition::Plan& plan, io::WeightSource& source, MPI_Comm c
     throw Error(std::to_string(n_ranks_) + " MPI ranks for " + std::to_string(plan.n_chips()) +
                     " chips: every rank must host at least one chip",
                 ExitCode::config);
-  stage_shards_.resize(static_cast<std::size_t>(plan.pp));
-  stage_first_rank_.assign(static_cast<std::size_t>(plan.pp), n_ranks_);
-  stage_last_rank_.assign(static_cast<std::size_t>(plan.pp), -1);
+  const int64_t b = plan.shape.block_tokens, d = cfg.hidden_size, tp = plan.tp;
+  slice_ = chip::ceil_div(b * d, tp) + 1;
+  owner_.resize(static_cast<std::size_t>(plan.n_chips()));
+  std::size_t n_local = 0;
   for (const auto& c : plan.chips) {
-    const int owner = rank_of_chip(c.chip, plan.n_chips(), n_ranks_);
-    const auto s = static_cast<std::size_t>(c.stage);
-    stage_first_rank_[s] = std::min(stage_first_rank_[s], owner);
-    stage_last_rank_[s] = std::max(stage_last_rank_[s], owner);
-    if (owner != rank_) continue;
-    shards_.push_back(std::make_unique<chip::Shard>(cfg, c.range, plan.shape));
-    io::load_shard(source, *shards_.back());
-    stage_shards_[s].push_back(shards_.back().get());
+    owner_[static_cast<std::size_t>(c.chip)] = rank_of_chip(c.chip, plan.n_chips(), n_ranks_);
+    n_local += owner_[static_cast<std::size_t>(c.chip)] == rank_ ? 1 : 0;
   }
-  // One communicator per stage whose chips span ranks (the chips of a rank are contiguous, so a stage's
-  // ranks are the range [first, last]). Stages on one rank reduce in memory and need none.
-  stage_comm_.assign(static_cast<std::size_t>(plan.pp), MPI_COMM_NULL);
-  for (int64_t s = 0; s < plan.pp; ++s) {
-    const auto i = static_cast<std::size_t>(s);
-    if (stage_first_rank_[i] == stage_last_rank_[i]) continue;
-    const bool member = rank_ >= stage_first_rank_[i] && rank_ <= stage_last_rank_[i];
-    check_mpi(MPI_Comm_split(comm_, member ? 0 : MPI_UNDEFINED, rank_, &stage_comm_[i]), "MPI_Comm_split", rank_);
+  chips_.resize(n_local);  // never resized again: local_index_ points into it
+  local_index_.assign(static_cast<std::size_t>(plan.n_chips()), nullptr);
+  std::size_t next = 0;
+  for (const auto& c : plan.chips) {
+    if (owner_[static_cast<std::size_t>(c.chip)] != rank_) continue;
+    LocalChip& lc = chips_[next++];
+    lc.shard = std::make_unique<chip::Shard>(cfg, c.range, plan.shape);
+    io::load_shard(source, *lc.shard);
+    lc.x.assign(static_cast<std::size_t>(b * d), 0.0f);
+    lc.amax.assign(static_cast<std::size_t>(b), 0.0f);
+    lc.peer_amax.assign(static_cast<std::size_t>(tp * b), 0.0f);
+    lc.sums.assign(static_cast<std::size_t>(b * d), 0);
+    lc.rs_sums.assign(static_cast<std::size_t>(tp * slice_), 0);
+    lc.rs_floats.assign(static_cast<std::size_t>(tp * slice_), 0.0f);
+    lc.pending.reserve(static_cast<std::size_t>(4 * tp + 4));
+    local_index_[static_cast<std::size_t>(c.chip)] = &lc;
   }
-  const int64_t b = plan.shape.block_tokens;
-  x_.assign(static_cast<std::size_t>(b * cfg.hidden_size), 0.0f);
-  amax_.assign(static_cast<std::size_t>(b), 0.0f);
-  sums_.assign(static_cast<std::size_t>(b * cfg.hidden_size), 0);
+  program(1);  // the decode program, built before the first step
 }
 
-Engine::~Engine() {
-  for (MPI_Comm& c : stage_comm_)
-    if (c != MPI_COMM_NULL) MPI_Comm_free(&c);
-}
-
-void Engine::reduce_amax(int64_t stage, int64_t n) {
-  const auto& chips = local(stage);
-  std::copy(chips[0]->amax(), chips[0]->amax() + n, amax_.begin());
-  for (std::size_t c = 1; c < chips.size(); ++c) {
-    const float* a = chips[c]->amax();
-    for (int64_t i = 0; i < n; ++i) amax_[static_cast<std::size_t>(i)] = std::max(amax_[static_cast<std::size_t>(i)], a[i]);
-  }
-  const MPI_Comm group = stage_comm_[static_cast<std::size_t>(stage)];
-  if (group != MPI_COMM_NULL)
-    check_mpi(MPI_Allreduce(MPI_IN_PLACE, amax_.data(), static_cast<int>(n), MPI_FLOAT, MPI_MAX, group), "MPI_Allreduce(max)",
-              rank_);
-}
-
-void Engine::reduce_sums(int64_t stage, int64_t n) {
-  const int64_t count = n * plan_.model.hidden_size;
-  const auto& chips = local(stage);
-  std::copy(chips[0]->partial_sums(), chips[0]->partial_sums() + count, sums_.begin());
-  for (std::size_t c = 1; c < chips.size(); ++c) {
-    const int32_t* p = chips[c]->partial_sums();
-    for (int64_t i = 0; i < count; ++i) sums_[static_cast<std::size_t>(i)] += p[i];
-  }
-  const MPI_Comm group = stage_comm_[static_cast<std::size_t>(stage)];
-  if (group != MPI_COMM_NULL)
-    check_mpi(MPI_Allreduce(MPI_IN_PLACE, sums_.data(), static_cast<int>(count), MPI_INT32_T, MPI_SUM, group),
-              "MPI_Allreduce(sum)", rank_);
-}
-
-void Engine::hand_over(int64_t stage, int64_t n) {
-  const auto prev = static_cast<std::size_t>(stage - 1);
-  const auto next = static_cast<std::size_t>(stage);
-  const int count = static_cast<int>(n * plan_.model.hidden_size);
-  const int sender = stage_first_rank_[prev];
-  // Ranks of the next stage that also held the previous one already have x (it is replicated).
-  for (int r = stage_first_rank_[next]; r <= stage_last_rank_[next]; ++r) {
-    if (r >= stage_first_rank_[prev] && r <= stage_last_rank_[prev]) continue;
-    const int tag = static_cast<int>(stage % 32768);
-    if (rank_ == sender)
-      check_mpi(MPI_Send(x_.data(), count, MPI_FLOAT, r, tag, comm_), "MPI_Send(activations)", rank_);
-    else if (rank_ == r)
-      check_mpi(MPI_Recv(x_.data(), count, MPI_FLOAT, sender, tag, comm_, MPI_STATUS_IGNORE), "MPI_Recv(activations)",
-                rank_);
-  }
+const partition::Program& Engine::program(int64_t n_tokens) {
+  auto it = programs_.find(n_tokens);
+  if (it == programs_.end())
+    it = programs_
+             .emplace(n_tokens, partition::build_program(plan_, topology_,
+                                                         partition::prefill_blocks(n_tokens, plan_.shape.block_tokens)))
+             .first;
+  return it->second;
 }
 
 void Engine::forward(int64_t slot, const int32_t* tokens, int64_t pos, int64_t n, float* logits) {
@@ -128,69 +99,136 @@ void Engine::forward(int64_t slot, const int32_t* tokens, int64_t pos, int64_t n
   if (pos + n > plan_.shape.context)
     throw chip::CapacityError("positions up to " + std::to_string(pos + n) + " exceed the KV-cache context of " +
                               std::to_string(plan_.shape.context));
-  const int64_t block = plan_.shape.block_tokens;
-  for (int64_t done = 0; done < n; done += block) {
-    const int64_t m = std::min(block, n - done);
-    forward_block(slot, tokens + done, pos + done, m, logits != nullptr && done + m == n, logits);
+  execute(program(n), slot, tokens, pos);
+  if (logits == nullptr) return;
+  // Logits leave the last stage for the host: each chip's vocabulary slice, -0.0 (the identity of float
+  // addition) elsewhere, so a sum over the ranks assembles them exactly on every rank.
+  const int vocab = static_cast<int>(cfg.vocab_size);
+  std::fill(logits, logits + vocab, -0.0f);
+  for (LocalChip& c : chips_) {
+    const chip::ShardRange& r = c.shard->range();
+    if (r.n_vocab() > 0) std::copy(c.shard->logits_out(), c.shard->logits_out() + r.n_vocab(), logits + r.vocab_begin);
   }
+  if (n_ranks_ > 1)
+    check_mpi(MPI_Allreduce(MPI_IN_PLACE, logits, vocab, MPI_FLOAT, MPI_SUM, comm_), "MPI_Allreduce(logits)", rank_);
 }
 
-void Engine::forward_block(int64_t slot, const int32_t* tokens, int64_t pos, int64_t n, bool want_logits,
-                           float* logits) {
-  const chip::ModelConfig& cfg = plan_.model;
-  const int64_t d = cfg.hidden_size;
-  if (!local(0).empty()) {
-    // Each token's row lives on the stage-0 chip whose range holds it; the others contribute -0.0, the
-    // identity of float addition, so the sum over the stage's ranks assembles x exactly.
-    std::fill(x_.begin(), x_.begin() + n * d, -0.0f);
-    for (int64_t i = 0; i < n; ++i)
-      for (chip::Shard* c : local(0))
-        if (tokens[i] >= c->range().embed_begin && tokens[i] < c->range().embed_end) c->embed(tokens + i, 1, x_.data() + i * d);
-    if (stage_comm_[0] != MPI_COMM_NULL)
-      check_mpi(MPI_Allreduce(MPI_IN_PLACE, x_.data(), static_cast<int>(n * d), MPI_FLOAT, MPI_SUM, stage_comm_[0]),
-                "MPI_Allreduce(embedding)", rank_);
+void* Engine::payload_at(const Op& op, LocalChip& c, bool sending) {
+  const auto peer_tp = static_cast<std::size_t>(plan_.chips[static_cast<std::size_t>(sending ? op.chip : op.peer)].tp_rank);
+  const auto begin = static_cast<std::size_t>(op.elem_begin);
+  switch (op.payload) {
+    case Payload::amax:
+      return sending ? const_cast<float*>(c.shard->amax()) : c.peer_amax.data() + peer_tp * static_cast<std::size_t>(plan_.shape.block_tokens);
+    case Payload::partial_sums:
+      return sending ? const_cast<int32_t*>(c.shard->partial_sums()) + begin : c.rs_sums.data() + peer_tp * static_cast<std::size_t>(slice_);
+    case Payload::embedding_partial:
+      return sending ? c.x.data() + begin : c.rs_floats.data() + peer_tp * static_cast<std::size_t>(slice_);
+    case Payload::reduced_sums: return c.sums.data() + begin;
+    case Payload::embedding_reduced: return c.x.data() + begin;
+    case Payload::activations: return c.x.data() + begin;
+    case Payload::none: break;
   }
-  for (int64_t s = 0; s < plan_.pp; ++s) {
-    if (s > 0) hand_over(s, n);
-    const auto& chips = local(s);
-    if (chips.empty()) continue;
-    const int64_t layer_begin = plan_.stage_layer_begin[static_cast<std::size_t>(s)];
-    const int64_t layer_end = plan_.stage_layer_begin[static_cast<std::size_t>(s + 1)];
-    for (int64_t l = layer_begin; l < layer_end; ++l) {
-      for (chip::Shard* c : chips) c->attention_in(slot, l, pos, n, x_.data());
-      reduce_amax(s, n);
-      for (chip::Shard* c : chips) c->attention_out_partial(l, n, amax_.data());
-      reduce_sums(s, n);
-      chips[0]->add_attention_output(l, n, sums_.data(), amax_.data(), x_.data());
-      if (cfg.is_moe()) {
-        chips[0]->moe_ffn(l, n, x_.data());
-        continue;
+  LPURT_ASSERT(false);
+}
+
+void Engine::wait(LocalChip& c) {
+  if (c.pending.empty()) return;
+  check_mpi(MPI_Waitall(static_cast<int>(c.pending.size()), c.pending.data(), MPI_STATUSES_IGNORE), "MPI_Waitall", rank_);
+  c.pending.clear();
+}
+
+void Engine::execute(const partition::Program& p, int64_t slot, const int32_t* tokens, int64_t pos) {
+  for (std::size_t i = 0; i < p.ops.size(); ++i) {
+    const Op& op = p.ops[i];
+    LocalChip* c = local(op.chip);
+    if (c == nullptr) continue;
+    const partition::Block& blk = p.blocks[static_cast<std::size_t>(op.block)];
+    const int count = static_cast<int>(op.bytes);
+    if (op.kind == OpKind::send) {
+      LocalChip* receiver = local(op.peer);
+      const void* src = payload_at(op, *c, true);
+      if (receiver != nullptr) {
+        std::memcpy(payload_at(p.ops[static_cast<std::size_t>(op.match)], *receiver, false), src, op.bytes);
+      } else {
+        c->pending.emplace_back();
+        check_mpi(MPI_Isend(src, count, MPI_BYTE, owner_[static_cast<std::size_t>(op.peer)], tag_of(static_cast<int64_t>(i)),
+                            comm_, &c->pending.back()),
+                  "MPI_Isend", rank_);
       }
-      for (chip::Shard* c : chips) c->ffn_in(l, n, x_.data());
-      reduce_amax(s, n);
-      for (chip::Shard* c : chips) c->ffn_out_partial(l, n, amax_.data());
-      reduce_sums(s, n);
-      chips[0]->add_ffn_output(l, n, sums_.data(), amax_.data(), x_.data());
+    } else if (op.kind == OpKind::recv) {
+      if (local(op.peer) != nullptr) continue;  // copied at the send
+      c->pending.emplace_back();
+      check_mpi(MPI_Irecv(payload_at(op, *c, false), count, MPI_BYTE, owner_[static_cast<std::size_t>(op.peer)],
+                          tag_of(op.match), comm_, &c->pending.back()),
+                "MPI_Irecv", rank_);
+    } else {
+      wait(*c);
+      compute(op, *c, tokens + blk.position_offset, slot, pos + blk.position_offset, blk.n_tokens);
     }
   }
-  if (!want_logits) return;
-  // The last stage's chips each compute their vocabulary slice; -0.0 elsewhere makes the sum exact. Every
-  // rank needs the logits (the next token feeds stage 0), so the last stage's first rank broadcasts them.
-  const int64_t last = plan_.pp - 1;
-  const int root = stage_first_rank_[static_cast<std::size_t>(last)];
-  const int vocab = static_cast<int>(cfg.vocab_size);
-  if (!local(last).empty()) {
-    std::fill(logits, logits + vocab, -0.0f);
-    for (chip::Shard* c : local(last)) {
-      c->logits(x_.data() + (n - 1) * d);
-      std::copy(c->logits_out(), c->logits_out() + c->range().n_vocab(), logits + c->range().vocab_begin);
+  for (LocalChip& c : chips_) wait(c);
+}
+
+void Engine::compute(const Op& op, LocalChip& c, const int32_t* tokens, int64_t slot, int64_t pos, int64_t n) {
+  chip::Shard& s = *c.shard;
+  const int64_t d = plan_.model.hidden_size;
+  const bool split = plan_.tp > 1;
+  const float* amax = split ? c.amax.data() : s.amax();
+  const int32_t* sums = split ? c.sums.data() : s.partial_sums();
+  switch (op.kind) {
+    case OpKind::embed: {
+      const chip::ShardRange& r = s.range();
+      // Rows of tokens another chip holds stay -0.0, the identity of the reduce-scatter's float sum.
+      if (split) std::fill(c.x.begin(), c.x.begin() + n * d, -0.0f);
+      for (int64_t t = 0; t < n; ++t)
+        if (tokens[t] >= r.embed_begin && tokens[t] < r.embed_end) s.embed(tokens + t, 1, c.x.data() + t * d);
+      break;
     }
-    const MPI_Comm group = stage_comm_[static_cast<std::size_t>(last)];
-    if (group != MPI_COMM_NULL)
-      check_mpi(MPI_Reduce(rank_ == root ? MPI_IN_PLACE : logits, logits, vocab, MPI_FLOAT, MPI_SUM, 0, group),
-                "MPI_Reduce(logits)", rank_);
+    case OpKind::attention: s.attention_in(slot, op.layer, pos, n, c.x.data()); break;
+    case OpKind::silu: s.ffn_in(op.layer, n, c.x.data()); break;
+    case OpKind::reduce_max: {
+      std::copy(s.amax(), s.amax() + n, c.amax.begin());
+      for (int64_t t = 0; t < plan_.tp; ++t) {
+        if (t == plan_.chips[static_cast<std::size_t>(op.chip)].tp_rank) continue;
+        const float* peer = c.peer_amax.data() + t * plan_.shape.block_tokens;
+        for (int64_t k = 0; k < n; ++k) c.amax[static_cast<std::size_t>(k)] = std::max(c.amax[static_cast<std::size_t>(k)], peer[k]);
+      }
+      break;
+    }
+    case OpKind::wo: s.attention_out_partial(op.layer, n, amax); break;
+    case OpKind::down: s.ffn_out_partial(op.layer, n, amax); break;
+    case OpKind::reduce_sum: {
+      // This chip owns slice j of the flat [n x D] array; add the other chips' slices in tp order.
+      const int64_t me = plan_.chips[static_cast<std::size_t>(op.chip)].tp_rank;
+      const int64_t begin = partition::split_begin(n * d, plan_.tp, me), end = partition::split_begin(n * d, plan_.tp, me + 1);
+      if (op.payload == Payload::partial_sums) {
+        std::copy(s.partial_sums() + begin, s.partial_sums() + end, c.sums.begin() + begin);
+        for (int64_t t = 0; t < plan_.tp; ++t) {
+          if (t == me) continue;
+          const int32_t* in = c.rs_sums.data() + t * slice_;
+          for (int64_t k = begin; k < end; ++k) c.sums[static_cast<std::size_t>(k)] += in[k - begin];
+        }
+      } else {
+        for (int64_t t = 0; t < plan_.tp; ++t) {
+          if (t == me) continue;
+          const float* in = c.rs_floats.data() + t * slice_;
+          for (int64_t k = begin; k < end; ++k) c.x[static_cast<std::size_t>(k)] += in[k - begin];
+        }
+      }
+      break;
+    }
+    case OpKind::attn_residual: s.add_attention_output(op.layer, n, sums, amax, c.x.data()); break;
+    case OpKind::ffn_residual: s.add_ffn_output(op.layer, n, sums, amax, c.x.data()); break;
+    case OpKind::moe: s.moe_ffn(op.layer, n, c.x.data()); break;
+    case OpKind::lm_head: s.logits(c.x.data() + (n - 1) * d); break;
+    case OpKind::attn_norm:
+    case OpKind::qkv:
+    case OpKind::ffn_norm:
+    case OpKind::gate_up:
+    case OpKind::final_norm: break;  // modelled time only: computed inside the consuming phase
+    case OpKind::send:
+    case OpKind::recv: LPURT_ASSERT(false);
   }
-  if (n_ranks_ > 1) check_mpi(MPI_Bcast(logits, vocab, MPI_FLOAT, root, comm_), "MPI_Bcast(logits)", rank_);
 }
 
 }  // namespace lpurt::runtime

@@ -1,15 +1,20 @@
 #pragma once
 /// \file
-/// Executes a plan's chips on MPI ranks. Chips are assigned to ranks in contiguous blocks (chip order is
-/// stage-major, so a tensor-parallel group stays on one rank where the counts allow). Each rank holds the
-/// Shards of its chips, loads only their weight slices, and combines tensor-parallel partials exactly:
-/// per-token amax with a max, int32 partial sums with a sum, first locally, then with MPI_Allreduce over
-/// the ranks of the stage when a stage spans ranks. The residual stream of a stage is replicated on its
-/// ranks; the lowest rank of stage s sends it to the ranks of stage s+1 that do not hold it yet.
+/// Executes the static schedule (partition/schedule.hpp) on MPI ranks. Chips are assigned to ranks in
+/// contiguous blocks of chip order (stage-major, so a tensor-parallel group stays on one rank where the
+/// counts allow). Each rank holds its chips' Shards, loads only their weight slices, and walks the
+/// program's flat op array, doing the ops of its chips in array order:
+/// - compute ops call the Shard's phases (ops that only model time, like qkv, do nothing here: the
+///   phase that consumes them computes them);
+/// - a transfer between chips on this rank is a copy into the receiver's buffer at the send;
+/// - a transfer between ranks is MPI_Isend / MPI_Irecv with a deterministic tag (the send's op index),
+///   completed before the receiving chip's next compute op (and the sender's, which may reuse the buffer).
+/// The array order is a valid execution order, so walking it on every rank cannot deadlock. The programs
+/// are built once; the steady-state step allocates nothing.
 ///
 /// Example usage:
 /// \code
-///   lpurt::runtime::Engine engine(plan, *source);
+///   lpurt::runtime::Engine engine(plan, *source, MPI_COMM_WORLD);
 ///   engine.forward(0, prompt.data(), 0, prompt.size(), logits.data());   // prefill, logits of the last token
 ///   engine.forward(0, &next, prompt.size(), 1, logits.data());           // one decode step
 /// \endcode
@@ -17,12 +22,15 @@
 #include <mpi.h>
 
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <vector>
 
 #include "chip/shard.hpp"
 #include "io/weight_source.hpp"
 #include "partition/plan.hpp"
+#include "partition/schedule.hpp"
+#include "partition/topology.hpp"
 
 namespace lpurt::runtime {
 
@@ -31,9 +39,6 @@ class Engine {
   /// Allocates this rank's chips and loads their weights (only their slices). `comm` hosts the chips;
   /// every rank of it must construct the Engine with the same plan (collective).
   Engine(const partition::Plan& plan, io::WeightSource& source, MPI_Comm comm = MPI_COMM_SELF);
-  ~Engine();
-  Engine(const Engine&) = delete;
-  Engine& operator=(const Engine&) = delete;
 
   /// Rank that hosts `chip` when n_chips chips are spread over n_ranks ranks in contiguous blocks.
   static int rank_of_chip(int64_t chip, int64_t n_chips, int n_ranks);
@@ -44,30 +49,39 @@ class Engine {
   void forward(int64_t slot, const int32_t* tokens, int64_t pos, int64_t n, float* logits);
 
   const partition::Plan& plan() const { return plan_; }
+  /// The program forward() runs for n tokens (built on first use, then reused).
+  const partition::Program& program(int64_t n_tokens);
 
  private:
-  void forward_block(int64_t slot, const int32_t* tokens, int64_t pos, int64_t n, bool want_logits, float* logits);
-  /// The chips of `stage` on this rank (possibly none).
-  const std::vector<chip::Shard*>& local(int64_t stage) const { return stage_shards_[static_cast<std::size_t>(stage)]; }
-  /// amax_ = elementwise max over the stage's chips of their amax(), for n tokens.
-  void reduce_amax(int64_t stage, int64_t n);
-  /// sums_ = elementwise int32 sum over the stage's chips of their partial_sums(), for n tokens.
-  void reduce_sums(int64_t stage, int64_t n);
-  /// Makes x_ [n, D] present on every rank of `stage`, coming from the ranks of stage - 1.
-  void hand_over(int64_t stage, int64_t n);
+  /// A chip hosted on this rank: its Shard and the buffers its transfers read and write.
+  struct LocalChip {
+    std::unique_ptr<chip::Shard> shard;
+    std::vector<float> x;            ///< [block, D] residual stream (replicated over the stage's chips)
+    std::vector<float> amax;         ///< [block] stage-wide per-token amax
+    std::vector<float> peer_amax;    ///< [tp, block] amax received from each chip of the stage
+    std::vector<int32_t> sums;       ///< [block * D] stage-wide int32 sums (reduce-scatter + all-gather)
+    std::vector<int32_t> rs_sums;    ///< [tp, slice] partial-sum slices received from each chip
+    std::vector<float> rs_floats;    ///< [tp, slice] embedding slices received from each chip
+    std::vector<MPI_Request> pending;  ///< outstanding MPI requests of this chip
+  };
+
+  void execute(const partition::Program& program, int64_t slot, const int32_t* tokens, int64_t pos);
+  void compute(const partition::Op& op, LocalChip& c, const int32_t* tokens, int64_t slot, int64_t pos, int64_t n);
+  /// Pointer to the payload elements an op sends from or receives into, on chip `c`.
+  void* payload_at(const partition::Op& op, LocalChip& c, bool sending);
+  void wait(LocalChip& c);
+  LocalChip* local(int64_t chip) { return local_index_[static_cast<std::size_t>(chip)]; }
 
   partition::Plan plan_;
+  partition::Topology topology_;
   MPI_Comm comm_ = MPI_COMM_SELF;
   int rank_ = 0;
   int n_ranks_ = 1;
-  std::vector<std::unique_ptr<chip::Shard>> shards_;     ///< this rank's chips, in chip order
-  std::vector<std::vector<chip::Shard*>> stage_shards_;  ///< [pp] this rank's chips of each stage
-  std::vector<int> stage_first_rank_;                    ///< [pp] lowest rank hosting a chip of the stage
-  std::vector<int> stage_last_rank_;                     ///< [pp] highest such rank
-  std::vector<MPI_Comm> stage_comm_;                     ///< [pp] ranks of the stage, or MPI_COMM_NULL
-  std::vector<float> x_;      ///< [block, D] residual stream (identical on every chip of a stage)
-  std::vector<float> amax_;   ///< [block] group-wide per-token amax
-  std::vector<int32_t> sums_; ///< [block, D] group-wide int32 sums
+  std::vector<LocalChip> chips_;               ///< this rank's chips, in chip order
+  std::vector<LocalChip*> local_index_;        ///< [n_chips] -> this rank's chip, or null
+  std::vector<int> owner_;                     ///< [n_chips] rank hosting each chip
+  std::map<int64_t, partition::Program> programs_;  ///< by tokens per forward call
+  int64_t slice_ = 0;                          ///< largest reduce-scatter slice, elements
 };
 
 }  // namespace lpurt::runtime

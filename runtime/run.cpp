@@ -18,8 +18,8 @@ std::vector<int32_t> synthetic_prompt(int64_t n, int64_t vocab_size) {
   return p;
 }
 
-io::Record plan_summary(const partition::Plan& plan, int64_t prompt_tokens, int64_t output_tokens) {
-  const partition::ModelledTimes m = partition::modelled_times(plan, prompt_tokens, output_tokens);
+io::Record plan_summary(const partition::Plan& plan, const partition::ModelledTimes& m, int64_t prompt_tokens,
+                        int64_t output_tokens) {
   io::Record r;
   r.set("chips", plan.n_chips())
       .set("tp", plan.tp)
@@ -33,7 +33,8 @@ io::Record plan_summary(const partition::Plan& plan, int64_t prompt_tokens, int6
       .set("tokens_per_s_user", m.tokens_per_s_user)
       .set("tokens_per_s_system", m.tokens_per_s_system)
       .set("sram_bytes_max", plan.sram_bytes_max())
-      .set("sram_bytes_per_chip", plan.hardware.sram_bytes);
+      .set("sram_bytes_per_chip", plan.hardware.sram_bytes)
+      .set("topology", plan.hardware.topology);
   return r;
 }
 
@@ -52,7 +53,9 @@ io::RunResult execute_run(io::WeightSource& source, const chip::ChipSpec& hardwa
   result.tokens = std::move(g.tokens);
   result.logits = std::move(g.logits);
   result.vocab_size = plan.model.vocab_size;
-  result.summary = plan_summary(plan, static_cast<int64_t>(config.prompt.size()), config.n_tokens);
+  const partition::ModelledTimes times =
+      partition::modelled_times(plan, static_cast<int64_t>(config.prompt.size()), config.n_tokens);
+  result.summary = plan_summary(plan, times, static_cast<int64_t>(config.prompt.size()), config.n_tokens);
   const double wall_s = std::chrono::duration<double>(t2 - t0).count();
   result.summary.set("ranks", int64_t{config.n_ranks})
       .set("host_wall_s", wall_s)
@@ -65,18 +68,24 @@ io::RunResult execute_run(io::WeightSource& source, const chip::ChipSpec& hardwa
 
   io::MetricColumn sram{"chip_sram_bytes", "bytes", {}}, weights{"chip_weight_bytes", "bytes", {}},
       kv{"chip_kv_cache_bytes", "bytes", {}}, activations{"chip_activation_bytes", "bytes", {}},
-      stage{"chip_stage", "index", {}}, stage_cycles{"chip_stage_decode_step_cycles", "cycles", {}};
+      stage{"chip_stage", "index", {}}, compute{"chip_decode_compute_cycles", "cycles", {}},
+      send{"chip_decode_send_cycles", "cycles", {}};
   for (const auto& c : plan.chips) {
+    const auto i = static_cast<std::size_t>(c.chip);
     sram.values.push_back(static_cast<double>(c.sram.total_bytes()));
     weights.values.push_back(static_cast<double>(c.sram.weight_bytes));
     kv.values.push_back(static_cast<double>(c.sram.kv_cache_bytes));
     activations.values.push_back(static_cast<double>(c.sram.activation_bytes));
     stage.values.push_back(static_cast<double>(c.stage));
-    // The modelled cycles of one decode step in the chip's stage (the slowest chip of the stage sets it).
-    stage_cycles.values.push_back(static_cast<double>(
-        plan.stage_block_cycles(c.stage, static_cast<int64_t>(config.prompt.size()), 1, true)));
+    compute.values.push_back(static_cast<double>(times.decode.chip_compute_cycles[i]));
+    send.values.push_back(static_cast<double>(times.decode.chip_send_cycles[i]));
   }
-  result.metrics = {sram, weights, kv, activations, stage, stage_cycles};
+  result.metrics = {sram, weights, kv, activations, stage, compute, send};
+  result.summary.set("decode_step_transfers", times.decode.n_transfers)
+      .set("decode_step_transfer_bytes", times.decode.transfer_bytes)
+      .set("busiest_link", std::to_string(times.decode.busiest_link.from) + "->" +
+                               std::to_string(times.decode.busiest_link.to))
+      .set("busiest_link_decode_cycles", times.decode.busiest_link_cycles);
   return result;
 }
 

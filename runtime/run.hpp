@@ -13,6 +13,7 @@
 #include "io/result_file.hpp"
 #include "io/weight_source.hpp"
 #include "partition/plan.hpp"
+#include "partition/timing.hpp"
 
 namespace lpurt::runtime {
 
@@ -32,6 +33,7 @@ io::RunResult execute_run(io::WeightSource& source, const chip::ChipSpec& hardwa
                           MPI_Comm comm, const std::function<void(int64_t, int64_t)>& progress = {});
 
 /// The summary fields shared by `plan` and `run` (layout, SRAM, modelled times).
-io::Record plan_summary(const partition::Plan& plan, int64_t prompt_tokens, int64_t output_tokens);
+io::Record plan_summary(const partition::Plan& plan, const partition::ModelledTimes& times, int64_t prompt_tokens,
+                        int64_t output_tokens);
 
 }  // namespace lpurt::runtime

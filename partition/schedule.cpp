@@ -1,0 +1,344 @@
+#include "partition/schedule.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <unordered_map>
+
+#include "chip/cost_model.hpp"
+
+namespace lpurt::partition {
+
+const char* unit_name(Unit u) {
+  switch (u) {
+    case Unit::mxm: return "MXM";
+    case Unit::vxm: return "VXM";
+    case Unit::c2c: return "C2C";
+  }
+  return "?";
+}
+
+const char* op_name(OpKind k) {
+  static const char* names[] = {"embed",    "attn_norm", "qkv",        "attention",    "reduce_max", "wo",
+                                "reduce_sum", "attn_residual", "ffn_norm", "gate_up", "silu",     "down",
+                                "ffn_residual", "moe",   "final_norm", "lm_head",      "send",       "recv"};
+  return names[static_cast<int>(k)];
+}
+
+const char* payload_name(Payload p) {
+  static const char* names[] = {"none", "amax", "partial_sums", "reduced_sums", "embedding_partial",
+                                "embedding_reduced", "activations"};
+  return names[static_cast<int>(p)];
+}
+
+namespace {
+
+class Builder {
+ public:
+  Builder(const Plan& plan, const Topology& topology, Program& program)
+      : plan_(plan), topology_(topology), p_(program) {
+    last_compute_.assign(static_cast<std::size_t>(plan.n_chips()), -1);
+    pending_recvs_.resize(static_cast<std::size_t>(plan.n_chips()));
+    p_.chip_ops.resize(static_cast<std::size_t>(plan.n_chips()));
+  }
+
+  int64_t chip_id(int64_t stage, int64_t t) const { return plan_.at(stage, t).chip; }
+
+  void compute(int64_t chip, OpKind kind, Unit unit, int64_t layer, int32_t block, Payload payload = Payload::none) {
+    Op op;
+    op.kind = kind, op.unit = unit, op.chip = static_cast<int32_t>(chip), op.layer = static_cast<int32_t>(layer);
+    op.payload = payload;
+    op.block = block;
+    std::vector<int32_t> deps;
+    auto& last = last_compute_[static_cast<std::size_t>(chip)];
+    if (last >= 0) deps.push_back(last);
+    auto& pending = pending_recvs_[static_cast<std::size_t>(chip)];
+    deps.insert(deps.end(), pending.begin(), pending.end());
+    pending.clear();
+    last = push(op, deps);
+  }
+
+  void transfer(int64_t from, int64_t to, Payload payload, int64_t elem_begin, int64_t elem_count,
+                int64_t bytes_per_elem, int64_t layer, int32_t block) {
+    Op send;
+    send.kind = OpKind::send, send.unit = Unit::c2c, send.payload = payload;
+    send.chip = static_cast<int32_t>(from), send.peer = static_cast<int32_t>(to);
+    send.layer = static_cast<int32_t>(layer), send.block = block;
+    send.elem_begin = elem_begin, send.elem_count = elem_count, send.bytes = elem_count * bytes_per_elem;
+    send.hop_begin = static_cast<int32_t>(p_.hops.size());
+    topology_.route(from, to, p_.hops);
+    send.hop_count = static_cast<int32_t>(p_.hops.size()) - send.hop_begin;
+    std::vector<int32_t> send_deps;
+    const int32_t producer = last_compute_[static_cast<std::size_t>(from)];
+    if (producer >= 0) send_deps.push_back(producer);
+    const int32_t s = push(send, send_deps);
+    Op recv = send;
+    recv.kind = OpKind::recv, recv.chip = static_cast<int32_t>(to), recv.peer = static_cast<int32_t>(from);
+    recv.hop_begin = recv.hop_count = 0;
+    const int32_t r = push(recv, {s});
+    p_.ops[static_cast<std::size_t>(s)].match = r;
+    p_.ops[static_cast<std::size_t>(r)].match = s;
+    pending_recvs_[static_cast<std::size_t>(to)].push_back(r);
+  }
+
+  /// Every chip of the stage sends `count` elements to every other (amax all-gather).
+  void all_gather_all(int64_t stage, Payload payload, int64_t count, int64_t layer, int32_t block) {
+    for (int64_t i = 0; i < plan_.tp; ++i)
+      for (int64_t j = 0; j < plan_.tp; ++j)
+        if (i != j) transfer(chip_id(stage, i), chip_id(stage, j), payload, 0, count, 4, layer, block);
+  }
+
+  /// Reduce-scatter then all-gather of a flat array of `count` 4-byte elements over the stage's chips.
+  void reduce_scatter_all_gather(int64_t stage, Payload partial, Payload reduced, int64_t count, int64_t layer,
+                                 int32_t block) {
+    const int64_t tp = plan_.tp;
+    for (int64_t i = 0; i < tp; ++i)
+      for (int64_t j = 0; j < tp; ++j)
+        if (i != j) {
+          const int64_t b = split_begin(count, tp, j), e = split_begin(count, tp, j + 1);
+          transfer(chip_id(stage, i), chip_id(stage, j), partial, b, e - b, 4, layer, block);
+        }
+    for (int64_t i = 0; i < tp; ++i) compute(chip_id(stage, i), OpKind::reduce_sum, Unit::vxm, layer, block, partial);
+    for (int64_t i = 0; i < tp; ++i)
+      for (int64_t j = 0; j < tp; ++j)
+        if (i != j) {
+          const int64_t b = split_begin(count, tp, i), e = split_begin(count, tp, i + 1);
+          transfer(chip_id(stage, i), chip_id(stage, j), reduced, b, e - b, 4, layer, block);
+        }
+  }
+
+  void each_chip(int64_t stage, OpKind kind, Unit unit, int64_t layer, int32_t block) {
+    for (int64_t t = 0; t < plan_.tp; ++t) compute(chip_id(stage, t), kind, unit, layer, block);
+  }
+
+  void block(int32_t b, const Block& blk) {
+    const chip::ModelConfig& cfg = plan_.model;
+    const int64_t n = blk.n_tokens;
+    const int64_t d = cfg.hidden_size;
+    const bool split = plan_.tp > 1;
+    each_chip(0, OpKind::embed, Unit::vxm, -1, b);
+    if (split) reduce_scatter_all_gather(0, Payload::embedding_partial, Payload::embedding_reduced, n * d, -1, b);
+    for (int64_t s = 0; s < plan_.pp; ++s) {
+      if (s > 0)
+        for (int64_t t = 0; t < plan_.tp; ++t)
+          transfer(chip_id(s - 1, t), chip_id(s, t), Payload::activations, 0, n * d, 4, -1, b);
+      const int64_t layer_begin = plan_.stage_layer_begin[static_cast<std::size_t>(s)];
+      const int64_t layer_end = plan_.stage_layer_begin[static_cast<std::size_t>(s + 1)];
+      for (int64_t l = layer_begin; l < layer_end; ++l) {
+        each_chip(s, OpKind::attn_norm, Unit::vxm, l, b);
+        each_chip(s, OpKind::qkv, Unit::mxm, l, b);
+        each_chip(s, OpKind::attention, Unit::vxm, l, b);
+        if (split) {
+          all_gather_all(s, Payload::amax, n, l, b);
+          each_chip(s, OpKind::reduce_max, Unit::vxm, l, b);
+        }
+        each_chip(s, OpKind::wo, Unit::mxm, l, b);
+        if (split) reduce_scatter_all_gather(s, Payload::partial_sums, Payload::reduced_sums, n * d, l, b);
+        each_chip(s, OpKind::attn_residual, Unit::vxm, l, b);
+        if (cfg.is_moe()) {
+          each_chip(s, OpKind::moe, Unit::mxm, l, b);
+          continue;
+        }
+        each_chip(s, OpKind::ffn_norm, Unit::vxm, l, b);
+        each_chip(s, OpKind::gate_up, Unit::mxm, l, b);
+        each_chip(s, OpKind::silu, Unit::vxm, l, b);
+        if (split) {
+          all_gather_all(s, Payload::amax, n, l, b);
+          each_chip(s, OpKind::reduce_max, Unit::vxm, l, b);
+        }
+        each_chip(s, OpKind::down, Unit::mxm, l, b);
+        if (split) reduce_scatter_all_gather(s, Payload::partial_sums, Payload::reduced_sums, n * d, l, b);
+        each_chip(s, OpKind::ffn_residual, Unit::vxm, l, b);
+      }
+    }
+    if (blk.with_logits) {
+      each_chip(plan_.pp - 1, OpKind::final_norm, Unit::vxm, -1, b);
+      each_chip(plan_.pp - 1, OpKind::lm_head, Unit::mxm, -1, b);
+    }
+  }
+
+ private:
+  int32_t push(const Op& op_in, const std::vector<int32_t>& deps) {
+    Op op = op_in;
+    op.dep_begin = static_cast<int32_t>(p_.deps.size());
+    op.dep_count = static_cast<int32_t>(deps.size());
+    p_.deps.insert(p_.deps.end(), deps.begin(), deps.end());
+    const auto index = static_cast<int32_t>(p_.ops.size());
+    p_.ops.push_back(op);
+    p_.chip_ops[static_cast<std::size_t>(op.chip)].push_back(index);
+    return index;
+  }
+
+  const Plan& plan_;
+  const Topology& topology_;
+  Program& p_;
+  std::vector<int32_t> last_compute_;
+  std::vector<std::vector<int32_t>> pending_recvs_;
+};
+
+int64_t compute_cycles(const Op& op, const Plan& plan, const chip::CostModel& cost, int64_t position, int64_t n) {
+  const chip::ModelConfig& m = plan.model;
+  const chip::ShardRange& g = plan.chips[static_cast<std::size_t>(op.chip)].range;
+  const int64_t d = m.hidden_size, hd = m.head_dim(), kvh = g.n_kv_heads(m), tp = plan.tp;
+  switch (op.kind) {
+    case OpKind::embed: return cost.vector_cycles(d * n);
+    case OpKind::attn_norm:
+    case OpKind::ffn_norm: return cost.vector_cycles(4 * d * n);
+    case OpKind::qkv: return cost.matmul_cycles((g.n_heads() + 2 * kvh) * hd, d, n);
+    case OpKind::attention:
+      return cost.vector_cycles(3 * (g.n_heads() + kvh) * hd * n) + cost.attention_cycles(g.n_heads(), kvh, hd, position, n);
+    case OpKind::reduce_max: return cost.vector_cycles(tp * n);
+    case OpKind::wo: return cost.matmul_cycles(d, g.n_heads() * hd, n);
+    case OpKind::reduce_sum: return cost.vector_cycles(tp * chip::ceil_div(n * d, tp));
+    case OpKind::attn_residual:
+    case OpKind::ffn_residual: return cost.vector_cycles(2 * d * n);
+    case OpKind::gate_up: return cost.matmul_cycles(2 * g.n_ffn(), d, n);
+    case OpKind::silu: return cost.vector_cycles(4 * g.n_ffn() * n);
+    case OpKind::down: return cost.matmul_cycles(d, g.n_ffn(), n);
+    case OpKind::moe: {
+      // Each token runs k experts; a block streams every expert some token chose, at most all of them.
+      const int64_t k = m.n_experts_per_token;
+      const int64_t streamed = std::min(m.n_experts, k * n);
+      const int64_t tokens_per_expert = chip::ceil_div(k * n, streamed);
+      return cost.vector_cycles(4 * d * n + 2 * m.n_experts * d * n) +
+             streamed * (cost.matmul_cycles(2 * g.n_ffn(), d, tokens_per_expert) +
+                         cost.matmul_cycles(d, g.n_ffn(), tokens_per_expert)) +
+             cost.vector_cycles(4 * g.n_ffn() * k * n + 2 * d * n);
+    }
+    case OpKind::final_norm: return cost.vector_cycles(4 * d);
+    case OpKind::lm_head: return cost.matmul_cycles(g.n_vocab(), d, 1);
+    case OpKind::send:
+    case OpKind::recv: break;
+  }
+  LPURT_ASSERT(false);
+}
+
+}  // namespace
+
+Program build_program(const Plan& plan, const Topology& topology, const std::vector<Block>& blocks) {
+  LPURT_ASSERT(topology.n_chips() >= plan.n_chips());
+  Program p;
+  p.n_chips = plan.n_chips();
+  p.blocks = blocks;
+  Builder builder(plan, topology, p);
+  for (std::size_t b = 0; b < blocks.size(); ++b) builder.block(static_cast<int32_t>(b), blocks[b]);
+  return p;
+}
+
+Timeline compute_timeline(const Program& p, const Plan& plan, int64_t base_position) {
+  const chip::CostModel cost(plan.hardware);
+  const double clock_hz = plan.hardware.clock_hz;
+  Timeline t;
+  t.start_cycles.assign(p.ops.size(), 0);
+  t.duration_cycles.assign(p.ops.size(), 0);
+  // Units: [chip][mxm|vxm] next free cycle. Links: next free cycle per directed link.
+  std::vector<int64_t> unit_free(static_cast<std::size_t>(2 * p.n_chips), 0);
+  std::unordered_map<int64_t, int64_t> link_free;
+  link_free.reserve(1024);
+  for (std::size_t i = 0; i < p.ops.size(); ++i) {
+    const Op& op = p.ops[i];
+    int64_t ready = 0;
+    for (int32_t k = 0; k < op.dep_count; ++k)
+      ready = std::max(ready, t.end_cycles(static_cast<std::size_t>(p.deps[static_cast<std::size_t>(op.dep_begin + k)])));
+    const Block& blk = p.blocks[static_cast<std::size_t>(op.block)];
+    if (op.kind == OpKind::recv) {
+      t.start_cycles[i] = ready;  // the data has arrived when the matching send ends
+      continue;
+    }
+    if (op.kind == OpKind::send) {
+      for (int32_t h = 0; h < op.hop_count; ++h) {
+        const Hop& hop = p.hops[static_cast<std::size_t>(op.hop_begin + h)];
+        ready = std::max(ready, link_free[hop.from * p.n_chips + hop.to]);
+      }
+      const double seconds = static_cast<double>(op.hop_count) * plan.hardware.hop_latency_ns * 1e-9 +
+                             static_cast<double>(op.bytes) / plan.hardware.link_bytes_per_s;
+      const auto duration = static_cast<int64_t>(std::ceil(seconds * clock_hz));
+      t.start_cycles[i] = ready;
+      t.duration_cycles[i] = duration;
+      for (int32_t h = 0; h < op.hop_count; ++h) {
+        const Hop& hop = p.hops[static_cast<std::size_t>(op.hop_begin + h)];
+        link_free[hop.from * p.n_chips + hop.to] = ready + duration;
+      }
+    } else {
+      int64_t& free = unit_free[static_cast<std::size_t>(2 * op.chip + (op.unit == Unit::mxm ? 0 : 1))];
+      t.start_cycles[i] = std::max(ready, free);
+      t.duration_cycles[i] = compute_cycles(op, plan, cost, base_position + blk.position_offset, blk.n_tokens);
+      free = t.end_cycles(i);
+    }
+    t.makespan_cycles = std::max(t.makespan_cycles, t.end_cycles(i));
+  }
+  return t;
+}
+
+std::string describe_op(const Program& p, const Timeline& t, std::size_t i) {
+  const Op& op = p.ops[i];
+  std::string s = "chip " + std::to_string(op.chip) + " " + op_name(op.kind);
+  if (op.kind == OpKind::send) s += " to chip " + std::to_string(op.peer);
+  if (op.kind == OpKind::recv) s += " from chip " + std::to_string(op.peer);
+  if (op.payload != Payload::none) s += " (" + std::string(payload_name(op.payload)) + ", " + std::to_string(op.bytes) + " bytes)";
+  if (op.layer >= 0) s += " layer " + std::to_string(op.layer);
+  if (i < t.start_cycles.size())
+    s += " [cycles " + std::to_string(t.start_cycles[i]) + ".." + std::to_string(t.end_cycles(i)) + ")";
+  return s;
+}
+
+void verify(const Program& p, const Timeline& t) {
+  if (t.start_cycles.size() != p.ops.size() || t.duration_cycles.size() != p.ops.size())
+    throw ScheduleError("timeline has " + std::to_string(t.start_cycles.size()) + " ops, program has " +
+                        std::to_string(p.ops.size()));
+  struct Interval {
+    int64_t start, end;
+    std::size_t op;
+  };
+  std::unordered_map<int64_t, std::vector<Interval>> units, links;
+  for (std::size_t i = 0; i < p.ops.size(); ++i) {
+    const Op& op = p.ops[i];
+    if (op.kind == OpKind::send || op.kind == OpKind::recv) {
+      const bool send = op.kind == OpKind::send;
+      const auto m = static_cast<std::size_t>(op.match);
+      if (op.match < 0 || m >= p.ops.size() || p.ops[m].kind != (send ? OpKind::recv : OpKind::send) ||
+          p.ops[m].match != static_cast<int32_t>(i))
+        throw ScheduleError(describe_op(p, t, i) + " has no matching " + (send ? "receive" : "send"));
+      const Op& other = p.ops[m];
+      if (other.chip != op.peer || other.peer != op.chip)
+        throw ScheduleError(describe_op(p, t, i) + " is matched with " + describe_op(p, t, m) + " between other chips");
+      if (other.bytes != op.bytes)
+        throw ScheduleError("size mismatch: " + describe_op(p, t, send ? i : m) + " sends " +
+                            std::to_string(send ? op.bytes : other.bytes) + " bytes but " +
+                            describe_op(p, t, send ? m : i) + " receives " + std::to_string(send ? other.bytes : op.bytes));
+      if (send)
+        for (int32_t h = 0; h < op.hop_count; ++h) {
+          const Hop& hop = p.hops[static_cast<std::size_t>(op.hop_begin + h)];
+          links[hop.from * p.n_chips + hop.to].push_back({t.start_cycles[i], t.end_cycles(i), i});
+        }
+    } else {
+      units[2 * op.chip + (op.unit == Unit::mxm ? 0 : 1)].push_back({t.start_cycles[i], t.end_cycles(i), i});
+    }
+    for (int32_t k = 0; k < op.dep_count; ++k) {
+      const auto dep = static_cast<std::size_t>(p.deps[static_cast<std::size_t>(op.dep_begin + k)]);
+      if (t.start_cycles[i] < t.end_cycles(dep)) {
+        const bool data = p.ops[dep].kind == OpKind::recv || p.ops[dep].kind == OpKind::send;
+        throw ScheduleError(std::string(data ? "data used before it arrives: " : "op starts before its input is ready: ") +
+                            describe_op(p, t, i) + " starts at cycle " + std::to_string(t.start_cycles[i]) +
+                            " but needs " + describe_op(p, t, dep) + ", ready at cycle " + std::to_string(t.end_cycles(dep)));
+      }
+    }
+  }
+  auto check = [&](std::unordered_map<int64_t, std::vector<Interval>>& table, bool is_link) {
+    for (auto& [key, list] : table) {
+      std::sort(list.begin(), list.end(), [](const Interval& a, const Interval& b) {
+        return a.start != b.start ? a.start < b.start : a.op < b.op;
+      });
+      for (std::size_t k = 1; k < list.size(); ++k) {
+        if (list[k].start >= list[k - 1].end) continue;
+        const std::string where = is_link ? "link " + std::to_string(key / p.n_chips) + "->" + std::to_string(key % p.n_chips)
+                                          : "chip " + std::to_string(key / 2) + " " + (key % 2 == 0 ? "MXM" : "VXM");
+        throw ScheduleError(where + " is double-booked: " + describe_op(p, t, list[k - 1].op) + " overlaps " +
+                            describe_op(p, t, list[k].op));
+      }
+    }
+  };
+  check(units, false);
+  check(links, true);
+}
+
+}  // namespace lpurt::partition

@@ -1,0 +1,125 @@
+#pragma once
+/// \file
+/// The static schedule: for a sequence of token blocks (prefill chunks, or one decode token), every
+/// chip's program of compute ops on its functional units and of transfers on C2C links, in one flat
+/// array in a global order that is a valid execution order (every op after the ops it needs).
+///
+/// The structure (Program) does not depend on token positions; the times (Timeline) do, through the
+/// attention ops, and are computed by booking each op, in array order, on its unit or on every link of
+/// its route at the earliest cycle its inputs and resources allow. A link or unit is therefore never
+/// double-booked (the software-scheduled network has no arbitration); the verifier checks that, and the
+/// send/receive pairing and data readiness, on any program and timeline.
+///
+/// Tensor-parallel reductions are expanded into link transfers: the per-token amax is all-gathered
+/// (every chip sends its n values to every other chip of the stage), int32 partial sums are
+/// reduce-scattered and all-gathered (chip j owns slice j of the flat [n x D] array), and so is the
+/// embedding (chips contribute -0.0 for rows they do not hold, the identity of float addition).
+/// Activations move from chip (stage s, t) to chip (stage s+1, t mod tp').
+///
+/// Example usage:
+/// \code
+///   Program p = build_program(plan, topology, {{0, 16, true}});   // one 16-token prefill block
+///   Timeline t = compute_timeline(p, plan, topology);
+///   verify(p, t);                                                 // throws ScheduleError on a defect
+/// \endcode
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "partition/plan.hpp"
+#include "partition/topology.hpp"
+
+namespace lpurt::partition {
+
+class ScheduleError : public Error {
+ public:
+  explicit ScheduleError(const std::string& message) : Error(message, ExitCode::internal) {}
+};
+
+/// Functional units of a chip, and the C2C side of it (a send books links, a receive books nothing).
+enum class Unit : uint8_t { mxm, vxm, c2c };
+const char* unit_name(Unit u);
+
+enum class OpKind : uint8_t {
+  embed,          ///< VXM: embedding rows of the chip's vocabulary range          [functional: embed]
+  attn_norm,      ///< VXM: RMSNorm
+  qkv,            ///< MXM: q, k, v of the chip's heads
+  attention,      ///< VXM: RoPE, KV append, attention                           [functional: attention_in]
+  reduce_max,     ///< VXM: max of the gathered amax values                        [functional]
+  wo,             ///< MXM: wo partial sums                                        [functional]
+  reduce_sum,     ///< VXM: sum of the chip's slice over the stage's partials      [functional]
+  attn_residual,  ///< VXM: x += wo output                                         [functional]
+  ffn_norm,       ///< VXM
+  gate_up,        ///< MXM
+  silu,           ///< VXM                                                         [functional: ffn_in]
+  down,           ///< MXM                                                         [functional]
+  ffn_residual,   ///< VXM                                                         [functional]
+  moe,            ///< MXM+VXM: router and the chosen experts (tp = 1)             [functional]
+  final_norm,     ///< VXM
+  lm_head,        ///< MXM: logits of the chip's vocabulary rows                   [functional]
+  send,           ///< C2C: payload to `peer` along the route
+  recv,           ///< C2C: payload from `peer`
+};
+const char* op_name(OpKind k);
+
+/// What a transfer carries; the runtime maps it to a chip buffer.
+enum class Payload : uint8_t { none, amax, partial_sums, reduced_sums, embedding_partial, embedding_reduced, activations };
+const char* payload_name(Payload p);
+
+struct Op {
+  OpKind kind = OpKind::embed;
+  Unit unit = Unit::vxm;
+  Payload payload = Payload::none;  ///< transfers: what they carry; reduce_sum: what it reduces
+  int32_t chip = 0;
+  int32_t peer = -1;           ///< send: destination chip; recv: source chip
+  int32_t layer = -1;
+  int32_t block = 0;           ///< index into Program::blocks
+  int32_t match = -1;          ///< send <-> recv partner op
+  int64_t elem_begin = 0;      ///< payload elements [elem_begin, elem_begin + elem_count) of the block array
+  int64_t elem_count = 0;
+  int64_t bytes = 0;           ///< transfers: payload bytes
+  int32_t dep_begin = 0;       ///< deps: Program::deps[dep_begin, dep_begin + dep_count)
+  int32_t dep_count = 0;
+  int32_t hop_begin = 0;       ///< sends: route hops Program::hops[hop_begin, hop_begin + hop_count)
+  int32_t hop_count = 0;
+};
+
+struct Block {
+  int64_t position_offset = 0;  ///< first position relative to the program's base position
+  int64_t n_tokens = 1;
+  bool with_logits = false;
+};
+
+struct Program {
+  int64_t n_chips = 0;
+  std::vector<Block> blocks;
+  std::vector<Op> ops;           ///< global execution order
+  std::vector<int32_t> deps;     ///< op indices
+  std::vector<Hop> hops;         ///< route hops of the sends
+  /// Ops of each chip in program order (indices into ops), [n_chips].
+  std::vector<std::vector<int32_t>> chip_ops;
+};
+
+struct Timeline {
+  std::vector<int64_t> start_cycles;     ///< [ops]
+  std::vector<int64_t> duration_cycles;  ///< [ops]; a recv's duration is 0, it "ends" when the data arrives
+  int64_t makespan_cycles = 0;
+  int64_t end_cycles(std::size_t op) const { return start_cycles[op] + duration_cycles[op]; }
+};
+
+/// Builds the program of `blocks` on `plan` (MoE plans are tp = 1).
+Program build_program(const Plan& plan, const Topology& topology, const std::vector<Block>& blocks);
+
+/// Start and duration of every op with the blocks starting at `base_position` (deterministic).
+Timeline compute_timeline(const Program& program, const Plan& plan, int64_t base_position);
+
+/// Throws ScheduleError naming the chips, link or unit, the ops and the cycles if: a unit or a link
+/// direction carries two things at once; a send has no matching receive of the same size and pair; an op
+/// starts before an op it needs has finished (for a receive's consumer: before the data arrived).
+void verify(const Program& program, const Timeline& timeline);
+
+/// One line describing op i ("chip 3 wo layer 2 [cycles 100..180)").
+std::string describe_op(const Program& program, const Timeline& timeline, std::size_t i);
+
+}  // namespace lpurt::partition

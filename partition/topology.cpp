@@ -1,0 +1,124 @@
+#include "partition/topology.hpp"
+
+#include <algorithm>
+#include <cstdlib>
+
+#include "chip/error.hpp"
+
+namespace lpurt::partition {
+
+const char* topology_name(TopologyKind k) { return k == TopologyKind::dragonfly ? "dragonfly" : "chain"; }
+
+TopologyKind parse_topology(const std::string& name) {
+  if (name == "dragonfly") return TopologyKind::dragonfly;
+  if (name == "chain") return TopologyKind::chain;
+  throw chip::ConfigError("topology: got \"" + name + "\", expected \"dragonfly\" or \"chain\"");
+}
+
+Topology::Topology(TopologyKind kind, int64_t n_chips)
+    : kind_(kind), n_chips_(n_chips), n_nodes_((n_chips + chips_per_node - 1) / chips_per_node) {
+  if (n_chips < 1) throw chip::ConfigError("topology needs at least 1 chip, got " + std::to_string(n_chips));
+  if (kind == TopologyKind::dragonfly && n_chips > max_dragonfly_chips)
+    throw chip::ConfigError("the dragonfly topology holds at most " + std::to_string(max_dragonfly_chips) +
+                            " chips (145 racks of 72), got " + std::to_string(n_chips));
+}
+
+namespace {
+// Moves along hops from `at` to `to`, appending the hop unless it is a no-op; returns the new position.
+int64_t step(std::vector<Hop>& hops, int64_t at, int64_t to) {
+  if (at != to) hops.push_back({at, to});
+  return to;
+}
+}  // namespace
+
+void Topology::route_between_nodes(int64_t a, int64_t b, std::vector<Hop>& hops) const {
+  // Nodes joined directly (all-to-all, or within a dragonfly group): move to b's chip index inside a's
+  // node, then cross to b's node on the link between equal indices.
+  const int64_t b_index = b % chips_per_node;
+  int64_t at = step(hops, a, node_of(a) * chips_per_node + b_index);
+  step(hops, at, b);
+}
+
+void Topology::route_chain(int64_t a, int64_t b, std::vector<Hop>& hops) const {
+  int64_t at = a;
+  const int64_t target_node = node_of(b);
+  while (node_of(at) != target_node) {
+    const int64_t distance = target_node - node_of(at);
+    const int64_t jump = std::min<int64_t>(chain_reach, std::llabs(distance));
+    const int64_t parity = jump <= 2 ? 0 : 1;  // even chips hold +-1, +-2; odd chips +-3, +-4
+    const int64_t index = at % chips_per_node;
+    // A chip without a link of this length uses its partner (index ^ 1), which has it: load spreads
+    // over the 4 links of the bundle instead of funnelling through one chip.
+    const int64_t via = index % 2 == parity ? index : (index ^ 1);
+    at = step(hops, at, node_of(at) * chips_per_node + via);
+    const int64_t next_node = node_of(at) + (distance > 0 ? jump : -jump);
+    at = step(hops, at, next_node * chips_per_node + via);
+  }
+  step(hops, at, b);
+}
+
+void Topology::route(int64_t a, int64_t b, std::vector<Hop>& hops) const {
+  LPURT_ASSERT(a >= 0 && a < n_chips_ && b >= 0 && b < n_chips_);
+  if (a == b) return;
+  if (node_of(a) == node_of(b)) {
+    hops.push_back({a, b});
+    return;
+  }
+  if (kind_ == TopologyKind::chain) {
+    route_chain(a, b, hops);
+    return;
+  }
+  if (n_nodes_ <= all_to_all_nodes) {
+    route_between_nodes(a, b, hops);
+    return;
+  }
+  // Dragonfly with rack groups: inside a group, nodes are all-to-all; between groups G and H one global
+  // link joins gateway chips chosen by the pair so that the 144 peers spread over a rack's chips.
+  const int64_t chips_per_group = chips_per_node * nodes_per_group;
+  const int64_t ga = a / chips_per_group, gb = b / chips_per_group;
+  if (ga == gb) {
+    route_between_nodes(a, b, hops);
+    return;
+  }
+  const int64_t n_groups = (n_chips_ + chips_per_group - 1) / chips_per_group;
+  auto gateway = [&](int64_t from_group, int64_t to_group) {
+    const int64_t port = (to_group - from_group - 1 + n_groups) % n_groups;  // 0 .. n_groups-2
+    int64_t chip = from_group * chips_per_group + port % chips_per_group;
+    return std::min(chip, n_chips_ - 1);  // a partly filled last group
+  };
+  const int64_t out = gateway(ga, gb), in = gateway(gb, ga);
+  int64_t at = a;
+  if (node_of(at) != node_of(out)) {
+    route_between_nodes(at, out, hops);
+    at = out;
+  }
+  at = step(hops, at, out);
+  at = step(hops, at, in);
+  if (node_of(at) != node_of(b)) {
+    route_between_nodes(at, b, hops);
+  } else {
+    step(hops, at, b);
+  }
+}
+
+int64_t Topology::hop_count(int64_t a, int64_t b) const {
+  std::vector<Hop> hops;
+  route(a, b, hops);
+  return static_cast<int64_t>(hops.size());
+}
+
+int64_t Topology::diameter() const {
+  int64_t worst = 0;
+  if (n_chips_ <= 1000) {
+    for (int64_t a = 0; a < n_chips_; ++a)
+      for (int64_t b = 0; b < n_chips_; ++b) worst = std::max(worst, hop_count(a, b));
+    return worst;
+  }
+  // Larger systems: sources in the first group (all groups are wired alike), every destination.
+  const int64_t sources = std::min<int64_t>(n_chips_, chips_per_node * nodes_per_group);
+  for (int64_t a = 0; a < sources; a += 1)
+    for (int64_t b = 0; b < n_chips_; b += 1) worst = std::max(worst, hop_count(a, b));
+  return worst;
+}
+
+}  // namespace lpurt::partition

@@ -1,0 +1,177 @@
+#include <gtest/gtest.h>
+
+#include "partition/schedule.hpp"
+#include "partition/timing.hpp"
+#include "partition/topology.hpp"
+
+using namespace lpurt;
+using namespace lpurt::partition;
+
+namespace {
+
+Plan plan_for(const char* preset, int64_t tp, int64_t pp, const std::string& topology = "dragonfly") {
+  PlanRequest r;
+  r.n_chips = tp * pp;
+  r.tp = tp;
+  r.pp = pp;
+  r.context = 64;
+  r.block_tokens = 8;
+  chip::ChipSpec hw;
+  hw.topology = topology;
+  return make_plan(chip::model_preset(preset), hw, r);
+}
+
+std::string error_of(const Program& p, const Timeline& t) {
+  try {
+    verify(p, t);
+  } catch (const ScheduleError& e) {
+    return e.what();
+  }
+  return "accepted";
+}
+
+/// A two-chip program: chip 0 computes, sends 64 bytes to chip 1, chip 1 computes on them.
+Program two_chip_program(int64_t recv_bytes) {
+  Program p;
+  p.n_chips = 2;
+  p.blocks = {{0, 1, false}};
+  p.chip_ops.resize(2);
+  auto add = [&](Op op, std::vector<int32_t> deps) {
+    op.dep_begin = static_cast<int32_t>(p.deps.size());
+    op.dep_count = static_cast<int32_t>(deps.size());
+    p.deps.insert(p.deps.end(), deps.begin(), deps.end());
+    p.ops.push_back(op);
+    return static_cast<int32_t>(p.ops.size() - 1);
+  };
+  Op compute;
+  compute.kind = OpKind::wo, compute.unit = Unit::mxm, compute.chip = 0;
+  const int32_t c0 = add(compute, {});
+  Op send;
+  send.kind = OpKind::send, send.unit = Unit::c2c, send.payload = Payload::activations, send.chip = 0, send.peer = 1;
+  send.bytes = 64, send.hop_begin = 0, send.hop_count = 1;
+  p.hops.push_back({0, 1});
+  const int32_t s = add(send, {c0});
+  Op recv = send;
+  recv.kind = OpKind::recv, recv.chip = 1, recv.peer = 0, recv.bytes = recv_bytes, recv.hop_count = 0;
+  const int32_t r = add(recv, {s});
+  p.ops[static_cast<std::size_t>(s)].match = r;
+  p.ops[static_cast<std::size_t>(r)].match = s;
+  Op use;
+  use.kind = OpKind::attn_residual, use.unit = Unit::vxm, use.chip = 1;
+  add(use, {r});
+  return p;
+}
+
+Timeline times(std::vector<std::pair<int64_t, int64_t>> start_duration) {
+  Timeline t;
+  for (auto [s, d] : start_duration) t.start_cycles.push_back(s), t.duration_cycles.push_back(d);
+  return t;
+}
+
+}  // namespace
+
+TEST(Topology, NodeLocalPairsAreOneHopAndNeighbourNodesThree) {
+  const Topology chain(TopologyKind::chain, 72);
+  EXPECT_EQ(chain.hop_count(0, 7), 1);
+  EXPECT_EQ(chain.hop_count(3, 3), 0);
+  EXPECT_LE(chain.hop_count(0, 8 + 5), 3);  // next node
+  const Topology df(TopologyKind::dragonfly, 264);
+  EXPECT_LE(df.diameter(), 2);  // 33 nodes all-to-all over links of equal chip index
+}
+
+TEST(Topology, IscaDragonflyAt10440ChipsHasAtMostFiveHops) {
+  const Topology df(TopologyKind::dragonfly, Topology::max_dragonfly_chips);
+  EXPECT_EQ(df.diameter(), 5);
+  EXPECT_THROW(Topology(TopologyKind::dragonfly, 10'441), chip::ConfigError);
+}
+
+TEST(Topology, RoutesAreDeterministicAndConnected) {
+  for (auto kind : {TopologyKind::chain, TopologyKind::dragonfly}) {
+    const Topology t(kind, 700);
+    for (int64_t a : {0, 13, 350, 699})
+      for (int64_t b : {1, 64, 400, 698}) {
+        std::vector<Hop> r1, r2;
+        t.route(a, b, r1);
+        t.route(a, b, r2);
+        EXPECT_EQ(r1, r2);
+        ASSERT_FALSE(r1.empty());
+        EXPECT_EQ(r1.front().from, a);
+        EXPECT_EQ(r1.back().to, b);
+        for (std::size_t k = 1; k < r1.size(); ++k) EXPECT_EQ(r1[k - 1].to, r1[k].from);
+      }
+  }
+}
+
+TEST(Verifier, AcceptsEveryCompiledSchedule) {
+  for (auto [preset, tp, pp] : std::vector<std::tuple<const char*, int64_t, int64_t>>{
+           {"tiny", 1, 1}, {"tiny", 2, 1}, {"tiny", 4, 2}, {"tiny", 8, 4}, {"tiny", 3, 4}, {"tiny-mixtral", 1, 2}})
+    for (const char* topo : {"dragonfly", "chain"}) {
+      const Plan plan = plan_for(preset, tp, pp, topo);
+      const Topology topology = topology_for(plan);
+      for (const auto& blocks : {prefill_blocks(20, 8), decode_blocks()}) {
+        const Program p = build_program(plan, topology, blocks);
+        EXPECT_NO_THROW(verify(p, compute_timeline(p, plan, 5))) << preset << " tp=" << tp << " pp=" << pp << " " << topo;
+      }
+    }
+}
+
+TEST(Verifier, RejectsADoubleBookedLink) {
+  const Plan plan = plan_for("tiny", 2, 1);
+  Program p = build_program(plan, topology_for(plan), decode_blocks());
+  Timeline t = compute_timeline(p, plan, 3);
+  // A second transfer on the first send's link, at the same cycles, with its own receive.
+  std::size_t first = 0;
+  while (p.ops[first].kind != OpKind::send) ++first;
+  const auto copy = static_cast<int32_t>(p.ops.size());
+  Op send = p.ops[first], recv = p.ops[static_cast<std::size_t>(send.match)];
+  send.match = copy + 1, recv.match = copy;
+  recv.dep_begin = static_cast<int32_t>(p.deps.size()), recv.dep_count = 1;
+  p.deps.push_back(copy);
+  p.ops.push_back(send), p.ops.push_back(recv);
+  t.start_cycles.push_back(t.start_cycles[first]), t.duration_cycles.push_back(t.duration_cycles[first]);
+  t.start_cycles.push_back(t.end_cycles(first)), t.duration_cycles.push_back(0);
+  const std::string m = error_of(p, t);
+  EXPECT_NE(m.find("link 0->1 is double-booked"), std::string::npos) << m;
+}
+
+TEST(Verifier, RejectsADoubleBookedUnit) {
+  const Program p = two_chip_program(64);
+  // wo on chip 0 and a second MXM op at the same cycles.
+  Program q = p;
+  Op extra = q.ops[0];
+  extra.kind = OpKind::qkv;
+  q.ops.push_back(extra);
+  const Timeline t = times({{0, 100}, {100, 10}, {110, 0}, {110, 5}, {50, 20}});
+  const std::string m = error_of(q, t);
+  EXPECT_NE(m.find("chip 0 MXM is double-booked"), std::string::npos) << m;
+}
+
+TEST(Verifier, RejectsASizeMismatch) {
+  const std::string m = error_of(two_chip_program(32), times({{0, 100}, {100, 10}, {110, 0}, {110, 5}}));
+  EXPECT_NE(m.find("size mismatch"), std::string::npos) << m;
+  EXPECT_NE(m.find("sends 64 bytes"), std::string::npos) << m;
+}
+
+TEST(Verifier, RejectsDataUsedBeforeItArrives) {
+  const std::string m = error_of(two_chip_program(64), times({{0, 100}, {100, 10}, {105, 0}, {105, 5}}));
+  EXPECT_NE(m.find("data used before it arrives"), std::string::npos) << m;
+  EXPECT_NE(m.find("chip 1 recv from chip 0"), std::string::npos) << m;
+}
+
+TEST(Verifier, RejectsASendWithoutReceive) {
+  Program p = two_chip_program(64);
+  p.ops[1].match = -1;
+  const std::string m = error_of(p, times({{0, 100}, {100, 10}, {110, 0}, {110, 5}}));
+  EXPECT_NE(m.find("has no matching receive"), std::string::npos) << m;
+}
+
+TEST(Schedule, TransfersMakeMultiChipStepsSlowerThanTheirCompute) {
+  const Plan plan = plan_for("tiny", 2, 2);
+  const Program p = build_program(plan, topology_for(plan), decode_blocks());
+  const Timeline t = compute_timeline(p, plan, 10);
+  const StepProfile s = profile(p, t);
+  EXPECT_GT(s.n_transfers, 0);
+  int64_t stage_compute = 0;
+  for (int64_t c : s.chip_compute_cycles) stage_compute = std::max(stage_compute, c);
+  EXPECT_GT(t.makespan_cycles, stage_compute);
+}
