@@ -14,7 +14,7 @@ namespace lpurt::chip {
 
 ShardRange whole_model(const ModelConfig& cfg) {
   ShardRange r;
-  r.layer_end = cfg.n_layers;
+  r.part_end = 2 * cfg.n_layers;
   r.head_end = cfg.n_heads;
   r.ffn_end = cfg.intermediate_size;
   r.vocab_end = cfg.vocab_size;
@@ -52,7 +52,7 @@ BufferSizes buffer_sizes(const ModelConfig& c, const ShardRange& r, const ShardS
   const int64_t hd = c.head_dim();
   const int64_t b = s.block_tokens;
   BufferSizes z;
-  z.kv_values = s.n_slots * r.n_layers() * r.n_kv_heads(c) * s.context * hd;
+  z.kv_values = s.n_slots * r.n_attention_layers() * r.n_kv_heads(c) * s.context * hd;
   z.rope_values = s.context * (hd / 2);
   z.float_values = b * c.hidden_size                 // h
                    + b                               // row_amax
@@ -73,13 +73,13 @@ int64_t matrix_bytes(int64_t rows, int64_t cols) { return rows * cols + 4 * rows
 int64_t shard_weight_bytes(const ModelConfig& c, const ShardRange& r) {
   const int64_t d = c.hidden_size;
   const int64_t hd = c.head_dim();
-  int64_t layer = 2 * 4 * d                                       // attn_norm, ffn_norm
-                  + matrix_bytes(r.n_heads() * hd, d)             // wq
-                  + 2 * matrix_bytes(r.n_kv_heads(c) * hd, d)     // wk, wv
-                  + r.n_heads() * hd * d + 4 * d;                 // wo columns + full scale
-  const int64_t ffn = 2 * matrix_bytes(r.n_ffn(), d) + r.n_ffn() * d + 4 * d;
-  layer += c.is_moe() ? 4 * c.n_experts * d + c.n_experts * ffn : ffn;
-  int64_t bytes = r.n_layers() * layer;
+  const int64_t attention = 4 * d                                 // attn_norm
+                            + matrix_bytes(r.n_heads() * hd, d)   // wq
+                            + 2 * matrix_bytes(r.n_kv_heads(c) * hd, d)  // wk, wv
+                            + r.n_heads() * hd * d + 4 * d;       // wo columns + full scale
+  const int64_t expert = 2 * matrix_bytes(r.n_ffn(), d) + r.n_ffn() * d + 4 * d;
+  const int64_t ffn = 4 * d + (c.is_moe() ? 4 * c.n_experts * d + c.n_experts * expert : expert);  // + ffn_norm
+  int64_t bytes = r.n_attention_layers() * attention + r.n_ffn_layers() * ffn;
   bytes += matrix_bytes(r.n_embed(), d);
   if (r.final_norm) bytes += 4 * d;
   bytes += matrix_bytes(r.n_vocab(), d);
@@ -114,13 +114,17 @@ Shard::Shard(const ModelConfig& cfg, const ShardRange& range, const ShardShape& 
   };
   weights_.embedding.resize(range.n_embed(), d);
   weights_.layers.resize(static_cast<std::size_t>(range.n_layers()));
-  for (auto& l : weights_.layers) {
-    l.attn_norm.assign(static_cast<std::size_t>(d), 0.0f);
+  for (int64_t layer = range.layer_begin(); layer < range.layer_end(); ++layer) {
+    LayerWeights& l = weights_.layers[layer - range.layer_begin()];
+    if (range.has_attention(layer)) {
+      l.attn_norm.assign(static_cast<std::size_t>(d), 0.0f);
+      l.wq.resize(range.n_heads() * hd, d);
+      l.wk.resize(n_kv_heads_ * hd, d);
+      l.wv.resize(n_kv_heads_ * hd, d);
+      l.wo.resize(d, range.n_heads() * hd);
+    }
+    if (!range.has_ffn(layer)) continue;
     l.ffn_norm.assign(static_cast<std::size_t>(d), 0.0f);
-    l.wq.resize(range.n_heads() * hd, d);
-    l.wk.resize(n_kv_heads_ * hd, d);
-    l.wv.resize(n_kv_heads_ * hd, d);
-    l.wo.resize(d, range.n_heads() * hd);
     if (cfg.is_moe()) {
       l.router.assign(static_cast<std::size_t>(cfg.n_experts * d), 0.0f);
       l.experts.resize(static_cast<std::size_t>(cfg.n_experts));
@@ -161,8 +165,8 @@ Shard::Shard(const ModelConfig& cfg, const ShardRange& range, const ShardShape& 
 }
 
 const LayerWeights& Shard::layer_weights(int64_t layer) const {
-  assert(layer >= range_.layer_begin && layer < range_.layer_end);
-  return weights_.layers[layer - range_.layer_begin];
+  assert(layer >= range_.layer_begin() && layer < range_.layer_end());
+  return weights_.layers[layer - range_.layer_begin()];
 }
 
 void Shard::embed(const int32_t* tokens, int64_t n, float* x) const {
@@ -199,9 +203,10 @@ void Shard::attention_in(int64_t slot, int64_t layer, int64_t pos, int64_t n, co
   linear_block(w.wk, h_.data(), n, k_.data());
   linear_block(w.wv, h_.data(), n, v_.data());
 
-  const int64_t layer_index = layer - range_.layer_begin;
+  assert(range_.has_attention(layer));
+  const int64_t kv_layer = layer - range_.attention_layer_begin();
   const int64_t head_stride = shape_.context * hd;
-  const int64_t cache_base = (slot * range_.n_layers() + layer_index) * n_kv_heads_ * head_stride;
+  const int64_t cache_base = (slot * range_.n_attention_layers() + kv_layer) * n_kv_heads_ * head_stride;
   for (int64_t t = 0; t < n; ++t) {
     const int64_t p = pos + t;
     rope_apply(q_.data() + t * n_heads * hd, n_heads, hd, rope_cos_.data() + p * half, rope_sin_.data() + p * half);

@@ -28,14 +28,24 @@ namespace lpurt::chip {
 /// What one chip holds. Query heads, FFN columns and vocabulary rows are contiguous ranges; the KV heads
 /// are those its query heads read (replicated across chips when there are more chips than KV heads).
 struct ShardRange {
-  int64_t layer_begin = 0, layer_end = 0;  ///< layers [begin, end)
+  /// Layer parts [begin, end): part 2l is layer l's attention (attn_norm, wq, wk, wv, wo, its KV cache),
+  /// part 2l+1 its FFN (ffn_norm and the dense FFN or the router and experts). Pipeline stages split the
+  /// model at part boundaries, so a stage may end inside a layer.
+  int64_t part_begin = 0, part_end = 0;
   int64_t head_begin = 0, head_end = 0;    ///< query heads of every held layer
   int64_t ffn_begin = 0, ffn_end = 0;      ///< rows of w_gate/w_up, columns of w_down (per expert for MoE)
   int64_t vocab_begin = 0, vocab_end = 0;  ///< rows of lm_head; empty if the chip holds no lm_head
   int64_t embed_begin = 0, embed_end = 0;  ///< rows (tokens) of the embedding table; empty if none
   bool final_norm = false;                 ///< holds final_norm (last stage)
 
-  int64_t n_layers() const { return layer_end - layer_begin; }
+  int64_t layer_begin() const { return part_begin / 2; }      ///< first layer touched
+  int64_t layer_end() const { return (part_end + 1) / 2; }    ///< one past the last layer touched
+  int64_t n_layers() const { return layer_end() - layer_begin(); }
+  bool has_attention(int64_t layer) const { return 2 * layer >= part_begin && 2 * layer < part_end; }
+  bool has_ffn(int64_t layer) const { return 2 * layer + 1 >= part_begin && 2 * layer + 1 < part_end; }
+  int64_t attention_layer_begin() const { return (part_begin + 1) / 2; }
+  int64_t n_attention_layers() const { return (part_end + 1) / 2 - (part_begin + 1) / 2; }
+  int64_t n_ffn_layers() const { return part_end / 2 - part_begin / 2; }
   int64_t n_heads() const { return head_end - head_begin; }
   int64_t n_ffn() const { return ffn_end - ffn_begin; }
   int64_t n_vocab() const { return vocab_end - vocab_begin; }
@@ -79,7 +89,7 @@ struct LayerWeights {
 
 struct ShardWeights {
   QuantizedMatrix embedding;       ///< [n_embed, D]: rows embed_begin..embed_end
-  std::vector<LayerWeights> layers;///< [n_layers] of the range, layer_begin first
+  std::vector<LayerWeights> layers;///< [n_layers] layers touched, layer_begin() first; parts not held stay empty
   std::vector<float> final_norm;   ///< [D] if ShardRange::final_norm
   QuantizedMatrix lm_head;         ///< [n_vocab, D]
 };
@@ -149,7 +159,7 @@ class Shard {
   int64_t n_kv_heads_ = 0;
   int64_t kv_head_begin_ = 0;
 
-  std::vector<float> k_cache_;     ///< [n_slots, n_layers, n_kv_heads, context, hd]
+  std::vector<float> k_cache_;     ///< [n_slots, n_attention_layers, n_kv_heads, context, hd]
   std::vector<float> v_cache_;     ///< same
   std::vector<float> rope_cos_;    ///< [context, hd/2]
   std::vector<float> rope_sin_;    ///< [context, hd/2]

@@ -33,13 +33,16 @@ void load_shard(WeightSource& source, chip::Shard& shard) {
   };
 
   if (r.n_embed() > 0) rows({TensorKind::embedding}, w.embedding, r.embed_begin);
-  for (int64_t l = r.layer_begin; l < r.layer_end; ++l) {
-    chip::LayerWeights& lw = w.layers[static_cast<std::size_t>(l - r.layer_begin)];
-    source.read_floats({TensorKind::attn_norm, l}, lw.attn_norm.data());
-    rows({TensorKind::wq, l}, lw.wq, r.head_begin * hd);
-    rows({TensorKind::wk, l}, lw.wk, r.kv_head_begin(c) * hd);
-    rows({TensorKind::wv, l}, lw.wv, r.kv_head_begin(c) * hd);
-    cols({TensorKind::wo, l}, lw.wo, r.head_begin * hd);
+  for (int64_t l = r.layer_begin(); l < r.layer_end(); ++l) {
+    chip::LayerWeights& lw = w.layers[static_cast<std::size_t>(l - r.layer_begin())];
+    if (r.has_attention(l)) {
+      source.read_floats({TensorKind::attn_norm, l}, lw.attn_norm.data());
+      rows({TensorKind::wq, l}, lw.wq, r.head_begin * hd);
+      rows({TensorKind::wk, l}, lw.wk, r.kv_head_begin(c) * hd);
+      rows({TensorKind::wv, l}, lw.wv, r.kv_head_begin(c) * hd);
+      cols({TensorKind::wo, l}, lw.wo, r.head_begin * hd);
+    }
+    if (!r.has_ffn(l)) continue;
     source.read_floats({TensorKind::ffn_norm, l}, lw.ffn_norm.data());
     if (c.is_moe()) {
       source.read_floats({TensorKind::router, l}, lw.router.data());

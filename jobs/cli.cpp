@@ -118,34 +118,51 @@ std::string format_seconds(double s) {
 void print_plan_table(const partition::Plan& plan, const std::string& model_name, int64_t prompt_tokens,
                       int64_t output_tokens) {
   const auto m = partition::modelled_times(plan, prompt_tokens, output_tokens);
+  const double us_per_cycle = 1e6 / plan.hardware.clock_hz;
   std::printf("model   %s: %s, %lld layers, D=%lld, %s of weights\n", model_name.c_str(),
               chip::architecture_name(plan.model.architecture), static_cast<long long>(plan.model.n_layers),
               static_cast<long long>(plan.model.hidden_size),
               chip::format_bytes(static_cast<double>(plan.model.weight_bytes())).c_str());
-  std::printf("system  %s: %s SRAM per chip, %.0f MHz\n", plan.hardware.name.c_str(),
-              chip::format_bytes(static_cast<double>(plan.hardware.sram_bytes)).c_str(), plan.hardware.clock_hz / 1e6);
-  std::printf("layout  %lld chips = tp %lld x pp %lld, context %lld, batch %lld\n",
+  std::printf("system  %s: %s SRAM per chip, %.0f MHz, %.1f TB/s weight streaming, %s topology, %.1f GB/s links, "
+              "%.0f ns per hop\n",
+              plan.hardware.name.c_str(), chip::format_bytes(static_cast<double>(plan.hardware.sram_bytes)).c_str(),
+              plan.hardware.clock_hz / 1e6, plan.hardware.weight_stream_bytes_per_s() / 1e12,
+              plan.hardware.topology.c_str(), plan.hardware.link_bytes_per_s / 1e9, plan.hardware.hop_latency_ns);
+  std::printf("layout  %lld chips = tp %lld x pp %lld, context %lld, batch %lld, prefill chunks of %lld tokens\n",
               static_cast<long long>(plan.n_chips()), static_cast<long long>(plan.tp), static_cast<long long>(plan.pp),
-              static_cast<long long>(plan.shape.context), static_cast<long long>(plan.shape.n_slots));
-  std::printf("\n%6s %6s %4s %10s %12s %12s %12s %12s %7s\n", "chip", "stage", "tp", "layers", "weights", "kv_cache",
-              "activations", "total", "sram%");
+              static_cast<long long>(plan.shape.context), static_cast<long long>(plan.shape.n_slots),
+              static_cast<long long>(plan.shape.block_tokens));
+  std::printf("\n%6s %6s %4s %9s %11s %11s %11s %11s %6s %12s %11s\n", "chip", "stage", "tp", "parts", "weights",
+              "kv_cache", "activations", "total", "sram%", "compute_us", "sends_us");
   for (const auto& c : plan.chips) {
     if (plan.n_chips() > 48 && c.chip >= 16 && c.chip < plan.n_chips() - 8) {
       if (c.chip == 16) std::printf("%6s\n", "...");
       continue;
     }
-    char layers[32];
-    std::snprintf(layers, sizeof layers, "%lld-%lld", static_cast<long long>(c.range.layer_begin),
-                  static_cast<long long>(c.range.layer_end - 1));
-    std::printf("%6lld %6lld %4lld %10s %12s %12s %12s %12s %6.1f%%\n", static_cast<long long>(c.chip),
-                static_cast<long long>(c.stage), static_cast<long long>(c.tp_rank), layers,
+    // Parts as "3a-4f": layer 3's attention through layer 4's FFN.
+    char parts[48];
+    const int64_t first = c.range.part_begin, last = c.range.part_end - 1;
+    std::snprintf(parts, sizeof parts, "%lld%c-%lld%c", static_cast<long long>(first / 2), first % 2 ? 'f' : 'a',
+                  static_cast<long long>(last / 2), last % 2 ? 'f' : 'a');
+    const auto i = static_cast<std::size_t>(c.chip);
+    std::printf("%6lld %6lld %4lld %9s %11s %11s %11s %11s %5.1f%% %12.2f %11.2f\n", static_cast<long long>(c.chip),
+                static_cast<long long>(c.stage), static_cast<long long>(c.tp_rank), parts,
                 chip::format_bytes(static_cast<double>(c.sram.weight_bytes)).c_str(),
                 chip::format_bytes(static_cast<double>(c.sram.kv_cache_bytes)).c_str(),
                 chip::format_bytes(static_cast<double>(c.sram.activation_bytes)).c_str(),
                 chip::format_bytes(static_cast<double>(c.sram.total_bytes())).c_str(),
-                100.0 * static_cast<double>(c.sram.total_bytes()) / static_cast<double>(plan.hardware.sram_bytes));
+                100.0 * static_cast<double>(c.sram.total_bytes()) / static_cast<double>(plan.hardware.sram_bytes),
+                static_cast<double>(m.decode.chip_compute_cycles[i]) * us_per_cycle,
+                static_cast<double>(m.decode.chip_send_cycles[i]) * us_per_cycle);
   }
-  std::printf("\nmodelled (prompt %lld, %lld output tokens): time to first token %s, per output token %s, "
+  std::printf("\ndecode step (compute_us, sends_us: busy time of each chip in one step)\n");
+  std::printf("  %lld transfers, %s on links; busiest link %lld -> %lld, busy %.2f us of the %.2f us step\n",
+              static_cast<long long>(m.decode.n_transfers),
+              chip::format_bytes(static_cast<double>(m.decode.transfer_bytes)).c_str(),
+              static_cast<long long>(m.decode.busiest_link.from), static_cast<long long>(m.decode.busiest_link.to),
+              static_cast<double>(m.decode.busiest_link_cycles) * us_per_cycle,
+              static_cast<double>(m.decode.makespan_cycles) * us_per_cycle);
+  std::printf("modelled (prompt %lld, %lld output tokens): time to first token %s, per output token %s, "
               "%.1f tokens/s per user, %.1f tokens/s per system\n",
               static_cast<long long>(prompt_tokens), static_cast<long long>(output_tokens),
               format_seconds(m.ttft_s).c_str(), format_seconds(m.tpot_s).c_str(), m.tokens_per_s_user,
@@ -194,6 +211,8 @@ int run_command_line(int argc, char** argv, int rank, int n_ranks) {
   run_cmd->add_option("--prompt-len", prompt_len, "synthetic prompt of N tokens")->capture_default_str()->excludes(prompt_opt);
   run_cmd->add_option("--tokens", n_tokens, "tokens to generate")->capture_default_str();
   run_cmd->add_option("--out", result_path, "result HDF5 file");
+  std::string trace_path;
+  run_cmd->add_option("--trace", trace_path, "Chrome-trace JSON of the modelled timeline (Perfetto)");
   run_cmd->add_flag("--force", force_run, "replace an existing result file");
 
   try {
@@ -250,7 +269,12 @@ int run_command_line(int argc, char** argv, int rank, int n_ranks) {
                                       : parse_prompt(prompt_text);
   config.n_tokens = n_tokens;
   config.n_ranks = n_ranks;
-  if (!result_path.empty()) io::check_writable(result_path, force_run);  // before the run, not after it
+  // Rank 0 writes the outputs, so rank 0 alone checks them (another rank could see its finished file);
+  // a refusal aborts the job. Checked before the run, not after it.
+  if (rank == 0 && !result_path.empty()) io::check_writable(result_path, force_run);
+  if (rank == 0 && !trace_path.empty()) io::check_writable(trace_path, force_run);
+  config.trace_path = trace_path;
+  config.force = force_run;
   io::RunResult result = runtime::execute_run(*source, hardware, config, MPI_COMM_WORLD, progress_printer("tokens", rank));
   if (!result_path.empty() && rank == 0) io::write_result_file(result_path, result, force_run);
   if (rank != 0) return 0;

@@ -24,7 +24,7 @@ Plan layout(const chip::ModelConfig& cfg, const chip::ChipSpec& hw, const PlanRe
   plan.tp = tp;
   plan.pp = pp;
   plan.shape = shape_of(cfg, r);
-  for (int64_t s = 0; s <= pp; ++s) plan.stage_layer_begin.push_back(split_begin(cfg.n_layers, pp, s));
+  plan.stage_part_begin = balance_stages(cfg, pp);
   for (int64_t s = 0; s < pp; ++s) {
     for (int64_t t = 0; t < tp; ++t) {
       ChipPlan c;
@@ -32,8 +32,8 @@ Plan layout(const chip::ModelConfig& cfg, const chip::ChipSpec& hw, const PlanRe
       c.stage = s;
       c.tp_rank = t;
       chip::ShardRange& g = c.range;
-      g.layer_begin = plan.stage_layer_begin[static_cast<std::size_t>(s)];
-      g.layer_end = plan.stage_layer_begin[static_cast<std::size_t>(s + 1)];
+      g.part_begin = plan.stage_part_begin[static_cast<std::size_t>(s)];
+      g.part_end = plan.stage_part_begin[static_cast<std::size_t>(s + 1)];
       g.head_begin = split_begin(cfg.n_heads, tp, t);
       g.head_end = split_begin(cfg.n_heads, tp, t + 1);
       g.ffn_begin = split_begin(cfg.intermediate_size, tp, t);
@@ -65,9 +65,9 @@ void check_layout(const chip::ModelConfig& cfg, int64_t n_chips, int64_t tp, int
   if (tp > cfg.n_heads)
     throw PlanError("tp=" + std::to_string(tp) + " exceeds the model's " + std::to_string(cfg.n_heads) +
                     " attention heads");
-  if (pp > cfg.n_layers)
-    throw PlanError("pp=" + std::to_string(pp) + " exceeds the model's " + std::to_string(cfg.n_layers) +
-                    " layers (splitting inside a layer is not supported yet)");
+  if (pp > 2 * cfg.n_layers)
+    throw PlanError("pp=" + std::to_string(pp) + " exceeds the model's " + std::to_string(2 * cfg.n_layers) +
+                    " layer parts (attention and FFN of " + std::to_string(cfg.n_layers) + " layers)");
 }
 
 void check_fits(const Plan& plan, int64_t minimum) {
@@ -86,6 +86,44 @@ void check_fits(const Plan& plan, int64_t minimum) {
 }
 
 }  // namespace
+
+std::vector<int64_t> balance_stages(const chip::ModelConfig& cfg, int64_t pp) {
+  const int64_t n = 2 * cfg.n_layers;
+  LPURT_ASSERT(pp >= 1 && pp <= n);
+  int64_t attention = 0, ffn = 0;
+  for (const auto& t : chip::layer_tensors(cfg, 0)) {
+    const bool attention_part = t.kind == chip::TensorKind::attn_norm || t.kind == chip::TensorKind::wq ||
+                                t.kind == chip::TensorKind::wk || t.kind == chip::TensorKind::wv ||
+                                t.kind == chip::TensorKind::wo;
+    (attention_part ? attention : ffn) += chip::tensor_bytes(cfg, t);
+  }
+  const int64_t head = chip::tensor_bytes(cfg, {chip::TensorKind::embedding});
+  const int64_t tail = chip::tensor_bytes(cfg, {chip::TensorKind::lm_head}) + chip::tensor_bytes(cfg, {chip::TensorKind::final_norm});
+  std::vector<int64_t> prefix(static_cast<std::size_t>(n + 1), 0);
+  for (int64_t i = 0; i < n; ++i) prefix[static_cast<std::size_t>(i + 1)] = prefix[static_cast<std::size_t>(i)] + (i % 2 == 0 ? attention : ffn);
+  auto cost = [&](int64_t s, int64_t i, int64_t j) {
+    return prefix[static_cast<std::size_t>(j)] - prefix[static_cast<std::size_t>(i)] + (s == 0 ? head : 0) + (s == pp - 1 ? tail : 0);
+  };
+  // best[s][j]: smallest possible heaviest stage when stages 0..s hold parts [0, j); from[s][j]: its split.
+  constexpr int64_t infinite = std::numeric_limits<int64_t>::max();
+  std::vector<std::vector<int64_t>> best(static_cast<std::size_t>(pp), std::vector<int64_t>(static_cast<std::size_t>(n + 1), infinite));
+  std::vector<std::vector<int64_t>> from(best.size(), std::vector<int64_t>(static_cast<std::size_t>(n + 1), 0));
+  for (int64_t j = 1; j <= n - (pp - 1); ++j) best[0][static_cast<std::size_t>(j)] = cost(0, 0, j);
+  for (int64_t s = 1; s < pp; ++s)
+    for (int64_t j = s + 1; j <= n - (pp - 1 - s); ++j)
+      for (int64_t i = s; i < j; ++i) {
+        const int64_t prev = best[static_cast<std::size_t>(s - 1)][static_cast<std::size_t>(i)];
+        if (prev == infinite) continue;
+        const int64_t m = std::max(prev, cost(s, i, j));
+        if (m < best[static_cast<std::size_t>(s)][static_cast<std::size_t>(j)])
+          best[static_cast<std::size_t>(s)][static_cast<std::size_t>(j)] = m, from[static_cast<std::size_t>(s)][static_cast<std::size_t>(j)] = i;
+      }
+  std::vector<int64_t> begin(static_cast<std::size_t>(pp + 1), 0);
+  begin[static_cast<std::size_t>(pp)] = n;
+  for (int64_t s = pp - 1; s > 0; --s)
+    begin[static_cast<std::size_t>(s)] = from[static_cast<std::size_t>(s)][static_cast<std::size_t>(begin[static_cast<std::size_t>(s + 1)])];
+  return begin;
+}
 
 int64_t Plan::sram_bytes_max() const {
   int64_t m = 0;

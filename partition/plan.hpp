@@ -57,7 +57,9 @@ struct Plan {
   int64_t pp = 1;
   chip::ShardShape shape;              ///< context, batch (n_slots), block_tokens
   std::vector<ChipPlan> chips;         ///< [tp * pp], chip = stage * tp + tp_rank
-  std::vector<int64_t> stage_layer_begin;  ///< [pp + 1]: stage s holds layers [begin[s], begin[s+1])
+  /// [pp + 1]: stage s holds layer parts [begin[s], begin[s+1]) (part 2l: layer l's attention, 2l+1: its
+  /// FFN). Chosen to minimise the heaviest stage's weight bytes, so splits may be uneven.
+  std::vector<int64_t> stage_part_begin;
 
   int64_t n_chips() const { return static_cast<int64_t>(chips.size()); }
   const ChipPlan& at(int64_t stage, int64_t tp_rank) const {
@@ -72,6 +74,11 @@ Plan make_plan(const chip::ModelConfig& cfg, const chip::ChipSpec& hw, const Pla
 
 /// A lower bound on the chips the model needs: all weights and KV cache over the SRAM left per chip.
 int64_t minimum_chips(const chip::ModelConfig& cfg, const chip::ChipSpec& hw, const PlanRequest& request);
+
+/// Stage boundaries over the model's 2L layer parts: every stage gets at least one part and the largest
+/// stage weight (embedding on the first stage, final norm and lm_head on the last) is as small as
+/// possible; ties go to the earliest boundary. Returns [pp + 1] part indices.
+std::vector<int64_t> balance_stages(const chip::ModelConfig& cfg, int64_t pp);
 
 /// [begin, end) of part i when n items are split into `parts` contiguous, balanced parts.
 inline int64_t split_begin(int64_t n, int64_t parts, int64_t i) { return n * i / parts; }

@@ -110,6 +110,24 @@ class Builder {
     for (int64_t t = 0; t < plan_.tp; ++t) compute(chip_id(stage, t), kind, unit, layer, block);
   }
 
+  void ffn(int64_t s, int64_t l, int64_t n, int32_t b) {
+    if (plan_.model.is_moe()) {
+      each_chip(s, OpKind::moe, Unit::mxm, l, b);
+      return;
+    }
+    each_chip(s, OpKind::ffn_norm, Unit::vxm, l, b);
+    each_chip(s, OpKind::gate_up, Unit::mxm, l, b);
+    each_chip(s, OpKind::silu, Unit::vxm, l, b);
+    if (plan_.tp > 1) {
+      all_gather_all(s, Payload::amax, n, l, b);
+      each_chip(s, OpKind::reduce_max, Unit::vxm, l, b);
+    }
+    each_chip(s, OpKind::down, Unit::mxm, l, b);
+    if (plan_.tp > 1)
+      reduce_scatter_all_gather(s, Payload::partial_sums, Payload::reduced_sums, n * plan_.model.hidden_size, l, b);
+    each_chip(s, OpKind::ffn_residual, Unit::vxm, l, b);
+  }
+
   void block(int32_t b, const Block& blk) {
     const chip::ModelConfig& cfg = plan_.model;
     const int64_t n = blk.n_tokens;
@@ -121,9 +139,14 @@ class Builder {
       if (s > 0)
         for (int64_t t = 0; t < plan_.tp; ++t)
           transfer(chip_id(s - 1, t), chip_id(s, t), Payload::activations, 0, n * d, 4, -1, b);
-      const int64_t layer_begin = plan_.stage_layer_begin[static_cast<std::size_t>(s)];
-      const int64_t layer_end = plan_.stage_layer_begin[static_cast<std::size_t>(s + 1)];
-      for (int64_t l = layer_begin; l < layer_end; ++l) {
+      const int64_t part_begin = plan_.stage_part_begin[static_cast<std::size_t>(s)];
+      const int64_t part_end = plan_.stage_part_begin[static_cast<std::size_t>(s + 1)];
+      for (int64_t part = part_begin; part < part_end; ++part) {
+        const int64_t l = part / 2;
+        if (part % 2 == 1) {
+          ffn(s, l, n, b);
+          continue;
+        }
         each_chip(s, OpKind::attn_norm, Unit::vxm, l, b);
         each_chip(s, OpKind::qkv, Unit::mxm, l, b);
         each_chip(s, OpKind::attention, Unit::vxm, l, b);
@@ -134,20 +157,6 @@ class Builder {
         each_chip(s, OpKind::wo, Unit::mxm, l, b);
         if (split) reduce_scatter_all_gather(s, Payload::partial_sums, Payload::reduced_sums, n * d, l, b);
         each_chip(s, OpKind::attn_residual, Unit::vxm, l, b);
-        if (cfg.is_moe()) {
-          each_chip(s, OpKind::moe, Unit::mxm, l, b);
-          continue;
-        }
-        each_chip(s, OpKind::ffn_norm, Unit::vxm, l, b);
-        each_chip(s, OpKind::gate_up, Unit::mxm, l, b);
-        each_chip(s, OpKind::silu, Unit::vxm, l, b);
-        if (split) {
-          all_gather_all(s, Payload::amax, n, l, b);
-          each_chip(s, OpKind::reduce_max, Unit::vxm, l, b);
-        }
-        each_chip(s, OpKind::down, Unit::mxm, l, b);
-        if (split) reduce_scatter_all_gather(s, Payload::partial_sums, Payload::reduced_sums, n * d, l, b);
-        each_chip(s, OpKind::ffn_residual, Unit::vxm, l, b);
       }
     }
     if (blk.with_logits) {

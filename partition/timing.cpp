@@ -49,20 +49,27 @@ int64_t decode_step_cycles(const Plan& plan, int64_t position) {
   return compute_timeline(program, plan, position).makespan_cycles;
 }
 
-ModelledTimes modelled_times(const Plan& plan, int64_t prompt_tokens, int64_t output_tokens) {
+ModelledTimes modelled_times(const Plan& plan, int64_t prompt_tokens, int64_t output_tokens,
+                             const TimelineVisitor& visit) {
   ModelledTimes m;
   const Topology topology = topology_for(plan);
   const double clock_hz = plan.hardware.clock_hz;
-  const Program prefill = build_program(plan, topology, prefill_blocks(prompt_tokens, plan.shape.block_tokens));
-  m.prefill_cycles = compute_timeline(prefill, plan, 0).makespan_cycles;
+  const auto prefill = std::make_shared<const Program>(
+      build_program(plan, topology, prefill_blocks(prompt_tokens, plan.shape.block_tokens)));
+  const Timeline prefill_timeline = compute_timeline(*prefill, plan, 0);
+  m.prefill_cycles = prefill_timeline.makespan_cycles;
+  if (visit) visit("prefill", prefill, prefill_timeline, 0);
 
-  const Program decode = build_program(plan, topology, decode_blocks());
+  const auto decode = std::make_shared<const Program>(build_program(plan, topology, decode_blocks()));
   m.decode_steps = std::max<int64_t>(0, output_tokens - 1);
   // With no decode step, the profile and TPOT describe the step that would come next.
-  const Timeline first = compute_timeline(decode, plan, prompt_tokens);
-  m.decode = profile(decode, first);
-  for (int64_t i = 0; i < m.decode_steps; ++i)
-    m.decode_cycles += i == 0 ? first.makespan_cycles : compute_timeline(decode, plan, prompt_tokens + i).makespan_cycles;
+  const Timeline first = compute_timeline(*decode, plan, prompt_tokens);
+  m.decode = profile(*decode, first);
+  for (int64_t i = 0; i < m.decode_steps; ++i) {
+    const Timeline step = i == 0 ? first : compute_timeline(*decode, plan, prompt_tokens + i);
+    if (visit) visit("decode " + std::to_string(i + 1), decode, step, m.prefill_cycles + m.decode_cycles);
+    m.decode_cycles += step.makespan_cycles;
+  }
   const double step_cycles = m.decode_steps > 0
                                  ? static_cast<double>(m.decode_cycles) / static_cast<double>(m.decode_steps)
                                  : static_cast<double>(first.makespan_cycles);

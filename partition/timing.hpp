@@ -7,6 +7,9 @@
 /// over PCIe) is not modelled: like GroqFlow's estimate_performance, the figures are device time.
 
 #include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
 #include <vector>
 
 #include "partition/plan.hpp"
@@ -45,8 +48,14 @@ struct ModelledTimes {
   StepProfile decode;              ///< profile of the first decode step
 };
 
+/// Sees every program run of modelled_times in time order: a name ("prefill", "decode 1", ...), the
+/// program, its timeline and where it starts on the run's time axis.
+using TimelineVisitor = std::function<void(const std::string& name, const std::shared_ptr<const Program>& program,
+                                           const Timeline& timeline, int64_t offset_cycles)>;
+
 /// Prompt of `prompt_tokens`, `output_tokens` generated (the first from the prefill's logits).
-ModelledTimes modelled_times(const Plan& plan, int64_t prompt_tokens, int64_t output_tokens);
+ModelledTimes modelled_times(const Plan& plan, int64_t prompt_tokens, int64_t output_tokens,
+                             const TimelineVisitor& visit = {});
 
 /// Cycles of one decode step at `position` (the planner ranks layouts by it).
 int64_t decode_step_cycles(const Plan& plan, int64_t position);

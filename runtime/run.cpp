@@ -2,6 +2,7 @@
 
 #include <chrono>
 
+#include "io/trace.hpp"
 #include "partition/timing.hpp"
 #include "runtime/engine.hpp"
 #include "runtime/generate.hpp"
@@ -53,8 +54,18 @@ io::RunResult execute_run(io::WeightSource& source, const chip::ChipSpec& hardwa
   result.tokens = std::move(g.tokens);
   result.logits = std::move(g.logits);
   result.vocab_size = plan.model.vocab_size;
+  // Every rank computes the same modelled times; rank 0 also records them as a trace.
+  int rank = 0, mpi_initialized = 0;
+  MPI_Initialized(&mpi_initialized);
+  if (mpi_initialized) MPI_Comm_rank(comm, &rank);
+  io::TraceWriter trace(plan);
+  partition::TimelineVisitor record;
+  if (!config.trace_path.empty() && rank == 0)
+    record = [&](const std::string& name, const std::shared_ptr<const partition::Program>& program,
+                 const partition::Timeline& timeline, int64_t offset) { trace.add({name, program, timeline, offset}); };
   const partition::ModelledTimes times =
-      partition::modelled_times(plan, static_cast<int64_t>(config.prompt.size()), config.n_tokens);
+      partition::modelled_times(plan, static_cast<int64_t>(config.prompt.size()), config.n_tokens, record);
+  if (record) trace.write(config.trace_path, config.force);
   result.summary = plan_summary(plan, times, static_cast<int64_t>(config.prompt.size()), config.n_tokens);
   const double wall_s = std::chrono::duration<double>(t2 - t0).count();
   result.summary.set("ranks", int64_t{config.n_ranks})

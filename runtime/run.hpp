@@ -22,6 +22,8 @@ struct RunConfig {
   std::vector<int32_t> prompt;  ///< the tokens to feed, positions from 0
   int64_t n_tokens = 16;        ///< tokens to generate
   int n_ranks = 1;              ///< MPI ranks hosting the chips
+  std::string trace_path;       ///< Chrome trace of the modelled timeline, written by rank 0 (empty: none)
+  bool force = false;           ///< replace existing output files
 };
 
 /// A deterministic synthetic prompt of n tokens for a vocabulary of vocab_size (for --prompt-len).

@@ -32,8 +32,8 @@ TEST(Planner, SplitsHeadsFfnAndVocabIntoContiguousRanges) {
   EXPECT_EQ(heads, cfg.n_heads);
   EXPECT_EQ(ffn, cfg.intermediate_size);
   EXPECT_EQ(vocab, cfg.vocab_size);
-  EXPECT_EQ(p.at(0, 0).range.layer_begin, 0);
-  EXPECT_EQ(p.at(1, 0).range.layer_end, cfg.n_layers);
+  EXPECT_EQ(p.at(0, 0).range.part_begin, 0);
+  EXPECT_EQ(p.at(1, 0).range.part_end, 2 * cfg.n_layers);
 }
 
 TEST(Planner, ReplicatesKvHeadsWhenTpExceedsThem) {

@@ -44,6 +44,6 @@ check_model() {  # check_model MODEL PROMPT "chips tp pp"...
   done
 }
 
-check_model tiny.h5 3,4,5,6,7 "2 2 1" "2 1 2" "4 2 2" "4 4 1" "8 8 1" "8 2 4" "16 4 4" "24 8 3" "24 6 4"
-check_model odd.h5 1,2,999,4 "2 2 1" "3 3 1" "6 6 1" "6 2 3" "6 3 2"
+check_model tiny.h5 3,4,5,6,7 "1 1 1" "2 2 1" "2 1 2" "4 2 2" "4 4 1" "8 8 1" "8 2 4" "8 1 8" "16 4 4" "16 2 8" "24 8 3" "24 6 4" "24 3 8"
+check_model odd.h5 1,2,999,4 "2 2 1" "3 3 1" "6 6 1" "6 2 3" "6 3 2" "6 1 6" "12 2 6"
 echo "bit-identical to one chip: $checked runs (layouts x rank counts 1-4)"

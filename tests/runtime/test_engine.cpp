@@ -51,7 +51,7 @@ TEST(Engine, EveryTensorPipelineLayoutIsBitIdenticalToOneChip) {
   const auto cfg = source.config();
   runtime::Engine reference(plan_for(cfg, 1, 1, 1, 8), source);
   const runtime::Generation expected = runtime::generate(reference, prompt, 6, 0);
-  const int64_t layouts[][2] = {{2, 1}, {1, 2}, {2, 2}, {4, 1}, {8, 1}, {1, 4}, {4, 2}, {8, 2}, {3, 1}, {3, 4}, {6, 4}};
+  const int64_t layouts[][2] = {{2, 1}, {1, 2}, {2, 2}, {4, 1}, {8, 1}, {1, 4}, {4, 2}, {8, 2}, {3, 1}, {3, 4}, {6, 4}, {1, 8}, {2, 7}, {4, 5}};
   for (const auto& l : layouts) {
     runtime::Engine engine(plan_for(cfg, l[0] * l[1], l[0], l[1], 8), source);
     const runtime::Generation got = runtime::generate(engine, prompt, 6, 0);
