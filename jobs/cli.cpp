@@ -258,24 +258,28 @@ int run_command_line(int argc, char** argv, int rank, int n_ranks) {
     return 0;
   }
 
-  // run
-  if (run_layout.request.n_chips < 1)
-    throw Error("--chips must be at least 1 (got " + std::to_string(run_layout.request.n_chips) + ")", ExitCode::usage);
-  auto source = run_layout.open_model();
-  const chip::ChipSpec hardware = run_system.resolve();
-  runtime::RunConfig config;
-  config.request = run_layout.request;
-  config.prompt = prompt_opt->count() == 0 ? runtime::synthetic_prompt(prompt_len, source->config().vocab_size)
-                                      : parse_prompt(prompt_text);
-  config.n_tokens = n_tokens;
-  config.n_ranks = n_ranks;
-  // Rank 0 writes the outputs, so rank 0 alone checks them (another rank could see its finished file);
-  // a refusal aborts the job. Checked before the run, not after it.
-  if (rank == 0 && !result_path.empty()) io::check_writable(result_path, force_run);
-  if (rank == 0 && !trace_path.empty()) io::check_writable(trace_path, force_run);
-  config.trace_path = trace_path;
-  config.force = force_run;
-  io::RunResult result = runtime::execute_run(*source, hardware, config, MPI_COMM_WORLD, progress_printer("tokens", rank));
+  // run: setup on every rank (any failure is agreed on and printed once), then the steady state.
+  std::unique_ptr<io::WeightSource> source;
+  std::unique_ptr<runtime::RunSession> session;
+  runtime::agree_on_setup(MPI_COMM_WORLD, [&] {
+    if (run_layout.request.n_chips < 1)
+      throw Error("--chips must be at least 1 (got " + std::to_string(run_layout.request.n_chips) + ")", ExitCode::usage);
+    source = run_layout.open_model();
+    const chip::ChipSpec hardware = run_system.resolve();
+    runtime::RunConfig config;
+    config.request = run_layout.request;
+    config.prompt = prompt_opt->count() == 0 ? runtime::synthetic_prompt(prompt_len, source->config().vocab_size)
+                                             : parse_prompt(prompt_text);
+    config.n_tokens = n_tokens;
+    config.n_ranks = n_ranks;
+    config.trace_path = trace_path;
+    config.force = force_run;
+    // Rank 0 writes the outputs, so rank 0 alone checks them (another rank could see its finished file).
+    if (rank == 0 && !result_path.empty()) io::check_writable(result_path, force_run);
+    if (rank == 0 && !trace_path.empty()) io::check_writable(trace_path, force_run);
+    session = std::make_unique<runtime::RunSession>(*source, hardware, config, MPI_COMM_WORLD);
+  });
+  io::RunResult result = session->run(progress_printer("tokens", rank));
   if (!result_path.empty() && rank == 0) io::write_result_file(result_path, result, force_run);
   if (rank != 0) return 0;
   if (run_layout.json) {
@@ -283,7 +287,7 @@ int run_command_line(int argc, char** argv, int rank, int n_ranks) {
     return 0;
   }
   auto get = [&](const char* k) { return *result.summary.find(k); };
-  std::printf("lpurt run: %s on %lld chip(s) (tp %lld x pp %lld), %d rank(s)\n", source->name().c_str(),
+  std::printf("lpurt run: %s on %lld chip(s) (tp %lld x pp %lld), %d rank(s)\n", std::get<std::string>(get("model")).c_str(),
               static_cast<long long>(std::get<int64_t>(get("chips"))), static_cast<long long>(std::get<int64_t>(get("tp"))),
               static_cast<long long>(std::get<int64_t>(get("pp"))), n_ranks);
   std::printf("prompt    %zu tokens\ngenerated", result.prompt.size());

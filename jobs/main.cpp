@@ -8,6 +8,7 @@
 
 #include "chip/error.hpp"
 #include "jobs/cli.hpp"
+#include "runtime/run.hpp"
 
 namespace {
 
@@ -40,6 +41,11 @@ int main(int argc, char** argv) {
   int code = 0;
   try {
     code = lpurt::jobs::run_command_line(argc, argv, rank, n_ranks);
+  } catch (const lpurt::runtime::AgreedError& e) {
+    // Every rank holds the same error: rank 0 prints it once, naming the rank it came from, and all exit.
+    if (rank == 0) std::fprintf(stderr, "[rank %d/%d] error: %s\n", e.origin_rank(), n_ranks, e.what());
+    if (mpi) MPI_Finalize();
+    return static_cast<int>(e.code());
   } catch (const lpurt::Error& e) {
     return fail(rank, n_ranks, mpi, e.what(), static_cast<int>(e.code()));
   } catch (const std::bad_alloc&) {

@@ -39,14 +39,35 @@ io::Record plan_summary(const partition::Plan& plan, const partition::ModelledTi
   return r;
 }
 
-io::RunResult execute_run(io::WeightSource& source, const chip::ChipSpec& hardware, const RunConfig& config,
-                          MPI_Comm comm, const std::function<void(int64_t, int64_t)>& progress) {
+struct RunSession::State {
+  State(io::WeightSource& source_in, const chip::ChipSpec& hardware_in, const RunConfig& config_in, MPI_Comm comm_in)
+      : source(source_in), hardware(hardware_in), config(config_in), comm(comm_in),
+        t0(std::chrono::steady_clock::now()), plan(partition::make_plan(source.config(), hardware, config.request)),
+        engine(plan, source, comm), t1(std::chrono::steady_clock::now()) {}
+  io::WeightSource& source;
+  chip::ChipSpec hardware;
+  RunConfig config;
+  MPI_Comm comm;
+  std::chrono::steady_clock::time_point t0;
+  partition::Plan plan;
+  Engine engine;
+  std::chrono::steady_clock::time_point t1;
+};
+
+RunSession::RunSession(io::WeightSource& source, const chip::ChipSpec& hardware, const RunConfig& config, MPI_Comm comm)
+    : state_(std::make_unique<State>(source, hardware, config, comm)) {}
+
+RunSession::~RunSession() = default;
+
+io::RunResult RunSession::run(const std::function<void(int64_t, int64_t)>& progress) {
   using clock = std::chrono::steady_clock;
-  const auto t0 = clock::now();
-  const partition::Plan plan = partition::make_plan(source.config(), hardware, config.request);
-  Engine engine(plan, source, comm);
-  const auto t1 = clock::now();
-  Generation g = generate(engine, config.prompt, config.n_tokens, 0, progress);
+  io::WeightSource& source = state_->source;
+  const chip::ChipSpec& hardware = state_->hardware;
+  const RunConfig& config = state_->config;
+  const MPI_Comm comm = state_->comm;
+  const partition::Plan& plan = state_->plan;
+  const auto t0 = state_->t0, t1 = state_->t1;
+  Generation g = generate(state_->engine, config.prompt, config.n_tokens, 0, progress);
   const auto t2 = clock::now();
 
   io::RunResult result;
@@ -74,6 +95,7 @@ io::RunResult execute_run(io::WeightSource& source, const chip::ChipSpec& hardwa
       .set("host_prefill_s", g.host_prefill_s)
       .set("host_decode_s", g.host_decode_s)
       .set("weight_bytes_read_rank0", source.bytes_read())
+      .set("weight_bytes_model", plan.model.weight_bytes())
       .set("model", source.name())
       .set("system", hardware.name);
 
@@ -91,13 +113,47 @@ io::RunResult execute_run(io::WeightSource& source, const chip::ChipSpec& hardwa
     compute.values.push_back(static_cast<double>(times.decode.chip_compute_cycles[i]));
     send.values.push_back(static_cast<double>(times.decode.chip_send_cycles[i]));
   }
-  result.metrics = {sram, weights, kv, activations, stage, compute, send};
+  // Which rank hosts each chip, and what each rank actually read: a test checks that every rank read
+  // exactly its own chips' weights (hyperslabs of their slices), never the whole model.
+  io::MetricColumn chip_rank{"chip_rank", "index", {}}, rank_read{"rank_weight_bytes_read", "bytes", {}};
+  for (const auto& c : plan.chips)
+    chip_rank.values.push_back(static_cast<double>(Engine::rank_of_chip(c.chip, plan.n_chips(), config.n_ranks)));
+  double read = static_cast<double>(source.bytes_read());
+  rank_read.values.assign(static_cast<std::size_t>(config.n_ranks), read);
+  if (mpi_initialized && config.n_ranks > 1)
+    MPI_Allgather(&read, 1, MPI_DOUBLE, rank_read.values.data(), 1, MPI_DOUBLE, comm);
+  result.metrics = {sram, weights, kv, activations, stage, compute, send, chip_rank, rank_read};
   result.summary.set("decode_step_transfers", times.decode.n_transfers)
       .set("decode_step_transfer_bytes", times.decode.transfer_bytes)
       .set("busiest_link", std::to_string(times.decode.busiest_link.from) + "->" +
                                std::to_string(times.decode.busiest_link.to))
       .set("busiest_link_decode_cycles", times.decode.busiest_link_cycles);
   return result;
+}
+
+void agree_on_setup(MPI_Comm comm, const std::function<void()>& setup) {
+  std::string message;
+  auto code = ExitCode::success;
+  try {
+    setup();
+  } catch (const Error& e) {
+    message = e.what(), code = e.code();
+  } catch (const std::bad_alloc&) {
+    message = "out of host memory during setup", code = ExitCode::runtime;
+  }
+  int initialized = 0, rank = 0, n_ranks = 1;
+  MPI_Initialized(&initialized);
+  if (initialized) MPI_Comm_rank(comm, &rank), MPI_Comm_size(comm, &n_ranks);
+  const bool failed = code != ExitCode::success;
+  int first = failed ? rank : n_ranks;
+  if (n_ranks > 1) MPI_Allreduce(MPI_IN_PLACE, &first, 1, MPI_INT, MPI_MIN, comm);
+  if (first == n_ranks) return;
+  // The first failing rank's message and code go to every rank.
+  int header[2] = {static_cast<int>(code), static_cast<int>(message.size())};
+  if (n_ranks > 1) MPI_Bcast(header, 2, MPI_INT, first, comm);
+  message.resize(static_cast<std::size_t>(header[1]));
+  if (n_ranks > 1 && header[1] > 0) MPI_Bcast(message.data(), header[1], MPI_CHAR, first, comm);
+  throw AgreedError(message, static_cast<ExitCode>(header[0]), first);
 }
 
 }  // namespace lpurt::runtime

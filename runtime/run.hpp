@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -29,10 +30,36 @@ struct RunConfig {
 /// A deterministic synthetic prompt of n tokens for a vocabulary of vocab_size (for --prompt-len).
 std::vector<int32_t> synthetic_prompt(int64_t n, int64_t vocab_size);
 
-/// Runs a generation on the ranks of `comm` (collective) and returns tokens, logits, summary and metrics
-/// on every rank. `progress(done, total)` reports generated tokens.
-io::RunResult execute_run(io::WeightSource& source, const chip::ChipSpec& hardware, const RunConfig& config,
-                          MPI_Comm comm, const std::function<void(int64_t, int64_t)>& progress = {});
+/// One run on the ranks of `comm`: the constructor is the setup (plan, chips, weights: it throws on bad
+/// input and makes no collective call), run() the steady state (collective).
+class RunSession {
+ public:
+  RunSession(io::WeightSource& source, const chip::ChipSpec& hardware, const RunConfig& config, MPI_Comm comm);
+  ~RunSession();
+  /// Generates and returns tokens, logits, summary and metrics on every rank. `progress(done, total)`
+  /// reports generated tokens.
+  io::RunResult run(const std::function<void(int64_t, int64_t)>& progress = {});
+
+ private:
+  struct State;
+  std::unique_ptr<State> state_;
+};
+
+/// An error every rank agreed on: raised on all ranks of a communicator with the message of the lowest
+/// failing rank, so it is printed once and every rank exits with the same code.
+class AgreedError : public Error {
+ public:
+  AgreedError(const std::string& message, ExitCode code, int origin_rank)
+      : Error(message, code), origin_rank_(origin_rank) {}
+  int origin_rank() const { return origin_rank_; }
+
+ private:
+  int origin_rank_;
+};
+
+/// Runs `setup` on every rank of `comm`, then agrees (one collective) on whether it failed anywhere. If
+/// any rank threw, every rank throws AgreedError with the lowest failing rank's message and code.
+void agree_on_setup(MPI_Comm comm, const std::function<void()>& setup);
 
 /// The summary fields shared by `plan` and `run` (layout, SRAM, modelled times).
 io::Record plan_summary(const partition::Plan& plan, const partition::ModelledTimes& times, int64_t prompt_tokens,

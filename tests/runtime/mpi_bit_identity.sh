@@ -22,6 +22,22 @@ for k in ("ttft_s", "tpot_s", "tokens_per_s_user", "tokens_per_s_system", "sram_
 PY
 }
 
+own_share() {  # own_share RESULT.h5: every rank read exactly its chips' weight bytes, and less than the model
+  "$python" - "$1" <<'PY'
+import sys, h5py, numpy as np
+with h5py.File(sys.argv[1], "r") as f:
+    m = f["metrics"]
+    chip_rank, chip_bytes, read = m["chip_rank"][:], m["chip_weight_bytes"][:], m["rank_weight_bytes_read"][:]
+    model = f.attrs["weight_bytes_model"]
+for r, got in enumerate(read):
+    want = chip_bytes[chip_rank == r].sum()
+    if got != want:
+        sys.exit(f"rank {r} read {got:.0f} bytes, its chips hold {want:.0f}")
+    if len(read) > 1 and got >= model:
+        sys.exit(f"rank {r} read {got:.0f} bytes, the whole model is {model}")
+PY
+}
+
 checked=0
 check_model() {  # check_model MODEL PROMPT "chips tp pp"...
   local model=$1 prompt=$2 layout chips tp pp ranks out first
@@ -39,6 +55,7 @@ check_model() {  # check_model MODEL PROMPT "chips tp pp"...
       h5diff -q "ref_$model" "$out" /logits || { echo "logits differ from 1 chip: $out"; exit 1; }
       [ "$ranks" -eq 1 ] && cp "$out" "$first"
       same_times "$first" "$out" || { echo "modelled times differ across rank counts: $out"; exit 1; }
+      own_share "$out" || { echo "a rank read more than its chips' weights: $out"; exit 1; }
       checked=$((checked + 1))
     done
   done

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Setup errors under mpiexec: every rank detects (or is told about) the failure, the message is printed
+# once, the job exits with the error's code, and no rank hangs.
+# Usage: mpi_errors.sh LPURT WORKDIR MPIEXEC [MPIEXEC_FLAGS...]
+set -uo pipefail
+lpurt=$1 work=$2 mpiexec=$3; shift 3
+rm -rf "$work" && mkdir -p "$work" && cd "$work"
+printf 'clock_hz = 1e9\nthis line is malformed\n' > bad_system.toml
+passed=0 failed=0
+expect() {  # expect CODE "message part" RANKS lpurt-args...
+  local code=$1 text=$2 ranks=$3; shift 3
+  timeout 60 "$mpiexec" -n "$ranks" "${flags[@]}" "$lpurt" run "$@" > out.txt 2> err.txt
+  local rc=$? lines
+  lines=$(grep -c "error:" err.txt)
+  if [ "$rc" -eq "$code" ] && [ "$lines" -eq 1 ] && grep -q -- "$text" err.txt; then
+    passed=$((passed + 1))
+  else
+    failed=$((failed + 1))
+    echo "FAIL run $*: exit $rc (want $code), $lines error lines (want 1), want \"$text\":"; cat err.txt
+  fi
+}
+flags=("$@")
+expect 5 'unknown system preset "nosuch"' 3 --chips 4 --system nosuch
+expect 5 'bad_system.toml:2: expected name = value' 3 --chips 4 --system bad_system.toml
+expect 5 'topology must be "dragonfly" or "chain"' 2 --chips 4 --set topology=torus
+expect 3 '/nonexistent.h5: cannot open' 3 --chips 3 --model /nonexistent.h5
+expect 5 '3 MPI ranks for 2 chips: every rank must host at least one chip' 3 --chips 2
+expect 4 'needs at least' 2 --chips 2 --set sram_bytes=6000000
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]
