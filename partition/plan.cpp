@@ -59,8 +59,8 @@ void check_layout(const chip::ModelConfig& cfg, int64_t n_chips, int64_t tp, int
   if (tp * pp != n_chips)
     throw PlanError("tp=" + std::to_string(tp) + " x pp=" + std::to_string(pp) + " = " + std::to_string(tp * pp) +
                     " chips, but --chips is " + std::to_string(n_chips));
-  if (tp > chips_per_node)
-    throw PlanError("tp=" + std::to_string(tp) + " exceeds the " + std::to_string(chips_per_node) +
+  if (tp > Topology::chips_per_node)
+    throw PlanError("tp=" + std::to_string(tp) + " exceeds the " + std::to_string(Topology::chips_per_node) +
                     " chips of a node (a tensor-parallel group must share a node's all-to-all links)");
   if (tp > cfg.n_heads)
     throw PlanError("tp=" + std::to_string(tp) + " exceeds the model's " + std::to_string(cfg.n_heads) +
@@ -161,7 +161,7 @@ Plan make_plan(const chip::ModelConfig& cfg, const chip::ChipSpec& hw, const Pla
   int64_t best_cycles = std::numeric_limits<int64_t>::max();
   std::string layout_error;
   bool some_layout_overflows = false;
-  for (int64_t tp = 1; tp <= std::min(r.n_chips, chips_per_node); ++tp) {
+  for (int64_t tp = 1; tp <= std::min(r.n_chips, Topology::chips_per_node); ++tp) {
     if (r.n_chips % tp != 0) continue;
     const int64_t pp = r.n_chips / tp;
     try {

@@ -22,6 +22,7 @@
 #include "chip/model_config.hpp"
 #include "chip/shard.hpp"
 #include "chip/sram.hpp"
+#include "partition/topology.hpp"
 
 namespace lpurt::partition {
 
@@ -31,7 +32,6 @@ class PlanError : public Error {
   explicit PlanError(const std::string& message) : Error(message, ExitCode::config) {}
 };
 
-inline constexpr int64_t chips_per_node = 8;  ///< lpu-v1-facts §2.1: a GroqNode holds 8 fully connected chips
 
 struct PlanRequest {
   int64_t n_chips = 1;

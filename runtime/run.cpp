@@ -35,7 +35,12 @@ io::Record plan_summary(const partition::Plan& plan, const partition::ModelledTi
       .set("tokens_per_s_system", m.tokens_per_s_system)
       .set("sram_bytes_max", plan.sram_bytes_max())
       .set("sram_bytes_per_chip", plan.hardware.sram_bytes)
-      .set("topology", plan.hardware.topology);
+      .set("topology", plan.hardware.topology)
+      .set("decode_step_cycles", m.decode.makespan_cycles)
+      .set("decode_step_transfers", m.decode.n_transfers)
+      .set("decode_step_transfer_bytes", m.decode.transfer_bytes)
+      .set("busiest_link", std::to_string(m.decode.busiest_link.from) + "->" + std::to_string(m.decode.busiest_link.to))
+      .set("busiest_link_decode_cycles", m.decode.busiest_link_cycles);
   return r;
 }
 
@@ -123,11 +128,6 @@ io::RunResult RunSession::run(const std::function<void(int64_t, int64_t)>& progr
   if (mpi_initialized && config.n_ranks > 1)
     MPI_Allgather(&read, 1, MPI_DOUBLE, rank_read.values.data(), 1, MPI_DOUBLE, comm);
   result.metrics = {sram, weights, kv, activations, stage, compute, send, chip_rank, rank_read};
-  result.summary.set("decode_step_transfers", times.decode.n_transfers)
-      .set("decode_step_transfer_bytes", times.decode.transfer_bytes)
-      .set("busiest_link", std::to_string(times.decode.busiest_link.from) + "->" +
-                               std::to_string(times.decode.busiest_link.to))
-      .set("busiest_link_decode_cycles", times.decode.busiest_link_cycles);
   return result;
 }
 

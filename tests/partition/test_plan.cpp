@@ -112,6 +112,60 @@ TEST(Timing, DecodeOnOneChipIsBoundByWeightStreaming) {
   EXPECT_LT(step_s, 2.0 * bound_s + 20e-6);
 }
 
+TEST(Planner, Llama70bOn576ChipsSplitsStagesInsideLayersAndPlansInUnderTwoSeconds) {
+  // 576 = tp 8 x pp 72 over 80 layers: some stages must end inside a layer.
+  const auto cfg = chip::model_preset("llama2-70b");
+  const auto t0 = std::chrono::steady_clock::now();
+  const Plan p = make_plan(cfg, chip::ChipSpec{}, request(576));
+  EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(), 2.0);
+  EXPECT_EQ(p.tp, 8);
+  EXPECT_EQ(p.pp, 72);
+  EXPECT_LE(p.sram_bytes_max(), chip::ChipSpec{}.sram_bytes);
+  bool split_inside_a_layer = false;
+  for (int64_t s = 0; s <= p.pp; ++s) split_inside_a_layer |= p.stage_part_begin[static_cast<std::size_t>(s)] % 2 == 1;
+  EXPECT_TRUE(split_inside_a_layer);
+  EXPECT_EQ(p.stage_part_begin.back(), 2 * cfg.n_layers);
+}
+
+TEST(Planner, BalancedStagesAreNonEmptyAndNoHeavierThanAnEvenSplit) {
+  const auto cfg = chip::model_preset("llama2-70b");
+  const int64_t n = 2 * cfg.n_layers;
+  // Weight of parts [i, j) on stage s of pp, as the balancer counts it.
+  auto heaviest = [&](const std::vector<int64_t>& begin, int64_t pp) {
+    int64_t worst = 0;
+    for (int64_t s = 0; s < pp; ++s) {
+      chip::ShardRange r;
+      r.part_begin = begin[static_cast<std::size_t>(s)], r.part_end = begin[static_cast<std::size_t>(s + 1)];
+      r.head_end = cfg.n_heads, r.ffn_end = cfg.intermediate_size;
+      if (s == 0) r.embed_end = cfg.vocab_size;
+      if (s == pp - 1) r.vocab_end = cfg.vocab_size, r.final_norm = true;
+      chip::ShardShape shape;
+      shape.context = 1;
+      worst = std::max(worst, chip::shard_sram_usage(cfg, r, shape, chip::ChipSpec{}).weight_bytes);
+    }
+    return worst;
+  };
+  for (int64_t pp : {1, 7, 72, 80, 121, 160}) {
+    const auto begin = balance_stages(cfg, pp);
+    ASSERT_EQ(static_cast<int64_t>(begin.size()), pp + 1);
+    EXPECT_EQ(begin.front(), 0);
+    EXPECT_EQ(begin.back(), n);
+    for (int64_t s = 0; s < pp; ++s) EXPECT_LT(begin[static_cast<std::size_t>(s)], begin[static_cast<std::size_t>(s + 1)]);
+    std::vector<int64_t> even;
+    for (int64_t s = 0; s <= pp; ++s) even.push_back(split_begin(n, pp, s));
+    EXPECT_LE(heaviest(begin, pp), heaviest(even, pp)) << "pp=" << pp;
+  }
+}
+
+TEST(Planner, TwoHundredChipsForLlama70bSaysHowManyAreNeeded) {
+  try {
+    make_plan(chip::model_preset("llama2-70b"), chip::ChipSpec{}, request(200));
+    FAIL();
+  } catch (const chip::CapacityError& e) {
+    EXPECT_NE(std::string(e.what()).find("needs at least 3"), std::string::npos) << e.what();
+  }
+}
+
 TEST(Planner, ChipCountWithNoValidLayoutSaysWhy) {
   const auto cfg = chip::model_preset("tiny");  // 4 layers: 17 chips is tp 1 x pp 17 or tp 17
   try {
