@@ -213,6 +213,9 @@ int run_command_line(int argc, char** argv, int rank, int n_ranks) {
   run_cmd->add_option("--out", result_path, "result HDF5 file");
   std::string trace_path;
   run_cmd->add_option("--trace", trace_path, "Chrome-trace JSON of the modelled timeline (Perfetto)");
+  bool timing_only = false;
+  run_cmd->add_flag("--timing-only", timing_only,
+                    "same plan, schedule and message pattern without weights or payload (a --config-only file suffices)");
   run_cmd->add_flag("--force", force_run, "replace an existing result file");
 
   try {
@@ -274,6 +277,7 @@ int run_command_line(int argc, char** argv, int rank, int n_ranks) {
     config.n_ranks = n_ranks;
     config.trace_path = trace_path;
     config.force = force_run;
+    config.timing_only = timing_only;
     // Rank 0 writes the outputs, so rank 0 alone checks them (another rank could see its finished file).
     if (rank == 0 && !result_path.empty()) io::check_writable(result_path, force_run);
     if (rank == 0 && !trace_path.empty()) io::check_writable(trace_path, force_run);
@@ -291,6 +295,7 @@ int run_command_line(int argc, char** argv, int rank, int n_ranks) {
               static_cast<long long>(std::get<int64_t>(get("chips"))), static_cast<long long>(std::get<int64_t>(get("tp"))),
               static_cast<long long>(std::get<int64_t>(get("pp"))), n_ranks);
   std::printf("prompt    %zu tokens\ngenerated", result.prompt.size());
+  if (timing_only) std::printf(" (timing-only: no payload, no tokens)");
   for (std::size_t i = 0; i < result.tokens.size() && i < 32; ++i) std::printf(" %d", result.tokens[i]);
   std::printf("%s\n", result.tokens.size() > 32 ? " ..." : "");
   std::printf("modelled  time to first token %s, per output token %s, %.1f tokens/s per user, SRAM max %s\n",

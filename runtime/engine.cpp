@@ -35,8 +35,8 @@ int Engine::rank_of_chip(int64_t chip, int64_t n_chips, int n_ranks) {
   return static_cast<int>(((chip + 1) * n_ranks - 1) / n_chips);
 }
 
-Engine::Engine(const partition::Plan& plan, io::WeightSource& source, MPI_Comm comm)
-    : plan_(plan), topology_(partition::topology_for(plan)), comm_(comm) {
+Engine::Engine(const partition::Plan& plan, io::WeightSource& source, MPI_Comm comm, bool timing_only)
+    : plan_(plan), topology_(partition::topology_for(plan)), comm_(comm), timing_only_(timing_only) {
   const chip::ModelConfig& cfg = plan.model;
   // Without MPI_Init (unit tests, tools) the engine is one rank and makes no MPI call.
   int mpi_initialized = 0;
@@ -65,6 +65,9 @@ Engine::Engine(const partition::Plan& plan, io::WeightSource& source, MPI_Comm c
   for (const auto& c : plan.chips) {
     if (owner_[static_cast<std::size_t>(c.chip)] != rank_) continue;
     LocalChip& lc = chips_[next++];
+    local_index_[static_cast<std::size_t>(c.chip)] = &lc;
+    lc.pending.reserve(static_cast<std::size_t>(4 * tp + 4));
+    if (timing_only) continue;
     lc.shard = std::make_unique<chip::Shard>(cfg, c.range, plan.shape);
     io::load_shard(source, *lc.shard);
     lc.x.assign(static_cast<std::size_t>(b * d), 0.0f);
@@ -73,8 +76,6 @@ Engine::Engine(const partition::Plan& plan, io::WeightSource& source, MPI_Comm c
     lc.sums.assign(static_cast<std::size_t>(b * d), 0);
     lc.rs_sums.assign(static_cast<std::size_t>(tp * slice_), 0);
     lc.rs_floats.assign(static_cast<std::size_t>(tp * slice_), 0.0f);
-    lc.pending.reserve(static_cast<std::size_t>(4 * tp + 4));
-    local_index_[static_cast<std::size_t>(c.chip)] = &lc;
   }
   program(1);  // the decode program, built before the first step
 }
@@ -100,7 +101,7 @@ void Engine::forward(int64_t slot, const int32_t* tokens, int64_t pos, int64_t n
     throw chip::CapacityError("positions up to " + std::to_string(pos + n) + " exceed the KV-cache context of " +
                               std::to_string(plan_.shape.context));
   execute(program(n), slot, tokens, pos);
-  if (logits == nullptr) return;
+  if (logits == nullptr || timing_only_) return;
   // Logits leave the last stage for the host: each chip's vocabulary slice, -0.0 (the identity of float
   // addition) elsewhere, so a sum over the ranks assembles them exactly on every rank.
   const int vocab = static_cast<int>(cfg.vocab_size);
@@ -143,10 +144,11 @@ void Engine::execute(const partition::Program& p, int64_t slot, const int32_t* t
     LocalChip* c = local(op.chip);
     if (c == nullptr) continue;
     const partition::Block& blk = p.blocks[static_cast<std::size_t>(op.block)];
-    const int count = static_cast<int>(op.bytes);
+    const int count = timing_only_ ? 0 : static_cast<int>(op.bytes);
+    if (timing_only_ && (op.kind == OpKind::send || op.kind == OpKind::recv) && local(op.peer) != nullptr) continue;
     if (op.kind == OpKind::send) {
       LocalChip* receiver = local(op.peer);
-      const void* src = payload_at(op, *c, true);
+      const void* src = timing_only_ ? nullptr : payload_at(op, *c, true);
       if (receiver != nullptr) {
         std::memcpy(payload_at(p.ops[static_cast<std::size_t>(op.match)], *receiver, false), src, op.bytes);
       } else {
@@ -158,12 +160,12 @@ void Engine::execute(const partition::Program& p, int64_t slot, const int32_t* t
     } else if (op.kind == OpKind::recv) {
       if (local(op.peer) != nullptr) continue;  // copied at the send
       c->pending.emplace_back();
-      check_mpi(MPI_Irecv(payload_at(op, *c, false), count, MPI_BYTE, owner_[static_cast<std::size_t>(op.peer)],
+      check_mpi(MPI_Irecv(timing_only_ ? nullptr : payload_at(op, *c, false), count, MPI_BYTE, owner_[static_cast<std::size_t>(op.peer)],
                           tag_of(op.match), comm_, &c->pending.back()),
                 "MPI_Irecv", rank_);
     } else {
       wait(*c);
-      compute(op, *c, tokens + blk.position_offset, slot, pos + blk.position_offset, blk.n_tokens);
+      if (!timing_only_) compute(op, *c, tokens + blk.position_offset, slot, pos + blk.position_offset, blk.n_tokens);
     }
   }
   for (LocalChip& c : chips_) wait(c);

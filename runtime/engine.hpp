@@ -38,7 +38,10 @@ class Engine {
  public:
   /// Allocates this rank's chips and loads their weights (only their slices). `comm` hosts the chips;
   /// every rank of it must construct the Engine with the same plan (collective).
-  Engine(const partition::Plan& plan, io::WeightSource& source, MPI_Comm comm = MPI_COMM_SELF);
+  /// With `timing_only`, no chip state exists (no weights, no KV cache: `source` needs only the
+  /// configuration), compute ops are skipped, and transfers between ranks are zero-byte messages with the
+  /// same sources, destinations, tags and order as a functional run: the same message pattern, no payload.
+  Engine(const partition::Plan& plan, io::WeightSource& source, MPI_Comm comm = MPI_COMM_SELF, bool timing_only = false);
 
   /// Rank that hosts `chip` when n_chips chips are spread over n_ranks ranks in contiguous blocks.
   static int rank_of_chip(int64_t chip, int64_t n_chips, int n_ranks);
@@ -49,6 +52,7 @@ class Engine {
   void forward(int64_t slot, const int32_t* tokens, int64_t pos, int64_t n, float* logits);
 
   const partition::Plan& plan() const { return plan_; }
+  bool timing_only() const { return timing_only_; }
   /// The program forward() runs for n tokens (built on first use, then reused).
   const partition::Program& program(int64_t n_tokens);
 
@@ -82,6 +86,7 @@ class Engine {
   std::vector<int> owner_;                     ///< [n_chips] rank hosting each chip
   std::map<int64_t, partition::Program> programs_;  ///< by tokens per forward call
   int64_t slice_ = 0;                          ///< largest reduce-scatter slice, elements
+  bool timing_only_ = false;
 };
 
 }  // namespace lpurt::runtime

@@ -19,6 +19,21 @@ Generation generate(Engine& engine, const std::vector<int32_t>& prompt, int64_t 
                               ") - 1 exceeds the context of " + std::to_string(engine.plan().shape.context) +
                               " positions");
   Generation g;
+  if (engine.timing_only()) {
+    // The same programs in the same order; token ids do not matter without payload.
+    const std::vector<int32_t> zeros(prompt.size(), 0);
+    const auto t0 = clock::now();
+    engine.forward(slot, zeros.data(), 0, n_prompt, nullptr);
+    const auto t1 = clock::now();
+    if (progress) progress(1, n_tokens);
+    for (int64_t k = 1; k < n_tokens; ++k) {
+      engine.forward(slot, zeros.data(), n_prompt + k - 1, 1, nullptr);
+      if (progress) progress(k + 1, n_tokens);
+    }
+    g.host_prefill_s = std::chrono::duration<double>(t1 - t0).count();
+    g.host_decode_s = std::chrono::duration<double>(clock::now() - t1).count();
+    return g;
+  }
   g.tokens.assign(static_cast<std::size_t>(n_tokens), 0);
   g.logits.assign(static_cast<std::size_t>(n_tokens * vocab), 0.0f);
 

@@ -19,6 +19,7 @@ struct Generation {
 
 /// Generates `n_tokens` tokens after `prompt` in sequence slot `slot`. `progress(done, total)` is called
 /// after each token. All buffers are sized before the first step; the loop allocates nothing.
+/// On a timing-only engine the same steps run with no payload and no tokens are produced (empty result).
 Generation generate(Engine& engine, const std::vector<int32_t>& prompt, int64_t n_tokens, int64_t slot,
                     const std::function<void(int64_t, int64_t)>& progress = {});
 

@@ -48,7 +48,7 @@ struct RunSession::State {
   State(io::WeightSource& source_in, const chip::ChipSpec& hardware_in, const RunConfig& config_in, MPI_Comm comm_in)
       : source(source_in), hardware(hardware_in), config(config_in), comm(comm_in),
         t0(std::chrono::steady_clock::now()), plan(partition::make_plan(source.config(), hardware, config.request)),
-        engine(plan, source, comm), t1(std::chrono::steady_clock::now()) {}
+        engine(plan, source, comm, config.timing_only), t1(std::chrono::steady_clock::now()) {}
   io::WeightSource& source;
   chip::ChipSpec hardware;
   RunConfig config;
@@ -101,6 +101,7 @@ io::RunResult RunSession::run(const std::function<void(int64_t, int64_t)>& progr
       .set("host_decode_s", g.host_decode_s)
       .set("weight_bytes_read_rank0", source.bytes_read())
       .set("weight_bytes_model", plan.model.weight_bytes())
+      .set("timing_only", int64_t{config.timing_only ? 1 : 0})
       .set("model", source.name())
       .set("system", hardware.name);
 

@@ -25,6 +25,7 @@ struct RunConfig {
   int n_ranks = 1;              ///< MPI ranks hosting the chips
   std::string trace_path;       ///< Chrome trace of the modelled timeline, written by rank 0 (empty: none)
   bool force = false;           ///< replace existing output files
+  bool timing_only = false;     ///< same plan, schedule and message pattern, no weights and no payload
 };
 
 /// A deterministic synthetic prompt of n tokens for a vocabulary of vocab_size (for --prompt-len).
