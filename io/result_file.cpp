@@ -49,10 +49,16 @@ void write_scalar_attribute(hid_t loc, const std::string& name, const Record::Va
 void write_contents(const std::string& tmp, const RunResult& r) {
   Handle file = detail::create_file(tmp);
   const hid_t f = file.get();
-  write_dataset(f, "tokens", H5T_STD_I32LE, H5T_NATIVE_INT32, {r.tokens.size()}, r.tokens.data());
-  write_dataset(f, "prompt", H5T_STD_I32LE, H5T_NATIVE_INT32, {r.prompt.size()}, r.prompt.data());
-  write_dataset(f, "logits", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT,
-                {r.tokens.size(), static_cast<hsize_t>(r.vocab_size)}, r.logits.data());
+  // SPEC shapes for one sequence ([K], [P], [K, V]); a batch adds a leading [B].
+  const auto b = static_cast<hsize_t>(r.batch);
+  const hsize_t k = r.tokens.size() / b, p = r.prompt.size() / b, v = static_cast<hsize_t>(r.vocab_size);
+  auto dims = [&](std::vector<hsize_t> d) {
+    if (b > 1) d.insert(d.begin(), b);
+    return d;
+  };
+  write_dataset(f, "tokens", H5T_STD_I32LE, H5T_NATIVE_INT32, dims({k}), r.tokens.data());
+  write_dataset(f, "prompt", H5T_STD_I32LE, H5T_NATIVE_INT32, dims({p}), r.prompt.data());
+  write_dataset(f, "logits", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, dims({k, v}), r.logits.data());
   Handle root = detail::open_group(f, "/", tmp);
   for (const auto& [key, value] : r.summary.fields()) write_scalar_attribute(root.get(), key, value);
   Handle metrics = detail::create_group(f, "metrics", tmp);

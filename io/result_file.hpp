@@ -19,9 +19,10 @@ struct MetricColumn {
 };
 
 struct RunResult {
-  std::vector<int32_t> prompt;  ///< [P]
-  std::vector<int32_t> tokens;  ///< [K]
-  std::vector<float> logits;    ///< [K, vocab]
+  int64_t batch = 1;            ///< sequences; with 1 the datasets have SPEC's shapes, else a leading [B]
+  std::vector<int32_t> prompt;  ///< [B, P]
+  std::vector<int32_t> tokens;  ///< [B, K] (empty for a timing-only run)
+  std::vector<float> logits;    ///< [B, K, vocab]
   int64_t vocab_size = 0;
   Record summary;
   std::vector<MetricColumn> metrics;

@@ -64,7 +64,9 @@ struct LayoutOptions {
     cmd->add_option("--tp", request.tp, "tensor-parallel chips per stage (default: planner's choice)");
     cmd->add_option("--pp", request.pp, "pipeline stages (default: planner's choice)");
     cmd->add_option("--context", request.context, "KV-cache positions per sequence (default: max_seq_len)");
-    cmd->add_option("--batch", request.batch, "sequences resident at once")->capture_default_str();
+    cmd->add_option("--batch", request.batch, "sequences resident at once (spread over the replicas)")
+        ->capture_default_str();
+    cmd->add_option("--replicas", request.replicas, "identical pipelines (data parallel; default: planner's choice)");
     cmd->add_option("--block-tokens", request.block_tokens, "prefill chunk in tokens")->capture_default_str();
     cmd->add_flag("--json", json, "print one JSON object on stdout (rank 0)");
   }
@@ -95,6 +97,29 @@ std::vector<int32_t> parse_prompt(const std::string& text) {
   }
   if (tokens.empty()) throw Error("--prompt is empty", ExitCode::usage);
   return tokens;
+}
+
+/// One prompt per sequence: --prompt "1,2,3" (every sequence) or "1,2;3,4" (one per sequence), or a
+/// synthetic prompt of --prompt-len tokens for each sequence.
+std::vector<std::vector<int32_t>> make_prompts(bool given, const std::string& text, int64_t prompt_len, int64_t batch,
+                                               int64_t vocab_size) {
+  if (batch < 1) throw Error("--batch must be at least 1 (got " + std::to_string(batch) + ")", ExitCode::usage);
+  std::vector<std::vector<int32_t>> prompts;
+  if (!given) {
+    if (prompt_len < 1) throw Error("--prompt-len must be at least 1", ExitCode::usage);
+    for (int64_t b = 0; b < batch; ++b) prompts.push_back(runtime::synthetic_prompt(prompt_len, vocab_size, b));
+    return prompts;
+  }
+  std::stringstream in(text);
+  std::string one;
+  while (std::getline(in, one, ';')) prompts.push_back(parse_prompt(one));
+  if (prompts.empty()) prompts.push_back(parse_prompt(text));  // "" is rejected by parse_prompt
+  if (prompts.size() == 1) prompts.resize(static_cast<std::size_t>(batch), prompts.front());
+  if (static_cast<int64_t>(prompts.size()) != batch)
+    throw Error("--prompt gives " + std::to_string(prompts.size()) + " prompts for a batch of " + std::to_string(batch) +
+                    " (give one, or one per sequence separated by ';')",
+                ExitCode::usage);
+  return prompts;
 }
 
 /// Rank-0 progress on stderr: at most ~10 lines per task, and only when someone is watching.
@@ -128,10 +153,14 @@ void print_plan_table(const partition::Plan& plan, const std::string& model_name
               plan.hardware.name.c_str(), chip::format_bytes(static_cast<double>(plan.hardware.sram_bytes)).c_str(),
               plan.hardware.clock_hz / 1e6, plan.hardware.weight_stream_bytes_per_s() / 1e12,
               plan.hardware.topology.c_str(), plan.hardware.link_bytes_per_s / 1e9, plan.hardware.hop_latency_ns);
-  std::printf("layout  %lld chips = tp %lld x pp %lld, context %lld, batch %lld, prefill chunks of %lld tokens\n",
+  std::printf("layout  %lld chips = tp %lld x pp %lld x %lld replica(s), context %lld, batch %lld, prefill chunks of "
+              "%lld tokens\n",
               static_cast<long long>(plan.n_chips()), static_cast<long long>(plan.tp), static_cast<long long>(plan.pp),
-              static_cast<long long>(plan.shape.context), static_cast<long long>(plan.shape.n_slots),
-              static_cast<long long>(plan.shape.block_tokens));
+              static_cast<long long>(plan.replicas), static_cast<long long>(plan.shape.context),
+              static_cast<long long>(plan.batch), static_cast<long long>(plan.shape.block_tokens));
+  std::printf("capacity: at context %lld at most %lld sequences fit; at batch %lld the context can reach %lld\n",
+              static_cast<long long>(plan.shape.context), static_cast<long long>(plan.max_batch()),
+              static_cast<long long>(plan.batch), static_cast<long long>(plan.max_context()));
   std::printf("\n%6s %6s %4s %9s %11s %11s %11s %11s %6s %12s %11s\n", "chip", "stage", "tp", "parts", "weights",
               "kv_cache", "activations", "total", "sram%", "compute_us", "sends_us");
   for (const auto& c : plan.chips) {
@@ -271,8 +300,8 @@ int run_command_line(int argc, char** argv, int rank, int n_ranks) {
     const chip::ChipSpec hardware = run_system.resolve();
     runtime::RunConfig config;
     config.request = run_layout.request;
-    config.prompt = prompt_opt->count() == 0 ? runtime::synthetic_prompt(prompt_len, source->config().vocab_size)
-                                             : parse_prompt(prompt_text);
+    config.prompts = make_prompts(prompt_opt->count() > 0, prompt_text, prompt_len,
+                                  run_layout.request.batch, source->config().vocab_size);
     config.n_tokens = n_tokens;
     config.n_ranks = n_ranks;
     config.trace_path = trace_path;
@@ -294,7 +323,8 @@ int run_command_line(int argc, char** argv, int rank, int n_ranks) {
   std::printf("lpurt run: %s on %lld chip(s) (tp %lld x pp %lld), %d rank(s)\n", std::get<std::string>(get("model")).c_str(),
               static_cast<long long>(std::get<int64_t>(get("chips"))), static_cast<long long>(std::get<int64_t>(get("tp"))),
               static_cast<long long>(std::get<int64_t>(get("pp"))), n_ranks);
-  std::printf("prompt    %zu tokens\ngenerated", result.prompt.size());
+  std::printf("prompt    %lld sequence(s) of %zu tokens\ngenerated", static_cast<long long>(result.batch),
+              result.prompt.size() / static_cast<std::size_t>(result.batch));
   if (timing_only) std::printf(" (timing-only: no payload, no tokens)");
   for (std::size_t i = 0; i < result.tokens.size() && i < 32; ++i) std::printf(" %d", result.tokens[i]);
   std::printf("%s\n", result.tokens.size() > 32 ? " ..." : "");

@@ -3,32 +3,38 @@
 #include "partition/timing.hpp"
 
 #include <algorithm>
+#include <functional>
 #include <limits>
 
 namespace lpurt::partition {
 
 namespace {
 
-chip::ShardShape shape_of(const chip::ModelConfig& cfg, const PlanRequest& r) {
+chip::ShardShape shape_of(const chip::ModelConfig& cfg, const PlanRequest& r, int64_t replicas) {
   chip::ShardShape s;
   s.context = r.context > 0 ? r.context : cfg.max_seq_len;
-  s.n_slots = r.batch;
+  s.n_slots = chip::ceil_div(r.batch, replicas);
   s.block_tokens = std::max<int64_t>(1, std::min(r.block_tokens, s.context));
   return s;
 }
 
-Plan layout(const chip::ModelConfig& cfg, const chip::ChipSpec& hw, const PlanRequest& r, int64_t tp, int64_t pp) {
+Plan layout(const chip::ModelConfig& cfg, const chip::ChipSpec& hw, const PlanRequest& r, int64_t tp, int64_t pp,
+            int64_t replicas) {
   Plan plan;
   plan.model = cfg;
   plan.hardware = hw;
   plan.tp = tp;
   plan.pp = pp;
-  plan.shape = shape_of(cfg, r);
+  plan.replicas = replicas;
+  plan.batch = r.batch;
+  plan.shape = shape_of(cfg, r, replicas);
   plan.stage_part_begin = balance_stages(cfg, pp);
-  for (int64_t s = 0; s < pp; ++s) {
+  for (int64_t k = 0; k < replicas * pp; ++k) {
+    const int64_t s = k % pp;
     for (int64_t t = 0; t < tp; ++t) {
       ChipPlan c;
-      c.chip = s * tp + t;
+      c.chip = k * tp + t;
+      c.replica = k / pp;
       c.stage = s;
       c.tp_rank = t;
       chip::ShardRange& g = c.range;
@@ -54,11 +60,14 @@ Plan layout(const chip::ModelConfig& cfg, const chip::ChipSpec& hw, const PlanRe
   return plan;
 }
 
-void check_layout(const chip::ModelConfig& cfg, int64_t n_chips, int64_t tp, int64_t pp) {
-  if (tp < 1 || pp < 1) throw PlanError("tp and pp must be at least 1 (got tp=" + std::to_string(tp) + ", pp=" + std::to_string(pp) + ")");
-  if (tp * pp != n_chips)
-    throw PlanError("tp=" + std::to_string(tp) + " x pp=" + std::to_string(pp) + " = " + std::to_string(tp * pp) +
-                    " chips, but --chips is " + std::to_string(n_chips));
+void check_layout(const chip::ModelConfig& cfg, int64_t n_chips, int64_t tp, int64_t pp, int64_t replicas) {
+  if (tp < 1 || pp < 1 || replicas < 1)
+    throw PlanError("tp, pp and replicas must be at least 1 (got tp=" + std::to_string(tp) + ", pp=" + std::to_string(pp) +
+                    ", replicas=" + std::to_string(replicas) + ")");
+  if (tp * pp * replicas != n_chips)
+    throw PlanError("tp=" + std::to_string(tp) + " x pp=" + std::to_string(pp) +
+                    (replicas > 1 ? " x replicas=" + std::to_string(replicas) : std::string()) + " = " +
+                    std::to_string(tp * pp * replicas) + " chips, but --chips is " + std::to_string(n_chips));
   if (tp > Topology::chips_per_node)
     throw PlanError("tp=" + std::to_string(tp) + " exceeds the " + std::to_string(Topology::chips_per_node) +
                     " chips of a node (a tensor-parallel group must share a node's all-to-all links)");
@@ -125,6 +134,41 @@ std::vector<int64_t> balance_stages(const chip::ModelConfig& cfg, int64_t pp) {
   return begin;
 }
 
+namespace {
+/// Largest value v in [1, hi] for which fits(v) holds (fits is monotone), or 0 if none.
+int64_t largest_fitting(int64_t hi, const std::function<bool(int64_t)>& fits) {
+  int64_t lo = 0;
+  while (lo < hi) {
+    const int64_t mid = lo + (hi - lo + 1) / 2;
+    if (fits(mid)) lo = mid;
+    else hi = mid - 1;
+  }
+  return lo;
+}
+}  // namespace
+
+int64_t Plan::max_batch() const {
+  auto fits = [&](int64_t slots) {
+    chip::ShardShape s = shape;
+    s.n_slots = slots;
+    for (const auto& c : chips)
+      if (chip::shard_sram_usage(model, c.range, s, hardware).total_bytes() > hardware.sram_bytes) return false;
+    return true;
+  };
+  return replicas * largest_fitting(int64_t{1} << 20, fits);
+}
+
+int64_t Plan::max_context() const {
+  auto fits = [&](int64_t context) {
+    chip::ShardShape s = shape;
+    s.context = context;
+    for (const auto& c : chips)
+      if (chip::shard_sram_usage(model, c.range, s, hardware).total_bytes() > hardware.sram_bytes) return false;
+    return true;
+  };
+  return largest_fitting(model.max_seq_len, fits);
+}
+
 int64_t Plan::sram_bytes_max() const {
   int64_t m = 0;
   for (const auto& c : chips) m = std::max(m, c.sram.total_bytes());
@@ -132,7 +176,7 @@ int64_t Plan::sram_bytes_max() const {
 }
 
 int64_t minimum_chips(const chip::ModelConfig& cfg, const chip::ChipSpec& hw, const PlanRequest& r) {
-  const chip::ShardShape shape = shape_of(cfg, r);
+  const chip::ShardShape shape = shape_of(cfg, r, 1);
   const int64_t kv_bytes =
       2 * cfg.n_layers * cfg.kv_size() * shape.context * shape.n_slots * hw.kv_bytes_per_value;
   const int64_t usable = hw.sram_bytes - hw.program_reserve_bytes;
@@ -148,34 +192,50 @@ Plan make_plan(const chip::ModelConfig& cfg, const chip::ChipSpec& hw, const Pla
     throw PlanError("--context " + std::to_string(r.context) + " exceeds the model's max_seq_len " +
                     std::to_string(cfg.max_seq_len));
   int64_t minimum = minimum_chips(cfg, hw, r);
-  if (r.tp > 0 || r.pp > 0) {
-    const int64_t tp = r.tp > 0 ? r.tp : (r.n_chips % r.pp == 0 ? r.n_chips / r.pp : 0);
-    const int64_t pp = r.pp > 0 ? r.pp : (tp > 0 && r.n_chips % tp == 0 ? r.n_chips / tp : 0);
-    check_layout(cfg, r.n_chips, tp, pp);
-    Plan plan = layout(cfg, hw, r, tp, pp);
+  if (r.replicas < 0) throw PlanError("--replicas must be at least 1 (got " + std::to_string(r.replicas) + ")");
+  // Candidate layouts: tp x pp x replicas = n_chips, honouring whatever the request fixes.
+  struct Candidate {
+    int64_t tp, pp, replicas;
+  };
+  std::vector<Candidate> candidates;
+  if (r.tp > 0 && r.pp > 0) {
+    candidates.push_back({r.tp, r.pp, r.replicas > 0 ? r.replicas : (r.n_chips % (r.tp * r.pp) == 0 ? r.n_chips / (r.tp * r.pp) : 1)});
+  } else {
+    for (int64_t tp = r.tp > 0 ? r.tp : 1; tp <= (r.tp > 0 ? r.tp : std::min(r.n_chips, Topology::chips_per_node)); ++tp)
+      for (int64_t replicas = r.replicas > 0 ? r.replicas : 1; replicas <= (r.replicas > 0 ? r.replicas : r.n_chips); ++replicas) {
+        if (r.n_chips % (tp * replicas) != 0) continue;
+        const int64_t pp = r.n_chips / (tp * replicas);
+        if (r.pp > 0 && pp != r.pp) continue;
+        candidates.push_back({tp, pp, replicas});
+      }
+  }
+  if (r.tp > 0 && r.pp > 0) {
+    // A layout the user fixed: its own errors are the answer.
+    const Candidate c = candidates.front();
+    check_layout(cfg, r.n_chips, c.tp, c.pp, c.replicas);
+    Plan plan = layout(cfg, hw, r, c.tp, c.pp, c.replicas);
     check_fits(plan, minimum);
     return plan;
   }
-  // Every feasible (tp, pp) with tp * pp = n_chips; the lowest modelled decode step wins, ties to smaller tp.
+  // Every feasible candidate; the lowest modelled time per output token wins, ties to fewer replicas,
+  // then to smaller tp.
   Plan best;
   int64_t best_cycles = std::numeric_limits<int64_t>::max();
-  std::string layout_error;
+  std::string layout_error = "tp must be 1 .. " + std::to_string(Topology::chips_per_node);
   bool some_layout_overflows = false;
-  for (int64_t tp = 1; tp <= std::min(r.n_chips, Topology::chips_per_node); ++tp) {
-    if (r.n_chips % tp != 0) continue;
-    const int64_t pp = r.n_chips / tp;
+  for (const Candidate& c : candidates) {
     try {
-      check_layout(cfg, r.n_chips, tp, pp);
+      check_layout(cfg, r.n_chips, c.tp, c.pp, c.replicas);
     } catch (const PlanError& e) {
       layout_error = e.what();
       continue;
     }
-    Plan plan = layout(cfg, hw, r, tp, pp);
+    Plan plan = layout(cfg, hw, r, c.tp, c.pp, c.replicas);
     if (plan.sram_bytes_max() > hw.sram_bytes) {
       some_layout_overflows = true;
       continue;
     }
-    const int64_t cycles = decode_step_cycles(plan, plan.shape.context - 1);
+    const int64_t cycles = decode_period_cycles(plan, plan.shape.context - 1);
     if (cycles < best_cycles) best_cycles = cycles, best = std::move(plan);
   }
   if (best.chips.empty() && some_layout_overflows) {

@@ -37,13 +37,15 @@ struct PlanRequest {
   int64_t n_chips = 1;
   int64_t tp = 0;            ///< 0: chosen by the planner
   int64_t pp = 0;            ///< 0: chosen by the planner
+  int64_t replicas = 0;      ///< pipeline replicas (data parallel); 0: chosen by the planner
   int64_t context = 0;       ///< KV positions per sequence; 0: the model's max_seq_len
-  int64_t batch = 1;         ///< sequences resident at once
+  int64_t batch = 1;         ///< sequences resident at once, spread over the replicas
   int64_t block_tokens = 64; ///< prefill chunk: tokens per phase call
 };
 
 struct ChipPlan {
   int64_t chip = 0;
+  int64_t replica = 0;
   int64_t stage = 0;
   int64_t tp_rank = 0;
   chip::ShardRange range;
@@ -55,16 +57,28 @@ struct Plan {
   chip::ChipSpec hardware;
   int64_t tp = 1;
   int64_t pp = 1;
-  chip::ShardShape shape;              ///< context, batch (n_slots), block_tokens
-  std::vector<ChipPlan> chips;         ///< [tp * pp], chip = stage * tp + tp_rank
+  int64_t replicas = 1;                ///< identical pipelines; sequence b runs on replica b % replicas
+  int64_t batch = 1;                   ///< sequences; each replica keeps shape.n_slots of them resident
+  chip::ShardShape shape;              ///< context, n_slots (sequences per replica), block_tokens
+  /// [replicas * pp * tp], chip = (replica * pp + stage) * tp + tp_rank
+  std::vector<ChipPlan> chips;
   /// [pp + 1]: stage s holds layer parts [begin[s], begin[s+1]) (part 2l: layer l's attention, 2l+1: its
   /// FFN). Chosen to minimise the heaviest stage's weight bytes, so splits may be uneven.
   std::vector<int64_t> stage_part_begin;
 
+  int64_t chips_per_replica() const { return tp * pp; }
+
   int64_t n_chips() const { return static_cast<int64_t>(chips.size()); }
-  const ChipPlan& at(int64_t stage, int64_t tp_rank) const {
-    return chips[static_cast<std::size_t>(stage * tp + tp_rank)];
+  const ChipPlan& at(int64_t stage, int64_t tp_rank) const { return at(0, stage, tp_rank); }
+  const ChipPlan& at(int64_t replica, int64_t stage, int64_t tp_rank) const {
+    return chips[static_cast<std::size_t>((replica * pp + stage) * tp + tp_rank)];
   }
+  int64_t replica_of(int64_t sequence) const { return sequence % replicas; }
+  int64_t slot_of(int64_t sequence) const { return sequence / replicas; }
+  /// Largest batch (over all replicas) whose KV cache fits every chip at this plan's context.
+  int64_t max_batch() const;
+  /// Largest context whose KV cache fits every chip at this plan's batch.
+  int64_t max_context() const;
   int64_t sram_bytes_max() const;
 };
 

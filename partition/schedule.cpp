@@ -41,7 +41,7 @@ class Builder {
     p_.chip_ops.resize(static_cast<std::size_t>(plan.n_chips()));
   }
 
-  int64_t chip_id(int64_t stage, int64_t t) const { return plan_.at(stage, t).chip; }
+  int64_t chip_id(int64_t stage, int64_t t) const { return plan_.at(replica_, stage, t).chip; }
 
   void compute(int64_t chip, OpKind kind, Unit unit, int64_t layer, int32_t block, Payload payload = Payload::none) {
     Op op;
@@ -129,6 +129,7 @@ class Builder {
   }
 
   void block(int32_t b, const Block& blk) {
+    replica_ = blk.replica;
     const chip::ModelConfig& cfg = plan_.model;
     const int64_t n = blk.n_tokens;
     const int64_t d = cfg.hidden_size;
@@ -182,6 +183,7 @@ class Builder {
   Program& p_;
   std::vector<int32_t> last_compute_;
   std::vector<std::vector<int32_t>> pending_recvs_;
+  int64_t replica_ = 0;
 };
 
 int64_t compute_cycles(const Op& op, const Plan& plan, const chip::CostModel& cost, int64_t position, int64_t n) {

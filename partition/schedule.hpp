@@ -89,6 +89,7 @@ struct Block {
   int64_t position_offset = 0;  ///< first position relative to the program's base position
   int64_t n_tokens = 1;
   bool with_logits = false;
+  int64_t replica = 0;          ///< the pipeline replica that runs the block
 };
 
 struct Program {

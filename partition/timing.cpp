@@ -1,22 +1,52 @@
 #include "partition/timing.hpp"
 
 #include <algorithm>
+#include <limits>
 #include <unordered_map>
 
 namespace lpurt::partition {
 
 Topology topology_for(const Plan& plan) { return Topology(parse_topology(plan.hardware.topology), plan.n_chips()); }
 
-std::vector<Block> prefill_blocks(int64_t prompt_tokens, int64_t block_tokens) {
+std::vector<Block> prefill_blocks(int64_t prompt_tokens, int64_t block_tokens, int64_t replica) {
   std::vector<Block> blocks;
   for (int64_t first = 0; first < prompt_tokens; first += block_tokens) {
     const int64_t n = std::min(block_tokens, prompt_tokens - first);
-    blocks.push_back({first, n, first + n == prompt_tokens});
+    blocks.push_back({first, n, first + n == prompt_tokens, replica});
   }
   return blocks;
 }
 
-std::vector<Block> decode_blocks() { return {{0, 1, true}}; }
+std::vector<Block> batch_prefill_blocks(const Plan& plan, int64_t prompt_tokens) {
+  std::vector<Block> blocks;
+  for (int64_t b = 0; b < plan.batch; ++b) {
+    const auto one = prefill_blocks(prompt_tokens, plan.shape.block_tokens, plan.replica_of(b));
+    blocks.insert(blocks.end(), one.begin(), one.end());
+  }
+  return blocks;
+}
+
+std::vector<Block> decode_blocks(int64_t replica) { return {{0, 1, true, replica}}; }
+
+int64_t decode_period_cycles(const Plan& plan, const Program& decode, const Timeline& timeline) {
+  // The busiest stage: from its first compute op to its last, it cannot take the next token.
+  std::vector<int64_t> first(static_cast<std::size_t>(plan.pp), std::numeric_limits<int64_t>::max()), last(first.size(), 0);
+  for (std::size_t i = 0; i < decode.ops.size(); ++i) {
+    const Op& op = decode.ops[i];
+    if (op.kind == OpKind::send || op.kind == OpKind::recv) continue;
+    const auto s = static_cast<std::size_t>(plan.chips[static_cast<std::size_t>(op.chip)].stage);
+    first[s] = std::min(first[s], timeline.start_cycles[i]);
+    last[s] = std::max(last[s], timeline.end_cycles(i));
+  }
+  int64_t busiest = 0;
+  for (std::size_t s = 0; s < first.size(); ++s) busiest = std::max(busiest, last[s] - first[s]);
+  return std::max(timeline.makespan_cycles, plan.shape.n_slots * busiest);
+}
+
+int64_t decode_period_cycles(const Plan& plan, int64_t position) {
+  const Program program = build_program(plan, topology_for(plan), decode_blocks());
+  return decode_period_cycles(plan, program, compute_timeline(program, plan, position));
+}
 
 StepProfile profile(const Program& p, const Timeline& t) {
   StepProfile s;
@@ -55,7 +85,7 @@ ModelledTimes modelled_times(const Plan& plan, int64_t prompt_tokens, int64_t ou
   const Topology topology = topology_for(plan);
   const double clock_hz = plan.hardware.clock_hz;
   const auto prefill = std::make_shared<const Program>(
-      build_program(plan, topology, prefill_blocks(prompt_tokens, plan.shape.block_tokens)));
+      build_program(plan, topology, batch_prefill_blocks(plan, prompt_tokens)));
   const Timeline prefill_timeline = compute_timeline(*prefill, plan, 0);
   m.prefill_cycles = prefill_timeline.makespan_cycles;
   if (visit) visit("prefill", prefill, prefill_timeline, 0);
@@ -65,18 +95,19 @@ ModelledTimes modelled_times(const Plan& plan, int64_t prompt_tokens, int64_t ou
   // With no decode step, the profile and TPOT describe the step that would come next.
   const Timeline first = compute_timeline(*decode, plan, prompt_tokens);
   m.decode = profile(*decode, first);
+  // Each decode step is one token of every sequence: with the batch interleaved, a user waits one period.
   for (int64_t i = 0; i < m.decode_steps; ++i) {
     const Timeline step = i == 0 ? first : compute_timeline(*decode, plan, prompt_tokens + i);
     if (visit) visit("decode " + std::to_string(i + 1), decode, step, m.prefill_cycles + m.decode_cycles);
-    m.decode_cycles += step.makespan_cycles;
+    m.decode_cycles += decode_period_cycles(plan, *decode, step);
   }
   const double step_cycles = m.decode_steps > 0
                                  ? static_cast<double>(m.decode_cycles) / static_cast<double>(m.decode_steps)
-                                 : static_cast<double>(first.makespan_cycles);
+                                 : static_cast<double>(decode_period_cycles(plan, *decode, first));
   m.ttft_s = static_cast<double>(m.prefill_cycles) / clock_hz;
   m.tpot_s = step_cycles / clock_hz;
   m.tokens_per_s_user = 1.0 / m.tpot_s;
-  m.tokens_per_s_system = static_cast<double>(plan.shape.n_slots) * m.tokens_per_s_user;
+  m.tokens_per_s_system = static_cast<double>(plan.batch) * m.tokens_per_s_user;
   return m;
 }
 

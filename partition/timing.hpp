@@ -20,10 +20,12 @@ namespace lpurt::partition {
 
 /// The network of the plan's system (its `topology` parameter) over the plan's chips.
 Topology topology_for(const Plan& plan);
-/// Prefill blocks for a prompt: chunks of block_tokens, logits after the last.
-std::vector<Block> prefill_blocks(int64_t prompt_tokens, int64_t block_tokens);
-/// One decode step: one token, logits at the end.
-std::vector<Block> decode_blocks();
+/// Prefill blocks for one prompt on `replica`: chunks of block_tokens, logits after the last.
+std::vector<Block> prefill_blocks(int64_t prompt_tokens, int64_t block_tokens, int64_t replica = 0);
+/// The prefill of every sequence of the plan's batch (sequence b on replica b % replicas), in order.
+std::vector<Block> batch_prefill_blocks(const Plan& plan, int64_t prompt_tokens);
+/// One decode step of one sequence on `replica`: one token, logits at the end.
+std::vector<Block> decode_blocks(int64_t replica = 0);
 
 /// Where the cycles of one program go.
 struct StepProfile {
@@ -59,5 +61,12 @@ ModelledTimes modelled_times(const Plan& plan, int64_t prompt_tokens, int64_t ou
 
 /// Cycles of one decode step at `position` (the planner ranks layouts by it).
 int64_t decode_step_cycles(const Plan& plan, int64_t position);
+
+/// Steady-state cycles between two output tokens of one user at `position`, with the plan's batch
+/// interleaved through the pipeline: max(latency of one token through the pipeline, sequences per
+/// replica x the busiest stage's time per token). One decode program gives both.
+int64_t decode_period_cycles(const Plan& plan, int64_t position);
+/// The same from a decode program's timeline.
+int64_t decode_period_cycles(const Plan& plan, const Program& decode, const Timeline& timeline);
 
 }  // namespace lpurt::partition

@@ -60,6 +60,11 @@ Engine::Engine(const partition::Plan& plan, io::WeightSource& source, MPI_Comm c
     n_local += owner_[static_cast<std::size_t>(c.chip)] == rank_ ? 1 : 0;
   }
   chips_.resize(n_local);  // never resized again: local_index_ points into it
+  for (const auto& c : plan.chips)
+    if (owner_[static_cast<std::size_t>(c.chip)] == rank_) {
+      first_local_chip_ = c.chip;
+      break;
+    }
   local_index_.assign(static_cast<std::size_t>(plan.n_chips()), nullptr);
   std::size_t next = 0;
   for (const auto& c : plan.chips) {
@@ -77,21 +82,26 @@ Engine::Engine(const partition::Plan& plan, io::WeightSource& source, MPI_Comm c
     lc.rs_sums.assign(static_cast<std::size_t>(tp * slice_), 0);
     lc.rs_floats.assign(static_cast<std::size_t>(tp * slice_), 0.0f);
   }
-  program(1);  // the decode program, built before the first step
+  for (int64_t r = 0; r < plan.replicas && r < plan.batch; ++r) program(1, r);  // decode programs, before step 0
 }
 
-const partition::Program& Engine::program(int64_t n_tokens) {
-  auto it = programs_.find(n_tokens);
+const partition::Program& Engine::program(int64_t n_tokens, int64_t replica) {
+  const auto key = std::make_pair(n_tokens, replica);
+  auto it = programs_.find(key);
   if (it == programs_.end())
     it = programs_
-             .emplace(n_tokens, partition::build_program(plan_, topology_,
-                                                         partition::prefill_blocks(n_tokens, plan_.shape.block_tokens)))
+             .emplace(key, partition::build_program(plan_, topology_,
+                                                    partition::prefill_blocks(n_tokens, plan_.shape.block_tokens, replica)))
              .first;
   return it->second;
 }
 
-void Engine::forward(int64_t slot, const int32_t* tokens, int64_t pos, int64_t n, float* logits) {
+void Engine::forward(int64_t sequence, const int32_t* tokens, int64_t pos, int64_t n, float* logits) {
   const chip::ModelConfig& cfg = plan_.model;
+  if (sequence < 0 || sequence >= plan_.batch)
+    throw Error("sequence " + std::to_string(sequence) + " is outside the batch of " + std::to_string(plan_.batch),
+                ExitCode::usage);
+  const int64_t replica = plan_.replica_of(sequence), slot = plan_.slot_of(sequence);
   for (int64_t i = 0; i < n; ++i)
     if (tokens[i] < 0 || tokens[i] >= cfg.vocab_size)
       throw Error("token " + std::to_string(tokens[i]) + " at position " + std::to_string(pos + i) +
@@ -100,13 +110,14 @@ void Engine::forward(int64_t slot, const int32_t* tokens, int64_t pos, int64_t n
   if (pos + n > plan_.shape.context)
     throw chip::CapacityError("positions up to " + std::to_string(pos + n) + " exceed the KV-cache context of " +
                               std::to_string(plan_.shape.context));
-  execute(program(n), slot, tokens, pos);
+  execute(program(n, replica), slot, tokens, pos);
   if (logits == nullptr || timing_only_) return;
   // Logits leave the last stage for the host: each chip's vocabulary slice, -0.0 (the identity of float
   // addition) elsewhere, so a sum over the ranks assembles them exactly on every rank.
   const int vocab = static_cast<int>(cfg.vocab_size);
   std::fill(logits, logits + vocab, -0.0f);
   for (LocalChip& c : chips_) {
+    if (plan_.chips[static_cast<std::size_t>(&c - chips_.data() + first_local_chip_)].replica != replica) continue;
     const chip::ShardRange& r = c.shard->range();
     if (r.n_vocab() > 0) std::copy(c.shard->logits_out(), c.shard->logits_out() + r.n_vocab(), logits + r.vocab_begin);
   }

@@ -46,15 +46,15 @@ class Engine {
   /// Rank that hosts `chip` when n_chips chips are spread over n_ranks ranks in contiguous blocks.
   static int rank_of_chip(int64_t chip, int64_t n_chips, int n_ranks);
 
-  /// Feeds n tokens of sequence `slot` at positions [pos, pos + n), in blocks of the plan's block_tokens.
-  /// If `logits` is not null, writes the logits of the last token there on every rank: float [vocab_size].
-  /// Collective over the Engine's communicator.
-  void forward(int64_t slot, const int32_t* tokens, int64_t pos, int64_t n, float* logits);
+  /// Feeds n tokens of `sequence` at positions [pos, pos + n), in blocks of the plan's block_tokens, on the
+  /// sequence's replica and KV slot. If `logits` is not null, writes the logits of the last token there on
+  /// every rank: float [vocab_size]. Collective over the Engine's communicator.
+  void forward(int64_t sequence, const int32_t* tokens, int64_t pos, int64_t n, float* logits);
 
   const partition::Plan& plan() const { return plan_; }
   bool timing_only() const { return timing_only_; }
-  /// The program forward() runs for n tokens (built on first use, then reused).
-  const partition::Program& program(int64_t n_tokens);
+  /// The program forward() runs for n tokens on `replica` (built on first use, then reused).
+  const partition::Program& program(int64_t n_tokens, int64_t replica);
 
  private:
   /// A chip hosted on this rank: its Shard and the buffers its transfers read and write.
@@ -84,9 +84,10 @@ class Engine {
   std::vector<LocalChip> chips_;               ///< this rank's chips, in chip order
   std::vector<LocalChip*> local_index_;        ///< [n_chips] -> this rank's chip, or null
   std::vector<int> owner_;                     ///< [n_chips] rank hosting each chip
-  std::map<int64_t, partition::Program> programs_;  ///< by tokens per forward call
+  std::map<std::pair<int64_t, int64_t>, partition::Program> programs_;  ///< by (tokens per call, replica)
   int64_t slice_ = 0;                          ///< largest reduce-scatter slice, elements
   bool timing_only_ = false;
+  int64_t first_local_chip_ = 0;               ///< chips_[i] is chip first_local_chip_ + i
 };
 
 }  // namespace lpurt::runtime

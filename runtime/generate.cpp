@@ -7,51 +7,75 @@
 
 namespace lpurt::runtime {
 
-Generation generate(Engine& engine, const std::vector<int32_t>& prompt, int64_t n_tokens, int64_t slot,
-                    const std::function<void(int64_t, int64_t)>& progress) {
+namespace {
+
+/// Prefill every listed sequence, then decode rounds over them; sequences[i] is the batch index of
+/// prompts[i]. Returns one Generation per listed sequence (host times are the whole call's).
+std::vector<Generation> run_sequences(Engine& engine, const std::vector<std::vector<int32_t>>& prompts,
+                                      const std::vector<int64_t>& sequences, int64_t n_tokens,
+                                      const std::function<void(int64_t, int64_t)>& progress) {
   using clock = std::chrono::steady_clock;
   const int64_t vocab = engine.plan().model.vocab_size;
-  const auto n_prompt = static_cast<int64_t>(prompt.size());
+  if (prompts.empty()) throw Error("no sequences to run", ExitCode::usage);
+  const auto n_prompt = static_cast<int64_t>(prompts.front().size());
   if (n_prompt < 1) throw Error("the prompt is empty; give --prompt or --prompt-len", ExitCode::usage);
+  for (const auto& p : prompts)
+    if (static_cast<int64_t>(p.size()) != n_prompt)
+      throw Error("every prompt of a batch must have the same length (got " + std::to_string(p.size()) + " and " +
+                      std::to_string(n_prompt) + ")",
+                  ExitCode::usage);
   if (n_tokens < 1) throw Error("--tokens must be at least 1", ExitCode::usage);
   if (n_prompt + n_tokens - 1 > engine.plan().shape.context)
     throw chip::CapacityError("prompt (" + std::to_string(n_prompt) + ") + tokens (" + std::to_string(n_tokens) +
                               ") - 1 exceeds the context of " + std::to_string(engine.plan().shape.context) +
                               " positions");
-  Generation g;
-  if (engine.timing_only()) {
-    // The same programs in the same order; token ids do not matter without payload.
-    const std::vector<int32_t> zeros(prompt.size(), 0);
-    const auto t0 = clock::now();
-    engine.forward(slot, zeros.data(), 0, n_prompt, nullptr);
-    const auto t1 = clock::now();
-    if (progress) progress(1, n_tokens);
-    for (int64_t k = 1; k < n_tokens; ++k) {
-      engine.forward(slot, zeros.data(), n_prompt + k - 1, 1, nullptr);
-      if (progress) progress(k + 1, n_tokens);
-    }
-    g.host_prefill_s = std::chrono::duration<double>(t1 - t0).count();
-    g.host_decode_s = std::chrono::duration<double>(clock::now() - t1).count();
-    return g;
+  const bool functional = !engine.timing_only();
+  std::vector<Generation> out(prompts.size());
+  for (auto& g : out) {
+    if (!functional) continue;  // timing-only: the same programs in the same order, no tokens
+    g.tokens.assign(static_cast<std::size_t>(n_tokens), 0);
+    g.logits.assign(static_cast<std::size_t>(n_tokens * vocab), 0.0f);
   }
-  g.tokens.assign(static_cast<std::size_t>(n_tokens), 0);
-  g.logits.assign(static_cast<std::size_t>(n_tokens * vocab), 0.0f);
-
+  const std::vector<int32_t> zeros(static_cast<std::size_t>(n_prompt), 0);
   const auto t0 = clock::now();
-  engine.forward(slot, prompt.data(), 0, n_prompt, g.logits.data());
-  g.tokens[0] = static_cast<int32_t>(chip::argmax(g.logits.data(), vocab));
+  for (std::size_t i = 0; i < prompts.size(); ++i) {
+    Generation& g = out[i];
+    engine.forward(sequences[i], functional ? prompts[i].data() : zeros.data(), 0, n_prompt,
+                   functional ? g.logits.data() : nullptr);
+    if (functional) g.tokens[0] = static_cast<int32_t>(chip::argmax(g.logits.data(), vocab));
+  }
   const auto t1 = clock::now();
   if (progress) progress(1, n_tokens);
   for (int64_t k = 1; k < n_tokens; ++k) {
-    float* logits = g.logits.data() + k * vocab;
-    engine.forward(slot, &g.tokens[static_cast<std::size_t>(k - 1)], n_prompt + k - 1, 1, logits);
-    g.tokens[static_cast<std::size_t>(k)] = static_cast<int32_t>(chip::argmax(logits, vocab));
+    for (std::size_t i = 0; i < prompts.size(); ++i) {
+      Generation& g = out[i];
+      float* logits = functional ? g.logits.data() + k * vocab : nullptr;
+      const int32_t* token = functional ? &g.tokens[static_cast<std::size_t>(k - 1)] : zeros.data();
+      engine.forward(sequences[i], token, n_prompt + k - 1, 1, logits);
+      if (functional) g.tokens[static_cast<std::size_t>(k)] = static_cast<int32_t>(chip::argmax(logits, vocab));
+    }
     if (progress) progress(k + 1, n_tokens);
   }
   const auto t2 = clock::now();
-  g.host_prefill_s = std::chrono::duration<double>(t1 - t0).count();
-  g.host_decode_s = std::chrono::duration<double>(t2 - t1).count();
-  return g;
+  for (auto& g : out) {
+    g.host_prefill_s = std::chrono::duration<double>(t1 - t0).count();
+    g.host_decode_s = std::chrono::duration<double>(t2 - t1).count();
+  }
+  return out;
+}
+
+}  // namespace
+
+Generation generate(Engine& engine, const std::vector<int32_t>& prompt, int64_t n_tokens, int64_t sequence,
+                    const std::function<void(int64_t, int64_t)>& progress) {
+  return std::move(run_sequences(engine, {prompt}, {sequence}, n_tokens, progress).front());
+}
+
+std::vector<Generation> generate_batch(Engine& engine, const std::vector<std::vector<int32_t>>& prompts,
+                                       int64_t n_tokens, const std::function<void(int64_t, int64_t)>& progress) {
+  std::vector<int64_t> sequences(prompts.size());
+  for (std::size_t i = 0; i < sequences.size(); ++i) sequences[i] = static_cast<int64_t>(i);
+  return run_sequences(engine, prompts, sequences, n_tokens, progress);
 }
 
 }  // namespace lpurt::runtime

@@ -20,7 +20,14 @@ struct Generation {
 /// Generates `n_tokens` tokens after `prompt` in sequence slot `slot`. `progress(done, total)` is called
 /// after each token. All buffers are sized before the first step; the loop allocates nothing.
 /// On a timing-only engine the same steps run with no payload and no tokens are produced (empty result).
-Generation generate(Engine& engine, const std::vector<int32_t>& prompt, int64_t n_tokens, int64_t slot,
+Generation generate(Engine& engine, const std::vector<int32_t>& prompt, int64_t n_tokens, int64_t sequence,
                     const std::function<void(int64_t, int64_t)>& progress = {});
+
+/// The whole batch, as the modelled system runs it: every sequence's prefill, then decode rounds that
+/// give each sequence its next token in turn. prompts: [batch], all the same length. Each sequence's
+/// tokens and logits equal its own single-sequence run (it has its own KV slot). host_* times are the
+/// batch's. `progress(done, total)` counts rounds.
+std::vector<Generation> generate_batch(Engine& engine, const std::vector<std::vector<int32_t>>& prompts,
+                                       int64_t n_tokens, const std::function<void(int64_t, int64_t)>& progress = {});
 
 }  // namespace lpurt::runtime

@@ -9,9 +9,9 @@
 
 namespace lpurt::runtime {
 
-std::vector<int32_t> synthetic_prompt(int64_t n, int64_t vocab_size) {
+std::vector<int32_t> synthetic_prompt(int64_t n, int64_t vocab_size, int64_t sequence) {
   std::vector<int32_t> p(static_cast<std::size_t>(n));
-  uint64_t state = 0x2545f4914f6cdd1dULL;
+  uint64_t state = 0x2545f4914f6cdd1dULL + 0x9e3779b97f4a7c15ULL * static_cast<uint64_t>(sequence);
   for (auto& t : p) {
     state ^= state << 13, state ^= state >> 7, state ^= state << 17;  // xorshift64
     t = static_cast<int32_t>(state % static_cast<uint64_t>(vocab_size));
@@ -25,7 +25,8 @@ io::Record plan_summary(const partition::Plan& plan, const partition::ModelledTi
   r.set("chips", plan.n_chips())
       .set("tp", plan.tp)
       .set("pp", plan.pp)
-      .set("batch", plan.shape.n_slots)
+      .set("batch", plan.batch)
+      .set("replicas", plan.replicas)
       .set("context", plan.shape.context)
       .set("prompt_tokens", prompt_tokens)
       .set("tokens", output_tokens)
@@ -35,6 +36,8 @@ io::Record plan_summary(const partition::Plan& plan, const partition::ModelledTi
       .set("tokens_per_s_system", m.tokens_per_s_system)
       .set("sram_bytes_max", plan.sram_bytes_max())
       .set("sram_bytes_per_chip", plan.hardware.sram_bytes)
+      .set("max_batch", plan.max_batch())
+      .set("max_context", plan.max_context())
       .set("topology", plan.hardware.topology)
       .set("decode_step_cycles", m.decode.makespan_cycles)
       .set("decode_step_transfers", m.decode.n_transfers)
@@ -72,13 +75,17 @@ io::RunResult RunSession::run(const std::function<void(int64_t, int64_t)>& progr
   const MPI_Comm comm = state_->comm;
   const partition::Plan& plan = state_->plan;
   const auto t0 = state_->t0, t1 = state_->t1;
-  Generation g = generate(state_->engine, config.prompt, config.n_tokens, 0, progress);
+  std::vector<Generation> batch = generate_batch(state_->engine, config.prompts, config.n_tokens, progress);
   const auto t2 = clock::now();
+  const Generation& g = batch.front();  // host times are the batch's
 
   io::RunResult result;
-  result.prompt = config.prompt;
-  result.tokens = std::move(g.tokens);
-  result.logits = std::move(g.logits);
+  result.batch = static_cast<int64_t>(batch.size());
+  for (std::size_t b = 0; b < batch.size(); ++b) {
+    result.prompt.insert(result.prompt.end(), config.prompts[b].begin(), config.prompts[b].end());
+    result.tokens.insert(result.tokens.end(), batch[b].tokens.begin(), batch[b].tokens.end());
+    result.logits.insert(result.logits.end(), batch[b].logits.begin(), batch[b].logits.end());
+  }
   result.vocab_size = plan.model.vocab_size;
   // Every rank computes the same modelled times; rank 0 also records them as a trace.
   int rank = 0, mpi_initialized = 0;
@@ -90,9 +97,9 @@ io::RunResult RunSession::run(const std::function<void(int64_t, int64_t)>& progr
     record = [&](const std::string& name, const std::shared_ptr<const partition::Program>& program,
                  const partition::Timeline& timeline, int64_t offset) { trace.add({name, program, timeline, offset}); };
   const partition::ModelledTimes times =
-      partition::modelled_times(plan, static_cast<int64_t>(config.prompt.size()), config.n_tokens, record);
+      partition::modelled_times(plan, static_cast<int64_t>(config.prompts.front().size()), config.n_tokens, record);
   if (record) trace.write(config.trace_path, config.force);
-  result.summary = plan_summary(plan, times, static_cast<int64_t>(config.prompt.size()), config.n_tokens);
+  result.summary = plan_summary(plan, times, static_cast<int64_t>(config.prompts.front().size()), config.n_tokens);
   const double wall_s = std::chrono::duration<double>(t2 - t0).count();
   result.summary.set("ranks", int64_t{config.n_ranks})
       .set("host_wall_s", wall_s)

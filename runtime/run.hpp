@@ -20,7 +20,7 @@ namespace lpurt::runtime {
 
 struct RunConfig {
   partition::PlanRequest request;
-  std::vector<int32_t> prompt;  ///< the tokens to feed, positions from 0
+  std::vector<std::vector<int32_t>> prompts;  ///< [batch] the tokens each sequence is fed, positions from 0
   int64_t n_tokens = 16;        ///< tokens to generate
   int n_ranks = 1;              ///< MPI ranks hosting the chips
   std::string trace_path;       ///< Chrome trace of the modelled timeline, written by rank 0 (empty: none)
@@ -28,8 +28,9 @@ struct RunConfig {
   bool timing_only = false;     ///< same plan, schedule and message pattern, no weights and no payload
 };
 
-/// A deterministic synthetic prompt of n tokens for a vocabulary of vocab_size (for --prompt-len).
-std::vector<int32_t> synthetic_prompt(int64_t n, int64_t vocab_size);
+/// A deterministic synthetic prompt of n tokens for a vocabulary of vocab_size (for --prompt-len);
+/// every sequence of a batch gets its own.
+std::vector<int32_t> synthetic_prompt(int64_t n, int64_t vocab_size, int64_t sequence = 0);
 
 /// One run on the ranks of `comm`: the constructor is the setup (plan, chips, weights: it throws on bad
 /// input and makes no collective call), run() the steady state (collective).

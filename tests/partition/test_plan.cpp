@@ -167,11 +167,46 @@ TEST(Planner, TwoHundredChipsForLlama70bSaysHowManyAreNeeded) {
 }
 
 TEST(Planner, ChipCountWithNoValidLayoutSaysWhy) {
-  const auto cfg = chip::model_preset("tiny");  // 4 layers: 17 chips is tp 1 x pp 17 or tp 17
+  const auto cfg = chip::model_preset("tiny");  // 8 parts: one pipeline of 17 chips is tp 1 x pp 17 or tp 17
+  PlanRequest r = request(17);
+  r.replicas = 1;
   try {
-    make_plan(cfg, chip::ChipSpec{}, request(17));
+    make_plan(cfg, chip::ChipSpec{}, r);
     FAIL();
   } catch (const PlanError& e) {
     EXPECT_NE(std::string(e.what()).find("no feasible layout for 17 chips"), std::string::npos) << e.what();
   }
+}
+
+TEST(Planner, Llama70bOnTheFullIscaSystemUsesReplicas) {
+  // One pipeline of llama2-70b holds at most 2 x 80 stages of 8 chips; 10,440 chips need replicas.
+  const auto cfg = chip::model_preset("llama2-70b");
+  PlanRequest r = request(10'440);
+  r.context = 2048;
+  const auto t0 = std::chrono::steady_clock::now();
+  const Plan p = make_plan(cfg, chip::ChipSpec{}, r);
+  EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(), 5.0);
+  EXPECT_EQ(p.tp * p.pp * p.replicas, 10'440);
+  EXPECT_GT(p.replicas, 1);
+  EXPECT_LE(p.sram_bytes_max(), chip::ChipSpec{}.sram_bytes);
+}
+
+TEST(Timing, BatchFillsThePipelineUntilTheBusiestStageLimitsIt) {
+  const auto cfg = chip::model_preset("tiny");
+  auto times = [&](int64_t batch) {
+    PlanRequest r = request(4, 1, 4);
+    r.batch = batch;
+    r.context = 64;
+    return modelled_times(make_plan(cfg, chip::ChipSpec{}, r), 8, 4);
+  };
+  const ModelledTimes one = times(1), two = times(2), many = times(32);
+  // Two sequences fit in the pipeline's latency: each user is as fast as alone, the system twice as fast.
+  EXPECT_DOUBLE_EQ(two.tpot_s, one.tpot_s);
+  EXPECT_DOUBLE_EQ(two.tokens_per_s_system, 2 * one.tokens_per_s_system);
+  // Far more sequences than stages: the busiest stage sets the pace, users slow down, the system saturates.
+  EXPECT_GT(many.tpot_s, one.tpot_s);
+  EXPECT_GT(many.tokens_per_s_system, two.tokens_per_s_system);
+  EXPECT_LT(many.tokens_per_s_system, 32 * one.tokens_per_s_system);
+  // Every prompt is prefilled before the first token of the last sequence: TTFT grows with the batch.
+  EXPECT_GT(many.ttft_s, one.ttft_s);
 }
