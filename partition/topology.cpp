@@ -43,7 +43,10 @@ void Topology::route_chain(int64_t a, int64_t b, std::vector<Hop>& hops) const {
   int64_t at = a;
   const int64_t target_node = node_of(b);
   while (node_of(at) != target_node) {
-    const int64_t distance = target_node - node_of(at);
+    // The chain's ends are joined (a ring of nodes): the shorter way round, forward on a tie.
+    int64_t distance = target_node - node_of(at);
+    if (distance > n_nodes_ / 2) distance -= n_nodes_;
+    if (distance < -(n_nodes_ - 1) / 2) distance += n_nodes_;
     const int64_t jump = std::min<int64_t>(chain_reach, std::llabs(distance));
     const int64_t parity = jump <= 2 ? 0 : 1;  // even chips hold +-1, +-2; odd chips +-3, +-4
     const int64_t index = at % chips_per_node;
@@ -51,7 +54,7 @@ void Topology::route_chain(int64_t a, int64_t b, std::vector<Hop>& hops) const {
     // over the 4 links of the bundle instead of funnelling through one chip.
     const int64_t via = index % 2 == parity ? index : (index ^ 1);
     at = step(hops, at, node_of(at) * chips_per_node + via);
-    const int64_t next_node = node_of(at) + (distance > 0 ? jump : -jump);
+    const int64_t next_node = (node_of(at) + (distance > 0 ? jump : -jump) + n_nodes_) % n_nodes_;
     at = step(hops, at, next_node * chips_per_node + via);
   }
   step(hops, at, b);
@@ -108,16 +111,19 @@ int64_t Topology::hop_count(int64_t a, int64_t b) const {
 }
 
 int64_t Topology::diameter() const {
+  // The wiring looks the same from every node of a ring and from every dragonfly group, so sources in
+  // the first node (chain) or the first group (dragonfly) reach every distance. Small systems: all pairs.
+  int64_t sources = n_chips_;
+  if (n_chips_ > 1000)
+    sources = std::min(n_chips_, kind_ == TopologyKind::chain ? chips_per_node : chips_per_node * nodes_per_group);
   int64_t worst = 0;
-  if (n_chips_ <= 1000) {
-    for (int64_t a = 0; a < n_chips_; ++a)
-      for (int64_t b = 0; b < n_chips_; ++b) worst = std::max(worst, hop_count(a, b));
-    return worst;
-  }
-  // Larger systems: sources in the first group (all groups are wired alike), every destination.
-  const int64_t sources = std::min<int64_t>(n_chips_, chips_per_node * nodes_per_group);
-  for (int64_t a = 0; a < sources; a += 1)
-    for (int64_t b = 0; b < n_chips_; b += 1) worst = std::max(worst, hop_count(a, b));
+  std::vector<Hop> hops;
+  for (int64_t a = 0; a < sources; ++a)
+    for (int64_t b = 0; b < n_chips_; ++b) {
+      hops.clear();
+      route(a, b, hops);
+      worst = std::max(worst, static_cast<int64_t>(hops.size()));
+    }
   return worst;
 }
 

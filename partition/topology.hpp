@@ -9,7 +9,8 @@
 ///   (the paper's local->local->global->local->local).
 /// - `chain` (SHIP "QuadFour", production pipelines): each node links to its 4 forward and 4 backward
 ///   neighbour nodes, 4 links per neighbour: even chips hold the +-1 and +-2 links, odd chips the +-3
-///   and +-4 links.
+///   and +-4 links. The ends are joined (a ring of nodes): with that, a 72-chip system has a diameter of
+///   3 hops and a 136-chip one of 5, SHIP's figures for its partitions.
 ///
 /// Modelling assumption [U]: an inter-node link joins chips of the same index in the two nodes (the
 /// sources give port counts, not the wiring). Routes are deterministic: the same pair always takes the
@@ -51,8 +52,8 @@ class Topology {
   /// Appends the hops of the route from chip a to chip b (none when a == b).
   void route(int64_t a, int64_t b, std::vector<Hop>& hops) const;
   int64_t hop_count(int64_t a, int64_t b) const;
-  /// Largest hop count over all chip pairs (exact for <= 1,000 chips, else over node pairs and chip
-  /// indices, which is the same by symmetry of the wiring).
+  /// Largest hop count over all chip pairs (all pairs up to 1,000 chips; beyond, from the first node or
+  /// rack to every chip, which covers every distance because the wiring is the same everywhere).
   int64_t diameter() const;
 
  private:

@@ -82,16 +82,15 @@ Engine::Engine(const partition::Plan& plan, io::WeightSource& source, MPI_Comm c
     lc.rs_sums.assign(static_cast<std::size_t>(tp * slice_), 0);
     lc.rs_floats.assign(static_cast<std::size_t>(tp * slice_), 0.0f);
   }
-  for (int64_t r = 0; r < plan.replicas && r < plan.batch; ++r) program(1, r);  // decode programs, before step 0
+  program(1);  // the decode program, before step 0
 }
 
-const partition::Program& Engine::program(int64_t n_tokens, int64_t replica) {
-  const auto key = std::make_pair(n_tokens, replica);
-  auto it = programs_.find(key);
+const partition::Program& Engine::program(int64_t n_tokens) {
+  auto it = programs_.find(n_tokens);
   if (it == programs_.end())
     it = programs_
-             .emplace(key, partition::build_program(plan_, topology_,
-                                                    partition::prefill_blocks(n_tokens, plan_.shape.block_tokens, replica)))
+             .emplace(n_tokens, partition::build_program(plan_, topology_,
+                                                         partition::prefill_blocks(n_tokens, plan_.shape.block_tokens)))
              .first;
   return it->second;
 }
@@ -110,7 +109,7 @@ void Engine::forward(int64_t sequence, const int32_t* tokens, int64_t pos, int64
   if (pos + n > plan_.shape.context)
     throw chip::CapacityError("positions up to " + std::to_string(pos + n) + " exceed the KV-cache context of " +
                               std::to_string(plan_.shape.context));
-  execute(program(n, replica), slot, tokens, pos);
+  execute(program(n), replica, slot, tokens, pos);
   if (logits == nullptr || timing_only_) return;
   // Logits leave the last stage for the host: each chip's vocabulary slice, -0.0 (the identity of float
   // addition) elsewhere, so a sum over the ranks assembles them exactly on every rank.
@@ -149,29 +148,31 @@ void Engine::wait(LocalChip& c) {
   c.pending.clear();
 }
 
-void Engine::execute(const partition::Program& p, int64_t slot, const int32_t* tokens, int64_t pos) {
+void Engine::execute(const partition::Program& p, int64_t replica, int64_t slot, const int32_t* tokens, int64_t pos) {
+  const int64_t offset = replica * plan_.chips_per_replica();
   for (std::size_t i = 0; i < p.ops.size(); ++i) {
     const Op& op = p.ops[i];
-    LocalChip* c = local(op.chip);
+    LocalChip* c = local(op.chip + offset);
     if (c == nullptr) continue;
+    const int64_t peer = op.peer + offset;
     const partition::Block& blk = p.blocks[static_cast<std::size_t>(op.block)];
     const int count = timing_only_ ? 0 : static_cast<int>(op.bytes);
-    if (timing_only_ && (op.kind == OpKind::send || op.kind == OpKind::recv) && local(op.peer) != nullptr) continue;
+    if (timing_only_ && (op.kind == OpKind::send || op.kind == OpKind::recv) && local(peer) != nullptr) continue;
     if (op.kind == OpKind::send) {
-      LocalChip* receiver = local(op.peer);
+      LocalChip* receiver = local(peer);
       const void* src = timing_only_ ? nullptr : payload_at(op, *c, true);
       if (receiver != nullptr) {
         std::memcpy(payload_at(p.ops[static_cast<std::size_t>(op.match)], *receiver, false), src, op.bytes);
       } else {
         c->pending.emplace_back();
-        check_mpi(MPI_Isend(src, count, MPI_BYTE, owner_[static_cast<std::size_t>(op.peer)], tag_of(static_cast<int64_t>(i)),
+        check_mpi(MPI_Isend(src, count, MPI_BYTE, owner_[static_cast<std::size_t>(peer)], tag_of(static_cast<int64_t>(i)),
                             comm_, &c->pending.back()),
                   "MPI_Isend", rank_);
       }
     } else if (op.kind == OpKind::recv) {
-      if (local(op.peer) != nullptr) continue;  // copied at the send
+      if (local(peer) != nullptr) continue;  // copied at the send
       c->pending.emplace_back();
-      check_mpi(MPI_Irecv(timing_only_ ? nullptr : payload_at(op, *c, false), count, MPI_BYTE, owner_[static_cast<std::size_t>(op.peer)],
+      check_mpi(MPI_Irecv(timing_only_ ? nullptr : payload_at(op, *c, false), count, MPI_BYTE, owner_[static_cast<std::size_t>(peer)],
                           tag_of(op.match), comm_, &c->pending.back()),
                 "MPI_Irecv", rank_);
     } else {

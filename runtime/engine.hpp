@@ -53,8 +53,9 @@ class Engine {
 
   const partition::Plan& plan() const { return plan_; }
   bool timing_only() const { return timing_only_; }
-  /// The program forward() runs for n tokens on `replica` (built on first use, then reused).
-  const partition::Program& program(int64_t n_tokens, int64_t replica);
+  /// The program forward() runs for n tokens, built for replica 0 on first use and reused: replica r runs
+  /// it with every chip offset by r x chips per replica (the replicas are identical pipelines).
+  const partition::Program& program(int64_t n_tokens);
 
  private:
   /// A chip hosted on this rank: its Shard and the buffers its transfers read and write.
@@ -69,10 +70,10 @@ class Engine {
     std::vector<MPI_Request> pending;  ///< outstanding MPI requests of this chip
   };
 
-  void execute(const partition::Program& program, int64_t slot, const int32_t* tokens, int64_t pos);
+  void execute(const partition::Program& program, int64_t replica, int64_t slot, const int32_t* tokens, int64_t pos);
   void compute(const partition::Op& op, LocalChip& c, const int32_t* tokens, int64_t slot, int64_t pos, int64_t n);
   /// Pointer to the payload elements an op sends from or receives into, on chip `c`.
-  void* payload_at(const partition::Op& op, LocalChip& c, bool sending);
+  void* payload_at(const partition::Op& op, LocalChip& c, bool sending);  ///< op of the replica-0 program
   void wait(LocalChip& c);
   LocalChip* local(int64_t chip) { return local_index_[static_cast<std::size_t>(chip)]; }
 
@@ -84,7 +85,7 @@ class Engine {
   std::vector<LocalChip> chips_;               ///< this rank's chips, in chip order
   std::vector<LocalChip*> local_index_;        ///< [n_chips] -> this rank's chip, or null
   std::vector<int> owner_;                     ///< [n_chips] rank hosting each chip
-  std::map<std::pair<int64_t, int64_t>, partition::Program> programs_;  ///< by (tokens per call, replica)
+  std::map<int64_t, partition::Program> programs_;  ///< by tokens per forward call
   int64_t slice_ = 0;                          ///< largest reduce-scatter slice, elements
   bool timing_only_ = false;
   int64_t first_local_chip_ = 0;               ///< chips_[i] is chip first_local_chip_ + i

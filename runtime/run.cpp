@@ -21,6 +21,7 @@ std::vector<int32_t> synthetic_prompt(int64_t n, int64_t vocab_size, int64_t seq
 
 io::Record plan_summary(const partition::Plan& plan, const partition::ModelledTimes& m, int64_t prompt_tokens,
                         int64_t output_tokens) {
+  const int64_t diameter = partition::topology_for(plan).diameter();
   io::Record r;
   r.set("chips", plan.n_chips())
       .set("tp", plan.tp)
@@ -36,6 +37,10 @@ io::Record plan_summary(const partition::Plan& plan, const partition::ModelledTi
       .set("tokens_per_s_system", m.tokens_per_s_system)
       .set("sram_bytes_max", plan.sram_bytes_max())
       .set("sram_bytes_per_chip", plan.hardware.sram_bytes)
+      .set("network_diameter_hops", diameter)
+      .set("network_worst_vector_latency_s",
+           static_cast<double>(diameter) * plan.hardware.hop_latency_ns * 1e-9 +
+               static_cast<double>(plan.hardware.vector_bytes) / plan.hardware.link_bytes_per_s)
       .set("max_batch", plan.max_batch())
       .set("max_context", plan.max_context())
       .set("topology", plan.hardware.topology)

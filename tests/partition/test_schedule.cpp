@@ -175,3 +175,9 @@ TEST(Schedule, TransfersMakeMultiChipStepsSlowerThanTheirCompute) {
   for (int64_t c : s.chip_compute_cycles) stage_compute = std::max(stage_compute, c);
   EXPECT_GT(t.makespan_cycles, stage_compute);
 }
+
+TEST(Topology, ShipPartitionDiametersAreThreeAndFiveHops) {
+  // SHIP (lpu-v1-facts §2.4): a 72-LPU partition has a diameter of 3 hops, a 136-LPU one of 5.
+  EXPECT_EQ(Topology(TopologyKind::chain, 72).diameter(), 3);
+  EXPECT_EQ(Topology(TopologyKind::chain, 136).diameter(), 5);
+}
