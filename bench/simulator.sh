@@ -84,7 +84,7 @@ if command -v gnuplot > /dev/null; then
   gnuplot <<PLOT
 set terminal pngcairo size 900,500 font ",10"
 set output "docs/simulator-scaling.png"
-set title "lpurt timing-only run (512 + 128 tokens, 1 rank): host cost against simulated chips"
+set title "lpurt timing-only run, 512 + 128 tokens, one sequence per replica, 1 rank: host cost against simulated chips"
 set xlabel "simulated chips"
 set ylabel "wall time (s)"
 set logscale x
