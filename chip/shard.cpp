@@ -15,6 +15,7 @@ namespace lpurt::chip {
 ShardRange whole_model(const ModelConfig& cfg) {
   ShardRange r;
   r.part_end = 2 * cfg.n_layers;
+  r.expert_end = cfg.n_experts;
   r.head_end = cfg.n_heads;
   r.ffn_end = cfg.intermediate_size;
   r.vocab_end = cfg.vocab_size;
@@ -62,7 +63,8 @@ BufferSizes buffer_sizes(const ModelConfig& c, const ShardRange& r, const ShardS
                    + 2 * b * r.n_ffn()               // gate, act
                    + b                               // amax
                    + r.n_vocab()                     // logits
-                   + c.n_experts + c.n_experts_per_token + 2 * c.hidden_size;  // MoE scratch
+                   + c.n_experts + c.n_experts_per_token + 2 * c.hidden_size  // MoE scratch
+                   + b * c.n_experts_per_token * c.hidden_size;               // MoE slots
   z.int8_values = b * q8_width(c, r);
   z.int32_values = b * acc_width(c, r) + c.n_experts_per_token;
   return z;
@@ -78,7 +80,7 @@ int64_t shard_weight_bytes(const ModelConfig& c, const ShardRange& r) {
                             + 2 * matrix_bytes(r.n_kv_heads(c) * hd, d)  // wk, wv
                             + r.n_heads() * hd * d + 4 * d;       // wo columns + full scale
   const int64_t expert = 2 * matrix_bytes(r.n_ffn(), d) + r.n_ffn() * d + 4 * d;
-  const int64_t ffn = 4 * d + (c.is_moe() ? 4 * c.n_experts * d + c.n_experts * expert : expert);  // + ffn_norm
+  const int64_t ffn = 4 * d + (c.is_moe() ? 4 * c.n_experts * d + r.n_experts() * expert : expert);  // + ffn_norm
   int64_t bytes = r.n_attention_layers() * attention + r.n_ffn_layers() * ffn;
   bytes += matrix_bytes(r.n_embed(), d);
   if (r.final_norm) bytes += 4 * d;
@@ -127,7 +129,7 @@ Shard::Shard(const ModelConfig& cfg, const ShardRange& range, const ShardShape& 
     l.ffn_norm.assign(static_cast<std::size_t>(d), 0.0f);
     if (cfg.is_moe()) {
       l.router.assign(static_cast<std::size_t>(cfg.n_experts * d), 0.0f);
-      l.experts.resize(static_cast<std::size_t>(cfg.n_experts));
+      l.experts.resize(static_cast<std::size_t>(range.n_experts()));
       for (auto& e : l.experts) size_experts(e);
     } else {
       size_experts(l.ffn);
@@ -162,6 +164,7 @@ Shard::Shard(const ModelConfig& cfg, const ShardRange& range, const ShardShape& 
   chosen_weight_ = floats(cfg.n_experts_per_token);
   expert_y_ = floats(d);
   moe_out_ = floats(d);
+  moe_slots_ = floats(b * cfg.n_experts_per_token * d);
 }
 
 const LayerWeights& Shard::layer_weights(int64_t layer) const {
@@ -273,23 +276,38 @@ void Shard::expert_ffn(const ExpertWeights& e, const float* h, float* y) {
   linear_block(e.w_down, act_.data(), 1, y);
 }
 
-void Shard::moe_ffn(int64_t layer, int64_t n, float* x) {
-  LPURT_ASSERT(range_.ffn_begin == 0 && range_.ffn_end == cfg_.intermediate_size);
+void Shard::moe_partial(int64_t layer, int64_t n, const float* x) {
   const LayerWeights& w = layer_weights(layer);
   const int64_t d = cfg_.hidden_size;
   const int64_t k = cfg_.n_experts_per_token;
   for (int64_t t = 0; t < n; ++t) {
-    float* xt = x + t * d;
-    rmsnorm(xt, w.ffn_norm.data(), d, cfg_.norm_eps, h_.data());
+    rmsnorm(x + t * d, w.ffn_norm.data(), d, cfg_.norm_eps, h_.data());
     route_top_k(w.router.data(), h_.data(), cfg_.n_experts, d, k, router_logits_.data(), chosen_.data(),
                 chosen_weight_.data());
-    std::fill(moe_out_.begin(), moe_out_.end(), 0.0f);
     for (int64_t c = 0; c < k; ++c) {
-      expert_ffn(w.experts[chosen_[c]], h_.data(), expert_y_.data());
+      float* slot = moe_slots_.data() + (t * k + c) * d;
+      const int64_t e = chosen_[c];
+      if (e < range_.expert_begin || e >= range_.expert_end) {
+        std::fill(slot, slot + d, -0.0f);
+        continue;
+      }
+      expert_ffn(w.experts[e - range_.expert_begin], h_.data(), expert_y_.data());
       const float weight = chosen_weight_[c];
-      for (int64_t i = 0; i < d; ++i) moe_out_[i] += weight * expert_y_[i];
+      for (int64_t i = 0; i < d; ++i) slot[i] = weight * expert_y_[i];
     }
-    for (int64_t i = 0; i < d; ++i) xt[i] += moe_out_[i];
+  }
+}
+
+void Shard::add_moe_output(int64_t n, const float* slots, float* x) const {
+  const int64_t d = cfg_.hidden_size;
+  const int64_t k = cfg_.n_experts_per_token;
+  for (int64_t t = 0; t < n; ++t) {
+    float* xt = x + t * d;
+    for (int64_t i = 0; i < d; ++i) {
+      float out = 0.0f;
+      for (int64_t c = 0; c < k; ++c) out += slots[(t * k + c) * d + i];
+      xt[i] += out;
+    }
   }
 }
 

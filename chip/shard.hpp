@@ -33,7 +33,8 @@ struct ShardRange {
   /// model at part boundaries, so a stage may end inside a layer.
   int64_t part_begin = 0, part_end = 0;
   int64_t head_begin = 0, head_end = 0;    ///< query heads of every held layer
-  int64_t ffn_begin = 0, ffn_end = 0;      ///< rows of w_gate/w_up, columns of w_down (per expert for MoE)
+  int64_t ffn_begin = 0, ffn_end = 0;      ///< rows of w_gate/w_up, columns of w_down (dense FFN; experts are whole)
+  int64_t expert_begin = 0, expert_end = 0;  ///< mixtral experts held (expert parallelism within a stage)
   int64_t vocab_begin = 0, vocab_end = 0;  ///< rows of lm_head; empty if the chip holds no lm_head
   int64_t embed_begin = 0, embed_end = 0;  ///< rows (tokens) of the embedding table; empty if none
   bool final_norm = false;                 ///< holds final_norm (last stage)
@@ -50,6 +51,7 @@ struct ShardRange {
   int64_t n_ffn() const { return ffn_end - ffn_begin; }
   int64_t n_vocab() const { return vocab_end - vocab_begin; }
   int64_t n_embed() const { return embed_end - embed_begin; }
+  int64_t n_experts() const { return expert_end - expert_begin; }
   int64_t kv_head_begin(const ModelConfig& c) const { return head_begin / c.heads_per_kv_head(); }
   int64_t kv_head_end(const ModelConfig& c) const {
     return n_heads() == 0 ? kv_head_begin(c) : (head_end - 1) / c.heads_per_kv_head() + 1;
@@ -84,7 +86,7 @@ struct LayerWeights {
   std::vector<float> ffn_norm;   ///< [D]
   ExpertWeights ffn;             ///< dense FFN (llama)
   std::vector<float> router;     ///< [E, D] (mixtral)
-  std::vector<ExpertWeights> experts;  ///< [E] (mixtral)
+  std::vector<ExpertWeights> experts;  ///< [n_experts] (mixtral): experts expert_begin .. expert_end - 1
 };
 
 struct ShardWeights {
@@ -132,8 +134,13 @@ class Shard {
   void ffn_out_partial(int64_t layer, int64_t n, const float* amax);
   void add_ffn_output(int64_t layer, int64_t n, const int32_t* sums, const float* amax, float* x) const;
 
-  /// Mixtral FFN for n tokens, all experts on this chip (x += routed expert outputs).
-  void moe_ffn(int64_t layer, int64_t n, float* x);
+  /// Mixtral FFN, expert-parallel part, for n tokens: norm, router (every chip routes alike), and for
+  /// each token's k chosen experts in ascending index, slot c = weight_c x FFN_c(h) if this chip holds
+  /// expert c, else -0.0 (the identity of float addition). Result in moe_slots(): float [n, k, D]; a sum
+  /// over the stage's chips gives every slot exactly.
+  void moe_partial(int64_t layer, int64_t n, const float* x);
+  /// x[t] += (0 + slot 0 + slot 1 + ...) for t < n, the slots summed in ascending expert order.
+  void add_moe_output(int64_t n, const float* slots, float* x) const;
 
   /// Logits of the chip's vocabulary rows for one token: final norm, quantize, lm_head.
   /// Result in logits(), float [n_vocab].
@@ -144,6 +151,7 @@ class Shard {
   const float* amax() const { return amax_.data(); }           ///< [n] per-token local amax
   const int32_t* partial_sums() const { return acc_.data(); }  ///< [n, D]
   const float* logits_out() const { return logits_.data(); }   ///< [n_vocab]
+  float* moe_slots() { return moe_slots_.data(); }             ///< [n, k, D]
 
  private:
   const LayerWeights& layer_weights(int64_t layer) const;
@@ -182,6 +190,7 @@ class Shard {
   std::vector<float> chosen_weight_;  ///< [k]
   std::vector<float> expert_y_;       ///< [D]
   std::vector<float> moe_out_;        ///< [D]
+  std::vector<float> moe_slots_;      ///< [block, k, D] weighted expert outputs of the chosen experts
 };
 
 }  // namespace lpurt::chip

@@ -46,7 +46,7 @@ void load_shard(WeightSource& source, chip::Shard& shard) {
     source.read_floats({TensorKind::ffn_norm, l}, lw.ffn_norm.data());
     if (c.is_moe()) {
       source.read_floats({TensorKind::router, l}, lw.router.data());
-      for (int64_t e = 0; e < c.n_experts; ++e) expert(lw.experts[static_cast<std::size_t>(e)], l, e);
+      for (int64_t e = r.expert_begin; e < r.expert_end; ++e) expert(lw.experts[static_cast<std::size_t>(e - r.expert_begin)], l, e);
     } else {
       expert(lw.ffn, l, -1);
     }

@@ -42,8 +42,15 @@ Plan layout(const chip::ModelConfig& cfg, const chip::ChipSpec& hw, const PlanRe
       g.part_end = plan.stage_part_begin[static_cast<std::size_t>(s + 1)];
       g.head_begin = split_begin(cfg.n_heads, tp, t);
       g.head_end = split_begin(cfg.n_heads, tp, t + 1);
-      g.ffn_begin = split_begin(cfg.intermediate_size, tp, t);
-      g.ffn_end = split_begin(cfg.intermediate_size, tp, t + 1);
+      if (cfg.is_moe()) {
+        // Expert parallelism: whole experts, split across the stage's chips.
+        g.ffn_end = cfg.intermediate_size;
+        g.expert_begin = split_begin(cfg.n_experts, tp, t);
+        g.expert_end = split_begin(cfg.n_experts, tp, t + 1);
+      } else {
+        g.ffn_begin = split_begin(cfg.intermediate_size, tp, t);
+        g.ffn_end = split_begin(cfg.intermediate_size, tp, t + 1);
+      }
       if (s == 0) {
         g.embed_begin = split_begin(cfg.vocab_size, tp, t);
         g.embed_end = split_begin(cfg.vocab_size, tp, t + 1);

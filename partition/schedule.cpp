@@ -25,8 +25,8 @@ const char* op_name(OpKind k) {
 }
 
 const char* payload_name(Payload p) {
-  static const char* names[] = {"none", "amax", "partial_sums", "reduced_sums", "embedding_partial",
-                                "embedding_reduced", "activations"};
+  static const char* names[] = {"none",       "amax",        "partial_sums", "reduced_sums", "embedding_partial",
+                                "embedding_reduced", "activations", "moe_partial",  "moe_reduced"};
   return names[static_cast<int>(p)];
 }
 
@@ -112,7 +112,14 @@ class Builder {
 
   void ffn(int64_t s, int64_t l, int64_t n, int32_t b) {
     if (plan_.model.is_moe()) {
+      // Expert parallelism: every chip routes alike; the chosen experts' weighted outputs are summed over
+      // the stage's chips (each slot has one holder) and every chip adds them in expert order.
+      each_chip(s, OpKind::ffn_norm, Unit::vxm, l, b);
       each_chip(s, OpKind::moe, Unit::mxm, l, b);
+      if (plan_.tp > 1)
+        reduce_scatter_all_gather(s, Payload::moe_partial, Payload::moe_reduced,
+                                  n * plan_.model.n_experts_per_token * plan_.model.hidden_size, l, b);
+      each_chip(s, OpKind::ffn_residual, Unit::vxm, l, b);
       return;
     }
     each_chip(s, OpKind::ffn_norm, Unit::vxm, l, b);
@@ -200,20 +207,23 @@ int64_t compute_cycles(const Op& op, const Plan& plan, const chip::CostModel& co
     case OpKind::reduce_max: return cost.vector_cycles(tp * n);
     case OpKind::wo: return cost.matmul_cycles(d, g.n_heads() * hd, n);
     case OpKind::reduce_sum: return cost.vector_cycles(tp * chip::ceil_div(n * d, tp));
-    case OpKind::attn_residual:
-    case OpKind::ffn_residual: return cost.vector_cycles(2 * d * n);
+    case OpKind::attn_residual: return cost.vector_cycles(2 * d * n);
+    case OpKind::ffn_residual: return cost.vector_cycles((2 + m.n_experts_per_token) * d * n);
     case OpKind::gate_up: return cost.matmul_cycles(2 * g.n_ffn(), d, n);
     case OpKind::silu: return cost.vector_cycles(4 * g.n_ffn() * n);
     case OpKind::down: return cost.matmul_cycles(d, g.n_ffn(), n);
     case OpKind::moe: {
-      // Each token runs k experts; a block streams every expert some token chose, at most all of them.
+      // Routing depends on the data, the schedule may not: assume the k * n token-expert pairs of a block
+      // spread uniformly over the E experts (documented; the same in functional and timing-only runs).
+      // This chip then runs its share of the pairs and streams every held expert some pair chose.
       const int64_t k = m.n_experts_per_token;
-      const int64_t streamed = std::min(m.n_experts, k * n);
-      const int64_t tokens_per_expert = chip::ceil_div(k * n, streamed);
-      return cost.vector_cycles(4 * d * n + 2 * m.n_experts * d * n) +
+      const int64_t pairs = chip::ceil_div(k * n * g.n_experts(), m.n_experts);
+      const int64_t streamed = std::min(g.n_experts(), pairs);
+      const int64_t tokens_per_expert = streamed > 0 ? chip::ceil_div(pairs, streamed) : 0;
+      return cost.vector_cycles(2 * m.n_experts * d * n) +
              streamed * (cost.matmul_cycles(2 * g.n_ffn(), d, tokens_per_expert) +
                          cost.matmul_cycles(d, g.n_ffn(), tokens_per_expert)) +
-             cost.vector_cycles(4 * g.n_ffn() * k * n + 2 * d * n);
+             cost.vector_cycles(4 * g.n_ffn() * pairs + d * k * n);
     }
     case OpKind::final_norm: return cost.vector_cycles(4 * d);
     case OpKind::lm_head: return cost.matmul_cycles(g.n_vocab(), d, 1);

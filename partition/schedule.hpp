@@ -54,8 +54,8 @@ enum class OpKind : uint8_t {
   gate_up,        ///< MXM
   silu,           ///< VXM                                                         [functional: ffn_in]
   down,           ///< MXM                                                         [functional]
-  ffn_residual,   ///< VXM                                                         [functional]
-  moe,            ///< MXM+VXM: router and the chosen experts (tp = 1)             [functional]
+  ffn_residual,   ///< VXM: x += FFN (or the summed expert slots)                   [functional]
+  moe,            ///< MXM+VXM: router and the chosen experts this chip holds      [functional: moe_partial]
   final_norm,     ///< VXM
   lm_head,        ///< MXM: logits of the chip's vocabulary rows                   [functional]
   send,           ///< C2C: payload to `peer` along the route
@@ -64,7 +64,11 @@ enum class OpKind : uint8_t {
 const char* op_name(OpKind k);
 
 /// What a transfer carries; the runtime maps it to a chip buffer.
-enum class Payload : uint8_t { none, amax, partial_sums, reduced_sums, embedding_partial, embedding_reduced, activations };
+enum class Payload : uint8_t {
+  none, amax, partial_sums, reduced_sums, embedding_partial, embedding_reduced, activations,
+  moe_partial,  ///< mixtral: weighted outputs of the chosen experts a chip holds, -0.0 elsewhere
+  moe_reduced,  ///< mixtral: the summed slots, all-gathered
+};
 const char* payload_name(Payload p);
 
 struct Op {

@@ -45,14 +45,12 @@ Engine::Engine(const partition::Plan& plan, io::WeightSource& source, MPI_Comm c
     MPI_Comm_rank(comm_, &rank_);
     MPI_Comm_size(comm_, &n_ranks_);
   }
-  if (cfg.is_moe() && plan.tp > 1)
-    throw partition::PlanError("mixtral with tp > 1 (expert parallelism) is not supported yet; use --tp 1");
   if (n_ranks_ > plan.n_chips())
     throw Error(std::to_string(n_ranks_) + " MPI ranks for " + std::to_string(plan.n_chips()) +
                     " chips: every rank must host at least one chip",
                 ExitCode::config);
   const int64_t b = plan.shape.block_tokens, d = cfg.hidden_size, tp = plan.tp;
-  slice_ = chip::ceil_div(b * d, tp) + 1;
+  slice_ = chip::ceil_div(b * d * std::max<int64_t>(1, cfg.n_experts_per_token), tp) + 1;
   owner_.resize(static_cast<std::size_t>(plan.n_chips()));
   std::size_t n_local = 0;
   for (const auto& c : plan.chips) {
@@ -137,6 +135,9 @@ void* Engine::payload_at(const Op& op, LocalChip& c, bool sending) {
     case Payload::reduced_sums: return c.sums.data() + begin;
     case Payload::embedding_reduced: return c.x.data() + begin;
     case Payload::activations: return c.x.data() + begin;
+    case Payload::moe_partial:
+      return sending ? c.shard->moe_slots() + begin : c.rs_floats.data() + peer_tp * static_cast<std::size_t>(slice_);
+    case Payload::moe_reduced: return c.shard->moe_slots() + begin;
     case Payload::none: break;
   }
   LPURT_ASSERT(false);
@@ -214,7 +215,8 @@ void Engine::compute(const Op& op, LocalChip& c, const int32_t* tokens, int64_t 
     case OpKind::reduce_sum: {
       // This chip owns slice j of the flat [n x D] array; add the other chips' slices in tp order.
       const int64_t me = plan_.chips[static_cast<std::size_t>(op.chip)].tp_rank;
-      const int64_t begin = partition::split_begin(n * d, plan_.tp, me), end = partition::split_begin(n * d, plan_.tp, me + 1);
+      const int64_t count = op.payload == Payload::moe_partial ? n * plan_.model.n_experts_per_token * d : n * d;
+      const int64_t begin = partition::split_begin(count, plan_.tp, me), end = partition::split_begin(count, plan_.tp, me + 1);
       if (op.payload == Payload::partial_sums) {
         std::copy(s.partial_sums() + begin, s.partial_sums() + end, c.sums.begin() + begin);
         for (int64_t t = 0; t < plan_.tp; ++t) {
@@ -223,17 +225,22 @@ void Engine::compute(const Op& op, LocalChip& c, const int32_t* tokens, int64_t 
           for (int64_t k = begin; k < end; ++k) c.sums[static_cast<std::size_t>(k)] += in[k - begin];
         }
       } else {
+        // Float slices with one holder per element (embedding rows, expert slots): exact in any order.
+        float* target = op.payload == Payload::moe_partial ? s.moe_slots() : c.x.data();
         for (int64_t t = 0; t < plan_.tp; ++t) {
           if (t == me) continue;
           const float* in = c.rs_floats.data() + t * slice_;
-          for (int64_t k = begin; k < end; ++k) c.x[static_cast<std::size_t>(k)] += in[k - begin];
+          for (int64_t k = begin; k < end; ++k) target[k] += in[k - begin];
         }
       }
       break;
     }
     case OpKind::attn_residual: s.add_attention_output(op.layer, n, sums, amax, c.x.data()); break;
-    case OpKind::ffn_residual: s.add_ffn_output(op.layer, n, sums, amax, c.x.data()); break;
-    case OpKind::moe: s.moe_ffn(op.layer, n, c.x.data()); break;
+    case OpKind::ffn_residual:
+      if (plan_.model.is_moe()) s.add_moe_output(n, s.moe_slots(), c.x.data());
+      else s.add_ffn_output(op.layer, n, sums, amax, c.x.data());
+      break;
+    case OpKind::moe: s.moe_partial(op.layer, n, c.x.data()); break;
     case OpKind::lm_head: s.logits(c.x.data() + (n - 1) * d); break;
     case OpKind::attn_norm:
     case OpKind::qkv:

@@ -49,6 +49,10 @@ io::Record plan_summary(const partition::Plan& plan, const partition::ModelledTi
       .set("decode_step_transfer_bytes", m.decode.transfer_bytes)
       .set("busiest_link", std::to_string(m.decode.busiest_link.from) + "->" + std::to_string(m.decode.busiest_link.to))
       .set("busiest_link_decode_cycles", m.decode.busiest_link_cycles);
+  if (plan.model.is_moe())
+    r.set("moe_routing_model",
+          std::string("modelled times assume token-expert pairs spread uniformly over the experts (k x tokens / "
+                      "E per held expert); functional runs route with the real router"));
   return r;
 }
 

@@ -9,6 +9,7 @@ mpi_flags=("$@")
 here=$(cd "$(dirname "$0")" && pwd)
 rm -rf "$work" && mkdir -p "$work" && cd "$work"
 "$lpurt" gen-model --preset tiny --out tiny.h5 --seed 2 > /dev/null
+"$lpurt" gen-model --preset tiny-mixtral --out moe.h5 --seed 3 > /dev/null
 "$python" "$here/../oracle/make_model.py" odd.h5 --vocab 1000 --hidden 96 --intermediate 200 --layers 3 \
   --heads 6 --kv-heads 2 --max-seq 64 --seed 8 > /dev/null
 
@@ -74,4 +75,5 @@ PY
 
 check_model tiny.h5 3,4,5,6,7 "1 1 1" "2 2 1" "2 1 2" "4 2 2" "4 4 1" "8 8 1" "8 2 4" "8 1 8" "16 4 4" "16 2 8" "24 8 3" "24 6 4" "24 3 8"
 check_model odd.h5 1,2,999,4 "2 2 1" "3 3 1" "6 6 1" "6 2 3" "6 3 2" "6 1 6" "12 2 6"
+check_model moe.h5 5,6,7 "2 2 1" "4 4 1" "4 2 2" "8 4 2"
 echo "bit-identical to one chip: $checked runs (layouts x rank counts 1-4); timing-only times equal at 2 ranks"

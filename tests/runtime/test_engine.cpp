@@ -97,3 +97,17 @@ TEST(Engine, ResultsDoNotDependOnTheThreadCount) {
   EXPECT_TRUE(bit_identical(one.logits, two.logits));
   EXPECT_TRUE(bit_identical(one.logits, four.logits));
 }
+
+TEST(Engine, MixtralExpertParallelLayoutsAreBitIdenticalToOneChip) {
+  io::SyntheticModel source(chip::model_preset("tiny-mixtral"), 4, "tiny-mixtral");  // 4 experts, 2 per token
+  const auto cfg = source.config();
+  runtime::Engine reference(plan_for(cfg, 1, 1, 1, 8), source);
+  const runtime::Generation expected = runtime::generate(reference, prompt, 6, 0);
+  const int64_t layouts[][2] = {{2, 1}, {4, 1}, {3, 1}, {2, 2}, {1, 4}, {4, 2}, {2, 3}};
+  for (const auto& l : layouts) {
+    runtime::Engine engine(plan_for(cfg, l[0] * l[1], l[0], l[1], 4), source);
+    const runtime::Generation got = runtime::generate(engine, prompt, 6, 0);
+    EXPECT_EQ(got.tokens, expected.tokens) << "tp=" << l[0] << " pp=" << l[1];
+    EXPECT_TRUE(bit_identical(got.logits, expected.logits)) << "tp=" << l[0] << " pp=" << l[1];
+  }
+}
