@@ -5,8 +5,24 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
+#include <string>
+
+#include "chip/detail/int8_avx2.hpp"
 
 namespace lpurt::chip {
+
+const char* int8_kernel_name() { return use_avx2() ? "avx2" : "portable"; }
+
+bool use_avx2() {
+  // Chosen once: AVX2 where the CPU has it, unless LPURT_KERNELS=portable asks for the fallback.
+  static const bool avx2 = [] {
+    const char* choice = std::getenv("LPURT_KERNELS");
+    if (choice != nullptr && std::string(choice) == "portable") return false;
+    return __builtin_cpu_supports("avx2") != 0;
+  }();
+  return avx2;
+}
 
 namespace {
 
@@ -53,17 +69,28 @@ void quantize(const float* v, int64_t n, float amax, int8_t* q) {
   }
 }
 
+void gemv_int8_portable(const int8_t* w, int64_t rows, int64_t cols, const int8_t* q, int32_t* acc) {
+  for (int64_t j = 0; j < rows; ++j) acc[j] = dot_int8(w + j * cols, q, cols);
+}
+
 void gemv_int8(const int8_t* w, int64_t rows, int64_t cols, const int8_t* q, int32_t* acc) {
+  const bool avx2 = use_avx2();
   for_rows(rows, cols, [=](int64_t begin, int64_t end) {
+    if (avx2) {
+      detail::gemv_int8_avx2(w, begin, end, cols, q, acc);
+      return;
+    }
     for (int64_t j = begin; j < end; ++j) acc[j] = dot_int8(w + j * cols, q, cols);
   });
 }
 
 void gemm_int8(const int8_t* w, int64_t rows, int64_t cols, const int8_t* q, int64_t n_tokens, int32_t* acc) {
+  const bool avx2 = use_avx2();
   for_rows(rows, cols * n_tokens, [=](int64_t begin, int64_t end) {
     for (int64_t j = begin; j < end; ++j) {
       const int8_t* row = w + j * cols;
-      for (int64_t t = 0; t < n_tokens; ++t) acc[t * rows + j] = dot_int8(row, q + t * cols, cols);
+      for (int64_t t = 0; t < n_tokens; ++t)
+        acc[t * rows + j] = avx2 ? detail::dot_int8_avx2(row, q + t * cols, cols) : dot_int8(row, q + t * cols, cols);
     }
   });
 }

@@ -26,6 +26,14 @@ float quantization_scale(float amax);
 /// SPEC quantize: q_i = clamp(rint(v_i / s), -127, 127) with s = quantization_scale(amax) (round half to even).
 void quantize(const float* v, int64_t n, float amax, int8_t* q);
 
+/// True when the int8 products use the AVX2 kernels: the CPU has AVX2 and LPURT_KERNELS is not
+/// "portable". Both paths give the same bits (integer sums are exact).
+bool use_avx2();
+/// "avx2" or "portable".
+const char* int8_kernel_name();
+/// The portable reference: acc[j] = sum_k w[j*cols + k] * q[k], one thread, plain loop.
+void gemv_int8_portable(const int8_t* w, int64_t rows, int64_t cols, const int8_t* q, int32_t* acc);
+
 /// acc[j] = sum_k w[j*cols + k] * q[k] for j in [0, rows); int32, exact. w: int8 [rows, cols].
 void gemv_int8(const int8_t* w, int64_t rows, int64_t cols, const int8_t* q, int32_t* acc);
 /// Block of n_tokens vectors: acc[t*rows + j] = sum_k w[j*cols + k] * q[t*cols + k].

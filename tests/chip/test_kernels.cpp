@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstring>
 #include <random>
+#include <utility>
 #include <vector>
 
 #include "chip/kernels.hpp"
@@ -198,4 +199,43 @@ TEST(Silu, MatchesDefinition) {
   std::vector<float> out(3);
   silu_mul(g.data(), u.data(), 3, out.data());
   for (int i = 0; i < 3; ++i) EXPECT_EQ(out[i], g[i] / (1.0f + std::exp(-g[i])) * u[i]);
+}
+
+TEST(FastKernels, EqualThePortableReferenceBitForBitAtEveryThreadCount) {
+  // Odd shapes exercise every tail: rows not a multiple of 4, columns not a multiple of 32.
+  for (auto [rows, cols] : std::vector<std::pair<int64_t, int64_t>>{{1, 1}, {3, 31}, {5, 33}, {4, 32}, {131, 97},
+                                                                     {1027, 4099}, {4096, 768}}) {
+    auto w = random_int8(static_cast<std::size_t>(rows * cols), static_cast<uint32_t>(rows));
+    auto q = random_int8(static_cast<std::size_t>(cols), static_cast<uint32_t>(cols));
+    std::vector<int32_t> reference(static_cast<std::size_t>(rows));
+    gemv_int8_portable(w.data(), rows, cols, q.data(), reference.data());
+    EXPECT_EQ(reference, naive_gemv(w, rows, cols, q.data()));
+    for (int threads : {1, 2, 3}) {
+      tbb::global_control limit(tbb::global_control::max_allowed_parallelism, static_cast<std::size_t>(threads));
+      std::vector<int32_t> fast(static_cast<std::size_t>(rows));
+      gemv_int8(w.data(), rows, cols, q.data(), fast.data());
+      EXPECT_EQ(fast, reference) << rows << "x" << cols << " on " << threads << " threads (" << int8_kernel_name() << ")";
+      std::vector<int32_t> block(static_cast<std::size_t>(3 * rows));
+      std::vector<int8_t> q3(q);
+      q3.insert(q3.end(), q.begin(), q.end());
+      q3.insert(q3.end(), q.begin(), q.end());
+      gemm_int8(w.data(), rows, cols, q3.data(), 3, block.data());
+      for (int t = 0; t < 3; ++t)
+        EXPECT_TRUE(std::equal(reference.begin(), reference.end(), block.begin() + t * rows)) << rows << "x" << cols;
+    }
+  }
+}
+
+TEST(FastKernels, ExtremeValuesNeverSaturate) {
+  // +-127 everywhere: every pair sum is +-32258, the widest a 16-bit intermediate could not hold twice.
+  const int64_t rows = 9, cols = 130'000;  // near the largest inner dimension lpurt accepts
+  for (int8_t sign : {int8_t{127}, int8_t{-127}}) {
+    std::vector<int8_t> w(static_cast<std::size_t>(rows * cols), 127), q(static_cast<std::size_t>(cols), sign);
+    for (int64_t k = 0; k < cols; k += 3) q[static_cast<std::size_t>(k)] = -127;
+    std::vector<int32_t> fast(static_cast<std::size_t>(rows)), reference(static_cast<std::size_t>(rows));
+    gemv_int8(w.data(), rows, cols, q.data(), fast.data());
+    gemv_int8_portable(w.data(), rows, cols, q.data(), reference.data());
+    EXPECT_EQ(fast, reference);
+    EXPECT_EQ(reference, naive_gemv(w, rows, cols, q.data()));
+  }
 }
