@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Simulator speed and memory (timing-only runs and planning), written to docs/PERFORMANCE.md with the
 # machine and the date, plus docs/simulator-scaling.png when gnuplot is installed.
-# Usage: bench/simulator.sh [LPURT]   (default build/jobs/lpurt; takes a few minutes)
+# Usage: bench/simulator.sh [LPURT]   (default build/jobs/lpurt; part of bench/performance.sh)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 lpurt=$(realpath "${1:-build/jobs/lpurt}")

@@ -2,9 +2,14 @@
 // ("[rank r/N] error: ...") and a non-zero exit that ends the whole MPI job.
 #include <mpi.h>
 
+#include <tbb/global_control.h>
+
+#include <algorithm>
 #include <cstdio>
 #include <cstring>
+#include <memory>
 #include <new>
+#include <thread>
 
 #include "chip/error.hpp"
 #include "jobs/cli.hpp"
@@ -37,6 +42,19 @@ int main(int argc, char** argv) {
     MPI_Init(&argc, &argv);
     MPI_Comm_rank(MPI_COMM_WORLD, &rank);
     MPI_Comm_size(MPI_COMM_WORLD, &n_ranks);
+  }
+  // Ranks sharing a host share its cores: each rank's TBB threads get an equal part of them, so that
+  // R ranks never run R x cores threads.
+  std::unique_ptr<tbb::global_control> threads;
+  if (mpi && n_ranks > 1) {
+    MPI_Comm node;
+    MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, rank, MPI_INFO_NULL, &node);
+    int local_ranks = 1;
+    MPI_Comm_size(node, &local_ranks);
+    MPI_Comm_free(&node);
+    const auto cores = static_cast<int>(std::thread::hardware_concurrency());
+    threads = std::make_unique<tbb::global_control>(tbb::global_control::max_allowed_parallelism,
+                                                    static_cast<std::size_t>(std::max(1, cores / local_ranks)));
   }
   int code = 0;
   try {

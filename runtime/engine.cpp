@@ -1,6 +1,7 @@
 #include "runtime/engine.hpp"
 
 #include <algorithm>
+#include <chrono>
 #include <cstring>
 
 #include "chip/error.hpp"
@@ -118,8 +119,11 @@ void Engine::forward(int64_t sequence, const int32_t* tokens, int64_t pos, int64
     const chip::ShardRange& r = c.shard->range();
     if (r.n_vocab() > 0) std::copy(c.shard->logits_out(), c.shard->logits_out() + r.n_vocab(), logits + r.vocab_begin);
   }
-  if (n_ranks_ > 1)
+  if (n_ranks_ > 1) {
+    const auto t0 = std::chrono::steady_clock::now();
     check_mpi(MPI_Allreduce(MPI_IN_PLACE, logits, vocab, MPI_FLOAT, MPI_SUM, comm_), "MPI_Allreduce(logits)", rank_);
+    mpi_wait_s_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  }
 }
 
 void* Engine::payload_at(const Op& op, LocalChip& c, bool sending) {
@@ -145,8 +149,10 @@ void* Engine::payload_at(const Op& op, LocalChip& c, bool sending) {
 
 void Engine::wait(LocalChip& c) {
   if (c.pending.empty()) return;
+  const auto t0 = std::chrono::steady_clock::now();
   check_mpi(MPI_Waitall(static_cast<int>(c.pending.size()), c.pending.data(), MPI_STATUSES_IGNORE), "MPI_Waitall", rank_);
   c.pending.clear();
+  mpi_wait_s_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
 void Engine::execute(const partition::Program& p, int64_t replica, int64_t slot, const int32_t* tokens, int64_t pos) {

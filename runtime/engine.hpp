@@ -53,6 +53,8 @@ class Engine {
 
   const partition::Plan& plan() const { return plan_; }
   bool timing_only() const { return timing_only_; }
+  /// Host seconds this rank spent waiting in MPI (transfers and the logits reduction) so far.
+  double mpi_wait_s() const { return mpi_wait_s_; }
   /// The program forward() runs for n tokens, built for replica 0 on first use and reused: replica r runs
   /// it with every chip offset by r x chips per replica (the replicas are identical pipelines).
   const partition::Program& program(int64_t n_tokens);
@@ -89,6 +91,7 @@ class Engine {
   int64_t slice_ = 0;                          ///< largest reduce-scatter slice, elements
   bool timing_only_ = false;
   int64_t first_local_chip_ = 0;               ///< chips_[i] is chip first_local_chip_ + i
+  double mpi_wait_s_ = 0;
 };
 
 }  // namespace lpurt::runtime

@@ -2,6 +2,7 @@
 
 #include <chrono>
 
+#include "chip/kernels.hpp"
 #include "io/trace.hpp"
 #include "partition/timing.hpp"
 #include "runtime/engine.hpp"
@@ -115,8 +116,14 @@ io::RunResult RunSession::run(const std::function<void(int64_t, int64_t)>& progr
       .set("host_setup_s", std::chrono::duration<double>(t1 - t0).count())
       .set("host_prefill_s", g.host_prefill_s)
       .set("host_decode_s", g.host_decode_s)
+      .set("host_mpi_wait_s_rank0", state_->engine.mpi_wait_s())
+      .set("int8_kernels", std::string(chip::int8_kernel_name()))
       .set("weight_bytes_read_rank0", source.bytes_read())
       .set("weight_bytes_model", plan.model.weight_bytes())
+      // A decode token reads every weight once, except the embedding table, of which it reads one row.
+      .set("weight_bytes_per_decode_token",
+           plan.model.weight_bytes() - chip::tensor_bytes(plan.model, {chip::TensorKind::embedding}) +
+               plan.model.hidden_size + 4)
       .set("timing_only", int64_t{config.timing_only ? 1 : 0})
       .set("model", source.name())
       .set("system", hardware.name);
@@ -141,6 +148,12 @@ io::RunResult RunSession::run(const std::function<void(int64_t, int64_t)>& progr
   for (const auto& c : plan.chips)
     chip_rank.values.push_back(static_cast<double>(Engine::rank_of_chip(c.chip, plan.n_chips(), config.n_ranks)));
   double read = static_cast<double>(source.bytes_read());
+  // What rank 0 holds for its chips (weights, KV cache, activations), to compare with its host memory.
+  int64_t rank0_bytes = 0;
+  for (const auto& c : plan.chips)
+    if (Engine::rank_of_chip(c.chip, plan.n_chips(), config.n_ranks) == 0)
+      rank0_bytes += c.sram.weight_bytes + c.sram.kv_cache_bytes + c.sram.activation_bytes;
+  result.summary.set("chip_state_bytes_rank0", config.timing_only ? int64_t{0} : rank0_bytes);
   rank_read.values.assign(static_cast<std::size_t>(config.n_ranks), read);
   if (mpi_initialized && config.n_ranks > 1)
     MPI_Allgather(&read, 1, MPI_DOUBLE, rank_read.values.data(), 1, MPI_DOUBLE, comm);

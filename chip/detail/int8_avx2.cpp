@@ -35,41 +35,29 @@ inline int32_t tail(const int8_t* a, const int8_t* b, int64_t begin, int64_t end
 }  // namespace
 
 int32_t dot_int8_avx2(const int8_t* a, const int8_t* b, int64_t n) {
-  const int64_t body = n - n % 32;
-  __m256i acc = _mm256_setzero_si256();
-  for (int64_t k = 0; k < body; k += 32) {
+  // Two independent accumulators over 64 bytes per step keep the adds off the critical path.
+  __m256i acc0 = _mm256_setzero_si256(), acc1 = acc0;
+  int64_t k = 0;
+  for (; k + 64 <= n; k += 64) {
     __m256i b_lo, b_hi;
     load_q(b + k, b_lo, b_hi);
-    acc = _mm256_add_epi32(acc, madd32(a + k, b_lo, b_hi));
+    acc0 = _mm256_add_epi32(acc0, madd32(a + k, b_lo, b_hi));
+    load_q(b + k + 32, b_lo, b_hi);
+    acc1 = _mm256_add_epi32(acc1, madd32(a + k + 32, b_lo, b_hi));
   }
-  return horizontal_sum(acc) + tail(a, b, body, n);
+  for (; k + 32 <= n; k += 32) {
+    __m256i b_lo, b_hi;
+    load_q(b + k, b_lo, b_hi);
+    acc0 = _mm256_add_epi32(acc0, madd32(a + k, b_lo, b_hi));
+  }
+  return horizontal_sum(_mm256_add_epi32(acc0, acc1)) + tail(a, b, k, n);
 }
 
 void gemv_int8_avx2(const int8_t* w, int64_t row_begin, int64_t row_end, int64_t cols, const int8_t* q,
                     int32_t* acc) {
-  const int64_t body = cols - cols % 32;
-  int64_t j = row_begin;
-  // Four rows per pass share each widened slice of q; the weights stream through once.
-  for (; j + 4 <= row_end; j += 4) {
-    const int8_t* r0 = w + j * cols;
-    const int8_t* r1 = r0 + cols;
-    const int8_t* r2 = r1 + cols;
-    const int8_t* r3 = r2 + cols;
-    __m256i a0 = _mm256_setzero_si256(), a1 = a0, a2 = a0, a3 = a0;
-    for (int64_t k = 0; k < body; k += 32) {
-      __m256i q_lo, q_hi;
-      load_q(q + k, q_lo, q_hi);
-      a0 = _mm256_add_epi32(a0, madd32(r0 + k, q_lo, q_hi));
-      a1 = _mm256_add_epi32(a1, madd32(r1 + k, q_lo, q_hi));
-      a2 = _mm256_add_epi32(a2, madd32(r2 + k, q_lo, q_hi));
-      a3 = _mm256_add_epi32(a3, madd32(r3 + k, q_lo, q_hi));
-    }
-    acc[j] = horizontal_sum(a0) + tail(r0, q, body, cols);
-    acc[j + 1] = horizontal_sum(a1) + tail(r1, q, body, cols);
-    acc[j + 2] = horizontal_sum(a2) + tail(r2, q, body, cols);
-    acc[j + 3] = horizontal_sum(a3) + tail(r3, q, body, cols);
-  }
-  for (; j < row_end; ++j) acc[j] = dot_int8_avx2(w + j * cols, q, cols);
+  // One row at a time: each thread reads one contiguous stream, which the hardware prefetcher follows
+  // best (measured faster than interleaving four rows to share the widened activations).
+  for (int64_t j = row_begin; j < row_end; ++j) acc[j] = dot_int8_avx2(w + j * cols, q, cols);
 }
 
 }  // namespace lpurt::chip::detail
