@@ -77,7 +77,7 @@ void check_layout(const chip::ModelConfig& cfg, int64_t n_chips, int64_t tp, int
                     std::to_string(tp * pp * replicas) + " chips, but --chips is " + std::to_string(n_chips));
   if (tp > Topology::chips_per_node)
     throw PlanError("tp=" + std::to_string(tp) + " exceeds the " + std::to_string(Topology::chips_per_node) +
-                    " chips of a node (a tensor-parallel group must share a node's all-to-all links)");
+                    " chips of a node (tensor parallelism is limited to a node's all-to-all links)");
   if (tp > cfg.n_heads)
     throw PlanError("tp=" + std::to_string(tp) + " exceeds the model's " + std::to_string(cfg.n_heads) +
                     " attention heads");
@@ -198,6 +198,12 @@ Plan make_plan(const chip::ModelConfig& cfg, const chip::ChipSpec& hw, const Pla
   if (r.context < 0 || r.context > cfg.max_seq_len)
     throw PlanError("--context " + std::to_string(r.context) + " exceeds the model's max_seq_len " +
                     std::to_string(cfg.max_seq_len));
+  // The largest transfer (a block's expert slots or activations) must fit one MPI message (int count).
+  const int64_t largest_transfer_bytes =
+      std::max<int64_t>(1, r.block_tokens) * cfg.hidden_size * 4 * std::max<int64_t>(1, cfg.n_experts_per_token);
+  if (largest_transfer_bytes > std::numeric_limits<int>::max())
+    throw PlanError("--block-tokens " + std::to_string(r.block_tokens) + " makes a transfer of " +
+                    std::to_string(largest_transfer_bytes) + " bytes, more than one MPI message holds (2 GiB)");
   int64_t minimum = minimum_chips(cfg, hw, r);
   if (r.replicas < 0) throw PlanError("--replicas must be at least 1 (got " + std::to_string(r.replicas) + ")");
   // Candidate layouts: tp x pp x replicas = n_chips, honouring whatever the request fixes.
@@ -224,8 +230,8 @@ Plan make_plan(const chip::ModelConfig& cfg, const chip::ChipSpec& hw, const Pla
     check_fits(plan, minimum);
     return plan;
   }
-  // Every feasible candidate; the lowest modelled time per output token wins, ties to fewer replicas,
-  // then to smaller tp.
+  // Every feasible candidate; the lowest modelled time per output token wins, ties to the first candidate
+  // (smaller tp, then fewer replicas).
   Plan best;
   int64_t best_cycles = std::numeric_limits<int64_t>::max();
   std::string layout_error = "tp must be 1 .. " + std::to_string(Topology::chips_per_node);

@@ -115,6 +115,7 @@ class Builder {
       // Expert parallelism: every chip routes alike; the chosen experts' weighted outputs are summed over
       // the stage's chips (each slot has one holder) and every chip adds them in expert order.
       each_chip(s, OpKind::ffn_norm, Unit::vxm, l, b);
+      // Booked on the MXM; its router and SiLU work (VXM) is costed inside it, not booked separately.
       each_chip(s, OpKind::moe, Unit::mxm, l, b);
       if (plan_.tp > 1)
         reduce_scatter_all_gather(s, Payload::moe_partial, Payload::moe_reduced,
@@ -206,7 +207,10 @@ int64_t compute_cycles(const Op& op, const Plan& plan, const chip::CostModel& co
       return cost.vector_cycles(3 * (g.n_heads() + kvh) * hd * n) + cost.attention_cycles(g.n_heads(), kvh, hd, position, n);
     case OpKind::reduce_max: return cost.vector_cycles(tp * n);
     case OpKind::wo: return cost.matmul_cycles(d, g.n_heads() * hd, n);
-    case OpKind::reduce_sum: return cost.vector_cycles(tp * chip::ceil_div(n * d, tp));
+    case OpKind::reduce_sum: {
+      const int64_t count = op.payload == Payload::moe_partial ? n * m.n_experts_per_token * d : n * d;
+      return cost.vector_cycles(tp * chip::ceil_div(count, tp));
+    }
     case OpKind::attn_residual: return cost.vector_cycles(2 * d * n);
     case OpKind::ffn_residual: return cost.vector_cycles((2 + m.n_experts_per_token) * d * n);
     case OpKind::gate_up: return cost.matmul_cycles(2 * g.n_ffn(), d, n);

@@ -14,7 +14,7 @@
 /// (every chip sends its n values to every other chip of the stage), int32 partial sums are
 /// reduce-scattered and all-gathered (chip j owns slice j of the flat [n x D] array), and so is the
 /// embedding (chips contribute -0.0 for rows they do not hold, the identity of float addition).
-/// Activations move from chip (stage s, t) to chip (stage s+1, t mod tp').
+/// Activations move from chip (stage s, t) to chip (stage s+1, t).
 ///
 /// Example usage:
 /// \code
@@ -113,7 +113,7 @@ struct Timeline {
   int64_t end_cycles(std::size_t op) const { return start_cycles[op] + duration_cycles[op]; }
 };
 
-/// Builds the program of `blocks` on `plan` (MoE plans are tp = 1).
+/// Builds the program of `blocks` on `plan`.
 Program build_program(const Plan& plan, const Topology& topology, const std::vector<Block>& blocks);
 
 /// Start and duration of every op with the blocks starting at `base_position` (deterministic).

@@ -33,10 +33,14 @@ int64_t step(std::vector<Hop>& hops, int64_t at, int64_t to) {
 
 void Topology::route_between_nodes(int64_t a, int64_t b, std::vector<Hop>& hops) const {
   // Nodes joined directly (all-to-all, or within a dragonfly group): move to b's chip index inside a's
-  // node, then cross to b's node on the link between equal indices.
-  const int64_t b_index = b % chips_per_node;
-  int64_t at = step(hops, a, node_of(a) * chips_per_node + b_index);
-  step(hops, at, b);
+  // node, then cross to b's node on the link between equal indices. If a's node is the partly filled
+  // last one and lacks that index, cross on a's own index first (b's node is then full).
+  const int64_t via = node_of(a) * chips_per_node + b % chips_per_node;
+  if (via < n_chips_) {
+    step(hops, step(hops, a, via), b);
+    return;
+  }
+  step(hops, step(hops, a, node_of(b) * chips_per_node + a % chips_per_node), b);
 }
 
 void Topology::route_chain(int64_t a, int64_t b, std::vector<Hop>& hops) const {
@@ -47,20 +51,33 @@ void Topology::route_chain(int64_t a, int64_t b, std::vector<Hop>& hops) const {
     int64_t distance = target_node - node_of(at);
     if (distance > n_nodes_ / 2) distance -= n_nodes_;
     if (distance < -(n_nodes_ - 1) / 2) distance += n_nodes_;
-    const int64_t jump = std::min<int64_t>(chain_reach, std::llabs(distance));
-    const int64_t parity = jump <= 2 ? 0 : 1;  // even chips hold +-1, +-2; odd chips +-3, +-4
+    int64_t jump = std::min<int64_t>(chain_reach, std::llabs(distance));
+    int64_t parity = jump <= 2 ? 0 : 1;  // even chips hold +-1, +-2; odd chips +-3, +-4
     const int64_t index = at % chips_per_node;
     // A chip without a link of this length uses its partner (index ^ 1), which has it: load spreads
     // over the 4 links of the bundle instead of funnelling through one chip.
-    const int64_t via = index % 2 == parity ? index : (index ^ 1);
+    int64_t via = index % 2 == parity ? index : (index ^ 1);
+    auto next_node = [&] { return (node_of(at) + (distance > 0 ? jump : -jump) + n_nodes_) % n_nodes_; };
+    // In the partly filled last node the chip holding that link, or the one it lands on, may not exist:
+    // take a short jump through chip 0, which every node has.
+    if (node_of(at) * chips_per_node + via >= n_chips_ || next_node() * chips_per_node + via >= n_chips_) {
+      jump = std::min<int64_t>(2, std::llabs(distance));
+      parity = 0;
+      via = 0;
+    }
     at = step(hops, at, node_of(at) * chips_per_node + via);
-    const int64_t next_node = (node_of(at) + (distance > 0 ? jump : -jump) + n_nodes_) % n_nodes_;
-    at = step(hops, at, next_node * chips_per_node + via);
+    at = step(hops, at, next_node() * chips_per_node + via);
   }
   step(hops, at, b);
 }
 
 void Topology::route(int64_t a, int64_t b, std::vector<Hop>& hops) const {
+  const std::size_t first = hops.size();
+  route_unchecked(a, b, hops);
+  check_route(hops, first);  // every hop joins two chips that exist
+}
+
+void Topology::route_unchecked(int64_t a, int64_t b, std::vector<Hop>& hops) const {
   LPURT_ASSERT(a >= 0 && a < n_chips_ && b >= 0 && b < n_chips_);
   if (a == b) return;
   if (node_of(a) == node_of(b)) {
@@ -102,6 +119,12 @@ void Topology::route(int64_t a, int64_t b, std::vector<Hop>& hops) const {
   } else {
     step(hops, at, b);
   }
+}
+
+void Topology::check_route(const std::vector<Hop>& hops, std::size_t first) const {
+  for (std::size_t i = first; i < hops.size(); ++i)
+    LPURT_ASSERT(hops[i].from >= 0 && hops[i].from < n_chips_ && hops[i].to >= 0 && hops[i].to < n_chips_ &&
+                 hops[i].from != hops[i].to);
 }
 
 int64_t Topology::hop_count(int64_t a, int64_t b) const {

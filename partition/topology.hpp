@@ -57,6 +57,8 @@ class Topology {
   int64_t diameter() const;
 
  private:
+  void route_unchecked(int64_t a, int64_t b, std::vector<Hop>& hops) const;
+  void check_route(const std::vector<Hop>& hops, std::size_t first) const;
   void route_between_nodes(int64_t a, int64_t b, std::vector<Hop>& hops) const;
   void route_chain(int64_t a, int64_t b, std::vector<Hop>& hops) const;
 

@@ -51,7 +51,8 @@ Engine::Engine(const partition::Plan& plan, io::WeightSource& source, MPI_Comm c
                     " chips: every rank must host at least one chip",
                 ExitCode::config);
   const int64_t b = plan.shape.block_tokens, d = cfg.hidden_size, tp = plan.tp;
-  slice_ = chip::ceil_div(b * d * std::max<int64_t>(1, cfg.n_experts_per_token), tp) + 1;
+  // The largest reduce-scatter slice: a block's expert slots (or its activations) over the stage's chips.
+  slice_ = chip::ceil_div(b * d * std::max<int64_t>(1, cfg.n_experts_per_token), tp);
   owner_.resize(static_cast<std::size_t>(plan.n_chips()));
   std::size_t n_local = 0;
   for (const auto& c : plan.chips) {
@@ -169,6 +170,8 @@ void Engine::execute(const partition::Program& p, int64_t replica, int64_t slot,
       LocalChip* receiver = local(peer);
       const void* src = timing_only_ ? nullptr : payload_at(op, *c, true);
       if (receiver != nullptr) {
+        // The receiver's x may still be the source of its own pending send to the next stage.
+        if (op.payload == Payload::activations) wait(*receiver);
         std::memcpy(payload_at(p.ops[static_cast<std::size_t>(op.match)], *receiver, false), src, op.bytes);
       } else {
         c->pending.emplace_back();
@@ -178,6 +181,9 @@ void Engine::execute(const partition::Program& p, int64_t replica, int64_t slot,
       }
     } else if (op.kind == OpKind::recv) {
       if (local(peer) != nullptr) continue;  // copied at the send
+      // x is the only receive buffer a pending send of the same chip can still be reading (its previous
+      // block's activations, sent on to the next stage): finish that send before x is overwritten.
+      if (op.payload == Payload::activations) wait(*c);
       c->pending.emplace_back();
       check_mpi(MPI_Irecv(timing_only_ ? nullptr : payload_at(op, *c, false), count, MPI_BYTE, owner_[static_cast<std::size_t>(peer)],
                           tag_of(op.match), comm_, &c->pending.back()),

@@ -7,8 +7,9 @@
 /// - compute ops call the Shard's phases (ops that only model time, like qkv, do nothing here: the
 ///   phase that consumes them computes them);
 /// - a transfer between chips on this rank is a copy into the receiver's buffer at the send;
-/// - a transfer between ranks is MPI_Isend / MPI_Irecv with a deterministic tag (the send's op index),
-///   completed before the receiving chip's next compute op (and the sender's, which may reuse the buffer).
+/// - a transfer between ranks is MPI_Isend / MPI_Irecv with a deterministic tag (the send's op index mod
+///   32768), completed before the chip's next compute op (which may reuse the buffer) and before a receive
+///   of activations into x (which its own previous send may still be reading).
 /// The array order is a valid execution order, so walking it on every rank cannot deadlock. The programs
 /// are built once; the steady-state step allocates nothing.
 ///

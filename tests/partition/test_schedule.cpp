@@ -181,3 +181,21 @@ TEST(Topology, ShipPartitionDiametersAreThreeAndFiveHops) {
   EXPECT_EQ(Topology(TopologyKind::chain, 72).diameter(), 3);
   EXPECT_EQ(Topology(TopologyKind::chain, 136).diameter(), 5);
 }
+
+TEST(Topology, PartlyFilledLastNodesRouteOnlyThroughChipsThatExist) {
+  // route() asserts that every hop joins two existing chips; walk every pair of odd-sized systems.
+  for (auto kind : {TopologyKind::chain, TopologyKind::dragonfly})
+    for (int64_t n : {9, 10, 13, 17, 75, 137, 281}) {
+      const Topology t(kind, n);
+      for (int64_t a = 0; a < n; ++a)
+        for (int64_t b = 0; b < n; ++b) {
+          std::vector<Hop> r;
+          t.route(a, b, r);
+          if (a == b) continue;
+          ASSERT_FALSE(r.empty());
+          EXPECT_EQ(r.front().from, a);
+          EXPECT_EQ(r.back().to, b);
+          for (const Hop& h : r) ASSERT_LT(std::max(h.from, h.to), n) << topology_name(kind) << " " << n;
+        }
+    }
+}
