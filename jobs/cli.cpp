@@ -246,6 +246,12 @@ int run_command_line(int argc, char** argv, int rank, int n_ranks) {
   run_cmd->add_option("--out", result_path, "result HDF5 file");
   std::string trace_path;
   run_cmd->add_option("--trace", trace_path, "Chrome-trace JSON of the modelled timeline (Perfetto)");
+  runtime::FaultOptions faults;
+  run_cmd->add_option("--step-timeout", faults.step_timeout_s,
+                      "seconds a chip may wait for a transfer before the job fails naming it (0: wait forever)")
+      ->capture_default_str();
+  run_cmd->add_option("--inject-stall-rank", faults.stall_rank, "fault injection: this rank stops participating");
+  run_cmd->add_option("--inject-crash-rank", faults.crash_rank, "fault injection: this rank dies (SIGKILL)");
   bool timing_only = false;
   run_cmd->add_flag("--timing-only", timing_only,
                     "same plan, schedule and message pattern without weights or payload (a --config-only file suffices)");
@@ -311,6 +317,7 @@ int run_command_line(int argc, char** argv, int rank, int n_ranks) {
     config.trace_path = trace_path;
     config.force = force_run;
     config.timing_only = timing_only;
+    config.faults = faults;
     // Rank 0 writes the outputs, so rank 0 alone checks them (another rank could see its finished file).
     if (rank == 0 && !result_path.empty()) io::check_writable(result_path, force_run);
     if (rank == 0 && !trace_path.empty()) io::check_writable(trace_path, force_run);

@@ -2,6 +2,9 @@
 
 #include <algorithm>
 #include <chrono>
+#include <csignal>
+#include <cstdio>
+#include <thread>
 #include <cstring>
 
 #include "chip/error.hpp"
@@ -36,8 +39,9 @@ int Engine::rank_of_chip(int64_t chip, int64_t n_chips, int n_ranks) {
   return static_cast<int>(((chip + 1) * n_ranks - 1) / n_chips);
 }
 
-Engine::Engine(const partition::Plan& plan, io::WeightSource& source, MPI_Comm comm, bool timing_only)
-    : plan_(plan), topology_(partition::topology_for(plan)), comm_(comm), timing_only_(timing_only) {
+Engine::Engine(const partition::Plan& plan, io::WeightSource& source, MPI_Comm comm, bool timing_only,
+               const FaultOptions& faults)
+    : plan_(plan), topology_(partition::topology_for(plan)), comm_(comm), timing_only_(timing_only), faults_(faults) {
   const chip::ModelConfig& cfg = plan.model;
   // Without MPI_Init (unit tests, tools) the engine is one rank and makes no MPI call.
   int mpi_initialized = 0;
@@ -72,6 +76,7 @@ Engine::Engine(const partition::Plan& plan, io::WeightSource& source, MPI_Comm c
     LocalChip& lc = chips_[next++];
     local_index_[static_cast<std::size_t>(c.chip)] = &lc;
     lc.pending.reserve(static_cast<std::size_t>(4 * tp + 4));
+    lc.pending_ops.reserve(lc.pending.capacity());
     if (timing_only) continue;
     lc.shard = std::make_unique<chip::Shard>(cfg, c.range, plan.shape);
     io::load_shard(source, *lc.shard);
@@ -151,13 +156,53 @@ void* Engine::payload_at(const Op& op, LocalChip& c, bool sending) {
 void Engine::wait(LocalChip& c) {
   if (c.pending.empty()) return;
   const auto t0 = std::chrono::steady_clock::now();
-  check_mpi(MPI_Waitall(static_cast<int>(c.pending.size()), c.pending.data(), MPI_STATUSES_IGNORE), "MPI_Waitall", rank_);
+  const auto n = static_cast<int>(c.pending.size());
+  if (faults_.step_timeout_s <= 0) {
+    check_mpi(MPI_Waitall(n, c.pending.data(), MPI_STATUSES_IGNORE), "MPI_Waitall", rank_);
+  } else {
+    // Poll, so that a transfer that never comes (a stuck or dead peer) is reported instead of hanging.
+    int done = 0;
+    check_mpi(MPI_Testall(n, c.pending.data(), &done, MPI_STATUSES_IGNORE), "MPI_Testall", rank_);
+    while (done == 0) {
+      const double waited = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      if (waited > faults_.step_timeout_s) report_stuck(c, waited);
+      std::this_thread::yield();
+      check_mpi(MPI_Testall(n, c.pending.data(), &done, MPI_STATUSES_IGNORE), "MPI_Testall", rank_);
+    }
+  }
   c.pending.clear();
+  c.pending_ops.clear();
   mpi_wait_s_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+void Engine::report_stuck(LocalChip& c, double waited_s) {
+  std::size_t stuck = 0;
+  for (; stuck < c.pending.size(); ++stuck) {
+    int flag = 0;
+    MPI_Test(&c.pending[stuck], &flag, MPI_STATUS_IGNORE);
+    if (flag == 0) break;
+  }
+  if (stuck == c.pending.size()) stuck = 0;
+  const Op& op = current_->ops[static_cast<std::size_t>(c.pending_ops[stuck])];
+  const int64_t chip = op.chip + current_offset_, peer = op.peer + current_offset_;
+  char seconds[32];
+  std::snprintf(seconds, sizeof seconds, "%.1f", waited_s);
+  throw Error("chip " + std::to_string(chip) + " on rank " + std::to_string(rank_) + " waited " + seconds + " s for " +
+                  (op.kind == OpKind::recv ? "a transfer from" : "its transfer to") + " chip " + std::to_string(peer) +
+                  " on rank " + std::to_string(owner_[static_cast<std::size_t>(peer)]) + " (" +
+                  partition::payload_name(op.payload) + ", " + std::to_string(op.bytes) + " bytes" +
+                  (op.layer >= 0 ? ", layer " + std::to_string(op.layer) : std::string()) +
+                  "): that rank is stuck or dead (step timeout " + std::to_string(faults_.step_timeout_s).substr(0, 5) +
+                  " s, --step-timeout)",
+              ExitCode::runtime);
 }
 
 void Engine::execute(const partition::Program& p, int64_t replica, int64_t slot, const int32_t* tokens, int64_t pos) {
   const int64_t offset = replica * plan_.chips_per_replica();
+  current_ = &p;
+  current_offset_ = offset;
+  if (rank_ == faults_.crash_rank) std::raise(SIGKILL);  // injected: this rank dies
+  while (rank_ == faults_.stall_rank) std::this_thread::sleep_for(std::chrono::seconds(1));  // injected: stuck
   for (std::size_t i = 0; i < p.ops.size(); ++i) {
     const Op& op = p.ops[i];
     LocalChip* c = local(op.chip + offset);
@@ -175,6 +220,7 @@ void Engine::execute(const partition::Program& p, int64_t replica, int64_t slot,
         std::memcpy(payload_at(p.ops[static_cast<std::size_t>(op.match)], *receiver, false), src, op.bytes);
       } else {
         c->pending.emplace_back();
+        c->pending_ops.push_back(static_cast<int32_t>(i));
         check_mpi(MPI_Isend(src, count, MPI_BYTE, owner_[static_cast<std::size_t>(peer)], tag_of(static_cast<int64_t>(i)),
                             comm_, &c->pending.back()),
                   "MPI_Isend", rank_);
@@ -185,6 +231,7 @@ void Engine::execute(const partition::Program& p, int64_t replica, int64_t slot,
       // block's activations, sent on to the next stage): finish that send before x is overwritten.
       if (op.payload == Payload::activations) wait(*c);
       c->pending.emplace_back();
+      c->pending_ops.push_back(static_cast<int32_t>(i));
       check_mpi(MPI_Irecv(timing_only_ ? nullptr : payload_at(op, *c, false), count, MPI_BYTE, owner_[static_cast<std::size_t>(peer)],
                           tag_of(op.match), comm_, &c->pending.back()),
                 "MPI_Irecv", rank_);

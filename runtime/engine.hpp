@@ -35,6 +35,14 @@
 
 namespace lpurt::runtime {
 
+/// Failure handling of an Engine: how long a chip may wait for a transfer, and injected faults (tests
+/// and drills: a rank that stops participating, a rank that dies).
+struct FaultOptions {
+  double step_timeout_s = 60.0;  ///< a wait longer than this is reported (chip, transfer, peer) and fails; 0: never
+  int stall_rank = -1;           ///< this rank stops participating at its first step
+  int crash_rank = -1;           ///< this rank kills itself (SIGKILL) at its first step
+};
+
 class Engine {
  public:
   /// Allocates this rank's chips and loads their weights (only their slices). `comm` hosts the chips;
@@ -42,7 +50,8 @@ class Engine {
   /// With `timing_only`, no chip state exists (no weights, no KV cache: `source` needs only the
   /// configuration), compute ops are skipped, and transfers between ranks are zero-byte messages with the
   /// same sources, destinations, tags and order as a functional run: the same message pattern, no payload.
-  Engine(const partition::Plan& plan, io::WeightSource& source, MPI_Comm comm = MPI_COMM_SELF, bool timing_only = false);
+  Engine(const partition::Plan& plan, io::WeightSource& source, MPI_Comm comm = MPI_COMM_SELF, bool timing_only = false,
+         const FaultOptions& faults = {});
 
   /// Rank that hosts `chip` when n_chips chips are spread over n_ranks ranks in contiguous blocks.
   static int rank_of_chip(int64_t chip, int64_t n_chips, int n_ranks);
@@ -71,6 +80,7 @@ class Engine {
     std::vector<int32_t> rs_sums;    ///< [tp, slice] partial-sum slices received from each chip
     std::vector<float> rs_floats;    ///< [tp, slice] embedding slices received from each chip
     std::vector<MPI_Request> pending;  ///< outstanding MPI requests of this chip
+    std::vector<int32_t> pending_ops;  ///< [pending] the op index of each request, for error messages
   };
 
   void execute(const partition::Program& program, int64_t replica, int64_t slot, const int32_t* tokens, int64_t pos);
@@ -78,6 +88,8 @@ class Engine {
   /// Pointer to the payload elements an op sends from or receives into, on chip `c`.
   void* payload_at(const partition::Op& op, LocalChip& c, bool sending);  ///< op of the replica-0 program
   void wait(LocalChip& c);
+  /// Throws Error naming the first of c's requests still incomplete after the step timeout.
+  [[noreturn]] void report_stuck(LocalChip& c, double waited_s);
   LocalChip* local(int64_t chip) { return local_index_[static_cast<std::size_t>(chip)]; }
 
   partition::Plan plan_;
@@ -93,6 +105,9 @@ class Engine {
   bool timing_only_ = false;
   int64_t first_local_chip_ = 0;               ///< chips_[i] is chip first_local_chip_ + i
   double mpi_wait_s_ = 0;
+  FaultOptions faults_;
+  const partition::Program* current_ = nullptr;  ///< the program execute() is walking
+  int64_t current_offset_ = 0;                   ///< its replica's chip offset
 };
 
 }  // namespace lpurt::runtime

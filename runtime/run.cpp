@@ -61,7 +61,7 @@ struct RunSession::State {
   State(io::WeightSource& source_in, const chip::ChipSpec& hardware_in, const RunConfig& config_in, MPI_Comm comm_in)
       : source(source_in), hardware(hardware_in), config(config_in), comm(comm_in),
         t0(std::chrono::steady_clock::now()), plan(partition::make_plan(source.config(), hardware, config.request)),
-        engine(plan, source, comm, config.timing_only), t1(std::chrono::steady_clock::now()) {}
+        engine(plan, source, comm, config.timing_only, config.faults), t1(std::chrono::steady_clock::now()) {}
   io::WeightSource& source;
   chip::ChipSpec hardware;
   RunConfig config;

@@ -15,6 +15,7 @@
 #include "io/weight_source.hpp"
 #include "partition/plan.hpp"
 #include "partition/timing.hpp"
+#include "runtime/engine.hpp"
 
 namespace lpurt::runtime {
 
@@ -26,6 +27,7 @@ struct RunConfig {
   std::string trace_path;       ///< Chrome trace of the modelled timeline, written by rank 0 (empty: none)
   bool force = false;           ///< replace existing output files
   bool timing_only = false;     ///< same plan, schedule and message pattern, no weights and no payload
+  FaultOptions faults;          ///< step timeout and injected faults
 };
 
 /// A deterministic synthetic prompt of n tokens for a vocabulary of vocab_size (for --prompt-len);

@@ -26,5 +26,25 @@ expect 5 'topology must be "dragonfly" or "chain"' 2 --chips 4 --set topology=to
 expect 3 '/nonexistent.h5: cannot open' 3 --chips 3 --model /nonexistent.h5
 expect 5 '3 MPI ranks for 2 chips: every rank must host at least one chip' 3 --chips 2
 expect 4 'needs at least' 2 --chips 2 --set sram_bytes=6000000
+# A rank that stops participating: the job fails within 10 s, naming the waiting chip and the silent rank.
+start=$(date +%s)
+timeout 60 "$mpiexec" -n 2 "${flags[@]}" "$lpurt" run --chips 2 --tp 1 --pp 2 --step-timeout 2 --inject-stall-rank 1 \
+  > out.txt 2> err.txt
+rc=$? elapsed=$(( $(date +%s) - start ))
+if [ "$rc" -ne 0 ] && [ "$rc" -ne 124 ] && [ "$elapsed" -le 10 ] && grep -q "waited .* s for .*chip 1 on rank 1" err.txt &&
+   [ "$(grep -c 'error:' err.txt)" -eq 1 ]; then
+  passed=$((passed + 1))
+else
+  failed=$((failed + 1)); echo "FAIL stalled rank: exit $rc after ${elapsed}s:"; cat err.txt
+fi
+# A rank that dies: the job ends within 10 s and the launcher names the rank.
+start=$(date +%s)
+timeout 60 "$mpiexec" -n 3 "${flags[@]}" "$lpurt" run --chips 3 --tp 1 --pp 3 --inject-crash-rank 1 > out.txt 2> err.txt
+rc=$? elapsed=$(( $(date +%s) - start ))
+if [ "$rc" -ne 0 ] && [ "$rc" -ne 124 ] && [ "$elapsed" -le 10 ] && grep -q "rank 1 .*signal 9" err.txt out.txt 2> /dev/null; then
+  passed=$((passed + 1))
+else
+  failed=$((failed + 1)); echo "FAIL dead rank: exit $rc after ${elapsed}s:"; cat err.txt out.txt
+fi
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]
