@@ -185,15 +185,15 @@ void Engine::report_stuck(LocalChip& c, double waited_s) {
   if (stuck == c.pending.size()) stuck = 0;
   const Op& op = current_->ops[static_cast<std::size_t>(c.pending_ops[stuck])];
   const int64_t chip = op.chip + current_offset_, peer = op.peer + current_offset_;
-  char seconds[32];
+  char seconds[32], limit[32];
   std::snprintf(seconds, sizeof seconds, "%.1f", waited_s);
+  std::snprintf(limit, sizeof limit, "%.1f", faults_.step_timeout_s);
   throw Error("chip " + std::to_string(chip) + " on rank " + std::to_string(rank_) + " waited " + seconds + " s for " +
                   (op.kind == OpKind::recv ? "a transfer from" : "its transfer to") + " chip " + std::to_string(peer) +
                   " on rank " + std::to_string(owner_[static_cast<std::size_t>(peer)]) + " (" +
                   partition::payload_name(op.payload) + ", " + std::to_string(op.bytes) + " bytes" +
                   (op.layer >= 0 ? ", layer " + std::to_string(op.layer) : std::string()) +
-                  "): that rank is stuck or dead (step timeout " + std::to_string(faults_.step_timeout_s).substr(0, 5) +
-                  " s, --step-timeout)",
+                  "): that rank is stuck or dead (step timeout " + limit + " s, --step-timeout)",
               ExitCode::runtime);
 }
 
