@@ -8,43 +8,10 @@ namespace lpurt::io {
 
 using detail::check;
 using detail::Handle;
+using detail::write_dataset;
+using detail::write_scalar_attribute;
 
 namespace {
-
-void write_dataset(hid_t loc, const std::string& name, hid_t file_type, hid_t mem_type, const std::vector<hsize_t>& dims,
-                   const void* data) {
-  Handle space(check(H5Screate_simple(static_cast<int>(dims.size()), dims.data(), nullptr), "H5Screate_simple"),
-               H5Sclose);
-  Handle ds(check(H5Dcreate2(loc, name.c_str(), file_type, space.get(), H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT),
-                  "cannot create dataset " + name),
-            H5Dclose);
-  bool empty = false;
-  for (hsize_t d : dims) empty = empty || d == 0;
-  if (!empty) check(H5Dwrite(ds.get(), mem_type, H5S_ALL, H5S_ALL, H5P_DEFAULT, data), "cannot write dataset " + name);
-}
-
-void write_scalar_attribute(hid_t loc, const std::string& name, const Record::Value& value) {
-  Handle space(check(H5Screate(H5S_SCALAR), "H5Screate"), H5Sclose);
-  auto create = [&](hid_t type) {
-    return Handle(check(H5Acreate2(loc, name.c_str(), type, space.get(), H5P_DEFAULT, H5P_DEFAULT),
-                        "cannot create attribute " + name),
-                  H5Aclose);
-  };
-  if (const auto* n = std::get_if<int64_t>(&value)) {
-    Handle a = create(H5T_STD_I64LE);
-    check(H5Awrite(a.get(), H5T_NATIVE_INT64, n), "cannot write attribute " + name);
-  } else if (const auto* d = std::get_if<double>(&value)) {
-    Handle a = create(H5T_IEEE_F64LE);
-    check(H5Awrite(a.get(), H5T_NATIVE_DOUBLE, d), "cannot write attribute " + name);
-  } else {
-    Handle type(check(H5Tcopy(H5T_C_S1), "H5Tcopy"), H5Tclose);
-    check(H5Tset_size(type.get(), H5T_VARIABLE), "H5Tset_size");
-    check(H5Tset_cset(type.get(), H5T_CSET_UTF8), "H5Tset_cset");
-    Handle a = create(type.get());
-    const char* text = std::get<std::string>(value).c_str();
-    check(H5Awrite(a.get(), type.get(), &text), "cannot write attribute " + name);
-  }
-}
 
 void write_contents(const std::string& tmp, const RunResult& r) {
   Handle file = detail::create_file(tmp);
@@ -74,6 +41,44 @@ void write_contents(const std::string& tmp, const RunResult& r) {
 
 void write_result_file(const std::string& path, const RunResult& result, bool force) {
   write_atomically(path, force, [&](const std::string& tmp) { write_contents(tmp, result); });
+}
+
+Record read_result_summary(const std::string& path) {
+  Handle file = detail::open_file_read(path);
+  Handle root = detail::open_group(file.get(), "/", path);
+  struct Visit {
+    Record record;
+    std::string path;
+  } visit{{}, path};
+  auto read_one = [](hid_t loc, const char* name, const H5A_info_t*, void* data) -> herr_t {
+    auto& v = *static_cast<Visit*>(data);
+    Handle attr(H5Aopen(loc, name, H5P_DEFAULT), H5Aclose);
+    Handle type(H5Aget_type(attr.get()), H5Tclose);
+    Handle space(H5Aget_space(attr.get()), H5Sclose);
+    if (attr.get() < 0 || type.get() < 0 || space.get() < 0 || H5Sget_simple_extent_npoints(space.get()) != 1) return -1;
+    const H5T_class_t cls = H5Tget_class(type.get());
+    if (cls == H5T_INTEGER) {
+      int64_t x = 0;
+      if (H5Aread(attr.get(), H5T_NATIVE_INT64, &x) < 0) return -1;
+      v.record.set(name, x);
+    } else if (cls == H5T_FLOAT) {
+      double x = 0;
+      if (H5Aread(attr.get(), H5T_NATIVE_DOUBLE, &x) < 0) return -1;
+      v.record.set(name, x);
+    } else if (cls == H5T_STRING && H5Tis_variable_str(type.get()) > 0) {
+      char* text = nullptr;
+      if (H5Aread(attr.get(), type.get(), &text) < 0) return -1;
+      v.record.set(name, std::string(text ? text : ""));
+      H5free_memory(text);
+    } else {
+      return -1;  // lpurt writes scalars and variable-length strings only
+    }
+    return 0;
+  };
+  hsize_t next = 0;
+  check(H5Aiterate2(root.get(), H5_INDEX_CRT_ORDER, H5_ITER_INC, &next, read_one, &visit),
+        path + ": cannot read the summary attributes of a result file");
+  return visit.record;
 }
 
 }  // namespace lpurt::io

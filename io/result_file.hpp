@@ -32,4 +32,8 @@ struct RunResult {
 /// existing file unless `force`.
 void write_result_file(const std::string& path, const RunResult& result, bool force);
 
+/// The summary (root attributes) of a result file, in the order it was written. Throws FileError
+/// naming the file if it is not a readable HDF5 file.
+Record read_result_summary(const std::string& path);
+
 }  // namespace lpurt::io

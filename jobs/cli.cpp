@@ -6,6 +6,8 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <iostream>
 #include <sstream>
@@ -17,7 +19,11 @@
 #include "io/atomic_file.hpp"
 #include "io/error.hpp"
 #include "io/model_file.hpp"
+#include "io/text_file.hpp"
 #include "partition/timing.hpp"
+#include "jobs/format.hpp"
+#include "jobs/study.hpp"
+#include "jobs/sweep.hpp"
 #include "runtime/run.hpp"
 
 namespace lpurt::jobs {
@@ -40,11 +46,10 @@ struct SystemOptions {
     if (std::find(presets.begin(), presets.end(), system) != presets.end()) {
       spec = chip::hardware_preset(system);
     } else {
-      std::ifstream in(system);
-      if (!in) throw chip::ConfigError("unknown system preset \"" + system + "\" and no such file (presets: groq-lpu-v1)");
-      std::stringstream text;
-      text << in.rdbuf();
-      spec = chip::parse_system_file(text.str(), system);
+      std::error_code ec;
+      if (!std::filesystem::exists(system, ec))
+        throw chip::ConfigError("unknown system preset \"" + system + "\" and no such file (presets: groq-lpu-v1)");
+      spec = chip::parse_system_file(io::read_text_file(system, "system file"), system);
       spec.name = system;
     }
     for (const auto& o : overrides) chip::apply_assignment(spec, o, "--set " + o);
@@ -130,14 +135,6 @@ std::function<void(int64_t, int64_t)> progress_printer(const char* what, int ran
       std::fprintf(stderr, "\r[lpurt] %s %lld/%lld%s", what, static_cast<long long>(done),
                    static_cast<long long>(total), done == total ? "\n" : "");
   };
-}
-
-std::string format_seconds(double s) {
-  char buf[32];
-  if (s < 1e-3) std::snprintf(buf, sizeof buf, "%.2f us", s * 1e6);
-  else if (s < 1.0) std::snprintf(buf, sizeof buf, "%.3f ms", s * 1e3);
-  else std::snprintf(buf, sizeof buf, "%.3f s", s);
-  return buf;
 }
 
 void print_plan_table(const partition::Plan& plan, const std::string& model_name, int64_t prompt_tokens,
@@ -257,6 +254,53 @@ int run_command_line(int argc, char** argv, int rank, int n_ranks) {
                     "same plan, schedule and message pattern without weights or payload (a --config-only file suffices)");
   run_cmd->add_flag("--force", force_run, "replace an existing result file");
 
+  // sweep
+  auto* sweep_cmd = app.add_subcommand("sweep", "run a scaling study: every point of a job file (or of flags), "
+                                                "resumably, then a table and plots");
+  std::string job_path, sweep_name = "sweep", sweep_out, sweep_model, sweep_preset, sweep_system = "groq-lpu-v1";
+  std::vector<std::string> sweep_axes, sweep_set, sbatch_args;
+  partition::PlanRequest sweep_request;
+  int64_t sweep_prompt_len = 16, sweep_tokens = 16, sweep_ranks = 0, sweep_throttle = 0;
+  uint64_t sweep_seed = 1;
+  double sweep_timeout = 60;
+  bool sweep_functional = false, sweep_collect = false, sweep_slurm = false;
+  SweepOptions sweep_options;
+  sweep_cmd->add_option("job", job_path, "TOML job file (see docs/STUDIES.md); without one, the flags below");
+  auto* study_flags = sweep_cmd->add_option_group("study", "a study without a job file");
+  study_flags->add_option("--name", sweep_name, "study name")->capture_default_str();
+  study_flags->add_option("--out", sweep_out, "output folder (default: ./NAME)");
+  auto* model_flag = study_flags->add_option("--model", sweep_model, "HDF5 model file");
+  study_flags->add_option("--preset", sweep_preset, "model preset with synthetic weights")->excludes(model_flag);
+  study_flags->add_option("--seed", sweep_seed, "weight seed of --preset")->capture_default_str();
+  study_flags->add_option("--system", sweep_system, "system preset or file")->capture_default_str();
+  study_flags->add_option("--set", sweep_set, "fixed hardware parameter, name=value")->take_all();
+  study_flags->add_option("--sweep", sweep_axes,
+                          "swept parameter: name=v1,v2,... or name=from..to*times or name=from..to+step "
+                          "(run or hardware parameter; repeat for a grid)")
+      ->take_all();
+  study_flags->add_option("--chips", sweep_request.n_chips, "chips (fixed)");
+  study_flags->add_option("--tp", sweep_request.tp, "tensor-parallel chips per stage (fixed)");
+  study_flags->add_option("--pp", sweep_request.pp, "pipeline stages (fixed)");
+  study_flags->add_option("--replicas", sweep_request.replicas, "pipeline replicas (fixed)");
+  study_flags->add_option("--batch", sweep_request.batch, "sequences (fixed)");
+  study_flags->add_option("--context", sweep_request.context, "KV positions per sequence (fixed)");
+  study_flags->add_option("--block-tokens", sweep_request.block_tokens, "prefill chunk (fixed)");
+  study_flags->add_option("--prompt-len", sweep_prompt_len, "synthetic prompt length")->capture_default_str();
+  study_flags->add_option("--tokens", sweep_tokens, "tokens to generate")->capture_default_str();
+  study_flags->add_flag("--functional", sweep_functional, "compute the model's outputs (default: timing-only)");
+  study_flags->add_option("--ranks", sweep_ranks, "MPI ranks per point (default: the ranks sweep runs on)");
+  study_flags->add_option("--throttle", sweep_throttle, "Slurm: at most this many points at once");
+  study_flags->add_option("--step-timeout", sweep_timeout, "seconds a chip may wait for a transfer")->capture_default_str();
+  auto* point_opt = sweep_cmd->add_option("--point", sweep_options.only_point,
+                                          "run this point only and do not collect (what a Slurm array element does)");
+  auto* collect_flag = sweep_cmd->add_flag("--collect", sweep_collect, "only build the table and plots from the results");
+  sweep_cmd->add_flag("--slurm", sweep_slurm, "submit the study to Slurm (job array + collect job) instead of running it")
+      ->excludes(point_opt)
+      ->excludes(collect_flag);
+  point_opt->excludes(collect_flag);
+  sweep_cmd->add_option("--sbatch", sbatch_args, "extra sbatch option for every submitted job, e.g. --sbatch=--partition=x");
+  sweep_cmd->add_flag("--force", sweep_options.force, "rerun points that already have a result");
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::Success& e) {  // --help
@@ -297,6 +341,75 @@ int run_command_line(int argc, char** argv, int rank, int n_ranks) {
     } else {
       print_plan_table(plan, source->name(), plan_prompt_len, plan_tokens);
     }
+    return 0;
+  }
+
+  if (sweep_cmd->parsed()) {
+    Study study;
+    if (!job_path.empty()) {
+      if (study_flags->count_all() > 0)
+        throw Error("give either a job file or study flags (" + job_path + " and flags were both given)", ExitCode::usage);
+      study = load_study(job_path);
+    } else {
+      study.name = sweep_name;
+      study.source = "command line";
+      study.output_dir = std::filesystem::absolute(sweep_out.empty() ? sweep_name : sweep_out).lexically_normal().string();
+      study.timing_only = !sweep_functional;
+      study.ranks = sweep_ranks > 0 ? sweep_ranks : n_ranks;
+      study.throttle = sweep_throttle;
+      study.step_timeout_s = sweep_timeout;
+      if (!sweep_model.empty()) study.model_file = std::filesystem::absolute(sweep_model).lexically_normal().string();
+      else if (!sweep_preset.empty()) study.model_preset = sweep_preset;
+      else throw Error("lpurt sweep needs a job file, or --model FILE or --preset NAME", ExitCode::usage);
+      if (!study.model_preset.empty()) {
+        chip::model_preset(study.model_preset);  // throws naming the presets
+        study.seed = sweep_seed;
+      }
+      const auto presets = chip::hardware_preset_names();
+      study.system = std::find(presets.begin(), presets.end(), sweep_system) != presets.end()
+                         ? sweep_system
+                         : std::filesystem::absolute(sweep_system).lexically_normal().string();
+      for (const auto& a : sweep_set) {
+        const Axis one = parse_axis_flag(a);
+        if (one.values.size() != 1) throw Error("--set " + a + ": one value expected (use --sweep for several)", ExitCode::usage);
+        study.system_set.emplace_back(one.name, one.values.front());
+      }
+      const partition::PlanRequest defaults;
+      auto fixed = [&](const char* name, int64_t value, int64_t default_value) {
+        if (value != default_value || std::string(name) == "chips") study.run.set(name, value);
+      };
+      for (const auto& a : sweep_axes) study.axes.push_back(parse_axis_flag(a));
+      const bool chips_swept = std::any_of(study.axes.begin(), study.axes.end(), [](const Axis& x) { return x.name == "chips"; });
+      if (!chips_swept) fixed("chips", sweep_request.n_chips, defaults.n_chips);
+      fixed("tp", sweep_request.tp, defaults.tp);
+      fixed("pp", sweep_request.pp, defaults.pp);
+      fixed("replicas", sweep_request.replicas, defaults.replicas);
+      fixed("batch", sweep_request.batch, defaults.batch);
+      fixed("context", sweep_request.context, defaults.context);
+      fixed("block_tokens", sweep_request.block_tokens, defaults.block_tokens);
+      fixed("prompt_len", sweep_prompt_len, 16);
+      fixed("tokens", sweep_tokens, 16);
+      for (const auto& axis : study.axes)
+        if (study.run.find(axis.name))
+          throw Error("--sweep " + axis.name + ": also given as a fixed value; give it in one place", ExitCode::usage);
+    }
+    const std::vector<Point> points = expand(study);
+    if (sweep_slurm) {
+      SlurmOptions slurm;
+      slurm.lpurt_binary = std::filesystem::read_symlink("/proc/self/exe").string();
+      const char* dir = std::getenv("LPURT_SLURM_DIR");
+      slurm.scripts_dir = dir ? dir : LPURT_SLURM_DIR;
+      slurm.sbatch_args = sbatch_args;
+      submit_to_slurm(study, points, slurm);
+      return 0;
+    }
+    if (!sweep_collect) {
+      if (rank == 0) write_study_job(study);
+      run_points(study, points, sweep_options, MPI_COMM_WORLD);
+      if (sweep_options.only_point >= 0) return 0;
+      MPI_Barrier(MPI_COMM_WORLD);
+    }
+    if (rank == 0) collect(study, points);
     return 0;
   }
 

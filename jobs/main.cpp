@@ -17,11 +17,16 @@
 
 namespace {
 
-/// Subcommands that host chips on MPI ranks; the others never touch MPI (no launcher needed).
+/// Subcommands that host chips on MPI ranks; the others never touch MPI (no launcher needed). A sweep
+/// that only collects results or submits to Slurm runs no point.
 bool needs_mpi(int argc, char** argv) {
-  for (int i = 1; i < argc; ++i)
-    if (std::strcmp(argv[i], "run") == 0) return true;
-  return false;
+  if (argc < 2) return false;
+  if (std::strcmp(argv[1], "run") == 0) return true;
+  if (std::strcmp(argv[1], "sweep") != 0) return false;
+  for (int i = 2; i < argc; ++i)
+    for (const char* no_points : {"--collect", "--slurm", "--help", "-h"})
+      if (std::strcmp(argv[i], no_points) == 0) return false;
+  return true;
 }
 
 int fail(int rank, int n_ranks, bool mpi, const char* message, int code) {

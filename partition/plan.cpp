@@ -252,13 +252,29 @@ Plan make_plan(const chip::ModelConfig& cfg, const chip::ChipSpec& hw, const Pla
     if (cycles < best_cycles) best_cycles = cycles, best = std::move(plan);
   }
   if (best.chips.empty() && some_layout_overflows) {
-    // Every layout of n_chips was tried, so at least one more chip is needed whatever the bound says.
-    minimum = std::max(minimum, r.n_chips + 1);
-    throw chip::CapacityError("the model does not fit on " + std::to_string(r.n_chips) + " chip" +
-                              (r.n_chips == 1 ? "" : "s") + ": it needs at least " + std::to_string(minimum) +
-                              " chips (" + chip::format_bytes(static_cast<double>(cfg.weight_bytes())) +
-                              " of weights plus the KV cache, " +
-                              chip::format_bytes(static_cast<double>(hw.sram_bytes)) + " of SRAM per chip)");
+    // Every layout of n_chips overflows: name the smallest single-pipeline layout that fits (the SRAM
+    // bound is only a lower limit, since parts do not divide evenly), searched upward from the bound.
+    int64_t smallest = std::numeric_limits<int64_t>::max(), smallest_tp = 0;
+    const int64_t max_tp = std::min<int64_t>(Topology::chips_per_node, cfg.n_heads);
+    for (int64_t tp = r.tp > 0 ? r.tp : 1; tp <= (r.tp > 0 ? r.tp : max_tp); ++tp) {
+      for (int64_t pp = r.pp > 0 ? r.pp : std::max<int64_t>(1, chip::ceil_div(minimum, tp));
+           pp <= (r.pp > 0 ? r.pp : 2 * cfg.n_layers) && tp * pp < smallest; ++pp) {
+        if (layout(cfg, hw, r, tp, pp, 1).sram_bytes_max() > hw.sram_bytes) continue;
+        smallest = tp * pp, smallest_tp = tp;
+        break;
+      }
+    }
+    const std::string sizes = chip::format_bytes(static_cast<double>(cfg.weight_bytes())) +
+                              " of weights plus the KV cache fill " + std::to_string(minimum) + " chips of " +
+                              chip::format_bytes(static_cast<double>(hw.sram_bytes)) + " SRAM";
+    const std::string head = "the model does not fit on " + std::to_string(r.n_chips) + " chip" + (r.n_chips == 1 ? "" : "s");
+    if (smallest_tp == 0)
+      throw chip::CapacityError(head + ": no tp x pp layout fits at all, it needs at least " +
+                                std::to_string(std::max(minimum, r.n_chips + 1)) + " chips and more SRAM per part (" +
+                                sizes + ")");
+    throw chip::CapacityError(head + ": it needs at least " + std::to_string(smallest) + " chips (the smallest layout "
+                              "that fits is tp " + std::to_string(smallest_tp) + " x pp " +
+                              std::to_string(smallest / smallest_tp) + "; " + sizes + ")");
   }
   if (best.chips.empty())
     throw PlanError("no feasible layout for " + std::to_string(r.n_chips) + " chips: " + layout_error);

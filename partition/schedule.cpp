@@ -255,24 +255,38 @@ Timeline compute_timeline(const Program& p, const Plan& plan, int64_t base_posit
   Timeline t;
   t.start_cycles.assign(p.ops.size(), 0);
   t.duration_cycles.assign(p.ops.size(), 0);
-  // Units: [chip][mxm|vxm] next free cycle. Links: next free cycle per directed link.
-  std::vector<int64_t> unit_free(static_cast<std::size_t>(2 * p.n_chips), 0);
-  std::unordered_map<int64_t, int64_t> link_free;
-  link_free.reserve(1024);
+  t.waited_for.assign(p.ops.size(), -1);
+  // Units: [chip][mxm|vxm] next free cycle and the op that frees it. Links: the same per directed link.
+  struct Busy {
+    int64_t free_cycles = 0;
+    int32_t last_op = -1;
+  };
+  std::vector<Busy> units(static_cast<std::size_t>(2 * p.n_chips));
+  std::unordered_map<int64_t, Busy> links;
+  links.reserve(1024);
   for (std::size_t i = 0; i < p.ops.size(); ++i) {
     const Op& op = p.ops[i];
+    // The latest of the op's inputs and resources; on a tie the data dependency is named.
     int64_t ready = 0;
-    for (int32_t k = 0; k < op.dep_count; ++k)
-      ready = std::max(ready, t.end_cycles(static_cast<std::size_t>(p.deps[static_cast<std::size_t>(op.dep_begin + k)])));
+    int32_t waited_for = -1;
+    auto wait_for = [&](int64_t cycles, int32_t op_index) {
+      if (cycles > ready) ready = cycles, waited_for = op_index;
+    };
+    for (int32_t k = 0; k < op.dep_count; ++k) {
+      const int32_t dep = p.deps[static_cast<std::size_t>(op.dep_begin + k)];
+      wait_for(t.end_cycles(static_cast<std::size_t>(dep)), dep);
+    }
     const Block& blk = p.blocks[static_cast<std::size_t>(op.block)];
     if (op.kind == OpKind::recv) {
       t.start_cycles[i] = ready;  // the data has arrived when the matching send ends
+      t.waited_for[i] = waited_for;
       continue;
     }
     if (op.kind == OpKind::send) {
       for (int32_t h = 0; h < op.hop_count; ++h) {
         const Hop& hop = p.hops[static_cast<std::size_t>(op.hop_begin + h)];
-        ready = std::max(ready, link_free[hop.from * p.n_chips + hop.to]);
+        const Busy& link = links[hop.from * p.n_chips + hop.to];
+        wait_for(link.free_cycles, link.last_op);
       }
       const double seconds = static_cast<double>(op.hop_count) * plan.hardware.hop_latency_ns * 1e-9 +
                              static_cast<double>(op.bytes) / plan.hardware.link_bytes_per_s;
@@ -281,14 +295,16 @@ Timeline compute_timeline(const Program& p, const Plan& plan, int64_t base_posit
       t.duration_cycles[i] = duration;
       for (int32_t h = 0; h < op.hop_count; ++h) {
         const Hop& hop = p.hops[static_cast<std::size_t>(op.hop_begin + h)];
-        link_free[hop.from * p.n_chips + hop.to] = ready + duration;
+        links[hop.from * p.n_chips + hop.to] = {ready + duration, static_cast<int32_t>(i)};
       }
     } else {
-      int64_t& free = unit_free[static_cast<std::size_t>(2 * op.chip + (op.unit == Unit::mxm ? 0 : 1))];
-      t.start_cycles[i] = std::max(ready, free);
+      Busy& unit = units[static_cast<std::size_t>(2 * op.chip + (op.unit == Unit::mxm ? 0 : 1))];
+      wait_for(unit.free_cycles, unit.last_op);
+      t.start_cycles[i] = ready;
       t.duration_cycles[i] = compute_cycles(op, plan, cost, base_position + blk.position_offset, blk.n_tokens);
-      free = t.end_cycles(i);
+      unit = {t.end_cycles(i), static_cast<int32_t>(i)};
     }
+    t.waited_for[i] = waited_for;
     t.makespan_cycles = std::max(t.makespan_cycles, t.end_cycles(i));
   }
   return t;

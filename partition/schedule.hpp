@@ -109,6 +109,9 @@ struct Program {
 struct Timeline {
   std::vector<int64_t> start_cycles;     ///< [ops]
   std::vector<int64_t> duration_cycles;  ///< [ops]; a recv's duration is 0, it "ends" when the data arrives
+  /// [ops] the op whose end fixed this op's start: a dependency (data) or the previous user of the unit
+  /// or link (-1: started at cycle 0). Following it back from the last op gives the critical path.
+  std::vector<int32_t> waited_for;
   int64_t makespan_cycles = 0;
   int64_t end_cycles(std::size_t op) const { return start_cycles[op] + duration_cycles[op]; }
 };

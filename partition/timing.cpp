@@ -71,6 +71,16 @@ StepProfile profile(const Program& p, const Timeline& t) {
       if (busy > s.busiest_link_cycles) s.busiest_link_cycles = busy, s.busiest_link = hop;
     }
   }
+  // Back from the op that ends last along what each op waited for; every op starts exactly when the op
+  // it waited for ends, so the path covers the makespan without gaps.
+  int32_t last = -1;
+  for (std::size_t i = 0; i < p.ops.size(); ++i)
+    if (last < 0 || t.end_cycles(i) > t.end_cycles(static_cast<std::size_t>(last))) last = static_cast<int32_t>(i);
+  for (int32_t i = last; i >= 0; i = t.waited_for[static_cast<std::size_t>(i)]) {
+    const auto op = static_cast<std::size_t>(i);
+    (p.ops[op].kind == OpKind::send ? s.critical_transfer_cycles : s.critical_compute_cycles) += t.duration_cycles[op];
+  }
+  LPURT_ASSERT(s.critical_compute_cycles + s.critical_transfer_cycles == t.makespan_cycles);
   return s;
 }
 
@@ -96,16 +106,24 @@ ModelledTimes modelled_times(const Plan& plan, int64_t prompt_tokens, int64_t ou
   const Timeline first = compute_timeline(*decode, plan, prompt_tokens);
   m.decode = profile(*decode, first);
   // Each decode step is one token of every sequence: with the batch interleaved, a user waits one period.
-  for (int64_t i = 0; i < m.decode_steps; ++i) {
+  int64_t compute_cycles = 0, transfer_cycles = 0;
+  for (int64_t i = 0; i < std::max<int64_t>(1, m.decode_steps); ++i) {
     const Timeline step = i == 0 ? first : compute_timeline(*decode, plan, prompt_tokens + i);
+    const StepProfile path = i == 0 ? m.decode : profile(*decode, step);
+    compute_cycles += path.critical_compute_cycles;
+    transfer_cycles += path.critical_transfer_cycles;
+    if (i == m.decode_steps) break;  // no decode step: the figures describe the step that would come next
     if (visit) visit("decode " + std::to_string(i + 1), decode, step, m.prefill_cycles + m.decode_cycles);
     m.decode_cycles += decode_period_cycles(plan, *decode, step);
   }
-  const double step_cycles = m.decode_steps > 0
-                                 ? static_cast<double>(m.decode_cycles) / static_cast<double>(m.decode_steps)
-                                 : static_cast<double>(decode_period_cycles(plan, *decode, first));
+  const int64_t steps = std::max<int64_t>(1, m.decode_steps);
+  const int64_t period_cycles = m.decode_steps > 0 ? m.decode_cycles : decode_period_cycles(plan, *decode, first);
+  auto per_step_s = [&](int64_t cycles) { return static_cast<double>(cycles) / static_cast<double>(steps) / clock_hz; };
   m.ttft_s = static_cast<double>(m.prefill_cycles) / clock_hz;
-  m.tpot_s = step_cycles / clock_hz;
+  m.tpot_s = per_step_s(period_cycles);
+  m.tpot_compute_s = per_step_s(compute_cycles);
+  m.tpot_transfer_s = per_step_s(transfer_cycles);
+  m.tpot_idle_s = per_step_s(period_cycles - compute_cycles - transfer_cycles);
   m.tokens_per_s_user = 1.0 / m.tpot_s;
   m.tokens_per_s_system = static_cast<double>(plan.batch) * m.tokens_per_s_user;
   return m;

@@ -36,6 +36,10 @@ struct StepProfile {
   int64_t busiest_link_cycles = 0;
   int64_t n_transfers = 0;
   int64_t transfer_bytes = 0;
+  /// The critical path (the chain of ops that fixed the makespan) split into chip compute and link
+  /// transfers; the two add up to makespan_cycles.
+  int64_t critical_compute_cycles = 0;
+  int64_t critical_transfer_cycles = 0;
 };
 StepProfile profile(const Program& program, const Timeline& timeline);
 
@@ -45,6 +49,12 @@ struct ModelledTimes {
   int64_t decode_steps = 0;
   double ttft_s = 0;               ///< time to first token
   double tpot_s = 0;               ///< time per output token after the first (mean over decode steps)
+  /// tpot_s = tpot_compute_s + tpot_transfer_s + tpot_idle_s: compute and transfers on each decode step's
+  /// critical path, and the rest of the period (a user's token waiting while the busiest stage serves
+  /// the batch's other sequences). Means over the decode steps, like tpot_s.
+  double tpot_compute_s = 0;
+  double tpot_transfer_s = 0;
+  double tpot_idle_s = 0;
   double tokens_per_s_user = 0;
   double tokens_per_s_system = 0;
   StepProfile decode;              ///< profile of the first decode step

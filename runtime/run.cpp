@@ -20,6 +20,14 @@ std::vector<int32_t> synthetic_prompt(int64_t n, int64_t vocab_size, int64_t seq
   return p;
 }
 
+namespace {
+int64_t sram_bytes_mean(const partition::Plan& plan) {
+  int64_t total = 0;
+  for (const auto& c : plan.chips) total += c.sram.total_bytes();
+  return total / plan.n_chips();
+}
+}  // namespace
+
 io::Record plan_summary(const partition::Plan& plan, const partition::ModelledTimes& m, int64_t prompt_tokens,
                         int64_t output_tokens) {
   const int64_t diameter = partition::topology_for(plan).diameter();
@@ -34,9 +42,13 @@ io::Record plan_summary(const partition::Plan& plan, const partition::ModelledTi
       .set("tokens", output_tokens)
       .set("ttft_s", m.ttft_s)
       .set("tpot_s", m.tpot_s)
+      .set("tpot_compute_s", m.tpot_compute_s)
+      .set("tpot_transfer_s", m.tpot_transfer_s)
+      .set("tpot_idle_s", m.tpot_idle_s)
       .set("tokens_per_s_user", m.tokens_per_s_user)
       .set("tokens_per_s_system", m.tokens_per_s_system)
       .set("sram_bytes_max", plan.sram_bytes_max())
+      .set("sram_bytes_mean", sram_bytes_mean(plan))
       .set("sram_bytes_per_chip", plan.hardware.sram_bytes)
       .set("network_diameter_hops", diameter)
       .set("network_worst_vector_latency_s",

@@ -54,7 +54,11 @@ Handle open_file_read(const std::string& path) {
 
 Handle create_file(const std::string& path) {
   silence_hdf5_errors();
-  return Handle(check(H5Fcreate(path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT),
+  // Root attributes and links keep the order they were written in (a summary reads back in its order).
+  Handle fcpl(check(H5Pcreate(H5P_FILE_CREATE), "H5Pcreate"), H5Pclose);
+  check(H5Pset_attr_creation_order(fcpl.get(), H5P_CRT_ORDER_TRACKED | H5P_CRT_ORDER_INDEXED), "attr order");
+  check(H5Pset_link_creation_order(fcpl.get(), H5P_CRT_ORDER_TRACKED | H5P_CRT_ORDER_INDEXED), "link order");
+  return Handle(check(H5Fcreate(path.c_str(), H5F_ACC_TRUNC, fcpl.get(), H5P_DEFAULT),
                       path + ": cannot create HDF5 file"),
                 H5Fclose);
 }
@@ -125,6 +129,41 @@ std::vector<hsize_t> dataset_dims(hid_t dataset) {
   std::vector<hsize_t> dims(static_cast<std::size_t>(rank));
   if (rank > 0) check(H5Sget_simple_extent_dims(space.get(), dims.data(), nullptr), "H5Sget_simple_extent_dims");
   return dims;
+}
+
+void write_dataset(hid_t loc, const std::string& name, hid_t file_type, hid_t mem_type, const std::vector<hsize_t>& dims,
+                   const void* data) {
+  Handle space(check(H5Screate_simple(static_cast<int>(dims.size()), dims.data(), nullptr), "H5Screate_simple"),
+               H5Sclose);
+  Handle ds(check(H5Dcreate2(loc, name.c_str(), file_type, space.get(), H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT),
+                  "cannot create dataset " + name),
+            H5Dclose);
+  bool empty = false;
+  for (hsize_t d : dims) empty = empty || d == 0;
+  if (!empty) check(H5Dwrite(ds.get(), mem_type, H5S_ALL, H5S_ALL, H5P_DEFAULT, data), "cannot write dataset " + name);
+}
+
+void write_scalar_attribute(hid_t loc, const std::string& name, const Record::Value& value) {
+  Handle space(check(H5Screate(H5S_SCALAR), "H5Screate"), H5Sclose);
+  auto create = [&](hid_t type) {
+    return Handle(check(H5Acreate2(loc, name.c_str(), type, space.get(), H5P_DEFAULT, H5P_DEFAULT),
+                        "cannot create attribute " + name),
+                  H5Aclose);
+  };
+  if (const auto* n = std::get_if<int64_t>(&value)) {
+    Handle a = create(H5T_STD_I64LE);
+    check(H5Awrite(a.get(), H5T_NATIVE_INT64, n), "cannot write attribute " + name);
+  } else if (const auto* d = std::get_if<double>(&value)) {
+    Handle a = create(H5T_IEEE_F64LE);
+    check(H5Awrite(a.get(), H5T_NATIVE_DOUBLE, d), "cannot write attribute " + name);
+  } else {
+    Handle type(check(H5Tcopy(H5T_C_S1), "H5Tcopy"), H5Tclose);
+    check(H5Tset_size(type.get(), H5T_VARIABLE), "H5Tset_size");
+    check(H5Tset_cset(type.get(), H5T_CSET_UTF8), "H5Tset_cset");
+    Handle a = create(type.get());
+    const char* text = std::get<std::string>(value).c_str();
+    check(H5Awrite(a.get(), type.get(), &text), "cannot write attribute " + name);
+  }
 }
 
 }  // namespace lpurt::io::detail

@@ -10,6 +10,8 @@
 #include <utility>
 #include <vector>
 
+#include "io/record.hpp"
+
 namespace lpurt::io::detail {
 
 /// Owns one hid_t and closes it with the matching H5*close.
@@ -60,5 +62,11 @@ enum class Dtype { int8, int32, float32, other };
 Dtype dataset_dtype(hid_t dataset);
 const char* dtype_name(Dtype d);
 std::vector<hsize_t> dataset_dims(hid_t dataset);
+
+/// A dataset of `dims` (any zero dimension: created empty) written from `data`.
+void write_dataset(hid_t loc, const std::string& name, hid_t file_type, hid_t mem_type, const std::vector<hsize_t>& dims,
+                   const void* data);
+/// A scalar attribute: int64, float64 or a variable-length UTF-8 string.
+void write_scalar_attribute(hid_t loc, const std::string& name, const Record::Value& value);
 
 }  // namespace lpurt::io::detail

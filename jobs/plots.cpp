@@ -1,0 +1,219 @@
+#include "jobs/plots.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <limits>
+#include <sstream>
+
+#include "chip/hardware.hpp"
+#include "io/atomic_file.hpp"
+#include "io/error.hpp"
+#include "jobs/process.hpp"
+
+namespace lpurt::jobs {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+constexpr double nan = std::numeric_limits<double>::quiet_NaN();
+
+double number(const io::Record& r, const std::string& name, double scale = 1) {
+  const auto* v = r.find(name);
+  if (!v) return nan;
+  if (const auto* i = std::get_if<int64_t>(v)) return static_cast<double>(*i) * scale;
+  if (const auto* d = std::get_if<double>(v)) return *d * scale;
+  return nan;
+}
+
+std::string text(const io::Record::Value* v) { return v ? format_value(*v) : std::string(); }
+
+/// A string column of a gnuplot data file: double quotes (a double quote inside becomes a single one).
+std::string data_string(std::string s) {
+  std::replace(s.begin(), s.end(), '"', '\'');
+  return "\"" + s + "\"";
+}
+
+/// A gnuplot string literal (single quotes: only '' needs escaping).
+std::string gp_string(const std::string& s) {
+  std::string q = "'";
+  for (const char c : s) q += c == '\'' ? std::string("''") : std::string(1, c);
+  return q + "'";
+}
+
+std::string axis_label(const std::string& name) {
+  for (const auto& info : chip::parameter_infos())
+    if (info.name == name) return name + " (" + info.unit + ")";
+  return name;
+}
+
+void write_text_file(const std::string& path, const std::string& contents) {
+  io::write_atomically(path, true, [&](const std::string& tmp) {
+    std::ofstream out(tmp, std::ios::binary);
+    out << contents;
+    out.flush();
+    if (!out) throw io::FileError(tmp + ": cannot write");
+  });
+}
+
+}  // namespace
+
+PlotSet render_plots(const Study& s, const std::vector<io::Record>& rows, const std::string& dir) {
+  fs::create_directories(dir);
+  // x: the first swept parameter (numeric, or categories placed at 0, 1, ...); one series per combination
+  // of the other swept parameters, in the order the points come.
+  const std::string x_name = s.axes.empty() ? "point" : s.axes.front().name;
+  bool numeric_x = true;
+  for (const auto& r : rows) numeric_x = numeric_x && r.find(x_name) && !std::holds_alternative<std::string>(*r.find(x_name));
+  std::vector<std::string> series;
+  std::vector<std::vector<std::size_t>> series_rows;
+  std::vector<std::string> categories;
+  for (std::size_t i = 0; i < rows.size(); ++i) {
+    std::string label;
+    for (std::size_t a = 1; a < s.axes.size(); ++a)
+      label += (label.empty() ? "" : " ") + s.axes[a].name + "=" + text(rows[i].find(s.axes[a].name));
+    const auto it = std::find(series.begin(), series.end(), label);
+    if (it == series.end()) {
+      series.push_back(label);
+      series_rows.emplace_back();
+    }
+    series_rows[static_cast<std::size_t>(std::find(series.begin(), series.end(), label) - series.begin())].push_back(i);
+    const std::string category = text(rows[i].find(x_name));
+    if (std::find(categories.begin(), categories.end(), category) == categories.end()) categories.push_back(category);
+  }
+
+  // data.dat: one block per series (gnuplot `index`); bars.dat: one row per point for the stacked bars.
+  std::ostringstream data, bars;
+  double x_min = std::numeric_limits<double>::infinity(), x_max = 0, tps_min = x_min, tps_max = 0;
+  bool batched = false;  // some point serves several sequences: tokens/s per system differs from per user
+  std::vector<double> x_values;
+  for (std::size_t k = 0; k < series.size(); ++k) {
+    data << "# series " << k << ": " << (series[k].empty() ? "all points" : series[k])
+         << "\n# x label ttft_ms tpot_ms tokens_per_s_user tokens_per_s_system sram_max_MB sram_mean_MB "
+            "sram_capacity_MB\n";
+    for (const std::size_t i : series_rows[k]) {
+      const io::Record& r = rows[i];
+      const std::string category = text(r.find(x_name));
+      const double x = numeric_x ? number(r, x_name)
+                                 : static_cast<double>(std::find(categories.begin(), categories.end(), category) -
+                                                       categories.begin());
+      x_min = std::min(x_min, x), x_max = std::max(x_max, x);
+      if (std::find(x_values.begin(), x_values.end(), x) == x_values.end()) x_values.push_back(x);
+      const double user = number(r, "tokens_per_s_user"), system = number(r, "tokens_per_s_system");
+      if (user > 0) tps_min = std::min(tps_min, user), tps_max = std::max(tps_max, system);
+      batched = batched || (user > 0 && system != user);
+      char line[512];
+      std::snprintf(line, sizeof line, "%.17g %s %.9g %.9g %.9g %.9g %.9g %.9g %.9g\n", x, data_string(category).c_str(),
+                    number(r, "ttft_s", 1e3), number(r, "tpot_s", 1e3), user, system, number(r, "sram_bytes_max", 1e-6),
+                    number(r, "sram_bytes_mean", 1e-6), number(r, "sram_bytes_per_chip", 1e-6));
+      data << line;
+    }
+    data << "\n\n";
+  }
+  bars << "# label compute_us transfer_us idle_us (of the time per output token)\n";
+  for (const auto& r : rows) {
+    std::string label = text(r.find(x_name));
+    for (std::size_t a = 1; a < s.axes.size(); ++a) label += " " + text(r.find(s.axes[a].name));
+    char line[256];
+    std::snprintf(line, sizeof line, "%s %.9g %.9g %.9g\n", data_string(label).c_str(), number(r, "tpot_compute_s", 1e6),
+                  number(r, "tpot_transfer_s", 1e6), number(r, "tpot_idle_s", 1e6));
+    bars << line;
+  }
+
+  const bool log_x = numeric_x && x_min > 0 && x_max / x_min >= 8;
+  const bool log_y = tps_min > 0 && tps_max / tps_min >= 20;
+  // Few numeric x values: a tic at each; many: round numbers on the (log) axis.
+  std::string x_tics = "set format x '%g'\n";
+  if (numeric_x && x_values.size() <= 10) {
+    std::sort(x_values.begin(), x_values.end());
+    x_tics = "set xtics (";
+    for (std::size_t i = 0; i < x_values.size(); ++i) {
+      char tic[64];
+      std::snprintf(tic, sizeof tic, "%s'%g' %.17g", i ? ", " : "", x_values[i], x_values[i]);
+      x_tics += tic;
+    }
+    x_tics += ")\n";
+  }
+  const std::string x_label = axis_label(x_name);
+  auto lines = [&](int column, const std::string& what, const std::string& axes, const std::string& style) {
+    std::string plot;
+    for (std::size_t k = 0; k < series.size(); ++k) {
+      std::string title = what.empty() ? series[k] : what + (series[k].empty() ? "" : ", " + series[k]);
+      if (title.empty()) title = "all points";
+      plot += std::string(plot.empty() ? "" : ", ") + "'data.dat' index " + std::to_string(k) + " using 1:" +
+              std::to_string(column) + (numeric_x ? "" : ":xtic(2)") + " axes " + axes + " with linespoints " + style +
+              " title " + gp_string(title);
+    }
+    return plot;
+  };
+
+  std::ostringstream gp;
+  gp << "# Plots of study " << s.name << ", written by lpurt sweep. Redraw with: gnuplot study.gp (in this folder)\n"
+     << "if (!exists('suffix')) suffix = ''\n"
+     << "set datafile missing 'nan'\nset grid\nset key top left noenhanced box opaque\n"
+     << "set xlabel " << gp_string(x_label) << "\n"
+     << "set offsets graph 0.03, graph 0.03, graph 0.05, 0\nset autoscale xfix\n"
+     << (log_x ? "set logscale x 2\n" : "") << (numeric_x ? x_tics : "set xtics rotate by -30\n")
+     << "do for [fmt in 'png svg'] {\n"
+     << "  if (fmt eq 'png') { set terminal pngcairo size 960,600 noenhanced font ',11' } else { set terminal svg size "
+        "960,600 dynamic noenhanced font ',11' }\n"
+     << "  set output 'throughput.'.fmt.suffix\n"
+     << "  set title " << gp_string(s.name + ": modelled throughput") << "\n"
+     << (batched ? "  set ylabel 'tokens/s'\n" : "  set ylabel 'tokens/s per user (= per system: one sequence each)'\n")
+     << (log_y ? "  set logscale y\n" : "") << "  plot "
+     << (batched ? lines(5, "per user", "x1y1", "lw 2 pt 7") + ", " + lines(6, "per system", "x1y1", "lw 2 pt 5 dt 2")
+                 : lines(5, series.size() > 1 ? "" : "per user", "x1y1", "lw 2 pt 7"))
+     << "\n"
+     << "  unset logscale y\n"
+     << "  set output 'latency.'.fmt.suffix\n"
+     << "  set title " << gp_string(s.name + ": modelled latency") << "\n"
+     << "  set ylabel 'time to first token (ms)'\n  set y2label 'time per output token (ms)'\n"
+     << "  set ytics nomirror\n  set y2tics\n  plot " << lines(3, "time to first token", "x1y1", "lw 2 pt 7") << ", "
+     << lines(4, "time per output token (right axis)", "x1y2", "lw 2 pt 5 dt 2") << "\n"
+     << "  unset y2tics\n  unset y2label\n  set ytics mirror\n"
+     << "  set output 'sram.'.fmt.suffix\n"
+     << "  set title " << gp_string(s.name + ": SRAM per chip") << "\n"
+     << "  set ylabel 'MB'\n  set yrange [0:*]\n  set key bottom right\n  plot " << lines(7, "busiest chip", "x1y1", "lw 2 pt 7") << ", "
+     << lines(8, "mean chip", "x1y1", "lw 2 pt 5 dt 2") << ", 'data.dat' index 0 using 1:9 with lines lw 1 lc rgb 'black' "
+     << "title 'capacity'\n  set autoscale y\n  set key top left\n"
+     << "  set output 'time_per_token.'.fmt.suffix\n"
+     << "  set title " << gp_string(s.name + ": time per output token (compute and transfers on the critical path, idle)") << "\n"
+     << "  unset logscale x\n  set style data histograms\n  set style histogram rowstacked\n"
+     << "  set style fill solid 0.8 border -1\n  set boxwidth 0.7\n  set xtics rotate by -30\n"
+     << "  set ylabel 'us per token'\n  set yrange [0:*]\n"
+     << "  plot 'bars.dat' using 2:xtic(1) title 'compute', '' using 3 title 'transfer', '' using 4 title 'idle'\n"
+     << "  set autoscale y\n  set style data points\n" << (log_x ? "  set logscale x 2\n" : "")
+     << "  set xtics autofreq norotate\n" << (numeric_x ? "  " + x_tics : "  set xtics rotate by -30\n")
+     << "  set output\n}\n";
+
+  write_text_file((fs::path(dir) / "data.dat").string(), data.str());
+  write_text_file((fs::path(dir) / "bars.dat").string(), bars.str());
+  write_text_file((fs::path(dir) / "study.gp").string(), gp.str());
+
+  PlotSet result;
+  std::vector<std::string> images;
+  for (const char* name : {"throughput", "latency", "sram", "time_per_token"})
+    for (const char* format : {"png", "svg"}) images.push_back((fs::path(dir) / (std::string(name) + "." + format)).string());
+  // gnuplot works in the plot folder and writes <image>.tmp; the images are renamed into place only
+  // when every one of them was drawn.
+  const std::string script = fs::absolute(fs::path(dir) / "study.gp").string();
+  const ProgramResult run = run_program({"gnuplot", "-e", "suffix='.tmp'; cd " + gp_string(dir), script}, true);
+  if (run.exit_code != 0) {
+    for (const auto& image : images) fs::remove(image + ".tmp");
+    result.warning = run.exit_code == 127 ? "gnuplot not found: no plots (install gnuplot-nox; the data and script are in " +
+                                                dir + ")"
+                                          : "gnuplot failed (exit " + std::to_string(run.exit_code) + ") on " + script +
+                                                ": " + run.output.substr(run.output.rfind('\n') + 1);
+    return result;
+  }
+  for (const auto& image : images) {
+    fs::rename(image + ".tmp", image);
+    result.files.push_back(image);
+  }
+  return result;
+}
+
+}  // namespace lpurt::jobs

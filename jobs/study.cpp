@@ -1,0 +1,446 @@
+#include "jobs/study.hpp"
+
+#include <algorithm>
+#include <cinttypes>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <limits>
+#include <sstream>
+
+#include "chip/model_config.hpp"
+#include "io/text_file.hpp"
+#include "jobs/toml.hpp"
+
+namespace lpurt::jobs {
+
+namespace fs = std::filesystem;
+using Value = io::Record::Value;
+using chip::ConfigError;
+
+namespace {
+
+/// More points than anyone runs on purpose: a typo such as a step of 1 over 1..1e9 fails early.
+constexpr std::size_t max_points = 100'000;
+
+const std::vector<std::string>& hardware_parameter_names() {
+  static const std::vector<std::string> names = [] {
+    std::vector<std::string> n;
+    for (const auto& info : chip::parameter_infos()) n.push_back(info.name);
+    n.push_back("topology");
+    return n;
+  }();
+  return names;
+}
+
+bool contains(const std::vector<std::string>& names, const std::string& name) {
+  return std::find(names.begin(), names.end(), name) != names.end();
+}
+
+std::string join(const std::vector<std::string>& names) {
+  std::string s;
+  for (const auto& n : names) s += (s.empty() ? "" : ", ") + n;
+  return s;
+}
+
+/// Reads a job file's values with their origin ("job.toml:12: run.chips") in every message.
+class Reader {
+ public:
+  explicit Reader(std::string source) : source_(std::move(source)) {}
+
+  std::string at(const toml::Value& v) const { return source_ + ":" + std::to_string(v.line); }
+  std::string at(const toml::Value& v, const std::string& key) const { return at(v) + ": " + key; }
+
+  [[noreturn]] void fail(const toml::Value& v, const std::string& key, const std::string& what) const {
+    throw ConfigError(at(v, key) + " " + what);
+  }
+
+  /// The table `name` of the root (empty if absent), after checking it is a table with only `allowed` keys.
+  const toml::Value* section(const toml::Value& root, const std::string& name,
+                             const std::vector<std::string>& allowed) const {
+    const toml::Value* t = root.find(name);
+    if (!t) return nullptr;
+    if (t->type != toml::Value::Type::table) fail(*t, name, std::string("must be a table, got ") + t->type_name());
+    for (const auto& [key, value] : t->table)
+      if (!allowed.empty() && !contains(allowed, key))
+        fail(value, name + "." + key, "is not a known key (expected one of: " + join(allowed) + ")");
+    return t;
+  }
+
+  std::string string(const toml::Value& v, const std::string& key) const {
+    if (v.type != toml::Value::Type::string) fail(v, key, std::string("must be a string, got ") + v.type_name());
+    return v.string_value;
+  }
+  int64_t integer(const toml::Value& v, const std::string& key, int64_t min) const {
+    if (v.type != toml::Value::Type::integer) fail(v, key, std::string("must be an integer, got ") + v.type_name());
+    if (v.integer_value < min)
+      fail(v, key, "must be at least " + std::to_string(min) + ", got " + std::to_string(v.integer_value));
+    return v.integer_value;
+  }
+  double number(const toml::Value& v, const std::string& key, double min) const {
+    double x = 0;
+    if (v.type == toml::Value::Type::integer) x = static_cast<double>(v.integer_value);
+    else if (v.type == toml::Value::Type::floating) x = v.float_value;
+    else fail(v, key, std::string("must be a number, got ") + v.type_name());
+    if (!(x >= min)) fail(v, key, "must be at least " + format_value(min) + ", got " + format_value(x));
+    return x;
+  }
+  /// A scalar for a run or hardware parameter: integers for run parameters, a string for topology,
+  /// numbers for the other hardware parameters.
+  Value parameter(const toml::Value& v, const std::string& name, const std::string& key) const {
+    if (name == "topology") return string(v, key);
+    if (contains(run_parameter_names(), name)) return integer(v, key, 0);
+    if (v.type == toml::Value::Type::integer) return v.integer_value;
+    return number(v, key, -std::numeric_limits<double>::infinity());
+  }
+
+ private:
+  std::string source_;
+};
+
+std::string resolve_path(const std::string& path, const fs::path& base) {
+  const fs::path p(path);
+  return (p.is_absolute() ? p : base / p).lexically_normal().string();
+}
+
+/// `{ from = 72, to = 4608, times = 2 }` or `{ from = 1, to = 8, step = 1 }`: the values from `from` up
+/// to at most `to`.
+/// `integers`: the values are integers when from and the factor or step were written as integers.
+std::vector<Value> range_values(double from, double to, double times, double step, bool integers,
+                                const std::string& origin) {
+  if (!(from > 0 || step > 0) || to < from || (times > 0) == (step > 0) || (times > 0 && times <= 1))
+    throw ConfigError(origin + ": a range needs from <= to and either times > 1 (with from > 0) or step > 0");
+  std::vector<Value> values;
+  for (double x = from; x <= to * (1 + 1e-12); x = times > 0 ? x * times : x + step) {
+    if (values.size() == max_points)
+      throw ConfigError(origin + ": the range has more than " + std::to_string(max_points) + " values");
+    if (integers) values.emplace_back(static_cast<int64_t>(x));
+    else values.emplace_back(x);
+  }
+  return values;
+}
+
+std::string hex64(uint64_t h) {
+  char buf[17];
+  std::snprintf(buf, sizeof buf, "%016" PRIx64, h);
+  return buf;
+}
+
+uint64_t fnv1a64(const std::string& text) {
+  uint64_t h = 14695981039346656037ull;
+  for (const unsigned char c : text) h = (h ^ c) * 1099511628211ull;
+  return h;
+}
+
+std::string toml_value(const Value& v) {
+  if (const auto* i = std::get_if<int64_t>(&v)) return std::to_string(*i);
+  if (const auto* d = std::get_if<double>(&v)) {
+    if (std::isnan(*d)) return "nan";
+    if (std::isinf(*d)) return *d > 0 ? "inf" : "-inf";
+    char buf[40];
+    std::snprintf(buf, sizeof buf, "%.17g", *d);
+    std::string s = buf;
+    if (s.find_first_of(".en") == std::string::npos) s += ".0";  // stays a float when read back
+    return s;
+  }
+  return io::json_quote(std::get<std::string>(v));  // JSON's escapes are TOML's basic-string escapes
+}
+
+void apply_hardware(chip::ChipSpec& spec, const std::string& name, const Value& value, const std::string& origin) {
+  if (const auto* s = std::get_if<std::string>(&value)) {
+    if (name != "topology") throw ConfigError(origin + ": " + name + " must be a number, got \"" + *s + "\"");
+    chip::apply_assignment(spec, name + "=" + *s, origin);
+    return;
+  }
+  if (name == "topology") throw ConfigError(origin + ": topology must be a string (\"dragonfly\" or \"chain\")");
+  const double x = std::holds_alternative<int64_t>(value) ? static_cast<double>(std::get<int64_t>(value))
+                                                          : std::get<double>(value);
+  chip::set_parameter(spec, name, x, origin);
+}
+
+void apply_run(Point& p, const std::string& name, const Value& value, const std::string& origin) {
+  const auto* n = std::get_if<int64_t>(&value);
+  if (!n) throw ConfigError(origin + ": " + name + " must be an integer, got " + format_value(value));
+  const int64_t min = (name == "tp" || name == "pp" || name == "replicas" || name == "context") ? 0 : 1;
+  if (*n < min)
+    throw ConfigError(origin + ": " + name + " must be at least " + std::to_string(min) + ", got " + std::to_string(*n));
+  auto& r = p.request;
+  if (name == "chips") r.n_chips = *n;
+  else if (name == "tp") r.tp = *n;
+  else if (name == "pp") r.pp = *n;
+  else if (name == "replicas") r.replicas = *n;
+  else if (name == "batch") r.batch = *n;
+  else if (name == "context") r.context = *n;
+  else if (name == "block_tokens") r.block_tokens = *n;
+  else if (name == "prompt_len") p.prompt_len = *n;
+  else if (name == "tokens") p.tokens = *n;
+}
+
+}  // namespace
+
+const std::vector<std::string>& run_parameter_names() {
+  static const std::vector<std::string> names = {"chips",   "tp",      "pp",           "replicas",   "batch",
+                                                 "context", "block_tokens", "prompt_len", "tokens"};
+  return names;
+}
+
+std::string format_value(const Value& value) {
+  if (const auto* i = std::get_if<int64_t>(&value)) return std::to_string(*i);
+  if (const auto* d = std::get_if<double>(&value)) {
+    char buf[32];
+    std::snprintf(buf, sizeof buf, "%g", *d);
+    return buf;
+  }
+  return std::get<std::string>(value);
+}
+
+Value parse_scalar(const std::string& text) {
+  std::size_t used = 0;
+  try {
+    const long long i = std::stoll(text, &used);
+    if (used == text.size()) return static_cast<int64_t>(i);
+  } catch (const std::exception&) {
+  }
+  try {
+    const double d = std::stod(text, &used);
+    if (used == text.size()) return d;
+  } catch (const std::exception&) {
+  }
+  return text;
+}
+
+Axis parse_axis_flag(const std::string& text) {
+  const std::string origin = "--sweep " + text;
+  const auto eq = text.find('=');
+  if (eq == std::string::npos || eq == 0 || eq + 1 == text.size())
+    throw ConfigError(origin + ": expected name=v1,v2,... or name=from..to*times or name=from..to+step");
+  Axis axis{text.substr(0, eq), {}, "--sweep"};
+  const std::string list = text.substr(eq + 1);
+  if (const auto dots = list.find(".."); dots != std::string::npos) {
+    const auto op = list.find_first_of("*+", dots);
+    if (op == std::string::npos) throw ConfigError(origin + ": a range needs *times or +step, e.g. 72..4608*2");
+    const Value from = parse_scalar(list.substr(0, dots)), to = parse_scalar(list.substr(dots + 2, op - dots - 2)),
+                by = parse_scalar(list.substr(op + 1));
+    auto num = [&](const Value& v) {
+      if (std::holds_alternative<std::string>(v)) throw ConfigError(origin + ": the range's bounds must be numbers");
+      return std::holds_alternative<int64_t>(v) ? static_cast<double>(std::get<int64_t>(v)) : std::get<double>(v);
+    };
+    const bool integers = std::holds_alternative<int64_t>(from) && std::holds_alternative<int64_t>(by);
+    axis.values = range_values(num(from), num(to), list[op] == '*' ? num(by) : 0, list[op] == '+' ? num(by) : 0,
+                               integers, origin);
+    return axis;
+  }
+  std::stringstream in(list);
+  std::string item;
+  while (std::getline(in, item, ',')) {
+    if (item.empty()) throw ConfigError(origin + ": empty value in the list");
+    axis.values.push_back(parse_scalar(item));
+  }
+  return axis;
+}
+
+Study parse_study(const std::string& text, const std::string& path) {
+  const toml::Value root = toml::parse(text, path);
+  const Reader in(path);
+  const fs::path base = fs::absolute(fs::path(path)).parent_path();
+  for (const auto& [key, value] : root.table)
+    if (!contains({"study", "model", "system", "run", "sweep"}, key))
+      in.fail(value, key, "is not a known section (expected study, model, system, run, sweep)");
+
+  Study s;
+  s.source = path;
+  s.name = fs::path(path).stem().string();
+  s.output_dir = resolve_path(s.name, base);
+  if (const auto* t = in.section(root, "study", {"name", "output", "mode", "ranks", "throttle", "step_timeout_s"})) {
+    if (const auto* v = t->find("name")) s.name = in.string(*v, "study.name");
+    if (const auto* v = t->find("output")) s.output_dir = resolve_path(in.string(*v, "study.output"), base);
+    else s.output_dir = resolve_path(s.name, base);
+    if (const auto* v = t->find("mode")) {
+      const std::string mode = in.string(*v, "study.mode");
+      if (mode != "timing-only" && mode != "functional")
+        in.fail(*v, "study.mode", "must be \"timing-only\" or \"functional\", got \"" + mode + "\"");
+      s.timing_only = mode == "timing-only";
+    }
+    if (const auto* v = t->find("ranks")) s.ranks = in.integer(*v, "study.ranks", 1);
+    if (const auto* v = t->find("throttle")) s.throttle = in.integer(*v, "study.throttle", 0);
+    if (const auto* v = t->find("step_timeout_s")) s.step_timeout_s = in.number(*v, "study.step_timeout_s", 0);
+  }
+  if (s.name.empty() || s.name.find_first_of("\n\r\"") != std::string::npos)
+    throw ConfigError(path + ": study.name must be a non-empty single-line name without quotes");
+
+  const auto* model = in.section(root, "model", {"file", "preset", "seed"});
+  if (!model) throw ConfigError(path + ": a [model] section with file = \"...\" or preset = \"...\" is required");
+  const auto* file = model->find("file");
+  const auto* preset = model->find("preset");
+  if ((file != nullptr) == (preset != nullptr))
+    in.fail(*model, "model", "needs exactly one of file = \"model.h5\" or preset = \"name\"");
+  if (file) s.model_file = resolve_path(in.string(*file, "model.file"), base);
+  if (preset) {
+    s.model_preset = in.string(*preset, "model.preset");
+    const auto names = chip::model_preset_names();
+    if (!contains(names, s.model_preset))
+      in.fail(*preset, "model.preset", "\"" + s.model_preset + "\" is not a preset (expected one of: " + join(names) + ")");
+  }
+  if (const auto* v = model->find("seed")) {
+    if (file) in.fail(*v, "model.seed", "applies to a preset only (a model file holds its weights)");
+    s.seed = static_cast<uint64_t>(in.integer(*v, "model.seed", 0));
+  }
+
+  if (const auto* t = in.section(root, "system", {"preset", "file", "set"})) {
+    const auto* sp = t->find("preset");
+    const auto* sf = t->find("file");
+    if (sp && sf) in.fail(*sf, "system.file", "and system.preset are exclusive");
+    if (sp) {
+      s.system = in.string(*sp, "system.preset");
+      if (!contains(chip::hardware_preset_names(), s.system))
+        in.fail(*sp, "system.preset", "\"" + s.system + "\" is not a system preset (expected one of: " +
+                                          join(chip::hardware_preset_names()) + ")");
+    }
+    if (sf) s.system = resolve_path(in.string(*sf, "system.file"), base);
+    if (const auto* set = t->find("set")) {
+      if (set->type != toml::Value::Type::table)
+        in.fail(*set, "system.set", std::string("must be a table of parameter = value, got ") + set->type_name());
+      for (const auto& [key, value] : set->table) {
+        if (!contains(hardware_parameter_names(), key))
+          in.fail(value, "system.set." + key, "is not a hardware parameter (expected one of: " +
+                                                  join(hardware_parameter_names()) + ")");
+        s.system_set.emplace_back(key, in.parameter(value, key, "system.set." + key));
+      }
+    }
+  }
+
+  if (const auto* t = in.section(root, "run", run_parameter_names()))
+    for (const auto& [key, value] : t->table) s.run.set(key, in.integer(value, "run." + key, 0));
+
+  if (const auto* t = in.section(root, "sweep", {})) {
+    for (const auto& [key, value] : t->table) {
+      const std::string where = "sweep." + key;
+      if (!contains(run_parameter_names(), key) && !contains(hardware_parameter_names(), key))
+        in.fail(value, where, "is not a run or hardware parameter (run: " + join(run_parameter_names()) +
+                                  "; hardware: " + join(hardware_parameter_names()) + ")");
+      if (s.run.find(key)) in.fail(value, where, "is also fixed in [run]; give it in one place");
+      for (const auto& [name, unused] : s.system_set)
+        if (name == key) in.fail(value, where, "is also fixed in [system.set]; give it in one place");
+      Axis axis{key, {}, in.at(value)};
+      if (value.type == toml::Value::Type::array) {
+        if (value.array.empty()) in.fail(value, where, "is an empty list");
+        for (const auto& element : value.array) axis.values.push_back(in.parameter(element, key, where));
+      } else if (value.type == toml::Value::Type::table) {
+        double from = 0, to = 0, times = 0, step = 0;
+        bool integers = true;
+        for (const auto& [rk, rv] : value.table) {
+          if (rk != "to") integers = integers && rv.type == toml::Value::Type::integer;
+          if (rk == "from") from = in.number(rv, where + ".from", -std::numeric_limits<double>::infinity());
+          else if (rk == "to") to = in.number(rv, where + ".to", -std::numeric_limits<double>::infinity());
+          else if (rk == "times") times = in.number(rv, where + ".times", 0);
+          else if (rk == "step") step = in.number(rv, where + ".step", 0);
+          else in.fail(rv, where + "." + rk, "is not a range key (expected from, to and times or step)");
+        }
+        axis.values = range_values(from, to, times, step, integers, in.at(value, where));
+      } else {
+        in.fail(value, where, std::string("must be a list of values or a range { from, to, times|step }, got ") +
+                                  value.type_name());
+      }
+      s.axes.push_back(std::move(axis));
+    }
+  }
+  if (!s.run.find("chips") &&
+      std::none_of(s.axes.begin(), s.axes.end(), [](const Axis& a) { return a.name == "chips"; }))
+    throw ConfigError(path + ": the chip count is missing: give run.chips or sweep.chips");
+  expand(s);  // every impossible value fails now, naming its key and line, before anything runs
+  return s;
+}
+
+Study load_study(const std::string& path) { return parse_study(io::read_text_file(path, "job file"), path); }
+
+std::vector<Point> expand(const Study& s) {
+  std::size_t n = 1;
+  for (const auto& axis : s.axes) {
+    if (axis.values.empty()) throw ConfigError(axis.origin + ": " + axis.name + " has no values");
+    n *= axis.values.size();
+    if (n > max_points)
+      throw ConfigError(s.source + ": the sweep has more than " + std::to_string(max_points) + " points");
+  }
+  chip::ChipSpec base;
+  if (contains(chip::hardware_preset_names(), s.system)) {
+    base = chip::hardware_preset(s.system);
+  } else {
+    base = chip::parse_system_file(io::read_text_file(s.system, "system file"), s.system);
+    base.name = s.system;
+  }
+  for (const auto& [name, value] : s.system_set) apply_hardware(base, name, value, s.source + ": system.set." + name);
+
+  std::vector<Point> points(n);
+  for (std::size_t i = 0; i < n; ++i) {
+    Point& p = points[i];
+    p.index = static_cast<int64_t>(i);
+    p.hardware = base;
+    p.prompt_len = 16;
+    p.tokens = 16;
+    for (const auto& [name, value] : s.run.fields()) apply_run(p, name, value, s.source + ": run." + name);
+    // Row-major: the first axis varies slowest, as in nested loops written in the file's order.
+    std::size_t rest = i, stride = n;
+    for (const auto& axis : s.axes) {
+      stride /= axis.values.size();
+      const Value& value = axis.values[rest / stride];
+      rest %= stride;
+      const std::string origin = axis.origin + ": sweep." + axis.name + " = " + format_value(value);
+      if (contains(run_parameter_names(), axis.name)) apply_run(p, axis.name, value, origin);
+      else if (contains(hardware_parameter_names(), axis.name)) apply_hardware(p.hardware, axis.name, value, origin);
+      else throw ConfigError(origin + ": " + axis.name + " is not a run or hardware parameter");
+      p.swept.emplace_back(axis.name, value);
+      p.label += (p.label.empty() ? "" : " ") + axis.name + "=" + format_value(value);
+    }
+    try {
+      p.hardware.validate();
+    } catch (const ConfigError& e) {
+      throw ConfigError(s.source + ": point " + std::to_string(i) + " (" + p.label + "): " + e.what());
+    }
+    if (p.label.empty()) p.label = "chips=" + std::to_string(p.request.n_chips);
+
+    io::Record key;
+    key.set("lpurt_point", int64_t{1});
+    if (s.model_file.empty()) key.set("model_preset", s.model_preset).set("seed", static_cast<int64_t>(s.seed));
+    else key.set("model_file", s.model_file);
+    key.set("mode", std::string(s.timing_only ? "timing-only" : "functional")).set("ranks", s.ranks);
+    key.set("chips", p.request.n_chips).set("tp", p.request.tp).set("pp", p.request.pp);
+    key.set("replicas", p.request.replicas).set("batch", p.request.batch).set("context", p.request.context);
+    key.set("block_tokens", p.request.block_tokens).set("prompt_len", p.prompt_len).set("tokens", p.tokens);
+    for (const auto& info : chip::parameter_infos()) key.set(info.name, chip::get_parameter(p.hardware, info.name));
+    key.set("topology", p.hardware.topology);
+    p.key = key.to_json();
+    p.file = (fs::path(s.output_dir) / "points" / (hex64(fnv1a64(p.key)) + ".h5")).string();
+  }
+  return points;
+}
+
+std::string to_toml(const Study& s) {
+  std::ostringstream out;
+  out << "# Written by lpurt sweep: the study as it ran (paths absolute). `lpurt sweep` reads it back.\n";
+  out << "[study]\nname = " << toml_value(s.name) << "\noutput = " << toml_value(s.output_dir)
+      << "\nmode = " << toml_value(std::string(s.timing_only ? "timing-only" : "functional")) << "\nranks = " << s.ranks
+      << "\nthrottle = " << s.throttle << "\nstep_timeout_s = " << toml_value(s.step_timeout_s) << "\n\n[model]\n";
+  if (s.model_file.empty()) out << "preset = " << toml_value(s.model_preset) << "\nseed = " << s.seed << "\n";
+  else out << "file = " << toml_value(s.model_file) << "\n";
+  out << "\n[system]\n"
+      << (contains(chip::hardware_preset_names(), s.system) ? "preset = " : "file = ") << toml_value(s.system) << "\n";
+  if (!s.system_set.empty()) {
+    out << "\n[system.set]\n";
+    for (const auto& [name, value] : s.system_set) out << name << " = " << toml_value(value) << "\n";
+  }
+  if (!s.run.fields().empty()) {
+    out << "\n[run]\n";
+    for (const auto& [name, value] : s.run.fields()) out << name << " = " << toml_value(value) << "\n";
+  }
+  if (!s.axes.empty()) {
+    out << "\n[sweep]\n";
+    for (const auto& axis : s.axes) {
+      out << axis.name << " = [";
+      for (std::size_t i = 0; i < axis.values.size(); ++i) out << (i ? ", " : "") << toml_value(axis.values[i]);
+      out << "]\n";
+    }
+  }
+  return out.str();
+}
+
+}  // namespace lpurt::jobs

@@ -1,0 +1,260 @@
+#include "jobs/sweep.hpp"
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <memory>
+
+#include "chip/model_config.hpp"
+#include "io/atomic_file.hpp"
+#include "io/error.hpp"
+#include "io/model_file.hpp"
+#include "io/result_file.hpp"
+#include "io/table.hpp"
+#include "jobs/format.hpp"
+#include "jobs/plots.hpp"
+#include "jobs/process.hpp"
+#include "runtime/run.hpp"
+
+namespace lpurt::jobs {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+std::unique_ptr<io::WeightSource> open_model(const Study& s) {
+  if (!s.model_file.empty()) return io::ModelFile::open(s.model_file);
+  return std::make_unique<io::SyntheticModel>(chip::model_preset(s.model_preset), s.seed, s.model_preset);
+}
+
+/// Whether a point's result file exists and was made by this very point (same key).
+bool is_done(const Point& p) {
+  std::error_code ec;
+  if (!fs::exists(p.file, ec)) return false;
+  try {
+    const io::Record summary = io::read_result_summary(p.file);
+    const auto* key = summary.find("point_key");
+    return key && std::holds_alternative<std::string>(*key) && std::get<std::string>(*key) == p.key;
+  } catch (const Error&) {
+    return false;  // unreadable: run again and replace it
+  }
+}
+
+/// The summary fields every point file starts with.
+io::Record point_header(const Study& s, const Point& p, const std::string& status) {
+  io::Record r;
+  r.set("point", p.index).set("status", status).set("label", p.label).set("study", s.name);
+  return r;
+}
+
+template <typename T>
+T field(const io::Record& r, const char* name) {
+  const auto* v = r.find(name);
+  return v && std::holds_alternative<T>(*v) ? std::get<T>(*v) : T{};
+}
+
+/// "0-3,7,9-12": Slurm's array index list.
+std::string index_ranges(const std::vector<int64_t>& indices) {
+  std::string s;
+  for (std::size_t i = 0; i < indices.size();) {
+    std::size_t j = i;
+    while (j + 1 < indices.size() && indices[j + 1] == indices[j] + 1) ++j;
+    s += (s.empty() ? "" : ",") + std::to_string(indices[i]) + (j > i ? "-" + std::to_string(indices[j]) : "");
+    i = j + 1;
+  }
+  return s;
+}
+
+}  // namespace
+
+int64_t run_points(const Study& s, const std::vector<Point>& points, const SweepOptions& options, MPI_Comm comm) {
+  int rank = 0, n_ranks = 1;
+  MPI_Comm_rank(comm, &rank);
+  MPI_Comm_size(comm, &n_ranks);
+  if (n_ranks != s.ranks)
+    throw chip::ConfigError(s.source + ": the study runs each point on " + std::to_string(s.ranks) +
+                            " rank(s) (study.ranks) but lpurt sweep has " + std::to_string(n_ranks) +
+                            "; launch it as `mpirun -np " + std::to_string(s.ranks) + " lpurt sweep ...`");
+  if (options.only_point >= static_cast<int64_t>(points.size()))
+    throw chip::ConfigError(s.source + ": --point " + std::to_string(options.only_point) + " is out of range (the study has " +
+                            std::to_string(points.size()) + " points: 0.." + std::to_string(points.size() - 1) + ")");
+
+  // Rank 0 decides what is done (one file system view) and every rank follows.
+  std::vector<int> todo(points.size(), 0);
+  if (rank == 0) {
+    fs::create_directories(fs::path(s.output_dir) / "points");
+    for (const auto& p : points)
+      todo[static_cast<std::size_t>(p.index)] =
+          (options.only_point < 0 || options.only_point == p.index) && (options.force || !is_done(p));
+  }
+  MPI_Bcast(todo.data(), static_cast<int>(todo.size()), MPI_INT, 0, comm);
+  int64_t n_todo = 0;
+  for (const int t : todo) n_todo += t;
+  const bool talk = rank == 0 && !options.quiet;
+  if (talk && options.only_point < 0)
+    std::printf("lpurt sweep %s: %zu points, %lld done, %lld to run on %d rank(s) -> %s\n", s.name.c_str(),
+                points.size(), static_cast<long long>(static_cast<int64_t>(points.size()) - n_todo),
+                static_cast<long long>(n_todo), n_ranks, s.output_dir.c_str());
+
+  const int width = static_cast<int>(std::to_string(points.size()).size());
+  int64_t n_run = 0;
+  for (const auto& p : points) {
+    if (!todo[static_cast<std::size_t>(p.index)]) continue;
+    const auto t0 = std::chrono::steady_clock::now();
+    std::unique_ptr<io::WeightSource> source;
+    std::unique_ptr<runtime::RunSession> session;
+    io::RunResult result;
+    std::string status = "ok";
+    try {
+      runtime::agree_on_setup(comm, [&] {
+        source = open_model(s);
+        runtime::RunConfig config;
+        config.request = p.request;
+        for (int64_t b = 0; b < p.request.batch; ++b)
+          config.prompts.push_back(runtime::synthetic_prompt(p.prompt_len, source->config().vocab_size, b));
+        config.n_tokens = p.tokens;
+        config.n_ranks = n_ranks;
+        config.timing_only = s.timing_only;
+        config.faults.step_timeout_s = s.step_timeout_s;
+        session = std::make_unique<runtime::RunSession>(*source, p.hardware, config, comm);
+      });
+    } catch (const runtime::AgreedError& e) {
+      // What a point's own values make impossible is a result of the study; anything else stops it.
+      if (e.code() != ExitCode::capacity && e.code() != ExitCode::config && e.code() != ExitCode::usage) throw;
+      status = "infeasible";
+      result.summary = point_header(s, p, status);
+      result.summary.set("reason", std::string(e.what()));
+    }
+    if (session) {
+      result = session->run();
+      io::Record summary = point_header(s, p, status);
+      for (const auto& [key, value] : result.summary.fields()) summary.set(key, value);
+      result.summary = std::move(summary);
+      session.reset();
+    }
+    result.summary.set("point_key", p.key);
+    if (rank == 0) io::write_result_file(p.file, result, true);
+    ++n_run;
+    if (!talk) continue;
+    const double wall_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    if (status == "ok")
+      std::printf("[%*lld/%zu] %s: ttft %s, tpot %s, %.1f tokens/s per user, %.1f per system (%s)\n", width,
+                  static_cast<long long>(p.index + 1), points.size(), p.label.c_str(),
+                  format_seconds(field<double>(result.summary, "ttft_s")).c_str(),
+                  format_seconds(field<double>(result.summary, "tpot_s")).c_str(),
+                  field<double>(result.summary, "tokens_per_s_user"), field<double>(result.summary, "tokens_per_s_system"),
+                  format_seconds(wall_s).c_str());
+    else
+      std::printf("[%*lld/%zu] %s: infeasible: %s\n", width, static_cast<long long>(p.index + 1), points.size(),
+                  p.label.c_str(), field<std::string>(result.summary, "reason").c_str());
+    std::fflush(stdout);
+  }
+  return n_run;
+}
+
+void collect(const Study& s, const std::vector<Point>& points) {
+  std::vector<int64_t> missing;
+  std::vector<io::Record> rows;
+  for (const auto& p : points) {
+    if (!is_done(p)) {
+      missing.push_back(p.index);
+      continue;
+    }
+    const io::Record summary = io::read_result_summary(p.file);
+    io::Record row;
+    row.set("point", p.index).set("status", field<std::string>(summary, "status"));
+    for (const auto& [name, value] : p.swept) row.set(name, value);
+    for (const auto& [name, value] : summary.fields())
+      if (!row.find(name) && name != "point_key" && name != "reason" && name != "study") row.set(name, value);
+    row.set("reason", field<std::string>(summary, "reason"));
+    row.set("point_file", fs::relative(p.file, s.output_dir).string());
+    rows.push_back(std::move(row));
+  }
+  if (!missing.empty())
+    throw Error(s.source + ": " + std::to_string(missing.size()) + " of " + std::to_string(points.size()) +
+                    " points have no result yet (points " + index_ranges(missing) + "); run `lpurt sweep " + s.source +
+                    "` to finish them",
+                ExitCode::runtime);
+  auto unit = [&](const std::string& name) {
+    for (const auto& info : chip::parameter_infos())
+      if (info.name == name) return info.unit;
+    return io::unit_of_field(name);
+  };
+  auto columns = io::make_columns(rows, unit);
+  // Infeasible points come with fewer fields: keep their reason and the file at the end of every row.
+  std::stable_partition(columns.begin(), columns.end(),
+                        [](const io::TableColumn& c) { return c.name != "reason" && c.name != "point_file"; });
+  io::Record attributes;
+  attributes.set("study", s.name).set("job", s.source).set("points", static_cast<int64_t>(points.size()));
+  std::string axes;
+  for (const auto& a : s.axes) axes += (axes.empty() ? "" : ",") + a.name;
+  attributes.set("swept", axes);
+  const fs::path out(s.output_dir);
+  io::write_table_hdf5((out / "results.h5").string(), columns, attributes);
+  io::write_table_csv((out / "results.csv").string(), columns);
+  int64_t n_ok = 0;
+  for (const auto& r : rows) n_ok += field<std::string>(r, "status") == "ok";
+  std::printf("table   %s (and .h5): %zu points, %lld ok, %lld infeasible\n", (out / "results.csv").c_str(),
+              rows.size(), static_cast<long long>(n_ok), static_cast<long long>(static_cast<int64_t>(rows.size()) - n_ok));
+  const PlotSet plots = render_plots(s, rows, (out / "plots").string());
+  if (!plots.warning.empty()) std::printf("plots   %s\n", plots.warning.c_str());
+  for (const auto& f : plots.files) std::printf("plot    %s\n", f.c_str());
+}
+
+std::string write_study_job(const Study& s) {
+  const fs::path path = fs::path(s.output_dir) / "job.toml";
+  fs::create_directories(s.output_dir);
+  io::write_atomically(path.string(), true, [&](const std::string& tmp) {
+    std::ofstream out(tmp, std::ios::binary);
+    out << to_toml(s);
+    out.flush();
+    if (!out) throw io::FileError(tmp + ": cannot write");
+  });
+  return path.string();
+}
+
+std::string submit_to_slurm(const Study& s, const std::vector<Point>& points, const SlurmOptions& options) {
+  const std::string job = write_study_job(s);
+  const fs::path logs = fs::path(s.output_dir) / "slurm";
+  fs::create_directories(logs);
+  std::vector<int64_t> missing;
+  for (const auto& p : points)
+    if (!is_done(p)) missing.push_back(p.index);
+  auto sbatch = [&](std::vector<std::string> args, const std::string& script) {
+    std::vector<std::string> argv = {"sbatch", "--parsable", "--export=ALL,LPURT=" + options.lpurt_binary};
+    argv.insert(argv.end(), options.sbatch_args.begin(), options.sbatch_args.end());
+    argv.insert(argv.end(), args.begin(), args.end());
+    argv.push_back((fs::path(options.scripts_dir) / script).string());
+    argv.push_back(job);
+    const auto [code, out] = run_program(argv);
+    if (code != 0 || out.empty())
+      throw Error("sbatch " + script + " failed (exit " + std::to_string(code) + ")" + (out.empty() ? "" : ": " + out),
+                  ExitCode::runtime);
+    return out.substr(0, out.find(';'));  // --parsable prints "id" or "id;cluster"
+  };
+  std::vector<std::string> collect_args = {"--job-name=lpurt-collect-" + s.name, "--ntasks=1",
+                                           "--output=" + (logs / "%x-%j.out").string()};
+  if (!missing.empty()) {
+    std::string array = "--array=" + index_ranges(missing);
+    if (s.throttle > 0) array += "%" + std::to_string(s.throttle);
+    const std::string array_id =
+        sbatch({"--job-name=lpurt-sweep-" + s.name, array, "--ntasks=" + std::to_string(s.ranks),
+                "--output=" + (logs / "%x-%A_%a.out").string()},
+               "sweep-array.sbatch");
+    std::printf("submitted job array %s: %zu of %zu points (%s), %lld rank(s) each%s\n", array_id.c_str(),
+                missing.size(), points.size(), index_ranges(missing).c_str(), static_cast<long long>(s.ranks),
+                s.throttle > 0 ? (", at most " + std::to_string(s.throttle) + " at once").c_str() : "");
+    collect_args.push_back("--dependency=afterok:" + array_id);
+    collect_args.push_back("--kill-on-invalid-dep=yes");
+  }
+  const std::string collect_id = sbatch(collect_args, "collect.sbatch");
+  std::printf("submitted collect job %s%s: table and plots in %s\nlogs in %s\n", collect_id.c_str(),
+              missing.empty() ? " (every point was done)" : " (runs when the array has succeeded)",
+              s.output_dir.c_str(), logs.c_str());
+  std::fflush(stdout);
+  return collect_id;
+}
+
+}  // namespace lpurt::jobs

@@ -1,0 +1,264 @@
+#!/usr/bin/env python3
+"""`lpurt sweep` end to end: the table (HDF5 with units, CSV) holds exactly one row per point with the
+values a plain `lpurt run` of that point gives; infeasible points are recorded with their reason; a study
+killed midway and rerun ends with every point exactly once and the same table as an uninterrupted study;
+flags express the same study as a job file; --point and --collect are the Slurm steps; a study on 2 MPI
+ranks gives the same tokens and logits as on 1.
+Usage: test_sweep.py LPURT WORKDIR MPIEXEC [MPIEXEC_FLAGS...]"""
+import csv
+import glob
+import json
+import math
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import unittest
+
+import h5py
+import numpy as np
+
+LPURT = WORK = MPIEXEC = None
+MPI_FLAGS = []
+
+# Host timings differ run to run; everything else in a row is a pure function of the point.
+HOST_COLUMNS = {"host_wall_s", "host_setup_s", "host_prefill_s", "host_decode_s", "host_mpi_wait_s_rank0",
+                "int8_kernels"}
+
+
+def sweep(*args, mpi_ranks=0, check=True):
+    argv = [LPURT, "sweep", *args]
+    if mpi_ranks:
+        argv = [MPIEXEC, "-n", str(mpi_ranks), *MPI_FLAGS, *argv]
+    res = subprocess.run(argv, capture_output=True, text=True, timeout=300)
+    if check and res.returncode != 0:
+        raise AssertionError(f"{' '.join(argv)} failed ({res.returncode}):\n{res.stdout}\n{res.stderr}")
+    return res
+
+
+def write_job(name, body):
+    path = os.path.join(WORK, name + ".toml")
+    with open(path, "w") as f:
+        f.write(body)
+    return path
+
+
+def read_csv(folder):
+    with open(os.path.join(folder, "results.csv"), newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def modelled(rows):
+    return [{k: v for k, v in r.items() if k not in HOST_COLUMNS} for r in rows]
+
+
+TINY_GRID = """# tiny model: chips x SRAM per chip
+[study]
+name = "tiny-grid"
+output = "{out}"
+mode = "functional"
+
+[model]
+preset = "tiny"
+
+[run]
+prompt_len = 8
+tokens = 4
+
+[sweep]
+chips = [1, 2, 4]
+sram_bytes = [230686720, 6500000]
+"""
+
+
+class Sweep(unittest.TestCase):
+    def test_table_matches_plain_runs_and_records_infeasible_points(self):
+        out = os.path.join(WORK, "grid")
+        res = sweep(write_job("grid", TINY_GRID.format(out=out)))
+        self.assertIn("6 points, 0 done, 6 to run", res.stdout)
+        rows = read_csv(out)
+        self.assertEqual([int(r["point"]) for r in rows], list(range(6)))
+        self.assertEqual([(r["chips"], r["sram_bytes"]) for r in rows],
+                         [(c, s) for c in ("1", "2", "4") for s in ("230686720", "6500000")])
+        infeasible = [r for r in rows if r["status"] == "infeasible"]
+        self.assertTrue(infeasible, "6.5 MB of SRAM (1.3 MB usable) must not hold tiny on one chip")
+        for r in infeasible:
+            self.assertIn("needs at least", r["reason"])
+            self.assertEqual(r["ttft_s"], "", "an infeasible point has no modelled times")
+        self.assertTrue(any(r["status"] == "ok" and r["sram_bytes"] == "6500000" for r in rows),
+                        "with enough chips the small SRAM fits")
+        # Every ok point equals a plain `lpurt run` of the same parameters: modelled times exactly, and the
+        # tokens and logits bit for bit.
+        for r in rows:
+            if r["status"] != "ok":
+                continue
+            plain = os.path.join(WORK, f"plain_{r['point']}.h5")
+            run = subprocess.run([LPURT, "run", "--chips", r["chips"], "--set", f"sram_bytes={r['sram_bytes']}",
+                                  "--prompt-len", "8", "--tokens", "4", "--json", "--out", plain, "--force"],
+                                 capture_output=True, text=True, check=True)
+            summary = json.loads(run.stdout)
+            for key in ("ttft_s", "tpot_s", "tpot_compute_s", "tpot_transfer_s", "tpot_idle_s", "tokens_per_s_user"):
+                self.assertEqual(float(r[key]), summary[key], f"point {r['point']} {key}")
+            for key in ("tp", "pp", "replicas", "sram_bytes_max"):
+                self.assertEqual(int(r[key]), summary[key], f"point {r['point']} {key}")
+            with h5py.File(os.path.join(out, r["point_file"]), "r") as p, h5py.File(plain, "r") as q:
+                self.assertTrue(np.array_equal(p["tokens"][:], q["tokens"][:]))
+                self.assertEqual(p["logits"][:].tobytes(), q["logits"][:].tobytes())
+            # The parts of the time per token add up to it.
+            parts = float(r["tpot_compute_s"]) + float(r["tpot_transfer_s"]) + float(r["tpot_idle_s"])
+            self.assertAlmostEqual(parts, float(r["tpot_s"]), delta=1e-12)
+        # The HDF5 table holds the same values, with units.
+        with h5py.File(os.path.join(out, "results.h5"), "r") as t:
+            self.assertEqual(t.attrs["format"], "lpurt-study-table")
+            columns = t.attrs["columns"].split(",")
+            self.assertEqual(columns, list(rows[0].keys()))
+            table = t["table"]
+            self.assertEqual(table["ttft_s"].attrs["unit"], "s")
+            self.assertEqual(table["sram_bytes"].attrs["unit"], "bytes")
+            self.assertEqual(table["tokens_per_s_system"].attrs["unit"], "tokens/s")
+            self.assertEqual(table["chips"].dtype, np.int64)
+            for i, r in enumerate(rows):
+                v = table["ttft_s"][i]
+                self.assertTrue(math.isnan(v) if r["ttft_s"] == "" else v == float(r["ttft_s"]))
+                self.assertEqual(table["status"][i].decode(), r["status"])
+        # Plots: PNG and SVG of each figure, PNG files well under 200 KB.
+        for name in ("throughput", "latency", "sram", "time_per_token"):
+            for ext in ("png", "svg"):
+                path = os.path.join(out, "plots", f"{name}.{ext}")
+                self.assertTrue(os.path.getsize(path) > 1000, path)
+            self.assertLess(os.path.getsize(os.path.join(out, "plots", f"{name}.png")), 200_000)
+        # The study folder keeps the job as it ran; read back, it names the same points.
+        again = sweep(os.path.join(out, "job.toml"))
+        self.assertIn("6 points, 6 done, 0 to run", again.stdout)
+
+    def test_killed_study_resumes_with_every_point_once(self):
+        job = """[study]
+name = "resume"
+output = "{out}"
+[model]
+preset = "llama2-70b"
+[run]
+prompt_len = 512
+tokens = 64
+context = 1024
+[sweep]
+chips = [512, 576, 640, 768, 1024, 1152, 1536, 2048]
+"""
+        out = os.path.join(WORK, "resume")
+        proc = subprocess.Popen([LPURT, "sweep", write_job("resume", job.format(out=out))],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.time() + 120
+        while time.time() < deadline and not glob.glob(os.path.join(out, "points", "*.h5")):
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        done = glob.glob(os.path.join(out, "points", "*.h5"))
+        self.assertTrue(1 <= len(done) < 8, f"the kill should land midway, {len(done)} of 8 points were done")
+        for path in done:  # a finished point is complete
+            with h5py.File(path, "r") as f:
+                self.assertEqual(f.attrs["status"], "ok")
+        res = sweep(os.path.join(WORK, "resume.toml"))
+        self.assertIn(f"8 points, {len(done)} done, {8 - len(done)} to run", res.stdout)
+        self.assertEqual(res.stdout.count("] chips="), 8 - len(done), "only the missing points run")
+        rows = read_csv(out)
+        self.assertEqual(sorted(int(r["point"]) for r in rows), list(range(8)))
+        self.assertEqual(len(glob.glob(os.path.join(out, "points", "*.h5"))), 8)
+        # Identical to a study that was never interrupted.
+        clean = os.path.join(WORK, "resume_clean")
+        sweep(write_job("resume_clean", job.format(out=clean)))
+        self.assertEqual(modelled(rows), modelled(read_csv(clean)))
+
+    def test_flags_express_the_same_study_as_a_job_file(self):
+        out_file, out_flags = os.path.join(WORK, "by_file"), os.path.join(WORK, "by_flags")
+        sweep(write_job("by_file", f"""[study]
+output = "{out_file}"
+[model]
+preset = "tiny"
+[system]
+set = {{ hop_latency_ns = 600.0 }}
+[run]
+prompt_len = 8
+tokens = 3
+[sweep]
+chips = [2, 4]
+link_bytes_per_s = {{ from = 7e9, to = 28e9, times = 2 }}
+"""))
+        sweep("--preset", "tiny", "--set", "hop_latency_ns=600", "--prompt-len", "8", "--tokens", "3",
+              "--sweep", "chips=2,4", "--sweep", "link_bytes_per_s=7e9..28e9*2", "--out", out_flags)
+        a, b = read_csv(out_file), read_csv(out_flags)
+        self.assertEqual(len(a), 6)
+        self.assertEqual(modelled(a), modelled(b))
+
+    def test_point_then_collect_are_the_slurm_steps(self):
+        out = os.path.join(WORK, "steps")
+        job = write_job("steps", TINY_GRID.format(out=out).replace("functional", "timing-only"))
+        res = sweep(job, "--point", "1")
+        self.assertEqual(len(glob.glob(os.path.join(out, "points", "*.h5"))), 1)
+        self.assertNotIn("table", res.stdout)
+        missing = sweep(job, "--collect", check=False)
+        self.assertEqual(missing.returncode, 7, missing.stderr)
+        self.assertIn("5 of 6 points have no result yet (points 0,2-5)", missing.stderr)
+        self.assertFalse(os.path.exists(os.path.join(out, "results.csv")), "no table from a partial study")
+        for i in (0, 2, 3, 4, 5):
+            sweep(job, "--point", str(i))
+        sweep(job, "--collect")
+        self.assertEqual(len(read_csv(out)), 6)
+        bad = sweep(job, "--point", "6", check=False)
+        self.assertEqual(bad.returncode, 5)
+        self.assertIn("--point 6 is out of range (the study has 6 points: 0..5)", bad.stderr)
+
+    def test_two_ranks_give_the_same_outputs_as_one(self):
+        one, two = os.path.join(WORK, "np1"), os.path.join(WORK, "np2")
+        body = """[study]
+output = "{out}"
+mode = "functional"
+ranks = {ranks}
+[model]
+preset = "tiny"
+[run]
+prompt_len = 6
+tokens = 5
+[sweep]
+chips = [2, 4]
+"""
+        sweep(write_job("np1", body.format(out=one, ranks=1)))
+        sweep(write_job("np2", body.format(out=two, ranks=2)), mpi_ranks=2)
+        wrong = sweep(os.path.join(WORK, "np2.toml"), check=False)
+        self.assertEqual(wrong.returncode, 5)
+        self.assertIn("launch it as `mpirun -np 2 lpurt sweep ...`", wrong.stderr)
+        a, b = read_csv(one), read_csv(two)
+        for ra, rb in zip(a, b):
+            self.assertEqual(rb["ranks"], "2")
+            with h5py.File(os.path.join(one, ra["point_file"]), "r") as p, \
+                    h5py.File(os.path.join(two, rb["point_file"]), "r") as q:
+                self.assertTrue(np.array_equal(p["tokens"][:], q["tokens"][:]))
+                self.assertEqual(p["logits"][:].tobytes(), q["logits"][:].tobytes())
+            self.assertEqual(ra["tpot_s"], rb["tpot_s"])
+
+    def test_bad_job_files_fail_with_one_line_naming_key_and_line(self):
+        cases = [("[model]\npreset = \"tiny\"\n[run]\nchips = 2\nprompt = 5\n", "job_bad.toml:5: run.prompt is not a known key"),
+                 ("[model]\npreset = \"tiny\"\n[sweep]\nchips = [1, \"two\"]\n", "job_bad.toml:4: sweep.chips must be an integer, got string"),
+                 ("[model]\npreset = \"tiny\"\n[sweep]\nchips = [1, 2\n", "job_bad.toml:5:"),
+                 ("[model]\nfile = \"missing.h5\"\n[run]\nchips = 2\n", "missing.h5")]
+        for body, expected in cases:
+            path = write_job("job_bad", body)
+            res = sweep(path, check=False)
+            self.assertNotEqual(res.returncode, 0, body)
+            self.assertEqual(len(res.stderr.strip().splitlines()), 1, res.stderr)
+            self.assertIn(expected, res.stderr)
+            self.assertTrue(res.stderr.startswith("[rank 0/1] error: "), res.stderr)
+
+
+def main():
+    global LPURT, WORK, MPIEXEC, MPI_FLAGS
+    LPURT, WORK, MPIEXEC, MPI_FLAGS = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4:]
+    shutil.rmtree(WORK, ignore_errors=True)
+    os.makedirs(WORK)
+    os.chdir(WORK)
+    unittest.main(argv=[sys.argv[0], "-v"])
+
+
+if __name__ == "__main__":
+    main()
