@@ -249,6 +249,12 @@ int run_command_line(int argc, char** argv, int rank, int n_ranks) {
       ->capture_default_str();
   run_cmd->add_option("--inject-stall-rank", faults.stall_rank, "fault injection: this rank stops participating");
   run_cmd->add_option("--inject-crash-rank", faults.crash_rank, "fault injection: this rank dies (SIGKILL)");
+  run_cmd->add_option("--inject-link-errors", faults.link_error_rate,
+                      "fault injection: probability that a transfer arrives corrupted (checksums detect it, the "
+                      "token is replayed)");
+  run_cmd->add_option("--seed", faults.link_error_seed, "seed of the injected link errors")->capture_default_str();
+  run_cmd->add_option("--max-replays", faults.max_replays, "replays of one token before a link fault is fatal")
+      ->capture_default_str();
   bool timing_only = false;
   run_cmd->add_flag("--timing-only", timing_only,
                     "same plan, schedule and message pattern without weights or payload (a --config-only file suffices)");

@@ -23,8 +23,7 @@ ProgramResult run_program(const std::vector<std::string>& argv, bool with_stderr
     for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
     args.push_back(nullptr);
     execvp(args[0], args.data());
-    std::fprintf(stderr, "cannot run %s\n", args[0]);
-    _exit(127);
+    _exit(127);  // the caller reports it: it knows what the program was for
   }
   close(out[1]);
   std::string text;

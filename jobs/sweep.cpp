@@ -229,6 +229,7 @@ std::string submit_to_slurm(const Study& s, const std::vector<Point>& points, co
     argv.push_back((fs::path(options.scripts_dir) / script).string());
     argv.push_back(job);
     const auto [code, out] = run_program(argv);
+    if (code == 127) throw Error("sbatch is not on PATH: --slurm submits from a Slurm login node", ExitCode::runtime);
     if (code != 0 || out.empty())
       throw Error("sbatch " + script + " failed (exit " + std::to_string(code) + ")" + (out.empty() ? "" : ": " + out),
                   ExitCode::runtime);

@@ -32,6 +32,29 @@ void check_mpi(int status, const char* call, int rank) {
 /// MPI guarantees tags up to 32767; messages between one pair keep their order, so reuse is safe.
 int tag_of(int64_t send_index) { return static_cast<int>(send_index % 32768); }
 
+/// splitmix64: a well-mixed 64-bit function of its input (the fault draws and the checksum rounds).
+uint64_t mix(uint64_t x) {
+  x += 0x9e3779b97f4a7c15ull;
+  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
+  x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
+  return x ^ (x >> 31);
+}
+
+/// A 64-bit checksum of a transfer's bytes, eight at a time: any single flipped bit changes it.
+uint64_t checksum(const void* data, int64_t bytes) {
+  const auto* p = static_cast<const unsigned char*>(data);
+  uint64_t h = mix(static_cast<uint64_t>(bytes));
+  int64_t i = 0;
+  for (; i + 8 <= bytes; i += 8) {
+    uint64_t word;
+    std::memcpy(&word, p + i, 8);
+    h = mix(h ^ word);
+  }
+  uint64_t tail = 0;
+  std::memcpy(&tail, p + i, static_cast<std::size_t>(bytes - i));
+  return mix(h ^ tail);
+}
+
 }  // namespace
 
 int Engine::rank_of_chip(int64_t chip, int64_t n_chips, int n_ranks) {
@@ -54,6 +77,10 @@ Engine::Engine(const partition::Plan& plan, io::WeightSource& source, MPI_Comm c
     throw Error(std::to_string(n_ranks_) + " MPI ranks for " + std::to_string(plan.n_chips()) +
                     " chips: every rank must host at least one chip",
                 ExitCode::config);
+  if (!(faults.link_error_rate >= 0 && faults.link_error_rate <= 1))
+    throw Error("--inject-link-errors must be a probability in [0, 1]", ExitCode::usage);
+  if (faults.max_replays < 0) throw Error("--max-replays must be at least 0", ExitCode::usage);
+  if (faults.link_error_rate > 0 && mpi_initialized && n_ranks_ > 1) MPI_Comm_dup(comm_, &checksum_comm_);
   const int64_t b = plan.shape.block_tokens, d = cfg.hidden_size, tp = plan.tp;
   // The largest reduce-scatter slice: a block's expert slots (or its activations) over the stage's chips.
   slice_ = chip::ceil_div(b * d * std::max<int64_t>(1, cfg.n_experts_per_token), tp);
@@ -75,7 +102,8 @@ Engine::Engine(const partition::Plan& plan, io::WeightSource& source, MPI_Comm c
     if (owner_[static_cast<std::size_t>(c.chip)] != rank_) continue;
     LocalChip& lc = chips_[next++];
     local_index_[static_cast<std::size_t>(c.chip)] = &lc;
-    lc.pending.reserve(static_cast<std::size_t>(4 * tp + 4));
+    lc.pending.reserve(static_cast<std::size_t>(8 * tp + 8));  // with checksums: two requests a transfer
+    lc.to_verify.reserve(static_cast<std::size_t>(4 * tp + 4));
     lc.pending_ops.reserve(lc.pending.capacity());
     if (timing_only) continue;
     lc.shard = std::make_unique<chip::Shard>(cfg, c.range, plan.shape);
@@ -90,6 +118,10 @@ Engine::Engine(const partition::Plan& plan, io::WeightSource& source, MPI_Comm c
   program(1);  // the decode program, before step 0
 }
 
+Engine::~Engine() {
+  if (checksum_comm_ != MPI_COMM_NULL) MPI_Comm_free(&checksum_comm_);
+}
+
 const partition::Program& Engine::program(int64_t n_tokens) {
   auto it = programs_.find(n_tokens);
   if (it == programs_.end())
@@ -97,6 +129,10 @@ const partition::Program& Engine::program(int64_t n_tokens) {
              .emplace(n_tokens, partition::build_program(plan_, topology_,
                                                          partition::prefill_blocks(n_tokens, plan_.shape.block_tokens)))
              .first;
+  if (faults_.link_error_rate > 0 && it->second.ops.size() > sent_checksums_.size()) {
+    sent_checksums_.resize(it->second.ops.size());
+    received_checksums_.resize(it->second.ops.size());
+  }
   return it->second;
 }
 
@@ -114,7 +150,37 @@ void Engine::forward(int64_t sequence, const int32_t* tokens, int64_t pos, int64
   if (pos + n > plan_.shape.context)
     throw chip::CapacityError("positions up to " + std::to_string(pos + n) + " exceed the KV-cache context of " +
                               std::to_string(plan_.shape.context));
-  execute(program(n), replica, slot, tokens, pos);
+  const partition::Program& p = program(n);
+  for (attempt_ = 0;; ++attempt_) {
+    step_faults_ = 0;
+    first_fault_op_ = std::numeric_limits<int64_t>::max();
+    execute(p, replica, slot, tokens, pos);
+    if (faults_.link_error_rate == 0) break;
+    // Every rank must take the same decision: replay if any chip saw a corrupted transfer.
+    int64_t seen[2] = {step_faults_, -first_fault_op_};
+    if (n_ranks_ > 1) check_mpi(MPI_Allreduce(MPI_IN_PLACE, seen, 2, MPI_INT64_T, MPI_MAX, comm_), "MPI_Allreduce(faults)", rank_);
+    int64_t faults = step_faults_;
+    if (n_ranks_ > 1) check_mpi(MPI_Allreduce(MPI_IN_PLACE, &faults, 1, MPI_INT64_T, MPI_SUM, comm_), "MPI_Allreduce(faults)", rank_);
+    if (faults == 0) break;
+    link_faults_detected_ += faults;
+    if (attempt_ == faults_.max_replays) {
+      const Op& op = p.ops[static_cast<std::size_t>(-seen[1])];
+      throw AgreedError("transfers arrived corrupted in each of " + std::to_string(attempt_ + 1) +
+                            " attempts at positions " + std::to_string(pos) + ".." + std::to_string(pos + n - 1) +
+                            " (--max-replays " + std::to_string(faults_.max_replays) + "); in the last attempt " +
+                            std::to_string(faults) + " transfer(s) were corrupted, the first from chip " +
+                            std::to_string(op.chip + replica * plan_.chips_per_replica()) + " to chip " +
+                            std::to_string(op.peer + replica * plan_.chips_per_replica()) + " (" +
+                            partition::payload_name(op.payload) + ", " + std::to_string(op.bytes) + " bytes" +
+                            (op.layer >= 0 ? ", layer " + std::to_string(op.layer) : std::string()) +
+                            "): the links cannot deliver this token",
+                        ExitCode::runtime, rank_);
+    }
+    ++replays_;
+    const partition::Timeline t = partition::compute_timeline(p, plan_, pos);
+    replay_cycles_ += n == 1 ? partition::decode_period_cycles(plan_, p, t) : t.makespan_cycles;
+  }
+  ++forward_calls_;
   if (logits == nullptr || timing_only_) return;
   // Logits leave the last stage for the host: each chip's vocabulary slice, -0.0 (the identity of float
   // addition) elsewhere, so a sum over the ranks assembles them exactly on every rank.
@@ -173,6 +239,37 @@ void Engine::wait(LocalChip& c) {
   c.pending.clear();
   c.pending_ops.clear();
   mpi_wait_s_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  for (const int32_t i : c.to_verify) {
+    const Op& op = current_->ops[static_cast<std::size_t>(i)];
+    check_arrival(static_cast<std::size_t>(i), timing_only_ ? nullptr : payload_at(op, c, false), op.bytes,
+                  received_checksums_[static_cast<std::size_t>(i)]);
+  }
+  c.to_verify.clear();
+}
+
+bool Engine::link_fault(int64_t send_index) const {
+  const uint64_t draw = mix(mix(mix(mix(faults_.link_error_seed) ^ static_cast<uint64_t>(forward_calls_)) ^
+                                static_cast<uint64_t>(attempt_)) ^
+                            static_cast<uint64_t>(current_offset_ * 1'000'003 + send_index));
+  return static_cast<double>(draw >> 11) * 0x1.0p-53 < faults_.link_error_rate;
+}
+
+void Engine::check_arrival(std::size_t recv_index, void* data, int64_t bytes, uint64_t sent_checksum) {
+  const Op& recv = current_->ops[recv_index];
+  const bool fault = link_fault(recv.match);
+  if (timing_only_) {
+    // No payload: the draw is the corruption the checksum would have caught.
+    if (!fault) return;
+  } else {
+    if (fault && bytes > 0) {
+      const uint64_t where = mix(static_cast<uint64_t>(recv.match) ^ mix(static_cast<uint64_t>(attempt_)));
+      static_cast<unsigned char*>(data)[where % static_cast<uint64_t>(bytes)] ^=
+          static_cast<unsigned char>(1u << ((where >> 32) % 8));
+    }
+    if (checksum(data, bytes) == sent_checksum) return;
+  }
+  ++step_faults_;
+  first_fault_op_ = std::min<int64_t>(first_fault_op_, recv.match);
 }
 
 void Engine::report_stuck(LocalChip& c, double waited_s) {
@@ -210,20 +307,34 @@ void Engine::execute(const partition::Program& p, int64_t replica, int64_t slot,
     const int64_t peer = op.peer + offset;
     const partition::Block& blk = p.blocks[static_cast<std::size_t>(op.block)];
     const int count = timing_only_ ? 0 : static_cast<int>(op.bytes);
-    if (timing_only_ && (op.kind == OpKind::send || op.kind == OpKind::recv) && local(peer) != nullptr) continue;
+    if (timing_only_ && (op.kind == OpKind::send || op.kind == OpKind::recv) && local(peer) != nullptr) {
+      if (op.kind == OpKind::send && faults_.link_error_rate > 0) check_arrival(static_cast<std::size_t>(op.match), nullptr, 0, 0);
+      continue;
+    }
     if (op.kind == OpKind::send) {
       LocalChip* receiver = local(peer);
       const void* src = timing_only_ ? nullptr : payload_at(op, *c, true);
+      const bool checked = faults_.link_error_rate > 0;
       if (receiver != nullptr) {
         // The receiver's x may still be the source of its own pending send to the next stage.
         if (op.payload == Payload::activations) wait(*receiver);
-        std::memcpy(payload_at(p.ops[static_cast<std::size_t>(op.match)], *receiver, false), src, op.bytes);
+        void* dst = timing_only_ ? nullptr : payload_at(p.ops[static_cast<std::size_t>(op.match)], *receiver, false);
+        if (!timing_only_) std::memcpy(dst, src, op.bytes);
+        if (checked) check_arrival(static_cast<std::size_t>(op.match), dst, op.bytes, timing_only_ ? 0 : checksum(src, op.bytes));
       } else {
         c->pending.emplace_back();
         c->pending_ops.push_back(static_cast<int32_t>(i));
         check_mpi(MPI_Isend(src, count, MPI_BYTE, owner_[static_cast<std::size_t>(peer)], tag_of(static_cast<int64_t>(i)),
                             comm_, &c->pending.back()),
                   "MPI_Isend", rank_);
+        if (checked && !timing_only_) {
+          sent_checksums_[i] = checksum(src, op.bytes);
+          c->pending.emplace_back();
+          c->pending_ops.push_back(static_cast<int32_t>(i));
+          check_mpi(MPI_Isend(&sent_checksums_[i], 1, MPI_UINT64_T, owner_[static_cast<std::size_t>(peer)],
+                              tag_of(static_cast<int64_t>(i)), checksum_comm_, &c->pending.back()),
+                    "MPI_Isend(checksum)", rank_);
+        }
       }
     } else if (op.kind == OpKind::recv) {
       if (local(peer) != nullptr) continue;  // copied at the send
@@ -235,6 +346,16 @@ void Engine::execute(const partition::Program& p, int64_t replica, int64_t slot,
       check_mpi(MPI_Irecv(timing_only_ ? nullptr : payload_at(op, *c, false), count, MPI_BYTE, owner_[static_cast<std::size_t>(peer)],
                           tag_of(op.match), comm_, &c->pending.back()),
                 "MPI_Irecv", rank_);
+      if (faults_.link_error_rate > 0) {
+        c->to_verify.push_back(static_cast<int32_t>(i));
+        if (!timing_only_) {
+          c->pending.emplace_back();
+          c->pending_ops.push_back(static_cast<int32_t>(i));
+          check_mpi(MPI_Irecv(&received_checksums_[i], 1, MPI_UINT64_T, owner_[static_cast<std::size_t>(peer)],
+                              tag_of(op.match), checksum_comm_, &c->pending.back()),
+                    "MPI_Irecv(checksum)", rank_);
+        }
+      }
     } else {
       wait(*c);
       if (!timing_only_) compute(op, *c, tokens + blk.position_offset, slot, pos + blk.position_offset, blk.n_tokens);

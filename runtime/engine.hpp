@@ -23,10 +23,13 @@
 #include <mpi.h>
 
 #include <cstdint>
+#include <limits>
 #include <map>
+#include <string>
 #include <memory>
 #include <vector>
 
+#include "chip/error.hpp"
 #include "chip/shard.hpp"
 #include "io/weight_source.hpp"
 #include "partition/plan.hpp"
@@ -35,12 +38,29 @@
 
 namespace lpurt::runtime {
 
+/// An error every rank agreed on: raised on all ranks of a communicator with the message of the lowest
+/// failing rank, so it is printed once and every rank exits with the same code.
+class AgreedError : public Error {
+ public:
+  AgreedError(const std::string& message, ExitCode code, int origin_rank)
+      : Error(message, code), origin_rank_(origin_rank) {}
+  int origin_rank() const { return origin_rank_; }
+
+ private:
+  int origin_rank_;
+};
+
 /// Failure handling of an Engine: how long a chip may wait for a transfer, and injected faults (tests
-/// and drills: a rank that stops participating, a rank that dies).
+/// and drills: a rank that stops participating, a rank that dies, chip-to-chip links that corrupt data).
 struct FaultOptions {
   double step_timeout_s = 60.0;  ///< a wait longer than this is reported (chip, transfer, peer) and fails; 0: never
   int stall_rank = -1;           ///< this rank stops participating at its first step
   int crash_rank = -1;           ///< this rank kills itself (SIGKILL) at its first step
+  /// Probability that a transfer arrives corrupted (one flipped bit). Every transfer then carries a
+  /// checksum; a mismatch replays the forward call (the token), as the production system does.
+  double link_error_rate = 0;
+  uint64_t link_error_seed = 1;  ///< which transfers fail: a pure function of seed, step, attempt and transfer
+  int max_replays = 8;           ///< a token still corrupted after this many replays fails the run
 };
 
 class Engine {
@@ -52,6 +72,9 @@ class Engine {
   /// same sources, destinations, tags and order as a functional run: the same message pattern, no payload.
   Engine(const partition::Plan& plan, io::WeightSource& source, MPI_Comm comm = MPI_COMM_SELF, bool timing_only = false,
          const FaultOptions& faults = {});
+  ~Engine();
+  Engine(const Engine&) = delete;
+  Engine& operator=(const Engine&) = delete;
 
   /// Rank that hosts `chip` when n_chips chips are spread over n_ranks ranks in contiguous blocks.
   static int rank_of_chip(int64_t chip, int64_t n_chips, int n_ranks);
@@ -65,6 +88,11 @@ class Engine {
   bool timing_only() const { return timing_only_; }
   /// Host seconds this rank spent waiting in MPI (transfers and the logits reduction) so far.
   double mpi_wait_s() const { return mpi_wait_s_; }
+  /// Link faults: corrupted transfers detected (over all ranks and attempts), forward calls replayed, and
+  /// the modelled time the replays cost (each replay runs its program again).
+  int64_t link_faults_detected() const { return link_faults_detected_; }
+  int64_t replays() const { return replays_; }
+  int64_t replay_cycles() const { return replay_cycles_; }
   /// The program forward() runs for n tokens, built for replica 0 on first use and reused: replica r runs
   /// it with every chip offset by r x chips per replica (the replicas are identical pipelines).
   const partition::Program& program(int64_t n_tokens);
@@ -81,6 +109,7 @@ class Engine {
     std::vector<float> rs_floats;    ///< [tp, slice] embedding slices received from each chip
     std::vector<MPI_Request> pending;  ///< outstanding MPI requests of this chip
     std::vector<int32_t> pending_ops;  ///< [pending] the op index of each request, for error messages
+    std::vector<int32_t> to_verify;    ///< receives whose checksum is checked once they complete
   };
 
   void execute(const partition::Program& program, int64_t replica, int64_t slot, const int32_t* tokens, int64_t pos);
@@ -88,6 +117,11 @@ class Engine {
   /// Pointer to the payload elements an op sends from or receives into, on chip `c`.
   void* payload_at(const partition::Op& op, LocalChip& c, bool sending);  ///< op of the replica-0 program
   void wait(LocalChip& c);
+  /// Whether the link corrupts send `send_index` of the current program in this attempt.
+  bool link_fault(int64_t send_index) const;
+  /// A transfer has arrived in `data` (the receive op `recv_index`): apply the injected corruption, then
+  /// compare with the sender's checksum; a mismatch is counted for the replay decision.
+  void check_arrival(std::size_t recv_index, void* data, int64_t bytes, uint64_t sent_checksum);
   /// Throws Error naming the first of c's requests still incomplete after the step timeout.
   [[noreturn]] void report_stuck(LocalChip& c, double waited_s);
   LocalChip* local(int64_t chip) { return local_index_[static_cast<std::size_t>(chip)]; }
@@ -108,6 +142,17 @@ class Engine {
   FaultOptions faults_;
   const partition::Program* current_ = nullptr;  ///< the program execute() is walking
   int64_t current_offset_ = 0;                   ///< its replica's chip offset
+  // Link-fault injection (all unused while link_error_rate is 0).
+  MPI_Comm checksum_comm_ = MPI_COMM_NULL;       ///< checksums travel beside their payload, same tags
+  std::vector<uint64_t> sent_checksums_;         ///< [ops] of the largest program
+  std::vector<uint64_t> received_checksums_;     ///< [ops]
+  int64_t forward_calls_ = 0;                    ///< the step index of the fault draws
+  int64_t attempt_ = 0;                          ///< replays of the current forward call so far
+  int64_t step_faults_ = 0;                      ///< corrupted transfers this rank saw in this attempt
+  int64_t first_fault_op_ = 0;                   ///< the lowest op index among them
+  int64_t link_faults_detected_ = 0;
+  int64_t replays_ = 0;
+  int64_t replay_cycles_ = 0;
 };
 
 }  // namespace lpurt::runtime

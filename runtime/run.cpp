@@ -162,6 +162,10 @@ io::RunResult RunSession::run(const std::function<void(int64_t, int64_t)>& progr
            plan.model.weight_bytes() - chip::tensor_bytes(plan.model, {chip::TensorKind::embedding}) +
                plan.model.hidden_size + 4)
       .set("timing_only", int64_t{config.timing_only ? 1 : 0})
+      .set("link_error_rate", config.faults.link_error_rate)
+      .set("link_faults_detected", state_->engine.link_faults_detected())
+      .set("token_replays", state_->engine.replays())
+      .set("replay_time_s", static_cast<double>(state_->engine.replay_cycles()) / plan.hardware.clock_hz)
       .set("model", source.name())
       .set("system", hardware.name);
 

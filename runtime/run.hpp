@@ -49,18 +49,6 @@ class RunSession {
   std::unique_ptr<State> state_;
 };
 
-/// An error every rank agreed on: raised on all ranks of a communicator with the message of the lowest
-/// failing rank, so it is printed once and every rank exits with the same code.
-class AgreedError : public Error {
- public:
-  AgreedError(const std::string& message, ExitCode code, int origin_rank)
-      : Error(message, code), origin_rank_(origin_rank) {}
-  int origin_rank() const { return origin_rank_; }
-
- private:
-  int origin_rank_;
-};
-
 /// Runs `setup` on every rank of `comm`, then agrees (one collective) on whether it failed anywhere. If
 /// any rank threw, every rank throws AgreedError with the lowest failing rank's message and code.
 void agree_on_setup(MPI_Comm comm, const std::function<void()>& setup);
