@@ -52,6 +52,42 @@ const std::vector<Parameter>& parameters() {
   return table;
 }
 
+/// Speed and bandwidth factors: a slower or faster part, within two orders of magnitude of nominal.
+constexpr double min_factor = 0.01, max_factor = 100;
+const char* const chip_factor_prefix = "chip_speed_factor.";
+const char* const link_factor_prefix = "link_bandwidth_factor.";
+
+bool starts_with(const std::string& s, const char* prefix) { return s.rfind(prefix, 0) == 0; }
+
+/// "17" -> 17; "" or anything but decimal digits -> -1.
+int64_t parse_index(const std::string& text) {
+  if (text.empty() || text.size() > 9 || text.find_first_not_of("0123456789") != std::string::npos) return -1;
+  return std::stoll(text);
+}
+
+/// `chip_speed_factor.N` -> N, or `link_bandwidth_factor.A-B` -> {min, max}; throws naming the form.
+int64_t chip_of(const std::string& name, const std::string& origin) {
+  const int64_t chip = parse_index(name.substr(std::string(chip_factor_prefix).size()));
+  if (chip < 0) throw ConfigError(origin + ": expected chip_speed_factor.<chip>, e.g. chip_speed_factor.17, got " + name);
+  return chip;
+}
+std::pair<int64_t, int64_t> link_of(const std::string& name, const std::string& origin) {
+  const std::string pair = name.substr(std::string(link_factor_prefix).size());
+  const auto dash = pair.find('-');
+  const int64_t a = dash == std::string::npos ? -1 : parse_index(pair.substr(0, dash));
+  const int64_t b = dash == std::string::npos ? -1 : parse_index(pair.substr(dash + 1));
+  if (a < 0 || b < 0 || a == b)
+    throw ConfigError(origin + ": expected link_bandwidth_factor.<chip>-<chip> of two different chips, e.g. "
+                      "link_bandwidth_factor.3-11, got " + name);
+  return {std::min(a, b), std::max(a, b)};
+}
+
+void check_factor(double value, const std::string& name, const std::string& origin) {
+  if (!(value >= min_factor && value <= max_factor))
+    throw ConfigError(origin + ": " + name + " = " + std::to_string(value) + " is outside " + std::to_string(min_factor) +
+                      " .. " + std::to_string(max_factor) + " (1 is nominal)");
+}
+
 const Parameter& find_parameter(const std::string& name, const std::string& origin) {
   for (const auto& p : parameters())
     if (p.info.name == name) return p;
@@ -93,6 +129,9 @@ void ChipSpec::validate() const {
       throw ConfigError("hardware parameter " + p.info.name + " = " + std::to_string(v) + " is outside " +
                         std::to_string(p.min_value) + " .. " + std::to_string(p.max_value));
   }
+  for (const auto& [chip, f] : chip_speed_factors) check_factor(f, chip_factor_prefix + std::to_string(chip), "hardware");
+  for (const auto& [link, f] : link_bandwidth_factors)
+    check_factor(f, link_factor_prefix + std::to_string(link.first) + "-" + std::to_string(link.second), "hardware");
   if (program_reserve_bytes >= sram_bytes)
     throw ConfigError("program_reserve_bytes (" + std::to_string(program_reserve_bytes) +
                       ") must be smaller than sram_bytes (" + std::to_string(sram_bytes) + ")");
@@ -114,11 +153,35 @@ const std::vector<ParameterInfo>& parameter_infos() {
   return infos;
 }
 
+bool is_parameter_name(const std::string& name) {
+  if (name == "topology" || starts_with(name, chip_factor_prefix) || starts_with(name, link_factor_prefix)) return true;
+  for (const auto& p : parameters())
+    if (p.info.name == name) return true;
+  return false;
+}
+
 double get_parameter(const ChipSpec& spec, const std::string& name) {
+  if (starts_with(name, chip_factor_prefix)) return spec.chip_speed(chip_of(name, "get_parameter"));
+  if (starts_with(name, link_factor_prefix)) {
+    const auto link = link_of(name, "get_parameter");
+    return spec.link_bandwidth(link.first, link.second);
+  }
   return find_parameter(name, "get_parameter").get(spec);
 }
 
 void set_parameter(ChipSpec& spec, const std::string& name, double value, const std::string& origin) {
+  if (starts_with(name, chip_factor_prefix)) {
+    const int64_t chip = chip_of(name, origin);
+    check_factor(value, name, origin);
+    spec.chip_speed_factors[chip] = value;
+    return;
+  }
+  if (starts_with(name, link_factor_prefix)) {
+    const auto link = link_of(name, origin);
+    check_factor(value, name, origin);
+    spec.link_bandwidth_factors[link] = value;
+    return;
+  }
   const Parameter& p = find_parameter(name, origin);
   if (p.integral && value != std::floor(value))
     throw ConfigError(origin + ": " + name + " must be a whole number, got " + std::to_string(value));

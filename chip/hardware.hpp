@@ -12,7 +12,11 @@
 /// \endcode
 
 #include <cstdint>
+#include <algorithm>
+#include <cstdint>
+#include <map>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace lpurt::chip {
@@ -42,6 +46,21 @@ struct ChipSpec {
   double hop_latency_ns = 300.0;           ///< §1.3: ~300 ns per LPU-to-LPU hop [S SHIP]
   /// How nodes are joined: "dragonfly" (ISCA 2022, §2.2 [P]) or "chain" (SHIP QuadFour, §2.4 [S]).
   std::string topology = "dragonfly";
+  /// Heterogeneity, for straggler studies: chip -> speed factor (0.5: each of its ops takes twice the
+  /// cycles), set as `chip_speed_factor.17 = 0.5`. Chips not listed run at 1.
+  std::map<int64_t, double> chip_speed_factors;
+  /// {chip a, chip b} with a < b -> bandwidth factor of the link between them (both directions), set as
+  /// `link_bandwidth_factor.3-11 = 0.25`. The chips must be neighbours in the topology.
+  std::map<std::pair<int64_t, int64_t>, double> link_bandwidth_factors;
+
+  double chip_speed(int64_t chip) const {
+    const auto it = chip_speed_factors.find(chip);
+    return it == chip_speed_factors.end() ? 1.0 : it->second;
+  }
+  double link_bandwidth(int64_t a, int64_t b) const {
+    const auto it = link_bandwidth_factors.find({std::min(a, b), std::max(a, b)});
+    return it == link_bandwidth_factors.end() ? 1.0 : it->second;
+  }
 
   double weight_stream_bytes_per_s() const { return static_cast<double>(stream_bytes_per_cycle) * clock_hz; }
   /// Throws ConfigError naming the parameter if any value is out of its physical range.
@@ -59,6 +78,9 @@ struct ParameterInfo {
   std::string source;
 };
 const std::vector<ParameterInfo>& parameter_infos();
+/// Whether `name` names a parameter: one of parameter_infos(), `topology`, `chip_speed_factor.N` or
+/// `link_bandwidth_factor.A-B`.
+bool is_parameter_name(const std::string& name);
 double get_parameter(const ChipSpec& spec, const std::string& name);
 /// Sets a parameter by name; `origin` (a file and line, or "--set") goes into the error message.
 void set_parameter(ChipSpec& spec, const std::string& name, double value, const std::string& origin);

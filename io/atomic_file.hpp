@@ -1,8 +1,9 @@
 #pragma once
 /// \file
 /// Every output lpurt writes goes through here: refuse to replace an existing file unless forced, write
-/// to `<path>.tmp.<pid>`, and rename into place, so a killed writer leaves the old file or the complete
-/// new one, never a partial file under the final name.
+/// to `<path>.tmp.<host>.<pid>`, and rename into place, so a killed writer leaves the old file or the
+/// complete new one, never a partial file under the final name. The temporary file of a killed writer
+/// on the same host is removed by the next write of the same path.
 
 #include <functional>
 #include <string>

@@ -150,6 +150,15 @@ void print_plan_table(const partition::Plan& plan, const std::string& model_name
               plan.hardware.name.c_str(), chip::format_bytes(static_cast<double>(plan.hardware.sram_bytes)).c_str(),
               plan.hardware.clock_hz / 1e6, plan.hardware.weight_stream_bytes_per_s() / 1e12,
               plan.hardware.topology.c_str(), plan.hardware.link_bytes_per_s / 1e9, plan.hardware.hop_latency_ns);
+  if (!plan.hardware.chip_speed_factors.empty() || !plan.hardware.link_bandwidth_factors.empty()) {
+    std::printf("heterogeneous:");
+    for (const auto& [chip, f] : plan.hardware.chip_speed_factors)
+      std::printf(" chip %lld at %.2fx speed;", static_cast<long long>(chip), f);
+    for (const auto& [link, f] : plan.hardware.link_bandwidth_factors)
+      std::printf(" link %lld-%lld at %.2fx bandwidth;", static_cast<long long>(link.first),
+                  static_cast<long long>(link.second), f);
+    std::printf(" decode figures are the slowest replica's\n");
+  }
   std::printf("layout  %lld chips = tp %lld x pp %lld x %lld replica(s), context %lld, batch %lld, prefill chunks of "
               "%lld tokens\n",
               static_cast<long long>(plan.n_chips()), static_cast<long long>(plan.tp), static_cast<long long>(plan.pp),

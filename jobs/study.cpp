@@ -28,6 +28,8 @@ const std::vector<std::string>& hardware_parameter_names() {
     std::vector<std::string> n;
     for (const auto& info : chip::parameter_infos()) n.push_back(info.name);
     n.push_back("topology");
+    n.push_back("chip_speed_factor.<chip>");
+    n.push_back("link_bandwidth_factor.<chip>-<chip>");
     return n;
   }();
   return names;
@@ -301,7 +303,7 @@ Study parse_study(const std::string& text, const std::string& path) {
       if (set->type != toml::Value::Type::table)
         in.fail(*set, "system.set", std::string("must be a table of parameter = value, got ") + set->type_name());
       for (const auto& [key, value] : set->table) {
-        if (!contains(hardware_parameter_names(), key))
+        if (!chip::is_parameter_name(key))
           in.fail(value, "system.set." + key, "is not a hardware parameter (expected one of: " +
                                                   join(hardware_parameter_names()) + ")");
         s.system_set.emplace_back(key, in.parameter(value, key, "system.set." + key));
@@ -315,7 +317,7 @@ Study parse_study(const std::string& text, const std::string& path) {
   if (const auto* t = in.section(root, "sweep", {})) {
     for (const auto& [key, value] : t->table) {
       const std::string where = "sweep." + key;
-      if (!contains(run_parameter_names(), key) && !contains(hardware_parameter_names(), key))
+      if (!contains(run_parameter_names(), key) && !chip::is_parameter_name(key))
         in.fail(value, where, "is not a run or hardware parameter (run: " + join(run_parameter_names()) +
                                   "; hardware: " + join(hardware_parameter_names()) + ")");
       if (s.run.find(key)) in.fail(value, where, "is also fixed in [run]; give it in one place");
@@ -386,7 +388,7 @@ std::vector<Point> expand(const Study& s) {
       rest %= stride;
       const std::string origin = axis.origin + ": sweep." + axis.name + " = " + format_value(value);
       if (contains(run_parameter_names(), axis.name)) apply_run(p, axis.name, value, origin);
-      else if (contains(hardware_parameter_names(), axis.name)) apply_hardware(p.hardware, axis.name, value, origin);
+      else if (chip::is_parameter_name(axis.name)) apply_hardware(p.hardware, axis.name, value, origin);
       else throw ConfigError(origin + ": " + axis.name + " is not a run or hardware parameter");
       p.swept.emplace_back(axis.name, value);
       p.label += (p.label.empty() ? "" : " ") + axis.name + "=" + format_value(value);
@@ -408,6 +410,10 @@ std::vector<Point> expand(const Study& s) {
     key.set("block_tokens", p.request.block_tokens).set("prompt_len", p.prompt_len).set("tokens", p.tokens);
     for (const auto& info : chip::parameter_infos()) key.set(info.name, chip::get_parameter(p.hardware, info.name));
     key.set("topology", p.hardware.topology);
+    for (const auto& [chip, factor] : p.hardware.chip_speed_factors)
+      key.set("chip_speed_factor." + std::to_string(chip), factor);
+    for (const auto& [link, factor] : p.hardware.link_bandwidth_factors)
+      key.set("link_bandwidth_factor." + std::to_string(link.first) + "-" + std::to_string(link.second), factor);
     p.key = key.to_json();
     p.file = (fs::path(s.output_dir) / "points" / (hex64(fnv1a64(p.key)) + ".h5")).string();
   }

@@ -86,6 +86,28 @@ void check_layout(const chip::ModelConfig& cfg, int64_t n_chips, int64_t tp, int
                     " layer parts (attention and FFN of " + std::to_string(cfg.n_layers) + " layers)");
 }
 
+/// Slow chips and links must exist: chips of the plan, links between neighbours of its topology.
+void check_heterogeneity(const Plan& plan) {
+  const chip::ChipSpec& hw = plan.hardware;
+  for (const auto& [chip, factor] : hw.chip_speed_factors)
+    if (chip >= plan.n_chips())
+      throw PlanError("chip_speed_factor." + std::to_string(chip) + ": there are only " + std::to_string(plan.n_chips()) +
+                      " chips (0.." + std::to_string(plan.n_chips() - 1) + ")");
+  if (hw.link_bandwidth_factors.empty()) return;
+  const Topology topology = topology_for(plan);
+  for (const auto& [link, factor] : hw.link_bandwidth_factors) {
+    const std::string name = "link_bandwidth_factor." + std::to_string(link.first) + "-" + std::to_string(link.second);
+    if (link.second >= plan.n_chips())
+      throw PlanError(name + ": there are only " + std::to_string(plan.n_chips()) + " chips");
+    const int64_t hops = topology.hop_count(link.first, link.second);
+    if (hops != 1)
+      throw PlanError(name + ": chips " + std::to_string(link.first) + " and " + std::to_string(link.second) +
+                      " are not linked directly in the " + hw.topology + " topology of " +
+                      std::to_string(plan.n_chips()) + " chips (a route between them takes " + std::to_string(hops) +
+                      " hops)");
+  }
+}
+
 void check_fits(const Plan& plan, int64_t minimum) {
   for (const auto& c : plan.chips) {
     if (c.sram.total_bytes() <= plan.hardware.sram_bytes) continue;
@@ -228,6 +250,7 @@ Plan make_plan(const chip::ModelConfig& cfg, const chip::ChipSpec& hw, const Pla
     check_layout(cfg, r.n_chips, c.tp, c.pp, c.replicas);
     Plan plan = layout(cfg, hw, r, c.tp, c.pp, c.replicas);
     check_fits(plan, minimum);
+    check_heterogeneity(plan);
     return plan;
   }
   // Every feasible candidate; the lowest modelled time per output token wins, ties to the first candidate
@@ -278,6 +301,7 @@ Plan make_plan(const chip::ModelConfig& cfg, const chip::ChipSpec& hw, const Pla
   }
   if (best.chips.empty())
     throw PlanError("no feasible layout for " + std::to_string(r.n_chips) + " chips: " + layout_error);
+  check_heterogeneity(best);
   return best;
 }
 

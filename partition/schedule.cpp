@@ -288,8 +288,14 @@ Timeline compute_timeline(const Program& p, const Plan& plan, int64_t base_posit
         const Busy& link = links[hop.from * p.n_chips + hop.to];
         wait_for(link.free_cycles, link.last_op);
       }
+      // A transfer streams at the pace of the slowest link on its route.
+      double bandwidth_factor = 1;
+      for (int32_t h = 0; h < op.hop_count && !plan.hardware.link_bandwidth_factors.empty(); ++h) {
+        const Hop& hop = p.hops[static_cast<std::size_t>(op.hop_begin + h)];
+        bandwidth_factor = std::min(bandwidth_factor, plan.hardware.link_bandwidth(hop.from, hop.to));
+      }
       const double seconds = static_cast<double>(op.hop_count) * plan.hardware.hop_latency_ns * 1e-9 +
-                             static_cast<double>(op.bytes) / plan.hardware.link_bytes_per_s;
+                             static_cast<double>(op.bytes) / (plan.hardware.link_bytes_per_s * bandwidth_factor);
       const auto duration = static_cast<int64_t>(std::ceil(seconds * clock_hz));
       t.start_cycles[i] = ready;
       t.duration_cycles[i] = duration;
@@ -302,6 +308,8 @@ Timeline compute_timeline(const Program& p, const Plan& plan, int64_t base_posit
       wait_for(unit.free_cycles, unit.last_op);
       t.start_cycles[i] = ready;
       t.duration_cycles[i] = compute_cycles(op, plan, cost, base_position + blk.position_offset, blk.n_tokens);
+      const double speed = plan.hardware.chip_speed(op.chip);
+      if (speed != 1) t.duration_cycles[i] = static_cast<int64_t>(std::ceil(static_cast<double>(t.duration_cycles[i]) / speed));
       unit = {t.end_cycles(i), static_cast<int32_t>(i)};
     }
     t.waited_for[i] = waited_for;

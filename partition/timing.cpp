@@ -100,7 +100,18 @@ ModelledTimes modelled_times(const Plan& plan, int64_t prompt_tokens, int64_t ou
   m.prefill_cycles = prefill_timeline.makespan_cycles;
   if (visit) visit("prefill", prefill, prefill_timeline, 0);
 
-  const auto decode = std::make_shared<const Program>(build_program(plan, topology, decode_blocks()));
+  // Replicas are identical pipelines unless chips or links differ: then the decode figures are those of
+  // the slowest replica (its users wait longest).
+  int64_t decode_replica = 0;
+  if (!plan.hardware.chip_speed_factors.empty() || !plan.hardware.link_bandwidth_factors.empty()) {
+    int64_t slowest = -1;
+    for (int64_t r = 0; r < plan.replicas; ++r) {
+      const Program one = build_program(plan, topology, decode_blocks(r));
+      const int64_t cycles = decode_period_cycles(plan, one, compute_timeline(one, plan, prompt_tokens));
+      if (cycles > slowest) slowest = cycles, decode_replica = r;
+    }
+  }
+  const auto decode = std::make_shared<const Program>(build_program(plan, topology, decode_blocks(decode_replica)));
   m.decode_steps = std::max<int64_t>(0, output_tokens - 1);
   // With no decode step, the profile and TPOT describe the step that would come next.
   const Timeline first = compute_timeline(*decode, plan, prompt_tokens);

@@ -26,6 +26,14 @@ int64_t sram_bytes_mean(const partition::Plan& plan) {
   for (const auto& c : plan.chips) total += c.sram.total_bytes();
   return total / plan.n_chips();
 }
+
+/// The smallest speed or bandwidth factor (1 when every part is nominal).
+template <typename Map>
+double slowest(const Map& factors) {
+  double f = 1;
+  for (const auto& entry : factors) f = std::min(f, entry.second);
+  return f;
+}
 }  // namespace
 
 io::Record plan_summary(const partition::Plan& plan, const partition::ModelledTimes& m, int64_t prompt_tokens,
@@ -57,6 +65,8 @@ io::Record plan_summary(const partition::Plan& plan, const partition::ModelledTi
       .set("max_batch", plan.max_batch())
       .set("max_context", plan.max_context())
       .set("topology", plan.hardware.topology)
+      .set("slowest_chip_speed", slowest(plan.hardware.chip_speed_factors))
+      .set("slowest_link_bandwidth", slowest(plan.hardware.link_bandwidth_factors))
       .set("decode_step_cycles", m.decode.makespan_cycles)
       .set("decode_step_transfers", m.decode.n_transfers)
       .set("decode_step_transfer_bytes", m.decode.transfer_bytes)

@@ -4,6 +4,7 @@
 # Usage: mpi_errors.sh LPURT WORKDIR MPIEXEC [MPIEXEC_FLAGS...]
 set -uo pipefail
 lpurt=$1 work=$2 mpiexec=$3; shift 3
+findings=$(cd "$(dirname "$0")/../fuzz/findings" && pwd)
 rm -rf "$work" && mkdir -p "$work" && cd "$work"
 printf 'clock_hz = 1e9\nthis line is malformed\n' > bad_system.toml
 passed=0 failed=0
@@ -45,6 +46,18 @@ if [ "$rc" -ne 0 ] && [ "$rc" -ne 124 ] && [ "$elapsed" -le 10 ] && grep -q "ran
   passed=$((passed + 1))
 else
   failed=$((failed + 1)); echo "FAIL dead rank: exit $rc after ${elapsed}s:"; cat err.txt out.txt
+fi
+# A model file on which HDF5 1.10.8 loops forever (tests/fuzz/findings): the open is time-limited, so the
+# job ends with a clear error instead of hanging.
+hang=$findings/hdf5-vlen-global-heap-hang.h5
+start=$(date +%s)
+LPURT_HDF5_TIMEOUT_S=2 timeout 60 "$mpiexec" -n 2 -x LPURT_HDF5_TIMEOUT_S "${flags[@]}" "$lpurt" run --chips 2 \
+  --model "$hang" > out.txt 2> err.txt
+rc=$? elapsed=$(( $(date +%s) - start ))
+if [ "$rc" -ne 0 ] && [ "$rc" -ne 124 ] && [ "$elapsed" -le 10 ] && grep -q "opening and validating it took more than 2 s" err.txt; then
+  passed=$((passed + 1))
+else
+  failed=$((failed + 1)); echo "FAIL hanging HDF5 file: exit $rc after ${elapsed}s:"; cat err.txt
 fi
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]

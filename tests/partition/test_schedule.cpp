@@ -1,5 +1,7 @@
 #include <gtest/gtest.h>
 
+#include <cmath>
+
 #include "partition/schedule.hpp"
 #include "partition/timing.hpp"
 #include "partition/topology.hpp"
@@ -198,4 +200,111 @@ TEST(Topology, PartlyFilledLastNodesRouteOnlyThroughChipsThatExist) {
           for (const Hop& h : r) ASSERT_LT(std::max(h.from, h.to), n) << topology_name(kind) << " " << n;
         }
     }
+}
+
+namespace {
+
+Plan heterogeneous_plan(int64_t pp, int64_t replicas, int64_t batch, const std::vector<std::string>& settings) {
+  PlanRequest r;
+  r.n_chips = pp * replicas;
+  r.tp = 1;
+  r.pp = pp;
+  r.replicas = replicas;
+  r.batch = batch;
+  r.context = 64;
+  r.block_tokens = 8;
+  chip::ChipSpec hw;
+  for (const auto& s : settings) chip::apply_assignment(hw, s, "test");
+  return make_plan(chip::model_preset("tiny"), hw, r);
+}
+
+}  // namespace
+
+TEST(Heterogeneity, ASlowChipStretchesItsOwnOpsOnly) {
+  const Plan nominal = heterogeneous_plan(4, 1, 1, {});
+  const Plan slow = heterogeneous_plan(4, 1, 1, {"chip_speed_factor.1=0.25"});
+  const Topology topology = topology_for(nominal);
+  const Program program = build_program(nominal, topology, decode_blocks());
+  const Timeline a = compute_timeline(program, nominal, 10), b = compute_timeline(program, slow, 10);
+  for (std::size_t i = 0; i < program.ops.size(); ++i) {
+    const Op& op = program.ops[i];
+    if (op.kind == OpKind::send || op.kind == OpKind::recv) {
+      EXPECT_EQ(a.duration_cycles[i], b.duration_cycles[i]) << describe_op(program, a, i);
+    } else if (op.chip == 1) {
+      EXPECT_EQ(b.duration_cycles[i], 4 * a.duration_cycles[i]) << describe_op(program, a, i);
+    } else {
+      EXPECT_EQ(a.duration_cycles[i], b.duration_cycles[i]) << describe_op(program, a, i);
+    }
+  }
+  EXPECT_NO_THROW(verify(program, b));
+  EXPECT_GT(modelled_times(slow, 8, 4).tpot_s, modelled_times(nominal, 8, 4).tpot_s);
+}
+
+TEST(Heterogeneity, ASlowLinkStretchesTheTransfersThatCrossIt) {
+  const Plan nominal = heterogeneous_plan(4, 1, 1, {});
+  const Plan slow = heterogeneous_plan(4, 1, 1, {"link_bandwidth_factor.2-1=0.5"});
+  const Program program = build_program(nominal, topology_for(nominal), decode_blocks());
+  const Timeline a = compute_timeline(program, nominal, 10), b = compute_timeline(program, slow, 10);
+  int64_t stretched = 0;
+  for (std::size_t i = 0; i < program.ops.size(); ++i) {
+    const Op& op = program.ops[i];
+    if (op.kind != OpKind::send) continue;
+    bool crosses = false;
+    for (int32_t h = 0; h < op.hop_count; ++h) {
+      const Hop& hop = program.hops[static_cast<std::size_t>(op.hop_begin + h)];
+      crosses = crosses || (std::min(hop.from, hop.to) == 1 && std::max(hop.from, hop.to) == 2);
+    }
+    // hops x 300 ns + bytes / (14 GB/s x 0.5), in 900 MHz cycles, rounded up.
+    const double seconds = static_cast<double>(op.hop_count) * 300e-9 +
+                           static_cast<double>(op.bytes) / (14e9 * (crosses ? 0.5 : 1.0));
+    EXPECT_EQ(b.duration_cycles[i], static_cast<int64_t>(std::ceil(seconds * 900e6))) << describe_op(program, b, i);
+    stretched += crosses;
+  }
+  EXPECT_GT(stretched, 0);
+  EXPECT_GT(modelled_times(slow, 8, 4).tpot_transfer_s, modelled_times(nominal, 8, 4).tpot_transfer_s);
+}
+
+TEST(Heterogeneity, AStragglerStageMakesABatchedPipelineWait) {
+  // Four sequences in one 4-stage pipeline: a user's token waits for the busiest stage to serve all four.
+  const ModelledTimes nominal = modelled_times(heterogeneous_plan(4, 1, 4, {}), 8, 4);
+  const ModelledTimes slow = modelled_times(heterogeneous_plan(4, 1, 4, {"chip_speed_factor.2=0.1"}), 8, 4);
+  EXPECT_GT(slow.tpot_idle_s, nominal.tpot_idle_s);
+  EXPECT_GT(slow.tpot_s, nominal.tpot_s);
+  EXPECT_DOUBLE_EQ(slow.tpot_s, slow.tpot_compute_s + slow.tpot_transfer_s + slow.tpot_idle_s);
+}
+
+TEST(Heterogeneity, TheSlowestReplicaSetsTheDecodeFigures) {
+  const ModelledTimes nominal = modelled_times(heterogeneous_plan(2, 2, 2, {}), 8, 4);
+  const ModelledTimes slow_replica1 = modelled_times(heterogeneous_plan(2, 2, 2, {"chip_speed_factor.3=0.5"}), 8, 4);
+  EXPECT_GT(slow_replica1.tpot_s, nominal.tpot_s);
+}
+
+TEST(Heterogeneity, FactorsMustNameChipsAndLinksThatExist) {
+  auto message = [](const std::vector<std::string>& settings) {
+    try {
+      heterogeneous_plan(4, 1, 1, settings);
+    } catch (const Error& e) {
+      return std::string(e.what());
+    }
+    return std::string("no error");
+  };
+  EXPECT_NE(message({"chip_speed_factor.4=0.5"}).find("chip_speed_factor.4: there are only 4 chips"), std::string::npos);
+  EXPECT_NE(message({"link_bandwidth_factor.0-7=0.5"}).find("there are only 4 chips"), std::string::npos);
+  chip::ChipSpec hw;
+  EXPECT_THROW(chip::apply_assignment(hw, "chip_speed_factor.1=0", "test"), chip::ConfigError);
+  EXPECT_THROW(chip::apply_assignment(hw, "chip_speed_factor.x=0.5", "test"), chip::ConfigError);
+  EXPECT_THROW(chip::apply_assignment(hw, "link_bandwidth_factor.3-3=0.5", "test"), chip::ConfigError);
+  // In a dragonfly of 4 nodes, chip 1 and chip 10 (node 1, index 2) are not neighbours.
+  PlanRequest r;
+  r.n_chips = 32;
+  r.tp = 1;
+  r.pp = 8;
+  chip::apply_assignment(hw, "link_bandwidth_factor.1-10=0.5", "test");
+  try {
+    make_plan(chip::model_preset("tiny"), hw, r);
+    FAIL() << "a link between chips that are not neighbours was accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("are not linked directly in the dragonfly topology"), std::string::npos)
+        << e.what();
+  }
 }
