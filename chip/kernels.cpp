@@ -65,7 +65,8 @@ void quantize(const float* v, int64_t n, float amax, int8_t* q) {
   for (int64_t i = 0; i < n; ++i) {
     // rint rounds half to even in the default rounding mode, which lpurt never changes.
     const float r = std::rint(v[i] / s);
-    q[i] = static_cast<int8_t>(std::clamp(r, -127.0f, 127.0f));
+    // Written so that NaN (only from a corrupted transfer, before its replay) also lands in range.
+    q[i] = static_cast<int8_t>(r > 127.0f ? 127.0f : (r >= -127.0f ? r : -127.0f));
   }
 }
 

@@ -402,7 +402,11 @@ void Engine::compute(const Op& op, LocalChip& c, const int32_t* tokens, int64_t 
         for (int64_t t = 0; t < plan_.tp; ++t) {
           if (t == me) continue;
           const int32_t* in = c.rs_sums.data() + t * slice_;
-          for (int64_t k = begin; k < end; ++k) c.sums[static_cast<std::size_t>(k)] += in[k - begin];
+          // Modulo 2^32: exact for valid partials (each is bounded by its own slice of the dot product, so
+          // any sum of them fits int32), and defined for a corrupted transfer awaiting its replay.
+          for (int64_t k = begin; k < end; ++k)
+            c.sums[static_cast<std::size_t>(k)] = static_cast<int32_t>(static_cast<uint32_t>(c.sums[static_cast<std::size_t>(k)]) +
+                                                                       static_cast<uint32_t>(in[k - begin]));
         }
       } else {
         // Float slices with one holder per element (embedding rows, expert slots): exact in any order.

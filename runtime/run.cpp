@@ -138,10 +138,16 @@ io::RunResult RunSession::run(const std::function<void(int64_t, int64_t)>& progr
 
   io::RunResult result;
   result.batch = static_cast<int64_t>(batch.size());
+  // The logits are the largest output ([B, K, vocab]): moved for one sequence, and for a batch each
+  // sequence's copy is freed as soon as it is appended, so they are held about once.
+  if (batch.size() == 1) result.logits = std::move(batch.front().logits);
+  else result.logits.reserve(batch.size() * batch.front().logits.size());
   for (std::size_t b = 0; b < batch.size(); ++b) {
     result.prompt.insert(result.prompt.end(), config.prompts[b].begin(), config.prompts[b].end());
     result.tokens.insert(result.tokens.end(), batch[b].tokens.begin(), batch[b].tokens.end());
+    if (batch.size() == 1) continue;
     result.logits.insert(result.logits.end(), batch[b].logits.begin(), batch[b].logits.end());
+    std::vector<float>().swap(batch[b].logits);
   }
   result.vocab_size = plan.model.vocab_size;
   // Every rank computes the same modelled times; rank 0 also records them as a trace.
