@@ -1,13 +1,11 @@
 #include "io/model_file.hpp"
 
-#include <cstdio>
 #include <functional>
 #include <vector>
 
 #include "chip/error.hpp"
 #include "io/atomic_file.hpp"
 #include "io/error.hpp"
-#include "io/watchdog.hpp"
 
 namespace lpurt::io {
 
@@ -122,14 +120,6 @@ void write_block(hid_t file, const std::string& path, hid_t mem_type, int64_t ro
 }  // namespace
 
 std::unique_ptr<ModelFile> ModelFile::open(const std::string& path) {
-  const double limit_s = hdf5_open_timeout_s();
-  char limit[32];
-  std::snprintf(limit, sizeof limit, "%g", limit_s);
-  const Watchdog guard(limit_s,
-                       path + ": opening and validating it took more than " + limit +
-                           " s; the file is corrupt (HDF5 1.10 can loop forever on some damaged files; "
-                           "LPURT_HDF5_TIMEOUT_S sets the limit)",
-                       ExitCode::input);
   std::unique_ptr<ModelFile> f(new ModelFile(path, detail::open_file_read(path)));
   f->read_config();
   f->validate_datasets();

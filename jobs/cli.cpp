@@ -22,6 +22,7 @@
 #include "io/text_file.hpp"
 #include "partition/timing.hpp"
 #include "jobs/format.hpp"
+#include "jobs/open_model.hpp"
 #include "jobs/study.hpp"
 #include "jobs/sweep.hpp"
 #include "runtime/run.hpp"
@@ -77,7 +78,7 @@ struct LayoutOptions {
   }
   std::unique_ptr<io::WeightSource> open_model() const {
     if (model.empty()) return io::default_model();
-    return io::ModelFile::open(model);
+    return open_model_file(model);
   }
 };
 
@@ -225,6 +226,11 @@ int run_command_line(int argc, char** argv, int rank, int n_ranks) {
   gen->add_flag("--config-only", config_only, "write the configuration only (for --timing-only studies)");
   gen->add_flag("--force", force_gen, "replace an existing file");
 
+  // check-model
+  auto* check_cmd = app.add_subcommand("check-model", "open and validate a model file, print its configuration");
+  std::string check_path;
+  check_cmd->add_option("file", check_path, "HDF5 model file")->required();
+
   // plan
   auto* plan_cmd = app.add_subcommand("plan", "print the layout, SRAM use and modelled times");
   LayoutOptions plan_layout;
@@ -335,6 +341,8 @@ int run_command_line(int argc, char** argv, int rank, int n_ranks) {
                 config_only ? " (configuration only)" : "", s);
     return 0;
   }
+
+  if (check_cmd->parsed()) return check_model_command(check_path);
 
   if (plan_cmd->parsed()) {
     auto source = plan_layout.open_model();

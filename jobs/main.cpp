@@ -9,11 +9,9 @@
 #include <cstring>
 #include <memory>
 #include <new>
-#include <string>
 #include <thread>
 
 #include "chip/error.hpp"
-#include "io/watchdog.hpp"
 #include "jobs/cli.hpp"
 #include "runtime/run.hpp"
 
@@ -63,7 +61,6 @@ int main(int argc, char** argv) {
     threads = std::make_unique<tbb::global_control>(tbb::global_control::max_allowed_parallelism,
                                                     static_cast<std::size_t>(std::max(1, cores / local_ranks)));
   }
-  lpurt::io::set_error_label("[rank " + std::to_string(rank) + "/" + std::to_string(n_ranks) + "] ");
   int code = 0;
   try {
     code = lpurt::jobs::run_command_line(argc, argv, rank, n_ranks);

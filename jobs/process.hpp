@@ -1,6 +1,7 @@
 #pragma once
 /// \file
-/// Running a helper program (sbatch, gnuplot) without a shell, so that no path needs quoting.
+/// Running a helper program (sbatch, gnuplot, lpurt itself) without a shell, so that no path needs
+/// quoting. posix_spawn, not fork: the caller may be an MPI rank, whose memory a fork would copy.
 
 #include <string>
 #include <vector>
@@ -8,12 +9,14 @@
 namespace lpurt::jobs {
 
 struct ProgramResult {
-  int exit_code = 0;   ///< the exit status, or 128 + signal; 127 if it could not be started
-  std::string output;  ///< its standard output (and error, if asked), without the trailing newline
+  int exit_code = 0;       ///< the exit status; 127 if the program could not be started
+  int signal = 0;          ///< the signal that ended it, or 0
+  bool timed_out = false;  ///< killed after the time limit
+  std::string output;      ///< its standard output (and error, if asked), without the trailing newline
 };
 
-/// Runs argv[0] (found on PATH) with argv, waits, and returns its exit status and standard output;
-/// `with_stderr` captures its standard error too instead of passing it through.
-ProgramResult run_program(const std::vector<std::string>& argv, bool with_stderr = false);
+/// Runs argv[0] (found on PATH) with argv and waits for it, at most `timeout_s` seconds (0: no limit;
+/// then it is killed). `with_stderr` captures its standard error too instead of passing it through.
+ProgramResult run_program(const std::vector<std::string>& argv, bool with_stderr = false, double timeout_s = 0);
 
 }  // namespace lpurt::jobs

@@ -14,6 +14,7 @@
 #include "io/result_file.hpp"
 #include "io/table.hpp"
 #include "jobs/format.hpp"
+#include "jobs/open_model.hpp"
 #include "jobs/plots.hpp"
 #include "jobs/process.hpp"
 #include "runtime/run.hpp"
@@ -25,7 +26,7 @@ namespace fs = std::filesystem;
 namespace {
 
 std::unique_ptr<io::WeightSource> open_model(const Study& s) {
-  if (!s.model_file.empty()) return io::ModelFile::open(s.model_file);
+  if (!s.model_file.empty()) return open_model_file(s.model_file);
   return std::make_unique<io::SyntheticModel>(chip::model_preset(s.model_preset), s.seed, s.model_preset);
 }
 
@@ -228,12 +229,13 @@ std::string submit_to_slurm(const Study& s, const std::vector<Point>& points, co
     argv.insert(argv.end(), args.begin(), args.end());
     argv.push_back((fs::path(options.scripts_dir) / script).string());
     argv.push_back(job);
-    const auto [code, out] = run_program(argv);
-    if (code == 127) throw Error("sbatch is not on PATH: --slurm submits from a Slurm login node", ExitCode::runtime);
-    if (code != 0 || out.empty())
-      throw Error("sbatch " + script + " failed (exit " + std::to_string(code) + ")" + (out.empty() ? "" : ": " + out),
+    const ProgramResult r = run_program(argv);
+    if (r.exit_code == 127) throw Error("sbatch is not on PATH: --slurm submits from a Slurm login node", ExitCode::runtime);
+    if (r.exit_code != 0 || r.output.empty())
+      throw Error("sbatch " + script + " failed (exit " + std::to_string(r.exit_code) + ")" +
+                      (r.output.empty() ? "" : ": " + r.output),
                   ExitCode::runtime);
-    return out.substr(0, out.find(';'));  // --parsable prints "id" or "id;cluster"
+    return r.output.substr(0, r.output.find(';'));  // --parsable prints "id" or "id;cluster"
   };
   std::vector<std::string> collect_args = {"--job-name=lpurt-collect-" + s.name, "--ntasks=1",
                                            "--output=" + (logs / "%x-%j.out").string()};
