@@ -13,7 +13,6 @@
 
 #include <cstdint>
 #include <algorithm>
-#include <cstdint>
 #include <map>
 #include <string>
 #include <utility>

@@ -17,6 +17,7 @@ void check_writable(const std::string& path, bool force) {
     throw FileError(path + ": already exists; pass --force to replace it", ExitCode::io);
 }
 
+
 namespace {
 
 std::string host_name() {
@@ -25,30 +26,27 @@ std::string host_name() {
   return name;
 }
 
-/// Removes `<path>.tmp.<this host>.<pid>` files left by writers on this host that were killed (their pid
-/// is gone). Temporary files of other hosts (a shared file system) are left alone.
-void remove_stale_temporaries(const std::filesystem::path& path, const std::string& host) {
+}  // namespace
+
+void remove_stale_temporaries(const std::string& folder) {
   namespace fs = std::filesystem;
-  const std::string prefix = path.filename().string() + ".tmp." + host + ".";
+  const std::string marker = ".tmp." + host_name() + ".";
   std::error_code ec;
-  const fs::path dir = path.has_parent_path() ? path.parent_path() : fs::path(".");
-  for (fs::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
+  for (fs::directory_iterator it(folder, ec), end; !ec && it != end; it.increment(ec)) {
     const std::string name = it->path().filename().string();
-    if (name.rfind(prefix, 0) != 0) continue;
-    const std::string pid_text = name.substr(prefix.size());
+    const auto at = name.rfind(marker);
+    if (at == std::string::npos) continue;
+    const std::string pid_text = name.substr(at + marker.size());
     if (pid_text.empty() || pid_text.size() > 9 || pid_text.find_first_not_of("0123456789") != std::string::npos) continue;
     const auto pid = static_cast<pid_t>(std::stol(pid_text));
-    if (::kill(pid, 0) != 0 && errno == ESRCH) fs::remove(it->path(), ec);
+    std::error_code ignored;
+    if (::kill(pid, 0) != 0 && errno == ESRCH) fs::remove(it->path(), ignored);
   }
 }
 
-}  // namespace
-
 void write_atomically(const std::string& path, bool force, const std::function<void(const std::string&)>& write) {
   check_writable(path, force);
-  const std::string host = host_name();
-  remove_stale_temporaries(path, host);
-  const std::string tmp = path + ".tmp." + host + "." + std::to_string(::getpid());
+  const std::string tmp = path + ".tmp." + host_name() + "." + std::to_string(::getpid());
   try {
     write(tmp);
   } catch (const Error& e) {

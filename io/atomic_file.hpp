@@ -2,8 +2,8 @@
 /// \file
 /// Every output lpurt writes goes through here: refuse to replace an existing file unless forced, write
 /// to `<path>.tmp.<host>.<pid>`, and rename into place, so a killed writer leaves the old file or the
-/// complete new one, never a partial file under the final name. The temporary file of a killed writer
-/// on the same host is removed by the next write of the same path.
+/// complete new one, never a partial file under the final name. A killed writer's temporary file stays
+/// until remove_stale_temporaries (a sweep calls it on its points folder) or the user removes it.
 
 #include <functional>
 #include <string>
@@ -13,6 +13,10 @@ namespace lpurt::io {
 /// Throws FileError(ExitCode::io) if `path` exists and `force` is false. Call it before expensive work
 /// so that a run does not compute for nothing.
 void check_writable(const std::string& path, bool force);
+
+/// Removes the temporary files in `folder` of writers on this host that have died (their pid is gone).
+/// Only for folders lpurt owns: a process in another PID namespace on the same host name would look dead.
+void remove_stale_temporaries(const std::string& folder);
 
 /// check_writable, then `write(temporary_path)`, then an atomic rename onto `path`. On any failure the
 /// temporary file is removed and the error is rethrown (lpurt errors prefixed with `path`).

@@ -299,7 +299,7 @@ int run_command_line(int argc, char** argv, int rank, int n_ranks) {
                           "swept parameter: name=v1,v2,... or name=from..to*times or name=from..to+step "
                           "(run or hardware parameter; repeat for a grid)")
       ->take_all();
-  study_flags->add_option("--chips", sweep_request.n_chips, "chips (fixed)");
+  auto* sweep_chips_flag = study_flags->add_option("--chips", sweep_request.n_chips, "chips (fixed)");
   study_flags->add_option("--tp", sweep_request.tp, "tensor-parallel chips per stage (fixed)");
   study_flags->add_option("--pp", sweep_request.pp, "pipeline stages (fixed)");
   study_flags->add_option("--replicas", sweep_request.replicas, "pipeline replicas (fixed)");
@@ -386,6 +386,8 @@ int run_command_line(int argc, char** argv, int rank, int n_ranks) {
       else throw Error("lpurt sweep needs a job file, or --model FILE or --preset NAME", ExitCode::usage);
       if (!study.model_preset.empty()) {
         chip::model_preset(study.model_preset);  // throws naming the presets
+        if (sweep_seed > static_cast<uint64_t>(INT64_MAX))
+          throw Error("--seed must be at most " + std::to_string(INT64_MAX), ExitCode::usage);
         study.seed = sweep_seed;
       }
       const auto presets = chip::hardware_preset_names();
@@ -403,6 +405,8 @@ int run_command_line(int argc, char** argv, int rank, int n_ranks) {
       };
       for (const auto& a : sweep_axes) study.axes.push_back(parse_axis_flag(a));
       const bool chips_swept = std::any_of(study.axes.begin(), study.axes.end(), [](const Axis& x) { return x.name == "chips"; });
+      if (chips_swept && sweep_chips_flag->count() > 0)
+        throw Error("--chips and --sweep chips=...: give the chip count in one place", ExitCode::usage);
       if (!chips_swept) fixed("chips", sweep_request.n_chips, defaults.n_chips);
       fixed("tp", sweep_request.tp, defaults.tp);
       fixed("pp", sweep_request.pp, defaults.pp);
@@ -412,9 +416,7 @@ int run_command_line(int argc, char** argv, int rank, int n_ranks) {
       fixed("block_tokens", sweep_request.block_tokens, defaults.block_tokens);
       fixed("prompt_len", sweep_prompt_len, 16);
       fixed("tokens", sweep_tokens, 16);
-      for (const auto& axis : study.axes)
-        if (study.run.find(axis.name))
-          throw Error("--sweep " + axis.name + ": also given as a fixed value; give it in one place", ExitCode::usage);
+      check_axes(study);
     }
     const std::vector<Point> points = expand(study);
     if (sweep_slurm) {

@@ -2,7 +2,6 @@
 
 #include <cstdio>
 #include <cstdlib>
-#include <filesystem>
 #include <mutex>
 #include <set>
 
@@ -27,8 +26,8 @@ std::unique_ptr<io::ModelFile> open_model_file(const std::string& path) {
   std::lock_guard<std::mutex> lock(mutex);
   if (accepted.count(path) == 0) {
     const double limit_s = model_check_timeout_s();
-    const std::string self = std::filesystem::read_symlink("/proc/self/exe").string();
-    const ProgramResult r = run_program({self, "check-model", path}, true, limit_s);
+    // /proc/self/exe, not the path it names: that still works if lpurt was rebuilt during a long sweep.
+    const ProgramResult r = run_program({"/proc/self/exe", "check-model", path}, true, limit_s);
     char limit[32];
     std::snprintf(limit, sizeof limit, "%g", limit_s);
     if (r.timed_out)

@@ -7,6 +7,9 @@
 #include <fstream>
 #include <limits>
 #include <sstream>
+#include <unordered_map>
+
+#include <unistd.h>
 
 #include "chip/hardware.hpp"
 #include "io/atomic_file.hpp"
@@ -70,19 +73,18 @@ PlotSet render_plots(const Study& s, const std::vector<io::Record>& rows, const 
   for (const auto& r : rows) numeric_x = numeric_x && r.find(x_name) && !std::holds_alternative<std::string>(*r.find(x_name));
   std::vector<std::string> series;
   std::vector<std::vector<std::size_t>> series_rows;
-  std::vector<std::string> categories;
+  std::unordered_map<std::string, std::size_t> series_index, category_index;  // first-seen order
   for (std::size_t i = 0; i < rows.size(); ++i) {
     std::string label;
     for (std::size_t a = 1; a < s.axes.size(); ++a)
       label += (label.empty() ? "" : " ") + s.axes[a].name + "=" + text(rows[i].find(s.axes[a].name));
-    const auto it = std::find(series.begin(), series.end(), label);
-    if (it == series.end()) {
+    const auto [it, fresh] = series_index.emplace(label, series.size());
+    if (fresh) {
       series.push_back(label);
       series_rows.emplace_back();
     }
-    series_rows[static_cast<std::size_t>(std::find(series.begin(), series.end(), label) - series.begin())].push_back(i);
-    const std::string category = text(rows[i].find(x_name));
-    if (std::find(categories.begin(), categories.end(), category) == categories.end()) categories.push_back(category);
+    series_rows[it->second].push_back(i);
+    category_index.emplace(text(rows[i].find(x_name)), category_index.size());
   }
 
   // data.dat: one block per series (gnuplot `index`); bars.dat: one row per point for the stacked bars.
@@ -97,11 +99,9 @@ PlotSet render_plots(const Study& s, const std::vector<io::Record>& rows, const 
     for (const std::size_t i : series_rows[k]) {
       const io::Record& r = rows[i];
       const std::string category = text(r.find(x_name));
-      const double x = numeric_x ? number(r, x_name)
-                                 : static_cast<double>(std::find(categories.begin(), categories.end(), category) -
-                                                       categories.begin());
+      const double x = numeric_x ? number(r, x_name) : static_cast<double>(category_index.at(category));
       x_min = std::min(x_min, x), x_max = std::max(x_max, x);
-      if (std::find(x_values.begin(), x_values.end(), x) == x_values.end()) x_values.push_back(x);
+      if (x_values.size() <= 10 && std::find(x_values.begin(), x_values.end(), x) == x_values.end()) x_values.push_back(x);
       const double user = number(r, "tokens_per_s_user"), system = number(r, "tokens_per_s_system");
       if (user > 0) tps_min = std::min(tps_min, user), tps_max = std::max(tps_max, system);
       batched = batched || (user > 0 && system != user);
@@ -197,12 +197,14 @@ PlotSet render_plots(const Study& s, const std::vector<io::Record>& rows, const 
   std::vector<std::string> images;
   for (const char* name : {"throughput", "latency", "sram", "time_per_token"})
     for (const char* format : {"png", "svg"}) images.push_back((fs::path(dir) / (std::string(name) + "." + format)).string());
-  // gnuplot works in the plot folder and writes <image>.tmp; the images are renamed into place only
+  // gnuplot works in the plot folder and writes <image>.tmp.<pid>; the images are renamed into place only
   // when every one of them was drawn.
   const std::string script = fs::absolute(fs::path(dir) / "study.gp").string();
-  const ProgramResult run = run_program({"gnuplot", "-e", "suffix='.tmp'; cd " + gp_string(dir), script}, true);
+  const std::string suffix = ".tmp." + std::to_string(::getpid());  // two collects at once do not clash
+  const ProgramResult run = run_program({"gnuplot", "-e", "suffix='" + suffix + "'; cd " + gp_string(dir), script}, true);
   if (run.exit_code != 0) {
-    for (const auto& image : images) fs::remove(image + ".tmp");
+    std::error_code ignored;
+    for (const auto& image : images) fs::remove(image + suffix, ignored);
     result.warning = run.exit_code == 127 ? "gnuplot not found: no plots (install gnuplot-nox; the data and script are in " +
                                                 dir + ")"
                                           : "gnuplot failed (exit " + std::to_string(run.exit_code) + ") on " + script +
@@ -210,7 +212,9 @@ PlotSet render_plots(const Study& s, const std::vector<io::Record>& rows, const 
     return result;
   }
   for (const auto& image : images) {
-    fs::rename(image + ".tmp", image);
+    std::error_code ec;
+    fs::rename(image + suffix, image, ec);
+    if (ec) throw io::FileError(image + ": cannot rename the drawn plot into place: " + ec.message(), ExitCode::io);
     result.files.push_back(image);
   }
   return result;

@@ -55,8 +55,19 @@ ProgramResult run_program(const std::vector<std::string>& argv, bool with_stderr
     }
   }
   close(out[0]);
+  // The child may close its output and go on: the time limit holds until it has exited.
   int status = 0;
-  while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  for (;;) {
+    const pid_t done = waitpid(pid, &status, timeout_s > 0 ? WNOHANG : 0);
+    if (done == pid) break;
+    if (done < 0 && errno != EINTR)
+      throw Error("cannot wait for " + argv[0] + " (waitpid: errno " + std::to_string(errno) + ")", ExitCode::runtime);
+    if (done == 0 && std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() > timeout_s &&
+        !result.timed_out) {
+      kill(pid, SIGKILL);
+      result.timed_out = true;
+    }
+    if (done == 0) poll(nullptr, 0, 10);
   }
   if (WIFEXITED(status)) result.exit_code = WEXITSTATUS(status);
   else result.signal = WTERMSIG(status), result.exit_code = 128 + result.signal;

@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <limits>
+#include <map>
 #include <sstream>
 
 #include "chip/model_config.hpp"
@@ -22,6 +23,10 @@ namespace {
 
 /// More points than anyone runs on purpose: a typo such as a step of 1 over 1..1e9 fails early.
 constexpr std::size_t max_points = 100'000;
+/// Part of every point key: bump it whenever modelled results change (timing model, summary fields), so
+/// that a rerun does not mix results of two versions. The rank count is not part of the key: results
+/// are the same on any number of ranks (host timings aside).
+constexpr int64_t point_key_version = 2;
 
 const std::vector<std::string>& hardware_parameter_names() {
   static const std::vector<std::string> names = [] {
@@ -116,6 +121,8 @@ std::vector<Value> range_values(double from, double to, double times, double ste
   for (double x = from; x <= to * (1 + 1e-12); x = times > 0 ? x * times : x + step) {
     if (values.size() == max_points)
       throw ConfigError(origin + ": the range has more than " + std::to_string(max_points) + " values");
+    if (integers && x >= 0x1p62)
+      throw ConfigError(origin + ": the range reaches " + format_value(x) + ", beyond the integers a parameter can take");
     if (integers) values.emplace_back(static_cast<int64_t>(x));
     else values.emplace_back(x);
   }
@@ -146,6 +153,14 @@ std::string toml_value(const Value& v) {
     return s;
   }
   return io::json_quote(std::get<std::string>(v));  // JSON's escapes are TOML's basic-string escapes
+}
+
+/// A key as TOML writes it: bare if it can be, else quoted (`"chip_speed_factor.100"`: a bare dotted key
+/// would be a table).
+std::string toml_key(const std::string& key) {
+  const bool bare = !key.empty() && key.find_first_not_of("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+                                                          "0123456789_-") == std::string::npos;
+  return bare ? key : io::json_quote(key);
 }
 
 void apply_hardware(chip::ChipSpec& spec, const std::string& name, const Value& value, const std::string& origin) {
@@ -353,6 +368,17 @@ Study parse_study(const std::string& text, const std::string& path) {
   return s;
 }
 
+void check_axes(const Study& s) {
+  for (std::size_t a = 0; a < s.axes.size(); ++a) {
+    const std::string& name = s.axes[a].name;
+    for (std::size_t b = 0; b < a; ++b)
+      if (s.axes[b].name == name) throw ConfigError(s.axes[a].origin + " " + name + ": swept twice");
+    if (s.run.find(name)) throw ConfigError(s.axes[a].origin + " " + name + ": both swept and fixed; give it in one place");
+    for (const auto& [fixed, unused] : s.system_set)
+      if (fixed == name) throw ConfigError(s.axes[a].origin + " " + name + ": both swept and set; give it in one place");
+  }
+}
+
 Study load_study(const std::string& path) { return parse_study(io::read_text_file(path, "job file"), path); }
 
 std::vector<Point> expand(const Study& s) {
@@ -401,10 +427,17 @@ std::vector<Point> expand(const Study& s) {
     if (p.label.empty()) p.label = "chips=" + std::to_string(p.request.n_chips);
 
     io::Record key;
-    key.set("lpurt_point", int64_t{1});
-    if (s.model_file.empty()) key.set("model_preset", s.model_preset).set("seed", static_cast<int64_t>(s.seed));
-    else key.set("model_file", s.model_file);
-    key.set("mode", std::string(s.timing_only ? "timing-only" : "functional")).set("ranks", s.ranks);
+    key.set("lpurt_point", point_key_version);
+    if (s.model_file.empty()) {
+      key.set("model_preset", s.model_preset).set("seed", static_cast<int64_t>(s.seed));
+    } else {
+      key.set("model_file", s.model_file);
+      // A model regenerated under the same name is another model: its size and modification time say so.
+      std::error_code ec;
+      key.set("model_file_bytes", static_cast<int64_t>(fs::file_size(s.model_file, ec)));
+      key.set("model_file_mtime_ns", static_cast<int64_t>(fs::last_write_time(s.model_file, ec).time_since_epoch().count()));
+    }
+    key.set("mode", std::string(s.timing_only ? "timing-only" : "functional"));
     key.set("chips", p.request.n_chips).set("tp", p.request.tp).set("pp", p.request.pp);
     key.set("replicas", p.request.replicas).set("batch", p.request.batch).set("context", p.request.context);
     key.set("block_tokens", p.request.block_tokens).set("prompt_len", p.prompt_len).set("tokens", p.tokens);
@@ -416,6 +449,13 @@ std::vector<Point> expand(const Study& s) {
       key.set("link_bandwidth_factor." + std::to_string(link.first) + "-" + std::to_string(link.second), factor);
     p.key = key.to_json();
     p.file = (fs::path(s.output_dir) / "points" / (hex64(fnv1a64(p.key)) + ".h5")).string();
+  }
+  std::map<std::string, int64_t> seen;
+  for (const auto& p : points) {
+    const auto [it, fresh] = seen.emplace(p.key, p.index);
+    if (!fresh)
+      throw ConfigError(s.source + ": points " + std::to_string(it->second) + " and " + std::to_string(p.index) + " (" +
+                        p.label + ") are the same run: a swept value is repeated");
   }
   return points;
 }
@@ -432,16 +472,16 @@ std::string to_toml(const Study& s) {
       << (contains(chip::hardware_preset_names(), s.system) ? "preset = " : "file = ") << toml_value(s.system) << "\n";
   if (!s.system_set.empty()) {
     out << "\n[system.set]\n";
-    for (const auto& [name, value] : s.system_set) out << name << " = " << toml_value(value) << "\n";
+    for (const auto& [name, value] : s.system_set) out << toml_key(name) << " = " << toml_value(value) << "\n";
   }
   if (!s.run.fields().empty()) {
     out << "\n[run]\n";
-    for (const auto& [name, value] : s.run.fields()) out << name << " = " << toml_value(value) << "\n";
+    for (const auto& [name, value] : s.run.fields()) out << toml_key(name) << " = " << toml_value(value) << "\n";
   }
   if (!s.axes.empty()) {
     out << "\n[sweep]\n";
     for (const auto& axis : s.axes) {
-      out << axis.name << " = [";
+      out << toml_key(axis.name) << " = [";
       for (std::size_t i = 0; i < axis.values.size(); ++i) out << (i ? ", " : "") << toml_value(axis.values[i]);
       out << "]\n";
     }

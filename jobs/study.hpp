@@ -62,6 +62,10 @@ Study load_study(const std::string& path);
 /// Parses job-file text; `path` names it in messages and anchors relative paths.
 Study parse_study(const std::string& text, const std::string& path);
 
+/// Checks a study built from flags the way parse_study checks a job file: no parameter swept twice, or
+/// both swept and fixed (in run or system_set). Throws ConfigError naming the parameter.
+void check_axes(const Study& study);
+
 /// Every point of the study (validated: hardware values in range, run values positive). Throws
 /// ConfigError naming the axis and the value that is impossible.
 std::vector<Point> expand(const Study& study);

@@ -30,6 +30,12 @@ std::unique_ptr<io::WeightSource> open_model(const Study& s) {
   return std::make_unique<io::SyntheticModel>(chip::model_preset(s.model_preset), s.seed, s.model_preset);
 }
 
+void make_folder(const std::string& path) {
+  std::error_code ec;
+  fs::create_directories(path, ec);
+  if (ec) throw io::FileError(path + ": cannot create the folder: " + ec.message(), ExitCode::io);
+}
+
 /// Whether a point's result file exists and was made by this very point (same key).
 bool is_done(const Point& p) {
   std::error_code ec;
@@ -54,6 +60,12 @@ template <typename T>
 T field(const io::Record& r, const char* name) {
   const auto* v = r.find(name);
   return v && std::holds_alternative<T>(*v) ? std::get<T>(*v) : T{};
+}
+
+/// Several lines of a program's output as one line of an error message.
+std::string one_line(std::string text) {
+  std::replace(text.begin(), text.end(), '\n', ' ');
+  return text;
 }
 
 /// "0-3,7,9-12": Slurm's array index list.
@@ -85,7 +97,8 @@ int64_t run_points(const Study& s, const std::vector<Point>& points, const Sweep
   // Rank 0 decides what is done (one file system view) and every rank follows.
   std::vector<int> todo(points.size(), 0);
   if (rank == 0) {
-    fs::create_directories(fs::path(s.output_dir) / "points");
+    make_folder((fs::path(s.output_dir) / "points").string());
+    io::remove_stale_temporaries((fs::path(s.output_dir) / "points").string());  // of killed earlier runs
     for (const auto& p : points)
       todo[static_cast<std::size_t>(p.index)] =
           (options.only_point < 0 || options.only_point == p.index) && (options.force || !is_done(p));
@@ -107,7 +120,7 @@ int64_t run_points(const Study& s, const std::vector<Point>& points, const Sweep
     std::unique_ptr<io::WeightSource> source;
     std::unique_ptr<runtime::RunSession> session;
     io::RunResult result;
-    std::string status = "ok";
+    std::string status = "ok", infeasible;
     try {
       runtime::agree_on_setup(comm, [&] {
         source = open_model(s);
@@ -119,17 +132,42 @@ int64_t run_points(const Study& s, const std::vector<Point>& points, const Sweep
         config.n_ranks = n_ranks;
         config.timing_only = s.timing_only;
         config.faults.step_timeout_s = s.step_timeout_s;
-        session = std::make_unique<runtime::RunSession>(*source, p.hardware, config, comm);
+        // What the point's own values make impossible is a result of the study, the same on every rank
+        // (planning is deterministic): a layout that does not fit or cannot exist, a context too short.
+        try {
+          config.plan = std::make_shared<const partition::Plan>(
+              partition::make_plan(source->config(), p.hardware, p.request));
+        } catch (const partition::PlanError& e) {
+          infeasible = e.what();
+        } catch (const chip::CapacityError& e) {
+          infeasible = e.what();
+        }
+        if (infeasible.empty() && p.prompt_len + p.tokens - 1 > config.plan->shape.context)
+          infeasible = "prompt_len (" + std::to_string(p.prompt_len) + ") + tokens (" + std::to_string(p.tokens) +
+                       ") - 1 exceeds the context of " + std::to_string(config.plan->shape.context) + " positions";
+        if (infeasible.empty() && n_ranks > config.plan->n_chips())
+          infeasible = std::to_string(n_ranks) + " ranks for " + std::to_string(config.plan->n_chips()) +
+                       " chips: every rank must host at least one chip";
+        if (infeasible.empty()) session = std::make_unique<runtime::RunSession>(*source, p.hardware, config, comm);
       });
     } catch (const runtime::AgreedError& e) {
-      // What a point's own values make impossible is a result of the study; anything else stops it.
-      if (e.code() != ExitCode::capacity && e.code() != ExitCode::config && e.code() != ExitCode::usage) throw;
+      throw runtime::AgreedError("point " + std::to_string(p.index) + " (" + p.label + "): " + e.what(), e.code(),
+                                 e.origin_rank());
+    }
+    if (!infeasible.empty()) {
       status = "infeasible";
       result.summary = point_header(s, p, status);
-      result.summary.set("reason", std::string(e.what()));
+      result.summary.set("reason", infeasible);
     }
     if (session) {
-      result = session->run();
+      const std::string which = "point " + std::to_string(p.index) + " (" + p.label + "): ";
+      try {
+        result = session->run();
+      } catch (const runtime::AgreedError& e) {
+        throw runtime::AgreedError(which + e.what(), e.code(), e.origin_rank());
+      } catch (const Error& e) {
+        throw Error(which + e.what(), e.code());
+      }
       io::Record summary = point_header(s, p, status);
       for (const auto& [key, value] : result.summary.fields()) summary.set(key, value);
       result.summary = std::move(summary);
@@ -206,7 +244,7 @@ void collect(const Study& s, const std::vector<Point>& points) {
 
 std::string write_study_job(const Study& s) {
   const fs::path path = fs::path(s.output_dir) / "job.toml";
-  fs::create_directories(s.output_dir);
+  make_folder(s.output_dir);
   io::write_atomically(path.string(), true, [&](const std::string& tmp) {
     std::ofstream out(tmp, std::ios::binary);
     out << to_toml(s);
@@ -219,7 +257,7 @@ std::string write_study_job(const Study& s) {
 std::string submit_to_slurm(const Study& s, const std::vector<Point>& points, const SlurmOptions& options) {
   const std::string job = write_study_job(s);
   const fs::path logs = fs::path(s.output_dir) / "slurm";
-  fs::create_directories(logs);
+  make_folder(logs.string());
   std::vector<int64_t> missing;
   for (const auto& p : points)
     if (!is_done(p)) missing.push_back(p.index);
@@ -229,11 +267,11 @@ std::string submit_to_slurm(const Study& s, const std::vector<Point>& points, co
     argv.insert(argv.end(), args.begin(), args.end());
     argv.push_back((fs::path(options.scripts_dir) / script).string());
     argv.push_back(job);
-    const ProgramResult r = run_program(argv);
+    const ProgramResult r = run_program(argv, true);
     if (r.exit_code == 127) throw Error("sbatch is not on PATH: --slurm submits from a Slurm login node", ExitCode::runtime);
     if (r.exit_code != 0 || r.output.empty())
       throw Error("sbatch " + script + " failed (exit " + std::to_string(r.exit_code) + ")" +
-                      (r.output.empty() ? "" : ": " + r.output),
+                      (r.output.empty() ? "" : ": " + one_line(r.output)),
                   ExitCode::runtime);
     return r.output.substr(0, r.output.find(';'));  // --parsable prints "id" or "id;cluster"
   };

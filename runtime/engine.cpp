@@ -80,7 +80,6 @@ Engine::Engine(const partition::Plan& plan, io::WeightSource& source, MPI_Comm c
   if (!(faults.link_error_rate >= 0 && faults.link_error_rate <= 1))
     throw Error("--inject-link-errors must be a probability in [0, 1]", ExitCode::usage);
   if (faults.max_replays < 0) throw Error("--max-replays must be at least 0", ExitCode::usage);
-  if (faults.link_error_rate > 0 && mpi_initialized && n_ranks_ > 1) MPI_Comm_dup(comm_, &checksum_comm_);
   const int64_t b = plan.shape.block_tokens, d = cfg.hidden_size, tp = plan.tp;
   // The largest reduce-scatter slice: a block's expert slots (or its activations) over the stage's chips.
   slice_ = chip::ceil_div(b * d * std::max<int64_t>(1, cfg.n_experts_per_token), tp);
@@ -151,20 +150,24 @@ void Engine::forward(int64_t sequence, const int32_t* tokens, int64_t pos, int64
     throw chip::CapacityError("positions up to " + std::to_string(pos + n) + " exceed the KV-cache context of " +
                               std::to_string(plan_.shape.context));
   const partition::Program& p = program(n);
+  // Created here, not in the constructor: the setup every rank agrees on must make no collective call.
+  if (faults_.link_error_rate > 0 && n_ranks_ > 1 && checksum_comm_ == MPI_COMM_NULL)
+    check_mpi(MPI_Comm_dup(comm_, &checksum_comm_), "MPI_Comm_dup", rank_);
   for (attempt_ = 0;; ++attempt_) {
     step_faults_ = 0;
-    first_fault_op_ = std::numeric_limits<int64_t>::max();
+    first_fault_send_ = std::numeric_limits<int64_t>::max();
     execute(p, replica, slot, tokens, pos);
     if (faults_.link_error_rate == 0) break;
     // Every rank must take the same decision: replay if any chip saw a corrupted transfer.
-    int64_t seen[2] = {step_faults_, -first_fault_op_};
-    if (n_ranks_ > 1) check_mpi(MPI_Allreduce(MPI_IN_PLACE, seen, 2, MPI_INT64_T, MPI_MAX, comm_), "MPI_Allreduce(faults)", rank_);
     int64_t faults = step_faults_;
     if (n_ranks_ > 1) check_mpi(MPI_Allreduce(MPI_IN_PLACE, &faults, 1, MPI_INT64_T, MPI_SUM, comm_), "MPI_Allreduce(faults)", rank_);
     if (faults == 0) break;
     link_faults_detected_ += faults;
     if (attempt_ == faults_.max_replays) {
-      const Op& op = p.ops[static_cast<std::size_t>(-seen[1])];
+      int64_t first_send = first_fault_send_;
+      if (n_ranks_ > 1)
+        check_mpi(MPI_Allreduce(MPI_IN_PLACE, &first_send, 1, MPI_INT64_T, MPI_MIN, comm_), "MPI_Allreduce(faults)", rank_);
+      const Op& op = p.ops[static_cast<std::size_t>(first_send)];
       throw AgreedError("transfers arrived corrupted in each of " + std::to_string(attempt_ + 1) +
                             " attempts at positions " + std::to_string(pos) + ".." + std::to_string(pos + n - 1) +
                             " (--max-replays " + std::to_string(faults_.max_replays) + "); in the last attempt " +
@@ -269,7 +272,7 @@ void Engine::check_arrival(std::size_t recv_index, void* data, int64_t bytes, ui
     if (checksum(data, bytes) == sent_checksum) return;
   }
   ++step_faults_;
-  first_fault_op_ = std::min<int64_t>(first_fault_op_, recv.match);
+  first_fault_send_ = std::min<int64_t>(first_fault_send_, recv.match);
 }
 
 void Engine::report_stuck(LocalChip& c, double waited_s) {

@@ -143,13 +143,13 @@ class Engine {
   const partition::Program* current_ = nullptr;  ///< the program execute() is walking
   int64_t current_offset_ = 0;                   ///< its replica's chip offset
   // Link-fault injection (all unused while link_error_rate is 0).
-  MPI_Comm checksum_comm_ = MPI_COMM_NULL;       ///< checksums travel beside their payload, same tags
+  MPI_Comm checksum_comm_ = MPI_COMM_NULL;       ///< checksums travel beside their payload, same tags (first forward)
   std::vector<uint64_t> sent_checksums_;         ///< [ops] of the largest program
   std::vector<uint64_t> received_checksums_;     ///< [ops]
   int64_t forward_calls_ = 0;                    ///< the step index of the fault draws
   int64_t attempt_ = 0;                          ///< replays of the current forward call so far
   int64_t step_faults_ = 0;                      ///< corrupted transfers this rank saw in this attempt
-  int64_t first_fault_op_ = 0;                   ///< the lowest op index among them
+  int64_t first_fault_send_ = 0;                 ///< the lowest send op index among them
   int64_t link_faults_detected_ = 0;
   int64_t replays_ = 0;
   int64_t replay_cycles_ = 0;

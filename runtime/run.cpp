@@ -65,8 +65,8 @@ io::Record plan_summary(const partition::Plan& plan, const partition::ModelledTi
       .set("max_batch", plan.max_batch())
       .set("max_context", plan.max_context())
       .set("topology", plan.hardware.topology)
-      .set("slowest_chip_speed", slowest(plan.hardware.chip_speed_factors))
-      .set("slowest_link_bandwidth", slowest(plan.hardware.link_bandwidth_factors))
+      .set("slowest_chip_speed_factor", slowest(plan.hardware.chip_speed_factors))
+      .set("slowest_link_bandwidth_factor", slowest(plan.hardware.link_bandwidth_factors))
       .set("decode_step_cycles", m.decode.makespan_cycles)
       .set("decode_step_transfers", m.decode.n_transfers)
       .set("decode_step_transfer_bytes", m.decode.transfer_bytes)
@@ -82,7 +82,8 @@ io::Record plan_summary(const partition::Plan& plan, const partition::ModelledTi
 struct RunSession::State {
   State(io::WeightSource& source_in, const chip::ChipSpec& hardware_in, const RunConfig& config_in, MPI_Comm comm_in)
       : source(source_in), hardware(hardware_in), config(config_in), comm(comm_in),
-        t0(std::chrono::steady_clock::now()), plan(partition::make_plan(source.config(), hardware, config.request)),
+        t0(std::chrono::steady_clock::now()),
+        plan(config.plan ? *config.plan : partition::make_plan(source.config(), hardware, config.request)),
         engine(plan, source, comm, config.timing_only, config.faults), t1(std::chrono::steady_clock::now()) {}
   io::WeightSource& source;
   chip::ChipSpec hardware;
@@ -178,7 +179,7 @@ io::RunResult RunSession::run(const std::function<void(int64_t, int64_t)>& progr
            plan.model.weight_bytes() - chip::tensor_bytes(plan.model, {chip::TensorKind::embedding}) +
                plan.model.hidden_size + 4)
       .set("timing_only", int64_t{config.timing_only ? 1 : 0})
-      .set("link_error_rate", config.faults.link_error_rate)
+      .set("link_error_probability_per_transfer", config.faults.link_error_rate)
       .set("link_faults_detected", state_->engine.link_faults_detected())
       .set("token_replays", state_->engine.replays())
       .set("replay_time_s", static_cast<double>(state_->engine.replay_cycles()) / plan.hardware.clock_hz)

@@ -28,6 +28,9 @@ struct RunConfig {
   bool force = false;           ///< replace existing output files
   bool timing_only = false;     ///< same plan, schedule and message pattern, no weights and no payload
   FaultOptions faults;          ///< step timeout and injected faults
+  /// A plan already made for this request and hardware (a sweep plans first to sort out infeasible
+  /// points); null: the session plans.
+  std::shared_ptr<const partition::Plan> plan;
 };
 
 /// A deterministic synthetic prompt of n tokens for a vocabulary of vocab_size (for --prompt-len);

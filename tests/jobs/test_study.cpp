@@ -90,6 +90,33 @@ TEST(Study, WrittenBackItReadsToTheSamePoints) {
   }
 }
 
+TEST(Study, DottedParameterNamesSurviveTheWrittenJob) {
+  // Straggler and link studies use names with dots: written back, they must stay keys, not tables.
+  const Study s = parse_study(R"([model]
+preset = "tiny"
+[system.set]
+"link_bandwidth_factor.0-1" = 0.5
+[run]
+chips = 4
+[sweep]
+"chip_speed_factor.2" = [1.0, 0.5]
+)",
+                              "/tmp/job.toml");
+  const Study again = parse_study(to_toml(s), "/tmp/elsewhere/job.toml");
+  const auto a = expand(s), b = expand(again);
+  ASSERT_EQ(a.size(), 2u);
+  ASSERT_EQ(b.size(), 2u);
+  for (std::size_t i = 0; i < a.size(); ++i) EXPECT_EQ(a[i].key, b[i].key);
+  EXPECT_EQ(b[1].hardware.chip_speed(2), 0.5);
+  EXPECT_EQ(b[1].hardware.link_bandwidth(1, 0), 0.5);
+}
+
+TEST(Study, RepeatedPointsAreRefused) {
+  expect_error("[model]\npreset = \"tiny\"\n[sweep]\nchips = [1, 2, 1]\n", "points 0 and 2 (chips=1)", "the same run");
+  expect_error("[model]\npreset = \"tiny\"\n[sweep]\nchips = { from = 1, to = 1e30, times = 2 }\n", "sweep.chips",
+               "beyond the integers");
+}
+
 TEST(Study, PointKeysDoNotDependOnTheOrderOfTheSweep) {
   std::string reordered = base_job;
   reordered.replace(reordered.find("chips = [2, 4]"), 14, "chips = [4, 2]");

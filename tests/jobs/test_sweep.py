@@ -165,6 +165,7 @@ chips = [512, 576, 640, 768, 1024, 1152, 1536, 2048]
         rows = read_csv(out)
         self.assertEqual(sorted(int(r["point"]) for r in rows), list(range(8)))
         self.assertEqual(len(glob.glob(os.path.join(out, "points", "*.h5"))), 8)
+        self.assertEqual(glob.glob(os.path.join(out, "points", "*.tmp.*")), [], "the killed run's temporaries remain")
         # Identical to a study that was never interrupted.
         clean = os.path.join(WORK, "resume_clean")
         sweep(write_job("resume_clean", job.format(out=clean)))
