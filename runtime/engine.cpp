@@ -7,6 +7,8 @@
 #include <thread>
 #include <cstring>
 
+#include <tbb/parallel_for.h>
+
 #include "chip/error.hpp"
 #include "partition/timing.hpp"
 
@@ -114,6 +116,7 @@ Engine::Engine(const partition::Plan& plan, io::WeightSource& source, MPI_Comm c
     lc.rs_sums.assign(static_cast<std::size_t>(tp * slice_), 0);
     lc.rs_floats.assign(static_cast<std::size_t>(tp * slice_), 0.0f);
   }
+  parallel_group_.reserve(chips_.size());
   program(1);  // the decode program, before step 0
 }
 
@@ -308,7 +311,6 @@ void Engine::execute(const partition::Program& p, int64_t replica, int64_t slot,
     LocalChip* c = local(op.chip + offset);
     if (c == nullptr) continue;
     const int64_t peer = op.peer + offset;
-    const partition::Block& blk = p.blocks[static_cast<std::size_t>(op.block)];
     const int count = timing_only_ ? 0 : static_cast<int>(op.bytes);
     if (timing_only_ && (op.kind == OpKind::send || op.kind == OpKind::recv) && local(peer) != nullptr) {
       if (op.kind == OpKind::send && faults_.link_error_rate > 0) check_arrival(static_cast<std::size_t>(op.match), nullptr, 0, 0);
@@ -359,9 +361,35 @@ void Engine::execute(const partition::Program& p, int64_t replica, int64_t slot,
                     "MPI_Irecv(checksum)", rank_);
         }
       }
-    } else {
+    } else if (timing_only_) {
       wait(*c);
-      if (!timing_only_) compute(op, *c, tokens + blk.position_offset, slot, pos + blk.position_offset, blk.n_tokens);
+    } else {
+      // Compute ops of different chips of this rank with no transfer of this rank between them exchange
+      // no data (chips share data only through transfers): they run at once, each kernel still split
+      // over the cores. Results do not depend on it: every chip's arithmetic is its own.
+      parallel_group_.assign(1, static_cast<int32_t>(i));
+      for (std::size_t j = i + 1; j < p.ops.size() && parallel_group_.size() < chips_.size(); ++j) {
+        const Op& next = p.ops[j];
+        if (local(next.chip + offset) == nullptr) continue;  // another rank's op: nothing to do here
+        if (next.kind == OpKind::send || next.kind == OpKind::recv) break;
+        const bool same_chip = std::any_of(parallel_group_.begin(), parallel_group_.end(), [&](int32_t k) {
+          return p.ops[static_cast<std::size_t>(k)].chip == next.chip;
+        });
+        if (same_chip) break;
+        parallel_group_.push_back(static_cast<int32_t>(j));
+      }
+      for (const int32_t k : parallel_group_) wait(*local(p.ops[static_cast<std::size_t>(k)].chip + offset));
+      auto run = [&](int32_t k) {
+        const Op& o = p.ops[static_cast<std::size_t>(k)];
+        const partition::Block& b = p.blocks[static_cast<std::size_t>(o.block)];
+        compute(o, *local(o.chip + offset), tokens + b.position_offset, slot, pos + b.position_offset, b.n_tokens);
+      };
+      if (parallel_group_.size() == 1) {
+        run(parallel_group_.front());
+      } else {
+        tbb::parallel_for(std::size_t{0}, parallel_group_.size(), [&](std::size_t g) { run(parallel_group_[g]); });
+      }
+      i = static_cast<std::size_t>(parallel_group_.back());
     }
   }
   for (LocalChip& c : chips_) wait(c);

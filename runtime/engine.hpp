@@ -140,6 +140,7 @@ class Engine {
   int64_t first_local_chip_ = 0;               ///< chips_[i] is chip first_local_chip_ + i
   double mpi_wait_s_ = 0;
   FaultOptions faults_;
+  std::vector<int32_t> parallel_group_;          ///< [<= chips_] compute ops execute() runs at once
   const partition::Program* current_ = nullptr;  ///< the program execute() is walking
   int64_t current_offset_ = 0;                   ///< its replica's chip offset
   // Link-fault injection (all unused while link_error_rate is 0).
