@@ -238,6 +238,13 @@ chips = [2, 4]
                 self.assertEqual(p["logits"][:].tobytes(), q["logits"][:].tobytes())
             self.assertEqual(ra["tpot_s"], rb["tpot_s"])
 
+    def test_slurm_submission_without_slurm_says_so(self):
+        out = os.path.join(WORK, "no_slurm")
+        res = subprocess.run([LPURT, "sweep", "--preset", "tiny", "--sweep", "chips=1,2", "--out", out, "--slurm"],
+                             capture_output=True, text=True, env={**os.environ, "PATH": "/nonexistent"})
+        self.assertEqual(res.returncode, 7, res.stderr)
+        self.assertEqual(res.stderr.strip(), "[rank 0/1] error: sbatch is not on PATH: --slurm submits from a Slurm login node")
+
     def test_bad_job_files_fail_with_one_line_naming_key_and_line(self):
         cases = [("[model]\npreset = \"tiny\"\n[run]\nchips = 2\nprompt = 5\n", "job_bad.toml:5: run.prompt is not a known key"),
                  ("[model]\npreset = \"tiny\"\n[sweep]\nchips = [1, \"two\"]\n", "job_bad.toml:4: sweep.chips must be an integer, got string"),
