@@ -7,6 +7,7 @@
 #include <climits>
 #include <cstdio>
 #include <filesystem>
+#include <fstream>
 
 #include "io/error.hpp"
 
@@ -27,6 +28,21 @@ std::string host_name() {
 }
 
 }  // namespace
+
+void create_folder(const std::string& folder) {
+  std::error_code ec;
+  std::filesystem::create_directories(folder, ec);
+  if (ec) throw FileError(folder + ": cannot create the folder: " + ec.message(), ExitCode::io);
+}
+
+void write_text_atomically(const std::string& path, const std::string& contents, bool force) {
+  write_atomically(path, force, [&](const std::string& tmp) {
+    std::ofstream out(tmp, std::ios::binary);
+    out << contents;
+    out.flush();
+    if (!out) throw FileError(tmp + ": cannot write (disk full?)");
+  });
+}
 
 void remove_stale_temporaries(const std::string& folder) {
   namespace fs = std::filesystem;

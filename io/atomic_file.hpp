@@ -18,6 +18,12 @@ void check_writable(const std::string& path, bool force);
 /// Only for folders lpurt owns: a process in another PID namespace on the same host name would look dead.
 void remove_stale_temporaries(const std::string& folder);
 
+/// Creates `folder` and its parents if missing; throws FileError(ExitCode::io) naming it otherwise.
+void create_folder(const std::string& folder);
+
+/// write_atomically of a text file's whole contents (job files, plot scripts and data).
+void write_text_atomically(const std::string& path, const std::string& contents, bool force);
+
 /// check_writable, then `write(temporary_path)`, then an atomic rename onto `path`. On any failure the
 /// temporary file is removed and the error is rethrown (lpurt errors prefixed with `path`).
 void write_atomically(const std::string& path, bool force, const std::function<void(const std::string&)>& write);

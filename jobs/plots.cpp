@@ -4,7 +4,6 @@
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
-#include <fstream>
 #include <limits>
 #include <sstream>
 #include <unordered_map>
@@ -53,19 +52,10 @@ std::string axis_label(const std::string& name) {
   return name;
 }
 
-void write_text_file(const std::string& path, const std::string& contents) {
-  io::write_atomically(path, true, [&](const std::string& tmp) {
-    std::ofstream out(tmp, std::ios::binary);
-    out << contents;
-    out.flush();
-    if (!out) throw io::FileError(tmp + ": cannot write");
-  });
-}
-
 }  // namespace
 
 PlotSet render_plots(const Study& s, const std::vector<io::Record>& rows, const std::string& dir) {
-  fs::create_directories(dir);
+  io::create_folder(dir);
   // x: the first swept parameter (numeric, or categories placed at 0, 1, ...); one series per combination
   // of the other swept parameters, in the order the points come.
   const std::string x_name = s.axes.empty() ? "point" : s.axes.front().name;
@@ -189,9 +179,9 @@ PlotSet render_plots(const Study& s, const std::vector<io::Record>& rows, const 
      << "  set xtics autofreq norotate\n" << (numeric_x ? "  " + x_tics : "  set xtics rotate by -30\n")
      << "  set output\n}\n";
 
-  write_text_file((fs::path(dir) / "data.dat").string(), data.str());
-  write_text_file((fs::path(dir) / "bars.dat").string(), bars.str());
-  write_text_file((fs::path(dir) / "study.gp").string(), gp.str());
+  io::write_text_atomically((fs::path(dir) / "data.dat").string(), data.str(), true);
+  io::write_text_atomically((fs::path(dir) / "bars.dat").string(), bars.str(), true);
+  io::write_text_atomically((fs::path(dir) / "study.gp").string(), gp.str(), true);
 
   PlotSet result;
   std::vector<std::string> images;

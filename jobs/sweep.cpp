@@ -4,7 +4,6 @@
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
-#include <fstream>
 #include <memory>
 
 #include "chip/model_config.hpp"
@@ -28,12 +27,6 @@ namespace {
 std::unique_ptr<io::WeightSource> open_model(const Study& s) {
   if (!s.model_file.empty()) return open_model_file(s.model_file);
   return std::make_unique<io::SyntheticModel>(chip::model_preset(s.model_preset), s.seed, s.model_preset);
-}
-
-void make_folder(const std::string& path) {
-  std::error_code ec;
-  fs::create_directories(path, ec);
-  if (ec) throw io::FileError(path + ": cannot create the folder: " + ec.message(), ExitCode::io);
 }
 
 /// Whether a point's result file exists and was made by this very point (same key).
@@ -97,7 +90,7 @@ int64_t run_points(const Study& s, const std::vector<Point>& points, const Sweep
   // Rank 0 decides what is done (one file system view) and every rank follows.
   std::vector<int> todo(points.size(), 0);
   if (rank == 0) {
-    make_folder((fs::path(s.output_dir) / "points").string());
+    io::create_folder((fs::path(s.output_dir) / "points").string());
     io::remove_stale_temporaries((fs::path(s.output_dir) / "points").string());  // of killed earlier runs
     for (const auto& p : points)
       todo[static_cast<std::size_t>(p.index)] =
@@ -244,20 +237,15 @@ void collect(const Study& s, const std::vector<Point>& points) {
 
 std::string write_study_job(const Study& s) {
   const fs::path path = fs::path(s.output_dir) / "job.toml";
-  make_folder(s.output_dir);
-  io::write_atomically(path.string(), true, [&](const std::string& tmp) {
-    std::ofstream out(tmp, std::ios::binary);
-    out << to_toml(s);
-    out.flush();
-    if (!out) throw io::FileError(tmp + ": cannot write");
-  });
+  io::create_folder(s.output_dir);
+  io::write_text_atomically(path.string(), to_toml(s), true);
   return path.string();
 }
 
 std::string submit_to_slurm(const Study& s, const std::vector<Point>& points, const SlurmOptions& options) {
   const std::string job = write_study_job(s);
   const fs::path logs = fs::path(s.output_dir) / "slurm";
-  make_folder(logs.string());
+  io::create_folder(logs.string());
   std::vector<int64_t> missing;
   for (const auto& p : points)
     if (!is_done(p)) missing.push_back(p.index);
