@@ -31,9 +31,6 @@ void check_mpi(int status, const char* call, int rank) {
               ExitCode::runtime);
 }
 
-/// MPI guarantees tags up to 32767; messages between one pair keep their order, so reuse is safe.
-int tag_of(int64_t send_index) { return static_cast<int>(send_index % 32768); }
-
 /// splitmix64: a well-mixed 64-bit function of its input (the fault draws and the checksum rounds).
 uint64_t mix(uint64_t x) {
   x += 0x9e3779b97f4a7c15ull;
@@ -103,9 +100,7 @@ Engine::Engine(const partition::Plan& plan, io::WeightSource& source, MPI_Comm c
     if (owner_[static_cast<std::size_t>(c.chip)] != rank_) continue;
     LocalChip& lc = chips_[next++];
     local_index_[static_cast<std::size_t>(c.chip)] = &lc;
-    lc.pending.reserve(static_cast<std::size_t>(8 * tp + 8));  // with checksums: two requests a transfer
-    lc.to_verify.reserve(static_cast<std::size_t>(4 * tp + 4));
-    lc.pending_ops.reserve(lc.pending.capacity());
+    lc.pending_messages.reserve(static_cast<std::size_t>(2 * n_ranks_));  // two rounds in flight, one message a peer
     if (timing_only) continue;
     lc.shard = std::make_unique<chip::Shard>(cfg, c.range, plan.shape);
     io::load_shard(source, *lc.shard);
@@ -117,12 +112,13 @@ Engine::Engine(const partition::Plan& plan, io::WeightSource& source, MPI_Comm c
     lc.rs_floats.assign(static_cast<std::size_t>(tp * slice_), 0.0f);
   }
   parallel_group_.reserve(chips_.size());
-  program(1);  // the decode program, before step 0
+  trailer_bytes_ = faults.link_error_rate > 0 && !timing_only ? static_cast<int64_t>(sizeof(uint64_t)) : 0;
+  // The decode program and its messages on every replica this rank works for, before step 0.
+  for (int64_t i = 0; i < static_cast<int64_t>(chips_.size()); ++i)
+    exchange(1, plan.chips[static_cast<std::size_t>(first_local_chip_ + i)].replica);
 }
 
-Engine::~Engine() {
-  if (checksum_comm_ != MPI_COMM_NULL) MPI_Comm_free(&checksum_comm_);
-}
+Engine::~Engine() = default;
 
 const partition::Program& Engine::program(int64_t n_tokens) {
   auto it = programs_.find(n_tokens);
@@ -131,11 +127,34 @@ const partition::Program& Engine::program(int64_t n_tokens) {
              .emplace(n_tokens, partition::build_program(plan_, topology_,
                                                          partition::prefill_blocks(n_tokens, plan_.shape.block_tokens)))
              .first;
-  if (faults_.link_error_rate > 0 && it->second.ops.size() > sent_checksums_.size()) {
-    sent_checksums_.resize(it->second.ops.size());
-    received_checksums_.resize(it->second.ops.size());
-  }
   return it->second;
+}
+
+const Exchange& Engine::exchange(int64_t n_tokens, int64_t replica) {
+  const auto key = std::make_pair(n_tokens, replica);
+  auto it = exchanges_.find(key);
+  if (it != exchanges_.end()) return it->second;
+  const Exchange& e =
+      exchanges_
+          .emplace(key, build_exchange(program(n_tokens), owner_, replica * plan_.chips_per_replica(), rank_, trailer_bytes_))
+          .first->second;
+  for (const Message& m : e.messages)
+    if (m.bytes > std::numeric_limits<int>::max())
+      throw Error("a block of " + std::to_string(n_tokens) + " tokens sends " + std::to_string(m.bytes) +
+                      " bytes from one rank to another in one round, more than one MPI message holds (2^31 - 1): "
+                      "use a smaller --block-tokens",
+                  ExitCode::config);
+  for (int area = 0; area < 2 && !timing_only_; ++area) {
+    if (outgoing_[area].size() < static_cast<std::size_t>(e.max_outgoing_bytes))
+      outgoing_[area].resize(static_cast<std::size_t>(e.max_outgoing_bytes));
+    if (incoming_[area].size() < static_cast<std::size_t>(e.max_incoming_bytes))
+      incoming_[area].resize(static_cast<std::size_t>(e.max_incoming_bytes));
+  }
+  if (requests_.size() < e.messages.size()) {
+    requests_.resize(e.messages.size(), MPI_REQUEST_NULL);
+    message_area_.resize(e.messages.size(), 0);
+  }
+  return e;
 }
 
 void Engine::forward(int64_t sequence, const int32_t* tokens, int64_t pos, int64_t n, float* logits) {
@@ -153,13 +172,11 @@ void Engine::forward(int64_t sequence, const int32_t* tokens, int64_t pos, int64
     throw chip::CapacityError("positions up to " + std::to_string(pos + n) + " exceed the KV-cache context of " +
                               std::to_string(plan_.shape.context));
   const partition::Program& p = program(n);
-  // Created here, not in the constructor: the setup every rank agrees on must make no collective call.
-  if (faults_.link_error_rate > 0 && n_ranks_ > 1 && checksum_comm_ == MPI_COMM_NULL)
-    check_mpi(MPI_Comm_dup(comm_, &checksum_comm_), "MPI_Comm_dup", rank_);
+  const Exchange& e = exchange(n, replica);
   for (attempt_ = 0;; ++attempt_) {
     step_faults_ = 0;
     first_fault_send_ = std::numeric_limits<int64_t>::max();
-    execute(p, replica, slot, tokens, pos);
+    execute(p, e, replica, slot, tokens, pos);
     if (faults_.link_error_rate == 0) break;
     // Every rank must take the same decision: replay if any chip saw a corrupted transfer.
     int64_t faults = step_faults_;
@@ -225,32 +242,93 @@ void* Engine::payload_at(const Op& op, LocalChip& c, bool sending) {
   LPURT_ASSERT(false);
 }
 
-void Engine::wait(LocalChip& c) {
-  if (c.pending.empty()) return;
+void Engine::post_round(int32_t round) {
+  const Round& r = exchange_->rounds[static_cast<std::size_t>(round)];
+  const int area = round % 2;
+  if (area_round_[area] >= 0) complete_round(area_round_[area]);
+  area_round_[area] = round;
+  // Outgoing messages come first: a rank sends all of a round before it can wait for anything.
+  for (int32_t m = r.message_begin; m < r.message_begin + r.message_count; ++m) {
+    const Message& msg = exchange_->messages[static_cast<std::size_t>(m)];
+    unsigned char* data = timing_only_ ? nullptr : (msg.incoming ? incoming_ : outgoing_)[area].data() + msg.offset_bytes;
+    for (int32_t k = msg.segment_begin; k < msg.segment_begin + msg.segment_count; ++k) {
+      const Segment& seg = exchange_->segments[static_cast<std::size_t>(k)];
+      const Op& op = current_->ops[static_cast<std::size_t>(seg.op)];
+      LocalChip& c = *local(op.chip + current_offset_);
+      if (msg.incoming) {
+        if (c.pending_messages.empty() || c.pending_messages.back() != m) c.pending_messages.push_back(m);
+      } else if (!timing_only_) {
+        // The payload is a compute op's output; a chip's received data is unpacked before it computes.
+        wait(c);
+        const void* src = payload_at(op, c, true);
+        std::memcpy(data + seg.offset_bytes, src, static_cast<std::size_t>(op.bytes));
+        if (trailer_bytes_ > 0) {
+          const uint64_t sum = checksum(src, op.bytes);
+          std::memcpy(data + seg.offset_bytes + op.bytes, &sum, sizeof sum);
+        }
+      }
+    }
+    const int count = static_cast<int>(msg.bytes);
+    if (msg.incoming)
+      check_mpi(MPI_Irecv(data, timing_only_ ? 0 : count, MPI_BYTE, msg.peer_rank, msg.tag, comm_,
+                          &requests_[static_cast<std::size_t>(m)]),
+                "MPI_Irecv", rank_);
+    else
+      check_mpi(MPI_Isend(data, timing_only_ ? 0 : count, MPI_BYTE, msg.peer_rank, msg.tag, comm_,
+                          &requests_[static_cast<std::size_t>(m)]),
+                "MPI_Isend", rank_);
+    message_area_[static_cast<std::size_t>(m)] = static_cast<int8_t>(1 + area);
+  }
+}
+
+void Engine::complete(int32_t m) {
+  const auto mi = static_cast<std::size_t>(m);
+  if (message_area_[mi] == 0) return;
   const auto t0 = std::chrono::steady_clock::now();
-  const auto n = static_cast<int>(c.pending.size());
   if (faults_.step_timeout_s <= 0) {
-    check_mpi(MPI_Waitall(n, c.pending.data(), MPI_STATUSES_IGNORE), "MPI_Waitall", rank_);
+    check_mpi(MPI_Wait(&requests_[mi], MPI_STATUS_IGNORE), "MPI_Wait", rank_);
   } else {
-    // Poll, so that a transfer that never comes (a stuck or dead peer) is reported instead of hanging.
+    // Poll, so that a message that never comes (a stuck or dead peer) is reported instead of hanging.
     int done = 0;
-    check_mpi(MPI_Testall(n, c.pending.data(), &done, MPI_STATUSES_IGNORE), "MPI_Testall", rank_);
+    check_mpi(MPI_Test(&requests_[mi], &done, MPI_STATUS_IGNORE), "MPI_Test", rank_);
     while (done == 0) {
       const double waited = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-      if (waited > faults_.step_timeout_s) report_stuck(c, waited);
+      if (waited > faults_.step_timeout_s) report_stuck(m, waited);
       std::this_thread::yield();
-      check_mpi(MPI_Testall(n, c.pending.data(), &done, MPI_STATUSES_IGNORE), "MPI_Testall", rank_);
+      check_mpi(MPI_Test(&requests_[mi], &done, MPI_STATUS_IGNORE), "MPI_Test", rank_);
     }
   }
-  c.pending.clear();
-  c.pending_ops.clear();
   mpi_wait_s_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  for (const int32_t i : c.to_verify) {
-    const Op& op = current_->ops[static_cast<std::size_t>(i)];
-    check_arrival(static_cast<std::size_t>(i), timing_only_ ? nullptr : payload_at(op, c, false), op.bytes,
-                  received_checksums_[static_cast<std::size_t>(i)]);
+  const Message& msg = exchange_->messages[mi];
+  const int area = message_area_[mi] - 1;
+  message_area_[mi] = 0;
+  if (!msg.incoming) return;
+  const unsigned char* data = timing_only_ ? nullptr : incoming_[area].data() + msg.offset_bytes;
+  for (int32_t k = msg.segment_begin; k < msg.segment_begin + msg.segment_count; ++k) {
+    const Segment& seg = exchange_->segments[static_cast<std::size_t>(k)];
+    const Op& op = current_->ops[static_cast<std::size_t>(seg.op)];
+    if (timing_only_) {
+      if (faults_.link_error_rate > 0) check_arrival(static_cast<std::size_t>(seg.op), nullptr, 0, 0);
+      continue;
+    }
+    void* dst = payload_at(op, *local(op.chip + current_offset_), false);
+    std::memcpy(dst, data + seg.offset_bytes, static_cast<std::size_t>(op.bytes));
+    if (trailer_bytes_ > 0) {
+      uint64_t sum;
+      std::memcpy(&sum, data + seg.offset_bytes + op.bytes, sizeof sum);
+      check_arrival(static_cast<std::size_t>(seg.op), dst, op.bytes, sum);
+    }
   }
-  c.to_verify.clear();
+}
+
+void Engine::complete_round(int32_t round) {
+  const Round& r = exchange_->rounds[static_cast<std::size_t>(round)];
+  for (int32_t m = r.message_begin; m < r.message_begin + r.message_count; ++m) complete(m);
+}
+
+void Engine::wait(LocalChip& c) {
+  for (const int32_t m : c.pending_messages) complete(m);
+  c.pending_messages.clear();
 }
 
 bool Engine::link_fault(int64_t send_index) const {
@@ -278,89 +356,51 @@ void Engine::check_arrival(std::size_t recv_index, void* data, int64_t bytes, ui
   first_fault_send_ = std::min<int64_t>(first_fault_send_, recv.match);
 }
 
-void Engine::report_stuck(LocalChip& c, double waited_s) {
-  std::size_t stuck = 0;
-  for (; stuck < c.pending.size(); ++stuck) {
-    int flag = 0;
-    MPI_Test(&c.pending[stuck], &flag, MPI_STATUS_IGNORE);
-    if (flag == 0) break;
-  }
-  if (stuck == c.pending.size()) stuck = 0;
-  const Op& op = current_->ops[static_cast<std::size_t>(c.pending_ops[stuck])];
+void Engine::report_stuck(int32_t m, double waited_s) {
+  const Message& msg = exchange_->messages[static_cast<std::size_t>(m)];
+  const Op& op = current_->ops[static_cast<std::size_t>(exchange_->segments[static_cast<std::size_t>(msg.segment_begin)].op)];
   const int64_t chip = op.chip + current_offset_, peer = op.peer + current_offset_;
   char seconds[32], limit[32];
   std::snprintf(seconds, sizeof seconds, "%.1f", waited_s);
   std::snprintf(limit, sizeof limit, "%.1f", faults_.step_timeout_s);
   throw Error("chip " + std::to_string(chip) + " on rank " + std::to_string(rank_) + " waited " + seconds + " s for " +
-                  (op.kind == OpKind::recv ? "a transfer from" : "its transfer to") + " chip " + std::to_string(peer) +
-                  " on rank " + std::to_string(owner_[static_cast<std::size_t>(peer)]) + " (" +
-                  partition::payload_name(op.payload) + ", " + std::to_string(op.bytes) + " bytes" +
+                  (msg.incoming ? "a transfer from" : "its transfer to") + " chip " + std::to_string(peer) +
+                  " on rank " + std::to_string(msg.peer_rank) + " (" + partition::payload_name(op.payload) + ", " +
+                  std::to_string(op.bytes) + " bytes" +
                   (op.layer >= 0 ? ", layer " + std::to_string(op.layer) : std::string()) +
+                  (msg.segment_count > 1 ? ", with " + std::to_string(msg.segment_count - 1) + " more in its message" : std::string()) +
                   "): that rank is stuck or dead (step timeout " + limit + " s, --step-timeout)",
               ExitCode::runtime);
 }
 
-void Engine::execute(const partition::Program& p, int64_t replica, int64_t slot, const int32_t* tokens, int64_t pos) {
+void Engine::execute(const partition::Program& p, const Exchange& e, int64_t replica, int64_t slot,
+                     const int32_t* tokens, int64_t pos) {
   const int64_t offset = replica * plan_.chips_per_replica();
   current_ = &p;
+  exchange_ = &e;
   current_offset_ = offset;
   if (rank_ == faults_.crash_rank) std::raise(SIGKILL);  // injected: this rank dies
   while (rank_ == faults_.stall_rank) std::this_thread::sleep_for(std::chrono::seconds(1));  // injected: stuck
+  std::size_t next_round = 0;
   for (std::size_t i = 0; i < p.ops.size(); ++i) {
+    while (next_round < e.rounds.size() && static_cast<std::size_t>(e.rounds[next_round].first_op) <= i)
+      post_round(static_cast<int32_t>(next_round++));
     const Op& op = p.ops[i];
     LocalChip* c = local(op.chip + offset);
     if (c == nullptr) continue;
-    const int64_t peer = op.peer + offset;
-    const int count = timing_only_ ? 0 : static_cast<int>(op.bytes);
-    if (timing_only_ && (op.kind == OpKind::send || op.kind == OpKind::recv) && local(peer) != nullptr) {
-      if (op.kind == OpKind::send && faults_.link_error_rate > 0) check_arrival(static_cast<std::size_t>(op.match), nullptr, 0, 0);
-      continue;
-    }
+    if (op.kind == OpKind::recv) continue;  // copied at its send, or in a message
     if (op.kind == OpKind::send) {
-      LocalChip* receiver = local(peer);
-      const void* src = timing_only_ ? nullptr : payload_at(op, *c, true);
+      LocalChip* receiver = local(op.peer + offset);
+      if (receiver == nullptr) continue;  // in a message
       const bool checked = faults_.link_error_rate > 0;
-      if (receiver != nullptr) {
-        // The receiver's x may still be the source of its own pending send to the next stage.
-        if (op.payload == Payload::activations) wait(*receiver);
-        void* dst = timing_only_ ? nullptr : payload_at(p.ops[static_cast<std::size_t>(op.match)], *receiver, false);
-        if (!timing_only_) std::memcpy(dst, src, op.bytes);
-        if (checked) check_arrival(static_cast<std::size_t>(op.match), dst, op.bytes, timing_only_ ? 0 : checksum(src, op.bytes));
-      } else {
-        c->pending.emplace_back();
-        c->pending_ops.push_back(static_cast<int32_t>(i));
-        check_mpi(MPI_Isend(src, count, MPI_BYTE, owner_[static_cast<std::size_t>(peer)], tag_of(static_cast<int64_t>(i)),
-                            comm_, &c->pending.back()),
-                  "MPI_Isend", rank_);
-        if (checked && !timing_only_) {
-          sent_checksums_[i] = checksum(src, op.bytes);
-          c->pending.emplace_back();
-          c->pending_ops.push_back(static_cast<int32_t>(i));
-          check_mpi(MPI_Isend(&sent_checksums_[i], 1, MPI_UINT64_T, owner_[static_cast<std::size_t>(peer)],
-                              tag_of(static_cast<int64_t>(i)), checksum_comm_, &c->pending.back()),
-                    "MPI_Isend(checksum)", rank_);
-        }
+      if (timing_only_) {
+        if (checked) check_arrival(static_cast<std::size_t>(op.match), nullptr, 0, 0);
+        continue;
       }
-    } else if (op.kind == OpKind::recv) {
-      if (local(peer) != nullptr) continue;  // copied at the send
-      // x is the only receive buffer a pending send of the same chip can still be reading (its previous
-      // block's activations, sent on to the next stage): finish that send before x is overwritten.
-      if (op.payload == Payload::activations) wait(*c);
-      c->pending.emplace_back();
-      c->pending_ops.push_back(static_cast<int32_t>(i));
-      check_mpi(MPI_Irecv(timing_only_ ? nullptr : payload_at(op, *c, false), count, MPI_BYTE, owner_[static_cast<std::size_t>(peer)],
-                          tag_of(op.match), comm_, &c->pending.back()),
-                "MPI_Irecv", rank_);
-      if (faults_.link_error_rate > 0) {
-        c->to_verify.push_back(static_cast<int32_t>(i));
-        if (!timing_only_) {
-          c->pending.emplace_back();
-          c->pending_ops.push_back(static_cast<int32_t>(i));
-          check_mpi(MPI_Irecv(&received_checksums_[i], 1, MPI_UINT64_T, owner_[static_cast<std::size_t>(peer)],
-                              tag_of(op.match), checksum_comm_, &c->pending.back()),
-                    "MPI_Irecv(checksum)", rank_);
-        }
-      }
+      const void* src = payload_at(op, *c, true);
+      void* dst = payload_at(p.ops[static_cast<std::size_t>(op.match)], *receiver, false);
+      std::memcpy(dst, src, static_cast<std::size_t>(op.bytes));
+      if (checked) check_arrival(static_cast<std::size_t>(op.match), dst, op.bytes, checksum(src, op.bytes));
     } else if (timing_only_) {
       wait(*c);
     } else {
@@ -392,7 +432,11 @@ void Engine::execute(const partition::Program& p, int64_t replica, int64_t slot,
       i = static_cast<std::size_t>(parallel_group_.back());
     }
   }
-  for (LocalChip& c : chips_) wait(c);
+  for (int32_t& round : area_round_) {
+    if (round >= 0) complete_round(round);
+    round = -1;
+  }
+  for (LocalChip& c : chips_) c.pending_messages.clear();
 }
 
 void Engine::compute(const Op& op, LocalChip& c, const int32_t* tokens, int64_t slot, int64_t pos, int64_t n) {

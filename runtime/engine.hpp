@@ -7,11 +7,12 @@
 /// - compute ops call the Shard's phases (ops that only model time, like qkv, do nothing here: the
 ///   phase that consumes them computes them);
 /// - a transfer between chips on this rank is a copy into the receiver's buffer at the send;
-/// - a transfer between ranks is MPI_Isend / MPI_Irecv with a deterministic tag (the send's op index mod
-///   32768), completed before the chip's next compute op (which may reuse the buffer) and before a receive
-///   of activations into x (which its own previous send may still be reading).
+/// - transfers between ranks travel in messages (runtime/exchange.hpp): at the first op of a round of
+///   transfers, the rank packs its outgoing payloads, one MPI_Isend per peer rank, and posts one MPI_Irecv
+///   per peer rank; a message is unpacked into its chips' buffers before the next compute op of a chip it
+///   carries data for. Rounds use two staging areas in turn, so at most two rounds are in flight.
 /// The array order is a valid execution order, so walking it on every rank cannot deadlock. The programs
-/// are built once; the steady-state step allocates nothing.
+/// and their messages are built once; the steady-state step allocates nothing.
 ///
 /// Example usage:
 /// \code
@@ -25,6 +26,7 @@
 #include <cstdint>
 #include <limits>
 #include <map>
+#include <utility>
 #include <string>
 #include <memory>
 #include <vector>
@@ -35,6 +37,7 @@
 #include "partition/plan.hpp"
 #include "partition/schedule.hpp"
 #include "partition/topology.hpp"
+#include "runtime/exchange.hpp"
 
 namespace lpurt::runtime {
 
@@ -107,23 +110,31 @@ class Engine {
     std::vector<int32_t> sums;       ///< [block * D] stage-wide int32 sums (reduce-scatter + all-gather)
     std::vector<int32_t> rs_sums;    ///< [tp, slice] partial-sum slices received from each chip
     std::vector<float> rs_floats;    ///< [tp, slice] embedding slices received from each chip
-    std::vector<MPI_Request> pending;  ///< outstanding MPI requests of this chip
-    std::vector<int32_t> pending_ops;  ///< [pending] the op index of each request, for error messages
-    std::vector<int32_t> to_verify;    ///< receives whose checksum is checked once they complete
+    std::vector<int32_t> pending_messages;  ///< incoming messages with data for this chip, not yet waited for
   };
 
-  void execute(const partition::Program& program, int64_t replica, int64_t slot, const int32_t* tokens, int64_t pos);
+  /// The messages of program(n_tokens) on `replica`, built on first use with their staging areas.
+  const Exchange& exchange(int64_t n_tokens, int64_t replica);
+  void execute(const partition::Program& program, const Exchange& exchange, int64_t replica, int64_t slot,
+               const int32_t* tokens, int64_t pos);
   void compute(const partition::Op& op, LocalChip& c, const int32_t* tokens, int64_t slot, int64_t pos, int64_t n);
   /// Pointer to the payload elements an op sends from or receives into, on chip `c`.
   void* payload_at(const partition::Op& op, LocalChip& c, bool sending);  ///< op of the replica-0 program
+  /// Packs and sends round `round`'s outgoing messages and posts its receives, in staging area round % 2
+  /// (first completing the round that used it before).
+  void post_round(int32_t round);
+  /// Waits for message m of the current exchange; an incoming one is then unpacked and its checksums checked.
+  void complete(int32_t m);
+  void complete_round(int32_t round);
+  /// Completes the incoming messages chip c's next compute op needs.
   void wait(LocalChip& c);
   /// Whether the link corrupts send `send_index` of the current program in this attempt.
   bool link_fault(int64_t send_index) const;
   /// A transfer has arrived in `data` (the receive op `recv_index`): apply the injected corruption, then
   /// compare with the sender's checksum; a mismatch is counted for the replay decision.
   void check_arrival(std::size_t recv_index, void* data, int64_t bytes, uint64_t sent_checksum);
-  /// Throws Error naming the first of c's requests still incomplete after the step timeout.
-  [[noreturn]] void report_stuck(LocalChip& c, double waited_s);
+  /// Throws Error naming the first transfer of message m, still incomplete after the step timeout.
+  [[noreturn]] void report_stuck(int32_t m, double waited_s);
   LocalChip* local(int64_t chip) { return local_index_[static_cast<std::size_t>(chip)]; }
 
   partition::Plan plan_;
@@ -135,6 +146,7 @@ class Engine {
   std::vector<LocalChip*> local_index_;        ///< [n_chips] -> this rank's chip, or null
   std::vector<int> owner_;                     ///< [n_chips] rank hosting each chip
   std::map<int64_t, partition::Program> programs_;  ///< by tokens per forward call
+  std::map<std::pair<int64_t, int64_t>, Exchange> exchanges_;  ///< by tokens per forward call and replica
   int64_t slice_ = 0;                          ///< largest reduce-scatter slice, elements
   bool timing_only_ = false;
   int64_t first_local_chip_ = 0;               ///< chips_[i] is chip first_local_chip_ + i
@@ -142,11 +154,15 @@ class Engine {
   FaultOptions faults_;
   std::vector<int32_t> parallel_group_;          ///< [<= chips_] compute ops execute() runs at once
   const partition::Program* current_ = nullptr;  ///< the program execute() is walking
+  const Exchange* exchange_ = nullptr;           ///< its messages
   int64_t current_offset_ = 0;                   ///< its replica's chip offset
+  int64_t trailer_bytes_ = 0;                    ///< after each payload in a message: its checksum, with link errors
+  std::vector<unsigned char> outgoing_[2];       ///< staging areas [max_outgoing_bytes of the exchanges]
+  std::vector<unsigned char> incoming_[2];       ///< [max_incoming_bytes]
+  int32_t area_round_[2] = {-1, -1};             ///< the round whose messages use each area, or -1
+  std::vector<MPI_Request> requests_;            ///< [messages of the largest exchange] by message index
+  std::vector<int8_t> message_area_;             ///< [messages]: 1 + its staging area while in flight, else 0
   // Link-fault injection (all unused while link_error_rate is 0).
-  MPI_Comm checksum_comm_ = MPI_COMM_NULL;       ///< checksums travel beside their payload, same tags (first forward)
-  std::vector<uint64_t> sent_checksums_;         ///< [ops] of the largest program
-  std::vector<uint64_t> received_checksums_;     ///< [ops]
   int64_t forward_calls_ = 0;                    ///< the step index of the fault draws
   int64_t attempt_ = 0;                          ///< replays of the current forward call so far
   int64_t step_faults_ = 0;                      ///< corrupted transfers this rank saw in this attempt

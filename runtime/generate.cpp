@@ -1,5 +1,6 @@
 #include "runtime/generate.hpp"
 
+#include <algorithm>
 #include <chrono>
 
 #include "chip/error.hpp"
@@ -46,7 +47,10 @@ std::vector<Generation> run_sequences(Engine& engine, const std::vector<std::vec
   }
   const auto t1 = clock::now();
   if (progress) progress(1, n_tokens);
+  std::vector<double> step_s;  // [n_tokens - 1] host time of each decode round
+  step_s.reserve(static_cast<std::size_t>(n_tokens - 1));
   for (int64_t k = 1; k < n_tokens; ++k) {
+    const auto step_t0 = clock::now();
     for (std::size_t i = 0; i < prompts.size(); ++i) {
       Generation& g = out[i];
       float* logits = functional ? g.logits.data() + k * vocab : nullptr;
@@ -54,12 +58,21 @@ std::vector<Generation> run_sequences(Engine& engine, const std::vector<std::vec
       engine.forward(sequences[i], token, n_prompt + k - 1, 1, logits);
       if (functional) g.tokens[static_cast<std::size_t>(k)] = static_cast<int32_t>(chip::argmax(logits, vocab));
     }
+    step_s.push_back(std::chrono::duration<double>(clock::now() - step_t0).count());
     if (progress) progress(k + 1, n_tokens);
   }
   const auto t2 = clock::now();
+  // The median resists the stalls a shared host adds to a few steps; the mean (decode_s / steps) does not.
+  double median_s = 0;
+  if (!step_s.empty()) {
+    const auto middle = step_s.begin() + static_cast<std::ptrdiff_t>(step_s.size() / 2);
+    std::nth_element(step_s.begin(), middle, step_s.end());
+    median_s = *middle;
+  }
   for (auto& g : out) {
     g.host_prefill_s = std::chrono::duration<double>(t1 - t0).count();
     g.host_decode_s = std::chrono::duration<double>(t2 - t1).count();
+    g.host_decode_step_median_s = median_s;
   }
   return out;
 }

@@ -15,6 +15,7 @@ struct Generation {
   std::vector<float> logits;    ///< [K, vocab] the logits that produced each token
   double host_prefill_s = 0;    ///< host wall time of the prefill (first token)
   double host_decode_s = 0;     ///< host wall time of the decode steps (tokens 2..K)
+  double host_decode_step_median_s = 0;  ///< the median decode step (one round over the batch); 0 if K = 1
 };
 
 /// Generates `n_tokens` tokens after `prompt` in sequence slot `slot`. `progress(done, total)` is called

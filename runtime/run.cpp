@@ -170,6 +170,7 @@ io::RunResult RunSession::run(const std::function<void(int64_t, int64_t)>& progr
       .set("host_setup_s", std::chrono::duration<double>(t1 - t0).count())
       .set("host_prefill_s", g.host_prefill_s)
       .set("host_decode_s", g.host_decode_s)
+      .set("host_decode_step_median_s", g.host_decode_step_median_s)
       .set("host_mpi_wait_s_rank0", state_->engine.mpi_wait_s())
       .set("int8_kernels", std::string(chip::int8_kernel_name()))
       .set("weight_bytes_read_rank0", source.bytes_read())

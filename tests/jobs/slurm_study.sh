@@ -93,13 +93,12 @@ work = sys.argv[1]
 def rows(name):
     with open(os.path.join(work, name, "results.csv"), newline="") as f:
         return list(csv.DictReader(f))
-host = {"host_wall_s", "host_setup_s", "host_prefill_s", "host_decode_s", "host_mpi_wait_s_rank0", "int8_kernels"}
 a, b = rows("on_slurm"), rows("local")
 assert len(a) == 4 and [r["point"] for r in a] == ["0", "1", "2", "3"], a
 assert all(r["status"] == "ok" and r["ranks"] == "2" for r in a), a
 for ra, rb in zip(a, b):
     for k in ra:
-        if k not in host:
+        if not k.startswith("host_") and k != "int8_kernels":  # host timings differ run to run
             assert ra[k] == rb[k], f"point {ra['point']}: {k} is {ra[k]} on Slurm, {rb[k]} locally"
     with h5py.File(os.path.join(work, "on_slurm", ra["point_file"])) as p, \
          h5py.File(os.path.join(work, "local", rb["point_file"])) as q:

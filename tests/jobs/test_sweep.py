@@ -23,9 +23,10 @@ import numpy as np
 LPURT = WORK = MPIEXEC = None
 MPI_FLAGS = []
 
-# Host timings differ run to run; everything else in a row is a pure function of the point.
-HOST_COLUMNS = {"host_wall_s", "host_setup_s", "host_prefill_s", "host_decode_s", "host_mpi_wait_s_rank0",
-                "int8_kernels"}
+
+def host_column(name):
+    """Host timings differ run to run; everything else in a row is a pure function of the point."""
+    return name.startswith("host_") or name == "int8_kernels"
 
 
 def sweep(*args, mpi_ranks=0, check=True):
@@ -51,7 +52,7 @@ def read_csv(folder):
 
 
 def modelled(rows):
-    return [{k: v for k, v in r.items() if k not in HOST_COLUMNS} for r in rows]
+    return [{k: v for k, v in r.items() if not host_column(k)} for r in rows]
 
 
 TINY_GRID = """# tiny model: chips x SRAM per chip
