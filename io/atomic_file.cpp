@@ -8,6 +8,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <utility>
 
 #include "io/error.hpp"
 
@@ -60,24 +61,30 @@ void remove_stale_temporaries(const std::string& folder) {
   }
 }
 
-void write_atomically(const std::string& path, bool force, const std::function<void(const std::string&)>& write) {
-  check_writable(path, force);
-  const std::string tmp = path + ".tmp." + host_name() + "." + std::to_string(::getpid());
-  try {
-    write(tmp);
-  } catch (const Error& e) {
-    std::remove(tmp.c_str());
-    throw FileError(path + ": cannot write: " + e.what(), ExitCode::io);
-  } catch (...) {
-    std::remove(tmp.c_str());
-    throw;
-  }
+AtomicFile::AtomicFile(std::string path, bool force)
+    : path_(std::move(path)), temporary_path_(path_ + ".tmp." + host_name() + "." + std::to_string(::getpid())) {
+  check_writable(path_, force);
+}
+
+AtomicFile::~AtomicFile() {
+  if (!committed_) std::remove(temporary_path_.c_str());
+}
+
+void AtomicFile::commit() {
   std::error_code ec;
-  std::filesystem::rename(tmp, path, ec);
-  if (ec) {
-    std::remove(tmp.c_str());
-    throw FileError(path + ": cannot rename " + tmp + " into place: " + ec.message(), ExitCode::io);
+  std::filesystem::rename(temporary_path_, path_, ec);
+  if (ec) throw FileError(path_ + ": cannot rename " + temporary_path_ + " into place: " + ec.message(), ExitCode::io);
+  committed_ = true;
+}
+
+void write_atomically(const std::string& path, bool force, const std::function<void(const std::string&)>& write) {
+  AtomicFile file(path, force);
+  try {
+    write(file.temporary_path());
+  } catch (const Error& e) {
+    throw FileError(path + ": cannot write: " + e.what(), ExitCode::io);
   }
+  file.commit();
 }
 
 }  // namespace lpurt::io

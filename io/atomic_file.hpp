@@ -28,4 +28,24 @@ void write_text_atomically(const std::string& path, const std::string& contents,
 /// temporary file is removed and the error is rethrown (lpurt errors prefixed with `path`).
 void write_atomically(const std::string& path, bool force, const std::function<void(const std::string&)>& write);
 
+/// The same for a file written over time (a result file filled while the run goes): the constructor
+/// checks `path` (check_writable) and names the temporary file; commit() renames it into place. Destroyed
+/// without commit() (an error unwinding), it removes the temporary file.
+class AtomicFile {
+ public:
+  AtomicFile(std::string path, bool force);
+  ~AtomicFile();
+  AtomicFile(const AtomicFile&) = delete;
+  AtomicFile& operator=(const AtomicFile&) = delete;
+  const std::string& path() const { return path_; }
+  const std::string& temporary_path() const { return temporary_path_; }
+  /// Renames the (closed) temporary file onto path(); throws FileError naming both if it cannot.
+  void commit();
+
+ private:
+  std::string path_;
+  std::string temporary_path_;
+  bool committed_ = false;
+};
+
 }  // namespace lpurt::io

@@ -11,36 +11,70 @@ using detail::Handle;
 using detail::write_dataset;
 using detail::write_scalar_attribute;
 
-namespace {
-
-void write_contents(const std::string& tmp, const RunResult& r) {
-  Handle file = detail::create_file(tmp);
-  const hid_t f = file.get();
-  // SPEC shapes for one sequence ([K], [P], [K, V]); a batch adds a leading [B].
-  const auto b = static_cast<hsize_t>(r.batch);
-  const hsize_t k = r.tokens.size() / b, p = r.prompt.size() / b, v = static_cast<hsize_t>(r.vocab_size);
-  auto dims = [&](std::vector<hsize_t> d) {
-    if (b > 1) d.insert(d.begin(), b);
-    return d;
-  };
-  write_dataset(f, "tokens", H5T_STD_I32LE, H5T_NATIVE_INT32, dims({k}), r.tokens.data());
-  write_dataset(f, "prompt", H5T_STD_I32LE, H5T_NATIVE_INT32, dims({p}), r.prompt.data());
-  write_dataset(f, "logits", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, dims({k, v}), r.logits.data());
-  Handle root = detail::open_group(f, "/", tmp);
-  for (const auto& [key, value] : r.summary.fields()) write_scalar_attribute(root.get(), key, value);
-  Handle metrics = detail::create_group(f, "metrics", tmp);
-  for (const auto& m : r.metrics) {
-    write_dataset(metrics.get(), m.name, H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, {m.values.size()}, m.values.data());
-    Handle ds(check(H5Dopen2(metrics.get(), m.name.c_str(), H5P_DEFAULT), "H5Dopen2"), H5Dclose);
-    write_scalar_attribute(ds.get(), "unit", Record::Value(m.unit));
+ResultWriter::ResultWriter(const std::string& path, bool force, int64_t batch, int64_t n_tokens, int64_t vocab_size)
+    : file_(path, force), batch_(batch), n_tokens_(n_tokens), vocab_size_(vocab_size) {
+  try {
+    h5_ = detail::create_file(file_.temporary_path());
+    std::vector<hsize_t> dims = {static_cast<hsize_t>(n_tokens), static_cast<hsize_t>(vocab_size)};
+    if (batch > 1) dims.insert(dims.begin(), static_cast<hsize_t>(batch));
+    Handle space(check(H5Screate_simple(static_cast<int>(dims.size()), dims.data(), nullptr), "H5Screate_simple"), H5Sclose);
+    logits_ = Handle(check(H5Dcreate2(h5_.get(), "logits", H5T_IEEE_F32LE, space.get(), H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT),
+                           "cannot create dataset logits"),
+                     H5Dclose);
+  } catch (const Error& e) {
+    throw FileError(path + ": cannot write: " + e.what(), ExitCode::io);
   }
-  check(H5Fflush(f, H5F_SCOPE_GLOBAL), tmp + ": cannot flush");
 }
 
-}  // namespace
+void ResultWriter::write_logits(int64_t sequence, int64_t token, const float* row) {
+  LPURT_ASSERT(sequence >= 0 && sequence < batch_ && token >= 0 && token < n_tokens_);
+  try {
+    std::vector<hsize_t> start = {static_cast<hsize_t>(token), 0}, count = {1, static_cast<hsize_t>(vocab_size_)};
+    if (batch_ > 1) {
+      start.insert(start.begin(), static_cast<hsize_t>(sequence));
+      count.insert(count.begin(), 1);
+    }
+    Handle file_space(check(H5Dget_space(logits_.get()), "H5Dget_space"), H5Sclose);
+    check(H5Sselect_hyperslab(file_space.get(), H5S_SELECT_SET, start.data(), nullptr, count.data(), nullptr),
+          "H5Sselect_hyperslab");
+    const hsize_t row_elems = static_cast<hsize_t>(vocab_size_);
+    Handle row_space(check(H5Screate_simple(1, &row_elems, nullptr), "H5Screate_simple"), H5Sclose);
+    check(H5Dwrite(logits_.get(), H5T_NATIVE_FLOAT, row_space.get(), file_space.get(), H5P_DEFAULT, row),
+          "cannot write the logits of sequence " + std::to_string(sequence) + ", token " + std::to_string(token));
+  } catch (const Error& e) {
+    throw FileError(file_.path() + ": cannot write: " + e.what(), ExitCode::io);
+  }
+}
 
-void write_result_file(const std::string& path, const RunResult& result, bool force) {
-  write_atomically(path, force, [&](const std::string& tmp) { write_contents(tmp, result); });
+void ResultWriter::commit(const RunResult& r) {
+  const auto b = static_cast<hsize_t>(r.batch);
+  LPURT_ASSERT(r.batch == batch_ && r.tokens.size() == b * static_cast<hsize_t>(n_tokens_));
+  try {
+    const hid_t f = h5_.get();
+    const std::string& tmp = file_.temporary_path();
+    // SPEC shapes for one sequence ([K], [P]); a batch adds a leading [B].
+    const hsize_t k = static_cast<hsize_t>(n_tokens_), p = r.prompt.size() / b;
+    auto dims = [&](std::vector<hsize_t> d) {
+      if (b > 1) d.insert(d.begin(), b);
+      return d;
+    };
+    write_dataset(f, "tokens", H5T_STD_I32LE, H5T_NATIVE_INT32, dims({k}), r.tokens.data());
+    write_dataset(f, "prompt", H5T_STD_I32LE, H5T_NATIVE_INT32, dims({p}), r.prompt.data());
+    Handle root = detail::open_group(f, "/", tmp);
+    for (const auto& [key, value] : r.summary.fields()) write_scalar_attribute(root.get(), key, value);
+    Handle metrics = detail::create_group(f, "metrics", tmp);
+    for (const auto& m : r.metrics) {
+      write_dataset(metrics.get(), m.name, H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, {m.values.size()}, m.values.data());
+      Handle ds(check(H5Dopen2(metrics.get(), m.name.c_str(), H5P_DEFAULT), "H5Dopen2"), H5Dclose);
+      write_scalar_attribute(ds.get(), "unit", Record::Value(m.unit));
+    }
+    check(H5Fflush(f, H5F_SCOPE_GLOBAL), tmp + ": cannot flush");
+    logits_.reset();
+    h5_.reset();
+  } catch (const Error& e) {
+    throw FileError(file_.path() + ": cannot write: " + e.what(), ExitCode::io);
+  }
+  file_.commit();
 }
 
 Record read_result_summary(const std::string& path) {

@@ -441,6 +441,7 @@ int run_command_line(int argc, char** argv, int rank, int n_ranks) {
   // run: setup on every rank (any failure is agreed on and printed once), then the steady state.
   std::unique_ptr<io::WeightSource> source;
   std::unique_ptr<runtime::RunSession> session;
+  std::unique_ptr<io::ResultWriter> result_file;  // rank 0, with --out
   runtime::agree_on_setup(MPI_COMM_WORLD, [&] {
     if (run_layout.request.n_chips < 1)
       throw Error("--chips must be at least 1 (got " + std::to_string(run_layout.request.n_chips) + ")", ExitCode::usage);
@@ -457,12 +458,18 @@ int run_command_line(int argc, char** argv, int rank, int n_ranks) {
     config.timing_only = timing_only;
     config.faults = faults;
     // Rank 0 writes the outputs, so rank 0 alone checks them (another rank could see its finished file).
-    if (rank == 0 && !result_path.empty()) io::check_writable(result_path, force_run);
     if (rank == 0 && !trace_path.empty()) io::check_writable(trace_path, force_run);
+    const int64_t batch = static_cast<int64_t>(config.prompts.size());
     session = std::make_unique<runtime::RunSession>(*source, hardware, config, MPI_COMM_WORLD);
+    if (rank == 0 && !result_path.empty())
+      result_file = std::make_unique<io::ResultWriter>(result_path, force_run, batch, timing_only ? 0 : n_tokens,
+                                                       source->config().vocab_size);
   });
-  io::RunResult result = session->run(progress_printer("tokens", rank));
-  if (!result_path.empty() && rank == 0) io::write_result_file(result_path, result, force_run);
+  runtime::LogitsSink logits;
+  if (result_file)
+    logits = [&](int64_t sequence, int64_t token, const float* row) { result_file->write_logits(sequence, token, row); };
+  io::RunResult result = session->run(progress_printer("tokens", rank), logits);
+  if (result_file) result_file->commit(result);
   if (rank != 0) return 0;
   if (run_layout.json) {
     std::printf("%s\n", result.summary.to_json().c_str());

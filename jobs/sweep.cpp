@@ -112,6 +112,7 @@ int64_t run_points(const Study& s, const std::vector<Point>& points, const Sweep
     const auto t0 = std::chrono::steady_clock::now();
     std::unique_ptr<io::WeightSource> source;
     std::unique_ptr<runtime::RunSession> session;
+    std::unique_ptr<io::ResultWriter> point_file;  // rank 0
     io::RunResult result;
     std::string status = "ok", infeasible;
     try {
@@ -142,6 +143,10 @@ int64_t run_points(const Study& s, const std::vector<Point>& points, const Sweep
           infeasible = std::to_string(n_ranks) + " ranks for " + std::to_string(config.plan->n_chips()) +
                        " chips: every rank must host at least one chip";
         if (infeasible.empty()) session = std::make_unique<runtime::RunSession>(*source, p.hardware, config, comm);
+        if (rank == 0)
+          point_file = std::make_unique<io::ResultWriter>(p.file, true, session ? p.request.batch : 1,
+                                                          session && !s.timing_only ? p.tokens : 0,
+                                                          source->config().vocab_size);
       });
     } catch (const runtime::AgreedError& e) {
       throw runtime::AgreedError("point " + std::to_string(p.index) + " (" + p.label + "): " + e.what(), e.code(),
@@ -155,7 +160,10 @@ int64_t run_points(const Study& s, const std::vector<Point>& points, const Sweep
     if (session) {
       const std::string which = "point " + std::to_string(p.index) + " (" + p.label + "): ";
       try {
-        result = session->run();
+        runtime::LogitsSink logits;
+        if (point_file)
+          logits = [&](int64_t sequence, int64_t token, const float* row) { point_file->write_logits(sequence, token, row); };
+        result = session->run({}, logits);
       } catch (const runtime::AgreedError& e) {
         throw runtime::AgreedError(which + e.what(), e.code(), e.origin_rank());
       } catch (const Error& e) {
@@ -167,7 +175,7 @@ int64_t run_points(const Study& s, const std::vector<Point>& points, const Sweep
       session.reset();
     }
     result.summary.set("point_key", p.key);
-    if (rank == 0) io::write_result_file(p.file, result, true);
+    if (point_file) point_file->commit(result);
     ++n_run;
     if (!talk) continue;
     const double wall_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();

@@ -14,7 +14,7 @@ namespace {
 /// prompts[i]. Returns one Generation per listed sequence (host times are the whole call's).
 std::vector<Generation> run_sequences(Engine& engine, const std::vector<std::vector<int32_t>>& prompts,
                                       const std::vector<int64_t>& sequences, int64_t n_tokens,
-                                      const std::function<void(int64_t, int64_t)>& progress) {
+                                      const std::function<void(int64_t, int64_t)>& progress, const LogitsSink& sink) {
   using clock = std::chrono::steady_clock;
   const int64_t vocab = engine.plan().model.vocab_size;
   if (prompts.empty()) throw Error("no sequences to run", ExitCode::usage);
@@ -31,19 +31,26 @@ std::vector<Generation> run_sequences(Engine& engine, const std::vector<std::vec
                               ") - 1 exceeds the context of " + std::to_string(engine.plan().shape.context) +
                               " positions");
   const bool functional = !engine.timing_only();
+  const bool keep_logits = functional && !sink;
   std::vector<Generation> out(prompts.size());
   for (auto& g : out) {
     if (!functional) continue;  // timing-only: the same programs in the same order, no tokens
     g.tokens.assign(static_cast<std::size_t>(n_tokens), 0);
-    g.logits.assign(static_cast<std::size_t>(n_tokens * vocab), 0.0f);
+    if (keep_logits) g.logits.assign(static_cast<std::size_t>(n_tokens * vocab), 0.0f);
   }
+  std::vector<float> row(functional && sink ? static_cast<std::size_t>(vocab) : 0);  // [vocab] the sink's row
+  // Where the logits of token k of out[i] go, and then to the sink.
+  auto logits_of = [&](std::size_t i, int64_t k) { return keep_logits ? out[i].logits.data() + k * vocab : row.data(); };
+  auto emit = [&](std::size_t i, int64_t k, const float* logits) {
+    out[i].tokens[static_cast<std::size_t>(k)] = static_cast<int32_t>(chip::argmax(logits, vocab));
+    if (sink) sink(static_cast<int64_t>(i), k, logits);
+  };
   const std::vector<int32_t> zeros(static_cast<std::size_t>(n_prompt), 0);
   const auto t0 = clock::now();
   for (std::size_t i = 0; i < prompts.size(); ++i) {
-    Generation& g = out[i];
-    engine.forward(sequences[i], functional ? prompts[i].data() : zeros.data(), 0, n_prompt,
-                   functional ? g.logits.data() : nullptr);
-    if (functional) g.tokens[0] = static_cast<int32_t>(chip::argmax(g.logits.data(), vocab));
+    float* logits = functional ? logits_of(i, 0) : nullptr;
+    engine.forward(sequences[i], functional ? prompts[i].data() : zeros.data(), 0, n_prompt, logits);
+    if (functional) emit(i, 0, logits);
   }
   const auto t1 = clock::now();
   if (progress) progress(1, n_tokens);
@@ -52,11 +59,10 @@ std::vector<Generation> run_sequences(Engine& engine, const std::vector<std::vec
   for (int64_t k = 1; k < n_tokens; ++k) {
     const auto step_t0 = clock::now();
     for (std::size_t i = 0; i < prompts.size(); ++i) {
-      Generation& g = out[i];
-      float* logits = functional ? g.logits.data() + k * vocab : nullptr;
-      const int32_t* token = functional ? &g.tokens[static_cast<std::size_t>(k - 1)] : zeros.data();
+      float* logits = functional ? logits_of(i, k) : nullptr;
+      const int32_t* token = functional ? &out[i].tokens[static_cast<std::size_t>(k - 1)] : zeros.data();
       engine.forward(sequences[i], token, n_prompt + k - 1, 1, logits);
-      if (functional) g.tokens[static_cast<std::size_t>(k)] = static_cast<int32_t>(chip::argmax(logits, vocab));
+      if (functional) emit(i, k, logits);
     }
     step_s.push_back(std::chrono::duration<double>(clock::now() - step_t0).count());
     if (progress) progress(k + 1, n_tokens);
@@ -81,14 +87,15 @@ std::vector<Generation> run_sequences(Engine& engine, const std::vector<std::vec
 
 Generation generate(Engine& engine, const std::vector<int32_t>& prompt, int64_t n_tokens, int64_t sequence,
                     const std::function<void(int64_t, int64_t)>& progress) {
-  return std::move(run_sequences(engine, {prompt}, {sequence}, n_tokens, progress).front());
+  return std::move(run_sequences(engine, {prompt}, {sequence}, n_tokens, progress, {}).front());
 }
 
 std::vector<Generation> generate_batch(Engine& engine, const std::vector<std::vector<int32_t>>& prompts,
-                                       int64_t n_tokens, const std::function<void(int64_t, int64_t)>& progress) {
+                                       int64_t n_tokens, const std::function<void(int64_t, int64_t)>& progress,
+                                       const LogitsSink& sink) {
   std::vector<int64_t> sequences(prompts.size());
   for (std::size_t i = 0; i < sequences.size(); ++i) sequences[i] = static_cast<int64_t>(i);
-  return run_sequences(engine, prompts, sequences, n_tokens, progress);
+  return run_sequences(engine, prompts, sequences, n_tokens, progress, sink);
 }
 
 }  // namespace lpurt::runtime

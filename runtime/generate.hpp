@@ -10,9 +10,13 @@
 
 namespace lpurt::runtime {
 
+/// Receives the logits that produced token `token` of sequence `sequence`: row float [vocab], valid
+/// during the call.
+using LogitsSink = std::function<void(int64_t sequence, int64_t token, const float* row)>;
+
 struct Generation {
   std::vector<int32_t> tokens;  ///< [K] generated
-  std::vector<float> logits;    ///< [K, vocab] the logits that produced each token
+  std::vector<float> logits;    ///< [K, vocab] the logits that produced each token (empty with a LogitsSink)
   double host_prefill_s = 0;    ///< host wall time of the prefill (first token)
   double host_decode_s = 0;     ///< host wall time of the decode steps (tokens 2..K)
   double host_decode_step_median_s = 0;  ///< the median decode step (one round over the batch); 0 if K = 1
@@ -24,11 +28,14 @@ struct Generation {
 Generation generate(Engine& engine, const std::vector<int32_t>& prompt, int64_t n_tokens, int64_t sequence,
                     const std::function<void(int64_t, int64_t)>& progress = {});
 
+
 /// The whole batch, as the modelled system runs it: every sequence's prefill, then decode rounds that
 /// give each sequence its next token in turn. prompts: [batch], all the same length. Each sequence's
 /// tokens and logits equal its own single-sequence run (it has its own KV slot). host_* times are the
-/// batch's. `progress(done, total)` counts rounds.
+/// batch's. `progress(done, total)` counts rounds. With a `sink`, each row of logits goes there as it is
+/// produced and is not kept: the memory of the logits is one row, whatever the batch and token count.
 std::vector<Generation> generate_batch(Engine& engine, const std::vector<std::vector<int32_t>>& prompts,
-                                       int64_t n_tokens, const std::function<void(int64_t, int64_t)>& progress = {});
+                                       int64_t n_tokens, const std::function<void(int64_t, int64_t)>& progress = {},
+                                       const LogitsSink& sink = {});
 
 }  // namespace lpurt::runtime

@@ -125,7 +125,7 @@ RunSession::RunSession(io::WeightSource& source, const chip::ChipSpec& hardware,
 
 RunSession::~RunSession() = default;
 
-io::RunResult RunSession::run(const std::function<void(int64_t, int64_t)>& progress) {
+io::RunResult RunSession::run(const std::function<void(int64_t, int64_t)>& progress, const LogitsSink& logits) {
   using clock = std::chrono::steady_clock;
   io::WeightSource& source = state_->source;
   const chip::ChipSpec& hardware = state_->hardware;
@@ -133,24 +133,18 @@ io::RunResult RunSession::run(const std::function<void(int64_t, int64_t)>& progr
   const MPI_Comm comm = state_->comm;
   const partition::Plan& plan = state_->plan;
   const auto t0 = state_->t0, t1 = state_->t1;
-  std::vector<Generation> batch = generate_batch(state_->engine, config.prompts, config.n_tokens, progress);
+  const LogitsSink drop = [](int64_t, int64_t, const float*) {};
+  std::vector<Generation> batch =
+      generate_batch(state_->engine, config.prompts, config.n_tokens, progress, logits ? logits : drop);
   const auto t2 = clock::now();
   const Generation& g = batch.front();  // host times are the batch's
 
   io::RunResult result;
   result.batch = static_cast<int64_t>(batch.size());
-  // The logits are the largest output ([B, K, vocab]): moved for one sequence, and for a batch each
-  // sequence's copy is freed as soon as it is appended, so they are held about once.
-  if (batch.size() == 1) result.logits = std::move(batch.front().logits);
-  else result.logits.reserve(batch.size() * batch.front().logits.size());
   for (std::size_t b = 0; b < batch.size(); ++b) {
     result.prompt.insert(result.prompt.end(), config.prompts[b].begin(), config.prompts[b].end());
     result.tokens.insert(result.tokens.end(), batch[b].tokens.begin(), batch[b].tokens.end());
-    if (batch.size() == 1) continue;
-    result.logits.insert(result.logits.end(), batch[b].logits.begin(), batch[b].logits.end());
-    std::vector<float>().swap(batch[b].logits);
   }
-  result.vocab_size = plan.model.vocab_size;
   // Every rank computes the same modelled times; rank 0 also records them as a trace.
   int rank = 0, mpi_initialized = 0;
   MPI_Initialized(&mpi_initialized);

@@ -16,6 +16,7 @@
 #include "partition/plan.hpp"
 #include "partition/timing.hpp"
 #include "runtime/engine.hpp"
+#include "runtime/generate.hpp"
 
 namespace lpurt::runtime {
 
@@ -43,9 +44,10 @@ class RunSession {
  public:
   RunSession(io::WeightSource& source, const chip::ChipSpec& hardware, const RunConfig& config, MPI_Comm comm);
   ~RunSession();
-  /// Generates and returns tokens, logits, summary and metrics on every rank. `progress(done, total)`
-  /// reports generated tokens.
-  io::RunResult run(const std::function<void(int64_t, int64_t)>& progress = {});
+  /// Generates and returns tokens, summary and metrics on every rank. `progress(done, total)` reports
+  /// generated tokens; each row of logits goes to `logits` as it is produced (every rank has them; rank 0
+  /// writes them to the result file) and none is kept.
+  io::RunResult run(const std::function<void(int64_t, int64_t)>& progress = {}, const LogitsSink& logits = {});
 
  private:
   struct State;

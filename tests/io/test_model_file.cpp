@@ -137,19 +137,62 @@ TEST(ModelFile, ErrorsNameTheFileAndWhatWasExpected) {
 TEST(ResultFile, IsWrittenAtomicallyAndNotOverwrittenWithoutForce) {
   TempDir dir;
   io::RunResult r;
-  r.prompt = {1, 2};
-  r.tokens = {3};
-  r.vocab_size = 4;
-  r.logits = {0.5f, 1.5f, -1.0f, 9.0f};
+  r.batch = 2;
+  r.prompt = {1, 2, 3, 4};
+  r.tokens = {3, 1, 0, 2, 2, 2};
   r.summary.set("chips", int64_t{1}).set("ttft_s", 1.5e-6).set("model", std::string("tiny"));
   r.metrics.push_back({"chip_sram_bytes", "bytes", {123.0}});
   const std::string p = dir.file("r.h5");
-  io::write_result_file(p, r, false);
+  auto write = [&](bool force) {
+    io::ResultWriter out(p, force, 2, 3, 4);
+    for (int64_t b = 0; b < 2; ++b)
+      for (int64_t k = 2; k >= 0; --k) {  // any order: each row has its place
+        const float row[4] = {static_cast<float>(b), static_cast<float>(k), -1.0f, 9.0f};
+        out.write_logits(b, k, row);
+      }
+    out.commit(r);
+  };
+  write(false);
   EXPECT_TRUE(std::filesystem::exists(p));
-  EXPECT_NE(error_of([&] { io::write_result_file(p, r, false); }).find("--force"), std::string::npos);
-  EXPECT_NO_THROW(io::write_result_file(p, r, true));
+  EXPECT_NE(error_of([&] { write(false); }).find("--force"), std::string::npos);
+  EXPECT_NO_THROW(write(true));
+  {
+    const hid_t f = H5Fopen(p.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT);
+    ASSERT_GE(f, 0);
+    const hid_t ds = H5Dopen2(f, "logits", H5P_DEFAULT);
+    const hid_t space = H5Dget_space(ds);
+    hsize_t dims[3] = {};
+    ASSERT_EQ(H5Sget_simple_extent_ndims(space), 3);
+    H5Sget_simple_extent_dims(space, dims, nullptr);
+    EXPECT_EQ(dims[0], 2u);
+    EXPECT_EQ(dims[1], 3u);
+    EXPECT_EQ(dims[2], 4u);
+    std::vector<float> logits(24);
+    H5Dread(ds, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, logits.data());
+    for (int b = 0; b < 2; ++b)
+      for (int k = 0; k < 3; ++k) {
+        const float* row = logits.data() + (b * 3 + k) * 4;
+        EXPECT_EQ(row[0], static_cast<float>(b));
+        EXPECT_EQ(row[1], static_cast<float>(k));
+        EXPECT_EQ(row[3], 9.0f);
+      }
+    H5Sclose(space);
+    H5Dclose(ds);
+    H5Fclose(f);
+  }
   for (const auto& entry : std::filesystem::directory_iterator(dir.file("")))
     EXPECT_EQ(entry.path().string().find(".tmp"), std::string::npos) << entry.path();
+}
+
+TEST(ResultFile, AnUncommittedWriterLeavesNothing) {
+  TempDir dir;
+  const std::string p = dir.file("r.h5");
+  {
+    io::ResultWriter out(p, false, 1, 2, 4);
+    const float row[4] = {1, 2, 3, 4};
+    out.write_logits(0, 0, row);
+  }  // an error unwinding the run
+  EXPECT_TRUE(std::filesystem::is_empty(dir.file("")));
 }
 
 TEST(Record, PrintsOneJsonObjectWithRoundTripDoubles) {
