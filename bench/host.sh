@@ -53,13 +53,17 @@ done
 echo
 echo "### Decode on one rank"
 echo
-echo "Decode tokens/s from the host time of the decode steps (64 tokens after a 16-token prompt); bytes per"
-echo "token = every weight except the embedding table (one row of it); bound = the streaming read measured"
-echo "just before the run / bytes per token. Peak RSS / chip state: the process's peak resident memory over"
-echo "the weights, KV cache and buffers its chips hold (MPI, HDF5, TBB and the binary add a fixed ~35 MB)."
+echo "Decode tokens/s from the median host time of a decode step (64 steps after a 16-token prompt: the median"
+echo "resists the stalls other tenants of this VM add to a few steps); bytes per token = every weight except"
+echo "the embedding table (one row of it); bound = the streaming read measured just before the run / bytes per"
+echo "token. Chip state: the weights, KV cache and buffers the rank's chips hold. The process baseline is the"
+echo "peak RSS of a run of the tiny preset (2 MB of chip state): the binary, MPI, HDF5 and TBB."
 echo
-echo "| model | chips | kernels | decode tokens/s | weight MB per token | streaming read (GB/s) | bound tokens/s | ratio | HDF5 load s/GB | peak RSS / chip state |"
-echo "|---|---|---|---|---|---|---|---|---|---|"
+"$lpurt" gen-model --preset tiny --out "$work/tiny.h5" > /dev/null
+/usr/bin/time -f "%M" -o "$work/rss" "$lpurt" run --model "$work/tiny.h5" --tokens 2 > /dev/null
+baseline_kb=$(cat "$work/rss")
+echo "| model | chips | kernels | decode tokens/s | weight MB per token | streaming read (GB/s) | bound tokens/s | ratio | HDF5 load s/GB | chip state (MB) | peak RSS (MB) | peak / chip state | peak / (chip state + baseline) |"
+echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|"
 "$lpurt" gen-model --preset small --out "$work/small.h5" > /dev/null
 "$lpurt" gen-model --preset tinyllama-1.1b --out "$work/tinyllama.h5" > /dev/null
 for spec in small:1 tinyllama:8; do
@@ -68,31 +72,67 @@ for spec in small:1 tinyllama:8; do
     bw=$("$kernels" --benchmark_filter=BM_StreamRead --benchmark_min_time=0.5 --benchmark_format=csv 2> /dev/null |
          grep '^"BM' | awk -F, '{printf "%.2f", $6 / 1e9}')
     env LPURT_KERNELS=$([ $k = portable ] && echo portable || echo auto) /usr/bin/time -f "%M" -o "$work/rss" \
-      "$lpurt" run --model "$work/$model.h5" --chips "$chips" --prompt-len 16 --tokens 65 --context 128 --json > "$work/j"
+      "$lpurt" run --model "$work/$model.h5" --chips "$chips" --prompt-len 16 --tokens 65 --context 128 \
+      --out "$work/out.h5" --force --json > "$work/j"
     j=$(cat "$work/j")
-    awk -v dec="$(echo "$j" | field host_decode_s)" -v bytes="$(echo "$j" | field weight_bytes_per_decode_token)" \
+    awk -v step="$(echo "$j" | field host_decode_step_median_s)" -v bytes="$(echo "$j" | field weight_bytes_per_decode_token)" \
         -v bw="$bw" -v setup="$(echo "$j" | field host_setup_s)" -v read="$(echo "$j" | field weight_bytes_read_rank0)" \
-        -v rss="$(cat "$work/rss")" -v state="$(echo "$j" | field chip_state_bytes_rank0)" \
+        -v rss="$(cat "$work/rss")" -v state="$(echo "$j" | field chip_state_bytes_rank0)" -v base="$baseline_kb" \
         -v m="$model" -v c="$chips" -v k="$k" 'BEGIN {
-      tps = 64 / dec; bound = bw * 1e9 / bytes;
-      printf "| %s | %s | %s | %.1f | %.1f | %.1f | %.1f | %.0f%% | %.2f | %.2f |\n", m, c, k, tps, bytes / 1e6, bw,
-             bound, 100 * tps / bound, setup / (read / 1e9), rss * 1024 / state }'
+      tps = 1 / step; bound = bw * 1e9 / bytes;
+      printf "| %s | %s | %s | %.1f | %.1f | %.1f | %.1f | %.0f%% | %.2f | %.1f | %.1f | %.2f | %.2f |\n", m, c, k, tps,
+             bytes / 1e6, bw, bound, 100 * tps / bound, setup / (read / 1e9), state / 1e6, rss * 1024 / 1e6,
+             rss * 1024 / state, rss / (state / 1024 + base) }'
   done
 done
+echo
+echo "Process baseline: $(awk -v b="$baseline_kb" 'BEGIN { printf "%.1f", b * 1024 / 1e6 }') MB. The logits are written to the"
+echo "result file row by row, so peak memory does not grow with the tokens generated."
 echo
 echo "### One rank against two (same chips, \`--bind-to none\`, cores split between the ranks)"
 echo
-echo "| model | chips | ranks | ms per decode token | MPI wait per token (ms, rank 0) | MPI share | vs 1 rank |"
-echo "|---|---|---|---|---|---|---|"
+echo "The stage's tp chips split over two ranks: every tensor-parallel collective crosses ranks, one MPI message"
+echo "each way per round of transfers (2 + 6 x layers rounds per token). 1-rank and 2-rank runs alternate for"
+echo "5 rounds; the table gives the medians of the median decode step, and the median over the rounds of each"
+echo "pair's ratio. MPI wait: each rank's time blocked on messages over the run, per generated token."
+echo
+echo "| model | chips | ranks | ms per decode token | MPI wait per token, rank 0 (ms) | most-waiting rank (ms) | vs 1 rank | messages alone: timing-only ms per token |"
+echo "|---|---|---|---|---|---|---|---|"
 for spec in small:2 tinyllama:8; do
   model=${spec%%:*} chips=${spec##*:}
-  base=""
+  for round in 1 2 3 4 5; do
+    for ranks in 1 2; do
+      args=(--model "$work/$model.h5" --chips "$chips" --tp "$chips" --pp 1 --prompt-len 16 --tokens 65 --context 128 --json)
+      j=$(mpirun -np "$ranks" --bind-to none "$lpurt" run "${args[@]}")
+      t=$(mpirun -np "$ranks" --bind-to none "$lpurt" run "${args[@]}" --timing-only)
+      echo "$round $ranks $(echo "$j" | field host_decode_step_median_s) $(echo "$j" | field host_mpi_wait_s_rank0)" \
+           "$(echo "$j" | field host_mpi_wait_s_max) $(echo "$t" | field host_decode_step_median_s)"
+    done
+  done > "$work/pairs"
   for ranks in 1 2; do
-    j=$(mpirun -np "$ranks" --bind-to none "$lpurt" run --model "$work/$model.h5" --chips "$chips" --tp "$chips" --pp 1 \
-          --prompt-len 16 --tokens 65 --context 128 --json)
-    ms=$(awk -v d="$(echo "$j" | field host_decode_s)" 'BEGIN{printf "%.3f", d / 64 * 1000}')
-    [ -z "$base" ] && base=$ms
-    awk -v ms="$ms" -v w="$(echo "$j" | field host_mpi_wait_s_rank0)" -v base="$base" -v m="$model" -v c="$chips" -v r="$ranks" \
-      'BEGIN { wait = w / 64 * 1000; printf "| %s | %s | %s | %.2f | %.2f | %.0f%% | %+.0f%% |\n", m, c, r, ms, wait, 100 * wait / ms, 100 * (ms / base - 1) }'
+    awk -v r="$ranks" -v m="$model" -v c="$chips" '
+      { step[$1, $2] = $3 * 1000; wait[$1, $2] = $4 / 65 * 1000; most[$1, $2] = $5 / 65 * 1000; walk[$1, $2] = $6 * 1000; n = $1 }
+      function median(a, k,   i, j, t) {  # of a[1..k]
+        for (i = 2; i <= k; ++i) for (j = i; j > 1 && a[j - 1] > a[j]; --j) { t = a[j]; a[j] = a[j - 1]; a[j - 1] = t }
+        return k % 2 ? a[(k + 1) / 2] : (a[k / 2] + a[k / 2 + 1]) / 2 }
+      END {
+        for (i = 1; i <= n; ++i) {
+          s[i] = step[i, r]; w[i] = wait[i, r]; x[i] = most[i, r]; q[i] = step[i, r] / step[i, 1] - 1; t[i] = walk[i, r]
+        }
+        printf "| %s | %s | %s | %.2f | %.2f | %.2f | %+.0f%% | %.3f |\n", m, c, r, median(s, n), median(w, n),
+               median(x, n), 100 * median(q, n), median(t, n) }' "$work/pairs"
   done
 done
+echo
+echo "Each core's streaming read, single-threaded, alone and with the other core streaming at the same time"
+echo "(\`taskset\`; two ranks of one stage wait for the slower one at every round, where one process's TBB"
+echo "threads share the work dynamically):"
+echo
+echo "| core | alone (GB/s) | both cores at once (GB/s) |"
+echo "|---|---|---|"
+stream1() { taskset -c "$1" "$kernels" --benchmark_filter=BM_StreamRead --benchmark_min_time="$2" --benchmark_format=csv \
+              2> /dev/null | grep '^"BM' | awk -F, '{printf "%.1f", $6 / 1e9}'; }
+a0=$(stream1 0 0.5) a1=$(stream1 1 0.5)
+stream1 0 2 > "$work/both0" & stream1 1 2 > "$work/both1"; wait
+echo "| 0 | $a0 | $(cat "$work/both0") |"
+echo "| 1 | $a1 | $(cat "$work/both1") |"

@@ -1,5 +1,6 @@
 #include "runtime/run.hpp"
 
+#include <algorithm>
 #include <chrono>
 
 #include "chip/kernels.hpp"
@@ -208,9 +209,15 @@ io::RunResult RunSession::run(const std::function<void(int64_t, int64_t)>& progr
       rank0_bytes += c.sram.weight_bytes + c.sram.kv_cache_bytes + c.sram.activation_bytes;
   result.summary.set("chip_state_bytes_rank0", config.timing_only ? int64_t{0} : rank0_bytes);
   rank_read.values.assign(static_cast<std::size_t>(config.n_ranks), read);
-  if (mpi_initialized && config.n_ranks > 1)
+  // Time each rank waited for messages: a rank on a slower core makes the others wait for it.
+  double wait_s = state_->engine.mpi_wait_s();
+  io::MetricColumn rank_wait{"rank_mpi_wait_s", "s", std::vector<double>(static_cast<std::size_t>(config.n_ranks), wait_s)};
+  if (mpi_initialized && config.n_ranks > 1) {
     MPI_Allgather(&read, 1, MPI_DOUBLE, rank_read.values.data(), 1, MPI_DOUBLE, comm);
-  result.metrics = {sram, weights, kv, activations, stage, compute, send, chip_rank, rank_read};
+    MPI_Allgather(&wait_s, 1, MPI_DOUBLE, rank_wait.values.data(), 1, MPI_DOUBLE, comm);
+  }
+  result.summary.set("host_mpi_wait_s_max", *std::max_element(rank_wait.values.begin(), rank_wait.values.end()));
+  result.metrics = {sram, weights, kv, activations, stage, compute, send, chip_rank, rank_read, rank_wait};
   return result;
 }
 
