@@ -89,7 +89,12 @@ echo
 echo "Process baseline: $(awk -v b="$baseline_kb" 'BEGIN { printf "%.1f", b * 1024 / 1e6 }') MB. The logits are written to the"
 echo "result file row by row, so peak memory does not grow with the tokens generated."
 echo
-echo "### One rank against two (same chips, \`--bind-to none\`, cores split between the ranks)"
+cores=$(nproc)
+echo "### One rank against two (same chips, each rank bound to its share of the cores)"
+echo
+echo "Launched as \`mpirun -np R --map-by slot:PE=<cores / R>\` ($cores cores): one rank gets every core for its TBB threads, two"
+echo "ranks one core each. Unbound single-threaded ranks (\`--bind-to none\`) migrate between cores and measured"
+echo "20-30% slower here."
 echo
 echo "The stage's tp chips split over two ranks: every tensor-parallel collective crosses ranks, one MPI message"
 echo "each way per round of transfers (2 + 6 x layers rounds per token). 1-rank and 2-rank runs alternate for"
@@ -103,8 +108,9 @@ for spec in small:2 tinyllama:8; do
   for round in 1 2 3 4 5; do
     for ranks in 1 2; do
       args=(--model "$work/$model.h5" --chips "$chips" --tp "$chips" --pp 1 --prompt-len 16 --tokens 65 --context 128 --json)
-      j=$(mpirun -np "$ranks" --bind-to none "$lpurt" run "${args[@]}")
-      t=$(mpirun -np "$ranks" --bind-to none "$lpurt" run "${args[@]}" --timing-only)
+      launch=(mpirun -np "$ranks" --map-by "slot:PE=$((cores / ranks))")
+      j=$("${launch[@]}" "$lpurt" run "${args[@]}")
+      t=$("${launch[@]}" "$lpurt" run "${args[@]}" --timing-only)
       echo "$round $ranks $(echo "$j" | field host_decode_step_median_s) $(echo "$j" | field host_mpi_wait_s_rank0)" \
            "$(echo "$j" | field host_mpi_wait_s_max) $(echo "$t" | field host_decode_step_median_s)"
     done
