@@ -26,7 +26,7 @@ constexpr std::size_t max_points = 100'000;
 /// Part of every point key: bump it whenever modelled results change (timing model, summary fields), so
 /// that a rerun does not mix results of two versions. The rank count is not part of the key: results
 /// are the same on any number of ranks (host timings aside).
-constexpr int64_t point_key_version = 2;
+constexpr int64_t point_key_version = 3;
 
 const std::vector<std::string>& hardware_parameter_names() {
   static const std::vector<std::string> names = [] {

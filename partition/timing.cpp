@@ -102,12 +102,23 @@ ModelledTimes modelled_times(const Plan& plan, int64_t prompt_tokens, int64_t ou
 
   // Replicas are identical pipelines unless chips or links differ: then the decode figures are those of
   // the slowest replica (its users wait longest).
+  const bool identical_replicas = plan.hardware.chip_speed_factors.empty() && plan.hardware.link_bandwidth_factors.empty();
   int64_t decode_replica = 0;
-  if (!plan.hardware.chip_speed_factors.empty() || !plan.hardware.link_bandwidth_factors.empty()) {
+  // Every chip's busy cycles in one decode step of a sequence on its own replica.
+  const auto n_chips = static_cast<std::size_t>(plan.n_chips());
+  std::vector<int64_t> chip_compute(n_chips, 0), chip_send(n_chips, 0);
+  const int64_t per_replica = plan.chips_per_replica();
+  if (!identical_replicas) {
     int64_t slowest = -1;
     for (int64_t r = 0; r < plan.replicas; ++r) {
       const Program one = build_program(plan, topology, decode_blocks(r));
-      const int64_t cycles = decode_period_cycles(plan, one, compute_timeline(one, plan, prompt_tokens));
+      const Timeline timeline = compute_timeline(one, plan, prompt_tokens);
+      const StepProfile busy = profile(one, timeline);
+      for (int64_t c = r * per_replica; c < (r + 1) * per_replica; ++c) {
+        chip_compute[static_cast<std::size_t>(c)] = busy.chip_compute_cycles[static_cast<std::size_t>(c)];
+        chip_send[static_cast<std::size_t>(c)] = busy.chip_send_cycles[static_cast<std::size_t>(c)];
+      }
+      const int64_t cycles = decode_period_cycles(plan, one, timeline);
       if (cycles > slowest) slowest = cycles, decode_replica = r;
     }
   }
@@ -116,6 +127,15 @@ ModelledTimes modelled_times(const Plan& plan, int64_t prompt_tokens, int64_t ou
   // With no decode step, the profile and TPOT describe the step that would come next.
   const Timeline first = compute_timeline(*decode, plan, prompt_tokens);
   m.decode = profile(*decode, first);
+  if (identical_replicas) {
+    // The replicas run the same program on their own chips.
+    for (std::size_t c = 0; c < n_chips; ++c) {
+      chip_compute[c] = m.decode.chip_compute_cycles[c % static_cast<std::size_t>(per_replica)];
+      chip_send[c] = m.decode.chip_send_cycles[c % static_cast<std::size_t>(per_replica)];
+    }
+  }
+  m.decode.chip_compute_cycles = std::move(chip_compute);
+  m.decode.chip_send_cycles = std::move(chip_send);
   // Each decode step is one token of every sequence: with the batch interleaved, a user waits one period.
   int64_t compute_cycles = 0, transfer_cycles = 0;
   for (int64_t i = 0; i < std::max<int64_t>(1, m.decode_steps); ++i) {

@@ -57,7 +57,9 @@ struct ModelledTimes {
   double tpot_idle_s = 0;
   double tokens_per_s_user = 0;
   double tokens_per_s_system = 0;
-  StepProfile decode;              ///< profile of the first decode step
+  /// Profile of the first decode step on the slowest replica (replica 0 when all are alike); its per-chip
+  /// cycles are every chip's in a decode step on the chip's own replica.
+  StepProfile decode;
 };
 
 /// Sees every program run of modelled_times in time order: a name ("prefill", "decode 1", ...), the

@@ -279,6 +279,24 @@ TEST(Heterogeneity, TheSlowestReplicaSetsTheDecodeFigures) {
   EXPECT_GT(slow_replica1.tpot_s, nominal.tpot_s);
 }
 
+TEST(Heterogeneity, EveryReplicasChipsReportTheirOwnDecodeCycles) {
+  // Identical replicas run the same program on their own chips: the same busy cycles, chip for chip.
+  const ModelledTimes nominal = modelled_times(heterogeneous_plan(2, 3, 3, {}), 8, 4);
+  ASSERT_EQ(nominal.decode.chip_compute_cycles.size(), 6u);
+  for (std::size_t c = 2; c < 6; ++c) {
+    EXPECT_GT(nominal.decode.chip_compute_cycles[c], 0) << "chip " << c;
+    EXPECT_EQ(nominal.decode.chip_compute_cycles[c], nominal.decode.chip_compute_cycles[c % 2]) << "chip " << c;
+    EXPECT_EQ(nominal.decode.chip_send_cycles[c], nominal.decode.chip_send_cycles[c % 2]) << "chip " << c;
+  }
+  // A chip at half speed in replica 2 is busy twice as long (each op rounds up to a whole cycle); the
+  // other chips keep their cycles.
+  const ModelledTimes slow = modelled_times(heterogeneous_plan(2, 3, 3, {"chip_speed_factor.5=0.5"}), 8, 4);
+  for (std::size_t c = 0; c < 5; ++c)
+    EXPECT_EQ(slow.decode.chip_compute_cycles[c], nominal.decode.chip_compute_cycles[c]) << "chip " << c;
+  EXPECT_GE(slow.decode.chip_compute_cycles[5], 2 * nominal.decode.chip_compute_cycles[5] - 64);
+  EXPECT_LE(slow.decode.chip_compute_cycles[5], 2 * nominal.decode.chip_compute_cycles[5] + 64);
+}
+
 TEST(Heterogeneity, FactorsMustNameChipsAndLinksThatExist) {
   auto message = [](const std::vector<std::string>& settings) {
     try {
