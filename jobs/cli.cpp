@@ -346,9 +346,8 @@ int run_command_line(int argc, char** argv, int rank, int n_ranks) {
 
   if (plan_cmd->parsed()) {
     auto source = plan_layout.open_model();
-    const auto plan = partition::make_plan(source->config(), plan_system.resolve(), plan_layout.request);
     // Defaults shrink to fit a short context (the default model has 256 positions); explicit values must fit.
-    const int64_t context = plan.shape.context;
+    const int64_t context = plan_layout.request.context > 0 ? plan_layout.request.context : source->config().max_seq_len;
     if (plan_prompt_opt->count() == 0) plan_prompt_len = std::min(plan_prompt_len, context / 2);
     if (plan_tokens_opt->count() == 0) plan_tokens = std::max<int64_t>(1, std::min(plan_tokens, context - plan_prompt_len + 1));
     if (plan_prompt_len < 1 || plan_tokens < 1 || plan_prompt_len + plan_tokens - 1 > context)
@@ -356,6 +355,9 @@ int run_command_line(int argc, char** argv, int rank, int n_ranks) {
                       " need " + std::to_string(plan_prompt_len + plan_tokens - 1) + " KV positions; the context is " +
                       std::to_string(context) + " (see --context)",
                   ExitCode::usage);
+    plan_layout.request.prompt_tokens = plan_prompt_len;
+    plan_layout.request.output_tokens = plan_tokens;
+    const auto plan = partition::make_plan(source->config(), plan_system.resolve(), plan_layout.request);
     if (plan_layout.json) {
       io::Record r = runtime::plan_summary(plan, partition::modelled_times(plan, plan_prompt_len, plan_tokens),
                                            plan_prompt_len, plan_tokens);
@@ -451,6 +453,8 @@ int run_command_line(int argc, char** argv, int rank, int n_ranks) {
     config.request = run_layout.request;
     config.prompts = make_prompts(prompt_opt->count() > 0, prompt_text, prompt_len,
                                   run_layout.request.batch, source->config().vocab_size);
+    config.request.prompt_tokens = static_cast<int64_t>(config.prompts.front().size());
+    config.request.output_tokens = n_tokens;
     config.n_tokens = n_tokens;
     config.n_ranks = n_ranks;
     config.trace_path = trace_path;

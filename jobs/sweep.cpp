@@ -120,6 +120,8 @@ int64_t run_points(const Study& s, const std::vector<Point>& points, const Sweep
         source = open_model(s);
         runtime::RunConfig config;
         config.request = p.request;
+        config.request.prompt_tokens = p.prompt_len;
+        config.request.output_tokens = p.tokens;
         for (int64_t b = 0; b < p.request.batch; ++b)
           config.prompts.push_back(runtime::synthetic_prompt(p.prompt_len, source->config().vocab_size, b));
         config.n_tokens = p.tokens;
@@ -130,7 +132,7 @@ int64_t run_points(const Study& s, const std::vector<Point>& points, const Sweep
         // (planning is deterministic): a layout that does not fit or cannot exist, a context too short.
         try {
           config.plan = std::make_shared<const partition::Plan>(
-              partition::make_plan(source->config(), p.hardware, p.request));
+              partition::make_plan(source->config(), p.hardware, config.request));
         } catch (const partition::PlanError& e) {
           infeasible = e.what();
         } catch (const chip::CapacityError& e) {

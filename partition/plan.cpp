@@ -253,10 +253,12 @@ Plan make_plan(const chip::ModelConfig& cfg, const chip::ChipSpec& hw, const Pla
     check_heterogeneity(plan);
     return plan;
   }
-  // Every feasible candidate; the lowest modelled time per output token wins, ties to the first candidate
-  // (smaller tp, then fewer replicas).
-  Plan best;
-  int64_t best_cycles = std::numeric_limits<int64_t>::max();
+  // Every feasible candidate with its time per output token at the full context.
+  struct Feasible {
+    Plan plan;
+    int64_t period_cycles;
+  };
+  std::vector<Feasible> feasible;
   std::string layout_error = "tp must be 1 .. " + std::to_string(Topology::chips_per_node);
   bool some_layout_overflows = false;
   for (const Candidate& c : candidates) {
@@ -271,10 +273,29 @@ Plan make_plan(const chip::ModelConfig& cfg, const chip::ChipSpec& hw, const Pla
       some_layout_overflows = true;
       continue;
     }
-    const int64_t cycles = decode_period_cycles(plan, plan.shape.context - 1);
-    if (cycles < best_cycles) best_cycles = cycles, best = std::move(plan);
+    check_heterogeneity(plan);
+    const int64_t period = decode_period_cycles(plan, plan.shape.context - 1);
+    feasible.push_back({std::move(plan), period});
   }
-  if (best.chips.empty() && some_layout_overflows) {
+  // Lowest time per output token first; ties to the earlier candidate (smaller tp, then fewer replicas).
+  std::stable_sort(feasible.begin(), feasible.end(),
+                   [](const Feasible& a, const Feasible& b) { return a.period_cycles < b.period_cycles; });
+  std::size_t best = 0;
+  const int64_t n_prompt = r.prompt_tokens, n_decode = std::max<int64_t>(0, r.output_tokens - 1);
+  if (n_prompt > 0 && feasible.size() > 1 && n_prompt + n_decode <= feasible.front().plan.shape.context) {
+    // The whole request's latency. Its decode part alone grows along the sorted list, so once that
+    // reaches the best latency found, no later candidate can win: most prefills are never modelled.
+    int64_t best_latency = std::numeric_limits<int64_t>::max();
+    for (std::size_t i = 0; i < feasible.size(); ++i) {
+      const int64_t decode_cycles = n_decode * feasible[i].period_cycles;
+      if (decode_cycles >= best_latency) break;
+      const Plan& plan = feasible[i].plan;
+      const Program prefill = build_program(plan, topology_for(plan), batch_prefill_blocks(plan, n_prompt));
+      const int64_t latency = compute_timeline(prefill, plan, 0).makespan_cycles + decode_cycles;
+      if (latency < best_latency) best_latency = latency, best = i;
+    }
+  }
+  if (feasible.empty() && some_layout_overflows) {
     // Every layout of n_chips overflows: name the smallest single-pipeline layout that fits (the SRAM
     // bound is only a lower limit, since parts do not divide evenly), searched upward from the bound.
     int64_t smallest = std::numeric_limits<int64_t>::max(), smallest_tp = 0;
@@ -299,10 +320,9 @@ Plan make_plan(const chip::ModelConfig& cfg, const chip::ChipSpec& hw, const Pla
                               "that fits is tp " + std::to_string(smallest_tp) + " x pp " +
                               std::to_string(smallest / smallest_tp) + "; " + sizes + ")");
   }
-  if (best.chips.empty())
+  if (feasible.empty())
     throw PlanError("no feasible layout for " + std::to_string(r.n_chips) + " chips: " + layout_error);
-  check_heterogeneity(best);
-  return best;
+  return std::move(feasible[best].plan);
 }
 
 }  // namespace lpurt::partition

@@ -41,6 +41,11 @@ struct PlanRequest {
   int64_t context = 0;       ///< KV positions per sequence; 0: the model's max_seq_len
   int64_t batch = 1;         ///< sequences resident at once, spread over the replicas
   int64_t block_tokens = 64; ///< prefill chunk: tokens per phase call
+  /// The requests the layout is chosen for (when the planner chooses it): the lowest modelled latency of
+  /// a whole request wins, time to first token + (output_tokens - 1) x time per output token. With
+  /// prompt_tokens 0 (unknown), the lowest time per output token wins.
+  int64_t prompt_tokens = 0;
+  int64_t output_tokens = 0;
 };
 
 struct ChipPlan {
@@ -83,7 +88,8 @@ struct Plan {
 };
 
 /// The plan for a request; throws PlanError (impossible layout) or CapacityError (does not fit, with the
-/// minimum number of chips).
+/// minimum number of chips). Without a fixed tp and pp, every layout of n_chips that fits is a candidate,
+/// ranked by PlanRequest's objective (times per output token at the full context, on the slowest replica).
 Plan make_plan(const chip::ModelConfig& cfg, const chip::ChipSpec& hw, const PlanRequest& request);
 
 /// A lower bound on the chips the model needs: all weights and KV cache over the SRAM left per chip.

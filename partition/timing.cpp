@@ -44,8 +44,15 @@ int64_t decode_period_cycles(const Plan& plan, const Program& decode, const Time
 }
 
 int64_t decode_period_cycles(const Plan& plan, int64_t position) {
-  const Program program = build_program(plan, topology_for(plan), decode_blocks());
-  return decode_period_cycles(plan, program, compute_timeline(program, plan, position));
+  const Topology topology = topology_for(plan);
+  // Replicas are identical pipelines unless chips or links differ: then the slowest one's.
+  const bool identical = plan.hardware.chip_speed_factors.empty() && plan.hardware.link_bandwidth_factors.empty();
+  int64_t slowest = 0;
+  for (int64_t r = 0; r < (identical ? 1 : plan.replicas); ++r) {
+    const Program program = build_program(plan, topology, decode_blocks(r));
+    slowest = std::max(slowest, decode_period_cycles(plan, program, compute_timeline(program, plan, position)));
+  }
+  return slowest;
 }
 
 StepProfile profile(const Program& p, const Timeline& t) {

@@ -76,7 +76,8 @@ int64_t decode_step_cycles(const Plan& plan, int64_t position);
 
 /// Steady-state cycles between two output tokens of one user at `position`, with the plan's batch
 /// interleaved through the pipeline: max(latency of one token through the pipeline, sequences per
-/// replica x the busiest stage's time per token). One decode program gives both.
+/// replica x the busiest stage's time per token). One decode program gives both; with chips or links
+/// that differ, the slowest replica's.
 int64_t decode_period_cycles(const Plan& plan, int64_t position);
 /// The same from a decode program's timeline.
 int64_t decode_period_cycles(const Plan& plan, const Program& decode, const Timeline& timeline);

@@ -200,8 +200,13 @@ void Engine::forward(int64_t sequence, const int32_t* tokens, int64_t pos, int64
                         ExitCode::runtime, rank_);
     }
     ++replays_;
-    const partition::Timeline t = partition::compute_timeline(p, plan_, pos);
-    replay_cycles_ += n == 1 ? partition::decode_period_cycles(plan_, p, t) : t.makespan_cycles;
+    // The replay's modelled cost is its replica's program; replicas differ only with slowed chips or links.
+    const bool identical = plan_.hardware.chip_speed_factors.empty() && plan_.hardware.link_bandwidth_factors.empty();
+    const partition::Program own = identical || replica == 0 ? partition::Program{}
+        : partition::build_program(plan_, topology_, partition::prefill_blocks(n, plan_.shape.block_tokens, replica));
+    const partition::Program& timed = own.ops.empty() ? p : own;
+    const partition::Timeline t = partition::compute_timeline(timed, plan_, pos);
+    replay_cycles_ += n == 1 ? partition::decode_period_cycles(plan_, timed, t) : t.makespan_cycles;
   }
   ++forward_calls_;
   if (logits == nullptr || timing_only_) return;

@@ -1,6 +1,7 @@
 #include <gtest/gtest.h>
 
 #include <chrono>
+#include <limits>
 
 #include "partition/plan.hpp"
 #include "partition/timing.hpp"
@@ -225,4 +226,51 @@ TEST(Timing, BatchFillsThePipelineUntilTheBusiestStageLimitsIt) {
   EXPECT_LT(many.tokens_per_s_system, 32 * one.tokens_per_s_system);
   // Every prompt is prefilled before the first token of the last sequence: TTFT grows with the batch.
   EXPECT_GT(many.ttft_s, one.ttft_s);
+}
+
+// The planner's choice against every layout tried by hand: with the request known, the lowest latency
+// of the whole request (TTFT + (K - 1) x TPOT) wins; without it, the lowest TPOT.
+TEST(Planner, ChoosesTheLayoutWithTheLowestRequestLatency) {
+  const auto cfg = chip::model_preset("tiny");
+  const chip::ChipSpec hw;
+  const int64_t prompt = 48, tokens = 3;
+  int64_t objectives_disagree = 0;
+  for (const int64_t chips : {4, 6, 8, 12, 16, 24}) {
+    for (const int64_t batch : {1, 4}) {
+      PlanRequest r = request(chips);
+      r.batch = batch;
+      r.context = 64;
+      r.block_tokens = 8;
+      int64_t best_latency = std::numeric_limits<int64_t>::max(), best_period = best_latency;
+      std::string by_latency, by_period;
+      for (int64_t tp = 1; tp <= std::min<int64_t>(chips, 8); ++tp)
+        for (int64_t replicas = 1; replicas <= chips; ++replicas) {
+          if (chips % (tp * replicas) != 0) continue;
+          PlanRequest fixed = r;
+          fixed.tp = tp, fixed.pp = chips / (tp * replicas), fixed.replicas = replicas;
+          Plan p;
+          try {
+            p = make_plan(cfg, hw, fixed);
+          } catch (const Error&) {
+            continue;
+          }
+          const int64_t period = decode_period_cycles(p, p.shape.context - 1);
+          const Program prefill = build_program(p, topology_for(p), batch_prefill_blocks(p, prompt));
+          const int64_t latency = compute_timeline(prefill, p, 0).makespan_cycles + (tokens - 1) * period;
+          const std::string name = std::to_string(tp) + "x" + std::to_string(fixed.pp) + "x" + std::to_string(replicas);
+          if (period < best_period) best_period = period, by_period = name;
+          if (latency < best_latency) best_latency = latency, by_latency = name;
+        }
+      auto chosen = [&](const PlanRequest& q) {
+        const Plan p = make_plan(cfg, hw, q);
+        return std::to_string(p.tp) + "x" + std::to_string(p.pp) + "x" + std::to_string(p.replicas);
+      };
+      PlanRequest with_request = r;
+      with_request.prompt_tokens = prompt, with_request.output_tokens = tokens;
+      EXPECT_EQ(chosen(with_request), by_latency) << chips << " chips, batch " << batch;
+      EXPECT_EQ(chosen(r), by_period) << chips << " chips, batch " << batch;
+      objectives_disagree += by_latency != by_period;
+    }
+  }
+  EXPECT_GT(objectives_disagree, 0);  // the cases above include some where the objective matters
 }

@@ -64,6 +64,18 @@ class LinkFaults(unittest.TestCase):
                 for key in ("link_faults_detected", "token_replays", "replay_time_s"):
                     self.assertEqual(t[key], s[key], f"{key}, {ranks} rank(s), seed {seed}")
 
+    def test_a_replay_costs_its_own_replicas_time(self):
+        # Two replicas of two stages; with seed 3 the one replay is a decode step of sequence 1 (replica 1).
+        argv = [LPURT, "run", "--chips", "4", "--tp", "1", "--pp", "2", "--replicas", "2", "--batch", "2",
+                "--prompt-len", "6", "--tokens", "8", "--inject-link-errors", "0.05", "--seed", "3", "--json"]
+        def replay(*extra):
+            s = json.loads(subprocess.run(argv + list(extra), capture_output=True, text=True, check=True).stdout)
+            self.assertEqual(s["token_replays"], 1)  # the draws do not depend on speeds
+            return s["replay_time_s"]
+        nominal = replay()
+        self.assertEqual(replay("--set", "chip_speed_factor.1=0.25"), nominal)  # replica 0's chip 1: not replayed
+        self.assertGreater(replay("--set", "chip_speed_factor.3=0.25"), 2 * nominal)  # replica 1's chip 3
+
     def test_no_injection_no_replays(self):
         self.assertEqual(self.clean_summary["link_faults_detected"], 0)
         self.assertEqual(self.clean_summary["token_replays"], 0)
