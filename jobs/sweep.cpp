@@ -73,42 +73,17 @@ std::string index_ranges(const std::vector<int64_t>& indices) {
   return s;
 }
 
-}  // namespace
-
-int64_t run_points(const Study& s, const std::vector<Point>& points, const SweepOptions& options, MPI_Comm comm) {
+/// Runs `mine` on the ranks of `comm`, one after another; rank 0 of comm writes the files and prints.
+int64_t run_group_points(const Study& s, std::size_t n_points, const std::vector<const Point*>& mine,
+                         const SweepOptions& options, MPI_Comm comm) {
   int rank = 0, n_ranks = 1;
   MPI_Comm_rank(comm, &rank);
   MPI_Comm_size(comm, &n_ranks);
-  if (n_ranks != s.ranks)
-    throw chip::ConfigError(s.source + ": the study runs each point on " + std::to_string(s.ranks) +
-                            " rank(s) (study.ranks) but lpurt sweep has " + std::to_string(n_ranks) +
-                            "; launch it as `mpirun -np " + std::to_string(s.ranks) + " lpurt sweep ...`");
-  if (options.only_point >= static_cast<int64_t>(points.size()))
-    throw chip::ConfigError(s.source + ": --point " + std::to_string(options.only_point) + " is out of range (the study has " +
-                            std::to_string(points.size()) + " points: 0.." + std::to_string(points.size() - 1) + ")");
-
-  // Rank 0 decides what is done (one file system view) and every rank follows.
-  std::vector<int> todo(points.size(), 0);
-  if (rank == 0) {
-    io::create_folder((fs::path(s.output_dir) / "points").string());
-    io::remove_stale_temporaries((fs::path(s.output_dir) / "points").string());  // of killed earlier runs
-    for (const auto& p : points)
-      todo[static_cast<std::size_t>(p.index)] =
-          (options.only_point < 0 || options.only_point == p.index) && (options.force || !is_done(p));
-  }
-  MPI_Bcast(todo.data(), static_cast<int>(todo.size()), MPI_INT, 0, comm);
-  int64_t n_todo = 0;
-  for (const int t : todo) n_todo += t;
   const bool talk = rank == 0 && !options.quiet;
-  if (talk && options.only_point < 0)
-    std::printf("lpurt sweep %s: %zu points, %lld done, %lld to run on %d rank(s) -> %s\n", s.name.c_str(),
-                points.size(), static_cast<long long>(static_cast<int64_t>(points.size()) - n_todo),
-                static_cast<long long>(n_todo), n_ranks, s.output_dir.c_str());
-
-  const int width = static_cast<int>(std::to_string(points.size()).size());
+  const int width = static_cast<int>(std::to_string(n_points).size());
   int64_t n_run = 0;
-  for (const auto& p : points) {
-    if (!todo[static_cast<std::size_t>(p.index)]) continue;
+  for (const Point* point : mine) {
+    const Point& p = *point;
     const auto t0 = std::chrono::steady_clock::now();
     std::unique_ptr<io::WeightSource> source;
     std::unique_ptr<runtime::RunSession> session;
@@ -183,17 +158,78 @@ int64_t run_points(const Study& s, const std::vector<Point>& points, const Sweep
     const double wall_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     if (status == "ok")
       std::printf("[%*lld/%zu] %s: ttft %s, tpot %s, %.1f tokens/s per user, %.1f per system (%s)\n", width,
-                  static_cast<long long>(p.index + 1), points.size(), p.label.c_str(),
+                  static_cast<long long>(p.index + 1), n_points, p.label.c_str(),
                   format_seconds(field<double>(result.summary, "ttft_s")).c_str(),
                   format_seconds(field<double>(result.summary, "tpot_s")).c_str(),
                   field<double>(result.summary, "tokens_per_s_user"), field<double>(result.summary, "tokens_per_s_system"),
                   format_seconds(wall_s).c_str());
     else
-      std::printf("[%*lld/%zu] %s: infeasible: %s\n", width, static_cast<long long>(p.index + 1), points.size(),
+      std::printf("[%*lld/%zu] %s: infeasible: %s\n", width, static_cast<long long>(p.index + 1), n_points,
                   p.label.c_str(), field<std::string>(result.summary, "reason").c_str());
     std::fflush(stdout);
   }
   return n_run;
+}
+
+}  // namespace
+
+int64_t run_points(const Study& s, const std::vector<Point>& points, const SweepOptions& options, MPI_Comm comm) {
+  int world_rank = 0, world_size = 1;
+  MPI_Comm_rank(comm, &world_rank);
+  MPI_Comm_size(comm, &world_size);
+  const auto per_point = static_cast<int>(s.ranks);
+  const bool one_point = options.only_point >= 0;
+  if (world_size % per_point != 0 || (one_point && world_size != per_point))
+    throw chip::ConfigError(s.source + ": the study runs each point on " + std::to_string(s.ranks) +
+                            " rank(s) (study.ranks) but lpurt sweep has " + std::to_string(world_size) +
+                            "; launch it as `mpirun -np " + std::to_string(s.ranks) + " lpurt sweep ...`" +
+                            (one_point ? std::string() : " (or on a multiple of " + std::to_string(s.ranks) +
+                                                             " ranks, to run that many points at once)"));
+  if (options.only_point >= static_cast<int64_t>(points.size()))
+    throw chip::ConfigError(s.source + ": --point " + std::to_string(options.only_point) + " is out of range (the study has " +
+                            std::to_string(points.size()) + " points: 0.." + std::to_string(points.size() - 1) + ")");
+
+  // World rank 0 decides what is done (one file system view) and every rank follows.
+  std::vector<int> todo(points.size(), 0);
+  if (world_rank == 0) {
+    io::create_folder((fs::path(s.output_dir) / "points").string());
+    io::remove_stale_temporaries((fs::path(s.output_dir) / "points").string());  // of killed earlier runs
+    for (const auto& p : points)
+      todo[static_cast<std::size_t>(p.index)] =
+          (options.only_point < 0 || options.only_point == p.index) && (options.force || !is_done(p));
+  }
+  MPI_Bcast(todo.data(), static_cast<int>(todo.size()), MPI_INT, 0, comm);
+  int64_t n_todo = 0;
+  for (const int t : todo) n_todo += t;
+  // Groups of study.ranks consecutive ranks (one host, with the usual mapping) run points side by side:
+  // the k-th point to run goes to group k mod groups.
+  const int n_groups = world_size / per_point, my_group = world_rank / per_point;
+  if (world_rank == 0 && !options.quiet && !one_point)
+    std::printf("lpurt sweep %s: %zu points, %lld done, %lld to run on %d rank(s)%s -> %s\n", s.name.c_str(),
+                points.size(), static_cast<long long>(static_cast<int64_t>(points.size()) - n_todo),
+                static_cast<long long>(n_todo), world_size,
+                n_groups > 1 ? (", " + std::to_string(n_groups) + " points at a time").c_str() : "", s.output_dir.c_str());
+  std::fflush(stdout);
+  std::vector<const Point*> mine;  // [points of this group, in order]
+  int64_t k = 0;
+  for (const auto& p : points)
+    if (todo[static_cast<std::size_t>(p.index)] && k++ % n_groups == my_group) mine.push_back(&p);
+  if (n_groups == 1) return run_group_points(s, points.size(), mine, options, comm);
+  MPI_Comm group = MPI_COMM_NULL;
+  MPI_Comm_split(comm, my_group, world_rank, &group);
+  int64_t n_run = 0;
+  std::string failure;
+  auto code = ExitCode::success;
+  try {
+    n_run = run_group_points(s, points.size(), mine, options, group);
+  } catch (const runtime::AgreedError& e) {
+    // The group agreed on it; the other groups finish their points, then every rank raises it.
+    failure = e.what(), code = e.code();
+  }
+  MPI_Comm_free(&group);
+  runtime::agree_on_error(comm, failure, code);
+  MPI_Allreduce(MPI_IN_PLACE, &n_run, 1, MPI_INT64_T, MPI_SUM, comm);
+  return n_run / per_point;
 }
 
 void collect(const Study& s, const std::vector<Point>& points) {

@@ -231,6 +231,10 @@ void agree_on_setup(MPI_Comm comm, const std::function<void()>& setup) {
   } catch (const std::bad_alloc&) {
     message = "out of host memory during setup", code = ExitCode::runtime;
   }
+  agree_on_error(comm, message, code);
+}
+
+void agree_on_error(MPI_Comm comm, std::string message, ExitCode code) {
   int initialized = 0, rank = 0, n_ranks = 1;
   MPI_Initialized(&initialized);
   if (initialized) MPI_Comm_rank(comm, &rank), MPI_Comm_size(comm, &n_ranks);

@@ -58,6 +58,10 @@ class RunSession {
 /// any rank threw, every rank throws AgreedError with the lowest failing rank's message and code.
 void agree_on_setup(MPI_Comm comm, const std::function<void()>& setup);
 
+/// The agreement itself (collective): every rank gives its error (code success: none). If any rank has
+/// one, every rank throws AgreedError with the lowest such rank's message and code.
+void agree_on_error(MPI_Comm comm, std::string message, ExitCode code);
+
 /// The summary fields shared by `plan` and `run` (layout, SRAM, modelled times).
 io::Record plan_summary(const partition::Plan& plan, const partition::ModelledTimes& times, int64_t prompt_tokens,
                         int64_t output_tokens);

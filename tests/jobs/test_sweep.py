@@ -239,6 +239,30 @@ chips = [2, 4]
                 self.assertEqual(p["logits"][:].tobytes(), q["logits"][:].tobytes())
             self.assertEqual(ra["tpot_s"], rb["tpot_s"])
 
+    def test_groups_of_ranks_run_points_side_by_side(self):
+        # A 1-rank study on 2 ranks: two groups, each point run once, the same table as one rank gives.
+        one, two = os.path.join(WORK, "side_np1"), os.path.join(WORK, "side_np2")
+        sweep(write_job("side_np1", TINY_GRID.format(out=one)))
+        res = sweep(write_job("side_np2", TINY_GRID.format(out=two)), mpi_ranks=2)
+        self.assertIn("6 points, 0 done, 6 to run on 2 rank(s), 2 points at a time", res.stdout)
+        self.assertEqual(sorted(int(l[1:l.index("/")]) for l in res.stdout.splitlines() if l.startswith("[")),
+                         list(range(1, 7)), res.stdout)
+        a, b = read_csv(one), read_csv(two)
+        self.assertEqual(modelled(a), modelled(b))
+        for ra, rb in zip(a, b):
+            self.assertEqual(rb["ranks"], "1" if rb["status"] == "ok" else "")
+            if ra["status"] != "ok":
+                continue
+            with h5py.File(os.path.join(one, ra["point_file"]), "r") as p, \
+                    h5py.File(os.path.join(two, rb["point_file"]), "r") as q:
+                self.assertEqual(p["logits"][:].tobytes(), q["logits"][:].tobytes())
+        # 3 ranks cannot be split into groups of 2.
+        job = write_job("side_bad", TINY_GRID.format(out=os.path.join(WORK, "side_bad")).replace(
+            'mode = "functional"', 'mode = "functional"\nranks = 2'))
+        bad = sweep(job, mpi_ranks=3, check=False)
+        self.assertEqual(bad.returncode, 5, bad.stderr)
+        self.assertIn("(or on a multiple of 2 ranks, to run that many points at once)", bad.stderr)
+
     def test_slurm_submission_without_slurm_says_so(self):
         out = os.path.join(WORK, "no_slurm")
         res = subprocess.run([LPURT, "sweep", "--preset", "tiny", "--sweep", "chips=1,2", "--out", out, "--slurm"],
