@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <memory>
 
@@ -171,6 +172,20 @@ int64_t run_group_points(const Study& s, std::size_t n_points, const std::vector
   return n_run;
 }
 
+/// The cluster's MaxArraySize (array indices go up to it minus 1), from `scontrol show config`; Slurm's
+/// default, 1001, when that cannot be read.
+int64_t max_array_size() {
+  const ProgramResult r = run_program({"scontrol", "show", "config"});
+  constexpr int64_t slurm_default = 1001;
+  if (r.exit_code != 0) return slurm_default;
+  const auto at = r.output.find("MaxArraySize");
+  if (at == std::string::npos) return slurm_default;
+  const auto equals = r.output.find('=', at);
+  if (equals == std::string::npos) return slurm_default;
+  const int64_t value = std::strtoll(r.output.c_str() + equals + 1, nullptr, 10);
+  return value > 0 ? value : slurm_default;
+}
+
 }  // namespace
 
 int64_t run_points(const Study& s, const std::vector<Point>& points, const SweepOptions& options, MPI_Comm comm) {
@@ -295,8 +310,10 @@ std::string submit_to_slurm(const Study& s, const std::vector<Point>& points, co
   std::vector<int64_t> missing;
   for (const auto& p : points)
     if (!is_done(p)) missing.push_back(p.index);
-  auto sbatch = [&](std::vector<std::string> args, const std::string& script) {
-    std::vector<std::string> argv = {"sbatch", "--parsable", "--export=ALL,LPURT=" + options.lpurt_binary};
+  auto sbatch = [&](std::vector<std::string> args, const std::string& script, int64_t point_offset) {
+    std::vector<std::string> argv = {"sbatch", "--parsable",
+                                     "--export=ALL,LPURT=" + options.lpurt_binary +
+                                         ",LPURT_POINT_OFFSET=" + std::to_string(point_offset)};
     argv.insert(argv.end(), options.sbatch_args.begin(), options.sbatch_args.end());
     argv.insert(argv.end(), args.begin(), args.end());
     argv.push_back((fs::path(options.scripts_dir) / script).string());
@@ -311,22 +328,37 @@ std::string submit_to_slurm(const Study& s, const std::vector<Point>& points, co
   };
   std::vector<std::string> collect_args = {"--job-name=lpurt-collect-" + s.name, "--ntasks=1",
                                            "--output=" + (logs / "%x-%j.out").string()};
-  if (!missing.empty()) {
-    std::string array = "--array=" + index_ranges(missing);
+  // Array indices must be below the cluster's MaxArraySize: points from k x that size on go in the k-th
+  // array, whose element i runs point k x size + i. With a throttle, each array waits for the one before
+  // it (afterany), so that the study never runs more than `throttle` points at once.
+  const int64_t array_size = max_array_size();
+  std::string after_arrays;
+  std::string previous;
+  for (std::size_t i = 0; i < missing.size();) {
+    const int64_t offset = missing[i] / array_size * array_size;
+    std::vector<int64_t> indices;
+    for (; i < missing.size() && missing[i] < offset + array_size; ++i) indices.push_back(missing[i] - offset);
+    std::string array = "--array=" + index_ranges(indices);
     if (s.throttle > 0) array += "%" + std::to_string(s.throttle);
-    const std::string array_id =
-        sbatch({"--job-name=lpurt-sweep-" + s.name, array, "--ntasks=" + std::to_string(s.ranks),
-                "--output=" + (logs / "%x-%A_%a.out").string()},
-               "sweep-array.sbatch");
-    std::printf("submitted job array %s: %zu of %zu points (%s), %lld rank(s) each%s\n", array_id.c_str(),
-                missing.size(), points.size(), index_ranges(missing).c_str(), static_cast<long long>(s.ranks),
-                s.throttle > 0 ? (", at most " + std::to_string(s.throttle) + " at once").c_str() : "");
-    collect_args.push_back("--dependency=afterok:" + array_id);
+    std::vector<std::string> args = {"--job-name=lpurt-sweep-" + s.name, array, "--ntasks=" + std::to_string(s.ranks),
+                                     "--output=" + (logs / "%x-%A_%a.out").string()};
+    if (s.throttle > 0 && !previous.empty()) args.push_back("--dependency=afterany:" + previous);
+    previous = sbatch(args, "sweep-array.sbatch", offset);
+    after_arrays += ":" + previous;
+    std::vector<int64_t> point_indices(indices);
+    for (auto& p : point_indices) p += offset;
+    std::printf("submitted job array %s: %zu of %zu points (%s), %lld rank(s) each%s%s\n", previous.c_str(),
+                indices.size(), points.size(), index_ranges(point_indices).c_str(), static_cast<long long>(s.ranks),
+                s.throttle > 0 ? (", at most " + std::to_string(s.throttle) + " at once").c_str() : "",
+                offset > 0 ? (", array index + " + std::to_string(offset)).c_str() : "");
+  }
+  if (!after_arrays.empty()) {
+    collect_args.push_back("--dependency=afterok" + after_arrays);
     collect_args.push_back("--kill-on-invalid-dep=yes");
   }
-  const std::string collect_id = sbatch(collect_args, "collect.sbatch");
+  const std::string collect_id = sbatch(collect_args, "collect.sbatch", 0);
   std::printf("submitted collect job %s%s: table and plots in %s\nlogs in %s\n", collect_id.c_str(),
-              missing.empty() ? " (every point was done)" : " (runs when the array has succeeded)",
+              missing.empty() ? " (every point was done)" : " (runs when the arrays have succeeded)",
               s.output_dir.c_str(), logs.c_str());
   std::fflush(stdout);
   return collect_id;

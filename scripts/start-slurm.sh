@@ -3,6 +3,8 @@
 # (recipe: ../shared/notes/infra.md section 5). scripts/stop-slurm.sh stops what this started.
 # It refuses to touch a machine with a Slurm of its own (a running slurmctld, or a slurm.conf it did
 # not write).
+# LPURT_SLURM_MAX_ARRAY_SIZE sets MaxArraySize (default 1001, Slurm's): the tests lower it to make a
+# small study span several job arrays.
 # Needs: apt-get install -y --no-install-recommends slurm-wlm munge
 set -euo pipefail
 MARK="# lpurt single-node test Slurm (scripts/start-slurm.sh)"
@@ -58,7 +60,7 @@ InactiveLimit=0
 MinJobAge=300
 KillWait=5
 Waittime=0
-MaxArraySize=1001
+MaxArraySize=${LPURT_SLURM_MAX_ARRAY_SIZE:-1001}
 NodeName=$NODE NodeAddr=127.0.0.1 NodeHostname=$NODE CPUs=$CPUS Boards=1 SocketsPerBoard=1 CoresPerSocket=$CPUS ThreadsPerCore=1 RealMemory=$MEM State=UNKNOWN
 PartitionName=debug Nodes=$NODE Default=YES MaxTime=INFINITE State=UP OverSubscribe=NO
 CONF

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Against a real Slurm (munged, slurmctld and slurmd on localhost, started here and stopped at the end):
-# the single-run batch script, then `lpurt sweep --slurm` (a 4-point job array and a collect step that
-# depends on it). The Slurm run's tokens and logits equal a local run's, and the study's table and point
+# the single-run batch script, then `lpurt sweep --slurm` (4 points; with MaxArraySize lowered to 3 they
+# go in two job arrays, the second after the first, and a collect step depends on both). The Slurm run's tokens and logits equal a local run's, and the study's table and point
 # results equal a local `lpurt sweep` of the same job file.
 # Needs root and slurm-wlm + munge; without them it is skipped (exit 77), unless LPURT_REQUIRE_SLURM=1
 # (CI) makes that a failure.
@@ -20,7 +20,7 @@ done
 
 t_start=$(date +%s.%N)
 rm -rf "$work" && mkdir -p "$work" && cd "$work"
-export SLURM_RUNDIR=$work/slurm-daemons
+export SLURM_RUNDIR=$work/slurm-daemons LPURT_SLURM_MAX_ARRAY_SIZE=3
 bash "$src/scripts/start-slurm.sh"
 trap 'bash "$src/scripts/stop-slurm.sh"' EXIT
 
@@ -71,14 +71,21 @@ study on_slurm
 study local
 submitted=$("$lpurt" sweep on_slurm.toml --slurm --sbatch=--time=00:10:00)
 echo "$submitted"
-array=$(sed -n 's/^submitted job array \([0-9]*\):.*/\1/p' <<< "$submitted")
+read -r first second extra <<< "$(sed -n 's/^submitted job array \([0-9]*\):.*/\1/p' <<< "$submitted" | tr '\n' ' ')"
 collect=$(sed -n 's/^submitted collect job \([0-9]*\).*/\1/p' <<< "$submitted")
-[ -n "$array" ] && [ -n "$collect" ] || { echo "FAIL: no job ids in the output of --slurm" >&2; exit 1; }
-grep -q "ArrayTaskThrottle=2" <(scontrol -o show job "$array" | head -1) ||
-  { echo "FAIL: the array is not throttled to 2 (study.throttle)" >&2; scontrol -o show job "$array" | head -1 >&2; exit 1; }
-grep -q "Dependency=afterok:$array" <(scontrol -o show job "$collect") ||
-  { echo "FAIL: the collect job does not depend on the array with afterok" >&2; scontrol -o show job "$collect" >&2; exit 1; }
-slurm_wait "$array" "$collect" || { tail -n 5 "$work"/on_slurm/slurm/*.out >&2; exit 1; }
+[ -n "$first" ] && [ -n "$second" ] && [ -z "$extra" ] && [ -n "$collect" ] ||
+  { echo "FAIL: expected two job arrays (points 0-2, then 3) and a collect job from --slurm" >&2; exit 1; }
+grep -q "points (3), 2 rank(s) each, at most 2 at once, array index + 3" <<< "$submitted" ||
+  { echo "FAIL: the second array does not hold point 3 at array index 0" >&2; exit 1; }
+for array in "$first" "$second"; do
+  grep -q "ArrayTaskThrottle=2" <(scontrol -o show job "$array" | head -1) ||
+    { echo "FAIL: array $array is not throttled to 2 (study.throttle)" >&2; scontrol -o show job "$array" | head -1 >&2; exit 1; }
+done
+grep -q "Dependency=afterany:${first}_\*" <(scontrol -o show job "$second" | head -1) ||
+  { echo "FAIL: the second array does not wait for the first" >&2; scontrol -o show job "$second" | head -1 >&2; exit 1; }
+grep -q "Dependency=afterok:${first}_\*.*afterok:${second}_\*" <(scontrol -o show job "$collect") ||
+  { echo "FAIL: the collect job does not depend on both arrays with afterok" >&2; scontrol -o show job "$collect" >&2; exit 1; }
+slurm_wait "$first" "$second" "$collect" || { tail -n 5 "$work"/on_slurm/slurm/*.out >&2; exit 1; }
 "$mpiexec" -n 2 "$@" "$lpurt" sweep local.toml > /dev/null
 
 # 3. Resubmitting a finished study runs no point: only the collect step.
