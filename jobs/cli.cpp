@@ -107,6 +107,18 @@ std::vector<int32_t> parse_prompt(const std::string& text) {
 
 /// One prompt per sequence: --prompt "1,2,3" (every sequence) or "1,2;3,4" (one per sequence), or a
 /// synthetic prompt of --prompt-len tokens for each sequence.
+/// "4-5@3": every transfer from chip 4 to chip 5 in forward call 3.
+runtime::LinkFault parse_link_fault(const std::string& spec) {
+  runtime::LinkFault f;
+  char tail = 0;
+  long long from = -1, to = -1, call = -1;
+  if (std::sscanf(spec.c_str(), "%lld-%lld@%lld%c", &from, &to, &call, &tail) != 3 || from < 0 || to < 0 || call < 0)
+    throw Error("--inject-link-fault " + spec + ": expected FROM-TO@CALL, e.g. 4-5@3 (chips 4 to 5, forward call 3)",
+                ExitCode::usage);
+  f.from = from, f.to = to, f.call = call;
+  return f;
+}
+
 std::vector<std::vector<int32_t>> make_prompts(bool given, const std::string& text, int64_t prompt_len, int64_t batch,
                                                int64_t vocab_size) {
   if (batch < 1) throw Error("--batch must be at least 1 (got " + std::to_string(batch) + ")", ExitCode::usage);
@@ -267,6 +279,10 @@ int run_command_line(int argc, char** argv, int rank, int n_ranks) {
   run_cmd->add_option("--inject-link-errors", faults.link_error_rate,
                       "fault injection: probability that a transfer arrives corrupted (checksums detect it, the "
                       "token is replayed)");
+  std::vector<std::string> link_fault_specs;
+  run_cmd->add_option("--inject-link-fault", link_fault_specs,
+                      "fault injection: FROM-TO@CALL corrupts every transfer from chip FROM to chip TO in forward "
+                      "call CALL (0: the prefill, k: decode step k) once; repeatable");
   run_cmd->add_option("--seed", faults.link_error_seed, "seed of the injected link errors")->capture_default_str();
   run_cmd->add_option("--max-replays", faults.max_replays, "replays of one token before a link fault is fatal")
       ->capture_default_str();
@@ -461,6 +477,7 @@ int run_command_line(int argc, char** argv, int rank, int n_ranks) {
     config.force = force_run;
     config.timing_only = timing_only;
     config.faults = faults;
+    for (const auto& spec : link_fault_specs) config.faults.link_faults.push_back(parse_link_fault(spec));
     // Rank 0 writes the outputs, so rank 0 alone checks them (another rank could see its finished file).
     if (rank == 0 && !trace_path.empty()) io::check_writable(trace_path, force_run);
     const int64_t batch = static_cast<int64_t>(config.prompts.size());

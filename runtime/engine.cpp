@@ -79,6 +79,12 @@ Engine::Engine(const partition::Plan& plan, io::WeightSource& source, MPI_Comm c
   if (!(faults.link_error_rate >= 0 && faults.link_error_rate <= 1))
     throw Error("--inject-link-errors must be a probability in [0, 1]", ExitCode::usage);
   if (faults.max_replays < 0) throw Error("--max-replays must be at least 0", ExitCode::usage);
+  for (const LinkFault& f : faults.link_faults)
+    if (f.from < 0 || f.from >= plan.n_chips() || f.to < 0 || f.to >= plan.n_chips() || f.from == f.to || f.call < 0)
+      throw Error("--inject-link-fault " + std::to_string(f.from) + "-" + std::to_string(f.to) + "@" +
+                      std::to_string(f.call) + ": needs two different chips of the " + std::to_string(plan.n_chips()) +
+                      " and a forward call >= 0",
+                  ExitCode::usage);
   const int64_t b = plan.shape.block_tokens, d = cfg.hidden_size, tp = plan.tp;
   // The largest reduce-scatter slice: a block's expert slots (or its activations) over the stage's chips.
   slice_ = chip::ceil_div(b * d * std::max<int64_t>(1, cfg.n_experts_per_token), tp);
@@ -112,7 +118,7 @@ Engine::Engine(const partition::Plan& plan, io::WeightSource& source, MPI_Comm c
     lc.rs_floats.assign(static_cast<std::size_t>(tp * slice_), 0.0f);
   }
   parallel_group_.reserve(chips_.size());
-  trailer_bytes_ = faults.link_error_rate > 0 && !timing_only ? static_cast<int64_t>(sizeof(uint64_t)) : 0;
+  trailer_bytes_ = faults.checked() && !timing_only ? static_cast<int64_t>(sizeof(uint64_t)) : 0;
   // The decode program and its messages on every replica this rank works for, before step 0.
   for (int64_t i = 0; i < static_cast<int64_t>(chips_.size()); ++i)
     exchange(1, plan.chips[static_cast<std::size_t>(first_local_chip_ + i)].replica);
@@ -177,7 +183,7 @@ void Engine::forward(int64_t sequence, const int32_t* tokens, int64_t pos, int64
     step_faults_ = 0;
     first_fault_send_ = std::numeric_limits<int64_t>::max();
     execute(p, e, replica, slot, tokens, pos);
-    if (faults_.link_error_rate == 0) break;
+    if (!faults_.checked()) break;
     // Every rank must take the same decision: replay if any chip saw a corrupted transfer.
     int64_t faults = step_faults_;
     if (n_ranks_ > 1) check_mpi(MPI_Allreduce(MPI_IN_PLACE, &faults, 1, MPI_INT64_T, MPI_SUM, comm_), "MPI_Allreduce(faults)", rank_);
@@ -313,7 +319,7 @@ void Engine::complete(int32_t m) {
     const Segment& seg = exchange_->segments[static_cast<std::size_t>(k)];
     const Op& op = current_->ops[static_cast<std::size_t>(seg.op)];
     if (timing_only_) {
-      if (faults_.link_error_rate > 0) check_arrival(static_cast<std::size_t>(seg.op), nullptr, 0, 0);
+      if (faults_.checked()) check_arrival(static_cast<std::size_t>(seg.op), nullptr, 0, 0);
       continue;
     }
     void* dst = payload_at(op, *local(op.chip + current_offset_), false);
@@ -337,6 +343,12 @@ void Engine::wait(LocalChip& c) {
 }
 
 bool Engine::link_fault(int64_t send_index) const {
+  const Op& send = current_->ops[static_cast<std::size_t>(send_index)];
+  for (const LinkFault& f : faults_.link_faults)
+    if (attempt_ == 0 && f.call == forward_calls_ && f.from == send.chip + current_offset_ &&
+        f.to == send.peer + current_offset_)
+      return true;
+  if (faults_.link_error_rate == 0) return false;
   const uint64_t draw = mix(mix(mix(mix(faults_.link_error_seed) ^ static_cast<uint64_t>(forward_calls_)) ^
                                 static_cast<uint64_t>(attempt_)) ^
                             static_cast<uint64_t>(current_offset_ * 1'000'003 + send_index));
@@ -397,7 +409,7 @@ void Engine::execute(const partition::Program& p, const Exchange& e, int64_t rep
     if (op.kind == OpKind::send) {
       LocalChip* receiver = local(op.peer + offset);
       if (receiver == nullptr) continue;  // in a message
-      const bool checked = faults_.link_error_rate > 0;
+      const bool checked = faults_.checked();
       if (timing_only_) {
         if (checked) check_arrival(static_cast<std::size_t>(op.match), nullptr, 0, 0);
         continue;

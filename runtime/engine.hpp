@@ -53,6 +53,14 @@ class AgreedError : public Error {
   int origin_rank_;
 };
 
+/// One scripted link fault: every transfer from chip `from` to chip `to` in forward call `call` (for one
+/// sequence: 0 is the prefill, k the k-th decode step) arrives corrupted in its first attempt.
+struct LinkFault {
+  int64_t from = 0;
+  int64_t to = 0;
+  int64_t call = 0;
+};
+
 /// Failure handling of an Engine: how long a chip may wait for a transfer, and injected faults (tests
 /// and drills: a rank that stops participating, a rank that dies, chip-to-chip links that corrupt data).
 struct FaultOptions {
@@ -64,6 +72,8 @@ struct FaultOptions {
   double link_error_rate = 0;
   uint64_t link_error_seed = 1;  ///< which transfers fail: a pure function of seed, step, attempt and transfer
   int max_replays = 8;           ///< a token still corrupted after this many replays fails the run
+  std::vector<LinkFault> link_faults;  ///< scripted faults, on top of the random ones (checksums as above)
+  bool checked() const { return link_error_rate > 0 || !link_faults.empty(); }
 };
 
 class Engine {

@@ -76,6 +76,26 @@ class LinkFaults(unittest.TestCase):
         self.assertEqual(replay("--set", "chip_speed_factor.1=0.25"), nominal)  # replica 0's chip 1: not replayed
         self.assertGreater(replay("--set", "chip_speed_factor.3=0.25"), 2 * nominal)  # replica 1's chip 3
 
+    def test_scripted_faults_replay_exactly_their_calls(self):
+        # LAYOUT is tp 2 x pp 2: chips 1 -> 0 exchange tensor-parallel partials in every call, 1 -> 3 carries
+        # activations between the stages. Call 0 is the prefill, call 4 the fourth decode step.
+        faults = ["--inject-link-fault", "1-0@4", "--inject-link-fault", "1-3@0"]
+        for ranks in (1, 2):
+            out = os.path.join(WORK, f"scripted_np{ranks}.h5")
+            s = summary(*faults, "--out", out, "--force", ranks=ranks)
+            self.assertEqual(s["token_replays"], 2)
+            self.assertGreaterEqual(s["link_faults_detected"], 2)
+            self.assert_same_outputs(out)
+            t = summary(*faults, "--timing-only", ranks=ranks)
+            for key in ("link_faults_detected", "token_replays", "replay_time_s"):
+                self.assertEqual(t[key], s[key], f"{key}, {ranks} rank(s)")
+        # Chip 0 (stage 0, tp 0) never sends to chip 3 (stage 1, tp 1): nothing to corrupt, nothing replayed.
+        self.assertEqual(summary("--inject-link-fault", "0-3@1")["token_replays"], 0)
+        for spec, message in (("1-9@2", "needs two different chips of the 4"), ("1to2", "expected FROM-TO@CALL")):
+            res = run("--inject-link-fault", spec, check=False)
+            self.assertEqual(res.returncode, 2, res.stderr)
+            self.assertIn(f"--inject-link-fault {spec}: {message}", res.stderr)
+
     def test_no_injection_no_replays(self):
         self.assertEqual(self.clean_summary["link_faults_detected"], 0)
         self.assertEqual(self.clean_summary["token_replays"], 0)
