@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <memory>
 #include <new>
@@ -17,11 +18,21 @@
 
 namespace {
 
+/// Whether a launcher started this process as a rank of a job: mpirun (Open MPI), srun with PMIx or PMI2,
+/// MPICH's Hydra.
+bool launched_as_rank() {
+  for (const char* variable : {"OMPI_COMM_WORLD_SIZE", "PMIX_RANK", "PMI_RANK", "PMI_SIZE"})
+    if (std::getenv(variable) != nullptr) return true;
+  return false;
+}
+
 /// Subcommands that host chips on MPI ranks; the others never touch MPI (no launcher needed). A sweep
-/// that only collects results or submits to Slurm runs no point.
+/// that only collects results or submits to Slurm runs no point. A `run` started without a launcher is
+/// one rank and needs no MPI: as a singleton, MPI_Init would start a helper daemon (0.4 s and 10 MB of
+/// memory here) for nothing.
 bool needs_mpi(int argc, char** argv) {
   if (argc < 2) return false;
-  if (std::strcmp(argv[1], "run") == 0) return true;
+  if (std::strcmp(argv[1], "run") == 0) return launched_as_rank();
   if (std::strcmp(argv[1], "sweep") != 0) return false;
   for (int i = 2; i < argc; ++i)
     for (const char* no_points : {"--collect", "--slurm", "--help", "-h"})
