@@ -60,17 +60,19 @@ void ResultWriter::commit(const RunResult& r) {
     };
     write_dataset(f, "tokens", H5T_STD_I32LE, H5T_NATIVE_INT32, dims({k}), r.tokens.data());
     write_dataset(f, "prompt", H5T_STD_I32LE, H5T_NATIVE_INT32, dims({p}), r.prompt.data());
-    Handle root = detail::open_group(f, "/", tmp);
-    for (const auto& [key, value] : r.summary.fields()) write_scalar_attribute(root.get(), key, value);
-    Handle metrics = detail::create_group(f, "metrics", tmp);
-    for (const auto& m : r.metrics) {
-      write_dataset(metrics.get(), m.name, H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, {m.values.size()}, m.values.data());
-      Handle ds(check(H5Dopen2(metrics.get(), m.name.c_str(), H5P_DEFAULT), "H5Dopen2"), H5Dclose);
-      write_scalar_attribute(ds.get(), "unit", Record::Value(m.unit));
+    {
+      Handle root = detail::open_group(f, "/", tmp);
+      for (const auto& [key, value] : r.summary.fields()) write_scalar_attribute(root.get(), key, value);
+      Handle metrics = detail::create_group(f, "metrics", tmp);
+      for (const auto& m : r.metrics) {
+        write_dataset(metrics.get(), m.name, H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, {m.values.size()}, m.values.data());
+        Handle ds(check(H5Dopen2(metrics.get(), m.name.c_str(), H5P_DEFAULT), "H5Dopen2"), H5Dclose);
+        write_scalar_attribute(ds.get(), "unit", Record::Value(m.unit));
+      }
     }
-    check(H5Fflush(f, H5F_SCOPE_GLOBAL), tmp + ": cannot flush");
-    logits_.reset();
-    h5_.reset();
+    // Every object closed, so closing the file writes it out; a failure here is a failed write.
+    check(logits_.close(), tmp + ": cannot close /logits");
+    check(h5_.close(), tmp + ": cannot close the file");
   } catch (const Error& e) {
     throw FileError(file_.path() + ": cannot write: " + e.what(), ExitCode::io);
   }

@@ -105,8 +105,6 @@ std::vector<int32_t> parse_prompt(const std::string& text) {
   return tokens;
 }
 
-/// One prompt per sequence: --prompt "1,2,3" (every sequence) or "1,2;3,4" (one per sequence), or a
-/// synthetic prompt of --prompt-len tokens for each sequence.
 /// "4-5@3": every transfer from chip 4 to chip 5 in forward call 3.
 runtime::LinkFault parse_link_fault(const std::string& spec) {
   runtime::LinkFault f;
@@ -119,6 +117,8 @@ runtime::LinkFault parse_link_fault(const std::string& spec) {
   return f;
 }
 
+/// One prompt per sequence: --prompt "1,2,3" (every sequence) or "1,2;3,4" (one per sequence), or a
+/// synthetic prompt of --prompt-len tokens for each sequence.
 std::vector<std::vector<int32_t>> make_prompts(bool given, const std::string& text, int64_t prompt_len, int64_t batch,
                                                int64_t vocab_size) {
   if (batch < 1) throw Error("--batch must be at least 1 (got " + std::to_string(batch) + ")", ExitCode::usage);
@@ -282,7 +282,8 @@ int run_command_line(int argc, char** argv, int rank, int n_ranks) {
   std::vector<std::string> link_fault_specs;
   run_cmd->add_option("--inject-link-fault", link_fault_specs,
                       "fault injection: FROM-TO@CALL corrupts every transfer from chip FROM to chip TO in forward "
-                      "call CALL (0: the prefill, k: decode step k) once; repeatable");
+                      "call CALL once (one sequence: 0 is the prefill, k decode step k; a batch of B counts B calls "
+                      "per step); repeatable");
   run_cmd->add_option("--seed", faults.link_error_seed, "seed of the injected link errors")->capture_default_str();
   run_cmd->add_option("--max-replays", faults.max_replays, "replays of one token before a link fault is fatal")
       ->capture_default_str();
@@ -480,6 +481,7 @@ int run_command_line(int argc, char** argv, int rank, int n_ranks) {
     for (const auto& spec : link_fault_specs) config.faults.link_faults.push_back(parse_link_fault(spec));
     // Rank 0 writes the outputs, so rank 0 alone checks them (another rank could see its finished file).
     if (rank == 0 && !trace_path.empty()) io::check_writable(trace_path, force_run);
+    if (rank == 0 && !result_path.empty()) io::check_writable(result_path, force_run);  // before the weights load
     const int64_t batch = static_cast<int64_t>(config.prompts.size());
     session = std::make_unique<runtime::RunSession>(*source, hardware, config, MPI_COMM_WORLD);
     if (rank == 0 && !result_path.empty())

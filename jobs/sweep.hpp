@@ -23,8 +23,10 @@ struct SweepOptions {
 /// Runs every point that has no result yet (or `only_point`), on the ranks of `comm`: each point on
 /// study.ranks of them; with k times as many, k groups of consecutive ranks run points side by side (the
 /// i-th point to run on group i mod k). Infeasible points (does not fit, impossible layout) are recorded
-/// as such and the study goes on; any other failure ends the study with an error naming the point, once
-/// every group has finished, keeping every finished point. Returns the number of points run.
+/// as such and the study goes on; any other failure ends the study with an error naming the point,
+/// keeping every finished point (an error its group agreed on, such as a bad model file, waits for the
+/// other groups to finish their points; a rank that fails alone aborts the job). Returns the number of
+/// points run.
 int64_t run_points(const Study& study, const std::vector<Point>& points, const SweepOptions& options, MPI_Comm comm);
 
 /// Reads every point's result into results.h5 and results.csv in the output folder and renders the plots

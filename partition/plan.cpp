@@ -274,8 +274,8 @@ Plan make_plan(const chip::ModelConfig& cfg, const chip::ChipSpec& hw, const Pla
       continue;
     }
     check_heterogeneity(plan);
-    const int64_t period = decode_period_cycles(plan, plan.shape.context - 1);
-    feasible.push_back({std::move(plan), period});
+    const int64_t period_cycles = decode_period_cycles(plan, plan.shape.context - 1);
+    feasible.push_back({std::move(plan), period_cycles});
   }
   // Lowest time per output token first; ties to the earlier candidate (smaller tp, then fewer replicas).
   std::stable_sort(feasible.begin(), feasible.end(),
@@ -285,14 +285,14 @@ Plan make_plan(const chip::ModelConfig& cfg, const chip::ChipSpec& hw, const Pla
   if (n_prompt > 0 && feasible.size() > 1 && n_prompt + n_decode <= feasible.front().plan.shape.context) {
     // The whole request's latency. Its decode part alone grows along the sorted list, so once that
     // reaches the best latency found, no later candidate can win: most prefills are never modelled.
-    int64_t best_latency = std::numeric_limits<int64_t>::max();
+    int64_t best_latency_cycles = std::numeric_limits<int64_t>::max();
     for (std::size_t i = 0; i < feasible.size(); ++i) {
       const int64_t decode_cycles = n_decode * feasible[i].period_cycles;
-      if (decode_cycles >= best_latency) break;
+      if (decode_cycles >= best_latency_cycles) break;
       const Plan& plan = feasible[i].plan;
       const Program prefill = build_program(plan, topology_for(plan), batch_prefill_blocks(plan, n_prompt));
-      const int64_t latency = compute_timeline(prefill, plan, 0).makespan_cycles + decode_cycles;
-      if (latency < best_latency) best_latency = latency, best = i;
+      const int64_t latency_cycles = compute_timeline(prefill, plan, 0).makespan_cycles + decode_cycles;
+      if (latency_cycles < best_latency_cycles) best_latency_cycles = latency_cycles, best = i;
     }
   }
   if (feasible.empty() && some_layout_overflows) {

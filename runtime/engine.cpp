@@ -119,9 +119,13 @@ Engine::Engine(const partition::Plan& plan, io::WeightSource& source, MPI_Comm c
   }
   parallel_group_.reserve(chips_.size());
   trailer_bytes_ = faults.checked() && !timing_only ? static_cast<int64_t>(sizeof(uint64_t)) : 0;
-  // The decode program and its messages on every replica this rank works for, before step 0.
+  prepare(1);  // the decode program, before step 0
+}
+
+void Engine::prepare(int64_t n_tokens) {
+  // Every replica this rank works for: its chips are contiguous, so their replicas are too.
   for (int64_t i = 0; i < static_cast<int64_t>(chips_.size()); ++i)
-    exchange(1, plan.chips[static_cast<std::size_t>(first_local_chip_ + i)].replica);
+    exchange(n_tokens, plan_.chips[static_cast<std::size_t>(first_local_chip_ + i)].replica);
 }
 
 Engine::~Engine() = default;
@@ -140,16 +144,14 @@ const Exchange& Engine::exchange(int64_t n_tokens, int64_t replica) {
   const auto key = std::make_pair(n_tokens, replica);
   auto it = exchanges_.find(key);
   if (it != exchanges_.end()) return it->second;
-  const Exchange& e =
-      exchanges_
-          .emplace(key, build_exchange(program(n_tokens), owner_, replica * plan_.chips_per_replica(), rank_, trailer_bytes_))
-          .first->second;
-  for (const Message& m : e.messages)
-    if (m.bytes > std::numeric_limits<int>::max())
+  Exchange built = build_exchange(program(n_tokens), owner_, replica * plan_.chips_per_replica(), rank_, trailer_bytes_);
+  for (const Message& m : built.messages)
+    if (!timing_only_ && m.bytes > std::numeric_limits<int>::max())  // timing-only messages carry no bytes
       throw Error("a block of " + std::to_string(n_tokens) + " tokens sends " + std::to_string(m.bytes) +
                       " bytes from one rank to another in one round, more than one MPI message holds (2^31 - 1): "
                       "use a smaller --block-tokens",
                   ExitCode::config);
+  const Exchange& e = exchanges_.emplace(key, std::move(built)).first->second;
   for (int area = 0; area < 2 && !timing_only_; ++area) {
     if (outgoing_[area].size() < static_cast<std::size_t>(e.max_outgoing_bytes))
       outgoing_[area].resize(static_cast<std::size_t>(e.max_outgoing_bytes));
@@ -414,6 +416,7 @@ void Engine::execute(const partition::Program& p, const Exchange& e, int64_t rep
         if (checked) check_arrival(static_cast<std::size_t>(op.match), nullptr, 0, 0);
         continue;
       }
+      wait(*c);  // as for a packed send: what the chip received is unpacked before it is read
       const void* src = payload_at(op, *c, true);
       void* dst = payload_at(p.ops[static_cast<std::size_t>(op.match)], *receiver, false);
       std::memcpy(dst, src, static_cast<std::size_t>(op.bytes));

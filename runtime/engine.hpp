@@ -26,9 +26,9 @@
 #include <cstdint>
 #include <limits>
 #include <map>
-#include <utility>
-#include <string>
 #include <memory>
+#include <string>
+#include <utility>
 #include <vector>
 
 #include "chip/error.hpp"
@@ -53,8 +53,10 @@ class AgreedError : public Error {
   int origin_rank_;
 };
 
-/// One scripted link fault: every transfer from chip `from` to chip `to` in forward call `call` (for one
-/// sequence: 0 is the prefill, k the k-th decode step) arrives corrupted in its first attempt.
+/// One scripted link fault: every transfer from chip `from` to chip `to` in forward call `call` arrives
+/// corrupted in its first attempt. Calls are counted over the whole run: with a batch of B sequences,
+/// calls 0..B-1 are the prefills and decode step k is calls k x B .. k x B + B - 1 (for one sequence:
+/// 0 is the prefill, k the k-th decode step).
 struct LinkFault {
   int64_t from = 0;
   int64_t to = 0;
@@ -109,6 +111,10 @@ class Engine {
   /// The program forward() runs for n tokens, built for replica 0 on first use and reused: replica r runs
   /// it with every chip offset by r x chips per replica (the replicas are identical pipelines).
   const partition::Program& program(int64_t n_tokens);
+  /// Builds the program of n tokens and its messages for every replica of this rank now, at setup, rather
+  /// than at the first forward call of that length (the constructor does it for decode). Throws Error if a
+  /// round's message between two ranks exceeds what one MPI message holds.
+  void prepare(int64_t n_tokens);
 
  private:
   /// A chip hosted on this rank: its Shard and the buffers its transfers read and write.

@@ -49,7 +49,6 @@ Exchange build_exchange(const partition::Program& program, const std::vector<int
       e.rounds.push_back(r);
       e.max_outgoing_bytes = std::max(e.max_outgoing_bytes, outgoing_bytes);
       e.max_incoming_bytes = std::max(e.max_incoming_bytes, incoming_bytes);
-      e.max_messages = std::max(e.max_messages, r.message_count);
       parts.clear();
     }
     round_first_op = -1;

@@ -51,7 +51,6 @@ struct Exchange {
   std::vector<Segment> segments;  ///< per message: in program order
   int64_t max_outgoing_bytes = 0;  ///< the largest round's outgoing messages, together
   int64_t max_incoming_bytes = 0;
-  int32_t max_messages = 0;        ///< the most messages of one round
 };
 
 /// The messages rank `rank` sends and receives running `program` (built for replica 0) on the replica

@@ -28,7 +28,6 @@ struct Generation {
 Generation generate(Engine& engine, const std::vector<int32_t>& prompt, int64_t n_tokens, int64_t sequence,
                     const std::function<void(int64_t, int64_t)>& progress = {});
 
-
 /// The whole batch, as the modelled system runs it: every sequence's prefill, then decode rounds that
 /// give each sequence its next token in turn. prompts: [batch], all the same length. Each sequence's
 /// tokens and logits equal its own single-sequence run (it has its own KV slot). host_* times are the

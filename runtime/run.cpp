@@ -122,6 +122,7 @@ RunSession::RunSession(io::WeightSource& source, const chip::ChipSpec& hardware,
     throw chip::CapacityError("prompt (" + std::to_string(n_prompt) + ") + tokens (" + std::to_string(config.n_tokens) +
                               ") - 1 exceeds the context of " + std::to_string(plan.shape.context) +
                               " positions (see --context and max_seq_len)");
+  state_->engine.prepare(n_prompt);  // the prefill's program and messages, before step 0
 }
 
 RunSession::~RunSession() = default;

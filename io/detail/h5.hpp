@@ -18,7 +18,7 @@ namespace lpurt::io::detail {
 class Handle {
  public:
   Handle() = default;
-  Handle(hid_t id, herr_t (*close)(hid_t)) : id_(id), close_(close) {}
+  Handle(hid_t id, herr_t (*closer)(hid_t)) : id_(id), close_(closer) {}
   Handle(const Handle&) = delete;
   Handle& operator=(const Handle&) = delete;
   Handle(Handle&& o) noexcept : id_(std::exchange(o.id_, H5I_INVALID_HID)), close_(o.close_) {}
@@ -32,9 +32,12 @@ class Handle {
   }
   ~Handle() { reset(); }
   hid_t get() const { return id_; }
-  void reset() {
-    if (id_ >= 0 && close_) close_(id_);
+  void reset() { close(); }
+  /// Closes now and returns the close call's status (negative: it failed, e.g. a file's last write).
+  herr_t close() {
+    const herr_t status = id_ >= 0 && close_ ? close_(id_) : 0;
     id_ = H5I_INVALID_HID;
+    return status;
   }
 
  private:

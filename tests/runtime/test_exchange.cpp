@@ -134,7 +134,7 @@ TEST(Exchange, OneMessagePerRankPairAndRound) {
   // FFN; before the layers, the embedding's reduce-scatter and all-gather.
   const int64_t rounds = 2 + 6 * plan.model.n_layers;
   ASSERT_EQ(static_cast<int64_t>(e.rounds.size()), rounds);
-  EXPECT_EQ(e.max_messages, 2);
+  for (const runtime::Round& r : e.rounds) EXPECT_EQ(r.message_count, 2);  // one each way
   EXPECT_EQ(static_cast<int64_t>(e.messages.size()), 2 * rounds);
   for (const runtime::Message& m : e.messages) EXPECT_EQ(m.segment_count, 16);  // 4 chips x 4 peers
 }
