@@ -54,8 +54,11 @@ uint64_t sum_portable(const uint64_t* p, std::size_t n) {
 void BM_StreamRead(benchmark::State& state) {
   const bool avx2 = __builtin_cpu_supports("avx2") != 0;
   const auto n = static_cast<std::size_t>(state.range(0)) / sizeof(uint64_t);
+  // Distinct contents on every page: a hypervisor that merges identical pages (KSM) would otherwise back
+  // the whole buffer with one physical page and the "stream" would run from the caches.
   std::vector<uint64_t> buffer(n);
-  std::memset(buffer.data(), 1, n * sizeof(uint64_t));
+  uint64_t lcg = 0x9e3779b97f4a7c15ull;
+  for (auto& x : buffer) x = lcg = lcg * 6364136223846793005ull + 1442695040888963407ull;
   for (auto _ : state) {
     const uint64_t sum = tbb::parallel_reduce(
         tbb::blocked_range<std::size_t>(0, n, 1 << 16), uint64_t{0},

@@ -19,10 +19,10 @@ gbps() {  # gbps FILTER [env...]: bytes_per_second of a Google Benchmark case, i
     awk -F, '{ if ($6 > best) best = $6 } END { printf "%.1f", best / 1e9 }'
 }
 
-# This machine's memory bandwidth drifts by tens of percent over minutes (other tenants of the host), so
-# every GEMV figure is paired with a streaming-read measurement taken in the same invocation, and the
-# ratio is the median over 5 such rounds.
-paired() {  # paired GEMV_FILTER KERNELS -> "stream_gbps gemv_gbps ratio_percent" (medians)
+# This machine's memory bandwidth drifts by tens of percent over minutes (other tenants of the host), and a
+# single reading can be far off. Each round measures the streaming read and the GEMV together; the table
+# gives the round with the median ratio of 5.
+paired() {  # paired GEMV_FILTER KERNELS -> "stream_gbps gemv_gbps ratio_percent" (the median round)
   for round in 1 2 3 4 5; do
     env LPURT_KERNELS="$2" "$kernels" --benchmark_filter="BM_StreamRead|$1" --benchmark_min_time=0.5 \
       --benchmark_format=csv 2> /dev/null | grep '^"BM' | awk -F, '/StreamRead/ {s = $6} !/StreamRead/ {g = $6}
@@ -35,8 +35,8 @@ echo "## Host speed of functional runs"
 echo
 echo "The physical limit of a decode step is the host's memory bandwidth: every weight byte is read once"
 echo "per token. Streaming read over 512 MB with the kernels' TBB threads and 32-byte loads: about"
-echo "**$stream GB/s** (it drifts between runs on this shared VM, so each ratio below pairs measurements taken"
-echo "together and reports the median of 5 rounds)."
+echo "**$stream GB/s**. It drifts by tens of percent over minutes on this shared VM, so every ratio below pairs"
+echo "measurements taken together, over several rounds, and reports the round with the median ratio."
 echo
 echo "### int8 GEMV (Google Benchmark, \`bench_kernels\`)"
 echo
@@ -55,9 +55,11 @@ echo "### Decode on one rank"
 echo
 echo "Decode tokens/s from the median host time of a decode step (64 steps after a 16-token prompt: the median"
 echo "resists the stalls other tenants of this VM add to a few steps); bytes per token = every weight except"
-echo "the embedding table (one row of it); bound = the streaming read measured just before the run / bytes per"
-echo "token. Chip state: the weights, KV cache and buffers the rank's chips hold. The process baseline is the"
-echo "peak RSS of a run of the tiny preset (2 MB of chip state): the binary, MPI, HDF5 and TBB."
+echo "the embedding table (one row of it); bound = streaming read / bytes per token, with the streaming read"
+echo "measured just before and just after the run (their mean). 3 rounds; the table gives the round with the"
+echo "median ratio. Chip state: the weights, KV cache and buffers the rank's chips hold. The process baseline"
+echo "is the peak RSS of a run of the tiny preset (2 MB of chip state): the binary, HDF5 and TBB (a run"
+echo "started without mpirun needs no MPI)."
 echo
 "$lpurt" gen-model --preset tiny --out "$work/tiny.h5" > /dev/null
 /usr/bin/time -f "%M" -o "$work/rss" "$lpurt" run --model "$work/tiny.h5" --tokens 2 > /dev/null
@@ -69,20 +71,25 @@ echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|"
 for spec in small:1 tinyllama:8; do
   model=${spec%%:*} chips=${spec##*:}
   for k in portable avx2; do
-    bw=$("$kernels" --benchmark_filter=BM_StreamRead --benchmark_min_time=0.5 --benchmark_format=csv 2> /dev/null |
-         grep '^"BM' | awk -F, '{printf "%.2f", $6 / 1e9}')
-    env LPURT_KERNELS=$([ $k = portable ] && echo portable || echo auto) /usr/bin/time -f "%M" -o "$work/rss" \
-      "$lpurt" run --model "$work/$model.h5" --chips "$chips" --prompt-len 16 --tokens 65 --context 128 \
-      --out "$work/out.h5" --force --json > "$work/j"
-    j=$(cat "$work/j")
-    awk -v step="$(echo "$j" | field host_decode_step_median_s)" -v bytes="$(echo "$j" | field weight_bytes_per_decode_token)" \
-        -v bw="$bw" -v setup="$(echo "$j" | field host_setup_s)" -v read="$(echo "$j" | field weight_bytes_read_rank0)" \
-        -v rss="$(cat "$work/rss")" -v state="$(echo "$j" | field chip_state_bytes_rank0)" -v base="$baseline_kb" \
-        -v m="$model" -v c="$chips" -v k="$k" 'BEGIN {
-      tps = 1 / step; bound = bw * 1e9 / bytes;
-      printf "| %s | %s | %s | %.1f | %.1f | %.1f | %.1f | %.0f%% | %.2f | %.1f | %.1f | %.2f | %.2f |\n", m, c, k, tps,
-             bytes / 1e6, bw, bound, 100 * tps / bound, setup / (read / 1e9), state / 1e6, rss * 1024 / 1e6,
-             rss * 1024 / state, rss / (state / 1024 + base) }'
+    stream() { "$kernels" --benchmark_filter=BM_StreamRead --benchmark_min_time=0.5 --benchmark_format=csv 2> /dev/null |
+               grep '^"BM' | awk -F, '{printf "%.2f", $6 / 1e9}'; }
+    for round in 1 2 3; do
+      before=$(stream)
+      env LPURT_KERNELS=$([ $k = portable ] && echo portable || echo auto) /usr/bin/time -f "%M" -o "$work/rss" \
+        "$lpurt" run --model "$work/$model.h5" --chips "$chips" --prompt-len 16 --tokens 65 --context 128 \
+        --out "$work/out.h5" --force --json > "$work/j"
+      after=$(stream)
+      j=$(cat "$work/j")
+      awk -v bw="$(awk -v a="$before" -v b="$after" 'BEGIN { print (a + b) / 2 }')" \
+          -v step="$(echo "$j" | field host_decode_step_median_s)" -v bytes="$(echo "$j" | field weight_bytes_per_decode_token)" \
+          -v setup="$(echo "$j" | field host_setup_s)" -v read="$(echo "$j" | field weight_bytes_read_rank0)" \
+          -v rss="$(cat "$work/rss")" -v state="$(echo "$j" | field chip_state_bytes_rank0)" -v base="$baseline_kb" \
+          -v m="$model" -v c="$chips" -v k="$k" 'BEGIN {
+        tps = 1 / step; bound = bw * 1e9 / bytes;
+        printf "%.6f | %s | %s | %s | %.1f | %.1f | %.1f | %.1f | %.0f%% | %.2f | %.1f | %.1f | %.2f | %.2f |\n", tps / bound,
+               m, c, k, tps, bytes / 1e6, bw, bound, 100 * tps / bound, setup / (read / 1e9), state / 1e6,
+               rss * 1024 / 1e6, rss * 1024 / state, rss / (state / 1024 + base) }'
+    done | sort -n | sed -n 2p | cut -d' ' -f2-
   done
 done
 echo
@@ -97,9 +104,10 @@ echo "ranks one core each. Unbound single-threaded ranks (\`--bind-to none\`) mi
 echo "20-30% slower here."
 echo
 echo "The stage's tp chips split over two ranks: every tensor-parallel collective crosses ranks, one MPI message"
-echo "each way per round of transfers (2 + 6 x layers rounds per token). 1-rank and 2-rank runs alternate for"
-echo "5 rounds; the table gives the medians of the median decode step, and the median over the rounds of each"
-echo "pair's ratio. MPI wait: each rank's time blocked on messages over the run, per generated token."
+echo "each way per round of transfers (2 + 6 x layers rounds per token). Each of 5 rounds runs the 1-rank and"
+echo "the 2-rank case one after the other; ms per decode token is the best round's median decode step, and"
+echo "the ratio is of the two bests. MPI wait: each rank's time blocked on messages over the run, per"
+echo "generated token (median over the rounds)."
 echo
 echo "| model | chips | ranks | ms per decode token | MPI wait per token, rank 0 (ms) | most-waiting rank (ms) | vs 1 rank | messages alone: timing-only ms per token |"
 echo "|---|---|---|---|---|---|---|---|"
@@ -121,12 +129,11 @@ for spec in small:2 tinyllama:8; do
       function median(a, k,   i, j, t) {  # of a[1..k]
         for (i = 2; i <= k; ++i) for (j = i; j > 1 && a[j - 1] > a[j]; --j) { t = a[j]; a[j] = a[j - 1]; a[j - 1] = t }
         return k % 2 ? a[(k + 1) / 2] : (a[k / 2] + a[k / 2 + 1]) / 2 }
+      function best(rr,   i, b) { b = step[1, rr]; for (i = 2; i <= n; ++i) if (step[i, rr] < b) b = step[i, rr]; return b }
       END {
-        for (i = 1; i <= n; ++i) {
-          s[i] = step[i, r]; w[i] = wait[i, r]; x[i] = most[i, r]; q[i] = step[i, r] / step[i, 1] - 1; t[i] = walk[i, r]
-        }
-        printf "| %s | %s | %s | %.2f | %.2f | %.2f | %+.0f%% | %.3f |\n", m, c, r, median(s, n), median(w, n),
-               median(x, n), 100 * median(q, n), median(t, n) }' "$work/pairs"
+        for (i = 1; i <= n; ++i) { w[i] = wait[i, r]; x[i] = most[i, r]; t[i] = walk[i, r] }
+        printf "| %s | %s | %s | %.2f | %.2f | %.2f | %+.0f%% | %.3f |\n", m, c, r, best(r), median(w, n),
+               median(x, n), 100 * (best(r) / best(1) - 1), median(t, n) }' "$work/pairs"
   done
 done
 echo
