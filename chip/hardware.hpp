@@ -52,6 +52,9 @@ struct ChipSpec {
   /// `link_bandwidth_factor.3-11 = 0.25`. The chips must be neighbours in the topology.
   std::map<std::pair<int64_t, int64_t>, double> link_bandwidth_factors;
 
+  /// Every chip and link nominal: the pipeline replicas of a plan are then identical, and one replica's
+  /// program stands for all of them.
+  bool uniform() const { return chip_speed_factors.empty() && link_bandwidth_factors.empty(); }
   double chip_speed(int64_t chip) const {
     const auto it = chip_speed_factors.find(chip);
     return it == chip_speed_factors.end() ? 1.0 : it->second;

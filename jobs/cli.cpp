@@ -163,7 +163,7 @@ void print_plan_table(const partition::Plan& plan, const std::string& model_name
               plan.hardware.name.c_str(), chip::format_bytes(static_cast<double>(plan.hardware.sram_bytes)).c_str(),
               plan.hardware.clock_hz / 1e6, plan.hardware.weight_stream_bytes_per_s() / 1e12,
               plan.hardware.topology.c_str(), plan.hardware.link_bytes_per_s / 1e9, plan.hardware.hop_latency_ns);
-  if (!plan.hardware.chip_speed_factors.empty() || !plan.hardware.link_bandwidth_factors.empty()) {
+  if (!plan.hardware.uniform()) {
     std::printf("heterogeneous:");
     for (const auto& [chip, f] : plan.hardware.chip_speed_factors)
       std::printf(" chip %lld at %.2fx speed;", static_cast<long long>(chip), f);

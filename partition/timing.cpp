@@ -46,9 +46,8 @@ int64_t decode_period_cycles(const Plan& plan, const Program& decode, const Time
 int64_t decode_period_cycles(const Plan& plan, int64_t position) {
   const Topology topology = topology_for(plan);
   // Replicas are identical pipelines unless chips or links differ: then the slowest one's.
-  const bool identical = plan.hardware.chip_speed_factors.empty() && plan.hardware.link_bandwidth_factors.empty();
   int64_t slowest = 0;
-  for (int64_t r = 0; r < (identical ? 1 : plan.replicas); ++r) {
+  for (int64_t r = 0; r < (plan.hardware.uniform() ? 1 : plan.replicas); ++r) {
     const Program program = build_program(plan, topology, decode_blocks(r));
     slowest = std::max(slowest, decode_period_cycles(plan, program, compute_timeline(program, plan, position)));
   }
@@ -109,7 +108,7 @@ ModelledTimes modelled_times(const Plan& plan, int64_t prompt_tokens, int64_t ou
 
   // Replicas are identical pipelines unless chips or links differ: then the decode figures are those of
   // the slowest replica (its users wait longest).
-  const bool identical_replicas = plan.hardware.chip_speed_factors.empty() && plan.hardware.link_bandwidth_factors.empty();
+  const bool identical_replicas = plan.hardware.uniform();
   int64_t decode_replica = 0;
   // Every chip's busy cycles in one decode step of a sequence on its own replica.
   const auto n_chips = static_cast<std::size_t>(plan.n_chips());

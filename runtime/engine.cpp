@@ -209,8 +209,7 @@ void Engine::forward(int64_t sequence, const int32_t* tokens, int64_t pos, int64
     }
     ++replays_;
     // The replay's modelled cost is its replica's program; replicas differ only with slowed chips or links.
-    const bool identical = plan_.hardware.chip_speed_factors.empty() && plan_.hardware.link_bandwidth_factors.empty();
-    const partition::Program own = identical || replica == 0 ? partition::Program{}
+    const partition::Program own = plan_.hardware.uniform() || replica == 0 ? partition::Program{}
         : partition::build_program(plan_, topology_, partition::prefill_blocks(n, plan_.shape.block_tokens, replica));
     const partition::Program& timed = own.ops.empty() ? p : own;
     const partition::Timeline t = partition::compute_timeline(timed, plan_, pos);
