@@ -12,16 +12,28 @@
 
 namespace lpurt::chip {
 
-ShardRange whole_model(const ModelConfig& cfg) {
-  ShardRange r;
-  r.part_end = 2 * cfg.n_layers;
-  r.expert_end = cfg.n_experts;
-  r.head_end = cfg.n_heads;
-  r.ffn_end = cfg.intermediate_size;
-  r.vocab_end = cfg.vocab_size;
-  r.embed_end = cfg.vocab_size;
-  r.final_norm = true;
-  return r;
+ShardWeights::Target ShardWeights::target(const TensorSlice& slice, const ShardRange& range) {
+  const TensorId& id = slice.tensor;
+  auto layer = [&]() -> LayerWeights& { return layers[static_cast<std::size_t>(id.layer - range.layer_begin())]; };
+  auto expert = [&]() -> ExpertWeights& {
+    return id.expert < 0 ? layer().ffn : layer().experts[static_cast<std::size_t>(id.expert - range.expert_begin)];
+  };
+  switch (id.kind) {
+    case TensorKind::embedding: return {&embedding, nullptr};
+    case TensorKind::attn_norm: return {nullptr, &layer().attn_norm};
+    case TensorKind::wq: return {&layer().wq, nullptr};
+    case TensorKind::wk: return {&layer().wk, nullptr};
+    case TensorKind::wv: return {&layer().wv, nullptr};
+    case TensorKind::wo: return {&layer().wo, nullptr};
+    case TensorKind::ffn_norm: return {nullptr, &layer().ffn_norm};
+    case TensorKind::w_gate: return {&expert().w_gate, nullptr};
+    case TensorKind::w_up: return {&expert().w_up, nullptr};
+    case TensorKind::w_down: return {&expert().w_down, nullptr};
+    case TensorKind::router: return {nullptr, &layer().router};
+    case TensorKind::final_norm: return {nullptr, &final_norm};
+    case TensorKind::lm_head: return {&lm_head, nullptr};
+  }
+  LPURT_ASSERT(false);
 }
 
 void QuantizedMatrix::resize(int64_t n_rows, int64_t n_cols) {
@@ -70,30 +82,12 @@ BufferSizes buffer_sizes(const ModelConfig& c, const ShardRange& r, const ShardS
   return z;
 }
 
-int64_t matrix_bytes(int64_t rows, int64_t cols) { return rows * cols + 4 * rows; }
-
-int64_t shard_weight_bytes(const ModelConfig& c, const ShardRange& r) {
-  const int64_t d = c.hidden_size;
-  const int64_t hd = c.head_dim();
-  const int64_t attention = 4 * d                                 // attn_norm
-                            + matrix_bytes(r.n_heads() * hd, d)   // wq
-                            + 2 * matrix_bytes(r.n_kv_heads(c) * hd, d)  // wk, wv
-                            + r.n_heads() * hd * d + 4 * d;       // wo columns + full scale
-  const int64_t expert = 2 * matrix_bytes(r.n_ffn(), d) + r.n_ffn() * d + 4 * d;
-  const int64_t ffn = 4 * d + (c.is_moe() ? 4 * c.n_experts * d + r.n_experts() * expert : expert);  // + ffn_norm
-  int64_t bytes = r.n_attention_layers() * attention + r.n_ffn_layers() * ffn;
-  bytes += matrix_bytes(r.n_embed(), d);
-  if (r.final_norm) bytes += 4 * d;
-  bytes += matrix_bytes(r.n_vocab(), d);
-  return bytes;
-}
-
 }  // namespace
 
 SramUsage shard_sram_usage(const ModelConfig& c, const ShardRange& r, const ShardShape& s, const ChipSpec& spec) {
   const BufferSizes z = buffer_sizes(c, r, s);
   SramUsage u;
-  u.weight_bytes = shard_weight_bytes(c, r);
+  u.weight_bytes = slice_weight_bytes(c, r);
   u.kv_cache_bytes = 2 * z.kv_values * spec.kv_bytes_per_value;
   u.activation_bytes = 4 * (2 * z.rope_values + z.float_values) + z.int8_values + 4 * z.int32_values;
   u.program_bytes = spec.program_reserve_bytes;
@@ -109,34 +103,16 @@ Shard::Shard(const ModelConfig& cfg, const ShardRange& range, const ShardShape& 
   n_kv_heads_ = range.n_kv_heads(cfg);
   kv_head_begin_ = range.kv_head_begin(cfg);
 
-  auto size_experts = [&](ExpertWeights& e) {
-    e.w_gate.resize(range.n_ffn(), d);
-    e.w_up.resize(range.n_ffn(), d);
-    e.w_down.resize(d, range.n_ffn());
-  };
-  weights_.embedding.resize(range.n_embed(), d);
+  // Layers touched and the experts held are indexed from their first; every slice sizes its own buffer.
   weights_.layers.resize(static_cast<std::size_t>(range.n_layers()));
-  for (int64_t layer = range.layer_begin(); layer < range.layer_end(); ++layer) {
-    LayerWeights& l = weights_.layers[layer - range.layer_begin()];
-    if (range.has_attention(layer)) {
-      l.attn_norm.assign(static_cast<std::size_t>(d), 0.0f);
-      l.wq.resize(range.n_heads() * hd, d);
-      l.wk.resize(n_kv_heads_ * hd, d);
-      l.wv.resize(n_kv_heads_ * hd, d);
-      l.wo.resize(d, range.n_heads() * hd);
-    }
-    if (!range.has_ffn(layer)) continue;
-    l.ffn_norm.assign(static_cast<std::size_t>(d), 0.0f);
-    if (cfg.is_moe()) {
-      l.router.assign(static_cast<std::size_t>(cfg.n_experts * d), 0.0f);
-      l.experts.resize(static_cast<std::size_t>(range.n_experts()));
-      for (auto& e : l.experts) size_experts(e);
-    } else {
-      size_experts(l.ffn);
-    }
-  }
-  if (range.final_norm) weights_.final_norm.assign(static_cast<std::size_t>(d), 0.0f);
-  weights_.lm_head.resize(range.n_vocab(), d);
+  if (cfg.is_moe())
+    for (int64_t layer = range.layer_begin(); layer < range.layer_end(); ++layer)
+      if (range.has_ffn(layer)) weights_.layers[static_cast<std::size_t>(layer - range.layer_begin())].experts.resize(static_cast<std::size_t>(range.n_experts()));
+  for_each_slice(cfg, range, [&](const TensorSlice& slice) {
+    const ShardWeights::Target t = weights_.target(slice, range);
+    if (t.matrix != nullptr) t.matrix->resize(slice.rows(), slice.cols());
+    else t.floats->assign(static_cast<std::size_t>(slice.rows() * slice.cols()), 0.0f);
+  });
 
   const BufferSizes z = buffer_sizes(cfg, range, shape);
   const int64_t b = shape.block_tokens;

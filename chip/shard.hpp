@@ -1,6 +1,6 @@
 #pragma once
 /// \file
-/// The part of a model that one chip holds (ShardRange), its weights, KV cache and working buffers
+/// What one chip holds (its ShardRange, chip/split.hpp): its weights, KV cache and working buffers
 /// (Shard), and the compute phases of a transformer layer on that chip.
 ///
 /// A layer runs as phases so that the chips of a tensor-parallel group can combine their partial results
@@ -21,46 +21,10 @@
 
 #include "chip/hardware.hpp"
 #include "chip/model_config.hpp"
+#include "chip/split.hpp"
 #include "chip/sram.hpp"
 
 namespace lpurt::chip {
-
-/// What one chip holds. Query heads, FFN columns and vocabulary rows are contiguous ranges; the KV heads
-/// are those its query heads read (replicated across chips when there are more chips than KV heads).
-struct ShardRange {
-  /// Layer parts [begin, end): part 2l is layer l's attention (attn_norm, wq, wk, wv, wo, its KV cache),
-  /// part 2l+1 its FFN (ffn_norm and the dense FFN or the router and experts). Pipeline stages split the
-  /// model at part boundaries, so a stage may end inside a layer.
-  int64_t part_begin = 0, part_end = 0;
-  int64_t head_begin = 0, head_end = 0;    ///< query heads of every held layer
-  int64_t ffn_begin = 0, ffn_end = 0;      ///< rows of w_gate/w_up, columns of w_down (dense FFN; experts are whole)
-  int64_t expert_begin = 0, expert_end = 0;  ///< mixtral experts held (expert parallelism within a stage)
-  int64_t vocab_begin = 0, vocab_end = 0;  ///< rows of lm_head; empty if the chip holds no lm_head
-  int64_t embed_begin = 0, embed_end = 0;  ///< rows (tokens) of the embedding table; empty if none
-  bool final_norm = false;                 ///< holds final_norm (last stage)
-
-  int64_t layer_begin() const { return part_begin / 2; }      ///< first layer touched
-  int64_t layer_end() const { return (part_end + 1) / 2; }    ///< one past the last layer touched
-  int64_t n_layers() const { return layer_end() - layer_begin(); }
-  bool has_attention(int64_t layer) const { return 2 * layer >= part_begin && 2 * layer < part_end; }
-  bool has_ffn(int64_t layer) const { return 2 * layer + 1 >= part_begin && 2 * layer + 1 < part_end; }
-  int64_t attention_layer_begin() const { return (part_begin + 1) / 2; }
-  int64_t n_attention_layers() const { return (part_end + 1) / 2 - (part_begin + 1) / 2; }
-  int64_t n_ffn_layers() const { return part_end / 2 - part_begin / 2; }
-  int64_t n_heads() const { return head_end - head_begin; }
-  int64_t n_ffn() const { return ffn_end - ffn_begin; }
-  int64_t n_vocab() const { return vocab_end - vocab_begin; }
-  int64_t n_embed() const { return embed_end - embed_begin; }
-  int64_t n_experts() const { return expert_end - expert_begin; }
-  int64_t kv_head_begin(const ModelConfig& c) const { return head_begin / c.heads_per_kv_head(); }
-  int64_t kv_head_end(const ModelConfig& c) const {
-    return n_heads() == 0 ? kv_head_begin(c) : (head_end - 1) / c.heads_per_kv_head() + 1;
-  }
-  int64_t n_kv_heads(const ModelConfig& c) const { return kv_head_end(c) - kv_head_begin(c); }
-};
-
-/// The whole model on one chip.
-ShardRange whole_model(const ModelConfig& cfg);
 
 /// An int8 weight matrix with per-row float32 scales, as a chip holds it.
 struct QuantizedMatrix {
@@ -94,6 +58,14 @@ struct ShardWeights {
   std::vector<LayerWeights> layers;///< [n_layers] layers touched, layer_begin() first; parts not held stay empty
   std::vector<float> final_norm;   ///< [D] if ShardRange::final_norm
   QuantizedMatrix lm_head;         ///< [n_vocab, D]
+
+  /// Where a slice of `range` is stored: a quantized matrix, or (norms, router) a float vector; the other
+  /// pointer is null.
+  struct Target {
+    QuantizedMatrix* matrix = nullptr;
+    std::vector<float>* floats = nullptr;
+  };
+  Target target(const TensorSlice& slice, const ShardRange& range);
 };
 
 /// Sizes that fix a shard's buffers.

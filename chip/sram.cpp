@@ -24,10 +24,10 @@ std::string SramUsage::describe(const ChipSpec& spec) const {
          format_bytes(static_cast<double>(spec.sram_bytes));
 }
 
-void check_fits(const SramUsage& usage, const ChipSpec& spec, const std::string& where) {
+void check_fits(const SramUsage& usage, const ChipSpec& spec, const std::string& where, const std::string& advice) {
   if (usage.total_bytes() <= spec.sram_bytes) return;
-  throw CapacityError(where + ": does not fit in SRAM: " + usage.describe(spec) + ", over by " +
-                      std::to_string(usage.total_bytes() - spec.sram_bytes) + " bytes");
+  throw CapacityError(where + " does not fit in SRAM: " + usage.describe(spec) + ", over by " +
+                      std::to_string(usage.total_bytes() - spec.sram_bytes) + " bytes" + advice);
 }
 
 }  // namespace lpurt::chip

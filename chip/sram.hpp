@@ -22,8 +22,8 @@ struct SramUsage {
 };
 
 /// Throws CapacityError if `usage` exceeds the chip's SRAM; the message names `where` (e.g. "chip 3"),
-/// every component, and by how many bytes it is over.
-void check_fits(const SramUsage& usage, const ChipSpec& spec, const std::string& where);
+/// every component, by how many bytes it is over, and ends with `advice` (e.g. "; try more chips").
+void check_fits(const SramUsage& usage, const ChipSpec& spec, const std::string& where, const std::string& advice = {});
 
 /// "230.7 MB" style formatting (decimal units, as the reference sheet quotes SRAM).
 std::string format_bytes(double bytes);

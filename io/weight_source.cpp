@@ -12,47 +12,16 @@ using chip::TensorId;
 using chip::TensorKind;
 
 void load_shard(WeightSource& source, chip::Shard& shard) {
-  const chip::ModelConfig& c = source.config();
-  const chip::ShardRange& r = shard.range();
   chip::ShardWeights& w = shard.weights();
-  const int64_t hd = c.head_dim();
-
-  // Rows [row_begin, row_end) with all columns, or all rows with columns [col_begin, col_end) and all scales.
-  auto rows = [&](const TensorId& id, chip::QuantizedMatrix& m, int64_t row_begin) {
-    source.read_weight(id, row_begin, row_begin + m.rows, 0, m.cols, m.weight.data());
-    source.read_scale(id, row_begin, row_begin + m.rows, m.scale.data());
-  };
-  auto cols = [&](const TensorId& id, chip::QuantizedMatrix& m, int64_t col_begin) {
-    source.read_weight(id, 0, m.rows, col_begin, col_begin + m.cols, m.weight.data());
-    source.read_scale(id, 0, m.rows, m.scale.data());
-  };
-  auto expert = [&](chip::ExpertWeights& e, int64_t layer, int64_t index) {
-    rows({TensorKind::w_gate, layer, index}, e.w_gate, r.ffn_begin);
-    rows({TensorKind::w_up, layer, index}, e.w_up, r.ffn_begin);
-    cols({TensorKind::w_down, layer, index}, e.w_down, r.ffn_begin);
-  };
-
-  if (r.n_embed() > 0) rows({TensorKind::embedding}, w.embedding, r.embed_begin);
-  for (int64_t l = r.layer_begin(); l < r.layer_end(); ++l) {
-    chip::LayerWeights& lw = w.layers[static_cast<std::size_t>(l - r.layer_begin())];
-    if (r.has_attention(l)) {
-      source.read_floats({TensorKind::attn_norm, l}, lw.attn_norm.data());
-      rows({TensorKind::wq, l}, lw.wq, r.head_begin * hd);
-      rows({TensorKind::wk, l}, lw.wk, r.kv_head_begin(c) * hd);
-      rows({TensorKind::wv, l}, lw.wv, r.kv_head_begin(c) * hd);
-      cols({TensorKind::wo, l}, lw.wo, r.head_begin * hd);
+  chip::for_each_slice(source.config(), shard.range(), [&](const chip::TensorSlice& slice) {
+    const chip::ShardWeights::Target t = w.target(slice, shard.range());
+    if (t.floats != nullptr) {
+      source.read_floats(slice.tensor, t.floats->data());
+      return;
     }
-    if (!r.has_ffn(l)) continue;
-    source.read_floats({TensorKind::ffn_norm, l}, lw.ffn_norm.data());
-    if (c.is_moe()) {
-      source.read_floats({TensorKind::router, l}, lw.router.data());
-      for (int64_t e = r.expert_begin; e < r.expert_end; ++e) expert(lw.experts[static_cast<std::size_t>(e - r.expert_begin)], l, e);
-    } else {
-      expert(lw.ffn, l, -1);
-    }
-  }
-  if (r.final_norm) source.read_floats({TensorKind::final_norm}, w.final_norm.data());
-  if (r.n_vocab() > 0) rows({TensorKind::lm_head}, w.lm_head, r.vocab_begin);
+    source.read_weight(slice.tensor, slice.row_begin, slice.row_end, slice.col_begin, slice.col_end, t.matrix->weight.data());
+    source.read_scale(slice.tensor, slice.row_begin, slice.row_end, t.matrix->scale.data());
+  });
 }
 
 namespace {

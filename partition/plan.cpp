@@ -109,18 +109,16 @@ void check_heterogeneity(const Plan& plan) {
 }
 
 void check_fits(const Plan& plan, int64_t minimum) {
-  for (const auto& c : plan.chips) {
-    if (c.sram.total_bytes() <= plan.hardware.sram_bytes) continue;
-    // The bound counts weights and KV cache only; when it does not exceed this layout's chip count, the
-    // honest advice is another layout, not a number of chips this one already has.
-    const std::string advice = minimum > plan.n_chips()
-                                   ? "; the model needs at least " + std::to_string(minimum) + " chips"
-                                   : "; try another --tp/--pp layout or more chips";
-    throw chip::CapacityError("chip " + std::to_string(c.chip) + " (stage " + std::to_string(c.stage) + ", tp rank " +
-                              std::to_string(c.tp_rank) + ") does not fit in SRAM: " + c.sram.describe(plan.hardware) +
-                              ", over by " + std::to_string(c.sram.total_bytes() - plan.hardware.sram_bytes) +
-                              " bytes" + advice);
-  }
+  // The bound counts weights and KV cache only; when it does not exceed this layout's chip count, the
+  // honest advice is another layout, not a number of chips this one already has.
+  const std::string advice = minimum > plan.n_chips()
+                                 ? "; the model needs at least " + std::to_string(minimum) + " chips"
+                                 : "; try another --tp/--pp layout or more chips";
+  for (const auto& c : plan.chips)
+    chip::check_fits(c.sram, plan.hardware,
+                     "chip " + std::to_string(c.chip) + " (stage " + std::to_string(c.stage) + ", tp rank " +
+                         std::to_string(c.tp_rank) + ")",
+                     advice);
 }
 
 }  // namespace
@@ -196,6 +194,12 @@ int64_t Plan::max_context() const {
     return true;
   };
   return largest_fitting(model.max_seq_len, fits);
+}
+
+Reduction Plan::reduction(Reduced what, int64_t n_tokens) const {
+  const int64_t values_per_token =
+      what == Reduced::expert_slots ? model.n_experts_per_token * model.hidden_size : model.hidden_size;
+  return {n_tokens * values_per_token, tp};
 }
 
 int64_t Plan::sram_bytes_max() const {

@@ -48,6 +48,24 @@ struct PlanRequest {
   int64_t output_tokens = 0;
 };
 
+/// The flat arrays a stage's tensor-parallel group sums over its chips (reduce-scatter, then all-gather):
+/// int32 partial sums of a split linear's output rows (wo, w_down), the embedding rows of a token
+/// block (each row has one holder; the others contribute -0.0), and the mixtral expert slots (each slot
+/// has one holder).
+enum class Reduced : uint8_t { linear_output, embedding, expert_slots };
+
+/// How a group of `members` chips reduces a flat array of `elements`: after the reduce-scatter, member j
+/// owns elements [begin(j), end(j)) summed over the group; the all-gather then gives every member all of
+/// them. Schedule (transfers and their element ranges) and engine (buffers and sums) both read it here.
+struct Reduction {
+  int64_t elements = 0;
+  int64_t members = 1;
+  int64_t begin(int64_t member) const { return elements * member / members; }
+  int64_t end(int64_t member) const { return begin(member + 1); }
+  /// The largest share of one member, elements.
+  int64_t max_share() const { return (elements + members - 1) / members; }
+};
+
 struct ChipPlan {
   int64_t chip = 0;
   int64_t replica = 0;
@@ -85,6 +103,8 @@ struct Plan {
   /// Largest context whose KV cache fits every chip at this plan's batch.
   int64_t max_context() const;
   int64_t sram_bytes_max() const;
+  /// How a stage's chips reduce `what` for a block of n_tokens.
+  Reduction reduction(Reduced what, int64_t n_tokens) const;
 };
 
 /// The plan for a request; throws PlanError (impossible layout) or CapacityError (does not fit, with the

@@ -30,6 +30,16 @@ const char* payload_name(Payload p) {
   return names[static_cast<int>(p)];
 }
 
+Reduced reduced_array(Payload partial) {
+  switch (partial) {
+    case Payload::partial_sums: return Reduced::linear_output;
+    case Payload::embedding_partial: return Reduced::embedding;
+    case Payload::moe_partial: return Reduced::expert_slots;
+    default: break;
+  }
+  LPURT_ASSERT(false);
+}
+
 namespace {
 
 class Builder {
@@ -87,23 +97,18 @@ class Builder {
         if (i != j) transfer(chip_id(stage, i), chip_id(stage, j), payload, 0, count, 4, layer, block);
   }
 
-  /// Reduce-scatter then all-gather of a flat array of `count` 4-byte elements over the stage's chips.
-  void reduce_scatter_all_gather(int64_t stage, Payload partial, Payload reduced, int64_t count, int64_t layer,
+  /// Reduce-scatter then all-gather of the flat array of 4-byte elements `partial` belongs to, over the
+  /// stage's chips, for a block of n tokens.
+  void reduce_scatter_all_gather(int64_t stage, Payload partial, Payload reduced, int64_t n, int64_t layer,
                                  int32_t block) {
-    const int64_t tp = plan_.tp;
-    for (int64_t i = 0; i < tp; ++i)
-      for (int64_t j = 0; j < tp; ++j)
-        if (i != j) {
-          const int64_t b = split_begin(count, tp, j), e = split_begin(count, tp, j + 1);
-          transfer(chip_id(stage, i), chip_id(stage, j), partial, b, e - b, 4, layer, block);
-        }
-    for (int64_t i = 0; i < tp; ++i) compute(chip_id(stage, i), OpKind::reduce_sum, Unit::vxm, layer, block, partial);
-    for (int64_t i = 0; i < tp; ++i)
-      for (int64_t j = 0; j < tp; ++j)
-        if (i != j) {
-          const int64_t b = split_begin(count, tp, i), e = split_begin(count, tp, i + 1);
-          transfer(chip_id(stage, i), chip_id(stage, j), reduced, b, e - b, 4, layer, block);
-        }
+    const Reduction r = plan_.reduction(reduced_array(partial), n);
+    for (int64_t i = 0; i < r.members; ++i)
+      for (int64_t j = 0; j < r.members; ++j)
+        if (i != j) transfer(chip_id(stage, i), chip_id(stage, j), partial, r.begin(j), r.end(j) - r.begin(j), 4, layer, block);
+    for (int64_t i = 0; i < r.members; ++i) compute(chip_id(stage, i), OpKind::reduce_sum, Unit::vxm, layer, block, partial);
+    for (int64_t i = 0; i < r.members; ++i)
+      for (int64_t j = 0; j < r.members; ++j)
+        if (i != j) transfer(chip_id(stage, i), chip_id(stage, j), reduced, r.begin(i), r.end(i) - r.begin(i), 4, layer, block);
   }
 
   void each_chip(int64_t stage, OpKind kind, Unit unit, int64_t layer, int32_t block) {
@@ -118,8 +123,7 @@ class Builder {
       // Booked on the MXM; its router and SiLU work (VXM) is costed inside it, not booked separately.
       each_chip(s, OpKind::moe, Unit::mxm, l, b);
       if (plan_.tp > 1)
-        reduce_scatter_all_gather(s, Payload::moe_partial, Payload::moe_reduced,
-                                  n * plan_.model.n_experts_per_token * plan_.model.hidden_size, l, b);
+        reduce_scatter_all_gather(s, Payload::moe_partial, Payload::moe_reduced, n, l, b);
       each_chip(s, OpKind::ffn_residual, Unit::vxm, l, b);
       return;
     }
@@ -132,7 +136,7 @@ class Builder {
     }
     each_chip(s, OpKind::down, Unit::mxm, l, b);
     if (plan_.tp > 1)
-      reduce_scatter_all_gather(s, Payload::partial_sums, Payload::reduced_sums, n * plan_.model.hidden_size, l, b);
+      reduce_scatter_all_gather(s, Payload::partial_sums, Payload::reduced_sums, n, l, b);
     each_chip(s, OpKind::ffn_residual, Unit::vxm, l, b);
   }
 
@@ -143,7 +147,7 @@ class Builder {
     const int64_t d = cfg.hidden_size;
     const bool split = plan_.tp > 1;
     each_chip(0, OpKind::embed, Unit::vxm, -1, b);
-    if (split) reduce_scatter_all_gather(0, Payload::embedding_partial, Payload::embedding_reduced, n * d, -1, b);
+    if (split) reduce_scatter_all_gather(0, Payload::embedding_partial, Payload::embedding_reduced, n, -1, b);
     for (int64_t s = 0; s < plan_.pp; ++s) {
       if (s > 0)
         for (int64_t t = 0; t < plan_.tp; ++t)
@@ -164,7 +168,7 @@ class Builder {
           each_chip(s, OpKind::reduce_max, Unit::vxm, l, b);
         }
         each_chip(s, OpKind::wo, Unit::mxm, l, b);
-        if (split) reduce_scatter_all_gather(s, Payload::partial_sums, Payload::reduced_sums, n * d, l, b);
+        if (split) reduce_scatter_all_gather(s, Payload::partial_sums, Payload::reduced_sums, n, l, b);
         each_chip(s, OpKind::attn_residual, Unit::vxm, l, b);
       }
     }
@@ -208,8 +212,8 @@ int64_t compute_cycles(const Op& op, const Plan& plan, const chip::CostModel& co
     case OpKind::reduce_max: return cost.vector_cycles(tp * n);
     case OpKind::wo: return cost.matmul_cycles(d, g.n_heads() * hd, n);
     case OpKind::reduce_sum: {
-      const int64_t count = op.payload == Payload::moe_partial ? n * m.n_experts_per_token * d : n * d;
-      return cost.vector_cycles(tp * chip::ceil_div(count, tp));
+      const Reduction r = plan.reduction(reduced_array(op.payload), n);
+      return cost.vector_cycles(r.members * r.max_share());
     }
     case OpKind::attn_residual: return cost.vector_cycles(2 * d * n);
     case OpKind::ffn_residual: return cost.vector_cycles((2 + m.n_experts_per_token) * d * n);

@@ -70,6 +70,8 @@ enum class Payload : uint8_t {
   moe_reduced,  ///< mixtral: the summed slots, all-gathered
 };
 const char* payload_name(Payload p);
+/// The array a reduce-scatter payload (partial_sums, embedding_partial, moe_partial) belongs to.
+Reduced reduced_array(Payload partial);
 
 struct Op {
   OpKind kind = OpKind::embed;

@@ -86,8 +86,8 @@ Engine::Engine(const partition::Plan& plan, io::WeightSource& source, MPI_Comm c
                       " and a forward call >= 0",
                   ExitCode::usage);
   const int64_t b = plan.shape.block_tokens, d = cfg.hidden_size, tp = plan.tp;
-  // The largest reduce-scatter slice: a block's expert slots (or its activations) over the stage's chips.
-  slice_ = chip::ceil_div(b * d * std::max<int64_t>(1, cfg.n_experts_per_token), tp);
+  // The largest share of a reduce-scatter: a block's expert slots (or its activations) over the stage's chips.
+  slice_ = plan.reduction(cfg.is_moe() ? partition::Reduced::expert_slots : partition::Reduced::linear_output, b).max_share();
   owner_.resize(static_cast<std::size_t>(plan.n_chips()));
   std::size_t n_local = 0;
   for (const auto& c : plan.chips) {
@@ -489,11 +489,11 @@ void Engine::compute(const Op& op, LocalChip& c, const int32_t* tokens, int64_t 
     case OpKind::reduce_sum: {
       // This chip owns slice j of the flat [n x D] array; add the other chips' slices in tp order.
       const int64_t me = plan_.chips[static_cast<std::size_t>(op.chip)].tp_rank;
-      const int64_t count = op.payload == Payload::moe_partial ? n * plan_.model.n_experts_per_token * d : n * d;
-      const int64_t begin = partition::split_begin(count, plan_.tp, me), end = partition::split_begin(count, plan_.tp, me + 1);
+      const partition::Reduction reduction = plan_.reduction(partition::reduced_array(op.payload), n);
+      const int64_t begin = reduction.begin(me), end = reduction.end(me);
       if (op.payload == Payload::partial_sums) {
         std::copy(s.partial_sums() + begin, s.partial_sums() + end, c.sums.begin() + begin);
-        for (int64_t t = 0; t < plan_.tp; ++t) {
+        for (int64_t t = 0; t < reduction.members; ++t) {
           if (t == me) continue;
           const int32_t* in = c.rs_sums.data() + t * slice_;
           // Modulo 2^32: exact for valid partials (each is bounded by its own slice of the dot product, so
@@ -505,7 +505,7 @@ void Engine::compute(const Op& op, LocalChip& c, const int32_t* tokens, int64_t 
       } else {
         // Float slices with one holder per element (embedding rows, expert slots): exact in any order.
         float* target = op.payload == Payload::moe_partial ? s.moe_slots() : c.x.data();
-        for (int64_t t = 0; t < plan_.tp; ++t) {
+        for (int64_t t = 0; t < reduction.members; ++t) {
           if (t == me) continue;
           const float* in = c.rs_floats.data() + t * slice_;
           for (int64_t k = begin; k < end; ++k) target[k] += in[k - begin];

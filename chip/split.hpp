@@ -1,0 +1,121 @@
+#pragma once
+/// \file
+/// The split of a model over chips, in one place: which rectangle of which tensor a chip holds. The
+/// planner gives each chip a ShardRange; it expands here, and only here, into the chip's tensor slices.
+/// Every consumer reads that list: the Shard sizes its weight buffers from it, the loader reads exactly
+/// those rectangles, and SRAM accounting sums their bytes, so the bytes accounted equal the bytes read
+/// by construction. A new kind of layout is a change of ShardRange and of for_each_slice.
+///
+/// Example usage:
+/// \code
+///   for (const lpurt::chip::TensorSlice& s : lpurt::chip::tensor_slices(cfg, range))
+///     std::printf("%s rows %ld..%ld cols %ld..%ld\n", tensor_path(s.tensor).c_str(), s.row_begin, s.row_end,
+///                 s.col_begin, s.col_end);
+/// \endcode
+
+#include <cstdint>
+#include <vector>
+
+#include "chip/model_config.hpp"
+
+namespace lpurt::chip {
+
+/// What one chip holds. Query heads, FFN columns and vocabulary rows are contiguous ranges; the KV heads
+/// are those its query heads read (replicated across chips when there are more chips than KV heads).
+struct ShardRange {
+  /// Layer parts [begin, end): part 2l is layer l's attention (attn_norm, wq, wk, wv, wo, its KV cache),
+  /// part 2l+1 its FFN (ffn_norm and the dense FFN or the router and experts). Pipeline stages split the
+  /// model at part boundaries, so a stage may end inside a layer.
+  int64_t part_begin = 0, part_end = 0;
+  int64_t head_begin = 0, head_end = 0;    ///< query heads of every held layer
+  int64_t ffn_begin = 0, ffn_end = 0;      ///< rows of w_gate/w_up, columns of w_down (dense FFN; experts are whole)
+  int64_t expert_begin = 0, expert_end = 0;  ///< mixtral experts held (expert parallelism within a stage)
+  int64_t vocab_begin = 0, vocab_end = 0;  ///< rows of lm_head; empty if the chip holds no lm_head
+  int64_t embed_begin = 0, embed_end = 0;  ///< rows (tokens) of the embedding table; empty if none
+  bool final_norm = false;                 ///< holds final_norm (last stage)
+
+  int64_t layer_begin() const { return part_begin / 2; }      ///< first layer touched
+  int64_t layer_end() const { return (part_end + 1) / 2; }    ///< one past the last layer touched
+  int64_t n_layers() const { return layer_end() - layer_begin(); }
+  bool has_attention(int64_t layer) const { return 2 * layer >= part_begin && 2 * layer < part_end; }
+  bool has_ffn(int64_t layer) const { return 2 * layer + 1 >= part_begin && 2 * layer + 1 < part_end; }
+  int64_t attention_layer_begin() const { return (part_begin + 1) / 2; }
+  int64_t n_attention_layers() const { return (part_end + 1) / 2 - (part_begin + 1) / 2; }
+  int64_t n_ffn_layers() const { return part_end / 2 - part_begin / 2; }
+  int64_t n_heads() const { return head_end - head_begin; }
+  int64_t n_ffn() const { return ffn_end - ffn_begin; }
+  int64_t n_vocab() const { return vocab_end - vocab_begin; }
+  int64_t n_embed() const { return embed_end - embed_begin; }
+  int64_t n_experts() const { return expert_end - expert_begin; }
+  int64_t kv_head_begin(const ModelConfig& c) const { return head_begin / c.heads_per_kv_head(); }
+  int64_t kv_head_end(const ModelConfig& c) const {
+    return n_heads() == 0 ? kv_head_begin(c) : (head_end - 1) / c.heads_per_kv_head() + 1;
+  }
+  int64_t n_kv_heads(const ModelConfig& c) const { return kv_head_end(c) - kv_head_begin(c); }
+};
+
+/// The whole model on one chip.
+ShardRange whole_model(const ModelConfig& cfg);
+
+/// Rows [row_begin, row_end) x columns [col_begin, col_end) of one tensor. A quantized matrix's slice
+/// carries the float32 scales of its rows (all rows for a column slice, whose output rows are whole).
+struct TensorSlice {
+  TensorId tensor;
+  int64_t row_begin = 0, row_end = 0;
+  int64_t col_begin = 0, col_end = 0;
+
+  int64_t rows() const { return row_end - row_begin; }
+  int64_t cols() const { return col_end - col_begin; }
+  /// Bytes as a chip stores them: int8 weights + float32 row scales, or float32 elements.
+  int64_t bytes() const { return is_quantized_matrix(tensor.kind) ? rows() * cols() + 4 * rows() : 4 * rows() * cols(); }
+};
+
+/// Calls visit(slice) for every slice a chip with `range` holds, in load order (model-level tensors and
+/// layers in file order). Allocates nothing: the planner sums slices of every candidate layout.
+template <typename Visit>
+void for_each_slice(const ModelConfig& cfg, const ShardRange& range, Visit&& visit);
+
+/// The same slices as a list.
+std::vector<TensorSlice> tensor_slices(const ModelConfig& cfg, const ShardRange& range);
+
+/// Bytes of every weight slice a chip with `range` holds.
+int64_t slice_weight_bytes(const ModelConfig& cfg, const ShardRange& range);
+
+template <typename Visit>
+void for_each_slice(const ModelConfig& cfg, const ShardRange& r, Visit&& visit) {
+  const int64_t d = cfg.hidden_size;
+  const int64_t hd = cfg.head_dim();
+  const int64_t q_rows_begin = r.head_begin * hd, q_rows_end = r.head_end * hd;
+  const int64_t kv_rows_begin = r.kv_head_begin(cfg) * hd, kv_rows_end = r.kv_head_end(cfg) * hd;
+  auto whole = [&](const TensorId& id) {
+    const TensorShape s = tensor_shape(cfg, id);
+    visit(TensorSlice{id, 0, s.rows, 0, s.cols});
+  };
+  auto expert = [&](int64_t layer, int64_t index) {
+    visit(TensorSlice{{TensorKind::w_gate, layer, index}, r.ffn_begin, r.ffn_end, 0, d});
+    visit(TensorSlice{{TensorKind::w_up, layer, index}, r.ffn_begin, r.ffn_end, 0, d});
+    visit(TensorSlice{{TensorKind::w_down, layer, index}, 0, d, r.ffn_begin, r.ffn_end});
+  };
+  if (r.n_embed() > 0) visit(TensorSlice{{TensorKind::embedding}, r.embed_begin, r.embed_end, 0, d});
+  for (int64_t l = r.layer_begin(); l < r.layer_end(); ++l) {
+    if (r.has_attention(l)) {
+      whole({TensorKind::attn_norm, l});
+      visit(TensorSlice{{TensorKind::wq, l}, q_rows_begin, q_rows_end, 0, d});
+      visit(TensorSlice{{TensorKind::wk, l}, kv_rows_begin, kv_rows_end, 0, d});
+      visit(TensorSlice{{TensorKind::wv, l}, kv_rows_begin, kv_rows_end, 0, d});
+      visit(TensorSlice{{TensorKind::wo, l}, 0, d, q_rows_begin, q_rows_end});
+    }
+    if (!r.has_ffn(l)) continue;
+    whole({TensorKind::ffn_norm, l});
+    if (cfg.is_moe()) {
+      whole({TensorKind::router, l});
+      for (int64_t e = r.expert_begin; e < r.expert_end; ++e) expert(l, e);
+    } else {
+      expert(l, -1);
+    }
+  }
+  if (r.final_norm) whole({TensorKind::final_norm});
+  if (r.n_vocab() > 0) visit(TensorSlice{{TensorKind::lm_head}, r.vocab_begin, r.vocab_end, 0, d});
+}
+
+}  // namespace lpurt::chip
