@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <unordered_map>
+#include <utility>
 
 #include "chip/cost_model.hpp"
 
@@ -253,73 +254,100 @@ Program build_program(const Plan& plan, const Topology& topology, const std::vec
   return p;
 }
 
-Timeline compute_timeline(const Program& p, const Plan& plan, int64_t base_position) {
+namespace {
+
+int64_t op_cycles(const Program& p, const Op& op, const Plan& plan, const chip::CostModel& cost, int64_t base_position) {
+  const Block& blk = p.blocks[static_cast<std::size_t>(op.block)];
+  const int64_t cycles = compute_cycles(op, plan, cost, base_position + blk.position_offset, blk.n_tokens);
+  const double speed = plan.hardware.chip_speed(op.chip);
+  return speed == 1 ? cycles : static_cast<int64_t>(std::ceil(static_cast<double>(cycles) / speed));
+}
+
+/// Cycles of a send: every hop's latency, then its bytes at the pace of the slowest link on its route.
+int64_t send_cycles(const Program& p, const Op& op, const Plan& plan) {
+  double bandwidth_factor = 1;
+  for (int32_t h = 0; h < op.hop_count && !plan.hardware.link_bandwidth_factors.empty(); ++h) {
+    const Hop& hop = p.hops[static_cast<std::size_t>(op.hop_begin + h)];
+    bandwidth_factor = std::min(bandwidth_factor, plan.hardware.link_bandwidth(hop.from, hop.to));
+  }
+  const double seconds = static_cast<double>(op.hop_count) * plan.hardware.hop_latency_ns * 1e-9 +
+                         static_cast<double>(op.bytes) / (plan.hardware.link_bytes_per_s * bandwidth_factor);
+  return static_cast<int64_t>(std::ceil(seconds * plan.hardware.clock_hz));
+}
+
+}  // namespace
+
+int64_t compute_op_cycles(const Program& p, const Op& op, const Plan& plan, int64_t base_position) {
+  return op_cycles(p, op, plan, chip::CostModel(plan.hardware), base_position);
+}
+
+TimelineSolver::TimelineSolver(const Program& p, const Plan& plan) : program_(p), plan_(plan) {
   const chip::CostModel cost(plan.hardware);
-  const double clock_hz = plan.hardware.clock_hz;
-  Timeline t;
+  Timeline& t = timeline_;
   t.start_cycles.assign(p.ops.size(), 0);
   t.duration_cycles.assign(p.ops.size(), 0);
   t.waited_for.assign(p.ops.size(), -1);
-  // Units: [chip][mxm|vxm] next free cycle and the op that frees it. Links: the same per directed link.
-  struct Busy {
-    int64_t free_cycles = 0;
-    int32_t last_op = -1;
-  };
-  std::vector<Busy> units(static_cast<std::size_t>(2 * p.n_chips));
-  std::unordered_map<int64_t, Busy> links;
-  links.reserve(1024);
+  // The last op that took each unit ([chip][mxm|vxm]) and each directed link, in array order.
+  std::vector<int32_t> unit_last(static_cast<std::size_t>(2 * p.n_chips), -1);
+  std::unordered_map<int64_t, int32_t> link_last;
+  link_last.reserve(1024);
+  pred_begin_.reserve(p.ops.size() + 1);
+  preds_.reserve(p.deps.size() + p.ops.size() + p.hops.size());
   for (std::size_t i = 0; i < p.ops.size(); ++i) {
     const Op& op = p.ops[i];
-    // The latest of the op's inputs and resources; on a tie the data dependency is named.
-    int64_t ready = 0;
-    int32_t waited_for = -1;
-    auto wait_for = [&](int64_t cycles, int32_t op_index) {
-      if (cycles > ready) ready = cycles, waited_for = op_index;
-    };
-    for (int32_t k = 0; k < op.dep_count; ++k) {
-      const int32_t dep = p.deps[static_cast<std::size_t>(op.dep_begin + k)];
-      wait_for(t.end_cycles(static_cast<std::size_t>(dep)), dep);
-    }
-    const Block& blk = p.blocks[static_cast<std::size_t>(op.block)];
-    if (op.kind == OpKind::recv) {
-      t.start_cycles[i] = ready;  // the data has arrived when the matching send ends
-      t.waited_for[i] = waited_for;
-      continue;
-    }
+    pred_begin_.push_back(static_cast<int32_t>(preds_.size()));
+    preds_.insert(preds_.end(), p.deps.begin() + op.dep_begin, p.deps.begin() + op.dep_begin + op.dep_count);
+    if (op.kind == OpKind::recv) continue;  // the data has arrived when the matching send ends
     if (op.kind == OpKind::send) {
       for (int32_t h = 0; h < op.hop_count; ++h) {
         const Hop& hop = p.hops[static_cast<std::size_t>(op.hop_begin + h)];
-        const Busy& link = links[hop.from * p.n_chips + hop.to];
-        wait_for(link.free_cycles, link.last_op);
+        const auto [it, first_use] = link_last.try_emplace(hop.from * p.n_chips + hop.to, static_cast<int32_t>(i));
+        if (!first_use) preds_.push_back(std::exchange(it->second, static_cast<int32_t>(i)));
       }
-      // A transfer streams at the pace of the slowest link on its route.
-      double bandwidth_factor = 1;
-      for (int32_t h = 0; h < op.hop_count && !plan.hardware.link_bandwidth_factors.empty(); ++h) {
-        const Hop& hop = p.hops[static_cast<std::size_t>(op.hop_begin + h)];
-        bandwidth_factor = std::min(bandwidth_factor, plan.hardware.link_bandwidth(hop.from, hop.to));
-      }
-      const double seconds = static_cast<double>(op.hop_count) * plan.hardware.hop_latency_ns * 1e-9 +
-                             static_cast<double>(op.bytes) / (plan.hardware.link_bytes_per_s * bandwidth_factor);
-      const auto duration = static_cast<int64_t>(std::ceil(seconds * clock_hz));
-      t.start_cycles[i] = ready;
-      t.duration_cycles[i] = duration;
-      for (int32_t h = 0; h < op.hop_count; ++h) {
-        const Hop& hop = p.hops[static_cast<std::size_t>(op.hop_begin + h)];
-        links[hop.from * p.n_chips + hop.to] = {ready + duration, static_cast<int32_t>(i)};
-      }
-    } else {
-      Busy& unit = units[static_cast<std::size_t>(2 * op.chip + (op.unit == Unit::mxm ? 0 : 1))];
-      wait_for(unit.free_cycles, unit.last_op);
-      t.start_cycles[i] = ready;
-      t.duration_cycles[i] = compute_cycles(op, plan, cost, base_position + blk.position_offset, blk.n_tokens);
-      const double speed = plan.hardware.chip_speed(op.chip);
-      if (speed != 1) t.duration_cycles[i] = static_cast<int64_t>(std::ceil(static_cast<double>(t.duration_cycles[i]) / speed));
-      unit = {t.end_cycles(i), static_cast<int32_t>(i)};
+      t.duration_cycles[i] = send_cycles(p, op, plan);
+      continue;
     }
+    int32_t& last = unit_last[static_cast<std::size_t>(2 * op.chip + (op.unit == Unit::mxm ? 0 : 1))];
+    if (last >= 0) preds_.push_back(last);
+    last = static_cast<int32_t>(i);
+    if (op.kind == OpKind::attention) attention_ops_.push_back(static_cast<int32_t>(i));
+    else t.duration_cycles[i] = op_cycles(p, op, plan, cost, 0);
+  }
+  pred_begin_.push_back(static_cast<int32_t>(preds_.size()));
+  attention_cycles_.assign(attention_ops_.size(), 0);
+}
+
+const Timeline& TimelineSolver::at(int64_t base_position) {
+  const chip::CostModel cost(plan_.hardware);
+  Timeline& t = timeline_;
+  bool changed = solves_ == 0;
+  for (std::size_t k = 0; k < attention_ops_.size(); ++k) {
+    const auto i = static_cast<std::size_t>(attention_ops_[k]);
+    const int64_t cycles = op_cycles(program_, program_.ops[i], plan_, cost, base_position);
+    changed = changed || cycles != attention_cycles_[k];
+    attention_cycles_[k] = t.duration_cycles[i] = cycles;
+  }
+  if (!changed) return t;
+  ++solves_;
+  t.makespan_cycles = 0;
+  for (std::size_t i = 0; i < program_.ops.size(); ++i) {
+    // The latest-ending predecessor; on a tie the first listed (a data dependency before a resource).
+    int64_t ready = 0;
+    int32_t waited_for = -1;
+    for (int32_t k = pred_begin_[i]; k < pred_begin_[i + 1]; ++k) {
+      const auto pred = static_cast<std::size_t>(preds_[static_cast<std::size_t>(k)]);
+      const int64_t end = t.start_cycles[pred] + t.duration_cycles[pred];
+      if (end > ready) ready = end, waited_for = static_cast<int32_t>(pred);
+    }
+    t.start_cycles[i] = ready;
     t.waited_for[i] = waited_for;
-    t.makespan_cycles = std::max(t.makespan_cycles, t.end_cycles(i));
+    if (program_.ops[i].kind != OpKind::recv) t.makespan_cycles = std::max(t.makespan_cycles, ready + t.duration_cycles[i]);
   }
   return t;
+}
+
+Timeline compute_timeline(const Program& p, const Plan& plan, int64_t base_position) {
+  return TimelineSolver(p, plan).at(base_position);
 }
 
 std::string describe_op(const Program& p, const Timeline& t, std::size_t i) {

@@ -124,6 +124,37 @@ Program build_program(const Plan& plan, const Topology& topology, const std::vec
 /// Start and duration of every op with the blocks starting at `base_position` (deterministic).
 Timeline compute_timeline(const Program& program, const Plan& plan, int64_t base_position);
 
+/// Cycles of compute op `op` of `program` with the blocks starting at `base_position`, on its chip (slowed by
+/// the chip's speed factor).
+int64_t compute_op_cycles(const Program& program, const Op& op, const Plan& plan, int64_t base_position);
+
+/// The timelines of one program at many base positions (a decode program, step after step).
+///
+/// Booking ops in array order fixes the order in which ops take each unit and each link, and only the
+/// attention ops' durations depend on the position. So a timeline is the longest-path recurrence of a
+/// graph fixed at construction: an op starts when the last of its predecessors ends (its data
+/// dependencies, then the previous user of its unit or of each link of its route, in that order: the
+/// first to end latest is the one it waited for). Each position then costs one pass over flat arrays,
+/// and none when the attention durations equal the previous position's.
+class TimelineSolver {
+ public:
+  TimelineSolver(const Program& program, const Plan& plan);
+  /// The timeline at `base_position`; valid until the next call.
+  const Timeline& at(int64_t base_position);
+  /// How many times at() has computed a timeline: unchanged across calls whose timelines are identical.
+  int64_t solves() const { return solves_; }
+
+ private:
+  const Program& program_;
+  const Plan& plan_;
+  std::vector<int32_t> pred_begin_;       ///< [ops + 1]: predecessors of op i are preds_[pred_begin_[i] ..)
+  std::vector<int32_t> preds_;            ///< op indices
+  std::vector<int32_t> attention_ops_;    ///< ops whose duration depends on the position
+  std::vector<int64_t> attention_cycles_; ///< [attention_ops_] their durations in timeline_
+  Timeline timeline_;
+  int64_t solves_ = 0;
+};
+
 /// Throws ScheduleError naming the chips, link or unit, the ops and the cycles if: a unit or a link
 /// direction carries two things at once; a send has no matching receive of the same size and pair; an op
 /// starts before an op it needs has finished (for a receive's consumer: before the data arrived).

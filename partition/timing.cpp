@@ -28,19 +28,175 @@ std::vector<Block> batch_prefill_blocks(const Plan& plan, int64_t prompt_tokens)
 
 std::vector<Block> decode_blocks(int64_t replica) { return {{0, 1, true, replica}}; }
 
-int64_t decode_period_cycles(const Plan& plan, const Program& decode, const Timeline& timeline) {
-  // The busiest stage: from its first compute op to its last, it cannot take the next token.
-  std::vector<int64_t> first(static_cast<std::size_t>(plan.pp), std::numeric_limits<int64_t>::max()), last(first.size(), 0);
-  for (std::size_t i = 0; i < decode.ops.size(); ++i) {
-    const Op& op = decode.ops[i];
+namespace {
+
+struct CriticalPath {
+  int64_t compute_cycles = 0;
+  int64_t transfer_cycles = 0;
+};
+
+CriticalPath critical_path(const Program& p, const Timeline& t) {
+  // Back from the op that ends last along what each op waited for; every op starts exactly when the op
+  // it waited for ends, so the path covers the makespan without gaps.
+  CriticalPath path;
+  int32_t last = -1;
+  for (std::size_t i = 0; i < p.ops.size(); ++i)
+    if (last < 0 || t.end_cycles(i) > t.end_cycles(static_cast<std::size_t>(last))) last = static_cast<int32_t>(i);
+  for (int32_t i = last; i >= 0; i = t.waited_for[static_cast<std::size_t>(i)]) {
+    const auto op = static_cast<std::size_t>(i);
+    (p.ops[op].kind == OpKind::send ? path.transfer_cycles : path.compute_cycles) += t.duration_cycles[op];
+  }
+  LPURT_ASSERT(path.compute_cycles + path.transfer_cycles == t.makespan_cycles);
+  return path;
+}
+
+/// What the modelled figures read of one decode step's timeline, and the op that decided each value.
+///
+/// A decode step's timeline depends on the position only through its attention ops' durations. When
+/// they are all equal (one value x: the layout splits heads evenly and no chip is slowed), every op's
+/// start is the end of the predecessor it waited for, so with the same decisions (every op's
+/// waited-for op, the op that ends last, each stage's first and last compute op) every value is
+/// affine in x: a + k x, k the attention ops on its path. Between two positions whose decisions agree
+/// the decisions agree too (each winner's margin over the others is affine in x and non-negative at
+/// both ends), and x does not decrease with the position: the steps between are then interpolated
+/// exactly, without a timeline.
+struct DecodeStep {
+  int64_t attention_cycles = 0;  ///< x
+  std::vector<int32_t> waited_for;
+  int32_t last_op = -1;
+  std::vector<int32_t> stage_first_op, stage_last_op;  ///< [pp] compute ops
+  int64_t makespan_cycles = 0;
+  std::vector<int64_t> stage_first_cycles, stage_last_cycles;  ///< [pp] first start, last end
+  int64_t critical_transfer_cycles = 0;
+
+  bool same_decisions(const DecodeStep& o) const {
+    return last_op == o.last_op && stage_first_op == o.stage_first_op && stage_last_op == o.stage_last_op &&
+           waited_for == o.waited_for;
+  }
+};
+
+DecodeStep summarize(const Plan& plan, const Program& p, const Timeline& t, int64_t attention_cycles) {
+  DecodeStep d;
+  d.attention_cycles = attention_cycles;
+  d.waited_for = t.waited_for;
+  d.makespan_cycles = t.makespan_cycles;
+  const auto pp = static_cast<std::size_t>(plan.pp);
+  d.stage_first_op.assign(pp, -1);
+  d.stage_last_op.assign(pp, -1);
+  d.stage_first_cycles.assign(pp, std::numeric_limits<int64_t>::max());
+  d.stage_last_cycles.assign(pp, 0);
+  for (std::size_t i = 0; i < p.ops.size(); ++i) {
+    if (d.last_op < 0 || t.end_cycles(i) > t.end_cycles(static_cast<std::size_t>(d.last_op))) d.last_op = static_cast<int32_t>(i);
+    const Op& op = p.ops[i];
     if (op.kind == OpKind::send || op.kind == OpKind::recv) continue;
     const auto s = static_cast<std::size_t>(plan.chips[static_cast<std::size_t>(op.chip)].stage);
-    first[s] = std::min(first[s], timeline.start_cycles[i]);
-    last[s] = std::max(last[s], timeline.end_cycles(i));
+    if (t.start_cycles[i] < d.stage_first_cycles[s]) d.stage_first_cycles[s] = t.start_cycles[i], d.stage_first_op[s] = static_cast<int32_t>(i);
+    if (t.end_cycles(i) > d.stage_last_cycles[s]) d.stage_last_cycles[s] = t.end_cycles(i), d.stage_last_op[s] = static_cast<int32_t>(i);
   }
+  d.critical_transfer_cycles = critical_path(p, t).transfer_cycles;
+  return d;
+}
+
+/// What a decode step adds to the modelled figures.
+struct StepFigures {
+  int64_t period_cycles = 0;
+  int64_t critical_compute_cycles = 0;
+  int64_t critical_transfer_cycles = 0;
+};
+
+/// decode_period_cycles and the critical path's split, from a summary.
+StepFigures figures_of(const Plan& plan, const DecodeStep& d) {
   int64_t busiest = 0;
-  for (std::size_t s = 0; s < first.size(); ++s) busiest = std::max(busiest, last[s] - first[s]);
-  return std::max(timeline.makespan_cycles, plan.shape.n_slots * busiest);
+  for (std::size_t s = 0; s < d.stage_first_cycles.size(); ++s)
+    busiest = std::max(busiest, d.stage_last_cycles[s] - d.stage_first_cycles[s]);
+  return {std::max(d.makespan_cycles, plan.shape.n_slots * busiest), d.makespan_cycles - d.critical_transfer_cycles,
+          d.critical_transfer_cycles};
+}
+
+/// The figures at attention duration x of a step between a and b, which decided alike.
+StepFigures interpolate(const Plan& plan, const DecodeStep& a, const DecodeStep& b, int64_t x) {
+  const int64_t dx = b.attention_cycles - a.attention_cycles;
+  auto at = [&](int64_t va, int64_t vb) {
+    if (dx == 0) return va;
+    LPURT_ASSERT((vb - va) % dx == 0);  // a value is a + k x, k attention ops on its path
+    return va + (vb - va) / dx * (x - a.attention_cycles);
+  };
+  DecodeStep d;
+  d.makespan_cycles = at(a.makespan_cycles, b.makespan_cycles);
+  d.critical_transfer_cycles = a.critical_transfer_cycles;
+  d.stage_first_cycles.resize(a.stage_first_cycles.size());
+  d.stage_last_cycles.resize(a.stage_last_cycles.size());
+  for (std::size_t s = 0; s < a.stage_first_cycles.size(); ++s) {
+    d.stage_first_cycles[s] = at(a.stage_first_cycles[s], b.stage_first_cycles[s]);
+    d.stage_last_cycles[s] = at(a.stage_last_cycles[s], b.stage_last_cycles[s]);
+  }
+  return figures_of(plan, d);
+}
+
+/// The attention op whose duration every attention op of `p` shares at every position, or -1 if their
+/// chips differ in heads, KV heads or speed.
+int32_t shared_attention_op(const Plan& plan, const Program& p) {
+  int32_t first = -1;
+  for (std::size_t i = 0; i < p.ops.size(); ++i) {
+    const Op& op = p.ops[i];
+    if (op.kind != OpKind::attention) continue;
+    if (first < 0) {
+      first = static_cast<int32_t>(i);
+      continue;
+    }
+    const int64_t a = op.chip, b = p.ops[static_cast<std::size_t>(first)].chip;
+    const chip::ShardRange& ra = plan.chips[static_cast<std::size_t>(a)].range;
+    const chip::ShardRange& rb = plan.chips[static_cast<std::size_t>(b)].range;
+    if (ra.n_heads() != rb.n_heads() || ra.n_kv_heads(plan.model) != rb.n_kv_heads(plan.model) ||
+        plan.hardware.chip_speed(a) != plan.hardware.chip_speed(b))
+      return -1;
+  }
+  return first;
+}
+
+/// Figures of the decode steps at positions [first, first + n), with the program's timeline solved only
+/// where the decisions change (see DecodeStep), or at every step when the attention ops differ.
+std::vector<StepFigures> decode_step_figures(const Plan& plan, const Program& decode, TimelineSolver& solver,
+                                             int64_t first, int64_t n) {
+  std::vector<StepFigures> figures(static_cast<std::size_t>(n));
+  const int32_t attention = shared_attention_op(plan, decode);
+  auto x_at = [&](int64_t position) {
+    return attention < 0 ? 0 : compute_op_cycles(decode, decode.ops[static_cast<std::size_t>(attention)], plan, position);
+  };
+  auto solve = [&](int64_t i) {
+    return summarize(plan, decode, solver.at(first + i), x_at(first + i));
+  };
+  if (attention < 0) {
+    for (int64_t i = 0; i < n; ++i) figures[static_cast<std::size_t>(i)] = figures_of(plan, solve(i));
+    return figures;
+  }
+  // Steps lo and hi are solved; fill the ones between, halving where the decisions differ.
+  std::function<void(int64_t, const DecodeStep&, int64_t, const DecodeStep&)> fill =
+      [&](int64_t lo, const DecodeStep& a, int64_t hi, const DecodeStep& b) {
+        if (hi - lo < 2) return;
+        if (a.same_decisions(b)) {
+          for (int64_t i = lo + 1; i < hi; ++i) figures[static_cast<std::size_t>(i)] = interpolate(plan, a, b, x_at(first + i));
+          return;
+        }
+        const int64_t mid = lo + (hi - lo) / 2;
+        const DecodeStep m = solve(mid);
+        figures[static_cast<std::size_t>(mid)] = figures_of(plan, m);
+        fill(lo, a, mid, m);
+        fill(mid, m, hi, b);
+      };
+  const DecodeStep a = solve(0);
+  figures.front() = figures_of(plan, a);
+  if (n == 1) return figures;
+  const DecodeStep b = solve(n - 1);
+  figures.back() = figures_of(plan, b);
+  fill(0, a, n - 1, b);
+  return figures;
+}
+
+}  // namespace
+
+int64_t decode_period_cycles(const Plan& plan, const Program& decode, const Timeline& timeline) {
+  return figures_of(plan, summarize(plan, decode, timeline, 0)).period_cycles;
 }
 
 int64_t decode_period_cycles(const Plan& plan, int64_t position) {
@@ -53,6 +209,7 @@ int64_t decode_period_cycles(const Plan& plan, int64_t position) {
   }
   return slowest;
 }
+
 
 StepProfile profile(const Program& p, const Timeline& t) {
   StepProfile s;
@@ -77,16 +234,9 @@ StepProfile profile(const Program& p, const Timeline& t) {
       if (busy > s.busiest_link_cycles) s.busiest_link_cycles = busy, s.busiest_link = hop;
     }
   }
-  // Back from the op that ends last along what each op waited for; every op starts exactly when the op
-  // it waited for ends, so the path covers the makespan without gaps.
-  int32_t last = -1;
-  for (std::size_t i = 0; i < p.ops.size(); ++i)
-    if (last < 0 || t.end_cycles(i) > t.end_cycles(static_cast<std::size_t>(last))) last = static_cast<int32_t>(i);
-  for (int32_t i = last; i >= 0; i = t.waited_for[static_cast<std::size_t>(i)]) {
-    const auto op = static_cast<std::size_t>(i);
-    (p.ops[op].kind == OpKind::send ? s.critical_transfer_cycles : s.critical_compute_cycles) += t.duration_cycles[op];
-  }
-  LPURT_ASSERT(s.critical_compute_cycles + s.critical_transfer_cycles == t.makespan_cycles);
+  const CriticalPath path = critical_path(p, t);
+  s.critical_compute_cycles = path.compute_cycles;
+  s.critical_transfer_cycles = path.transfer_cycles;
   return s;
 }
 
@@ -131,8 +281,8 @@ ModelledTimes modelled_times(const Plan& plan, int64_t prompt_tokens, int64_t ou
   const auto decode = std::make_shared<const Program>(build_program(plan, topology, decode_blocks(decode_replica)));
   m.decode_steps = std::max<int64_t>(0, output_tokens - 1);
   // With no decode step, the profile and TPOT describe the step that would come next.
-  const Timeline first = compute_timeline(*decode, plan, prompt_tokens);
-  m.decode = profile(*decode, first);
+  TimelineSolver solver(*decode, plan);
+  m.decode = profile(*decode, solver.at(prompt_tokens));
   if (identical_replicas) {
     // The replicas run the same program on their own chips.
     for (std::size_t c = 0; c < n_chips; ++c) {
@@ -143,18 +293,27 @@ ModelledTimes modelled_times(const Plan& plan, int64_t prompt_tokens, int64_t ou
   m.decode.chip_compute_cycles = std::move(chip_compute);
   m.decode.chip_send_cycles = std::move(chip_send);
   // Each decode step is one token of every sequence: with the batch interleaved, a user waits one period.
-  int64_t compute_cycles = 0, transfer_cycles = 0;
-  for (int64_t i = 0; i < std::max<int64_t>(1, m.decode_steps); ++i) {
-    const Timeline step = i == 0 ? first : compute_timeline(*decode, plan, prompt_tokens + i);
-    const StepProfile path = i == 0 ? m.decode : profile(*decode, step);
-    compute_cycles += path.critical_compute_cycles;
-    transfer_cycles += path.critical_transfer_cycles;
-    if (i == m.decode_steps) break;  // no decode step: the figures describe the step that would come next
-    if (visit) visit("decode " + std::to_string(i + 1), decode, step, m.prefill_cycles + m.decode_cycles);
-    m.decode_cycles += decode_period_cycles(plan, *decode, step);
+  // A trace needs every step's timeline; the figures alone need only the steps where decisions change.
+  const int64_t n_steps = std::max<int64_t>(1, m.decode_steps);
+  int64_t compute_cycles = 0, transfer_cycles = 0, period = 0;
+  std::vector<StepFigures> steps_figures;
+  if (!visit) steps_figures = decode_step_figures(plan, *decode, solver, prompt_tokens, n_steps);
+  for (int64_t i = 0; i < n_steps; ++i) {
+    StepFigures f;
+    if (visit) {
+      const Timeline& step = solver.at(prompt_tokens + i);
+      f = figures_of(plan, summarize(plan, *decode, step, 0));
+      if (i < m.decode_steps) visit("decode " + std::to_string(i + 1), decode, step, m.prefill_cycles + m.decode_cycles);
+    } else {
+      f = steps_figures[static_cast<std::size_t>(i)];
+    }
+    compute_cycles += f.critical_compute_cycles;
+    transfer_cycles += f.critical_transfer_cycles;
+    period = f.period_cycles;
+    if (i < m.decode_steps) m.decode_cycles += f.period_cycles;
   }
   const int64_t steps = std::max<int64_t>(1, m.decode_steps);
-  const int64_t period_cycles = m.decode_steps > 0 ? m.decode_cycles : decode_period_cycles(plan, *decode, first);
+  const int64_t period_cycles = m.decode_steps > 0 ? m.decode_cycles : period;
   auto per_step_s = [&](int64_t cycles) { return static_cast<double>(cycles) / static_cast<double>(steps) / clock_hz; };
   m.ttft_s = static_cast<double>(m.prefill_cycles) / clock_hz;
   m.tpot_s = per_step_s(period_cycles);

@@ -399,6 +399,9 @@ void Engine::execute(const partition::Program& p, const Exchange& e, int64_t rep
   current_offset_ = offset;
   if (rank_ == faults_.crash_rank) std::raise(SIGKILL);  // injected: this rank dies
   while (rank_ == faults_.stall_rank) std::this_thread::sleep_for(std::chrono::seconds(1));  // injected: stuck
+  // Without payloads, a rank's only work in a step is its messages and the fault draws: with neither,
+  // the step has nothing to do here (a timing-only run on one rank costs no time per token).
+  if (timing_only_ && e.messages.empty() && !faults_.checked()) return;
   std::size_t next_round = 0;
   for (std::size_t i = 0; i < p.ops.size(); ++i) {
     while (next_round < e.rounds.size() && static_cast<std::size_t>(e.rounds[next_round].first_op) <= i)

@@ -1,6 +1,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <map>
 
 #include "partition/schedule.hpp"
 #include "partition/timing.hpp"
@@ -325,4 +326,108 @@ TEST(Heterogeneity, FactorsMustNameChipsAndLinksThatExist) {
     EXPECT_NE(std::string(e.what()).find("are not linked directly in the dragonfly topology"), std::string::npos)
         << e.what();
   }
+}
+
+namespace {
+
+/// The booking the schedule is defined by, step by step: every op in array order starts at the latest of
+/// its data dependencies' ends and its unit's or links' next free cycle (durations from a fresh
+/// compute_timeline at this position). An independent statement of what TimelineSolver computes.
+Timeline booked_timeline(const Program& p, const Plan& plan, int64_t position) {
+  Timeline t = compute_timeline(p, plan, position);
+  std::map<int64_t, std::pair<int64_t, int32_t>> unit_free, link_free;  // free cycle, last op
+  t.makespan_cycles = 0;
+  for (std::size_t i = 0; i < p.ops.size(); ++i) {
+    const Op& op = p.ops[i];
+    int64_t ready = 0;
+    int32_t waited_for = -1;
+    auto wait_for = [&](int64_t cycles, int32_t by) {
+      if (cycles > ready) ready = cycles, waited_for = by;
+    };
+    for (int32_t k = 0; k < op.dep_count; ++k) {
+      const auto dep = static_cast<std::size_t>(p.deps[static_cast<std::size_t>(op.dep_begin + k)]);
+      wait_for(t.start_cycles[dep] + t.duration_cycles[dep], static_cast<int32_t>(dep));
+    }
+    if (op.kind == OpKind::send) {
+      for (int32_t h = 0; h < op.hop_count; ++h) {
+        const Hop& hop = p.hops[static_cast<std::size_t>(op.hop_begin + h)];
+        const auto it = link_free.find(hop.from * p.n_chips + hop.to);
+        if (it != link_free.end()) wait_for(it->second.first, it->second.second);
+      }
+      for (int32_t h = 0; h < op.hop_count; ++h) {
+        const Hop& hop = p.hops[static_cast<std::size_t>(op.hop_begin + h)];
+        link_free[hop.from * p.n_chips + hop.to] = {ready + t.duration_cycles[i], static_cast<int32_t>(i)};
+      }
+    } else if (op.kind != OpKind::recv) {
+      const int64_t unit = 2 * op.chip + (op.unit == Unit::mxm ? 0 : 1);
+      const auto it = unit_free.find(unit);
+      if (it != unit_free.end()) wait_for(it->second.first, it->second.second);
+      unit_free[unit] = {ready + t.duration_cycles[i], static_cast<int32_t>(i)};
+    }
+    t.start_cycles[i] = ready;
+    t.waited_for[i] = waited_for;
+    if (op.kind != OpKind::recv) t.makespan_cycles = std::max(t.makespan_cycles, ready + t.duration_cycles[i]);
+  }
+  return t;
+}
+
+}  // namespace
+
+TEST(Timing, DecodeFiguresEqualTheStepByStepBooking) {
+  struct Case {
+    Plan plan;
+    int64_t prompt_tokens, output_tokens;
+  };
+  std::vector<Case> cases = {
+      {plan_for("tiny", 2, 2), 5, 40},
+      {plan_for("tiny-mixtral", 2, 2), 3, 30},
+      {plan_for("small", 4, 3), 1, 60},
+      {heterogeneous_plan(2, 3, 3, {"chip_speed_factor.5=0.5"}), 8, 20},
+      {heterogeneous_plan(4, 1, 4, {"link_bandwidth_factor.2-1=0.5"}), 8, 50},
+  };
+  for (const Case& c : cases) {
+    const Plan& plan = c.plan;
+    SCOPED_TRACE(plan.model.hidden_size);
+    const ModelledTimes m = modelled_times(plan, c.prompt_tokens, c.output_tokens);
+    // The slowest replica's decode program, as modelled_times picks it, then every step booked afresh.
+    const Topology topology = topology_for(plan);
+    int64_t replica = 0, slowest = -1;
+    for (int64_t r = 0; r < (plan.hardware.uniform() ? 1 : plan.replicas); ++r) {
+      const Program one = build_program(plan, topology, decode_blocks(r));
+      const int64_t cycles = decode_period_cycles(plan, one, booked_timeline(one, plan, c.prompt_tokens));
+      if (cycles > slowest) slowest = cycles, replica = r;
+    }
+    const Program decode = build_program(plan, topology, decode_blocks(replica));
+    int64_t decode_cycles = 0, compute_cycles = 0, transfer_cycles = 0;
+    for (int64_t i = 0; i < c.output_tokens - 1; ++i) {
+      const Timeline booked = booked_timeline(decode, plan, c.prompt_tokens + i);
+      const Timeline solved = compute_timeline(decode, plan, c.prompt_tokens + i);
+      ASSERT_EQ(solved.start_cycles, booked.start_cycles) << "step " << i;
+      ASSERT_EQ(solved.waited_for, booked.waited_for) << "step " << i;
+      ASSERT_EQ(solved.makespan_cycles, booked.makespan_cycles) << "step " << i;
+      const StepProfile step = profile(decode, booked);
+      decode_cycles += decode_period_cycles(plan, decode, booked);
+      compute_cycles += step.critical_compute_cycles;
+      transfer_cycles += step.critical_transfer_cycles;
+    }
+    const auto steps = static_cast<double>(c.output_tokens - 1);
+    const double clock_hz = plan.hardware.clock_hz;
+    EXPECT_EQ(m.decode_cycles, decode_cycles);
+    EXPECT_EQ(m.tpot_s, static_cast<double>(decode_cycles) / steps / clock_hz);
+    EXPECT_EQ(m.tpot_compute_s, static_cast<double>(compute_cycles) / steps / clock_hz);
+    EXPECT_EQ(m.tpot_transfer_s, static_cast<double>(transfer_cycles) / steps / clock_hz);
+  }
+}
+
+TEST(Timing, TheSolverSkipsStepsWhoseDurationsRepeat) {
+  const Plan plan = plan_for("small", 2, 2);
+  const Program decode = build_program(plan, topology_for(plan), decode_blocks());
+  TimelineSolver solver(decode, plan);
+  solver.at(10);
+  EXPECT_EQ(solver.solves(), 1);
+  solver.at(10);
+  EXPECT_EQ(solver.solves(), 1);
+  const Timeline& later = solver.at(60);
+  EXPECT_EQ(solver.solves(), 2);
+  EXPECT_EQ(later.start_cycles, compute_timeline(decode, plan, 60).start_cycles);
 }
