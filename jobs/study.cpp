@@ -23,10 +23,11 @@ namespace {
 
 /// More points than anyone runs on purpose: a typo such as a step of 1 over 1..1e9 fails early.
 constexpr std::size_t max_points = 100'000;
-/// Part of every point key: bump it whenever modelled results change (timing model, summary fields), so
-/// that a rerun does not mix results of two versions. The rank count is not part of the key: results
+/// Part of every point key: bump it whenever modelled results change (timing model, summary fields) or
+/// the key's JSON text does (4: nlohmann::json's compact form), so that a rerun does not mix results of
+/// two versions. The rank count is not part of the key: results
 /// are the same on any number of ranks (host timings aside).
-constexpr int64_t point_key_version = 3;
+constexpr int64_t point_key_version = 4;
 
 const std::vector<std::string>& hardware_parameter_names() {
   static const std::vector<std::string> names = [] {
