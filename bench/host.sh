@@ -11,7 +11,7 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1
 
-field() { grep -o "\"$1\": [^,}]*" | head -1 | sed 's/.*: //; s/"//g'; }
+field() { grep -o "\"$1\": *[^,}]*" | head -1 | sed 's/^"[^"]*": *//; s/"//g'; }
 gbps() {  # gbps FILTER [env...]: bytes_per_second of a Google Benchmark case, in GB/s (best of 3 repetitions)
   local filter=$1; shift
   env "$@" "$kernels" --benchmark_filter="$filter" --benchmark_repetitions=3 --benchmark_min_time=0.5 \

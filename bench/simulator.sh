@@ -11,7 +11,7 @@ export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_
 "$lpurt" gen-model --preset llama2-70b --config-only --out "$work/llama2-70b.h5" > /dev/null
 "$lpurt" gen-model --preset small --config-only --out "$work/small.h5" > /dev/null
 
-field() { grep -o "\"$1\": [^,}]*" | head -1 | sed 's/.*: //'; }  # field NAME < json
+field() { grep -o "\"$1\": *[^,}]*" | head -1 | sed 's/^"[^"]*": *//'; }  # field NAME < json
 
 # measure RANKS ARGS... -> "wall_s peak_mb" (peak: the largest rank's resident set)
 measure() {

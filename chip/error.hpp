@@ -12,7 +12,7 @@ namespace lpurt {
 enum class ExitCode : int {
   success = 0,
   usage = 2,         ///< bad command line (CLI11 uses 105-ish codes; we map them to 2)
-  input = 3,         ///< bad input file: not HDF5, wrong format, missing or malformed dataset
+  input = 3,         ///< bad input file: not HDF5, wrong format, missing or malformed dataset, TOML syntax
   capacity = 4,      ///< a model or request that does not fit the hardware
   config = 5,        ///< an impossible configuration (layout, hardware parameter, rank count)
   io = 6,            ///< cannot write an output
@@ -35,6 +35,12 @@ namespace chip {
 class ConfigError : public Error {
  public:
   explicit ConfigError(const std::string& message) : Error(message, ExitCode::config) {}
+};
+/// A malformed job or system file: TOML syntax, an unknown key or a value of the wrong type (a value of
+/// the right type that is impossible is a ConfigError).
+class InputError : public Error {
+ public:
+  explicit InputError(const std::string& message) : Error(message, ExitCode::input) {}
 };
 /// Something does not fit the SRAM of a chip.
 class CapacityError : public Error {

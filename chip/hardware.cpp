@@ -2,9 +2,11 @@
 
 #include <cmath>
 #include <functional>
+#include <optional>
 #include <sstream>
 
 #include "chip/error.hpp"
+#include "chip/toml_file.hpp"
 
 namespace lpurt::chip {
 
@@ -88,12 +90,17 @@ void check_factor(double value, const std::string& name, const std::string& orig
                       " .. " + std::to_string(max_factor) + " (1 is nominal)");
 }
 
+/// "clock_hz, sram_bytes, ...": the names of parameters().
+std::string parameter_list() {
+  std::string names;
+  for (const auto& p : parameters()) names += (names.empty() ? "" : ", ") + p.info.name;
+  return names;
+}
+
 const Parameter& find_parameter(const std::string& name, const std::string& origin) {
   for (const auto& p : parameters())
     if (p.info.name == name) return p;
-  std::string names;
-  for (const auto& p : parameters()) names += (names.empty() ? "" : ", ") + p.info.name;
-  throw ConfigError(origin + ": unknown hardware parameter \"" + name + "\" (known: " + names + ")");
+  throw ConfigError(origin + ": unknown hardware parameter \"" + name + "\" (known: " + parameter_list() + ")");
 }
 
 std::string trim(const std::string& s) {
@@ -143,6 +150,11 @@ ChipSpec hardware_preset(const std::string& name) {
 }
 
 std::vector<std::string> hardware_preset_names() { return {"groq-lpu-v1"}; }
+
+bool is_hardware_preset(const std::string& name) {
+  const auto names = hardware_preset_names();
+  return std::find(names.begin(), names.end(), name) != names.end();
+}
 
 const std::vector<ParameterInfo>& parameter_infos() {
   static const std::vector<ParameterInfo> infos = [] {
@@ -215,34 +227,32 @@ void apply_assignment(ChipSpec& spec, const std::string& assignment, const std::
 }
 
 ChipSpec parse_system_file(const std::string& text, const std::string& file_name) {
+  const toml::table root = parse_toml(text, file_name);
+  const std::vector<TomlEntry> entries = flatten_in_file_order(root);
   ChipSpec spec;
-  std::istringstream in(text);
-  std::string line;
-  int line_number = 0;
-  bool any_parameter = false;
-  while (std::getline(in, line)) {
-    ++line_number;
-    const std::string origin = file_name + ":" + std::to_string(line_number);
-    const auto hash = line.find('#');
-    const std::string body = trim(line.substr(0, hash));
-    if (body.empty()) continue;
-    const auto eq = body.find('=');
-    if (eq == std::string::npos) throw ConfigError(origin + ": expected name = value, got \"" + body + "\"");
-    const std::string key = trim(body.substr(0, eq));
-    const std::string value = trim(body.substr(eq + 1));
-    if (key == "preset") {
-      if (any_parameter) throw ConfigError(origin + ": preset must come before any parameter");
-      if (value.size() < 2 || value.front() != '"' || value.back() != '"')
-        throw ConfigError(origin + ": preset must be a quoted string, got " + value);
-      spec = hardware_preset(value.substr(1, value.size() - 2));
-      continue;
-    }
-    if (key == "topology") {
-      set_topology(spec, unquote(value), origin);
+  for (std::size_t i = 0; i < entries.size(); ++i) {
+    const auto& [name, value] = entries[i];
+    const std::string origin = toml_origin(*value, file_name);
+    const auto wrong_type = [&](const char* expected) {
+      return InputError(origin + ": " + name + " must be " + expected + ", got " + toml_type_name(*value));
+    };
+    if (name == "preset") {
+      if (i != 0) throw InputError(origin + ": preset must come before any parameter");
+      const auto preset = value->value<std::string>();
+      if (!preset) throw wrong_type("a quoted string such as \"groq-lpu-v1\"");
+      spec = hardware_preset(*preset);
+    } else if (name == "topology") {
+      const auto topology = value->value<std::string>();
+      if (!topology) throw wrong_type("a quoted string (\"dragonfly\" or \"chain\")");
+      set_topology(spec, *topology, origin);
+    } else if (!is_parameter_name(name)) {
+      throw InputError(origin + ": unknown hardware parameter \"" + name + "\" (expected preset, topology, " +
+                       parameter_list() + ", chip_speed_factor.<chip> or link_bandwidth_factor.<chip>-<chip>)");
     } else {
-      set_parameter(spec, key, parse_number(value, origin + ": " + key), origin);
+      const auto number = value->is_integer() || value->is_floating_point() ? value->value<double>() : std::nullopt;
+      if (!number) throw wrong_type("a number");
+      set_parameter(spec, name, *number, origin);
     }
-    any_parameter = true;
   }
   spec.validate();
   return spec;

@@ -72,6 +72,8 @@ struct ChipSpec {
 /// Known hardware presets ("groq-lpu-v1").
 ChipSpec hardware_preset(const std::string& name);
 std::vector<std::string> hardware_preset_names();
+/// Whether `name` is one of hardware_preset_names() (a system given by name rather than by file).
+bool is_hardware_preset(const std::string& name);
 
 /// One overridable parameter: its name, unit, and where its default comes from.
 struct ParameterInfo {
@@ -88,8 +90,10 @@ double get_parameter(const ChipSpec& spec, const std::string& name);
 void set_parameter(ChipSpec& spec, const std::string& name, double value, const std::string& origin);
 /// Applies "name=value" (as given to --set); `topology=chain` sets the one string parameter.
 void apply_assignment(ChipSpec& spec, const std::string& assignment, const std::string& origin);
-/// Applies a system file: TOML-style `name = value` lines, `#` comments, and optionally
-/// `preset = "groq-lpu-v1"` as the first setting. `file_name` goes into error messages with the line.
+/// Reads a system file: TOML `name = value` lines (dotted names such as `chip_speed_factor.3` bare or
+/// quoted), optionally `preset = "groq-lpu-v1"` as the first setting. `file_name` goes into error
+/// messages with the line. Throws InputError for TOML syntax, an unknown name or a value of the wrong
+/// type; ConfigError for a value out of range.
 ChipSpec parse_system_file(const std::string& text, const std::string& file_name);
 
 }  // namespace lpurt::chip

@@ -1,7 +1,6 @@
 #include "io/record.hpp"
 
-#include <cmath>
-#include <cstdio>
+#include <nlohmann/json.hpp>
 
 namespace lpurt::io {
 
@@ -21,48 +20,11 @@ const Record::Value* Record::find(const std::string& key) const {
   return nullptr;
 }
 
-std::string json_quote(const std::string& s) {
-  std::string out = "\"";
-  for (char c : s) {
-    switch (c) {
-      case '"': out += "\\\""; break;
-      case '\\': out += "\\\\"; break;
-      case '\n': out += "\\n"; break;
-      case '\t': out += "\\t"; break;
-      default:
-        if (static_cast<unsigned char>(c) < 0x20) {
-          char buf[8];
-          std::snprintf(buf, sizeof buf, "\\u%04x", c);
-          out += buf;
-        } else {
-          out += c;
-        }
-    }
-  }
-  return out + "\"";
-}
-
 std::string Record::to_json() const {
-  std::string out = "{";
-  for (std::size_t i = 0; i < fields_.size(); ++i) {
-    if (i) out += ", ";
-    out += json_quote(fields_[i].first) + ": ";
-    const Value& v = fields_[i].second;
-    if (const auto* n = std::get_if<int64_t>(&v)) {
-      out += std::to_string(*n);
-    } else if (const auto* d = std::get_if<double>(&v)) {
-      if (std::isfinite(*d)) {
-        char buf[32];
-        std::snprintf(buf, sizeof buf, "%.17g", *d);
-        out += buf;
-      } else {
-        out += "null";
-      }
-    } else {
-      out += json_quote(std::get<std::string>(v));
-    }
-  }
-  return out + "}";
+  // ordered_json keeps the fields in the order they were set; NaN and infinities are written as null.
+  nlohmann::ordered_json object = nlohmann::ordered_json::object();
+  for (const auto& field : fields_) std::visit([&](const auto& v) { object[field.first] = v; }, field.second);
+  return object.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
 }
 
 }  // namespace lpurt::io

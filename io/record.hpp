@@ -17,14 +17,12 @@ class Record {
   Record& set(const std::string& key, Value value);
   const std::vector<std::pair<std::string, Value>>& fields() const { return fields_; }
   const Value* find(const std::string& key) const;
-  /// One JSON object on one line; doubles with 17 significant digits (round-trip exact).
+  /// One compact JSON object on one line, fields in order; doubles round-trip exactly; invalid UTF-8 in
+  /// keys or strings becomes U+FFFD.
   std::string to_json() const;
 
  private:
   std::vector<std::pair<std::string, Value>> fields_;
 };
-
-/// JSON string literal with escapes.
-std::string json_quote(const std::string& s);
 
 }  // namespace lpurt::io

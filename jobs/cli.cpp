@@ -19,7 +19,6 @@
 #include "io/atomic_file.hpp"
 #include "io/error.hpp"
 #include "io/model_file.hpp"
-#include "io/text_file.hpp"
 #include "partition/timing.hpp"
 #include "jobs/format.hpp"
 #include "jobs/open_model.hpp"
@@ -42,17 +41,7 @@ struct SystemOptions {
         ->take_all();
   }
   chip::ChipSpec resolve() const {
-    chip::ChipSpec spec;
-    const auto presets = chip::hardware_preset_names();
-    if (std::find(presets.begin(), presets.end(), system) != presets.end()) {
-      spec = chip::hardware_preset(system);
-    } else {
-      std::error_code ec;
-      if (!std::filesystem::exists(system, ec))
-        throw chip::ConfigError("unknown system preset \"" + system + "\" and no such file (presets: groq-lpu-v1)");
-      spec = chip::parse_system_file(io::read_text_file(system, "system file"), system);
-      spec.name = system;
-    }
+    chip::ChipSpec spec = load_system(system);
     for (const auto& o : overrides) chip::apply_assignment(spec, o, "--set " + o);
     spec.validate();
     return spec;
@@ -409,8 +398,7 @@ int run_command_line(int argc, char** argv, int rank, int n_ranks) {
           throw Error("--seed must be at most " + std::to_string(INT64_MAX), ExitCode::usage);
         study.seed = sweep_seed;
       }
-      const auto presets = chip::hardware_preset_names();
-      study.system = std::find(presets.begin(), presets.end(), sweep_system) != presets.end()
+      study.system = chip::is_hardware_preset(sweep_system)
                          ? sweep_system
                          : std::filesystem::absolute(sweep_system).lexically_normal().string();
       for (const auto& a : sweep_set) {

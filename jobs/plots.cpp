@@ -2,8 +2,8 @@
 
 #include <algorithm>
 #include <cmath>
-#include <cstdio>
 #include <filesystem>
+#include <iomanip>
 #include <limits>
 #include <sstream>
 #include <unordered_map>
@@ -29,6 +29,13 @@ double number(const io::Record& r, const std::string& name, double scale = 1) {
   if (const auto* i = std::get_if<int64_t>(v)) return static_cast<double>(*i) * scale;
   if (const auto* d = std::get_if<double>(v)) return *d * scale;
   return nan;
+}
+
+/// `x` as printf's %.<digits>g writes it, with no bound on the length.
+std::string g(double x, int digits) {
+  std::ostringstream out;
+  out << std::setprecision(digits) << x;
+  return out.str();
 }
 
 std::string text(const io::Record::Value* v) { return v ? format_value(*v) : std::string(); }
@@ -95,11 +102,12 @@ PlotSet render_plots(const Study& s, const std::vector<io::Record>& rows, const 
       const double user = number(r, "tokens_per_s_user"), system = number(r, "tokens_per_s_system");
       if (user > 0) tps_min = std::min(tps_min, user), tps_max = std::max(tps_max, system);
       batched = batched || (user > 0 && system != user);
-      char line[512];
-      std::snprintf(line, sizeof line, "%.17g %s %.9g %.9g %.9g %.9g %.9g %.9g %.9g\n", x, data_string(category).c_str(),
-                    number(r, "ttft_s", 1e3), number(r, "tpot_s", 1e3), user, system, number(r, "sram_bytes_max", 1e-6),
-                    number(r, "sram_bytes_mean", 1e-6), number(r, "sram_bytes_per_chip", 1e-6));
-      data << line;
+      data << g(x, 17) << " " << data_string(category);
+      for (const double column : {number(r, "ttft_s", 1e3), number(r, "tpot_s", 1e3), user, system,
+                                  number(r, "sram_bytes_max", 1e-6), number(r, "sram_bytes_mean", 1e-6),
+                                  number(r, "sram_bytes_per_chip", 1e-6)})
+        data << " " << g(column, 9);
+      data << "\n";
     }
     data << "\n\n";
   }
@@ -107,10 +115,8 @@ PlotSet render_plots(const Study& s, const std::vector<io::Record>& rows, const 
   for (const auto& r : rows) {
     std::string label = text(r.find(x_name));
     for (std::size_t a = 1; a < s.axes.size(); ++a) label += " " + text(r.find(s.axes[a].name));
-    char line[256];
-    std::snprintf(line, sizeof line, "%s %.9g %.9g %.9g\n", data_string(label).c_str(), number(r, "tpot_compute_s", 1e6),
-                  number(r, "tpot_transfer_s", 1e6), number(r, "tpot_idle_s", 1e6));
-    bars << line;
+    bars << data_string(label) << " " << g(number(r, "tpot_compute_s", 1e6), 9) << " "
+         << g(number(r, "tpot_transfer_s", 1e6), 9) << " " << g(number(r, "tpot_idle_s", 1e6), 9) << "\n";
   }
 
   const bool log_x = numeric_x && x_min > 0 && x_max / x_min >= 8;
@@ -120,11 +126,8 @@ PlotSet render_plots(const Study& s, const std::vector<io::Record>& rows, const 
   if (numeric_x && x_values.size() <= 10) {
     std::sort(x_values.begin(), x_values.end());
     x_tics = "set xtics (";
-    for (std::size_t i = 0; i < x_values.size(); ++i) {
-      char tic[64];
-      std::snprintf(tic, sizeof tic, "%s'%g' %.17g", i ? ", " : "", x_values[i], x_values[i]);
-      x_tics += tic;
-    }
+    for (std::size_t i = 0; i < x_values.size(); ++i)
+      x_tics += (i ? ", '" : "'") + g(x_values[i], 6) + "' " + g(x_values[i], 17);
     x_tics += ")\n";
   }
   const std::string x_label = axis_label(x_name);

@@ -10,8 +10,8 @@
 #include <sstream>
 
 #include "chip/model_config.hpp"
+#include "chip/toml_file.hpp"
 #include "io/text_file.hpp"
-#include "jobs/toml.hpp"
 
 namespace lpurt::jobs {
 
@@ -23,10 +23,11 @@ namespace {
 
 /// More points than anyone runs on purpose: a typo such as a step of 1 over 1..1e9 fails early.
 constexpr std::size_t max_points = 100'000;
-/// Part of every point key: bump it whenever modelled results change (timing model, summary fields), so
-/// that a rerun does not mix results of two versions. The rank count is not part of the key: results
+/// Part of every point key: bump it whenever modelled results change (timing model, summary fields) or
+/// the key's JSON text does (4: nlohmann::json's compact form), so that a rerun does not mix results of
+/// two versions. The rank count is not part of the key: results
 /// are the same on any number of ranks (host timings aside).
-constexpr int64_t point_key_version = 3;
+constexpr int64_t point_key_version = 4;
 
 const std::vector<std::string>& hardware_parameter_names() {
   static const std::vector<std::string> names = [] {
@@ -50,60 +51,74 @@ std::string join(const std::vector<std::string>& names) {
   return s;
 }
 
-/// Reads a job file's values with their origin ("job.toml:12: run.chips") in every message.
+/// Reads a job file's values with their origin ("job.toml:12: run.chips") in every message. A value of
+/// the wrong type or an unknown key is a malformed file (InputError); a value the run cannot take is a
+/// ConfigError.
 class Reader {
  public:
   explicit Reader(std::string source) : source_(std::move(source)) {}
 
-  std::string at(const toml::Value& v) const { return source_ + ":" + std::to_string(v.line); }
-  std::string at(const toml::Value& v, const std::string& key) const { return at(v) + ": " + key; }
+  std::string at(const toml::node& v) const { return chip::toml_origin(v, source_); }
+  std::string at(const toml::node& v, const std::string& key) const { return at(v) + ": " + key; }
 
-  [[noreturn]] void fail(const toml::Value& v, const std::string& key, const std::string& what) const {
+  [[noreturn]] void fail(const toml::node& v, const std::string& key, const std::string& what) const {
     throw ConfigError(at(v, key) + " " + what);
   }
+  [[noreturn]] void malformed(const toml::node& v, const std::string& key, const std::string& what) const {
+    throw chip::InputError(at(v, key) + " " + what);
+  }
+  [[noreturn]] void wrong_type(const toml::node& v, const std::string& key, const std::string& expected) const {
+    malformed(v, key, "must be " + expected + ", got " + chip::toml_type_name(v));
+  }
 
-  /// The table `name` of the root (empty if absent), after checking it is a table with only `allowed` keys.
-  const toml::Value* section(const toml::Value& root, const std::string& name,
+  /// The table `name` of the root (nullptr if absent), after checking it is a table with only `allowed`
+  /// keys (any key if `allowed` is empty).
+  const toml::table* section(const toml::table& root, const std::string& name,
                              const std::vector<std::string>& allowed) const {
-    const toml::Value* t = root.find(name);
+    const toml::node* t = root.get(name);
     if (!t) return nullptr;
-    if (t->type != toml::Value::Type::table) fail(*t, name, std::string("must be a table, got ") + t->type_name());
-    for (const auto& [key, value] : t->table)
+    if (!t->is_table()) wrong_type(*t, name, "a table");
+    for (const auto& [key, value] : chip::entries_in_file_order(*t->as_table()))
       if (!allowed.empty() && !contains(allowed, key))
-        fail(value, name + "." + key, "is not a known key (expected one of: " + join(allowed) + ")");
-    return t;
+        malformed(*value, name + "." + key, "is not a known key (expected one of: " + join(allowed) + ")");
+    return t->as_table();
   }
 
-  std::string string(const toml::Value& v, const std::string& key) const {
-    if (v.type != toml::Value::Type::string) fail(v, key, std::string("must be a string, got ") + v.type_name());
-    return v.string_value;
+  std::string string(const toml::node& v, const std::string& key) const {
+    if (!v.is_string()) wrong_type(v, key, "a string");
+    return v.as_string()->get();
   }
-  int64_t integer(const toml::Value& v, const std::string& key, int64_t min) const {
-    if (v.type != toml::Value::Type::integer) fail(v, key, std::string("must be an integer, got ") + v.type_name());
-    if (v.integer_value < min)
-      fail(v, key, "must be at least " + std::to_string(min) + ", got " + std::to_string(v.integer_value));
-    return v.integer_value;
+  int64_t integer(const toml::node& v, const std::string& key, int64_t min) const {
+    if (!v.is_integer()) wrong_type(v, key, "an integer");
+    const int64_t n = v.as_integer()->get();
+    if (n < min) fail(v, key, "must be at least " + std::to_string(min) + ", got " + std::to_string(n));
+    return n;
   }
-  double number(const toml::Value& v, const std::string& key, double min) const {
-    double x = 0;
-    if (v.type == toml::Value::Type::integer) x = static_cast<double>(v.integer_value);
-    else if (v.type == toml::Value::Type::floating) x = v.float_value;
-    else fail(v, key, std::string("must be a number, got ") + v.type_name());
+  double number(const toml::node& v, const std::string& key, double min) const {
+    if (!v.is_number()) wrong_type(v, key, "a number");
+    const double x = *v.value<double>();
     if (!(x >= min)) fail(v, key, "must be at least " + format_value(min) + ", got " + format_value(x));
     return x;
   }
   /// A scalar for a run or hardware parameter: integers for run parameters, a string for topology,
   /// numbers for the other hardware parameters.
-  Value parameter(const toml::Value& v, const std::string& name, const std::string& key) const {
+  Value parameter(const toml::node& v, const std::string& name, const std::string& key) const {
     if (name == "topology") return string(v, key);
     if (contains(run_parameter_names(), name)) return integer(v, key, 0);
-    if (v.type == toml::Value::Type::integer) return v.integer_value;
+    if (v.is_integer()) return v.as_integer()->get();
     return number(v, key, -std::numeric_limits<double>::infinity());
   }
 
  private:
   std::string source_;
 };
+
+/// A run or hardware parameter's name: in [sweep] and [system.set], nested tables are flattened down to
+/// these (`chip_speed_factor.3 = ...` reads as a table `chip_speed_factor`), and a table so named is a
+/// range.
+bool is_parameter(const std::string& name) {
+  return contains(run_parameter_names(), name) || chip::is_parameter_name(name);
+}
 
 std::string resolve_path(const std::string& path, const fs::path& base) {
   const fs::path p(path);
@@ -141,6 +156,13 @@ uint64_t fnv1a64(const std::string& text) {
   return h;
 }
 
+/// A TOML string literal (toml++ writes the escapes).
+std::string toml_string(const std::string& text) {
+  std::ostringstream out;
+  out << toml::value<std::string>(text);
+  return out.str();
+}
+
 std::string toml_value(const Value& v) {
   if (const auto* i = std::get_if<int64_t>(&v)) return std::to_string(*i);
   if (const auto* d = std::get_if<double>(&v)) {
@@ -152,7 +174,7 @@ std::string toml_value(const Value& v) {
     if (s.find_first_of(".en") == std::string::npos) s += ".0";  // stays a float when read back
     return s;
   }
-  return io::json_quote(std::get<std::string>(v));  // JSON's escapes are TOML's basic-string escapes
+  return toml_string(std::get<std::string>(v));
 }
 
 /// A key as TOML writes it: bare if it can be, else quoted (`"chip_speed_factor.100"`: a bare dotted key
@@ -160,7 +182,7 @@ std::string toml_value(const Value& v) {
 std::string toml_key(const std::string& key) {
   const bool bare = !key.empty() && key.find_first_not_of("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
                                                           "0123456789_-") == std::string::npos;
-  return bare ? key : io::json_quote(key);
+  return bare ? key : toml_string(key);
 }
 
 void apply_hardware(chip::ChipSpec& spec, const std::string& name, const Value& value, const std::string& origin) {
@@ -257,38 +279,38 @@ Axis parse_axis_flag(const std::string& text) {
 }
 
 Study parse_study(const std::string& text, const std::string& path) {
-  const toml::Value root = toml::parse(text, path);
+  const toml::table root = chip::parse_toml(text, path);
   const Reader in(path);
   const fs::path base = fs::absolute(fs::path(path)).parent_path();
-  for (const auto& [key, value] : root.table)
+  for (const auto& [key, value] : chip::entries_in_file_order(root))
     if (!contains({"study", "model", "system", "run", "sweep"}, key))
-      in.fail(value, key, "is not a known section (expected study, model, system, run, sweep)");
+      in.malformed(*value, key, "is not a known section (expected study, model, system, run, sweep)");
 
   Study s;
   s.source = path;
   s.name = fs::path(path).stem().string();
   s.output_dir = resolve_path(s.name, base);
   if (const auto* t = in.section(root, "study", {"name", "output", "mode", "ranks", "throttle", "step_timeout_s"})) {
-    if (const auto* v = t->find("name")) s.name = in.string(*v, "study.name");
-    if (const auto* v = t->find("output")) s.output_dir = resolve_path(in.string(*v, "study.output"), base);
+    if (const auto* v = t->get("name")) s.name = in.string(*v, "study.name");
+    if (const auto* v = t->get("output")) s.output_dir = resolve_path(in.string(*v, "study.output"), base);
     else s.output_dir = resolve_path(s.name, base);
-    if (const auto* v = t->find("mode")) {
+    if (const auto* v = t->get("mode")) {
       const std::string mode = in.string(*v, "study.mode");
       if (mode != "timing-only" && mode != "functional")
         in.fail(*v, "study.mode", "must be \"timing-only\" or \"functional\", got \"" + mode + "\"");
       s.timing_only = mode == "timing-only";
     }
-    if (const auto* v = t->find("ranks")) s.ranks = in.integer(*v, "study.ranks", 1);
-    if (const auto* v = t->find("throttle")) s.throttle = in.integer(*v, "study.throttle", 0);
-    if (const auto* v = t->find("step_timeout_s")) s.step_timeout_s = in.number(*v, "study.step_timeout_s", 0);
+    if (const auto* v = t->get("ranks")) s.ranks = in.integer(*v, "study.ranks", 1);
+    if (const auto* v = t->get("throttle")) s.throttle = in.integer(*v, "study.throttle", 0);
+    if (const auto* v = t->get("step_timeout_s")) s.step_timeout_s = in.number(*v, "study.step_timeout_s", 0);
   }
   if (s.name.empty() || s.name.find_first_of("\n\r\"") != std::string::npos)
     throw ConfigError(path + ": study.name must be a non-empty single-line name without quotes");
 
   const auto* model = in.section(root, "model", {"file", "preset", "seed"});
-  if (!model) throw ConfigError(path + ": a [model] section with file = \"...\" or preset = \"...\" is required");
-  const auto* file = model->find("file");
-  const auto* preset = model->find("preset");
+  if (!model) throw chip::InputError(path + ": a [model] section with file = \"...\" or preset = \"...\" is required");
+  const auto* file = model->get("file");
+  const auto* preset = model->get("preset");
   if ((file != nullptr) == (preset != nullptr))
     in.fail(*model, "model", "needs exactly one of file = \"model.h5\" or preset = \"name\"");
   if (file) s.model_file = resolve_path(in.string(*file, "model.file"), base);
@@ -298,65 +320,64 @@ Study parse_study(const std::string& text, const std::string& path) {
     if (!contains(names, s.model_preset))
       in.fail(*preset, "model.preset", "\"" + s.model_preset + "\" is not a preset (expected one of: " + join(names) + ")");
   }
-  if (const auto* v = model->find("seed")) {
+  if (const auto* v = model->get("seed")) {
     if (file) in.fail(*v, "model.seed", "applies to a preset only (a model file holds its weights)");
     s.seed = static_cast<uint64_t>(in.integer(*v, "model.seed", 0));
   }
 
   if (const auto* t = in.section(root, "system", {"preset", "file", "set"})) {
-    const auto* sp = t->find("preset");
-    const auto* sf = t->find("file");
+    const auto* sp = t->get("preset");
+    const auto* sf = t->get("file");
     if (sp && sf) in.fail(*sf, "system.file", "and system.preset are exclusive");
     if (sp) {
       s.system = in.string(*sp, "system.preset");
-      if (!contains(chip::hardware_preset_names(), s.system))
+      if (!chip::is_hardware_preset(s.system))
         in.fail(*sp, "system.preset", "\"" + s.system + "\" is not a system preset (expected one of: " +
                                           join(chip::hardware_preset_names()) + ")");
     }
     if (sf) s.system = resolve_path(in.string(*sf, "system.file"), base);
-    if (const auto* set = t->find("set")) {
-      if (set->type != toml::Value::Type::table)
-        in.fail(*set, "system.set", std::string("must be a table of parameter = value, got ") + set->type_name());
-      for (const auto& [key, value] : set->table) {
+    if (const auto* set = t->get("set")) {
+      if (!set->is_table()) in.wrong_type(*set, "system.set", "a table of parameter = value");
+      for (const auto& [key, value] : chip::flatten_in_file_order(*set->as_table())) {
         if (!chip::is_parameter_name(key))
-          in.fail(value, "system.set." + key, "is not a hardware parameter (expected one of: " +
-                                                  join(hardware_parameter_names()) + ")");
-        s.system_set.emplace_back(key, in.parameter(value, key, "system.set." + key));
+          in.malformed(*value, "system.set." + key, "is not a hardware parameter (expected one of: " +
+                                                        join(hardware_parameter_names()) + ")");
+        s.system_set.emplace_back(key, in.parameter(*value, key, "system.set." + key));
       }
     }
   }
 
   if (const auto* t = in.section(root, "run", run_parameter_names()))
-    for (const auto& [key, value] : t->table) s.run.set(key, in.integer(value, "run." + key, 0));
+    for (const auto& [key, value] : chip::entries_in_file_order(*t)) s.run.set(key, in.integer(*value, "run." + key, 0));
 
   if (const auto* t = in.section(root, "sweep", {})) {
-    for (const auto& [key, value] : t->table) {
+    // File order, not toml++'s sorted order: the first axis varies slowest, as the user's nested loops.
+    for (const auto& [key, value] : chip::flatten_in_file_order(*t, is_parameter)) {
       const std::string where = "sweep." + key;
-      if (!contains(run_parameter_names(), key) && !chip::is_parameter_name(key))
-        in.fail(value, where, "is not a run or hardware parameter (run: " + join(run_parameter_names()) +
-                                  "; hardware: " + join(hardware_parameter_names()) + ")");
-      if (s.run.find(key)) in.fail(value, where, "is also fixed in [run]; give it in one place");
+      if (!is_parameter(key))
+        in.malformed(*value, where, "is not a run or hardware parameter (run: " + join(run_parameter_names()) +
+                                        "; hardware: " + join(hardware_parameter_names()) + ")");
+      if (s.run.find(key)) in.fail(*value, where, "is also fixed in [run]; give it in one place");
       for (const auto& [name, unused] : s.system_set)
-        if (name == key) in.fail(value, where, "is also fixed in [system.set]; give it in one place");
-      Axis axis{key, {}, in.at(value)};
-      if (value.type == toml::Value::Type::array) {
-        if (value.array.empty()) in.fail(value, where, "is an empty list");
-        for (const auto& element : value.array) axis.values.push_back(in.parameter(element, key, where));
-      } else if (value.type == toml::Value::Type::table) {
+        if (name == key) in.fail(*value, where, "is also fixed in [system.set]; give it in one place");
+      Axis axis{key, {}, in.at(*value)};
+      if (const toml::array* list = value->as_array()) {
+        if (list->empty()) in.fail(*value, where, "is an empty list");
+        for (const auto& element : *list) axis.values.push_back(in.parameter(element, key, where));
+      } else if (const toml::table* range = value->as_table()) {
         double from = 0, to = 0, times = 0, step = 0;
         bool integers = true;
-        for (const auto& [rk, rv] : value.table) {
-          if (rk != "to") integers = integers && rv.type == toml::Value::Type::integer;
-          if (rk == "from") from = in.number(rv, where + ".from", -std::numeric_limits<double>::infinity());
-          else if (rk == "to") to = in.number(rv, where + ".to", -std::numeric_limits<double>::infinity());
-          else if (rk == "times") times = in.number(rv, where + ".times", 0);
-          else if (rk == "step") step = in.number(rv, where + ".step", 0);
-          else in.fail(rv, where + "." + rk, "is not a range key (expected from, to and times or step)");
+        for (const auto& [rk, rv] : chip::entries_in_file_order(*range)) {
+          if (rk != "to") integers = integers && rv->is_integer();
+          if (rk == "from") from = in.number(*rv, where + ".from", -std::numeric_limits<double>::infinity());
+          else if (rk == "to") to = in.number(*rv, where + ".to", -std::numeric_limits<double>::infinity());
+          else if (rk == "times") times = in.number(*rv, where + ".times", 0);
+          else if (rk == "step") step = in.number(*rv, where + ".step", 0);
+          else in.malformed(*rv, where + "." + rk, "is not a range key (expected from, to and times or step)");
         }
-        axis.values = range_values(from, to, times, step, integers, in.at(value, where));
+        axis.values = range_values(from, to, times, step, integers, in.at(*value, where));
       } else {
-        in.fail(value, where, std::string("must be a list of values or a range { from, to, times|step }, got ") +
-                                  value.type_name());
+        in.wrong_type(*value, where, "a list of values or a range { from, to, times|step }");
       }
       s.axes.push_back(std::move(axis));
     }
@@ -379,6 +400,17 @@ void check_axes(const Study& s) {
   }
 }
 
+chip::ChipSpec load_system(const std::string& system) {
+  if (chip::is_hardware_preset(system)) return chip::hardware_preset(system);
+  std::error_code ec;
+  if (!fs::exists(system, ec))
+    throw ConfigError("unknown system preset \"" + system + "\" and no such file (presets: " +
+                      join(chip::hardware_preset_names()) + ")");
+  chip::ChipSpec spec = chip::parse_system_file(io::read_text_file(system, "system file"), system);
+  spec.name = system;
+  return spec;
+}
+
 Study load_study(const std::string& path) { return parse_study(io::read_text_file(path, "job file"), path); }
 
 std::vector<Point> expand(const Study& s) {
@@ -389,13 +421,7 @@ std::vector<Point> expand(const Study& s) {
     if (n > max_points)
       throw ConfigError(s.source + ": the sweep has more than " + std::to_string(max_points) + " points");
   }
-  chip::ChipSpec base;
-  if (contains(chip::hardware_preset_names(), s.system)) {
-    base = chip::hardware_preset(s.system);
-  } else {
-    base = chip::parse_system_file(io::read_text_file(s.system, "system file"), s.system);
-    base.name = s.system;
-  }
+  chip::ChipSpec base = load_system(s.system);
   for (const auto& [name, value] : s.system_set) apply_hardware(base, name, value, s.source + ": system.set." + name);
 
   std::vector<Point> points(n);
@@ -469,7 +495,7 @@ std::string to_toml(const Study& s) {
   if (s.model_file.empty()) out << "preset = " << toml_value(s.model_preset) << "\nseed = " << s.seed << "\n";
   else out << "file = " << toml_value(s.model_file) << "\n";
   out << "\n[system]\n"
-      << (contains(chip::hardware_preset_names(), s.system) ? "preset = " : "file = ") << toml_value(s.system) << "\n";
+      << (chip::is_hardware_preset(s.system) ? "preset = " : "file = ") << toml_value(s.system) << "\n";
   if (!s.system_set.empty()) {
     out << "\n[system.set]\n";
     for (const auto& [name, value] : s.system_set) out << toml_key(name) << " = " << toml_value(value) << "\n";

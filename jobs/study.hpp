@@ -56,6 +56,10 @@ struct Point {
   std::string label;  ///< "chips=576 link_bytes_per_s=2.8e+10" (the swept values)
 };
 
+/// The hardware of `system`: a preset by name, else a system file by path (then named by its path).
+/// Throws ConfigError if it is neither, InputError for a malformed file.
+chip::ChipSpec load_system(const std::string& system);
+
 /// Reads a job file. Unknown keys, wrong types and impossible values throw ConfigError naming the key
 /// and the line. Relative paths are taken from the job file's folder.
 Study load_study(const std::string& path);

@@ -9,7 +9,7 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 "$lpurt" gen-model --preset llama2-70b --config-only --out "$work/llama2-70b.h5" > /dev/null
 
-field() { grep -o "\"$1\": [^,}]*" | head -1 | sed 's/.*: //; s/"//g'; }  # field NAME < json
+field() { grep -o "\"$1\": *[^,}]*" | head -1 | sed 's/^"[^"]*": *//; s/"//g'; }  # field NAME < json
 plan70() { "$lpurt" plan --model "$work/llama2-70b.h5" --chips 576 --context 4096 --prompt-len 512 --tokens 1024 --json "$@"; }
 fmt() { awk -v v="$1" -v f="$2" 'BEGIN { printf f, v }'; }
 row70() {  # row70 LABEL ARGS... : one table row for llama2-70b on 576 chips

@@ -73,9 +73,32 @@ TEST(Hardware, SystemFileNamesTheBadLine) {
   try {
     parse_system_file("clock_hz = 1e9\nbogus line\n", "sys.toml");
     FAIL() << "accepted a malformed line";
-  } catch (const ConfigError& e) {
+  } catch (const InputError& e) {
     EXPECT_NE(std::string(e.what()).find("sys.toml:2"), std::string::npos) << e.what();
   }
+}
+
+TEST(Hardware, SystemFileTakesDottedAndQuotedFactorNamesAndAByteOrderMark) {
+  const ChipSpec s = parse_system_file(
+      "\xEF\xBB\xBFpreset = \"groq-lpu-v1\"\ntopology = \"chain\"\nchip_speed_factor.3 = 0.5\n"
+      "\"link_bandwidth_factor.0-1\" = 0.25\n",
+      "sys.toml");
+  EXPECT_EQ(s.topology, "chain");
+  EXPECT_EQ(s.chip_speed(3), 0.5);
+  EXPECT_EQ(s.link_bandwidth(1, 0), 0.25);
+  const auto message_of = [](const std::string& text) {
+    try {
+      parse_system_file(text, "sys.toml");
+    } catch (const lpurt::Error& e) {
+      EXPECT_EQ(e.code(), lpurt::ExitCode::input) << e.what();
+      return std::string(e.what());
+    }
+    return std::string("no error");
+  };
+  EXPECT_EQ(message_of("clock_hz = 1e9\npreset = \"groq-lpu-v1\"\n"), "sys.toml:2: preset must come before any parameter");
+  EXPECT_EQ(message_of("\nclock_hz = \"fast\"\n"), "sys.toml:2: clock_hz must be a number, got string");
+  EXPECT_NE(message_of("warp = 9\n").find("sys.toml:1: unknown hardware parameter \"warp\""), std::string::npos);
+  EXPECT_THROW(parse_system_file("clock_hz = 1e3\n", "sys.toml"), ConfigError);  // in range is another matter
 }
 
 TEST(Sram, OverflowSaysByHowMuch) {

@@ -1,4 +1,4 @@
-// libFuzzer target: arbitrary text as a system file (name = value lines). parse_system_file must return
+// libFuzzer target: arbitrary text as a system file (TOML name = value lines). parse_system_file must return
 // a validated ChipSpec or throw lpurt::Error naming the line: never crash.
 #include <cstdint>
 #include <string>

@@ -3,6 +3,7 @@
 
 #include <cstdio>
 #include <filesystem>
+#include <limits>
 #include <unistd.h>
 
 #include "io/error.hpp"
@@ -198,5 +199,11 @@ TEST(ResultFile, AnUncommittedWriterLeavesNothing) {
 TEST(Record, PrintsOneJsonObjectWithRoundTripDoubles) {
   io::Record r;
   r.set("chips", int64_t{8}).set("tpot_s", 0.1).set("model", std::string("a\"b"));
-  EXPECT_EQ(r.to_json(), "{\"chips\": 8, \"tpot_s\": 0.10000000000000001, \"model\": \"a\\\"b\"}");
+  EXPECT_EQ(r.to_json(), "{\"chips\":8,\"tpot_s\":0.1,\"model\":\"a\\\"b\"}");
+}
+
+TEST(Record, WritesValidJsonWhateverTheStringsHold) {
+  io::Record r;
+  r.set("bad\xff", std::string("\xc3(\x01\x7f")).set("nan", std::numeric_limits<double>::quiet_NaN());
+  EXPECT_EQ(r.to_json(), "{\"bad\xEF\xBF\xBD\":\"\xEF\xBF\xBD(\\u0001\x7f\",\"nan\":null}");
 }

@@ -22,7 +22,7 @@ expect() {  # expect CODE "message part" RANKS lpurt-args...
 }
 flags=("$@")
 expect 5 'unknown system preset "nosuch"' 3 --chips 4 --system nosuch
-expect 5 'bad_system.toml:2: expected name = value' 3 --chips 4 --system bad_system.toml
+expect 3 "bad_system.toml:2:6: Error while parsing key-value pair: expected '='" 3 --chips 4 --system bad_system.toml
 expect 5 'topology must be "dragonfly" or "chain"' 2 --chips 4 --set topology=torus
 expect 3 '/nonexistent.h5: cannot open' 3 --chips 3 --model /nonexistent.h5
 expect 5 '3 MPI ranks for 2 chips: every rank must host at least one chip' 3 --chips 2

@@ -251,7 +251,8 @@ class BadInput(unittest.TestCase):
         with open(p, "w") as f:
             f.write("clock_hz = 1e9\nthis line has no equals sign\n")
         res, what = self.run_bad("sysfile", "--system", p, model=self.tiny)
-        self.check_error(res, f"{p}:2", "name = value", "this line has no equals sign", what=what)
+        self.check_error(res, f"{p}:2:", "expected '='", "this line has no equals sign", what=what)
+        self.assertEqual(res.returncode, 3, res.stderr)
 
     # --------------------------------- 90: extras (same contract, found while writing)
 

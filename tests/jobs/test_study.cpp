@@ -33,18 +33,20 @@ chips = [2, 4]
 link_bytes_per_s = [14e9, 28e9, 56e9]
 )";
 
-std::string error_of(const std::string& text) {
+std::string error_of(const std::string& text, ExitCode code) {
   try {
     parse_study(text, "/tmp/job.toml");
   } catch (const Error& e) {
-    EXPECT_EQ(e.code(), ExitCode::config) << e.what();
+    EXPECT_EQ(e.code(), code) << e.what();
     return e.what();
   }
   return "no error";
 }
 
-void expect_error(const std::string& text, const std::string& where, const std::string& what) {
-  const std::string m = error_of(text);
+/// A job file the run cannot take (exit 5) or, with ExitCode::input, a malformed one (exit 3).
+void expect_error(const std::string& text, const std::string& where, const std::string& what,
+                  ExitCode code = ExitCode::config) {
+  const std::string m = error_of(text, code);
   EXPECT_NE(m.find(where), std::string::npos) << "expected \"" << where << "\" in: " << m;
   EXPECT_NE(m.find(what), std::string::npos) << "expected \"" << what << "\" in: " << m;
   EXPECT_EQ(m.find('\n'), std::string::npos) << "one line: " << m;
@@ -111,6 +113,31 @@ chips = 4
   EXPECT_EQ(b[1].hardware.link_bandwidth(1, 0), 0.5);
 }
 
+TEST(Study, SweepAxesKeepTheFileOrderNotTheAlphabet) {
+  const Study s = parse_study(R"([model]
+preset = "tiny"
+[run]
+chips = 4
+[sweep]
+tokens = [1, 2]
+link_bytes_per_s = [14e9, 28e9]
+chip_speed_factor.1 = [1.0, 0.5]
+batch = { from = 1, to = 2, step = 1 }
+)",
+                              "/tmp/job.toml");
+  ASSERT_EQ(s.axes.size(), 4u);
+  EXPECT_EQ(s.axes[0].name, "tokens");
+  EXPECT_EQ(s.axes[1].name, "link_bytes_per_s");
+  EXPECT_EQ(s.axes[2].name, "chip_speed_factor.1");
+  EXPECT_EQ(s.axes[3].name, "batch");
+  EXPECT_EQ(s.axes[0].origin, "/tmp/job.toml:6");
+  const auto points = expand(s);
+  EXPECT_EQ(points[1].label, "tokens=1 link_bytes_per_s=1.4e+10 chip_speed_factor.1=1 batch=2");
+  const Study again = parse_study(to_toml(s), "/tmp/elsewhere/job.toml");
+  ASSERT_EQ(again.axes.size(), 4u);
+  for (std::size_t i = 0; i < 4; ++i) EXPECT_EQ(again.axes[i].name, s.axes[i].name);
+}
+
 TEST(Study, RepeatedPointsAreRefused) {
   expect_error("[model]\npreset = \"tiny\"\n[sweep]\nchips = [1, 2, 1]\n", "points 0 and 2 (chips=1)", "the same run");
   expect_error("[model]\npreset = \"tiny\"\n[sweep]\nchips = { from = 1, to = 1e30, times = 2 }\n", "sweep.chips",
@@ -157,28 +184,31 @@ TEST(Study, FlagAxes) {
 
 TEST(Study, ErrorsNameTheKeyAndTheLine) {
   const std::string model = "[model]\npreset = \"tiny\"\n";
-  expect_error(model + "[run]\nchips = 4\nchipz = 2\n", "job.toml:5: run.chipz", "not a known key");
-  expect_error(model + "[run]\nchips = \"four\"\n", "job.toml:4: run.chips", "must be an integer, got string");
+  expect_error(model + "[run]\nchips = 4\nchipz = 2\n", "job.toml:5: run.chipz", "not a known key", ExitCode::input);
+  expect_error(model + "[run]\nchips = \"four\"\n", "job.toml:4: run.chips", "must be an integer, got string",
+               ExitCode::input);
   expect_error(model + "[run]\nchips = 0\n", "run.chips", "must be at least 1, got 0");
   expect_error(model + "[sweep]\nchips = []\n", "job.toml:4: sweep.chips", "empty list");
-  expect_error(model + "[sweep]\nchips = [1, 2.5]\n", "job.toml:4: sweep.chips", "must be an integer, got float");
+  expect_error(model + "[sweep]\nchips = [1, 2.5]\n", "job.toml:4: sweep.chips", "must be an integer, got float",
+               ExitCode::input);
   expect_error(model + "[sweep]\nwarp_factor = [1, 2]\n", "job.toml:4: sweep.warp_factor",
-               "not a run or hardware parameter");
+               "not a run or hardware parameter", ExitCode::input);
   expect_error(model + "[run]\nchips = 4\n[sweep]\nchips = [1, 2]\n", "job.toml:6: sweep.chips", "also fixed in [run]");
   expect_error(model + "[run]\nchips = 4\n[sweep]\nlink_bytes_per_s = [1e9, -1e9]\n", "sweep.link_bytes_per_s = -1e+09",
                "link_bytes_per_s");
   expect_error(model + "[run]\nchips = 4\n[sweep]\ntopology = [\"ring\"]\n", "job.toml:6", "topology must be");
   expect_error(model + "[run]\nchips = 4\n[system]\nset = { sram_megabytes = 1 }\n", "job.toml:6: system.set.sram_megabytes",
-               "not a hardware parameter");
+               "not a hardware parameter", ExitCode::input);
   expect_error(model + "[run]\nchips = 4\n[study]\nmode = \"fast\"\n", "job.toml:6: study.mode",
                "\"timing-only\" or \"functional\"");
-  expect_error(model + "[run]\nchips = 4\n[studdy]\n", "job.toml:5: studdy", "not a known section");
+  expect_error(model + "[run]\nchips = 4\n[studdy]\n", "job.toml:5: studdy", "not a known section", ExitCode::input);
   expect_error("[model]\npreset = \"huge\"\n[run]\nchips = 1\n", "job.toml:2: model.preset", "not a preset");
   expect_error("[model]\npreset = \"tiny\"\nfile = \"x.h5\"\n[run]\nchips = 1\n", "job.toml:1: model", "exactly one of");
   expect_error(model, "job.toml", "chip count is missing");
   expect_error(model + "[run]\nchips = 4\n[sweep]\nbatch = { from = 1, to = 1e9, step = 1 }\n", "sweep.batch",
                "more than 100000");
-  expect_error(model + "[run]\nchips = [4\n", "job.toml:5", "\"chips\" (opened on line 4)");  // TOML syntax
+  expect_error(model + "[run]\nchips = [4\n", "job.toml:4:", "(in \"chips = [4\")", ExitCode::input);  // TOML syntax
+  expect_error("[run]\nchips = 1\n", "job.toml", "a [model] section", ExitCode::input);
 }
 
 }  // namespace

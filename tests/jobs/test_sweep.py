@@ -273,12 +273,12 @@ chips = [2, 4]
     def test_bad_job_files_fail_with_one_line_naming_key_and_line(self):
         cases = [("[model]\npreset = \"tiny\"\n[run]\nchips = 2\nprompt = 5\n", "job_bad.toml:5: run.prompt is not a known key"),
                  ("[model]\npreset = \"tiny\"\n[sweep]\nchips = [1, \"two\"]\n", "job_bad.toml:4: sweep.chips must be an integer, got string"),
-                 ("[model]\npreset = \"tiny\"\n[sweep]\nchips = [1, 2\n", "job_bad.toml:5:"),
+                 ("[model]\npreset = \"tiny\"\n[sweep]\nchips = [1, 2\n", "job_bad.toml:4:15:"),
                  ("[model]\nfile = \"missing.h5\"\n[run]\nchips = 2\n", "missing.h5")]
         for body, expected in cases:
             path = write_job("job_bad", body)
             res = sweep(path, check=False)
-            self.assertNotEqual(res.returncode, 0, body)
+            self.assertEqual(res.returncode, 3, body)  # a malformed job file or a missing model: bad input
             self.assertEqual(len(res.stderr.strip().splitlines()), 1, res.stderr)
             self.assertIn(expected, res.stderr)
             self.assertTrue(res.stderr.startswith("[rank 0/1] error: "), res.stderr)
