@@ -25,6 +25,7 @@
 #include "jobs/open_model.hpp"
 #include "jobs/study.hpp"
 #include "jobs/sweep.hpp"
+#include "runtime/mpi.hpp"
 #include "runtime/run.hpp"
 
 namespace lpurt::jobs {
@@ -276,6 +277,8 @@ int run_command_line(int argc, char** argv, int rank, int n_ranks) {
       ->capture_default_str();
   run_cmd->add_option("--inject-stall-rank", faults.stall_rank, "fault injection: this rank stops participating");
   run_cmd->add_option("--inject-crash-rank", faults.crash_rank, "fault injection: this rank dies (SIGKILL)");
+  run_cmd->add_option("--inject-mpi-error", faults.mpi_error_rank,
+                      "fault injection: this rank makes an MPI call that fails (a send of -1 bytes)");
   run_cmd->add_option("--inject-link-errors", faults.link_error_rate,
                       "fault injection: probability that a transfer arrives corrupted (checksums detect it, the "
                       "token is replayed)");
@@ -451,7 +454,7 @@ int run_command_line(int argc, char** argv, int rank, int n_ranks) {
       if (rank == 0) write_study_job(study);
       run_points(study, points, sweep_options, MPI_COMM_WORLD);
       if (sweep_options.only_point >= 0) return 0;
-      MPI_Barrier(MPI_COMM_WORLD);
+      LPURT_MPI_CHECK(MPI_Barrier(MPI_COMM_WORLD));
     }
     if (rank == 0) collect(study, points);
     return 0;
