@@ -10,6 +10,7 @@
 #include <tbb/parallel_for.h>
 
 #include "chip/error.hpp"
+#include "chip/hash.hpp"
 #include "partition/timing.hpp"
 
 namespace lpurt::runtime {
@@ -17,16 +18,9 @@ namespace lpurt::runtime {
 using partition::Op;
 using partition::OpKind;
 using partition::Payload;
+using chip::mix;
 
 namespace {
-
-/// splitmix64: a well-mixed 64-bit function of its input (the fault draws and the checksum rounds).
-uint64_t mix(uint64_t x) {
-  x += 0x9e3779b97f4a7c15ull;
-  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
-  x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
-  return x ^ (x >> 31);
-}
 
 /// A 64-bit checksum of a transfer's bytes, eight at a time: any single flipped bit changes it.
 uint64_t checksum(const void* data, int64_t bytes) {

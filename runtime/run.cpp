@@ -104,25 +104,8 @@ RunSession::RunSession(io::WeightSource& source, const chip::ChipSpec& hardware,
   if (config.prompts.empty() || static_cast<int64_t>(config.prompts.size()) != plan.batch)
     throw Error(std::to_string(config.prompts.size()) + " prompts for a batch of " + std::to_string(plan.batch),
                 ExitCode::usage);
-  for (std::size_t b = 0; b < config.prompts.size(); ++b) {
-    const auto& p = config.prompts[b];
-    if (p.empty()) throw Error("the prompt is empty; give --prompt or --prompt-len", ExitCode::usage);
-    if (p.size() != config.prompts.front().size())
-      throw Error("every prompt of a batch must have the same length (sequence " + std::to_string(b) + " has " +
-                      std::to_string(p.size()) + ", sequence 0 has " + std::to_string(config.prompts.front().size()) + ")",
-                  ExitCode::usage);
-    for (std::size_t i = 0; i < p.size(); ++i)
-      if (p[i] < 0 || p[i] >= plan.model.vocab_size)
-        throw Error("--prompt: token " + std::to_string(p[i]) + " (sequence " + std::to_string(b) + ", position " +
-                        std::to_string(i) + ") is outside the vocabulary [0, " + std::to_string(plan.model.vocab_size) + ")",
-                    ExitCode::usage);
-  }
-  if (config.n_tokens < 1) throw Error("--tokens must be at least 1", ExitCode::usage);
+  validate_prompts(config.prompts, config.n_tokens, plan);
   const auto n_prompt = static_cast<int64_t>(config.prompts.front().size());
-  if (n_prompt + config.n_tokens - 1 > plan.shape.context)
-    throw chip::CapacityError("prompt (" + std::to_string(n_prompt) + ") + tokens (" + std::to_string(config.n_tokens) +
-                              ") - 1 exceeds the context of " + std::to_string(plan.shape.context) +
-                              " positions (see --context and max_seq_len)");
   state_->engine.prepare(n_prompt);  // the prefill's program and messages, before step 0
 }
 
