@@ -192,6 +192,17 @@ TEST(Planner, ChipCountWithNoValidLayoutSaysWhy) {
   }
 }
 
+TEST(Planner, NegativeContextSaysItMustBeAtLeastOne) {
+  PlanRequest r = request(1);
+  r.context = -3;
+  try {
+    make_plan(chip::model_preset("tiny"), chip::ChipSpec{}, r);
+    FAIL();
+  } catch (const PlanError& e) {
+    EXPECT_STREQ(e.what(), "--context must be at least 1 (got -3)");
+  }
+}
+
 TEST(Planner, Llama70bOnTheFullIscaSystemUsesReplicas) {
   // One pipeline of llama2-70b holds at most 2 x 80 stages of 8 chips; 10,440 chips need replicas.
   const auto cfg = chip::model_preset("llama2-70b");
