@@ -54,7 +54,7 @@ for spec in small:1 small:8 small:64 small:512 small:4096 small:10440 llama2-70b
   model=${spec%%:*} chips=${spec##*:}
   context=4096
   [ "$model" = small ] && context=1024  # its max_seq_len
-  json=$("$lpurt" plan --model "$work/$model.h5" --chips "$chips" --context "$context" --json)
+  json=$("$lpurt" plan --model "$work/$model.h5" --chips "$chips" --context "$context" --prompt-len 512 --tokens 128 --json)
   tp=$(echo "$json" | field tp) pp=$(echo "$json" | field pp) replicas=$(echo "$json" | field replicas)
   args=(run --model "$work/$model.h5" --timing-only --chips "$chips" --tp "$tp" --pp "$pp" --replicas "$replicas"
         --batch "$replicas" --prompt-len 512 --tokens 128 --context "$context")

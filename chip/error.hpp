@@ -16,7 +16,8 @@ enum class ExitCode : int {
   capacity = 4,      ///< a model or request that does not fit the hardware
   config = 5,        ///< an impossible configuration (layout, hardware parameter, rank count)
   io = 6,            ///< cannot write an output
-  runtime = 7,       ///< a failure while running (MPI, a dead rank)
+  runtime = 7,       ///< a failure while running (a stuck peer, failing links, out of host memory)
+  mpi = 8,           ///< an MPI call failed (runtime::MpiError names the call and the rank)
   internal = 70,     ///< a broken invariant: a bug in lpurt
 };
 

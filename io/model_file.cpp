@@ -85,10 +85,7 @@ void write_attribute(hid_t root, const std::string& name, hid_t file_type, hid_t
 }
 
 void write_string_attribute(hid_t root, const std::string& name, const std::string& value) {
-  // Variable-length UTF-8, the layout h5py writes by default, so Python reads it back as str.
-  Handle type(check(H5Tcopy(H5T_C_S1), "H5Tcopy"), H5Tclose);
-  check(H5Tset_size(type.get(), H5T_VARIABLE), "H5Tset_size");
-  check(H5Tset_cset(type.get(), H5T_CSET_UTF8), "H5Tset_cset");
+  const Handle type = detail::utf8_string_type();
   const char* text = value.c_str();
   write_attribute(root, name, type.get(), type.get(), &text);
 }
@@ -115,6 +112,7 @@ void write_block(hid_t file, const std::string& path, hid_t mem_type, int64_t ro
   Handle mem_space(check(H5Screate_simple(rank, count, nullptr), "H5Screate_simple"), H5Sclose);
   check(H5Dwrite(ds.get(), mem_type, mem_space.get(), file_space.get(), H5P_DEFAULT, data),
         file_name + ": cannot write " + path);
+  check(ds.close(), file_name + ": cannot close " + path + " after writing it");
 }
 
 }  // namespace
@@ -297,8 +295,10 @@ void ModelWriter::write_weights(WeightSource& source, int64_t block_bytes,
 }
 
 void ModelWriter::close() {
-  if (file_.get() >= 0) check(H5Fflush(file_.get(), H5F_SCOPE_GLOBAL), path_ + ": cannot flush");
-  file_.reset();
+  if (file_.get() < 0) return;
+  check(H5Fflush(file_.get(), H5F_SCOPE_GLOBAL), path_ + ": cannot flush");
+  // The last writes can still fail here; the caller renames the file into place only if they did not.
+  check(file_.close(), path_ + ": cannot close the file (its last writes failed)");
 }
 
 void write_model_file(const std::string& path, WeightSource& source, bool config_only, bool force,

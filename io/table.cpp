@@ -102,17 +102,21 @@ void write_table_hdf5(const std::string& path, const std::vector<TableColumn>& c
       } else if (c.kind == TableColumn::Kind::real) {
         detail::write_dataset(table.get(), c.name, H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, {c.reals.size()}, c.reals.data());
       } else {
-        Handle type(check(H5Tcopy(H5T_C_S1), "H5Tcopy"), H5Tclose);
-        check(H5Tset_size(type.get(), H5T_VARIABLE), "H5Tset_size");
-        check(H5Tset_cset(type.get(), H5T_CSET_UTF8), "H5Tset_cset");
+        const Handle type = detail::utf8_string_type();
         std::vector<const char*> texts;
         for (const auto& t : c.texts) texts.push_back(t.c_str());
         detail::write_dataset(table.get(), c.name, type.get(), type.get(), {texts.size()}, texts.data());
       }
       Handle ds(check(H5Dopen2(table.get(), c.name.c_str(), H5P_DEFAULT), tmp + ": cannot open " + c.name), H5Dclose);
       detail::write_scalar_attribute(ds.get(), "unit", c.unit);
+      check(ds.close(), tmp + ": cannot close " + c.name);
     }
     check(H5Fflush(file.get(), H5F_SCOPE_GLOBAL), tmp + ": cannot flush");
+    // Closed children first: the file closes (and writes its last metadata) only once nothing in it is open,
+    // and a failure there must stop the rename into place.
+    check(table.close(), tmp + ": cannot close /table");
+    check(root.close(), tmp + ": cannot close /");
+    check(file.close(), tmp + ": cannot close the file (its last writes failed)");
   });
 }
 

@@ -5,6 +5,7 @@
 #include <cmath>
 
 #include "chip/error.hpp"
+#include "chip/hash.hpp"
 
 namespace lpurt::io {
 
@@ -26,13 +27,9 @@ void load_shard(WeightSource& source, chip::Shard& shard) {
 
 namespace {
 
-// splitmix64: a counter-based generator, so value i of a tensor never depends on how the tensor is sliced.
-inline uint64_t mix(uint64_t z) {
-  z += 0x9e3779b97f4a7c15ULL;
-  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-  z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-  return z ^ (z >> 31);
-}
+// Weights come from a counter-based generator (splitmix64), so value i of a tensor never depends on how
+// the tensor is sliced.
+using chip::mix;
 
 enum class Field : uint64_t { weight = 1, scale = 2, floats = 3 };
 

@@ -24,6 +24,7 @@
 #include "jobs/open_model.hpp"
 #include "jobs/study.hpp"
 #include "jobs/sweep.hpp"
+#include "runtime/mpi.hpp"
 #include "runtime/run.hpp"
 
 namespace lpurt::jobs {
@@ -48,17 +49,27 @@ struct SystemOptions {
   }
 };
 
+/// --context N must be at least 1; left out, the plan uses the model's max_seq_len (PlanRequest::context 0).
+void check_context(const CLI::Option* option, int64_t context) {
+  if (option->count() > 0 && context < 1)
+    throw Error("--context must be at least 1 (got " + std::to_string(context) +
+                    "); leave it out for the model's max_seq_len",
+                ExitCode::usage);
+}
+
 struct LayoutOptions {
   std::string model;
   partition::PlanRequest request;
   bool json = false;
+  CLI::Option* context_option = nullptr;
 
   void add_to(CLI::App* cmd) {
     cmd->add_option("--model", model, "HDF5 model file (default: the built-in tiny model)");
     cmd->add_option("--chips", request.n_chips, "number of simulated chips")->capture_default_str();
     cmd->add_option("--tp", request.tp, "tensor-parallel chips per stage (default: planner's choice)");
     cmd->add_option("--pp", request.pp, "pipeline stages (default: planner's choice)");
-    cmd->add_option("--context", request.context, "KV-cache positions per sequence (default: max_seq_len)");
+    context_option = cmd->add_option("--context", request.context,
+                                     "KV-cache positions per sequence, at least 1 (default: the model's max_seq_len)");
     cmd->add_option("--batch", request.batch, "sequences resident at once (spread over the replicas)")
         ->capture_default_str();
     cmd->add_option("--replicas", request.replicas, "identical pipelines (data parallel; default: planner's choice)");
@@ -66,6 +77,7 @@ struct LayoutOptions {
     cmd->add_flag("--json", json, "print one JSON object on stdout (rank 0)");
   }
   std::unique_ptr<io::WeightSource> open_model() const {
+    check_context(context_option, request.context);
     if (model.empty()) return io::default_model();
     return open_model_file(model);
   }
@@ -90,7 +102,6 @@ std::vector<int32_t> parse_prompt(const std::string& text) {
                   ExitCode::usage);
     tokens.push_back(static_cast<int32_t>(v));
   }
-  if (tokens.empty()) throw Error("--prompt is empty", ExitCode::usage);
   return tokens;
 }
 
@@ -113,7 +124,8 @@ std::vector<std::vector<int32_t>> make_prompts(bool given, const std::string& te
   if (batch < 1) throw Error("--batch must be at least 1 (got " + std::to_string(batch) + ")", ExitCode::usage);
   std::vector<std::vector<int32_t>> prompts;
   if (!given) {
-    if (prompt_len < 1) throw Error("--prompt-len must be at least 1", ExitCode::usage);
+    // Checked here, before synthetic_prompt sizes a vector with it.
+    if (prompt_len < 1) throw Error("--prompt-len must be at least 1 (got " + std::to_string(prompt_len) + ")", ExitCode::usage);
     for (int64_t b = 0; b < batch; ++b) prompts.push_back(runtime::synthetic_prompt(prompt_len, vocab_size, b));
     return prompts;
   }
@@ -210,136 +222,38 @@ void print_plan_table(const partition::Plan& plan, const std::string& model_name
               m.tokens_per_s_system);
 }
 
-}  // namespace
+/// --prompt-len and --tokens: the lengths a command models (plan) or runs (run, sweep).
+struct LengthOptions {
+  int64_t prompt_len = runtime::default_prompt_len;
+  int64_t tokens = runtime::default_output_tokens;
+  CLI::Option* prompt_len_option = nullptr;
+  CLI::Option* tokens_option = nullptr;
 
-int run_command_line(int argc, char** argv, int rank, int n_ranks) {
-  CLI::App app{"lpurt: a transformer partitioned across simulated LPU chips on MPI ranks"};
-  app.require_subcommand(1);
+  void add_to(CLI::App* cmd, const char* prompt_help, const char* tokens_help) {
+    prompt_len_option = cmd->add_option("--prompt-len", prompt_len, prompt_help)->capture_default_str();
+    tokens_option = cmd->add_option("--tokens", tokens, tokens_help)->capture_default_str();
+  }
+};
 
-  // gen-model
-  auto* gen = app.add_subcommand("gen-model", "write a model file with deterministic synthetic weights");
+struct GenModelCommand {
+  CLI::App* cmd;
   std::string preset, out;
   uint64_t seed = 1;
-  bool config_only = false, force_gen = false;
-  gen->add_option("--preset", preset, "model shape")->required();
-  gen->add_option("--out", out, "output HDF5 file")->required();
-  gen->add_option("--seed", seed, "weight seed")->capture_default_str();
-  gen->add_flag("--config-only", config_only, "write the configuration only (for --timing-only studies)");
-  gen->add_flag("--force", force_gen, "replace an existing file");
+  bool config_only = false, force = false;
 
-  // check-model
-  auto* check_cmd = app.add_subcommand("check-model", "open and validate a model file, print its configuration");
-  std::string check_path;
-  check_cmd->add_option("file", check_path, "HDF5 model file")->required();
-
-  // plan
-  auto* plan_cmd = app.add_subcommand("plan", "print the layout, SRAM use and modelled times");
-  LayoutOptions plan_layout;
-  SystemOptions plan_system;
-  int64_t plan_prompt_len = 512, plan_tokens = 128;
-  plan_layout.add_to(plan_cmd);
-  plan_system.add_to(plan_cmd);
-  auto* plan_prompt_opt = plan_cmd->add_option("--prompt-len", plan_prompt_len, "prompt length for the modelled times")
-                              ->capture_default_str();
-  auto* plan_tokens_opt =
-      plan_cmd->add_option("--tokens", plan_tokens, "output tokens for the modelled times")->capture_default_str();
-
-  // run
-  auto* run_cmd = app.add_subcommand("run", "run the model on simulated chips over MPI ranks");
-  LayoutOptions run_layout;
-  SystemOptions run_system;
-  std::string prompt_text, result_path;
-  int64_t prompt_len = 16, n_tokens = 16;
-  bool force_run = false;
-  run_layout.add_to(run_cmd);
-  run_system.add_to(run_cmd);
-  auto* prompt_opt = run_cmd->add_option("--prompt", prompt_text, "prompt token ids, e.g. 1,2,3");
-  run_cmd->add_option("--prompt-len", prompt_len, "synthetic prompt of N tokens")->capture_default_str()->excludes(prompt_opt);
-  run_cmd->add_option("--tokens", n_tokens, "tokens to generate")->capture_default_str();
-  run_cmd->add_option("--out", result_path, "result HDF5 file");
-  std::string trace_path;
-  run_cmd->add_option("--trace", trace_path, "Chrome-trace JSON of the modelled timeline (Perfetto)");
-  runtime::FaultOptions faults;
-  run_cmd->add_option("--step-timeout", faults.step_timeout_s,
-                      "seconds a chip may wait for a transfer before the job fails naming it (0: wait forever)")
-      ->capture_default_str();
-  run_cmd->add_option("--inject-stall-rank", faults.stall_rank, "fault injection: this rank stops participating");
-  run_cmd->add_option("--inject-crash-rank", faults.crash_rank, "fault injection: this rank dies (SIGKILL)");
-  run_cmd->add_option("--inject-link-errors", faults.link_error_rate,
-                      "fault injection: probability that a transfer arrives corrupted (checksums detect it, the "
-                      "token is replayed)");
-  std::vector<std::string> link_fault_specs;
-  run_cmd->add_option("--inject-link-fault", link_fault_specs,
-                      "fault injection: FROM-TO@CALL corrupts every transfer from chip FROM to chip TO in forward "
-                      "call CALL once (one sequence: 0 is the prefill, k decode step k; a batch of B counts B calls "
-                      "per step); repeatable");
-  run_cmd->add_option("--seed", faults.link_error_seed, "seed of the injected link errors")->capture_default_str();
-  run_cmd->add_option("--max-replays", faults.max_replays, "replays of one token before a link fault is fatal")
-      ->capture_default_str();
-  bool timing_only = false;
-  run_cmd->add_flag("--timing-only", timing_only,
-                    "same plan, schedule and message pattern without weights or payload (a --config-only file suffices)");
-  run_cmd->add_flag("--force", force_run, "replace an existing result file");
-
-  // sweep
-  auto* sweep_cmd = app.add_subcommand("sweep", "run a scaling study: every point of a job file (or of flags), "
-                                                "resumably, then a table and plots");
-  std::string job_path, sweep_name = "sweep", sweep_out, sweep_model, sweep_preset, sweep_system = "groq-lpu-v1";
-  std::vector<std::string> sweep_axes, sweep_set, sbatch_args;
-  partition::PlanRequest sweep_request;
-  int64_t sweep_prompt_len = 16, sweep_tokens = 16, sweep_ranks = 0, sweep_throttle = 0;
-  uint64_t sweep_seed = 1;
-  double sweep_timeout = 60;
-  bool sweep_functional = false, sweep_collect = false, sweep_slurm = false;
-  SweepOptions sweep_options;
-  sweep_cmd->add_option("job", job_path, "TOML job file (see docs/STUDIES.md); without one, the flags below");
-  auto* study_flags = sweep_cmd->add_option_group("study", "a study without a job file");
-  study_flags->add_option("--name", sweep_name, "study name")->capture_default_str();
-  study_flags->add_option("--out", sweep_out, "output folder (default: ./NAME)");
-  auto* model_flag = study_flags->add_option("--model", sweep_model, "HDF5 model file");
-  study_flags->add_option("--preset", sweep_preset, "model preset with synthetic weights")->excludes(model_flag);
-  study_flags->add_option("--seed", sweep_seed, "weight seed of --preset")->capture_default_str();
-  study_flags->add_option("--system", sweep_system, "system preset or file")->capture_default_str();
-  study_flags->add_option("--set", sweep_set, "fixed hardware parameter, name=value")->take_all();
-  study_flags->add_option("--sweep", sweep_axes,
-                          "swept parameter: name=v1,v2,... or name=from..to*times or name=from..to+step "
-                          "(run or hardware parameter; repeat for a grid)")
-      ->take_all();
-  auto* sweep_chips_flag = study_flags->add_option("--chips", sweep_request.n_chips, "chips (fixed)");
-  study_flags->add_option("--tp", sweep_request.tp, "tensor-parallel chips per stage (fixed)");
-  study_flags->add_option("--pp", sweep_request.pp, "pipeline stages (fixed)");
-  study_flags->add_option("--replicas", sweep_request.replicas, "pipeline replicas (fixed)");
-  study_flags->add_option("--batch", sweep_request.batch, "sequences (fixed)");
-  study_flags->add_option("--context", sweep_request.context, "KV positions per sequence (fixed)");
-  study_flags->add_option("--block-tokens", sweep_request.block_tokens, "prefill chunk (fixed)");
-  study_flags->add_option("--prompt-len", sweep_prompt_len, "synthetic prompt length")->capture_default_str();
-  study_flags->add_option("--tokens", sweep_tokens, "tokens to generate")->capture_default_str();
-  study_flags->add_flag("--functional", sweep_functional, "compute the model's outputs (default: timing-only)");
-  study_flags->add_option("--ranks", sweep_ranks, "MPI ranks per point (default: the ranks sweep runs on)");
-  study_flags->add_option("--throttle", sweep_throttle, "Slurm: at most this many points at once");
-  study_flags->add_option("--step-timeout", sweep_timeout, "seconds a chip may wait for a transfer")->capture_default_str();
-  auto* point_opt = sweep_cmd->add_option("--point", sweep_options.only_point,
-                                          "run this point only and do not collect (what a Slurm array element does)");
-  auto* collect_flag = sweep_cmd->add_flag("--collect", sweep_collect, "only build the table and plots from the results");
-  sweep_cmd->add_flag("--slurm", sweep_slurm, "submit the study to Slurm (job array + collect job) instead of running it")
-      ->excludes(point_opt)
-      ->excludes(collect_flag);
-  point_opt->excludes(collect_flag);
-  sweep_cmd->add_option("--sbatch", sbatch_args, "extra sbatch option for every submitted job, e.g. --sbatch=--partition=x");
-  sweep_cmd->add_flag("--force", sweep_options.force, "rerun points that already have a result");
-
-  try {
-    app.parse(argc, argv);
-  } catch (const CLI::Success& e) {  // --help
-    return rank == 0 ? app.exit(e) : 0;
-  } catch (const CLI::ParseError& e) {
-    throw Error(std::string(e.what()) + " (see lpurt --help)", ExitCode::usage);
+  explicit GenModelCommand(CLI::App& app)
+      : cmd(app.add_subcommand("gen-model", "write a model file with deterministic synthetic weights")) {
+    cmd->add_option("--preset", preset, "model shape")->required();
+    cmd->add_option("--out", out, "output HDF5 file")->required();
+    cmd->add_option("--seed", seed, "weight seed")->capture_default_str();
+    cmd->add_flag("--config-only", config_only, "write the configuration only (for --timing-only studies)");
+    cmd->add_flag("--force", force, "replace an existing file");
   }
 
-  if (gen->parsed()) {
+  int run(int rank) const {
     io::SyntheticModel source(chip::model_preset(preset), seed, preset);
     const auto t0 = std::chrono::steady_clock::now();
-    io::write_model_file(out, source, config_only, force_gen, progress_printer("writing tensors", rank));
+    io::write_model_file(out, source, config_only, force, progress_printer("writing tensors", rank));
     const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     std::printf("wrote %s: preset %s, %lld parameters, %s%s in %.2f s\n", out.c_str(), preset.c_str(),
                 static_cast<long long>(source.config().n_parameters()),
@@ -347,165 +261,329 @@ int run_command_line(int argc, char** argv, int rank, int n_ranks) {
                 config_only ? " (configuration only)" : "", s);
     return 0;
   }
+};
 
-  if (check_cmd->parsed()) return check_model_command(check_path);
+struct CheckModelCommand {
+  CLI::App* cmd;
+  std::string path;
 
-  if (plan_cmd->parsed()) {
-    auto source = plan_layout.open_model();
-    // Defaults shrink to fit a short context (the default model has 256 positions); explicit values must fit.
-    const int64_t context = plan_layout.request.context > 0 ? plan_layout.request.context : source->config().max_seq_len;
-    if (plan_prompt_opt->count() == 0) plan_prompt_len = std::min(plan_prompt_len, context / 2);
-    if (plan_tokens_opt->count() == 0) plan_tokens = std::max<int64_t>(1, std::min(plan_tokens, context - plan_prompt_len + 1));
-    if (plan_prompt_len < 1 || plan_tokens < 1 || plan_prompt_len + plan_tokens - 1 > context)
-      throw Error("--prompt-len " + std::to_string(plan_prompt_len) + " and --tokens " + std::to_string(plan_tokens) +
-                      " need " + std::to_string(plan_prompt_len + plan_tokens - 1) + " KV positions; the context is " +
+  explicit CheckModelCommand(CLI::App& app)
+      : cmd(app.add_subcommand("check-model", "open and validate a model file, print its configuration")) {
+    cmd->add_option("file", path, "HDF5 model file")->required();
+  }
+
+  int run() const { return check_model_command(path); }
+};
+
+struct PlanCommand {
+  CLI::App* cmd;
+  LayoutOptions layout;
+  SystemOptions system;
+  LengthOptions lengths;
+
+  explicit PlanCommand(CLI::App& app)
+      : cmd(app.add_subcommand("plan", "print the layout, SRAM use and modelled times")) {
+    layout.add_to(cmd);
+    system.add_to(cmd);
+    lengths.add_to(cmd, "prompt length for the modelled times", "output tokens for the modelled times");
+  }
+
+  int run() {
+    auto source = layout.open_model();
+    int64_t prompt_len = lengths.prompt_len, tokens = lengths.tokens;
+    // Defaults shrink to fit a short context; explicit values must fit.
+    const int64_t context = layout.request.context > 0 ? layout.request.context : source->config().max_seq_len;
+    if (lengths.prompt_len_option->count() == 0) prompt_len = std::min(prompt_len, std::max<int64_t>(1, context / 2));
+    if (lengths.tokens_option->count() == 0) tokens = std::max<int64_t>(1, std::min(tokens, context - prompt_len + 1));
+    if (prompt_len < 1 || tokens < 1 || prompt_len + tokens - 1 > context)
+      throw Error("--prompt-len " + std::to_string(prompt_len) + " and --tokens " + std::to_string(tokens) + " need " +
+                      std::to_string(prompt_len + tokens - 1) + " KV positions; the context is " +
                       std::to_string(context) + " (see --context)",
                   ExitCode::usage);
-    plan_layout.request.prompt_tokens = plan_prompt_len;
-    plan_layout.request.output_tokens = plan_tokens;
-    const auto plan = partition::make_plan(source->config(), plan_system.resolve(), plan_layout.request);
-    if (plan_layout.json) {
-      io::Record r = runtime::plan_summary(plan, partition::modelled_times(plan, plan_prompt_len, plan_tokens),
-                                           plan_prompt_len, plan_tokens);
+    layout.request.prompt_tokens = prompt_len;
+    layout.request.output_tokens = tokens;
+    const auto plan = partition::make_plan(source->config(), system.resolve(), layout.request);
+    if (layout.json) {
+      io::Record r =
+          runtime::plan_summary(plan, partition::modelled_times(plan, prompt_len, tokens), prompt_len, tokens);
       r.set("model", source->name()).set("system", plan.hardware.name);
       std::printf("%s\n", r.to_json().c_str());
     } else {
-      print_plan_table(plan, source->name(), plan_prompt_len, plan_tokens);
+      print_plan_table(plan, source->name(), prompt_len, tokens);
     }
     return 0;
   }
+};
 
-  if (sweep_cmd->parsed()) {
+struct RunCommand {
+  CLI::App* cmd;
+  LayoutOptions layout;
+  SystemOptions system;
+  LengthOptions lengths;
+  std::string prompt_text, result_path, trace_path;
+  CLI::Option* prompt_option = nullptr;
+  runtime::FaultOptions faults;
+  std::vector<std::string> link_fault_specs;
+  bool timing_only = false, force = false;
+
+  explicit RunCommand(CLI::App& app)
+      : cmd(app.add_subcommand("run", "run the model on simulated chips over MPI ranks")) {
+    layout.add_to(cmd);
+    system.add_to(cmd);
+    prompt_option = cmd->add_option("--prompt", prompt_text, "prompt token ids, e.g. 1,2,3");
+    lengths.add_to(cmd, "synthetic prompt of N tokens", "tokens to generate");
+    lengths.prompt_len_option->excludes(prompt_option);
+    cmd->add_option("--out", result_path, "result HDF5 file");
+    cmd->add_option("--trace", trace_path, "Chrome-trace JSON of the modelled timeline (Perfetto)");
+    cmd->add_option("--step-timeout", faults.step_timeout_s,
+                    "seconds a chip may wait for a transfer before the job fails naming it (0: wait forever)")
+        ->capture_default_str();
+    cmd->add_option("--inject-stall-rank", faults.stall_rank, "fault injection: this rank stops participating");
+    cmd->add_option("--inject-crash-rank", faults.crash_rank, "fault injection: this rank dies (SIGKILL)");
+    cmd->add_option("--inject-mpi-error", faults.mpi_error_rank,
+                    "fault injection: this rank makes an MPI call that fails (a send of -1 bytes)");
+    cmd->add_option("--inject-link-errors", faults.link_error_rate,
+                    "fault injection: probability that a transfer arrives corrupted (checksums detect it, the "
+                    "token is replayed)");
+    cmd->add_option("--inject-link-fault", link_fault_specs,
+                    "fault injection: FROM-TO@CALL corrupts every transfer from chip FROM to chip TO in forward "
+                    "call CALL once (one sequence: 0 is the prefill, k decode step k; a batch of B counts B calls "
+                    "per step); repeatable");
+    cmd->add_option("--seed", faults.link_error_seed, "seed of the injected link errors")->capture_default_str();
+    cmd->add_option("--max-replays", faults.max_replays, "replays of one token before a link fault is fatal")
+        ->capture_default_str();
+    cmd->add_flag("--timing-only", timing_only,
+                  "same plan, schedule and message pattern without weights or payload (a --config-only file suffices)");
+    cmd->add_flag("--force", force, "replace an existing result file");
+  }
+
+  int run(int rank, int n_ranks) {
+    // Setup on every rank (any failure is agreed on and printed once), then the steady state.
+    std::unique_ptr<io::WeightSource> source;
+    std::unique_ptr<runtime::RunSession> session;
+    std::unique_ptr<io::ResultWriter> result_file;  // rank 0, with --out
+    runtime::agree_on_setup(MPI_COMM_WORLD, [&] {
+      if (layout.request.n_chips < 1)
+        throw Error("--chips must be at least 1 (got " + std::to_string(layout.request.n_chips) + ")", ExitCode::usage);
+      source = layout.open_model();
+      const chip::ChipSpec hardware = system.resolve();
+      runtime::RunConfig config;
+      config.request = layout.request;
+      config.prompts = make_prompts(prompt_option->count() > 0, prompt_text, lengths.prompt_len, layout.request.batch,
+                                    source->config().vocab_size);
+      config.request.prompt_tokens = static_cast<int64_t>(config.prompts.front().size());
+      config.request.output_tokens = lengths.tokens;
+      config.n_tokens = lengths.tokens;
+      config.n_ranks = n_ranks;
+      config.trace_path = trace_path;
+      config.force = force;
+      config.timing_only = timing_only;
+      config.faults = faults;
+      for (const auto& spec : link_fault_specs) config.faults.link_faults.push_back(parse_link_fault(spec));
+      // Rank 0 writes the outputs, so rank 0 alone checks them (another rank could see its finished file).
+      if (rank == 0 && !trace_path.empty()) io::check_writable(trace_path, force);
+      if (rank == 0 && !result_path.empty()) io::check_writable(result_path, force);  // before the weights load
+      const int64_t batch = static_cast<int64_t>(config.prompts.size());
+      session = std::make_unique<runtime::RunSession>(*source, hardware, config, MPI_COMM_WORLD);
+      if (rank == 0 && !result_path.empty())
+        result_file = std::make_unique<io::ResultWriter>(result_path, force, batch, timing_only ? 0 : lengths.tokens,
+                                                         source->config().vocab_size);
+    });
+    runtime::LogitsSink logits;
+    if (result_file)
+      logits = [&](int64_t sequence, int64_t token, const float* row) { result_file->write_logits(sequence, token, row); };
+    io::RunResult result = session->run(progress_printer("tokens", rank), logits);
+    if (result_file) result_file->commit(result);
+    if (rank != 0) return 0;
+    if (layout.json) {
+      std::printf("%s\n", result.summary.to_json().c_str());
+      return 0;
+    }
+    print_run(result, n_ranks);
+    return 0;
+  }
+
+  void print_run(const io::RunResult& result, int n_ranks) const {
+    auto get = [&](const char* k) { return *result.summary.find(k); };
+    std::printf("lpurt run: %s on %lld chip(s) (tp %lld x pp %lld), %d rank(s)\n",
+                std::get<std::string>(get("model")).c_str(), static_cast<long long>(std::get<int64_t>(get("chips"))),
+                static_cast<long long>(std::get<int64_t>(get("tp"))), static_cast<long long>(std::get<int64_t>(get("pp"))),
+                n_ranks);
+    std::printf("prompt    %lld sequence(s) of %zu tokens\ngenerated", static_cast<long long>(result.batch),
+                result.prompt.size() / static_cast<std::size_t>(result.batch));
+    if (timing_only) std::printf(" (timing-only: no payload, no tokens)");
+    for (std::size_t i = 0; i < result.tokens.size() && i < 32; ++i) std::printf(" %d", result.tokens[i]);
+    std::printf("%s\n", result.tokens.size() > 32 ? " ..." : "");
+    std::printf("modelled  time to first token %s, per output token %s, %.1f tokens/s per user, SRAM max %s\n",
+                format_seconds(std::get<double>(get("ttft_s"))).c_str(),
+                format_seconds(std::get<double>(get("tpot_s"))).c_str(), std::get<double>(get("tokens_per_s_user")),
+                chip::format_bytes(static_cast<double>(std::get<int64_t>(get("sram_bytes_max")))).c_str());
+    std::printf("host      wall %s (setup %s, prefill %s, decode %s)\n",
+                format_seconds(std::get<double>(get("host_wall_s"))).c_str(),
+                format_seconds(std::get<double>(get("host_setup_s"))).c_str(),
+                format_seconds(std::get<double>(get("host_prefill_s"))).c_str(),
+                format_seconds(std::get<double>(get("host_decode_s"))).c_str());
+    if (!result_path.empty()) std::printf("result    %s\n", result_path.c_str());
+  }
+};
+
+struct SweepCommand {
+  CLI::App* cmd;
+  CLI::Option_group* study_flags = nullptr;
+  CLI::Option* chips_option = nullptr;
+  CLI::Option* context_option = nullptr;
+  std::string job_path, name = "sweep", out, model, preset, system = "groq-lpu-v1";
+  std::vector<std::string> axes, set, sbatch_args;
+  partition::PlanRequest request;
+  LengthOptions lengths;
+  int64_t ranks = 0, throttle = 0;
+  uint64_t seed = 1;
+  double step_timeout_s = 60;
+  bool functional = false, collect_only = false, slurm = false;
+  SweepOptions options;
+
+  explicit SweepCommand(CLI::App& app)
+      : cmd(app.add_subcommand("sweep", "run a scaling study: every point of a job file (or of flags), "
+                                        "resumably, then a table and plots")) {
+    cmd->add_option("job", job_path, "TOML job file (see docs/STUDIES.md); without one, the flags below");
+    study_flags = cmd->add_option_group("study", "a study without a job file");
+    study_flags->add_option("--name", name, "study name")->capture_default_str();
+    study_flags->add_option("--out", out, "output folder (default: ./NAME)");
+    auto* model_flag = study_flags->add_option("--model", model, "HDF5 model file");
+    study_flags->add_option("--preset", preset, "model preset with synthetic weights")->excludes(model_flag);
+    study_flags->add_option("--seed", seed, "weight seed of --preset")->capture_default_str();
+    study_flags->add_option("--system", system, "system preset or file")->capture_default_str();
+    study_flags->add_option("--set", set, "fixed hardware parameter, name=value")->take_all();
+    study_flags->add_option("--sweep", axes,
+                            "swept parameter: name=v1,v2,... or name=from..to*times or name=from..to+step "
+                            "(run or hardware parameter; repeat for a grid)")
+        ->take_all();
+    chips_option = study_flags->add_option("--chips", request.n_chips, "chips (fixed)");
+    study_flags->add_option("--tp", request.tp, "tensor-parallel chips per stage (fixed)");
+    study_flags->add_option("--pp", request.pp, "pipeline stages (fixed)");
+    study_flags->add_option("--replicas", request.replicas, "pipeline replicas (fixed)");
+    study_flags->add_option("--batch", request.batch, "sequences (fixed)");
+    context_option = study_flags->add_option("--context", request.context,
+                                             "KV positions per sequence, at least 1 (fixed; default: max_seq_len)");
+    study_flags->add_option("--block-tokens", request.block_tokens, "prefill chunk (fixed)");
+    lengths.prompt_len_option =
+        study_flags->add_option("--prompt-len", lengths.prompt_len, "synthetic prompt length")->capture_default_str();
+    lengths.tokens_option = study_flags->add_option("--tokens", lengths.tokens, "tokens to generate")->capture_default_str();
+    study_flags->add_flag("--functional", functional, "compute the model's outputs (default: timing-only)");
+    study_flags->add_option("--ranks", ranks, "MPI ranks per point (default: the ranks sweep runs on)");
+    study_flags->add_option("--throttle", throttle, "Slurm: at most this many points at once");
+    study_flags->add_option("--step-timeout", step_timeout_s, "seconds a chip may wait for a transfer")
+        ->capture_default_str();
+    auto* point_opt = cmd->add_option("--point", options.only_point,
+                                      "run this point only and do not collect (what a Slurm array element does)");
+    auto* collect_flag = cmd->add_flag("--collect", collect_only, "only build the table and plots from the results");
+    cmd->add_flag("--slurm", slurm, "submit the study to Slurm (job array + collect job) instead of running it")
+        ->excludes(point_opt)
+        ->excludes(collect_flag);
+    point_opt->excludes(collect_flag);
+    cmd->add_option("--sbatch", sbatch_args, "extra sbatch option for every submitted job, e.g. --sbatch=--partition=x");
+    cmd->add_flag("--force", options.force, "rerun points that already have a result");
+  }
+
+  /// The study the flags describe (no job file).
+  Study study_from_flags(int n_ranks) const {
+    check_context(context_option, request.context);
+    Study study;
+    study.name = name;
+    study.source = "command line";
+    study.output_dir = std::filesystem::absolute(out.empty() ? name : out).lexically_normal().string();
+    study.timing_only = !functional;
+    study.ranks = ranks > 0 ? ranks : n_ranks;
+    study.throttle = throttle;
+    study.step_timeout_s = step_timeout_s;
+    if (!model.empty()) study.model_file = std::filesystem::absolute(model).lexically_normal().string();
+    else if (!preset.empty()) study.model_preset = preset;
+    else throw Error("lpurt sweep needs a job file, or --model FILE or --preset NAME", ExitCode::usage);
+    if (!study.model_preset.empty()) {
+      chip::model_preset(study.model_preset);  // throws naming the presets
+      if (seed > static_cast<uint64_t>(INT64_MAX))
+        throw Error("--seed must be at most " + std::to_string(INT64_MAX), ExitCode::usage);
+      study.seed = seed;
+    }
+    study.system = chip::is_hardware_preset(system) ? system : std::filesystem::absolute(system).lexically_normal().string();
+    for (const auto& a : set) {
+      const Axis one = parse_axis_flag(a);
+      if (one.values.size() != 1) throw Error("--set " + a + ": one value expected (use --sweep for several)", ExitCode::usage);
+      study.system_set.emplace_back(one.name, one.values.front());
+    }
+    const partition::PlanRequest defaults;
+    auto fixed = [&](const char* field, int64_t value, int64_t default_value) {
+      if (value != default_value || std::string(field) == "chips") study.run.set(field, value);
+    };
+    for (const auto& a : axes) study.axes.push_back(parse_axis_flag(a));
+    const bool chips_swept = std::any_of(study.axes.begin(), study.axes.end(), [](const Axis& x) { return x.name == "chips"; });
+    if (chips_swept && chips_option->count() > 0)
+      throw Error("--chips and --sweep chips=...: give the chip count in one place", ExitCode::usage);
+    if (!chips_swept) fixed("chips", request.n_chips, defaults.n_chips);
+    fixed("tp", request.tp, defaults.tp);
+    fixed("pp", request.pp, defaults.pp);
+    fixed("replicas", request.replicas, defaults.replicas);
+    fixed("batch", request.batch, defaults.batch);
+    fixed("context", request.context, defaults.context);
+    fixed("block_tokens", request.block_tokens, defaults.block_tokens);
+    fixed("prompt_len", lengths.prompt_len, runtime::default_prompt_len);
+    fixed("tokens", lengths.tokens, runtime::default_output_tokens);
+    check_axes(study);
+    return study;
+  }
+
+  int run(int rank, int n_ranks) const {
     Study study;
     if (!job_path.empty()) {
       if (study_flags->count_all() > 0)
         throw Error("give either a job file or study flags (" + job_path + " and flags were both given)", ExitCode::usage);
       study = load_study(job_path);
     } else {
-      study.name = sweep_name;
-      study.source = "command line";
-      study.output_dir = std::filesystem::absolute(sweep_out.empty() ? sweep_name : sweep_out).lexically_normal().string();
-      study.timing_only = !sweep_functional;
-      study.ranks = sweep_ranks > 0 ? sweep_ranks : n_ranks;
-      study.throttle = sweep_throttle;
-      study.step_timeout_s = sweep_timeout;
-      if (!sweep_model.empty()) study.model_file = std::filesystem::absolute(sweep_model).lexically_normal().string();
-      else if (!sweep_preset.empty()) study.model_preset = sweep_preset;
-      else throw Error("lpurt sweep needs a job file, or --model FILE or --preset NAME", ExitCode::usage);
-      if (!study.model_preset.empty()) {
-        chip::model_preset(study.model_preset);  // throws naming the presets
-        if (sweep_seed > static_cast<uint64_t>(INT64_MAX))
-          throw Error("--seed must be at most " + std::to_string(INT64_MAX), ExitCode::usage);
-        study.seed = sweep_seed;
-      }
-      study.system = chip::is_hardware_preset(sweep_system)
-                         ? sweep_system
-                         : std::filesystem::absolute(sweep_system).lexically_normal().string();
-      for (const auto& a : sweep_set) {
-        const Axis one = parse_axis_flag(a);
-        if (one.values.size() != 1) throw Error("--set " + a + ": one value expected (use --sweep for several)", ExitCode::usage);
-        study.system_set.emplace_back(one.name, one.values.front());
-      }
-      const partition::PlanRequest defaults;
-      auto fixed = [&](const char* name, int64_t value, int64_t default_value) {
-        if (value != default_value || std::string(name) == "chips") study.run.set(name, value);
-      };
-      for (const auto& a : sweep_axes) study.axes.push_back(parse_axis_flag(a));
-      const bool chips_swept = std::any_of(study.axes.begin(), study.axes.end(), [](const Axis& x) { return x.name == "chips"; });
-      if (chips_swept && sweep_chips_flag->count() > 0)
-        throw Error("--chips and --sweep chips=...: give the chip count in one place", ExitCode::usage);
-      if (!chips_swept) fixed("chips", sweep_request.n_chips, defaults.n_chips);
-      fixed("tp", sweep_request.tp, defaults.tp);
-      fixed("pp", sweep_request.pp, defaults.pp);
-      fixed("replicas", sweep_request.replicas, defaults.replicas);
-      fixed("batch", sweep_request.batch, defaults.batch);
-      fixed("context", sweep_request.context, defaults.context);
-      fixed("block_tokens", sweep_request.block_tokens, defaults.block_tokens);
-      fixed("prompt_len", sweep_prompt_len, 16);
-      fixed("tokens", sweep_tokens, 16);
-      check_axes(study);
+      study = study_from_flags(n_ranks);
     }
     const std::vector<Point> points = expand(study);
-    if (sweep_slurm) {
-      SlurmOptions slurm;
-      slurm.lpurt_binary = std::filesystem::read_symlink("/proc/self/exe").string();
+    if (slurm) {
+      SlurmOptions slurm_options;
+      slurm_options.lpurt_binary = std::filesystem::read_symlink("/proc/self/exe").string();
       const char* dir = std::getenv("LPURT_SLURM_DIR");
-      slurm.scripts_dir = dir ? dir : LPURT_SLURM_DIR;
-      slurm.sbatch_args = sbatch_args;
-      submit_to_slurm(study, points, slurm);
+      slurm_options.scripts_dir = dir ? dir : LPURT_SLURM_DIR;
+      slurm_options.sbatch_args = sbatch_args;
+      submit_to_slurm(study, points, slurm_options);
       return 0;
     }
-    if (!sweep_collect) {
+    if (!collect_only) {
       if (rank == 0) write_study_job(study);
-      run_points(study, points, sweep_options, MPI_COMM_WORLD);
-      if (sweep_options.only_point >= 0) return 0;
-      MPI_Barrier(MPI_COMM_WORLD);
+      run_points(study, points, options, MPI_COMM_WORLD);
+      if (options.only_point >= 0) return 0;
+      LPURT_MPI_CHECK(MPI_Barrier(MPI_COMM_WORLD));
     }
     if (rank == 0) collect(study, points);
     return 0;
   }
+};
 
-  // run: setup on every rank (any failure is agreed on and printed once), then the steady state.
-  std::unique_ptr<io::WeightSource> source;
-  std::unique_ptr<runtime::RunSession> session;
-  std::unique_ptr<io::ResultWriter> result_file;  // rank 0, with --out
-  runtime::agree_on_setup(MPI_COMM_WORLD, [&] {
-    if (run_layout.request.n_chips < 1)
-      throw Error("--chips must be at least 1 (got " + std::to_string(run_layout.request.n_chips) + ")", ExitCode::usage);
-    source = run_layout.open_model();
-    const chip::ChipSpec hardware = run_system.resolve();
-    runtime::RunConfig config;
-    config.request = run_layout.request;
-    config.prompts = make_prompts(prompt_opt->count() > 0, prompt_text, prompt_len,
-                                  run_layout.request.batch, source->config().vocab_size);
-    config.request.prompt_tokens = static_cast<int64_t>(config.prompts.front().size());
-    config.request.output_tokens = n_tokens;
-    config.n_tokens = n_tokens;
-    config.n_ranks = n_ranks;
-    config.trace_path = trace_path;
-    config.force = force_run;
-    config.timing_only = timing_only;
-    config.faults = faults;
-    for (const auto& spec : link_fault_specs) config.faults.link_faults.push_back(parse_link_fault(spec));
-    // Rank 0 writes the outputs, so rank 0 alone checks them (another rank could see its finished file).
-    if (rank == 0 && !trace_path.empty()) io::check_writable(trace_path, force_run);
-    if (rank == 0 && !result_path.empty()) io::check_writable(result_path, force_run);  // before the weights load
-    const int64_t batch = static_cast<int64_t>(config.prompts.size());
-    session = std::make_unique<runtime::RunSession>(*source, hardware, config, MPI_COMM_WORLD);
-    if (rank == 0 && !result_path.empty())
-      result_file = std::make_unique<io::ResultWriter>(result_path, force_run, batch, timing_only ? 0 : n_tokens,
-                                                       source->config().vocab_size);
-  });
-  runtime::LogitsSink logits;
-  if (result_file)
-    logits = [&](int64_t sequence, int64_t token, const float* row) { result_file->write_logits(sequence, token, row); };
-  io::RunResult result = session->run(progress_printer("tokens", rank), logits);
-  if (result_file) result_file->commit(result);
-  if (rank != 0) return 0;
-  if (run_layout.json) {
-    std::printf("%s\n", result.summary.to_json().c_str());
-    return 0;
+}  // namespace
+
+int run_command_line(int argc, char** argv, int rank, int n_ranks) {
+  CLI::App app{"lpurt: a transformer partitioned across simulated LPU chips on MPI ranks"};
+  app.require_subcommand(1);
+  GenModelCommand gen_model(app);
+  CheckModelCommand check_model(app);
+  PlanCommand plan(app);
+  RunCommand run(app);
+  SweepCommand sweep(app);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::Success& e) {  // --help
+    return rank == 0 ? app.exit(e) : 0;
+  } catch (const CLI::ParseError& e) {
+    throw Error(std::string(e.what()) + " (see lpurt --help)", ExitCode::usage);
   }
-  auto get = [&](const char* k) { return *result.summary.find(k); };
-  std::printf("lpurt run: %s on %lld chip(s) (tp %lld x pp %lld), %d rank(s)\n", std::get<std::string>(get("model")).c_str(),
-              static_cast<long long>(std::get<int64_t>(get("chips"))), static_cast<long long>(std::get<int64_t>(get("tp"))),
-              static_cast<long long>(std::get<int64_t>(get("pp"))), n_ranks);
-  std::printf("prompt    %lld sequence(s) of %zu tokens\ngenerated", static_cast<long long>(result.batch),
-              result.prompt.size() / static_cast<std::size_t>(result.batch));
-  if (timing_only) std::printf(" (timing-only: no payload, no tokens)");
-  for (std::size_t i = 0; i < result.tokens.size() && i < 32; ++i) std::printf(" %d", result.tokens[i]);
-  std::printf("%s\n", result.tokens.size() > 32 ? " ..." : "");
-  std::printf("modelled  time to first token %s, per output token %s, %.1f tokens/s per user, SRAM max %s\n",
-              format_seconds(std::get<double>(get("ttft_s"))).c_str(),
-              format_seconds(std::get<double>(get("tpot_s"))).c_str(), std::get<double>(get("tokens_per_s_user")),
-              chip::format_bytes(static_cast<double>(std::get<int64_t>(get("sram_bytes_max")))).c_str());
-  std::printf("host      wall %s (setup %s, prefill %s, decode %s)\n",
-              format_seconds(std::get<double>(get("host_wall_s"))).c_str(),
-              format_seconds(std::get<double>(get("host_setup_s"))).c_str(),
-              format_seconds(std::get<double>(get("host_prefill_s"))).c_str(),
-              format_seconds(std::get<double>(get("host_decode_s"))).c_str());
-  if (!result_path.empty()) std::printf("result    %s\n", result_path.c_str());
-  return 0;
+  if (gen_model.cmd->parsed()) return gen_model.run(rank);
+  if (check_model.cmd->parsed()) return check_model.run();
+  if (plan.cmd->parsed()) return plan.run();
+  if (sweep.cmd->parsed()) return sweep.run(rank, n_ranks);
+  return run.run(rank, n_ranks);
 }
 
 }  // namespace lpurt::jobs

@@ -14,7 +14,8 @@
 
 #include "chip/error.hpp"
 #include "jobs/cli.hpp"
-#include "runtime/run.hpp"
+#include "runtime/engine.hpp"
+#include "runtime/mpi.hpp"
 
 namespace {
 
@@ -43,9 +44,9 @@ bool needs_mpi(int argc, char** argv) {
 int fail(int rank, int n_ranks, bool mpi, const char* message, int code) {
   std::fprintf(stderr, "[rank %d/%d] error: %s\n", rank, n_ranks, message);
   std::fflush(stderr);
-  // One failing rank must not leave the others waiting: abort the job with the error's code.
-  if (mpi && n_ranks > 1) MPI_Abort(MPI_COMM_WORLD, code);
-  if (mpi) MPI_Finalize();
+  // One failing rank must not leave the others waiting: abort the job with the error's code. A single
+  // rank just exits; MpiEnvironment's destructor finalizes MPI.
+  if (mpi && n_ranks > 1) lpurt::runtime::mpi_abort(code);
   return code;
 }
 
@@ -54,32 +55,32 @@ int fail(int rank, int n_ranks, bool mpi, const char* message, int code) {
 int main(int argc, char** argv) {
   const bool mpi = needs_mpi(argc, argv);
   int rank = 0, n_ranks = 1;
-  if (mpi) {
-    MPI_Init(&argc, &argv);
-    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
-    MPI_Comm_size(MPI_COMM_WORLD, &n_ranks);
-  }
-  // Ranks sharing a host share its cores: each rank's TBB threads get an equal part of them, so that
-  // R ranks never run R x cores threads.
+  std::unique_ptr<lpurt::runtime::MpiEnvironment> environment;
   std::unique_ptr<tbb::global_control> threads;
-  if (mpi && n_ranks > 1) {
-    MPI_Comm node;
-    MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, rank, MPI_INFO_NULL, &node);
-    int local_ranks = 1;
-    MPI_Comm_size(node, &local_ranks);
-    MPI_Comm_free(&node);
-    const auto cores = static_cast<int>(std::thread::hardware_concurrency());
-    threads = std::make_unique<tbb::global_control>(tbb::global_control::max_allowed_parallelism,
-                                                    static_cast<std::size_t>(std::max(1, cores / local_ranks)));
-  }
-  int code = 0;
   try {
-    code = lpurt::jobs::run_command_line(argc, argv, rank, n_ranks);
-  } catch (const lpurt::runtime::AgreedError& e) {
-    // Every rank holds the same error: rank 0 prints it once, naming the rank it came from, and all exit.
-    if (rank == 0) std::fprintf(stderr, "[rank %d/%d] error: %s\n", e.origin_rank(), n_ranks, e.what());
-    if (mpi) MPI_Finalize();
-    return static_cast<int>(e.code());
+    if (mpi) {
+      environment = std::make_unique<lpurt::runtime::MpiEnvironment>(argc, argv);
+      rank = lpurt::runtime::comm_rank(MPI_COMM_WORLD);
+      n_ranks = lpurt::runtime::comm_size(MPI_COMM_WORLD);
+    }
+    // Ranks sharing a host share its cores: each rank's TBB threads get an equal part of them, so that
+    // R ranks never run R x cores threads.
+    if (mpi && n_ranks > 1) {
+      const int local_ranks = lpurt::runtime::comm_size(lpurt::runtime::Comm::split_type_shared(MPI_COMM_WORLD).get());
+      const auto cores = static_cast<int>(std::thread::hardware_concurrency());
+      threads = std::make_unique<tbb::global_control>(tbb::global_control::max_allowed_parallelism,
+                                                      static_cast<std::size_t>(std::max(1, cores / local_ranks)));
+    }
+    int code = 0;
+    try {
+      code = lpurt::jobs::run_command_line(argc, argv, rank, n_ranks);
+    } catch (const lpurt::runtime::AgreedError& e) {
+      // Every rank holds the same error: rank 0 prints it once, naming the rank it came from, and all exit.
+      if (rank == 0) std::fprintf(stderr, "[rank %d/%d] error: %s\n", e.origin_rank(), n_ranks, e.what());
+      code = static_cast<int>(e.code());
+    }
+    if (environment) environment->finalize();
+    return code;
   } catch (const lpurt::Error& e) {
     return fail(rank, n_ranks, mpi, e.what(), static_cast<int>(e.code()));
   } catch (const std::bad_alloc&) {
@@ -87,6 +88,4 @@ int main(int argc, char** argv) {
   } catch (const std::exception& e) {
     return fail(rank, n_ranks, mpi, e.what(), static_cast<int>(lpurt::ExitCode::internal));
   }
-  if (mpi) MPI_Finalize();
-  return code;
 }

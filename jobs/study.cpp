@@ -10,6 +10,7 @@
 #include <sstream>
 
 #include "chip/model_config.hpp"
+#include "runtime/run.hpp"
 #include "chip/toml_file.hpp"
 #include "io/text_file.hpp"
 
@@ -429,8 +430,8 @@ std::vector<Point> expand(const Study& s) {
     Point& p = points[i];
     p.index = static_cast<int64_t>(i);
     p.hardware = base;
-    p.prompt_len = 16;
-    p.tokens = 16;
+    p.prompt_len = runtime::default_prompt_len;
+    p.tokens = runtime::default_output_tokens;
     for (const auto& [name, value] : s.run.fields()) apply_run(p, name, value, s.source + ": run." + name);
     // Row-major: the first axis varies slowest, as in nested loops written in the file's order.
     std::size_t rest = i, stride = n;

@@ -17,6 +17,7 @@
 #include "jobs/open_model.hpp"
 #include "jobs/plots.hpp"
 #include "jobs/process.hpp"
+#include "runtime/mpi.hpp"
 #include "runtime/run.hpp"
 
 namespace lpurt::jobs {
@@ -77,9 +78,7 @@ std::string index_ranges(const std::vector<int64_t>& indices) {
 /// Runs `mine` on the ranks of `comm`, one after another; rank 0 of comm writes the files and prints.
 int64_t run_group_points(const Study& s, std::size_t n_points, const std::vector<const Point*>& mine,
                          const SweepOptions& options, MPI_Comm comm) {
-  int rank = 0, n_ranks = 1;
-  MPI_Comm_rank(comm, &rank);
-  MPI_Comm_size(comm, &n_ranks);
+  const int rank = runtime::comm_rank(comm), n_ranks = runtime::comm_size(comm);
   const bool talk = rank == 0 && !options.quiet;
   const int width = static_cast<int>(std::to_string(n_points).size());
   int64_t n_run = 0;
@@ -189,9 +188,7 @@ int64_t max_array_size() {
 }  // namespace
 
 int64_t run_points(const Study& s, const std::vector<Point>& points, const SweepOptions& options, MPI_Comm comm) {
-  int world_rank = 0, world_size = 1;
-  MPI_Comm_rank(comm, &world_rank);
-  MPI_Comm_size(comm, &world_size);
+  const int world_rank = runtime::comm_rank(comm), world_size = runtime::comm_size(comm);
   const auto per_point = static_cast<int>(s.ranks);
   const bool one_point = options.only_point >= 0;
   if (world_size % per_point != 0 || (one_point && world_size != per_point))
@@ -213,7 +210,7 @@ int64_t run_points(const Study& s, const std::vector<Point>& points, const Sweep
       todo[static_cast<std::size_t>(p.index)] =
           (options.only_point < 0 || options.only_point == p.index) && (options.force || !is_done(p));
   }
-  MPI_Bcast(todo.data(), static_cast<int>(todo.size()), MPI_INT, 0, comm);
+  LPURT_MPI_CHECK(MPI_Bcast(todo.data(), static_cast<int>(todo.size()), MPI_INT, 0, comm));
   int64_t n_todo = 0;
   for (const int t : todo) n_todo += t;
   // Groups of study.ranks consecutive ranks (one host, with the usual mapping) run points side by side:
@@ -230,20 +227,20 @@ int64_t run_points(const Study& s, const std::vector<Point>& points, const Sweep
   for (const auto& p : points)
     if (todo[static_cast<std::size_t>(p.index)] && k++ % n_groups == my_group) mine.push_back(&p);
   if (n_groups == 1) return run_group_points(s, points.size(), mine, options, comm);
-  MPI_Comm group = MPI_COMM_NULL;
-  MPI_Comm_split(comm, my_group, world_rank, &group);
   int64_t n_run = 0;
   std::string failure;
   auto code = ExitCode::success;
-  try {
-    n_run = run_group_points(s, points.size(), mine, options, group);
-  } catch (const runtime::AgreedError& e) {
-    // The group agreed on it; the other groups finish their points, then every rank raises it.
-    failure = e.what(), code = e.code();
+  {
+    const runtime::Comm group = runtime::Comm::split(comm, my_group, world_rank);
+    try {
+      n_run = run_group_points(s, points.size(), mine, options, group.get());
+    } catch (const runtime::AgreedError& e) {
+      // The group agreed on it; the other groups finish their points, then every rank raises it.
+      failure = e.what(), code = e.code();
+    }
   }
-  MPI_Comm_free(&group);
   runtime::agree_on_error(comm, failure, code);
-  MPI_Allreduce(MPI_IN_PLACE, &n_run, 1, MPI_INT64_T, MPI_SUM, comm);
+  LPURT_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, &n_run, 1, MPI_INT64_T, MPI_SUM, comm));
   return n_run / per_point;
 }
 

@@ -221,7 +221,8 @@ Plan make_plan(const chip::ModelConfig& cfg, const chip::ChipSpec& hw, const Pla
   hw.validate();
   if (r.n_chips < 1) throw PlanError("--chips must be at least 1 (got " + std::to_string(r.n_chips) + ")");
   if (r.batch < 1) throw PlanError("--batch must be at least 1 (got " + std::to_string(r.batch) + ")");
-  if (r.context < 0 || r.context > cfg.max_seq_len)
+  if (r.context < 0) throw PlanError("--context must be at least 1 (got " + std::to_string(r.context) + ")");
+  if (r.context > cfg.max_seq_len)
     throw PlanError("--context " + std::to_string(r.context) + " exceeds the model's max_seq_len " +
                     std::to_string(cfg.max_seq_len));
   // The largest transfer (a block's expert slots or activations) must fit one MPI message (int count).

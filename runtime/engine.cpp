@@ -10,6 +10,7 @@
 #include <tbb/parallel_for.h>
 
 #include "chip/error.hpp"
+#include "chip/hash.hpp"
 #include "partition/timing.hpp"
 
 namespace lpurt::runtime {
@@ -17,27 +18,9 @@ namespace lpurt::runtime {
 using partition::Op;
 using partition::OpKind;
 using partition::Payload;
+using chip::mix;
 
 namespace {
-
-/// A failed MPI call during a run: the message names the call and the rank.
-void check_mpi(int status, const char* call, int rank) {
-  if (status == MPI_SUCCESS) return;
-  char text[MPI_MAX_ERROR_STRING];
-  int length = 0;
-  MPI_Error_string(status, text, &length);
-  throw Error(std::string(call) + " failed on rank " + std::to_string(rank) + ": " +
-                  std::string(text, static_cast<std::size_t>(length)),
-              ExitCode::runtime);
-}
-
-/// splitmix64: a well-mixed 64-bit function of its input (the fault draws and the checksum rounds).
-uint64_t mix(uint64_t x) {
-  x += 0x9e3779b97f4a7c15ull;
-  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
-  x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
-  return x ^ (x >> 31);
-}
 
 /// A 64-bit checksum of a transfer's bytes, eight at a time: any single flipped bit changes it.
 uint64_t checksum(const void* data, int64_t bytes) {
@@ -66,12 +49,12 @@ Engine::Engine(const partition::Plan& plan, io::WeightSource& source, MPI_Comm c
     : plan_(plan), topology_(partition::topology_for(plan)), comm_(comm), timing_only_(timing_only), faults_(faults) {
   const chip::ModelConfig& cfg = plan.model;
   // Without MPI_Init (unit tests, tools) the engine is one rank and makes no MPI call.
-  int mpi_initialized = 0;
-  MPI_Initialized(&mpi_initialized);
-  if (mpi_initialized) {
-    MPI_Comm_rank(comm_, &rank_);
-    MPI_Comm_size(comm_, &n_ranks_);
+  if (mpi_initialized()) {
+    rank_ = comm_rank(comm_);
+    n_ranks_ = comm_size(comm_);
   }
+  if (faults.mpi_error_rank >= 0 && !mpi_initialized())
+    throw Error("--inject-mpi-error needs MPI: start lpurt under mpirun", ExitCode::usage);
   if (n_ranks_ > plan.n_chips())
     throw Error(std::to_string(n_ranks_) + " MPI ranks for " + std::to_string(plan.n_chips()) +
                     " chips: every rank must host at least one chip",
@@ -159,7 +142,7 @@ const Exchange& Engine::exchange(int64_t n_tokens, int64_t replica) {
       incoming_[area].resize(static_cast<std::size_t>(e.max_incoming_bytes));
   }
   if (requests_.size() < e.messages.size()) {
-    requests_.resize(e.messages.size(), MPI_REQUEST_NULL);
+    requests_.reserve_at_least(e.messages.size());
     message_area_.resize(e.messages.size(), 0);
   }
   return e;
@@ -188,13 +171,13 @@ void Engine::forward(int64_t sequence, const int32_t* tokens, int64_t pos, int64
     if (!faults_.checked()) break;
     // Every rank must take the same decision: replay if any chip saw a corrupted transfer.
     int64_t faults = step_faults_;
-    if (n_ranks_ > 1) check_mpi(MPI_Allreduce(MPI_IN_PLACE, &faults, 1, MPI_INT64_T, MPI_SUM, comm_), "MPI_Allreduce(faults)", rank_);
+    if (n_ranks_ > 1) LPURT_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, &faults, 1, MPI_INT64_T, MPI_SUM, comm_));
     if (faults == 0) break;
     link_faults_detected_ += faults;
     if (attempt_ == faults_.max_replays) {
       int64_t first_send = first_fault_send_;
       if (n_ranks_ > 1)
-        check_mpi(MPI_Allreduce(MPI_IN_PLACE, &first_send, 1, MPI_INT64_T, MPI_MIN, comm_), "MPI_Allreduce(faults)", rank_);
+        LPURT_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, &first_send, 1, MPI_INT64_T, MPI_MIN, comm_));
       const Op& op = p.ops[static_cast<std::size_t>(first_send)];
       throw AgreedError("transfers arrived corrupted in each of " + std::to_string(attempt_ + 1) +
                             " attempts at positions " + std::to_string(pos) + ".." + std::to_string(pos + n - 1) +
@@ -228,7 +211,7 @@ void Engine::forward(int64_t sequence, const int32_t* tokens, int64_t pos, int64
   }
   if (n_ranks_ > 1) {
     const auto t0 = std::chrono::steady_clock::now();
-    check_mpi(MPI_Allreduce(MPI_IN_PLACE, logits, vocab, MPI_FLOAT, MPI_SUM, comm_), "MPI_Allreduce(logits)", rank_);
+    LPURT_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, logits, vocab, MPI_FLOAT, MPI_SUM, comm_));
     mpi_wait_s_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   }
 }
@@ -281,14 +264,11 @@ void Engine::post_round(int32_t round) {
       }
     }
     const int count = static_cast<int>(msg.bytes);
+    MPI_Request& request = requests_[static_cast<std::size_t>(m)];
     if (msg.incoming)
-      check_mpi(MPI_Irecv(data, timing_only_ ? 0 : count, MPI_BYTE, msg.peer_rank, msg.tag, comm_,
-                          &requests_[static_cast<std::size_t>(m)]),
-                "MPI_Irecv", rank_);
+      LPURT_MPI_CHECK(MPI_Irecv(data, timing_only_ ? 0 : count, MPI_BYTE, msg.peer_rank, msg.tag, comm_, &request));
     else
-      check_mpi(MPI_Isend(data, timing_only_ ? 0 : count, MPI_BYTE, msg.peer_rank, msg.tag, comm_,
-                          &requests_[static_cast<std::size_t>(m)]),
-                "MPI_Isend", rank_);
+      LPURT_MPI_CHECK(MPI_Isend(data, timing_only_ ? 0 : count, MPI_BYTE, msg.peer_rank, msg.tag, comm_, &request));
     message_area_[static_cast<std::size_t>(m)] = static_cast<int8_t>(1 + area);
   }
 }
@@ -298,16 +278,16 @@ void Engine::complete(int32_t m) {
   if (message_area_[mi] == 0) return;
   const auto t0 = std::chrono::steady_clock::now();
   if (faults_.step_timeout_s <= 0) {
-    check_mpi(MPI_Wait(&requests_[mi], MPI_STATUS_IGNORE), "MPI_Wait", rank_);
+    LPURT_MPI_CHECK(MPI_Wait(&requests_[mi], MPI_STATUS_IGNORE));
   } else {
     // Poll, so that a message that never comes (a stuck or dead peer) is reported instead of hanging.
     int done = 0;
-    check_mpi(MPI_Test(&requests_[mi], &done, MPI_STATUS_IGNORE), "MPI_Test", rank_);
+    LPURT_MPI_CHECK(MPI_Test(&requests_[mi], &done, MPI_STATUS_IGNORE));
     while (done == 0) {
       const double waited = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
       if (waited > faults_.step_timeout_s) report_stuck(m, waited);
       std::this_thread::yield();
-      check_mpi(MPI_Test(&requests_[mi], &done, MPI_STATUS_IGNORE), "MPI_Test", rank_);
+      LPURT_MPI_CHECK(MPI_Test(&requests_[mi], &done, MPI_STATUS_IGNORE));
     }
   }
   mpi_wait_s_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -398,6 +378,8 @@ void Engine::execute(const partition::Program& p, const Exchange& e, int64_t rep
   exchange_ = &e;
   current_offset_ = offset;
   if (rank_ == faults_.crash_rank) std::raise(SIGKILL);  // injected: this rank dies
+  // Injected: a call MPI itself rejects (a negative count), so the drill exercises MPI's error path.
+  if (rank_ == faults_.mpi_error_rank) LPURT_MPI_CHECK(MPI_Send(nullptr, -1, MPI_BYTE, rank_, 0, comm_));
   while (rank_ == faults_.stall_rank) std::this_thread::sleep_for(std::chrono::seconds(1));  // injected: stuck
   // Without payloads, a rank's only work in a step is its messages and the fault draws: with neither,
   // the step has nothing to do here (a timing-only run on one rank costs no time per token).

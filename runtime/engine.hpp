@@ -38,6 +38,7 @@
 #include "partition/schedule.hpp"
 #include "partition/topology.hpp"
 #include "runtime/exchange.hpp"
+#include "runtime/mpi.hpp"
 
 namespace lpurt::runtime {
 
@@ -64,11 +65,13 @@ struct LinkFault {
 };
 
 /// Failure handling of an Engine: how long a chip may wait for a transfer, and injected faults (tests
-/// and drills: a rank that stops participating, a rank that dies, chip-to-chip links that corrupt data).
+/// and drills: a rank that stops participating, a rank that dies, a rank whose MPI call fails, chip-to-chip
+/// links that corrupt data).
 struct FaultOptions {
   double step_timeout_s = 60.0;  ///< a wait longer than this is reported (chip, transfer, peer) and fails; 0: never
   int stall_rank = -1;           ///< this rank stops participating at its first step
   int crash_rank = -1;           ///< this rank kills itself (SIGKILL) at its first step
+  int mpi_error_rank = -1;       ///< this rank makes a failing MPI call (a send of -1 bytes) at its first step
   /// Probability that a transfer arrives corrupted (one flipped bit). Every transfer then carries a
   /// checksum; a mismatch replays the forward call (the token), as the production system does.
   double link_error_rate = 0;
@@ -176,7 +179,8 @@ class Engine {
   std::vector<unsigned char> outgoing_[2];       ///< staging areas [max_outgoing_bytes of the exchanges]
   std::vector<unsigned char> incoming_[2];       ///< [max_incoming_bytes]
   int32_t area_round_[2] = {-1, -1};             ///< the round whose messages use each area, or -1
-  std::vector<MPI_Request> requests_;            ///< [messages of the largest exchange] by message index
+  // Declared after the staging areas: destroyed first, it cancels pending receives before their buffers go.
+  Requests requests_;                            ///< [messages of the largest exchange] by message index
   std::vector<int8_t> message_area_;             ///< [messages]: 1 + its staging area while in flight, else 0
   // Link-fault injection (all unused while link_error_rate is 0).
   int64_t forward_calls_ = 0;                    ///< the step index of the fault draws

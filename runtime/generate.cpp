@@ -17,19 +17,8 @@ std::vector<Generation> run_sequences(Engine& engine, const std::vector<std::vec
                                       const std::function<void(int64_t, int64_t)>& progress, const LogitsSink& sink) {
   using clock = std::chrono::steady_clock;
   const int64_t vocab = engine.plan().model.vocab_size;
-  if (prompts.empty()) throw Error("no sequences to run", ExitCode::usage);
+  validate_prompts(prompts, n_tokens, engine.plan());
   const auto n_prompt = static_cast<int64_t>(prompts.front().size());
-  if (n_prompt < 1) throw Error("the prompt is empty; give --prompt or --prompt-len", ExitCode::usage);
-  for (const auto& p : prompts)
-    if (static_cast<int64_t>(p.size()) != n_prompt)
-      throw Error("every prompt of a batch must have the same length (got " + std::to_string(p.size()) + " and " +
-                      std::to_string(n_prompt) + ")",
-                  ExitCode::usage);
-  if (n_tokens < 1) throw Error("--tokens must be at least 1", ExitCode::usage);
-  if (n_prompt + n_tokens - 1 > engine.plan().shape.context)
-    throw chip::CapacityError("prompt (" + std::to_string(n_prompt) + ") + tokens (" + std::to_string(n_tokens) +
-                              ") - 1 exceeds the context of " + std::to_string(engine.plan().shape.context) +
-                              " positions");
   const bool functional = !engine.timing_only();
   const bool keep_logits = functional && !sink;
   std::vector<Generation> out(prompts.size());
@@ -84,6 +73,30 @@ std::vector<Generation> run_sequences(Engine& engine, const std::vector<std::vec
 }
 
 }  // namespace
+
+void validate_prompts(const std::vector<std::vector<int32_t>>& prompts, int64_t n_tokens, const partition::Plan& plan) {
+  if (prompts.empty()) throw Error("no sequences to run: give at least one prompt", ExitCode::usage);
+  const std::size_t n_prompt = prompts.front().size();
+  for (std::size_t b = 0; b < prompts.size(); ++b) {
+    const auto& p = prompts[b];
+    if (p.empty()) throw Error("the prompt is empty; give --prompt, or --prompt-len of at least 1", ExitCode::usage);
+    if (p.size() != n_prompt)
+      throw Error("every prompt of a batch must have the same length (sequence " + std::to_string(b) + " has " +
+                      std::to_string(p.size()) + ", sequence 0 has " + std::to_string(n_prompt) + ")",
+                  ExitCode::usage);
+    for (std::size_t i = 0; i < p.size(); ++i)
+      if (p[i] < 0 || p[i] >= plan.model.vocab_size)
+        throw Error("--prompt: token " + std::to_string(p[i]) + " (sequence " + std::to_string(b) + ", position " +
+                        std::to_string(i) + ") is outside the vocabulary [0, " + std::to_string(plan.model.vocab_size) +
+                        ")",
+                    ExitCode::usage);
+  }
+  if (n_tokens < 1) throw Error("--tokens must be at least 1 (got " + std::to_string(n_tokens) + ")", ExitCode::usage);
+  if (static_cast<int64_t>(n_prompt) + n_tokens - 1 > plan.shape.context)
+    throw chip::CapacityError("prompt (" + std::to_string(n_prompt) + ") + tokens (" + std::to_string(n_tokens) +
+                              ") - 1 exceeds the context of " + std::to_string(plan.shape.context) +
+                              " positions (see --context and max_seq_len)");
+}
 
 Generation generate(Engine& engine, const std::vector<int32_t>& prompt, int64_t n_tokens, int64_t sequence,
                     const std::function<void(int64_t, int64_t)>& progress) {

@@ -22,6 +22,11 @@ struct Generation {
   double host_decode_step_median_s = 0;  ///< the median decode step (one round over the batch); 0 if K = 1
 };
 
+/// Throws Error (usage) or CapacityError unless `prompts` can run on `plan`: at least one prompt, none
+/// empty, all the same length, every token in the vocabulary, n_tokens >= 1, and prompt + n_tokens - 1
+/// positions within the context. Setup calls it; generate() and generate_batch() call it too.
+void validate_prompts(const std::vector<std::vector<int32_t>>& prompts, int64_t n_tokens, const partition::Plan& plan);
+
 /// Generates `n_tokens` tokens after `prompt` in sequence slot `slot`. `progress(done, total)` is called
 /// after each token. All buffers are sized before the first step; the loop allocates nothing.
 /// On a timing-only engine the same steps run with no payload and no tokens are produced (empty result).

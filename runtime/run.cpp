@@ -8,6 +8,7 @@
 #include "partition/timing.hpp"
 #include "runtime/engine.hpp"
 #include "runtime/generate.hpp"
+#include "runtime/mpi.hpp"
 
 namespace lpurt::runtime {
 
@@ -103,25 +104,8 @@ RunSession::RunSession(io::WeightSource& source, const chip::ChipSpec& hardware,
   if (config.prompts.empty() || static_cast<int64_t>(config.prompts.size()) != plan.batch)
     throw Error(std::to_string(config.prompts.size()) + " prompts for a batch of " + std::to_string(plan.batch),
                 ExitCode::usage);
-  for (std::size_t b = 0; b < config.prompts.size(); ++b) {
-    const auto& p = config.prompts[b];
-    if (p.empty()) throw Error("the prompt is empty; give --prompt or --prompt-len", ExitCode::usage);
-    if (p.size() != config.prompts.front().size())
-      throw Error("every prompt of a batch must have the same length (sequence " + std::to_string(b) + " has " +
-                      std::to_string(p.size()) + ", sequence 0 has " + std::to_string(config.prompts.front().size()) + ")",
-                  ExitCode::usage);
-    for (std::size_t i = 0; i < p.size(); ++i)
-      if (p[i] < 0 || p[i] >= plan.model.vocab_size)
-        throw Error("--prompt: token " + std::to_string(p[i]) + " (sequence " + std::to_string(b) + ", position " +
-                        std::to_string(i) + ") is outside the vocabulary [0, " + std::to_string(plan.model.vocab_size) + ")",
-                    ExitCode::usage);
-  }
-  if (config.n_tokens < 1) throw Error("--tokens must be at least 1", ExitCode::usage);
+  validate_prompts(config.prompts, config.n_tokens, plan);
   const auto n_prompt = static_cast<int64_t>(config.prompts.front().size());
-  if (n_prompt + config.n_tokens - 1 > plan.shape.context)
-    throw chip::CapacityError("prompt (" + std::to_string(n_prompt) + ") + tokens (" + std::to_string(config.n_tokens) +
-                              ") - 1 exceeds the context of " + std::to_string(plan.shape.context) +
-                              " positions (see --context and max_seq_len)");
   state_->engine.prepare(n_prompt);  // the prefill's program and messages, before step 0
 }
 
@@ -148,9 +132,8 @@ io::RunResult RunSession::run(const std::function<void(int64_t, int64_t)>& progr
     result.tokens.insert(result.tokens.end(), batch[b].tokens.begin(), batch[b].tokens.end());
   }
   // Every rank computes the same modelled times; rank 0 also records them as a trace.
-  int rank = 0, mpi_initialized = 0;
-  MPI_Initialized(&mpi_initialized);
-  if (mpi_initialized) MPI_Comm_rank(comm, &rank);
+  const bool mpi = mpi_initialized();
+  const int rank = mpi ? comm_rank(comm) : 0;
   io::TraceWriter trace(plan);
   partition::TimelineVisitor record;
   if (!config.trace_path.empty() && rank == 0)
@@ -213,9 +196,9 @@ io::RunResult RunSession::run(const std::function<void(int64_t, int64_t)>& progr
   // Time each rank waited for messages: a rank on a slower core makes the others wait for it.
   double wait_s = state_->engine.mpi_wait_s();
   io::MetricColumn rank_wait{"rank_mpi_wait_s", "s", std::vector<double>(static_cast<std::size_t>(config.n_ranks), wait_s)};
-  if (mpi_initialized && config.n_ranks > 1) {
-    MPI_Allgather(&read, 1, MPI_DOUBLE, rank_read.values.data(), 1, MPI_DOUBLE, comm);
-    MPI_Allgather(&wait_s, 1, MPI_DOUBLE, rank_wait.values.data(), 1, MPI_DOUBLE, comm);
+  if (mpi && config.n_ranks > 1) {
+    LPURT_MPI_CHECK(MPI_Allgather(&read, 1, MPI_DOUBLE, rank_read.values.data(), 1, MPI_DOUBLE, comm));
+    LPURT_MPI_CHECK(MPI_Allgather(&wait_s, 1, MPI_DOUBLE, rank_wait.values.data(), 1, MPI_DOUBLE, comm));
   }
   result.summary.set("host_mpi_wait_s_max", *std::max_element(rank_wait.values.begin(), rank_wait.values.end()));
   result.metrics = {sram, weights, kv, activations, stage, compute, send, chip_rank, rank_read, rank_wait};
@@ -236,18 +219,17 @@ void agree_on_setup(MPI_Comm comm, const std::function<void()>& setup) {
 }
 
 void agree_on_error(MPI_Comm comm, std::string message, ExitCode code) {
-  int initialized = 0, rank = 0, n_ranks = 1;
-  MPI_Initialized(&initialized);
-  if (initialized) MPI_Comm_rank(comm, &rank), MPI_Comm_size(comm, &n_ranks);
+  const bool mpi = mpi_initialized();
+  const int rank = mpi ? comm_rank(comm) : 0, n_ranks = mpi ? comm_size(comm) : 1;
   const bool failed = code != ExitCode::success;
   int first = failed ? rank : n_ranks;
-  if (n_ranks > 1) MPI_Allreduce(MPI_IN_PLACE, &first, 1, MPI_INT, MPI_MIN, comm);
+  if (n_ranks > 1) LPURT_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, &first, 1, MPI_INT, MPI_MIN, comm));
   if (first == n_ranks) return;
   // The first failing rank's message and code go to every rank.
   int header[2] = {static_cast<int>(code), static_cast<int>(message.size())};
-  if (n_ranks > 1) MPI_Bcast(header, 2, MPI_INT, first, comm);
+  if (n_ranks > 1) LPURT_MPI_CHECK(MPI_Bcast(header, 2, MPI_INT, first, comm));
   message.resize(static_cast<std::size_t>(header[1]));
-  if (n_ranks > 1 && header[1] > 0) MPI_Bcast(message.data(), header[1], MPI_CHAR, first, comm);
+  if (n_ranks > 1 && header[1] > 0) LPURT_MPI_CHECK(MPI_Bcast(message.data(), header[1], MPI_CHAR, first, comm));
   throw AgreedError(message, static_cast<ExitCode>(header[0]), first);
 }
 

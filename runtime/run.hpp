@@ -20,10 +20,16 @@
 
 namespace lpurt::runtime {
 
+/// The prompt and output lengths of `lpurt plan`, `lpurt run` and a sweep's points unless told otherwise:
+/// one pair, so that plan's and run's modelled figures agree for the same layout, and short, so that a
+/// functional run of the default model takes a moment. Studies at scale give their own (e.g. 512 + 128).
+inline constexpr int64_t default_prompt_len = 16;
+inline constexpr int64_t default_output_tokens = 16;
+
 struct RunConfig {
   partition::PlanRequest request;
   std::vector<std::vector<int32_t>> prompts;  ///< [batch] the tokens each sequence is fed, positions from 0
-  int64_t n_tokens = 16;        ///< tokens to generate
+  int64_t n_tokens = default_output_tokens;  ///< tokens to generate
   int n_ranks = 1;              ///< MPI ranks hosting the chips
   std::string trace_path;       ///< Chrome trace of the modelled timeline, written by rank 0 (empty: none)
   bool force = false;           ///< replace existing output files

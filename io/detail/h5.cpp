@@ -141,6 +141,14 @@ void write_dataset(hid_t loc, const std::string& name, hid_t file_type, hid_t me
   bool empty = false;
   for (hsize_t d : dims) empty = empty || d == 0;
   if (!empty) check(H5Dwrite(ds.get(), mem_type, H5S_ALL, H5S_ALL, H5P_DEFAULT, data), "cannot write dataset " + name);
+  check(ds.close(), "cannot close dataset " + name + " after writing it");
+}
+
+Handle utf8_string_type() {
+  Handle type(check(H5Tcopy(H5T_C_S1), "H5Tcopy"), H5Tclose);
+  check(H5Tset_size(type.get(), H5T_VARIABLE), "H5Tset_size");
+  check(H5Tset_cset(type.get(), H5T_CSET_UTF8), "H5Tset_cset");
+  return type;
 }
 
 void write_scalar_attribute(hid_t loc, const std::string& name, const Record::Value& value) {
@@ -157,9 +165,7 @@ void write_scalar_attribute(hid_t loc, const std::string& name, const Record::Va
     Handle a = create(H5T_IEEE_F64LE);
     check(H5Awrite(a.get(), H5T_NATIVE_DOUBLE, d), "cannot write attribute " + name);
   } else {
-    Handle type(check(H5Tcopy(H5T_C_S1), "H5Tcopy"), H5Tclose);
-    check(H5Tset_size(type.get(), H5T_VARIABLE), "H5Tset_size");
-    check(H5Tset_cset(type.get(), H5T_CSET_UTF8), "H5Tset_cset");
+    const Handle type = utf8_string_type();
     Handle a = create(type.get());
     const char* text = std::get<std::string>(value).c_str();
     check(H5Awrite(a.get(), type.get(), &text), "cannot write attribute " + name);

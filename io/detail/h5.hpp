@@ -66,6 +66,9 @@ Dtype dataset_dtype(hid_t dataset);
 const char* dtype_name(Dtype d);
 std::vector<hsize_t> dataset_dims(hid_t dataset);
 
+/// A variable-length UTF-8 string type, the layout h5py writes by default, so Python reads it back as str.
+Handle utf8_string_type();
+
 /// A dataset of `dims` (any zero dimension: created empty) written from `data`.
 void write_dataset(hid_t loc, const std::string& name, hid_t file_type, hid_t mem_type, const std::vector<hsize_t>& dims,
                    const void* data);

@@ -28,6 +28,9 @@ expect 3 '/nonexistent.h5: cannot open' 3 --chips 3 --model /nonexistent.h5
 expect 5 '3 MPI ranks for 2 chips: every rank must host at least one chip' 3 --chips 2
 expect 4 'needs at least' 2 --chips 2 --set sram_bytes=6000000
 expect 3 'system file /dev/zero: not a regular file' 2 --chips 2 --system /dev/zero
+# A rank whose MPI call fails (a send of -1 bytes, MPI_ERR_COUNT): MPI returns the error instead of
+# aborting, and the job ends with one line naming the call, the rank and MPI's reason, and exit code 8.
+expect 8 '\[rank 1/2\] error: MPI_Send failed on rank 1: MPI_ERR_COUNT' 2 --chips 2 --tp 1 --pp 2 --inject-mpi-error 1
 # A rank that stops participating: the job fails within 10 s, naming the waiting chip and the silent rank.
 start=$(date +%s)
 timeout 60 "$mpiexec" -n 2 "${flags[@]}" "$lpurt" run --chips 2 --tp 1 --pp 2 --step-timeout 2 --inject-stall-rank 1 \

@@ -296,6 +296,14 @@ class BadInput(unittest.TestCase):
         self.check_error(res, out, what="run --out " + out)
         self.assertEqual(glob.glob(out + "*"), [])
 
+    def test_90i_context_negative_or_zero_says_at_least_1(self):
+        for value in ("-5", "0"):
+            res, what = self.run_bad(f"context{value}", "--context", value, model=self.tiny)
+            self.check_error(res, f"--context must be at least 1 (got {value})", what=what)
+            self.assertEqual(res.returncode, 2, what)
+            res = lpurt("plan", "--model", self.tiny, "--chips", "1", "--context", value)
+            self.check_error(res, f"--context must be at least 1 (got {value})", what=f"plan --context {value}")
+
     def test_90h_failed_run_keeps_existing_result(self):
         out = wpath("R_existing.h5")
         with open(out, "w") as f:

@@ -1,6 +1,5 @@
 #include <gtest/gtest.h>
 
-#include <chrono>
 #include <limits>
 
 #include "partition/plan.hpp"
@@ -81,14 +80,14 @@ TEST(Planner, ModelThatDoesNotFitSaysHowManyChipsItNeeds) {
   }
 }
 
-TEST(Planner, SearchPicksAFeasibleLayoutForLlama70bOn640ChipsQuickly) {
+// The planner's speed is measured by bench/simulator.sh, not here: a wall-clock bound in a unit test
+// flakes under sanitizers on shared cores.
+TEST(Planner, SearchPicksAFeasibleLayoutForLlama70bOn640Chips) {
   // 640 = tp 8 x pp 80, one layer per stage. (576 chips need stages that split inside a layer.)
   const auto cfg = chip::model_preset("llama2-70b");
   PlanRequest r = request(640);
   r.context = 2048;
-  const auto t0 = std::chrono::steady_clock::now();
   const Plan p = make_plan(cfg, chip::ChipSpec{}, r);
-  EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(), 2.0);
   EXPECT_EQ(p.tp * p.pp, 640);
   EXPECT_LE(p.sram_bytes_max(), chip::ChipSpec{}.sram_bytes);
 }
@@ -117,12 +116,10 @@ TEST(Timing, DecodeOnOneChipIsBoundByWeightStreaming) {
   EXPECT_LT(step_s, 2.0 * bound_s + 20e-6);
 }
 
-TEST(Planner, Llama70bOn576ChipsSplitsStagesInsideLayersAndPlansInUnderTwoSeconds) {
+TEST(Planner, Llama70bOn576ChipsSplitsStagesInsideLayers) {
   // 576 = tp 8 x pp 72 over 80 layers: some stages must end inside a layer.
   const auto cfg = chip::model_preset("llama2-70b");
-  const auto t0 = std::chrono::steady_clock::now();
   const Plan p = make_plan(cfg, chip::ChipSpec{}, request(576));
-  EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(), 2.0);
   EXPECT_EQ(p.tp, 8);
   EXPECT_EQ(p.pp, 72);
   EXPECT_LE(p.sram_bytes_max(), chip::ChipSpec{}.sram_bytes);
@@ -195,14 +192,23 @@ TEST(Planner, ChipCountWithNoValidLayoutSaysWhy) {
   }
 }
 
+TEST(Planner, NegativeContextSaysItMustBeAtLeastOne) {
+  PlanRequest r = request(1);
+  r.context = -3;
+  try {
+    make_plan(chip::model_preset("tiny"), chip::ChipSpec{}, r);
+    FAIL();
+  } catch (const PlanError& e) {
+    EXPECT_STREQ(e.what(), "--context must be at least 1 (got -3)");
+  }
+}
+
 TEST(Planner, Llama70bOnTheFullIscaSystemUsesReplicas) {
   // One pipeline of llama2-70b holds at most 2 x 80 stages of 8 chips; 10,440 chips need replicas.
   const auto cfg = chip::model_preset("llama2-70b");
   PlanRequest r = request(10'440);
   r.context = 2048;
-  const auto t0 = std::chrono::steady_clock::now();
   const Plan p = make_plan(cfg, chip::ChipSpec{}, r);
-  EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(), 5.0);
   EXPECT_EQ(p.tp * p.pp * p.replicas, 10'440);
   EXPECT_GT(p.replicas, 1);
   EXPECT_LE(p.sram_bytes_max(), chip::ChipSpec{}.sram_bytes);
