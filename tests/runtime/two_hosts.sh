@@ -46,7 +46,7 @@ teardown() {  # every process in the two namespaces (ours by construction), then
     if [ "$i" = 1 ]; then
       kill $pids 2>/dev/null || true
     elif [ "$i" = 40 ]; then
-      echo "two_hosts: still running after 8 s, killing: $pids" >&2
+      echo "two_hosts: still running after 8 s, killing:" $(ps -o pid=,comm= -p "$(echo $pids | tr ' ' ,)") >&2
       kill -9 $pids 2>/dev/null || true
     fi
     sleep 0.2
@@ -241,8 +241,8 @@ cat > job.sbatch <<EOF
 set -euo pipefail
 # Open MPI under srun: TCP between the hosts, as with mpirun
 export OMPI_MCA_pml=ob1 OMPI_MCA_btl=tcp,self OMPI_MCA_btl_tcp_if_include=$NET OMPI_MCA_oob_tcp_if_include=$NET
-srun --mpi=pmix "$work/in-ns.sh" "$work/slurm_pp" "$lpurt" run ${run_args_pp[*]} --out "$work/rs_pp.h5"
-srun --mpi=pmix "$work/in-ns.sh" "$work/slurm_tp" "$lpurt" run ${run_args_tp[*]} --out "$work/rs_tp.h5"
+srun --mpi=pmix --kill-on-bad-exit=1 "$work/in-ns.sh" "$work/slurm_pp" "$lpurt" run ${run_args_pp[*]} --out "$work/rs_pp.h5"
+srun --mpi=pmix --kill-on-bad-exit=1 "$work/in-ns.sh" "$work/slurm_tp" "$lpurt" run ${run_args_tp[*]} --out "$work/rs_tp.h5"
 EOF
 before=$(veth_bytes)
 job=$(in1 sbatch --parsable -N 2 --ntasks-per-node=1 --time=00:05:00 --chdir="$work" --output="$S/slurm-%j.out" job.sbatch) ||
