@@ -235,33 +235,45 @@ done
 [ "$state" = idle ] || fail "the two Slurm nodes are not idle (states: '$state')"
 in1 srun --mpi=list 2>&1 | grep -qw pmix || fail "srun --mpi=list has no pmix"
 
-cat > job.sbatch <<EOF
+# Two jobs at once, one rank per node each: the project's slurm/run.sbatch as documented (the TCP settings
+# and a recording wrapper as $LPURT come from the submitting environment), and a script of its own.
+printf '#!/bin/sh\nexec "%s" "%s" "%s" "$@"\n' "$work/in-ns.sh" "$work/slurm_tp" "$lpurt" > lpurt-in-ns.sh
+chmod +x lpurt-in-ns.sh
+cat > job.sbatch <<JOB
 #!/bin/bash
 #SBATCH --job-name=lpurt-two-hosts
 set -euo pipefail
 # Open MPI under srun: TCP between the hosts, as with mpirun
 export OMPI_MCA_pml=ob1 OMPI_MCA_btl=tcp,self OMPI_MCA_btl_tcp_if_include=$NET OMPI_MCA_oob_tcp_if_include=$NET
 srun --mpi=pmix --kill-on-bad-exit=1 "$work/in-ns.sh" "$work/slurm_pp" "$lpurt" run ${run_args_pp[*]} --out "$work/rs_pp.h5"
-srun --mpi=pmix --kill-on-bad-exit=1 "$work/in-ns.sh" "$work/slurm_tp" "$lpurt" run ${run_args_tp[*]} --out "$work/rs_tp.h5"
-EOF
+JOB
 before=$(veth_bytes)
-job=$(in1 sbatch --parsable -N 2 --ntasks-per-node=1 --time=00:05:00 --chdir="$work" --output="$S/slurm-%j.out" job.sbatch) ||
-  fail "sbatch"
+job_tp=$(OMPI_MCA_pml=ob1 OMPI_MCA_btl=tcp,self OMPI_MCA_btl_tcp_if_include=$NET OMPI_MCA_oob_tcp_if_include=$NET \
+  SLURM_KILL_BAD_EXIT=1 LPURT="$work/lpurt-in-ns.sh" \
+  in1 sbatch --parsable -N 2 --ntasks-per-node=1 --time=00:05:00 --chdir="$work" --output="$S/slurm-%j.out" \
+  "$here/../../slurm/run.sbatch" "${run_args_tp[@]}" --out "$work/rs_tp.h5") || fail "sbatch slurm/run.sbatch"
+job_pp=$(in1 sbatch --parsable -N 2 --ntasks-per-node=1 --time=00:05:00 --chdir="$work" --output="$S/slurm-%j.out" \
+  job.sbatch) || fail "sbatch job.sbatch"
 deadline=$((SECONDS + 90))
-while [ -n "$(in1 squeue -h -j "$job" 2>/dev/null)" ]; do
-  [ $SECONDS -lt $deadline ] || fail "job $job still queued after 90 s"
+while [ -n "$(in1 squeue -h -j "$job_tp,$job_pp" 2>/dev/null)" ]; do
+  [ $SECONDS -lt $deadline ] || fail "jobs $job_tp, $job_pp still queued after 90 s"
   sleep 0.25
 done
-info=$(in1 scontrol -o show job "$job")
-grep -q "JobState=COMPLETED .*ExitCode=0:0" <<< "$info" || fail "job $job: $(grep -o 'JobState=[A-Z_]*\|ExitCode=[0-9:]*' <<< "$info" | paste -sd' ')"
-grep -q "NodeList=node\[1-2\]" <<< "$info" || fail "job $job did not run on node1 and node2: $(grep -o 'NodeList=[^ ]*' <<< "$info" | head -1)"
 bytes=$(( $(veth_bytes) - before ))
+for job in "$job_tp" "$job_pp"; do
+  info=$(in1 scontrol -o show job "$job")
+  grep -q "JobState=COMPLETED .*ExitCode=0:0" <<< "$info" ||
+    fail "job $job: $(grep -o 'JobState=[A-Z_]*\|ExitCode=[0-9:]*' <<< "$info" | paste -sd' ')"
+  grep -q " NodeList=node\[1-2\] " <<< "$info" ||
+    fail "job $job did not run on node1 and node2: $(grep -o ' NodeList=[^ ]*' <<< "$info")"
+  grep -q "2 rank(s)" "$S/slurm-$job.out" || fail "job $job: lpurt did not run on 2 ranks"
+done
 for l in pp tp; do
   ranks_in_both "slurm_$l"
-  grep -q " node1$" slurm_$l.rank0 && grep -q " node2$" slurm_$l.rank1 || fail "slurm_$l: ranks not on node1 and node2"
+  grep -q " node1$" "slurm_$l.rank0" && grep -q " node2$" "slurm_$l.rank1" || fail "slurm_$l: ranks not on node1 and node2"
   same_as_one_rank "r1_$l.h5" "rs_$l.h5"
   placement "rs_$l.h5" "$l" || fail "placement of rs_$l.h5"
 done
-grep -c "2 rank(s)" "$S/slurm-$job.out" | grep -qx 2 || fail "the Slurm runs did not report 2 ranks"
-echo "sbatch -N 2 --ntasks-per-node=1, srun --mpi=pmix: job $job on node[1-2], tp 2 x pp 2 and tp 2 bit-identical to 1 rank; $bytes bytes over the veth"
+echo "sbatch -N 2 --ntasks-per-node=1 + srun --mpi=pmix on node[1-2]: slurm/run.sbatch ${run_args_tp[*]} (job $job_tp)" \
+  "and ${run_args_pp[*]} (job $job_pp) bit-identical to 1 rank; $bytes bytes over the veth"
 awk -v a="$t_start" -v b="$(date +%s.%N)" 'BEGIN { printf "two hosts: passed in %.1f s (before teardown)\n", b - a }'
