@@ -8,7 +8,8 @@
 #     and an MoE model with a 4-chip tensor-parallel group (tiny-mixtral, tp 4, 2 chips per host). A rank
 #     on host 2 that dies ends the job within 10 s.
 #  2. A two-node Slurm: slurmctld and slurmd "node1" in namespace 1, slurmd "node2" in namespace 2, a private
-#     munged, `sbatch -N 2 --ntasks-per-node=1` of a script running `srun --mpi=pmix lpurt run`.
+#     munged, private config/state/spool and ports; `sbatch -N 2 --ntasks-per-node=1` of slurm/run.sbatch
+#     (as documented) and of a script of its own, both running `srun --mpi=pmix lpurt run`.
 # Every 2-rank result's tokens and logits are bit-identical to a 1-rank run (no mpirun) of the same layout.
 # Everything (namespaces, daemons, ranks) is removed at the end, on failure, and, at the start, whatever a
 # killed earlier run left. Traffic only goes between the two namespaces' addresses.
