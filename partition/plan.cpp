@@ -3,8 +3,12 @@
 #include "partition/timing.hpp"
 
 #include <algorithm>
+#include <cmath>
 #include <functional>
 #include <limits>
+#include <map>
+#include <memory>
+#include <tuple>
 
 namespace lpurt::partition {
 
@@ -18,18 +22,22 @@ chip::ShardShape shape_of(const chip::ModelConfig& cfg, const PlanRequest& r, in
   return s;
 }
 
+/// The plan of a layout on a system of r.n_chips chips; `built_replicas` of its replicas get their chips
+/// (the planner probes a layout on its first replica: the others hold the same ranges).
 Plan layout(const chip::ModelConfig& cfg, const chip::ChipSpec& hw, const PlanRequest& r, int64_t tp, int64_t pp,
-            int64_t replicas) {
+            int64_t replicas, const std::vector<int64_t>& stage_part_begin, int64_t built_replicas) {
   Plan plan;
   plan.model = cfg;
   plan.hardware = hw;
+  plan.system_chips = r.n_chips;
   plan.tp = tp;
   plan.pp = pp;
-  plan.replicas = replicas;
+  plan.replicas = built_replicas;
   plan.batch = r.batch;
   plan.shape = shape_of(cfg, r, replicas);
-  plan.stage_part_begin = balance_stages(cfg, pp);
-  for (int64_t k = 0; k < replicas * pp; ++k) {
+  plan.stage_part_begin = stage_part_begin;
+  plan.chips.reserve(static_cast<std::size_t>(built_replicas * pp * tp));
+  for (int64_t k = 0; k < built_replicas * pp; ++k) {
     const int64_t s = k % pp;
     for (int64_t t = 0; t < tp; ++t) {
       ChipPlan c;
@@ -71,39 +79,37 @@ void check_layout(const chip::ModelConfig& cfg, int64_t n_chips, int64_t tp, int
   if (tp < 1 || pp < 1 || replicas < 1)
     throw PlanError("tp, pp and replicas must be at least 1 (got tp=" + std::to_string(tp) + ", pp=" + std::to_string(pp) +
                     ", replicas=" + std::to_string(replicas) + ")");
-  if (tp * pp * replicas != n_chips)
-    throw PlanError("tp=" + std::to_string(tp) + " x pp=" + std::to_string(pp) +
-                    (replicas > 1 ? " x replicas=" + std::to_string(replicas) : std::string()) + " = " +
-                    std::to_string(tp * pp * replicas) + " chips, but --chips is " + std::to_string(n_chips));
-  if (tp > Topology::chips_per_node)
-    throw PlanError("tp=" + std::to_string(tp) + " exceeds the " + std::to_string(Topology::chips_per_node) +
-                    " chips of a node (tensor parallelism is limited to a node's all-to-all links)");
   if (tp > cfg.n_heads)
     throw PlanError("tp=" + std::to_string(tp) + " exceeds the model's " + std::to_string(cfg.n_heads) +
-                    " attention heads");
+                    " attention heads (a chip holds at least one query head)");
   if (pp > 2 * cfg.n_layers)
     throw PlanError("pp=" + std::to_string(pp) + " exceeds the model's " + std::to_string(2 * cfg.n_layers) +
                     " layer parts (attention and FFN of " + std::to_string(cfg.n_layers) + " layers)");
+  if (tp > n_chips / pp / replicas)
+    throw PlanError("tp=" + std::to_string(tp) + " x pp=" + std::to_string(pp) +
+                    (replicas > 1 ? " x replicas=" + std::to_string(replicas) : std::string()) + " needs " +
+                    std::to_string(tp * pp * replicas) + " chips, more than the system's " + std::to_string(n_chips) +
+                    " (--chips)");
 }
 
-/// Slow chips and links must exist: chips of the plan, links between neighbours of its topology.
+/// Slow chips and links must exist: chips of the system, links between neighbours of its topology.
 void check_heterogeneity(const Plan& plan) {
   const chip::ChipSpec& hw = plan.hardware;
   for (const auto& [chip, factor] : hw.chip_speed_factors)
-    if (chip >= plan.n_chips())
-      throw PlanError("chip_speed_factor." + std::to_string(chip) + ": there are only " + std::to_string(plan.n_chips()) +
-                      " chips (0.." + std::to_string(plan.n_chips() - 1) + ")");
+    if (chip >= plan.system_chips)
+      throw PlanError("chip_speed_factor." + std::to_string(chip) + ": there are only " + std::to_string(plan.system_chips) +
+                      " chips (0.." + std::to_string(plan.system_chips - 1) + ")");
   if (hw.link_bandwidth_factors.empty()) return;
   const Topology topology = topology_for(plan);
   for (const auto& [link, factor] : hw.link_bandwidth_factors) {
     const std::string name = "link_bandwidth_factor." + std::to_string(link.first) + "-" + std::to_string(link.second);
-    if (link.second >= plan.n_chips())
-      throw PlanError(name + ": there are only " + std::to_string(plan.n_chips()) + " chips");
+    if (link.second >= plan.system_chips)
+      throw PlanError(name + ": there are only " + std::to_string(plan.system_chips) + " chips");
     const int64_t hops = topology.hop_count(link.first, link.second);
     if (hops != 1)
       throw PlanError(name + ": chips " + std::to_string(link.first) + " and " + std::to_string(link.second) +
                       " are not linked directly in the " + hw.topology + " topology of " +
-                      std::to_string(plan.n_chips()) + " chips (a route between them takes " + std::to_string(hops) +
+                      std::to_string(plan.system_chips) + " chips (a route between them takes " + std::to_string(hops) +
                       " hops)");
   }
 }
@@ -216,6 +222,150 @@ int64_t minimum_chips(const chip::ModelConfig& cfg, const chip::ChipSpec& hw, co
   return chip::ceil_div(cfg.weight_bytes() + kv_bytes, usable);
 }
 
+namespace {
+
+/// Cycles of a transfer of `bytes` over one hop: the schedule's formula (partition/schedule.cpp) at its
+/// smallest, so no transfer of that size takes less.
+int64_t one_hop_cycles(const chip::ChipSpec& hw, int64_t bytes) {
+  const double seconds = hw.hop_latency_ns * 1e-9 + static_cast<double>(bytes) / hw.link_bytes_per_s;
+  return static_cast<int64_t>(std::ceil(seconds * hw.clock_hz));
+}
+
+/// Lower bounds on a layout's decode period and prefill (cycles), from the model's shape alone, for chips
+/// and links at nominal speed. They let the planner rule out most layouts without modelling them.
+///
+/// A block of n tokens passes each stage's chips, which stream their share of every matrix (at least
+/// the average share, since a stage's collectives wait for its slowest chip), and wait for each of the
+/// stage's collectives and for the transfer to the next stage, each at least one hop with its bytes. A
+/// chip's compute ops run one after another, so a stage takes at least its average share for every
+/// block of every sequence of its replica; and a stage-to-stage link carries every block. Mixtral experts
+/// are left out (routing decides which are streamed): the bounds stay bounds.
+class LayoutBound {
+ public:
+  LayoutBound(const chip::ModelConfig& cfg, const chip::ChipSpec& hw) : cfg_(cfg), hw_(hw) {
+    const int64_t d = cfg.hidden_size;
+    const int64_t attention = (2 * cfg.q_size() + 2 * cfg.kv_size()) * d;
+    const int64_t ffn = cfg.is_moe() ? 0 : 3 * cfg.intermediate_size * d;
+    matrix_bytes_ = cfg.n_layers * (attention + ffn) + cfg.vocab_size * d;
+  }
+
+  int64_t period(int64_t tp, int64_t pp, int64_t n_slots) const {
+    return std::max(latency(tp, pp, 1), n_slots * stage_cycles(tp, pp, 1));
+  }
+
+  /// Prefill of n_sequences prompts of prompt_tokens, in blocks of block_tokens, on one replica. (The
+  /// whole batch's prefill, every replica at once, takes at least as long: adding ops to a booking never
+  /// lets an op start earlier.)
+  int64_t prefill(int64_t tp, int64_t pp, int64_t n_sequences, int64_t prompt_tokens, int64_t block_tokens) const {
+    const int64_t blocks = n_sequences * chip::ceil_div(prompt_tokens, block_tokens);
+    const int64_t smallest_block = prompt_tokens - (chip::ceil_div(prompt_tokens, block_tokens) - 1) * block_tokens;
+    const int64_t link = pp > 1 ? one_hop_cycles(hw_, 4 * smallest_block * cfg_.hidden_size) : 0;
+    return std::max({latency(tp, pp, std::min(prompt_tokens, block_tokens)), blocks * stage_cycles(tp, pp, smallest_block),
+                     blocks * link});
+  }
+
+ private:
+  /// A matrix of B bytes for n tokens takes at least max(B / stream rate, B x n / MAC rate).
+  int64_t matrix_cycles(int64_t bytes, int64_t n_tokens) const {
+    return std::max(bytes / hw_.stream_bytes_per_cycle, bytes * n_tokens / hw_.mxm_macs_per_cycle);
+  }
+  /// Collectives of one attention part and one FFN part for n tokens (none with one chip a stage).
+  std::pair<int64_t, int64_t> collective_cycles(int64_t tp, int64_t n_tokens) const {
+    if (tp == 1) return {0, 0};
+    const int64_t d = cfg_.hidden_size;
+    // A reduce-scatter and an all-gather, each sending slices of a flat array of `elements`.
+    auto sum = [&](int64_t elements) { return 2 * one_hop_cycles(hw_, 4 * (elements / tp)); };
+    const int64_t attention = one_hop_cycles(hw_, 4 * n_tokens) + sum(n_tokens * d);  // after the amax all-gather
+    const int64_t ffn = cfg_.is_moe() ? sum(n_tokens * cfg_.n_experts_per_token * d) : attention;
+    return {attention, ffn};
+  }
+  /// The average stage's time for a block of n tokens.
+  int64_t stage_cycles(int64_t tp, int64_t pp, int64_t n_tokens) const {
+    const auto [attention, ffn] = collective_cycles(tp, n_tokens);
+    return matrix_cycles(matrix_bytes_ / (tp * pp), n_tokens) + cfg_.n_layers * (attention + ffn) / pp;
+  }
+  /// One block of n tokens through the whole pipeline.
+  int64_t latency(int64_t tp, int64_t pp, int64_t n_tokens) const {
+    const auto [attention, ffn] = collective_cycles(tp, n_tokens);
+    const int64_t embedding = tp > 1 ? 2 * one_hop_cycles(hw_, 4 * (n_tokens * cfg_.hidden_size / tp)) : 0;
+    return matrix_cycles(matrix_bytes_ / tp, n_tokens) + cfg_.n_layers * (attention + ffn) + embedding +
+           (pp - 1) * one_hop_cycles(hw_, 4 * n_tokens * cfg_.hidden_size);
+  }
+
+  const chip::ModelConfig& cfg_;
+  const chip::ChipSpec& hw_;
+  int64_t matrix_bytes_ = 0;
+};
+
+/// The prefill blocks of n_sequences prompts, one after another, on replica 0.
+std::vector<Block> prefill_blocks_of(int64_t n_sequences, int64_t prompt_tokens, int64_t block_tokens) {
+  std::vector<Block> blocks;
+  for (int64_t b = 0; b < n_sequences; ++b) {
+    const std::vector<Block> one = prefill_blocks(prompt_tokens, block_tokens);
+    blocks.insert(blocks.end(), one.begin(), one.end());
+  }
+  return blocks;
+}
+
+struct Candidate {
+  int64_t tp = 1, pp = 1, replicas = 1;
+  int64_t period_bound_cycles = 0;   ///< LayoutBound::period
+  int64_t prefill_bound_cycles = 0;  ///< LayoutBound::prefill of its first replica, when the objective has it
+  int64_t objective_bound_cycles = 0;
+  int64_t chips() const { return tp * pp * replicas; }
+  /// Ties between equally good layouts: fewer chips, then smaller tp, fewer replicas, fewer stages.
+  bool before(const Candidate& o) const {
+    return std::make_tuple(chips(), tp, replicas, pp) < std::make_tuple(o.chips(), o.tp, o.replicas, o.pp);
+  }
+};
+
+/// Stage boundaries for each pp, computed once per make_plan.
+class StageCache {
+ public:
+  explicit StageCache(const chip::ModelConfig& cfg) : cfg_(cfg) {}
+  const std::vector<int64_t>& operator()(int64_t pp) {
+    auto it = by_pp_.find(pp);
+    if (it == by_pp_.end()) it = by_pp_.emplace(pp, balance_stages(cfg_, pp)).first;
+    return it->second;
+  }
+
+ private:
+  const chip::ModelConfig& cfg_;
+  std::map<int64_t, std::vector<int64_t>> by_pp_;
+};
+
+/// The error for a system too small for any layout: the smallest system that fits, and its layout.
+[[noreturn]] void throw_too_small(const chip::ModelConfig& cfg, const chip::ChipSpec& hw, const PlanRequest& r,
+                                  StageCache& stages) {
+  const int64_t minimum = minimum_chips(cfg, hw, r);
+  // The SRAM bound is only a lower limit (parts do not divide evenly over stages): search upward from it,
+  // one pipeline, tp within a node first, then across nodes.
+  int64_t smallest = std::numeric_limits<int64_t>::max(), smallest_tp = 0;
+  const int64_t max_tp = r.tp > 0 ? r.tp : cfg.n_heads;
+  for (int64_t tp = r.tp > 0 ? r.tp : 1; tp <= max_tp; ++tp) {
+    if (smallest_tp > 0 && smallest_tp <= Topology::chips_per_node && tp > Topology::chips_per_node) break;
+    for (int64_t pp = r.pp > 0 ? r.pp : std::max<int64_t>(1, chip::ceil_div(minimum, tp));
+         pp <= (r.pp > 0 ? r.pp : 2 * cfg.n_layers) && tp * pp < smallest; ++pp) {
+      if (layout(cfg, hw, r, tp, pp, 1, stages(pp), 1).sram_bytes_max() > hw.sram_bytes) continue;
+      smallest = tp * pp, smallest_tp = tp;
+      break;
+    }
+  }
+  const std::string sizes = chip::format_bytes(static_cast<double>(cfg.weight_bytes())) +
+                            " of weights plus the KV cache fill " + std::to_string(minimum) + " chips of " +
+                            chip::format_bytes(static_cast<double>(hw.sram_bytes)) + " SRAM";
+  const std::string head = "the model does not fit on " + std::to_string(r.n_chips) + " chip" + (r.n_chips == 1 ? "" : "s");
+  if (smallest_tp == 0)
+    throw chip::CapacityError(head + ": no layout fits on any number of chips (every chip of tp up to " +
+                              std::to_string(max_tp) + " x pp up to " + std::to_string(2 * cfg.n_layers) +
+                              " overflows its SRAM; " + sizes + "): use a shorter --context or a smaller --batch");
+  throw chip::CapacityError(head + ": it needs at least " + std::to_string(smallest) + " chips (the smallest layout "
+                            "that fits is tp " + std::to_string(smallest_tp) + " x pp " +
+                            std::to_string(smallest / smallest_tp) + "; " + sizes + ")");
+}
+
+}  // namespace
+
 Plan make_plan(const chip::ModelConfig& cfg, const chip::ChipSpec& hw, const PlanRequest& r) {
   cfg.validate();
   hw.validate();
@@ -231,103 +381,128 @@ Plan make_plan(const chip::ModelConfig& cfg, const chip::ChipSpec& hw, const Pla
   if (largest_transfer_bytes > std::numeric_limits<int>::max())
     throw PlanError("--block-tokens " + std::to_string(r.block_tokens) + " makes a transfer of " +
                     std::to_string(largest_transfer_bytes) + " bytes, more than one MPI message holds (2 GiB)");
-  int64_t minimum = minimum_chips(cfg, hw, r);
   if (r.replicas < 0) throw PlanError("--replicas must be at least 1 (got " + std::to_string(r.replicas) + ")");
-  // Candidate layouts: tp x pp x replicas = n_chips, honouring whatever the request fixes.
-  struct Candidate {
-    int64_t tp, pp, replicas;
-  };
-  std::vector<Candidate> candidates;
-  if (r.tp > 0 && r.pp > 0) {
-    candidates.push_back({r.tp, r.pp, r.replicas > 0 ? r.replicas : (r.n_chips % (r.tp * r.pp) == 0 ? r.n_chips / (r.tp * r.pp) : 1)});
-  } else {
-    for (int64_t tp = r.tp > 0 ? r.tp : 1; tp <= (r.tp > 0 ? r.tp : std::min(r.n_chips, Topology::chips_per_node)); ++tp)
-      for (int64_t replicas = r.replicas > 0 ? r.replicas : 1; replicas <= (r.replicas > 0 ? r.replicas : r.n_chips); ++replicas) {
-        if (r.n_chips % (tp * replicas) != 0) continue;
-        const int64_t pp = r.n_chips / (tp * replicas);
-        if (r.pp > 0 && pp != r.pp) continue;
-        candidates.push_back({tp, pp, replicas});
-      }
-  }
-  if (r.tp > 0 && r.pp > 0) {
+  const int64_t parts = 2 * cfg.n_layers;
+  StageCache stages(cfg);
+  if (r.tp > 0 && r.pp > 0 && r.replicas > 0) {
     // A layout the user fixed: its own errors are the answer.
-    const Candidate c = candidates.front();
-    check_layout(cfg, r.n_chips, c.tp, c.pp, c.replicas);
-    Plan plan = layout(cfg, hw, r, c.tp, c.pp, c.replicas);
-    check_fits(plan, minimum);
+    check_layout(cfg, r.n_chips, r.tp, r.pp, r.replicas);
+    Plan plan = layout(cfg, hw, r, r.tp, r.pp, r.replicas, stages(r.pp), r.replicas);
+    check_fits(plan, minimum_chips(cfg, hw, r));
     check_heterogeneity(plan);
     return plan;
   }
-  // Every feasible candidate with its time per output token at the full context.
-  struct Feasible {
-    Plan plan;
-    int64_t period_cycles;
+  if (r.tp > 0 || r.pp > 0) check_layout(cfg, r.n_chips, std::max<int64_t>(1, r.tp), std::max<int64_t>(1, r.pp), 1);
+
+  // The request's objective: its whole latency (TTFT + (K - 1) x time per output token) when the prompt
+  // is known and fits the context, else the time per output token, at the full context.
+  const chip::ShardShape shape = shape_of(cfg, r, 1);
+  const int64_t n_prompt = r.prompt_tokens, n_decode = std::max<int64_t>(0, r.output_tokens - 1);
+  const bool whole_request = n_prompt > 0 && n_prompt + n_decode <= shape.context;
+  constexpr int64_t unbounded = std::numeric_limits<int64_t>::max();
+  auto times = [&](int64_t steps, int64_t cycles) { return cycles > unbounded / std::max<int64_t>(1, steps) ? unbounded : steps * cycles; };
+  auto objective_of = [&](int64_t period_cycles, int64_t prefill_cycles) {
+    if (!whole_request) return period_cycles;
+    const int64_t decode = times(n_decode, period_cycles);
+    return decode > unbounded - prefill_cycles ? unbounded : decode + prefill_cycles;
   };
-  std::vector<Feasible> feasible;
-  std::string layout_error = "tp must be 1 .. " + std::to_string(Topology::chips_per_node);
+
+  // Candidates: at most n_chips chips, whatever the request fixes, tp within a node unless given, replicas
+  // up to the batch (more would idle), and enough chips per replica for its weights and KV cache.
+  const LayoutBound bound(cfg, hw);
+  const bool nominal = hw.uniform();
+  std::vector<Candidate> candidates;
+  const int64_t max_tp = r.tp > 0 ? r.tp : std::min({r.n_chips, cfg.n_heads, Topology::chips_per_node});
+  for (int64_t tp = r.tp > 0 ? r.tp : 1; tp <= max_tp; ++tp)
+    for (int64_t replicas = r.replicas > 0 ? r.replicas : 1;
+         replicas <= (r.replicas > 0 ? r.replicas : std::min(r.batch, r.n_chips / tp)); ++replicas) {
+      const int64_t n_slots = chip::ceil_div(r.batch, replicas);
+      PlanRequest per_replica = r;
+      per_replica.batch = n_slots;
+      const int64_t fewest_chips = minimum_chips(cfg, hw, per_replica);
+      const int64_t most_pp = std::min(parts, r.n_chips / (tp * replicas));
+      for (int64_t pp = r.pp > 0 ? r.pp : std::max<int64_t>(1, chip::ceil_div(fewest_chips, tp)); pp <= (r.pp > 0 ? std::min(r.pp, most_pp) : most_pp); ++pp)
+        candidates.push_back({tp, pp, replicas, nominal ? bound.period(tp, pp, n_slots) : 0,
+                              nominal && whole_request ? bound.prefill(tp, pp, n_slots, n_prompt, shape.block_tokens) : 0});
+    }
+  for (Candidate& c : candidates) c.objective_bound_cycles = objective_of(c.period_bound_cycles, c.prefill_bound_cycles);
+  std::sort(candidates.begin(), candidates.end(), [](const Candidate& a, const Candidate& b) {
+    return a.objective_bound_cycles != b.objective_bound_cycles ? a.objective_bound_cycles < b.objective_bound_cycles
+                                                                : a.before(b);
+  });
+
+  // Each candidate is ruled out by the cheapest bound that suffices: the analytic one, then its exact
+  // decode period, then the prefill of its first replica alone, before its whole prefill is modelled.
+  // Pieces that do not depend on the replica count are computed once (for chips at nominal speed).
+  std::map<std::pair<int64_t, int64_t>, DecodePace> paces;                   // by (tp, pp)
+  std::map<std::tuple<int64_t, int64_t, int64_t>, int64_t> first_prefills;  // by (tp, pp, sequences)
+  const Candidate* best = nullptr;
+  int64_t best_objective = unbounded;
+  auto loses = [&](int64_t objective, const Candidate& c) {
+    return objective > best_objective || (best != nullptr && objective == best_objective && !c.before(*best));
+  };
   bool some_layout_overflows = false;
   for (const Candidate& c : candidates) {
-    try {
-      check_layout(cfg, r.n_chips, c.tp, c.pp, c.replicas);
-    } catch (const PlanError& e) {
-      layout_error = e.what();
-      continue;
-    }
-    Plan plan = layout(cfg, hw, r, c.tp, c.pp, c.replicas);
-    if (plan.sram_bytes_max() > hw.sram_bytes) {
+    // Visited by bound: once even the bound loses, every later candidate loses too.
+    if (c.objective_bound_cycles > best_objective) break;
+    const Plan probe = layout(cfg, hw, r, c.tp, c.pp, c.replicas, stages(c.pp), 1);
+    if (probe.sram_bytes_max() > hw.sram_bytes) {
       some_layout_overflows = true;
       continue;
     }
-    check_heterogeneity(plan);
-    const int64_t period_cycles = decode_period_cycles(plan, plan.shape.context - 1);
-    feasible.push_back({std::move(plan), period_cycles});
-  }
-  // Lowest time per output token first; ties to the earlier candidate (smaller tp, then fewer replicas).
-  std::stable_sort(feasible.begin(), feasible.end(),
-                   [](const Feasible& a, const Feasible& b) { return a.period_cycles < b.period_cycles; });
-  std::size_t best = 0;
-  const int64_t n_prompt = r.prompt_tokens, n_decode = std::max<int64_t>(0, r.output_tokens - 1);
-  if (n_prompt > 0 && feasible.size() > 1 && n_prompt + n_decode <= feasible.front().plan.shape.context) {
-    // The whole request's latency. Its decode part alone grows along the sorted list, so once that
-    // reaches the best latency found, no later candidate can win: most prefills are never modelled.
-    int64_t best_latency_cycles = std::numeric_limits<int64_t>::max();
-    for (std::size_t i = 0; i < feasible.size(); ++i) {
-      const int64_t decode_cycles = n_decode * feasible[i].period_cycles;
-      if (decode_cycles >= best_latency_cycles) break;
-      const Plan& plan = feasible[i].plan;
-      const Program prefill = build_program(plan, topology_for(plan), batch_prefill_blocks(plan, n_prompt));
-      const int64_t latency_cycles = compute_timeline(prefill, plan, 0).makespan_cycles + decode_cycles;
-      if (latency_cycles < best_latency_cycles) best_latency_cycles = latency_cycles, best = i;
-    }
-  }
-  if (feasible.empty() && some_layout_overflows) {
-    // Every layout of n_chips overflows: name the smallest single-pipeline layout that fits (the SRAM
-    // bound is only a lower limit, since parts do not divide evenly), searched upward from the bound.
-    int64_t smallest = std::numeric_limits<int64_t>::max(), smallest_tp = 0;
-    const int64_t max_tp = std::min<int64_t>(Topology::chips_per_node, cfg.n_heads);
-    for (int64_t tp = r.tp > 0 ? r.tp : 1; tp <= (r.tp > 0 ? r.tp : max_tp); ++tp) {
-      for (int64_t pp = r.pp > 0 ? r.pp : std::max<int64_t>(1, chip::ceil_div(minimum, tp));
-           pp <= (r.pp > 0 ? r.pp : 2 * cfg.n_layers) && tp * pp < smallest; ++pp) {
-        if (layout(cfg, hw, r, tp, pp, 1).sram_bytes_max() > hw.sram_bytes) continue;
-        smallest = tp * pp, smallest_tp = tp;
-        break;
+    const int64_t n_slots = probe.shape.n_slots;
+    int64_t period_cycles = 0;
+    std::unique_ptr<Plan> full;
+    if (nominal) {
+      // Replicas and slots change neither the decode program nor its timeline, only the period's terms.
+      auto it = paces.find({c.tp, c.pp});
+      if (it == paces.end()) {
+        const Program decode = build_program(probe, topology_for(probe), decode_blocks());
+        it = paces.emplace(std::make_pair(c.tp, c.pp), decode_pace(probe, decode, compute_timeline(decode, probe, shape.context - 1))).first;
       }
+      period_cycles = it->second.period_cycles(n_slots);
+    } else {
+      full = std::make_unique<Plan>(layout(cfg, hw, r, c.tp, c.pp, c.replicas, stages(c.pp), c.replicas));
+      check_heterogeneity(*full);
+      period_cycles = decode_period_cycles(*full, shape.context - 1);
     }
-    const std::string sizes = chip::format_bytes(static_cast<double>(cfg.weight_bytes())) +
-                              " of weights plus the KV cache fill " + std::to_string(minimum) + " chips of " +
-                              chip::format_bytes(static_cast<double>(hw.sram_bytes)) + " SRAM";
-    const std::string head = "the model does not fit on " + std::to_string(r.n_chips) + " chip" + (r.n_chips == 1 ? "" : "s");
-    if (smallest_tp == 0)
-      throw chip::CapacityError(head + ": no tp x pp layout fits at all, it needs at least " +
-                                std::to_string(std::max(minimum, r.n_chips + 1)) + " chips and more SRAM per part (" +
-                                sizes + ")");
-    throw chip::CapacityError(head + ": it needs at least " + std::to_string(smallest) + " chips (the smallest layout "
-                              "that fits is tp " + std::to_string(smallest_tp) + " x pp " +
-                              std::to_string(smallest / smallest_tp) + "; " + sizes + ")");
+    if (loses(objective_of(period_cycles, c.prefill_bound_cycles), c)) continue;
+    if (!whole_request) {
+      best_objective = period_cycles, best = &c;
+      continue;
+    }
+    if (nominal) {
+      // The first replica's prefill of one sequence, then of its n_slots: each bounds the next (a prefix of
+      // its ops), and the first is cheap.
+      auto first_prefill = [&](int64_t n_sequences) {
+        auto it = first_prefills.find({c.tp, c.pp, n_sequences});
+        if (it == first_prefills.end()) {
+          const Program prefill =
+              build_program(probe, topology_for(probe), prefill_blocks_of(n_sequences, n_prompt, shape.block_tokens));
+          it = first_prefills.emplace(std::make_tuple(c.tp, c.pp, n_sequences), compute_timeline(prefill, probe, 0).makespan_cycles).first;
+        }
+        return it->second;
+      };
+      if (loses(objective_of(period_cycles, first_prefill(1)), c)) continue;
+      if (n_slots > 1 && loses(objective_of(period_cycles, first_prefill(n_slots)), c)) continue;
+      full = std::make_unique<Plan>(layout(cfg, hw, r, c.tp, c.pp, c.replicas, stages(c.pp), c.replicas));
+    }
+    const Program prefill = build_program(*full, topology_for(*full), batch_prefill_blocks(*full, n_prompt));
+    const int64_t objective = objective_of(period_cycles, compute_timeline(prefill, *full, 0).makespan_cycles);
+    if (!loses(objective, c)) best_objective = objective, best = &c;
   }
-  if (feasible.empty())
-    throw PlanError("no feasible layout for " + std::to_string(r.n_chips) + " chips: " + layout_error);
-  return std::move(feasible[best].plan);
+  if (best == nullptr && (some_layout_overflows || candidates.empty())) {
+    if (r.tp > 0 && r.pp > 0) {
+      // The user's tp x pp: say which chip overflows, with the most replicas the chips allow (the least KV).
+      const int64_t replicas = std::max<int64_t>(1, std::min(r.batch, r.n_chips / (r.tp * r.pp)));
+      check_fits(layout(cfg, hw, r, r.tp, r.pp, replicas, stages(r.pp), replicas), minimum_chips(cfg, hw, r));
+    }
+    throw_too_small(cfg, hw, r, stages);
+  }
+  LPURT_ASSERT(best != nullptr);
+  Plan plan = layout(cfg, hw, r, best->tp, best->pp, best->replicas, stages(best->pp), best->replicas);
+  check_heterogeneity(plan);
+  return plan;
 }
 
 }  // namespace lpurt::partition

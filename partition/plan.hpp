@@ -34,7 +34,7 @@ class PlanError : public Error {
 
 
 struct PlanRequest {
-  int64_t n_chips = 1;
+  int64_t n_chips = 1;       ///< chips of the system; a plan may leave some idle
   int64_t tp = 0;            ///< 0: chosen by the planner
   int64_t pp = 0;            ///< 0: chosen by the planner
   int64_t replicas = 0;      ///< pipeline replicas (data parallel); 0: chosen by the planner
@@ -78,6 +78,8 @@ struct ChipPlan {
 struct Plan {
   chip::ModelConfig model;
   chip::ChipSpec hardware;
+  /// Chips of the system (its network). The plan uses chips 0 .. n_chips() - 1; the rest are idle.
+  int64_t system_chips = 1;
   int64_t tp = 1;
   int64_t pp = 1;
   int64_t replicas = 1;                ///< identical pipelines; sequence b runs on replica b % replicas
@@ -91,7 +93,8 @@ struct Plan {
 
   int64_t chips_per_replica() const { return tp * pp; }
 
-  int64_t n_chips() const { return static_cast<int64_t>(chips.size()); }
+  int64_t n_chips() const { return static_cast<int64_t>(chips.size()); }  ///< chips used
+  int64_t idle_chips() const { return system_chips - n_chips(); }
   const ChipPlan& at(int64_t stage, int64_t tp_rank) const { return at(0, stage, tp_rank); }
   const ChipPlan& at(int64_t replica, int64_t stage, int64_t tp_rank) const {
     return chips[static_cast<std::size_t>((replica * pp + stage) * tp + tp_rank)];
@@ -107,9 +110,13 @@ struct Plan {
   Reduction reduction(Reduced what, int64_t n_tokens) const;
 };
 
-/// The plan for a request; throws PlanError (impossible layout) or CapacityError (does not fit, with the
-/// minimum number of chips). Without a fixed tp and pp, every layout of n_chips that fits is a candidate,
-/// ranked by PlanRequest's objective (times per output token at the full context, on the slowest replica).
+/// The plan for a request; throws PlanError (impossible layout) or CapacityError (does not fit, naming
+/// the smallest system that fits and its layout). What the request leaves open is chosen: every layout
+/// of at most n_chips chips that fits is a candidate (tp up to a node's chips unless --tp is given,
+/// replicas up to the batch), ranked by PlanRequest's objective (time per output token at the full
+/// context, on the slowest replica), ties to the layout with fewer chips, then smaller tp, fewer
+/// replicas, fewer stages. Candidates are visited in the order of a lower bound on their time per
+/// output token, and the search stops when the bound exceeds the best found: it is exact.
 Plan make_plan(const chip::ModelConfig& cfg, const chip::ChipSpec& hw, const PlanRequest& request);
 
 /// A lower bound on the chips the model needs: all weights and KV cache over the SRAM left per chip.

@@ -59,13 +59,11 @@ class Builder {
     op.kind = kind, op.unit = unit, op.chip = static_cast<int32_t>(chip), op.layer = static_cast<int32_t>(layer);
     op.payload = payload;
     op.block = block;
-    std::vector<int32_t> deps;
     auto& last = last_compute_[static_cast<std::size_t>(chip)];
-    if (last >= 0) deps.push_back(last);
     auto& pending = pending_recvs_[static_cast<std::size_t>(chip)];
-    deps.insert(deps.end(), pending.begin(), pending.end());
+    const int32_t index = push(op, last >= 0 ? &last : nullptr, last >= 0 ? 1 : 0, pending.data(), pending.size());
     pending.clear();
-    last = push(op, deps);
+    last = index;
   }
 
   void transfer(int64_t from, int64_t to, Payload payload, int64_t elem_begin, int64_t elem_count,
@@ -78,14 +76,12 @@ class Builder {
     send.hop_begin = static_cast<int32_t>(p_.hops.size());
     topology_.route(from, to, p_.hops);
     send.hop_count = static_cast<int32_t>(p_.hops.size()) - send.hop_begin;
-    std::vector<int32_t> send_deps;
     const int32_t producer = last_compute_[static_cast<std::size_t>(from)];
-    if (producer >= 0) send_deps.push_back(producer);
-    const int32_t s = push(send, send_deps);
+    const int32_t s = push(send, &producer, producer >= 0 ? 1 : 0);
     Op recv = send;
     recv.kind = OpKind::recv, recv.chip = static_cast<int32_t>(to), recv.peer = static_cast<int32_t>(from);
     recv.hop_begin = recv.hop_count = 0;
-    const int32_t r = push(recv, {s});
+    const int32_t r = push(recv, &s, 1);
     p_.ops[static_cast<std::size_t>(s)].match = r;
     p_.ops[static_cast<std::size_t>(r)].match = s;
     pending_recvs_[static_cast<std::size_t>(to)].push_back(r);
@@ -180,11 +176,14 @@ class Builder {
   }
 
  private:
-  int32_t push(const Op& op_in, const std::vector<int32_t>& deps) {
+  /// Appends op with its dependencies: `first` (count 0 or 1), then `more`.
+  int32_t push(const Op& op_in, const int32_t* first, std::size_t first_count, const int32_t* more = nullptr,
+               std::size_t more_count = 0) {
     Op op = op_in;
     op.dep_begin = static_cast<int32_t>(p_.deps.size());
-    op.dep_count = static_cast<int32_t>(deps.size());
-    p_.deps.insert(p_.deps.end(), deps.begin(), deps.end());
+    op.dep_count = static_cast<int32_t>(first_count + more_count);
+    p_.deps.insert(p_.deps.end(), first, first + first_count);
+    p_.deps.insert(p_.deps.end(), more, more + more_count);
     const auto index = static_cast<int32_t>(p_.ops.size());
     p_.ops.push_back(op);
     p_.chip_ops[static_cast<std::size_t>(op.chip)].push_back(index);
@@ -248,9 +247,18 @@ Program build_program(const Plan& plan, const Topology& topology, const std::vec
   LPURT_ASSERT(topology.n_chips() >= plan.n_chips());
   Program p;
   p.n_chips = plan.n_chips();
+  p.network_chips = topology.n_chips();
   p.blocks = blocks;
   Builder builder(plan, topology, p);
-  for (std::size_t b = 0; b < blocks.size(); ++b) builder.block(static_cast<int32_t>(b), blocks[b]);
+  for (std::size_t b = 0; b < blocks.size(); ++b) {
+    builder.block(static_cast<int32_t>(b), blocks[b]);
+    if (b == 0 && blocks.size() > 1) {
+      // Every block has the same ops: size the arrays once instead of growing them block by block.
+      p.ops.reserve(p.ops.size() * blocks.size());
+      p.deps.reserve(p.deps.size() * blocks.size());
+      p.hops.reserve(p.hops.size() * blocks.size());
+    }
+  }
   return p;
 }
 
@@ -301,7 +309,7 @@ TimelineSolver::TimelineSolver(const Program& p, const Plan& plan) : program_(p)
     if (op.kind == OpKind::send) {
       for (int32_t h = 0; h < op.hop_count; ++h) {
         const Hop& hop = p.hops[static_cast<std::size_t>(op.hop_begin + h)];
-        const auto [it, first_use] = link_last.try_emplace(hop.from * p.n_chips + hop.to, static_cast<int32_t>(i));
+        const auto [it, first_use] = link_last.try_emplace(p.link_key(hop), static_cast<int32_t>(i));
         if (!first_use) preds_.push_back(std::exchange(it->second, static_cast<int32_t>(i)));
       }
       t.duration_cycles[i] = send_cycles(p, op, plan);
@@ -389,7 +397,7 @@ void verify(const Program& p, const Timeline& t) {
       if (send)
         for (int32_t h = 0; h < op.hop_count; ++h) {
           const Hop& hop = p.hops[static_cast<std::size_t>(op.hop_begin + h)];
-          links[hop.from * p.n_chips + hop.to].push_back({t.start_cycles[i], t.end_cycles(i), i});
+          links[p.link_key(hop)].push_back({t.start_cycles[i], t.end_cycles(i), i});
         }
     } else {
       units[2 * op.chip + (op.unit == Unit::mxm ? 0 : 1)].push_back({t.start_cycles[i], t.end_cycles(i), i});
@@ -411,7 +419,7 @@ void verify(const Program& p, const Timeline& t) {
       });
       for (std::size_t k = 1; k < list.size(); ++k) {
         if (list[k].start >= list[k - 1].end) continue;
-        const std::string where = is_link ? "link " + std::to_string(key / p.n_chips) + "->" + std::to_string(key % p.n_chips)
+        const std::string where = is_link ? "link " + std::to_string(key / p.network_chips) + "->" + std::to_string(key % p.network_chips)
                                           : "chip " + std::to_string(key / 2) + " " + (key % 2 == 0 ? "MXM" : "VXM");
         throw ScheduleError(where + " is double-booked: " + describe_op(p, t, list[k - 1].op) + " overlaps " +
                             describe_op(p, t, list[k].op));

@@ -99,7 +99,10 @@ struct Block {
 };
 
 struct Program {
-  int64_t n_chips = 0;
+  int64_t n_chips = 0;          ///< chips of the plan (the ones that hold ops)
+  int64_t network_chips = 0;    ///< chips of the system's network, idle ones included: routes may cross them
+  /// A directed link's index in per-link tables.
+  int64_t link_key(const Hop& hop) const { return hop.from * network_chips + hop.to; }
   std::vector<Block> blocks;
   std::vector<Op> ops;           ///< global execution order
   std::vector<int32_t> deps;     ///< op indices

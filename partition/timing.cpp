@@ -6,7 +6,9 @@
 
 namespace lpurt::partition {
 
-Topology topology_for(const Plan& plan) { return Topology(parse_topology(plan.hardware.topology), plan.n_chips()); }
+Topology topology_for(const Plan& plan) {
+  return Topology(parse_topology(plan.hardware.topology), plan.system_chips);
+}
 
 std::vector<Block> prefill_blocks(int64_t prompt_tokens, int64_t block_tokens, int64_t replica) {
   std::vector<Block> blocks;
@@ -104,12 +106,17 @@ struct StepFigures {
   int64_t critical_transfer_cycles = 0;
 };
 
+DecodePace pace_of(const DecodeStep& d) {
+  DecodePace pace;
+  pace.latency_cycles = d.makespan_cycles;
+  for (std::size_t s = 0; s < d.stage_first_cycles.size(); ++s)
+    pace.busiest_stage_cycles = std::max(pace.busiest_stage_cycles, d.stage_last_cycles[s] - d.stage_first_cycles[s]);
+  return pace;
+}
+
 /// decode_period_cycles and the critical path's split, from a summary.
 StepFigures figures_of(const Plan& plan, const DecodeStep& d) {
-  int64_t busiest = 0;
-  for (std::size_t s = 0; s < d.stage_first_cycles.size(); ++s)
-    busiest = std::max(busiest, d.stage_last_cycles[s] - d.stage_first_cycles[s]);
-  return {std::max(d.makespan_cycles, plan.shape.n_slots * busiest), d.makespan_cycles - d.critical_transfer_cycles,
+  return {pace_of(d).period_cycles(plan.shape.n_slots), d.makespan_cycles - d.critical_transfer_cycles,
           d.critical_transfer_cycles};
 }
 
@@ -195,8 +202,12 @@ std::vector<StepFigures> decode_step_figures(const Plan& plan, const Program& de
 
 }  // namespace
 
+DecodePace decode_pace(const Plan& plan, const Program& decode, const Timeline& timeline) {
+  return pace_of(summarize(plan, decode, timeline, 0));
+}
+
 int64_t decode_period_cycles(const Plan& plan, const Program& decode, const Timeline& timeline) {
-  return figures_of(plan, summarize(plan, decode, timeline, 0)).period_cycles;
+  return decode_pace(plan, decode, timeline).period_cycles(plan.shape.n_slots);
 }
 
 int64_t decode_period_cycles(const Plan& plan, int64_t position) {
@@ -230,7 +241,7 @@ StepProfile profile(const Program& p, const Timeline& t) {
     s.transfer_bytes += op.bytes;
     for (int32_t h = 0; h < op.hop_count; ++h) {
       const Hop& hop = p.hops[static_cast<std::size_t>(op.hop_begin + h)];
-      const int64_t busy = link_busy[hop.from * p.n_chips + hop.to] += t.duration_cycles[i];
+      const int64_t busy = link_busy[p.link_key(hop)] += t.duration_cycles[i];
       if (busy > s.busiest_link_cycles) s.busiest_link_cycles = busy, s.busiest_link = hop;
     }
   }

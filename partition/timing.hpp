@@ -6,6 +6,7 @@
 /// (one token through every stage, logits at the end) at its position. Host I/O (tokens in, logits out
 /// over PCIe) is not modelled: like GroqFlow's estimate_performance, the figures are device time.
 
+#include <algorithm>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -18,7 +19,7 @@
 
 namespace lpurt::partition {
 
-/// The network of the plan's system (its `topology` parameter) over the plan's chips.
+/// The network of the plan's system (its `topology` parameter) over all its chips, idle ones included.
 Topology topology_for(const Plan& plan);
 /// Prefill blocks for one prompt on `replica`: chunks of block_tokens, logits after the last.
 std::vector<Block> prefill_blocks(int64_t prompt_tokens, int64_t block_tokens, int64_t replica = 0);
@@ -73,6 +74,17 @@ ModelledTimes modelled_times(const Plan& plan, int64_t prompt_tokens, int64_t ou
 
 /// Cycles of one decode step at `position` (the planner ranks layouts by it).
 int64_t decode_step_cycles(const Plan& plan, int64_t position);
+
+/// The two terms of the decode period: one token's trip through the pipeline, and the busiest stage's
+/// time per token (from its first compute op to its last, it cannot take the next token).
+struct DecodePace {
+  int64_t latency_cycles = 0;
+  int64_t busiest_stage_cycles = 0;
+  /// With n_slots sequences interleaved per replica, a user waits for the later of the two.
+  int64_t period_cycles(int64_t n_slots) const { return std::max(latency_cycles, n_slots * busiest_stage_cycles); }
+};
+/// The pace of a decode program's timeline.
+DecodePace decode_pace(const Plan& plan, const Program& decode, const Timeline& timeline);
 
 /// Steady-state cycles between two output tokens of one user at `position`, with the plan's batch
 /// interleaved through the pipeline: max(latency of one token through the pipeline, sequences per

@@ -56,8 +56,12 @@ Engine::Engine(const partition::Plan& plan, io::WeightSource& source, MPI_Comm c
   if (faults.mpi_error_rank >= 0 && !mpi_initialized())
     throw Error("--inject-mpi-error needs MPI: start lpurt under mpirun", ExitCode::usage);
   if (n_ranks_ > plan.n_chips())
-    throw Error(std::to_string(n_ranks_) + " MPI ranks for " + std::to_string(plan.n_chips()) +
-                    " chips: every rank must host at least one chip",
+    throw Error(std::to_string(n_ranks_) + " MPI ranks for " + std::to_string(plan.n_chips()) + " chips" +
+                    (plan.idle_chips() > 0 ? " in use (" + std::to_string(plan.idle_chips()) + " of the system's " +
+                                                 std::to_string(plan.system_chips) + " idle)"
+                                           : std::string()) +
+                    ": every rank must host at least one chip; use fewer ranks, or a layout that uses more chips "
+                    "(--tp, --pp, --replicas)",
                 ExitCode::config);
   if (!(faults.link_error_rate >= 0 && faults.link_error_rate <= 1))
     throw Error("--inject-link-errors must be a probability in [0, 1]", ExitCode::usage);

@@ -42,7 +42,9 @@ io::Record plan_summary(const partition::Plan& plan, const partition::ModelledTi
                         int64_t output_tokens) {
   const int64_t diameter = partition::topology_for(plan).diameter();
   io::Record r;
-  r.set("chips", plan.n_chips())
+  r.set("chips", plan.system_chips)
+      .set("chips_used", plan.n_chips())
+      .set("chips_idle", plan.idle_chips())
       .set("tp", plan.tp)
       .set("pp", plan.pp)
       .set("batch", plan.batch)

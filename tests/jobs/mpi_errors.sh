@@ -25,7 +25,7 @@ expect 5 'unknown system preset "nosuch"' 3 --chips 4 --system nosuch
 expect 3 "bad_system.toml:2:6: Error while parsing key-value pair: expected '='" 3 --chips 4 --system bad_system.toml
 expect 5 'topology must be "dragonfly" or "chain"' 2 --chips 4 --set topology=torus
 expect 3 '/nonexistent.h5: cannot open' 3 --chips 3 --model /nonexistent.h5
-expect 5 '3 MPI ranks for 2 chips: every rank must host at least one chip' 3 --chips 2
+expect 5 '3 MPI ranks for 1 chips in use (1 of the system.s 2 idle): every rank must host at least one chip' 3 --chips 2
 expect 4 'needs at least' 2 --chips 2 --set sram_bytes=6000000
 expect 3 'system file /dev/zero: not a regular file' 2 --chips 2 --system /dev/zero
 # A rank whose MPI call fails (a send of -1 bytes, MPI_ERR_COUNT): MPI returns the error instead of

@@ -230,9 +230,9 @@ class BadInput(unittest.TestCase):
         res, what = self.run_bad("chips0", "--chips", "0", model=self.tiny)
         self.check_error(res, "chips", what=what)
 
-    def test_14e_tp_exceeds_node(self):
+    def test_14e_tp_exceeds_heads(self):
         res, what = self.run_bad("tp16", "--tp", "16", "--pp", "1", "--chips", "16", model=self.tiny)
-        self.check_error(res, "tp=16", "8 chips of a node", what=what)
+        self.check_error(res, "tp=16", "exceeds the model's 8 attention heads", what=what)
 
     def test_14f_unknown_system(self):
         res, what = self.run_bad("sys", "--system", "nosuch", model=self.tiny)

@@ -222,6 +222,7 @@ preset = "tiny"
 [run]
 prompt_len = 6
 tokens = 5
+tp = 2
 [sweep]
 chips = [2, 4]
 """

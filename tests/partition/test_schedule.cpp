@@ -37,6 +37,7 @@ std::string error_of(const Program& p, const Timeline& t) {
 Program two_chip_program(int64_t recv_bytes) {
   Program p;
   p.n_chips = 2;
+  p.network_chips = 2;
   p.blocks = {{0, 1, false}};
   p.chip_ops.resize(2);
   auto add = [&](Op op, std::vector<int32_t> deps) {
@@ -335,7 +336,8 @@ namespace {
 /// compute_timeline at this position). An independent statement of what TimelineSolver computes.
 Timeline booked_timeline(const Program& p, const Plan& plan, int64_t position) {
   Timeline t = compute_timeline(p, plan, position);
-  std::map<int64_t, std::pair<int64_t, int32_t>> unit_free, link_free;  // free cycle, last op
+  std::map<int64_t, std::pair<int64_t, int32_t>> unit_free;                // free cycle, last op
+  std::map<std::pair<int64_t, int64_t>, std::pair<int64_t, int32_t>> link_free;
   t.makespan_cycles = 0;
   for (std::size_t i = 0; i < p.ops.size(); ++i) {
     const Op& op = p.ops[i];
@@ -351,12 +353,12 @@ Timeline booked_timeline(const Program& p, const Plan& plan, int64_t position) {
     if (op.kind == OpKind::send) {
       for (int32_t h = 0; h < op.hop_count; ++h) {
         const Hop& hop = p.hops[static_cast<std::size_t>(op.hop_begin + h)];
-        const auto it = link_free.find(hop.from * p.n_chips + hop.to);
+        const auto it = link_free.find({hop.from, hop.to});
         if (it != link_free.end()) wait_for(it->second.first, it->second.second);
       }
       for (int32_t h = 0; h < op.hop_count; ++h) {
         const Hop& hop = p.hops[static_cast<std::size_t>(op.hop_begin + h)];
-        link_free[hop.from * p.n_chips + hop.to] = {ready + t.duration_cycles[i], static_cast<int32_t>(i)};
+        link_free[{hop.from, hop.to}] = {ready + t.duration_cycles[i], static_cast<int32_t>(i)};
       }
     } else if (op.kind != OpKind::recv) {
       const int64_t unit = 2 * op.chip + (op.unit == Unit::mxm ? 0 : 1);
