@@ -231,7 +231,9 @@ ChipSpec parse_system_file(const std::string& text, const std::string& file_name
   const std::vector<TomlEntry> entries = flatten_in_file_order(root);
   ChipSpec spec;
   for (std::size_t i = 0; i < entries.size(); ++i) {
-    const auto& [name, value] = entries[i];
+    // Named references, not a structured binding: lambdas may not capture bindings in C++17 (clang refuses).
+    const std::string& name = entries[i].name;
+    const toml::node* value = entries[i].value;
     const std::string origin = toml_origin(*value, file_name);
     const auto wrong_type = [&](const char* expected) {
       return InputError(origin + ": " + name + " must be " + expected + ", got " + toml_type_name(*value));
