@@ -59,5 +59,7 @@ class CapacityError : public Error {
   } while (false)
 
 namespace lpurt {
+/// A double for an error message, "%g" style: 1e+300, not std::to_string's 301 digits.
+std::string format_number(double value);
 [[noreturn]] void detail_assert_fail(const char* expression, const char* file, int line);
 }

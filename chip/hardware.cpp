@@ -46,8 +46,6 @@ const std::vector<Parameter>& parameters() {
                      &ChipSpec::program_reserve_bytes, 0, 1e15),
       make_parameter("kv_bytes_per_value", "bytes", "SPEC numerics (float32 KV cache)", &ChipSpec::kv_bytes_per_value,
                      1, 8),
-      make_parameter("local_links", "links", "lpu-v1-facts §1.3 [S]", &ChipSpec::local_links, 0, 1024),
-      make_parameter("global_links", "links", "lpu-v1-facts §1.3 [S]", &ChipSpec::global_links, 0, 1024),
       make_parameter("link_bytes_per_s", "bytes/s", "lpu-v1-facts §1.3 [S]", &ChipSpec::link_bytes_per_s, 1e3, 1e15),
       make_parameter("hop_latency_ns", "ns", "lpu-v1-facts §1.3 [S]", &ChipSpec::hop_latency_ns, 0, 1e9),
   };
@@ -86,8 +84,8 @@ std::pair<int64_t, int64_t> link_of(const std::string& name, const std::string& 
 
 void check_factor(double value, const std::string& name, const std::string& origin) {
   if (!(value >= min_factor && value <= max_factor))
-    throw ConfigError(origin + ": " + name + " = " + std::to_string(value) + " is outside " + std::to_string(min_factor) +
-                      " .. " + std::to_string(max_factor) + " (1 is nominal)");
+    throw ConfigError(origin + ": " + name + " = " + format_number(value) + " is outside " + format_number(min_factor) +
+                      " .. " + format_number(max_factor) + " (1 is nominal)");
 }
 
 /// "clock_hz, sram_bytes, ...": the names of parameters().
@@ -98,6 +96,7 @@ std::string parameter_list() {
 }
 
 const Parameter& find_parameter(const std::string& name, const std::string& origin) {
+  check_not_removed(name, origin);
   for (const auto& p : parameters())
     if (p.info.name == name) return p;
   throw ConfigError(origin + ": unknown hardware parameter \"" + name + "\" (known: " + parameter_list() + ")");
@@ -133,8 +132,8 @@ void ChipSpec::validate() const {
   for (const auto& p : parameters()) {
     const double v = p.get(*this);
     if (!(v >= p.min_value && v <= p.max_value))
-      throw ConfigError("hardware parameter " + p.info.name + " = " + std::to_string(v) + " is outside " +
-                        std::to_string(p.min_value) + " .. " + std::to_string(p.max_value));
+      throw ConfigError("hardware parameter " + p.info.name + " = " + format_number(v) + " is outside " +
+                        format_number(p.min_value) + " .. " + format_number(p.max_value) + " " + p.info.unit);
   }
   for (const auto& [chip, f] : chip_speed_factors) check_factor(f, chip_factor_prefix + std::to_string(chip), "hardware");
   for (const auto& [link, f] : link_bandwidth_factors)
@@ -165,8 +164,18 @@ const std::vector<ParameterInfo>& parameter_infos() {
   return infos;
 }
 
+namespace {
+bool is_removed(const std::string& name) { return name == "local_links" || name == "global_links"; }
+}  // namespace
+
+void check_not_removed(const std::string& name, const std::string& origin) {
+  if (is_removed(name))
+    throw ConfigError(origin + ": hardware parameter \"" + name + "\" was removed: it changed no modelled figure "
+                      "(the topology fixes each chip's links, see partition/topology.hpp); delete the setting");
+}
+
 bool is_parameter_name(const std::string& name) {
-  if (name == "topology" || starts_with(name, chip_factor_prefix) || starts_with(name, link_factor_prefix)) return true;
+  if (name == "topology" || is_removed(name) || starts_with(name, chip_factor_prefix) || starts_with(name, link_factor_prefix)) return true;
   for (const auto& p : parameters())
     if (p.info.name == name) return true;
   return false;
@@ -196,10 +205,10 @@ void set_parameter(ChipSpec& spec, const std::string& name, double value, const 
   }
   const Parameter& p = find_parameter(name, origin);
   if (p.integral && value != std::floor(value))
-    throw ConfigError(origin + ": " + name + " must be a whole number, got " + std::to_string(value));
+    throw ConfigError(origin + ": " + name + " must be a whole number, got " + format_number(value));
   if (!(value >= p.min_value && value <= p.max_value))
-    throw ConfigError(origin + ": " + name + " = " + std::to_string(value) + " is outside " +
-                      std::to_string(p.min_value) + " .. " + std::to_string(p.max_value) + " " + p.info.unit);
+    throw ConfigError(origin + ": " + name + " = " + format_number(value) + " is outside " +
+                      format_number(p.min_value) + " .. " + format_number(p.max_value) + " " + p.info.unit);
   p.set(spec, value);
 }
 

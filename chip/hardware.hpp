@@ -39,8 +39,6 @@ struct ChipSpec {
   int64_t program_reserve_bytes = 2 * 2'621'440;
   /// Bytes per stored KV-cache value. SPEC's numerics keep K and V in float32.
   int64_t kv_bytes_per_value = 4;
-  int64_t local_links = 7;                 ///< §1.3: 7 local ports (intra-node, K8) [S SHIP, ISCA22-zartbot]
-  int64_t global_links = 4;                ///< §1.3: 4 global ports (inter-node) [S SHIP, HC34]
   double link_bytes_per_s = 14e9;          ///< §1.3: 14 GB/s per link per direction (4 x 28 Gb/s cabled) [S Linley20]
   double hop_latency_ns = 300.0;           ///< §1.3: ~300 ns per LPU-to-LPU hop [S SHIP]
   /// How nodes are joined: "dragonfly" (ISCA 2022, §2.2 [P]) or "chain" (SHIP QuadFour, §2.4 [S]).
@@ -83,8 +81,12 @@ struct ParameterInfo {
 };
 const std::vector<ParameterInfo>& parameter_infos();
 /// Whether `name` names a parameter: one of parameter_infos(), `topology`, `chip_speed_factor.N` or
-/// `link_bandwidth_factor.A-B`.
+/// `link_bandwidth_factor.A-B`; also a removed one (see check_not_removed), so that every path that
+/// sets it reaches set_parameter and its clear error rather than an "unknown parameter" one.
 bool is_parameter_name(const std::string& name);
+/// Throws ConfigError naming `name` if it is a parameter lpurt no longer has (`local_links`,
+/// `global_links`: the topology fixes every chip's links, so they changed no modelled figure).
+void check_not_removed(const std::string& name, const std::string& origin);
 double get_parameter(const ChipSpec& spec, const std::string& name);
 /// Sets a parameter by name; `origin` (a file and line, or "--set") goes into the error message.
 void set_parameter(ChipSpec& spec, const std::string& name, double value, const std::string& origin);

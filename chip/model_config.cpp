@@ -54,9 +54,9 @@ void ModelConfig::validate() const {
     throw ConfigError("n_heads (" + std::to_string(n_heads) + ") must be a multiple of n_kv_heads (" +
                       std::to_string(n_kv_heads) + ")");
   if (!(rope_theta > 1.0f) || !(rope_theta < 1e12f))
-    throw ConfigError("rope_theta: got " + std::to_string(rope_theta) + ", expected a finite value > 1");
+    throw ConfigError("rope_theta: got " + format_number(rope_theta) + ", expected a finite value > 1");
   if (!(norm_eps > 0.0f) || !(norm_eps < 1.0f))
-    throw ConfigError("norm_eps: got " + std::to_string(norm_eps) + ", expected 0 < norm_eps < 1");
+    throw ConfigError("norm_eps: got " + format_number(norm_eps) + ", expected 0 < norm_eps < 1");
   if (is_moe()) {
     check_range("n_experts", n_experts, 1, max_n_experts);
     check_range("n_experts_per_token", n_experts_per_token, 1, n_experts);

@@ -1,8 +1,11 @@
 #include "io/model_file.hpp"
 
+#include <algorithm>
+#include <cmath>
 #include <functional>
 #include <vector>
 
+#include "chip/cost_model.hpp"
 #include "chip/error.hpp"
 #include "io/atomic_file.hpp"
 #include "io/error.hpp"
@@ -90,13 +93,33 @@ void write_string_attribute(hid_t root, const std::string& name, const std::stri
   write_attribute(root, name, type.get(), type.get(), &text);
 }
 
+/// Bytes of one chunk of a tensor dataset: large enough that a read is a few big I/Os, small enough that
+/// a bit flip costs one chunk and HDF5 verifies each chunk's checksum in cache.
+constexpr int64_t chunk_bytes = int64_t{1} << 20;
+
+/// Rows of one chunk of a tensor with `row_bytes` per row: whole rows, so that a row block (a
+/// pipeline stage's, or a vocabulary split's) reads whole chunks and a column block reads each chunk once.
+/// Chunks split the rows evenly: HDF5 stores the last chunk whole, so a short one would waste its rest.
+int64_t chunk_rows(int64_t n_rows, int64_t row_bytes) {
+  const int64_t n_chunks = chip::ceil_div(n_rows * row_bytes, chunk_bytes);
+  return std::max<int64_t>(1, chip::ceil_div(n_rows, n_chunks));
+}
+
+/// A tensor dataset, chunked in whole rows with HDF5's Fletcher32 checksum on every chunk: a flipped bit
+/// in the file fails the read of that chunk instead of changing a weight.
 void create_dataset(hid_t file, const std::string& path, hid_t type, const std::vector<hsize_t>& dims,
                     const std::string& file_name) {
   Handle space(check(H5Screate_simple(static_cast<int>(dims.size()), dims.data(), nullptr), "H5Screate_simple"),
                H5Sclose);
   Handle lcpl(check(H5Pcreate(H5P_LINK_CREATE), "H5Pcreate"), H5Pclose);
   check(H5Pset_create_intermediate_group(lcpl.get(), 1), "H5Pset_create_intermediate_group");
-  Handle ds(check(H5Dcreate2(file, path.c_str(), type, space.get(), lcpl.get(), H5P_DEFAULT, H5P_DEFAULT),
+  Handle dcpl(check(H5Pcreate(H5P_DATASET_CREATE), "H5Pcreate"), H5Pclose);
+  const auto row_bytes = static_cast<int64_t>(H5Tget_size(type)) * (dims.size() == 2 ? static_cast<int64_t>(dims[1]) : 1);
+  std::vector<hsize_t> chunk = dims;
+  chunk[0] = static_cast<hsize_t>(chunk_rows(static_cast<int64_t>(dims[0]), row_bytes));
+  check(H5Pset_chunk(dcpl.get(), static_cast<int>(chunk.size()), chunk.data()), file_name + ": chunking " + path);
+  check(H5Pset_fletcher32(dcpl.get()), file_name + ": checksum filter for " + path);
+  Handle ds(check(H5Dcreate2(file, path.c_str(), type, space.get(), lcpl.get(), dcpl.get(), H5P_DEFAULT),
                   file_name + ": cannot create dataset " + path),
             H5Dclose);
 }
@@ -119,6 +142,7 @@ void write_block(hid_t file, const std::string& path, hid_t mem_type, int64_t ro
 
 std::unique_ptr<ModelFile> ModelFile::open(const std::string& path) {
   std::unique_ptr<ModelFile> f(new ModelFile(path, detail::open_file_read(path)));
+  detail::check_hard_links(f->file_.get(), path);  // before any path is followed
   f->read_config();
   f->validate_datasets();
   return f;
@@ -212,7 +236,8 @@ void ModelFile::read_block(const std::string& dataset, hid_t mem_type, int64_t r
         path_ + ": cannot select rows of " + dataset);
   Handle mem_space(check(H5Screate_simple(rank, count, nullptr), "H5Screate_simple"), H5Sclose);
   check(H5Dread(ds.get(), mem_type, mem_space.get(), file_space.get(), H5P_DEFAULT, dst),
-        path_ + ": cannot read " + dataset + " (truncated or corrupt file?)");
+        path_ + ": cannot read dataset " + dataset + ": the file is corrupt (a chunk fails its checksum, or the file "
+        "is truncated)");
 }
 
 void ModelFile::read_weight(const TensorId& id, int64_t row_begin, int64_t row_end, int64_t col_begin, int64_t col_end,
@@ -222,7 +247,9 @@ void ModelFile::read_weight(const TensorId& id, int64_t row_begin, int64_t row_e
 }
 
 void ModelFile::read_scale(const TensorId& id, int64_t row_begin, int64_t row_end, float* dst) {
-  read_block(chip::tensor_path(id) + "/scale", H5T_NATIVE_FLOAT, row_begin, row_end, 0, 1, false, dst);
+  const std::string dataset = chip::tensor_path(id) + "/scale";
+  read_block(dataset, H5T_NATIVE_FLOAT, row_begin, row_end, 0, 1, false, dst);
+  check_values(dataset, dst, row_end - row_begin, row_begin, 1, true);
   bytes_read_ += 4 * (row_end - row_begin);
 }
 
@@ -230,7 +257,36 @@ void ModelFile::read_floats(const TensorId& id, float* dst) {
   const chip::TensorShape s = chip::tensor_shape(cfg_, id);
   const bool matrix = id.kind == chip::TensorKind::router;
   read_block(chip::tensor_path(id), H5T_NATIVE_FLOAT, 0, s.rows, 0, s.cols, matrix, dst);
+  check_values(chip::tensor_path(id), dst, s.rows * s.cols, 0, matrix ? s.cols : 1, false);
   bytes_read_ += 4 * s.rows * s.cols;
+}
+
+void ModelFile::check_values(const std::string& dataset, const float* values, int64_t n, int64_t first_row,
+                             int64_t n_cols, bool positive) const {
+  for (int64_t i = 0; i < n; ++i) {
+    const float v = values[i];
+    if (std::isfinite(v) && (!positive || v > 0)) continue;
+    const int64_t row = first_row + i / n_cols;
+    const std::string index =
+        n_cols > 1 ? std::to_string(row) + ", " + std::to_string(i % n_cols) : std::to_string(row);
+    throw FileError(path_ + ": dataset " + dataset + "[" + index + "] = " + format_number(v) + ", expected " +
+                    (positive ? "a finite scale > 0" : "a finite value"));
+  }
+}
+
+void ModelFile::check_float_data() {
+  if (!has_weights_) return;
+  std::vector<float> values;
+  for (const auto& id : chip::model_tensors(cfg_)) {
+    const chip::TensorShape s = chip::tensor_shape(cfg_, id);
+    if (chip::is_quantized_matrix(id.kind)) {
+      values.resize(static_cast<std::size_t>(s.rows));
+      read_scale(id, 0, s.rows, values.data());
+    } else {
+      values.resize(static_cast<std::size_t>(s.rows * s.cols));
+      read_floats(id, values.data());
+    }
+  }
 }
 
 ModelWriter::ModelWriter(const std::string& path, const chip::ModelConfig& cfg)
@@ -271,7 +327,9 @@ void ModelWriter::write_weights(WeightSource& source, int64_t block_bytes,
     if (chip::is_quantized_matrix(id.kind)) {
       create_dataset(file_.get(), p + "/weight", H5T_STD_I8LE, {rows, cols}, path_);
       create_dataset(file_.get(), p + "/scale", H5T_IEEE_F32LE, {rows}, path_);
-      const int64_t rows_per_block = std::max<int64_t>(1, block_bytes / s.cols);
+      // Whole chunks per block: a chunk written in parts would be read back and rewritten.
+      const int64_t rows_per_chunk = chunk_rows(s.rows, s.cols);
+      const int64_t rows_per_block = rows_per_chunk * std::max<int64_t>(1, block_bytes / (rows_per_chunk * s.cols));
       weight_block.resize(static_cast<std::size_t>(std::min(rows_per_block, s.rows) * s.cols));
       for (int64_t r0 = 0; r0 < s.rows; r0 += rows_per_block) {
         const int64_t r1 = std::min(s.rows, r0 + rows_per_block);

@@ -2,7 +2,10 @@
 /// \file
 /// HDF5 model files, SPEC "Model file (HDF5), format version 1".
 /// ModelFile::open validates everything (format, version, every attribute, every dataset's dtype and
-/// shape) before anything runs; reads are hyperslabs straight into the caller's buffer.
+/// shape; every link a hard link) before anything runs; reads are hyperslabs straight into the caller's
+/// buffer, and float values (scales, norm gains, router) are checked finite as they are read.
+/// ModelWriter writes every tensor chunked in whole rows with HDF5's Fletcher32 checksum per chunk, so a
+/// corrupted chunk fails its read; files written without it (older lpurt, other tools) still read.
 /// ModelWriter creates a file and writes it tensor by tensor, in row blocks, so that a large model is
 /// never held in memory whole.
 
@@ -32,6 +35,10 @@ class ModelFile final : public WeightSource {
                    int8_t* dst) override;
   void read_scale(const chip::TensorId& id, int64_t row_begin, int64_t row_end, float* dst) override;
   void read_floats(const chip::TensorId& id, float* dst) override;
+  /// Reads every float dataset (scales, norm gains, router) and throws FileError naming the file, dataset,
+  /// index and value of the first that is not finite, or a scale that is not > 0 (check-model; loads
+  /// check the slices they read the same way). A few bytes per weight row: cheap next to the weights.
+  void check_float_data();
 
  private:
   ModelFile(std::string path, detail::Handle file) : path_(std::move(path)), file_(std::move(file)) {}
@@ -39,6 +46,10 @@ class ModelFile final : public WeightSource {
   void validate_datasets();
   void read_block(const std::string& dataset, hid_t mem_type, int64_t row_begin, int64_t row_end, int64_t col_begin,
                   int64_t col_end, bool two_dimensional, void* dst);
+  /// Throws FileError at the first of `n` values (rows from `first_row`, `n_cols` per row) that is not
+  /// finite, or with `positive`, not > 0.
+  void check_values(const std::string& dataset, const float* values, int64_t n, int64_t first_row, int64_t n_cols,
+                    bool positive) const;
 
   std::string path_;
   detail::Handle file_;

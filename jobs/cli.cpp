@@ -11,6 +11,7 @@
 #include <fstream>
 #include <iostream>
 #include <sstream>
+#include <tuple>
 #include <unistd.h>
 
 #include "chip/error.hpp"
@@ -19,6 +20,7 @@
 #include "io/atomic_file.hpp"
 #include "io/error.hpp"
 #include "io/model_file.hpp"
+#include "partition/request.hpp"
 #include "partition/timing.hpp"
 #include "jobs/format.hpp"
 #include "jobs/open_model.hpp"
@@ -49,11 +51,21 @@ struct SystemOptions {
   }
 };
 
-/// --context N must be at least 1; left out, the plan uses the model's max_seq_len (PlanRequest::context 0).
-void check_context(const CLI::Option* option, int64_t context) {
-  if (option->count() > 0 && context < 1)
-    throw Error("--context must be at least 1 (got " + std::to_string(context) +
-                    "); leave it out for the model's max_seq_len",
+/// The one rule of every count flag: left out, it takes its default (`left_out` names it for --tp, --pp,
+/// --replicas and --context); given, it must be at least 1. Upper limits (the chips a topology holds,
+/// the sequences that fit) are partition::check_request's.
+void check_given_count(const CLI::Option* option, int64_t value, const char* left_out = nullptr) {
+  if (option->count() == 0 || value >= 1) return;
+  throw Error(option->get_name() + " must be at least 1 (got " + std::to_string(value) + ")" +
+                  (left_out ? std::string("; leave it out for ") + left_out : std::string()),
+              ExitCode::usage);
+}
+
+/// NaN or a negative timeout would wait forever; 0 is the documented "wait forever".
+void check_step_timeout(double seconds) {
+  if (!(seconds >= 0 && seconds <= runtime::max_step_timeout_s))
+    throw Error("--step-timeout must be 0 (wait forever) .. " + format_number(runtime::max_step_timeout_s) +
+                    " seconds (got " + format_number(seconds) + ")",
                 ExitCode::usage);
 }
 
@@ -61,23 +73,37 @@ struct LayoutOptions {
   std::string model;
   partition::PlanRequest request;
   bool json = false;
-  CLI::Option* context_option = nullptr;
+  CLI::Option *chips_option = nullptr, *tp_option = nullptr, *pp_option = nullptr, *context_option = nullptr,
+              *batch_option = nullptr, *replicas_option = nullptr, *block_tokens_option = nullptr;
 
   void add_to(CLI::App* cmd) {
     cmd->add_option("--model", model, "HDF5 model file (default: the built-in tiny model)");
-    cmd->add_option("--chips", request.n_chips, "number of simulated chips")->capture_default_str();
-    cmd->add_option("--tp", request.tp, "tensor-parallel chips per stage (default: planner's choice)");
-    cmd->add_option("--pp", request.pp, "pipeline stages (default: planner's choice)");
+    chips_option = cmd->add_option("--chips", request.n_chips, "number of simulated chips")->capture_default_str();
+    tp_option = cmd->add_option("--tp", request.tp, "tensor-parallel chips per stage (default: planner's choice)");
+    pp_option = cmd->add_option("--pp", request.pp, "pipeline stages (default: planner's choice)");
     context_option = cmd->add_option("--context", request.context,
                                      "KV-cache positions per sequence, at least 1 (default: the model's max_seq_len)");
-    cmd->add_option("--batch", request.batch, "sequences resident at once (spread over the replicas)")
-        ->capture_default_str();
-    cmd->add_option("--replicas", request.replicas, "identical pipelines (data parallel; default: planner's choice)");
-    cmd->add_option("--block-tokens", request.block_tokens, "prefill chunk in tokens")->capture_default_str();
+    batch_option = cmd->add_option("--batch", request.batch, "sequences resident at once (spread over the replicas)")
+                       ->capture_default_str();
+    replicas_option =
+        cmd->add_option("--replicas", request.replicas, "identical pipelines (data parallel; default: planner's choice)");
+    block_tokens_option =
+        cmd->add_option("--block-tokens", request.block_tokens, "prefill chunk in tokens, at least 1")
+            ->capture_default_str();
     cmd->add_flag("--json", json, "print one JSON object on stdout (rank 0)");
   }
+  /// The given layout values, each at least 1: before the model is opened.
+  void check() const {
+    check_given_count(chips_option, request.n_chips);
+    check_given_count(tp_option, request.tp, "the planner's choice");
+    check_given_count(pp_option, request.pp, "the planner's choice");
+    check_given_count(context_option, request.context, "the model's max_seq_len");
+    check_given_count(batch_option, request.batch);
+    check_given_count(replicas_option, request.replicas, "the planner's choice");
+    check_given_count(block_tokens_option, request.block_tokens);
+  }
   std::unique_ptr<io::WeightSource> open_model() const {
-    check_context(context_option, request.context);
+    check();
     if (model.empty()) return io::default_model();
     return open_model_file(model);
   }
@@ -295,9 +321,12 @@ struct PlanCommand {
     const int64_t context = layout.request.context > 0 ? layout.request.context : source->config().max_seq_len;
     if (lengths.prompt_len_option->count() == 0) prompt_len = std::min(prompt_len, std::max<int64_t>(1, context / 2));
     if (lengths.tokens_option->count() == 0) tokens = std::max<int64_t>(1, std::min(tokens, context - prompt_len + 1));
-    if (prompt_len < 1 || tokens < 1 || prompt_len + tokens - 1 > context)
+    // Each length alone first: CLI11 saturates a huge value at INT64_MAX, and the sum must not overflow.
+    const bool each_fits = prompt_len <= context && tokens <= context;
+    if (prompt_len < 1 || tokens < 1 || !each_fits || prompt_len + tokens - 1 > context)
       throw Error("--prompt-len " + std::to_string(prompt_len) + " and --tokens " + std::to_string(tokens) + " need " +
-                      std::to_string(prompt_len + tokens - 1) + " KV positions; the context is " +
+                      (each_fits ? std::to_string(prompt_len + tokens - 1) : "more than " + std::to_string(context)) +
+                      " KV positions; the context is " +
                       std::to_string(context) + " (see --context)",
                   ExitCode::usage);
     layout.request.prompt_tokens = prompt_len;
@@ -325,6 +354,7 @@ struct RunCommand {
   runtime::FaultOptions faults;
   std::vector<std::string> link_fault_specs;
   bool timing_only = false, force = false;
+  CLI::Option *stall_option = nullptr, *crash_option = nullptr, *mpi_error_option = nullptr;
 
   explicit RunCommand(CLI::App& app)
       : cmd(app.add_subcommand("run", "run the model on simulated chips over MPI ranks")) {
@@ -336,12 +366,14 @@ struct RunCommand {
     cmd->add_option("--out", result_path, "result HDF5 file");
     cmd->add_option("--trace", trace_path, "Chrome-trace JSON of the modelled timeline (Perfetto)");
     cmd->add_option("--step-timeout", faults.step_timeout_s,
-                    "seconds a chip may wait for a transfer before the job fails naming it (0: wait forever)")
+                    "seconds a chip may wait for a transfer before the job fails naming it (0: wait forever; at "
+                    "most a week)")
         ->capture_default_str();
-    cmd->add_option("--inject-stall-rank", faults.stall_rank, "fault injection: this rank stops participating");
-    cmd->add_option("--inject-crash-rank", faults.crash_rank, "fault injection: this rank dies (SIGKILL)");
-    cmd->add_option("--inject-mpi-error", faults.mpi_error_rank,
-                    "fault injection: this rank makes an MPI call that fails (a send of -1 bytes)");
+    stall_option =
+        cmd->add_option("--inject-stall-rank", faults.stall_rank, "fault injection: this rank stops participating");
+    crash_option = cmd->add_option("--inject-crash-rank", faults.crash_rank, "fault injection: this rank dies (SIGKILL)");
+    mpi_error_option = cmd->add_option("--inject-mpi-error", faults.mpi_error_rank,
+                                       "fault injection: this rank makes an MPI call that fails (a send of -1 bytes)");
     cmd->add_option("--inject-link-errors", faults.link_error_rate,
                     "fault injection: probability that a transfer arrives corrupted (checksums detect it, the "
                     "token is replayed)");
@@ -350,7 +382,9 @@ struct RunCommand {
                     "call CALL once (one sequence: 0 is the prefill, k decode step k; a batch of B counts B calls "
                     "per step); repeatable");
     cmd->add_option("--seed", faults.link_error_seed, "seed of the injected link errors")->capture_default_str();
-    cmd->add_option("--max-replays", faults.max_replays, "replays of one token before a link fault is fatal")
+    cmd->add_option("--max-replays", faults.max_replays,
+                    "replays of one token before a link fault is fatal (0 .. " +
+                        std::to_string(runtime::max_replays_limit) + ")")
         ->capture_default_str();
     cmd->add_flag("--timing-only", timing_only,
                   "same plan, schedule and message pattern without weights or payload (a --config-only file suffices)");
@@ -363,10 +397,10 @@ struct RunCommand {
     std::unique_ptr<runtime::RunSession> session;
     std::unique_ptr<io::ResultWriter> result_file;  // rank 0, with --out
     runtime::agree_on_setup(MPI_COMM_WORLD, [&] {
-      if (layout.request.n_chips < 1)
-        throw Error("--chips must be at least 1 (got " + std::to_string(layout.request.n_chips) + ")", ExitCode::usage);
+      check_faults(n_ranks);
       source = layout.open_model();
       const chip::ChipSpec hardware = system.resolve();
+      check_lengths(source->config(), hardware);
       runtime::RunConfig config;
       config.request = layout.request;
       config.prompts = make_prompts(prompt_option->count() > 0, prompt_text, lengths.prompt_len, layout.request.batch,
@@ -403,6 +437,50 @@ struct RunCommand {
     return 0;
   }
 
+  /// Every fault value in range, before any work: a step timeout that is a number of seconds (NaN or a
+  /// negative one would wait forever), a replay bound, and injection ranks that exist.
+  void check_faults(int n_ranks) const {
+    const double timeout = faults.step_timeout_s;
+    check_step_timeout(timeout);
+    if (faults.max_replays < 0 || faults.max_replays > runtime::max_replays_limit)
+      throw Error("--max-replays must be 0 .. " + std::to_string(runtime::max_replays_limit) + " (got " +
+                      std::to_string(faults.max_replays) + ")",
+                  ExitCode::usage);
+    if (!(faults.link_error_rate >= 0 && faults.link_error_rate <= 1))
+      throw Error("--inject-link-errors must be a probability in [0, 1] (got " + format_number(faults.link_error_rate) +
+                      ")",
+                  ExitCode::usage);
+    for (const auto& [option, rank] : {std::pair{stall_option, faults.stall_rank}, std::pair{crash_option, faults.crash_rank},
+                                       std::pair{mpi_error_option, faults.mpi_error_rank}})
+      if (option->count() > 0 && (rank < 0 || rank >= n_ranks))
+        throw Error(option->get_name() + " " + std::to_string(rank) + ": no such rank (the job has ranks 0 .. " +
+                        std::to_string(n_ranks - 1) + ")",
+                    ExitCode::usage);
+    // A stalled rank is only noticed by a peer that times out waiting for it.
+    if (stall_option->count() > 0 && (n_ranks < 2 || timeout == 0))
+      throw Error("--inject-stall-rank needs at least 2 ranks and a --step-timeout above 0 (got " +
+                      std::to_string(n_ranks) + " rank(s), --step-timeout " + format_number(timeout) +
+                      "): otherwise nothing notices the stall and the job waits forever",
+                  ExitCode::usage);
+  }
+
+  /// The request's limits and the lengths, before one prompt per sequence is built: the same messages
+  /// plan and the run's own prompt check give. Each length is checked alone first: CLI11 saturates a
+  /// huge value at INT64_MAX, and their sum must not overflow.
+  void check_lengths(const chip::ModelConfig& cfg, const chip::ChipSpec& hardware) const {
+    partition::check_request(cfg, hardware, layout.request);
+    const int64_t context = layout.request.context > 0 ? layout.request.context : cfg.max_seq_len;
+    const int64_t prompt_len = lengths.prompt_len, tokens = lengths.tokens;
+    if (tokens > context)
+      throw chip::CapacityError("--tokens " + std::to_string(tokens) + " exceeds the context of " +
+                                std::to_string(context) + " positions (see --context and max_seq_len)");
+    if (prompt_option->count() == 0 && prompt_len >= 1 && tokens >= 1 &&
+        (prompt_len > context || prompt_len + tokens - 1 > context))
+      throw chip::CapacityError("prompt (" + std::to_string(prompt_len) + ") + tokens (" + std::to_string(tokens) +
+                                ") - 1 exceeds the context of " + std::to_string(context) +
+                                " positions (see --context and max_seq_len)");
+  }
+
   void print_run(const io::RunResult& result, int n_ranks) const {
     auto get = [&](const char* k) { return *result.summary.find(k); };
     std::printf("lpurt run: %s on %lld chip(s) (tp %lld x pp %lld), %d rank(s)\n",
@@ -431,7 +509,8 @@ struct SweepCommand {
   CLI::App* cmd;
   CLI::Option_group* study_flags = nullptr;
   CLI::Option* chips_option = nullptr;
-  CLI::Option* context_option = nullptr;
+  /// The fixed run values a study takes only when given: {run parameter name, option, value}.
+  std::vector<std::tuple<const char*, CLI::Option*, const int64_t*>> run_flags;
   std::string job_path, name = "sweep", out, model, preset, system = "groq-lpu-v1";
   std::vector<std::string> axes, set, sbatch_args;
   partition::PlanRequest request;
@@ -459,16 +538,19 @@ struct SweepCommand {
                             "(run or hardware parameter; repeat for a grid)")
         ->take_all();
     chips_option = study_flags->add_option("--chips", request.n_chips, "chips (fixed)");
-    study_flags->add_option("--tp", request.tp, "tensor-parallel chips per stage (fixed)");
-    study_flags->add_option("--pp", request.pp, "pipeline stages (fixed)");
-    study_flags->add_option("--replicas", request.replicas, "pipeline replicas (fixed)");
-    study_flags->add_option("--batch", request.batch, "sequences (fixed)");
-    context_option = study_flags->add_option("--context", request.context,
-                                             "KV positions per sequence, at least 1 (fixed; default: max_seq_len)");
-    study_flags->add_option("--block-tokens", request.block_tokens, "prefill chunk (fixed)");
+    auto fixed = [&](const char* field, const char* flag, int64_t& value, const char* help) {
+      run_flags.emplace_back(field, study_flags->add_option(flag, value, help), &value);
+      return std::get<1>(run_flags.back());
+    };
+    fixed("tp", "--tp", request.tp, "tensor-parallel chips per stage (fixed; default: planner's choice)");
+    fixed("pp", "--pp", request.pp, "pipeline stages (fixed; default: planner's choice)");
+    fixed("replicas", "--replicas", request.replicas, "pipeline replicas (fixed; default: planner's choice)");
+    fixed("batch", "--batch", request.batch, "sequences (fixed)");
+    fixed("context", "--context", request.context, "KV positions per sequence (fixed; default: max_seq_len)");
+    fixed("block_tokens", "--block-tokens", request.block_tokens, "prefill chunk (fixed)");
     lengths.prompt_len_option =
-        study_flags->add_option("--prompt-len", lengths.prompt_len, "synthetic prompt length")->capture_default_str();
-    lengths.tokens_option = study_flags->add_option("--tokens", lengths.tokens, "tokens to generate")->capture_default_str();
+        fixed("prompt_len", "--prompt-len", lengths.prompt_len, "synthetic prompt length")->capture_default_str();
+    lengths.tokens_option = fixed("tokens", "--tokens", lengths.tokens, "tokens to generate")->capture_default_str();
     study_flags->add_flag("--functional", functional, "compute the model's outputs (default: timing-only)");
     study_flags->add_option("--ranks", ranks, "MPI ranks per point (default: the ranks sweep runs on)");
     study_flags->add_option("--throttle", throttle, "Slurm: at most this many points at once");
@@ -487,7 +569,6 @@ struct SweepCommand {
 
   /// The study the flags describe (no job file).
   Study study_from_flags(int n_ranks) const {
-    check_context(context_option, request.context);
     Study study;
     study.name = name;
     study.source = "command line";
@@ -495,6 +576,7 @@ struct SweepCommand {
     study.timing_only = !functional;
     study.ranks = ranks > 0 ? ranks : n_ranks;
     study.throttle = throttle;
+    check_step_timeout(step_timeout_s);
     study.step_timeout_s = step_timeout_s;
     if (!model.empty()) study.model_file = std::filesystem::absolute(model).lexically_normal().string();
     else if (!preset.empty()) study.model_preset = preset;
@@ -511,23 +593,15 @@ struct SweepCommand {
       if (one.values.size() != 1) throw Error("--set " + a + ": one value expected (use --sweep for several)", ExitCode::usage);
       study.system_set.emplace_back(one.name, one.values.front());
     }
-    const partition::PlanRequest defaults;
-    auto fixed = [&](const char* field, int64_t value, int64_t default_value) {
-      if (value != default_value || std::string(field) == "chips") study.run.set(field, value);
-    };
     for (const auto& a : axes) study.axes.push_back(parse_axis_flag(a));
     const bool chips_swept = std::any_of(study.axes.begin(), study.axes.end(), [](const Axis& x) { return x.name == "chips"; });
     if (chips_swept && chips_option->count() > 0)
       throw Error("--chips and --sweep chips=...: give the chip count in one place", ExitCode::usage);
-    if (!chips_swept) fixed("chips", request.n_chips, defaults.n_chips);
-    fixed("tp", request.tp, defaults.tp);
-    fixed("pp", request.pp, defaults.pp);
-    fixed("replicas", request.replicas, defaults.replicas);
-    fixed("batch", request.batch, defaults.batch);
-    fixed("context", request.context, defaults.context);
-    fixed("block_tokens", request.block_tokens, defaults.block_tokens);
-    fixed("prompt_len", lengths.prompt_len, runtime::default_prompt_len);
-    fixed("tokens", lengths.tokens, runtime::default_output_tokens);
+    if (!chips_swept) study.run.set("chips", request.n_chips);
+    // Given values only, as a job file's [run] (expand checks each, e.g. at least 1); left out, the
+    // planner's or the default choice.
+    for (const auto& [field, option, value] : run_flags)
+      if (option->count() > 0) study.run.set(field, *value);
     check_axes(study);
     return study;
   }

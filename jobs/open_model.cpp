@@ -53,6 +53,7 @@ std::unique_ptr<io::ModelFile> open_model_file(const std::string& path) {
 
 int check_model_command(const std::string& path) {
   const auto file = io::ModelFile::open(path);
+  file->check_float_data();
   const chip::ModelConfig& c = file->config();
   std::printf("%s: %s, %lld layers, D=%lld, V=%lld, %lld parameters (%s)%s\n", path.c_str(),
               chip::architecture_name(c.architecture), static_cast<long long>(c.n_layers),

@@ -201,9 +201,9 @@ void apply_hardware(chip::ChipSpec& spec, const std::string& name, const Value& 
 void apply_run(Point& p, const std::string& name, const Value& value, const std::string& origin) {
   const auto* n = std::get_if<int64_t>(&value);
   if (!n) throw ConfigError(origin + ": " + name + " must be an integer, got " + format_value(value));
-  const int64_t min = (name == "tp" || name == "pp" || name == "replicas" || name == "context") ? 0 : 1;
-  if (*n < min)
-    throw ConfigError(origin + ": " + name + " must be at least " + std::to_string(min) + ", got " + std::to_string(*n));
+  // One rule with the command line: a value given must be at least 1; left out, tp, pp, replicas and
+  // context are the planner's or the model's choice. Upper limits are partition::check_request's.
+  if (*n < 1) throw ConfigError(origin + ": " + name + " must be at least 1, got " + std::to_string(*n));
   auto& r = p.request;
   if (name == "chips") r.n_chips = *n;
   else if (name == "tp") r.tp = *n;
@@ -303,7 +303,12 @@ Study parse_study(const std::string& text, const std::string& path) {
     }
     if (const auto* v = t->get("ranks")) s.ranks = in.integer(*v, "study.ranks", 1);
     if (const auto* v = t->get("throttle")) s.throttle = in.integer(*v, "study.throttle", 0);
-    if (const auto* v = t->get("step_timeout_s")) s.step_timeout_s = in.number(*v, "study.step_timeout_s", 0);
+    if (const auto* v = t->get("step_timeout_s")) {
+      s.step_timeout_s = in.number(*v, "study.step_timeout_s", 0);
+      if (!(s.step_timeout_s <= runtime::max_step_timeout_s))  // inf would never time out
+        in.fail(*v, "study.step_timeout_s", "must be at most " + format_value(runtime::max_step_timeout_s) +
+                                                " (0: wait forever), got " + format_value(s.step_timeout_s));
+    }
   }
   if (s.name.empty() || s.name.find_first_of("\n\r\"") != std::string::npos)
     throw ConfigError(path + ": study.name must be a non-empty single-line name without quotes");

@@ -97,8 +97,6 @@ int64_t run_group_points(const Study& s, std::size_t n_points, const std::vector
         config.request = p.request;
         config.request.prompt_tokens = p.prompt_len;
         config.request.output_tokens = p.tokens;
-        for (int64_t b = 0; b < p.request.batch; ++b)
-          config.prompts.push_back(runtime::synthetic_prompt(p.prompt_len, source->config().vocab_size, b));
         config.n_tokens = p.tokens;
         config.n_ranks = n_ranks;
         config.timing_only = s.timing_only;
@@ -119,7 +117,12 @@ int64_t run_group_points(const Study& s, std::size_t n_points, const std::vector
         if (infeasible.empty() && n_ranks > config.plan->n_chips())
           infeasible = std::to_string(n_ranks) + " ranks for " + std::to_string(config.plan->n_chips()) +
                        " chips: every rank must host at least one chip";
-        if (infeasible.empty()) session = std::make_unique<runtime::RunSession>(*source, p.hardware, config, comm);
+        if (infeasible.empty()) {
+          // After the plan, which bounds the batch and the prompt (one prompt per sequence).
+          for (int64_t b = 0; b < p.request.batch; ++b)
+            config.prompts.push_back(runtime::synthetic_prompt(p.prompt_len, source->config().vocab_size, b));
+          session = std::make_unique<runtime::RunSession>(*source, p.hardware, config, comm);
+        }
         if (rank == 0)
           point_file = std::make_unique<io::ResultWriter>(p.file, true, session ? p.request.batch : 1,
                                                           session && !s.timing_only ? p.tokens : 0,

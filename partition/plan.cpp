@@ -1,5 +1,6 @@
 #include "partition/plan.hpp"
 
+#include "partition/request.hpp"
 #include "partition/timing.hpp"
 
 #include <algorithm>
@@ -369,19 +370,8 @@ class StageCache {
 Plan make_plan(const chip::ModelConfig& cfg, const chip::ChipSpec& hw, const PlanRequest& r) {
   cfg.validate();
   hw.validate();
-  if (r.n_chips < 1) throw PlanError("--chips must be at least 1 (got " + std::to_string(r.n_chips) + ")");
-  if (r.batch < 1) throw PlanError("--batch must be at least 1 (got " + std::to_string(r.batch) + ")");
-  if (r.context < 0) throw PlanError("--context must be at least 1 (got " + std::to_string(r.context) + ")");
-  if (r.context > cfg.max_seq_len)
-    throw PlanError("--context " + std::to_string(r.context) + " exceeds the model's max_seq_len " +
-                    std::to_string(cfg.max_seq_len));
-  // The largest transfer (a block's expert slots or activations) must fit one MPI message (int count).
-  const int64_t largest_transfer_bytes =
-      std::max<int64_t>(1, r.block_tokens) * cfg.hidden_size * 4 * std::max<int64_t>(1, cfg.n_experts_per_token);
-  if (largest_transfer_bytes > std::numeric_limits<int>::max())
-    throw PlanError("--block-tokens " + std::to_string(r.block_tokens) + " makes a transfer of " +
-                    std::to_string(largest_transfer_bytes) + " bytes, more than one MPI message holds (2 GiB)");
-  if (r.replicas < 0) throw PlanError("--replicas must be at least 1 (got " + std::to_string(r.replicas) + ")");
+  // Before anything that scales with the request (candidates per chip count, SRAM per sequence).
+  check_request(cfg, hw, r);
   const int64_t parts = 2 * cfg.n_layers;
   StageCache stages(cfg);
   if (r.tp > 0 && r.pp > 0 && r.replicas > 0) {

@@ -41,6 +41,9 @@ class Topology {
   static constexpr int64_t all_to_all_nodes = 33;   ///< §2.2: 32 global ports per node [S]
   static constexpr int64_t chain_reach = 4;         ///< §2.4: 4 forward + 4 backward neighbours [S]
   static constexpr int64_t max_dragonfly_chips = 10'440;  ///< §2.1: 145 racks x 72 [P]
+  /// No source gives a largest chain (SHIP's partitions reach 576 chips); lpurt holds it to the
+  /// dragonfly's size so that every accepted chip count is one the planner answers in moments [U].
+  static constexpr int64_t max_chain_chips = max_dragonfly_chips;
 
   /// Throws ConfigError for a chip count the shape cannot hold (dragonfly: at most 10,440 chips).
   Topology(TopologyKind kind, int64_t n_chips);

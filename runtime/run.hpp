@@ -25,6 +25,12 @@ namespace lpurt::runtime {
 /// functional run of the default model takes a moment. Studies at scale give their own (e.g. 512 + 128).
 inline constexpr int64_t default_prompt_len = 16;
 inline constexpr int64_t default_output_tokens = 16;
+/// The longest step timeout (seconds; 0 means "wait forever"): a week is far above any transfer's wait,
+/// and a finite bound keeps every deadline a representable time.
+inline constexpr double max_step_timeout_s = 7 * 24 * 3600.0;
+/// The most replays of one corrupted token: past this a link is broken, not noisy, and a run at a high
+/// error rate must fail rather than replay for hours.
+inline constexpr int max_replays_limit = 1000;
 
 struct RunConfig {
   partition::PlanRequest request;

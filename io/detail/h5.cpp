@@ -96,6 +96,31 @@ bool link_exists(hid_t file, const std::string& path) {
   }
 }
 
+namespace {
+struct LinkVisit {
+  std::string first_bad;  ///< the first non-hard link's name ("" if none)
+  H5L_type_t type = H5L_TYPE_HARD;
+};
+herr_t visit_link(hid_t, const char* name, const H5L_info_t* info, void* data) {
+  if (info->type == H5L_TYPE_HARD) return 0;
+  auto* visit = static_cast<LinkVisit*>(data);
+  visit->first_bad = name;
+  visit->type = info->type;
+  return 1;  // stop: one is enough to refuse the file
+}
+}  // namespace
+
+void check_hard_links(hid_t file, const std::string& file_name) {
+  // H5Lvisit reports soft and external links without following them.
+  LinkVisit visit;
+  check(H5Lvisit(file, H5_INDEX_NAME, H5_ITER_NATIVE, visit_link, &visit), file_name + ": cannot list the links");
+  if (visit.first_bad.empty()) return;
+  const char* kind = visit.type == H5L_TYPE_SOFT ? "a soft link" : visit.type == H5L_TYPE_EXTERNAL ? "an external link"
+                                                                                                   : "a user-defined link";
+  throw FileError(file_name + ": /" + visit.first_bad + " is " + kind +
+                  "; a model file may hold only hard links (its own groups and datasets)");
+}
+
 bool attribute_exists(hid_t object, const std::string& name) {
   const htri_t exists = H5Aexists(object, name.c_str());
   if (exists < 0) H5Eclear2(H5E_DEFAULT);

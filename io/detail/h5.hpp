@@ -58,6 +58,9 @@ Handle open_group(hid_t parent, const std::string& path, const std::string& file
 Handle create_group(hid_t parent, const std::string& path, const std::string& file);
 Handle open_dataset(hid_t file, const std::string& path, const std::string& file_name);
 bool link_exists(hid_t file, const std::string& path);
+/// Throws FileError naming the link unless every link in the file is a hard link: a soft or external
+/// link could lead lpurt to another object or another file (even /etc/passwd) than the one it checked.
+void check_hard_links(hid_t file, const std::string& file_name);
 bool attribute_exists(hid_t object, const std::string& name);
 
 /// Element kinds lpurt stores.

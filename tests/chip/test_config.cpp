@@ -63,8 +63,38 @@ TEST(Hardware, OverridesByNameAndRejectsUnknownOrOutOfRange) {
   EXPECT_DOUBLE_EQ(s.link_bytes_per_s, 28e9);
   EXPECT_THROW(apply_assignment(s, "nosuch=1", "--set"), ConfigError);
   EXPECT_THROW(apply_assignment(s, "clock_hz=abc", "--set"), ConfigError);
-  EXPECT_THROW(apply_assignment(s, "local_links=2.5", "--set"), ConfigError);
+  EXPECT_THROW(apply_assignment(s, "op_latency_cycles=2.5", "--set"), ConfigError);
   EXPECT_THROW(apply_assignment(s, "sram_bytes=-1", "--set"), ConfigError);
+}
+
+TEST(Hardware, RemovedLinkCountsFailNamingTheParameter) {
+  for (const char* name : {"local_links", "global_links"}) {
+    ChipSpec s;
+    try {
+      apply_assignment(s, std::string(name) + "=7", "--set");
+      FAIL() << "accepted " << name;
+    } catch (const ConfigError& e) {
+      EXPECT_NE(std::string(e.what()).find(std::string("\"") + name + "\" was removed"), std::string::npos) << e.what();
+    }
+    try {
+      parse_system_file(std::string(name) + " = 4\n", "old.toml");
+      FAIL() << "accepted " << name << " in a system file";
+    } catch (const ConfigError& e) {
+      EXPECT_NE(std::string(e.what()).find("old.toml:1"), std::string::npos) << e.what();
+      EXPECT_NE(std::string(e.what()).find(name), std::string::npos) << e.what();
+    }
+  }
+}
+
+TEST(Hardware, OutOfRangeMessagesPrintNumbersShort) {
+  ChipSpec s;
+  try {
+    apply_assignment(s, "clock_hz=1e300", "--set");
+    FAIL() << "accepted clock_hz=1e300";
+  } catch (const ConfigError& e) {
+    EXPECT_NE(std::string(e.what()).find("clock_hz = 1e+300 is outside 1e+06 .. 1e+11 Hz"), std::string::npos)
+        << e.what();
+  }
 }
 
 TEST(Hardware, SystemFileNamesTheBadLine) {

@@ -319,6 +319,139 @@ class BadInput(unittest.TestCase):
                 self.assertEqual(f.read(), "keep", f"existing result clobbered by a failing run {extra}")
             self.assertEqual(glob.glob(out + ".tmp*"), [])
 
+    # ------------------------------- 91: hardening (no hang, no silent wrong result)
+
+    def assert_quick_error(self, argv, *needles, limit_s=10):
+        """`lpurt argv` must fail with one clear line within limit_s seconds (not hang, not exhaust memory)."""
+        try:
+            res = subprocess.run([LPURT, *map(str, argv)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                 text=True, timeout=limit_s, cwd=WORK)
+        except subprocess.TimeoutExpired:
+            self.fail(f"lpurt {' '.join(map(str, argv))}: still running after {limit_s} s")
+        return self.check_error(res, *needles, what=" ".join(map(str, argv)))
+
+    def test_91a_chips_beyond_topology_fail_at_once(self):
+        for chips in (2 ** 40, 10_000_000):
+            for cmd in ("plan", "run"):
+                self.assert_quick_error([cmd, "--chips", chips], f"--chips {chips}", "at most 10440 chips")
+        self.assert_quick_error(["plan", "--chips", 2 ** 40, "--set", "topology=chain"],
+                                "chain topology holds at most 10440 chips")
+
+    def test_91b_sweep_point_beyond_topology_is_infeasible_at_once(self):
+        out = wpath("sweep_chips")
+        shutil.rmtree(out, ignore_errors=True)
+        try:
+            res = subprocess.run([LPURT, "sweep", "--preset", "tiny", "--sweep", f"chips=2,{2 ** 40}", "--out", out],
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=30, cwd=WORK)
+        except subprocess.TimeoutExpired:
+            self.fail("sweep chips=2,2^40 still running after 30 s")
+        self.assertEqual(res.returncode, 0, res.stderr)
+        with open(os.path.join(out, "results.csv")) as f:
+            self.assertIn("at most 10440 chips", f.read())
+
+    def test_91c_absurd_batch_fails_at_once_alike_in_plan_and_run(self):
+        big = 2 ** 40
+        errs = [self.assert_quick_error([cmd, "--chips", 2, "--batch", big], f"--batch {big} cannot fit")
+                for cmd in ("plan", "run")]
+        self.assertEqual(errs[0], errs[1])
+        self.assert_quick_error(["run", "--prompt-len", big], f"prompt ({big})", "exceeds the context")
+
+    def test_91d_step_timeout_and_replays_in_range(self):
+        for value in ("nan", "-1", "inf", "1e300"):
+            self.assert_quick_error(["run", "--step-timeout", value, "--tokens", 2], "--step-timeout must be 0")
+        self.assert_quick_error(["run", "--max-replays", 10 ** 9, "--inject-link-errors", "0.9"],
+                                "--max-replays must be 0 .. 1000")
+        self.assert_quick_error(["run", "--inject-link-errors", "nan"], "--inject-link-errors")
+
+    def test_91e_given_counts_at_least_1_and_ranks_exist(self):
+        for flag in ("--tp", "--pp", "--replicas", "--block-tokens", "--batch", "--chips", "--context"):
+            for value in ("0", "-1"):
+                self.assert_quick_error(["run", flag, value], f"{flag} must be at least 1 (got {value})")
+                self.assert_quick_error(["plan", flag, value], f"{flag} must be at least 1 (got {value})")
+        for flag in ("--inject-crash-rank", "--inject-stall-rank", "--inject-mpi-error"):
+            for value in ("5", "-1"):
+                self.assert_quick_error(["run", flag, value], f"{flag} {value}: no such rank")
+        self.assert_quick_error(["run", "--inject-stall-rank", "0"], "needs at least 2 ranks")
+        job = wpath("job_tp0.toml")
+        with open(job, "w") as f:
+            f.write('[model]\npreset = "tiny"\n[run]\nchips = 2\ntp = 0\n')
+        self.assert_quick_error(["sweep", job], "run.tp", "must be at least 1, got 0")
+        self.assert_quick_error(["sweep", "--preset", "tiny", "--tp", "0", "--out", wpath("sweep_tp0")],
+                                "tp must be at least 1, got 0")
+
+    def test_91f_removed_link_counts_named(self):
+        for name in ("local_links", "global_links"):
+            self.assert_quick_error(["plan", "--set", f"{name}=4"], f'"{name}" was removed')
+            p = wpath(f"old_{name}.toml")
+            with open(p, "w") as f:
+                f.write(f"{name} = 4\n")
+            self.assert_quick_error(["plan", "--system", p], f"{p}:1", f'"{name}" was removed')
+
+    def test_91g_huge_numbers_print_short(self):
+        err = self.assert_quick_error(["plan", "--set", "clock_hz=1e300"], "clock_hz = 1e+300 is outside 1e+06 .. 1e+11")
+        self.assertLess(len(err), 200, err)
+
+    def test_91h_non_finite_or_bad_float_values(self):
+        cases = (("/layers/1/attn_norm", 3, np.inf, "a finite value"),
+                 ("/final_norm", 0, np.nan, "a finite value"),
+                 ("/layers/0/wq/scale", 5, -1e30, "a finite scale > 0"),
+                 ("/lm_head/scale", 7, 0.0, "a finite scale > 0"),
+                 ("/embedding/scale", 2, np.inf, "a finite scale > 0"))
+        for i, (dataset, index, value, expected) in enumerate(cases):
+            p = copy_of(self.tiny, f"bad_value_{i}.h5")
+            with h5py.File(p, "a") as f:
+                data = f[dataset][...]
+                data[index] = value
+                f[dataset][...] = data
+            shown = {np.inf: "inf", -1e30: "-1e+30", 0.0: "0"}.get(value, "nan")
+            needles = (p, f"dataset {dataset}[{index}] = {shown}", expected)
+            res = lpurt("check-model", p)
+            self.check_error(res, *needles, what=f"check-model {dataset}[{index}] = {value}")
+            self.model_error(f"value{i}", p, *needles)
+
+    def test_91i_corrupted_weight_chunk_fails_its_checksum(self):
+        p = copy_of(self.tiny, "bad_bitrot.h5")
+        dataset = "/layers/2/w_up/weight"
+        with h5py.File(p, "r") as f:
+            ds = f[dataset]
+            self.assertTrue(ds.fletcher32, "gen-model must write weights with the Fletcher32 filter")
+            info = ds.id.get_chunk_info(0)
+        with open(p, "r+b") as f:
+            f.seek(info.byte_offset + info.size // 2)
+            byte = f.read(1)
+            f.seek(info.byte_offset + info.size // 2)
+            f.write(bytes([byte[0] ^ 0x10]))
+        self.assertEqual(lpurt("check-model", p).returncode, 0, "check-model reads no int8 weights")
+        self.model_error("bitrot", p, f"dataset {dataset}", "corrupt", "checksum")
+
+    def test_91j_old_files_without_checksums_still_read(self):
+        p = wpath("old_contiguous.h5")
+        with h5py.File(self.tiny, "r") as src, h5py.File(p, "w") as dst:
+            for k, v in src.attrs.items():
+                dst.attrs[k] = v
+            def copy(name, obj):
+                if isinstance(obj, h5py.Dataset):
+                    dst.create_dataset(name, data=obj[...])   # contiguous, no filter
+            src.visititems(copy)
+        self.assertFalse(h5py.File(p, "r")["/layers/0/wq/weight"].fletcher32)
+        runs = [lpurt("run", "--model", m, "--tokens", "3", "--prompt", "1,2") for m in (self.tiny, p)]
+        for res in runs:
+            self.assertEqual(res.returncode, 0, res.stderr)
+        generated = [[line for line in r.stdout.splitlines() if line.startswith("generated")] for r in runs]
+        self.assertEqual(generated[0], generated[1])
+        self.assertEqual(len(generated[0]), 1, runs[0].stdout)
+
+    def test_91k_soft_and_external_links_refused(self):
+        for kind in ("soft", "external"):
+            p = copy_of(self.tiny, f"bad_{kind}_link.h5")
+            with h5py.File(p, "a") as f:
+                del f["/layers/0/wk/scale"]
+                f["/layers/0/wk/scale"] = (h5py.SoftLink("/layers/0/wq/scale") if kind == "soft"
+                                           else h5py.ExternalLink("/etc/passwd", "/x"))
+            needles = (p, "/layers/0/wk/scale", f"{kind} link", "only hard links")
+            self.check_error(lpurt("check-model", p), *needles, what=f"check-model with a {kind} link")
+            self.model_error(f"{kind}link", p, *needles)
+
 
 def main():
     global LPURT, WORK
