@@ -488,6 +488,7 @@ struct SweepCommand {
   /// The study the flags describe (no job file).
   Study study_from_flags(int n_ranks) const {
     check_context(context_option, request.context);
+    check_study_name(name, "--name");
     Study study;
     study.name = name;
     study.source = "command line";
