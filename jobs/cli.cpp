@@ -235,6 +235,53 @@ struct LengthOptions {
   }
 };
 
+/// "1.0 MB, 1.02M parameters" for each preset: what gen-model --help lists.
+std::string preset_sizes() {
+  std::string text;
+  for (const auto& name : chip::model_preset_names()) {
+    const chip::ModelConfig cfg = chip::model_preset(name);
+    const double n = static_cast<double>(cfg.n_parameters());
+    char line[160];
+    std::snprintf(line, sizeof line, "\n  %-15s %5.3g%s parameters, %s", name.c_str(), n >= 1e9 ? n / 1e9 : n / 1e6,
+                  n >= 1e9 ? "B" : "M", chip::format_bytes(static_cast<double>(cfg.weight_bytes())).c_str());
+    text += line;
+  }
+  return text;
+}
+
+/// gen-model's progress on stderr, tty or not: a line at each tenth of the bytes and at least every 10 s,
+/// so that a long write shows it is moving without one line per tensor. Only for files of at least
+/// progress_min_bytes: smaller ones are written in a fraction of a second.
+constexpr int64_t progress_min_bytes = int64_t{32} << 20;
+class WriteProgress {
+ public:
+  explicit WriteProgress(const chip::ModelConfig& cfg) : t0_(std::chrono::steady_clock::now()), last_(t0_) {
+    int64_t bytes = 0;
+    for (const auto& id : chip::model_tensors(cfg)) bytes_after_.push_back(bytes += chip::tensor_bytes(cfg, id));
+  }
+  void operator()(int64_t tensors_done, int64_t) {
+    const int64_t total = bytes_after_.back(), done = bytes_after_[static_cast<std::size_t>(tensors_done - 1)];
+    const auto now = std::chrono::steady_clock::now();
+    const int tenth = static_cast<int>(10 * done / total);
+    if (tenth == tenth_ && now - last_ < std::chrono::seconds(10)) return;
+    tenth_ = tenth, last_ = now;
+    const double s = std::chrono::duration<double>(now - t0_).count();
+    const double fraction = static_cast<double>(done) / static_cast<double>(total);
+    std::fprintf(stderr, "[lpurt] gen-model: %3.0f%% (%s of %s) in %.1f s%s\n", 100 * fraction,
+                 chip::format_bytes(static_cast<double>(done)).c_str(),
+                 chip::format_bytes(static_cast<double>(total)).c_str(), s,
+                 done < total && s >= 1
+                     ? (", about " + std::to_string(static_cast<int64_t>(s * (1 - fraction) / fraction)) + " s left")
+                           .c_str()
+                     : "");
+  }
+
+ private:
+  std::vector<int64_t> bytes_after_;  // [tensor] bytes written once it is done
+  std::chrono::steady_clock::time_point t0_, last_;
+  int tenth_ = 0;
+};
+
 struct GenModelCommand {
   CLI::App* cmd;
   std::string preset, out;
@@ -243,17 +290,43 @@ struct GenModelCommand {
 
   explicit GenModelCommand(CLI::App& app)
       : cmd(app.add_subcommand("gen-model", "write a model file with deterministic synthetic weights")) {
-    cmd->add_option("--preset", preset, "model shape")->required();
+    cmd->add_option("--preset", preset, "model shape, one of (sizes with weights):" + preset_sizes())->required();
     cmd->add_option("--out", out, "output HDF5 file")->required();
     cmd->add_option("--seed", seed, "weight seed")->capture_default_str();
     cmd->add_flag("--config-only", config_only, "write the configuration only (for --timing-only studies)");
     cmd->add_flag("--force", force, "replace an existing file");
   }
 
+  /// Before any byte is written: the size on stderr, and a refusal naming both sizes if it cannot fit.
+  /// Weights are written before HDF5's metadata, so the data bytes are what must fit at least.
+  void check_space(const chip::ModelConfig& cfg, int rank) const {
+    const int64_t needed = cfg.weight_bytes();
+    const std::string folder = std::filesystem::absolute(out).parent_path().string();
+    const int64_t available = io::available_bytes(folder);
+    if (needed > available)
+      throw io::FileError(out + ": preset " + preset + " needs " + std::to_string(needed) + " bytes (" +
+                              chip::format_bytes(static_cast<double>(needed)) + ") but " + folder + " has " +
+                              std::to_string(available) + " bytes (" +
+                              chip::format_bytes(static_cast<double>(available)) +
+                              ") free; free space, choose another folder or use --config-only",
+                          ExitCode::io);
+    if (rank == 0)
+      std::fprintf(stderr, "[lpurt] gen-model: writing %s (%lld parameters) to %s, %s free there\n",
+                   chip::format_bytes(static_cast<double>(needed)).c_str(),
+                   static_cast<long long>(cfg.n_parameters()), out.c_str(),
+                   chip::format_bytes(static_cast<double>(available)).c_str());
+  }
+
   int run(int rank) const {
     io::SyntheticModel source(chip::model_preset(preset), seed, preset);
+    io::check_writable(out, force);
+    std::function<void(int64_t, int64_t)> progress;
+    if (!config_only) {
+      check_space(source.config(), rank);
+      if (rank == 0 && source.config().weight_bytes() >= progress_min_bytes) progress = WriteProgress(source.config());
+    }
     const auto t0 = std::chrono::steady_clock::now();
-    io::write_model_file(out, source, config_only, force, progress_printer("writing tensors", rank));
+    io::write_model_file(out, source, config_only, force, progress);
     const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     std::printf("wrote %s: preset %s, %lld parameters, %s%s in %.2f s\n", out.c_str(), preset.c_str(),
                 static_cast<long long>(source.config().n_parameters()),
