@@ -151,6 +151,17 @@ std::function<void(int64_t, int64_t)> progress_printer(const char* what, int ran
   };
 }
 
+/// "4 chip(s) = tp 1 x pp 1 x 4 replica(s), 3 idle (batch 1 fills 1 replica)": replicas beyond the batch
+/// hold no sequence, and a reader comparing chip counts needs to see that.
+std::string layout_text(int64_t chips, int64_t tp, int64_t pp, int64_t replicas, int64_t batch) {
+  std::string text = std::to_string(chips) + " chip(s) = tp " + std::to_string(tp) + " x pp " + std::to_string(pp) +
+                     " x " + std::to_string(replicas) + " replica(s)";
+  if (batch < replicas)
+    text += ", " + std::to_string((replicas - batch) * tp * pp) + " idle (batch " + std::to_string(batch) + " fills " +
+            std::to_string(batch) + " replica" + (batch == 1 ? "" : "s") + ")";
+  return text;
+}
+
 void print_plan_table(const partition::Plan& plan, const std::string& model_name, int64_t prompt_tokens,
                       int64_t output_tokens) {
   const auto m = partition::modelled_times(plan, prompt_tokens, output_tokens);
@@ -173,11 +184,10 @@ void print_plan_table(const partition::Plan& plan, const std::string& model_name
                   static_cast<long long>(link.second), f);
     std::printf(" decode figures are the slowest replica's\n");
   }
-  std::printf("layout  %lld chips = tp %lld x pp %lld x %lld replica(s), context %lld, batch %lld, prefill chunks of "
-              "%lld tokens\n",
-              static_cast<long long>(plan.n_chips()), static_cast<long long>(plan.tp), static_cast<long long>(plan.pp),
-              static_cast<long long>(plan.replicas), static_cast<long long>(plan.shape.context),
-              static_cast<long long>(plan.batch), static_cast<long long>(plan.shape.block_tokens));
+  std::printf("layout  %s, context %lld, batch %lld, prefill chunks of %lld tokens\n",
+              layout_text(plan.n_chips(), plan.tp, plan.pp, plan.replicas, plan.batch).c_str(),
+              static_cast<long long>(plan.shape.context), static_cast<long long>(plan.batch),
+              static_cast<long long>(plan.shape.block_tokens));
   std::printf("capacity: at context %lld at most %lld sequences fit; at batch %lld the context can reach %lld\n",
               static_cast<long long>(plan.shape.context), static_cast<long long>(plan.max_batch()),
               static_cast<long long>(plan.batch), static_cast<long long>(plan.max_context()));
@@ -478,10 +488,10 @@ struct RunCommand {
 
   void print_run(const io::RunResult& result, int n_ranks) const {
     auto get = [&](const char* k) { return *result.summary.find(k); };
-    std::printf("lpurt run: %s on %lld chip(s) (tp %lld x pp %lld), %d rank(s)\n",
-                std::get<std::string>(get("model")).c_str(), static_cast<long long>(std::get<int64_t>(get("chips"))),
-                static_cast<long long>(std::get<int64_t>(get("tp"))), static_cast<long long>(std::get<int64_t>(get("pp"))),
-                n_ranks);
+    const int64_t tp = std::get<int64_t>(get("tp")), pp = std::get<int64_t>(get("pp"));
+    const int64_t replicas = std::get<int64_t>(get("replicas"));
+    std::printf("lpurt run: %s on %s, %d rank(s)\n", std::get<std::string>(get("model")).c_str(),
+                layout_text(std::get<int64_t>(get("chips")), tp, pp, replicas, result.batch).c_str(), n_ranks);
     std::printf("prompt    %lld sequence(s) of %zu tokens\ngenerated", static_cast<long long>(result.batch),
                 result.prompt.size() / static_cast<std::size_t>(result.batch));
     if (timing_only) std::printf(" (timing-only: no payload, no tokens)");
