@@ -252,6 +252,25 @@ chips = [512, 576, 640, 768, 1024, 1152, 1536, 2048]
         varied = sweep("--preset", "tiny", "--sweep", "batch=1,2", "--chips", "2", "--out", os.path.join(WORK, "varied"))
         self.assertNotIn("identical", varied.stdout)
 
+    def test_plots_name_units_categories_and_infeasible_points(self):
+        out = os.path.join(WORK, "plots2")
+        sweep("--preset", "tiny", "--sweep", "chips=1,2", "--sweep", "sram_bytes=230686720,6500000", "--out", out)
+        plots = os.path.join(out, "plots")
+        with open(os.path.join(plots, "study.gp")) as f:
+            gp = f.read()
+        self.assertIn("set ylabel 'time to first token (us)'", gp, "microsecond latencies are drawn in us")
+        self.assertIn("set ylabel 'us per token'", gp)
+        self.assertIn("1 infeasible, not drawn: chips=1 sram_bytes=6500000", gp)
+        self.assertNotIn("top left", gp, "legends go outside the plot area")
+        self.assertIn("set key outside", gp)
+        with open(os.path.join(plots, "bars.dat")) as f:
+            bars = f.read()
+        self.assertIn('"chips=2 sram_bytes=6500000"', bars)
+        self.assertIn('"chips=1 sram_bytes=6500000 (infeasible)"', bars)
+        with open(os.path.join(plots, "data.dat")) as f:
+            self.assertIn("ttft_us tpot_us", f.read())
+        self.assertTrue(os.path.getsize(os.path.join(plots, "latency.png")) > 0 or shutil.which("gnuplot") is None)
+
     def test_flags_express_the_same_study_as_a_job_file(self):
         out_file, out_flags = os.path.join(WORK, "by_file"), os.path.join(WORK, "by_flags")
         sweep(write_job("by_file", f"""[study]
