@@ -3,16 +3,37 @@
 /// Every output lpurt writes goes through here: refuse to replace an existing file unless forced, write
 /// to `<path>.tmp.<host>.<pid>`, and rename into place, so a killed writer leaves the old file or the
 /// complete new one, never a partial file under the final name. A killed writer's temporary file stays
-/// until remove_stale_temporaries (a sweep calls it on its points folder) or the user removes it.
+/// until the next write of the same path (AtomicFile removes its target's stale temporaries), or
+/// remove_stale_temporaries (a sweep calls it on its points folder), or the user removes it.
+/// Only regular files are ever replaced: a symbolic link, directory, device, FIFO or socket at the path is
+/// refused, with or without --force.
 
+#include <sys/types.h>
+
+#include <cstdint>
 #include <functional>
 #include <string>
 
 namespace lpurt::io {
 
-/// Throws FileError(ExitCode::io) if `path` exists and `force` is false. Call it before expensive work
-/// so that a run does not compute for nothing.
+/// Throws FileError(ExitCode::io) if `path` exists and `force` is false, and whatever `force` is if it
+/// is anything but a regular file (a symbolic link is not followed). Call it before expensive work so
+/// that a run does not compute for nothing.
 void check_writable(const std::string& path, bool force);
+
+/// Removes `<path>.tmp.<this host>.<pid>` files whose pid is gone: the leftovers of killed writers of
+/// this very target (AtomicFile calls it before writing).
+void remove_stale_temporaries_of(const std::string& path);
+
+/// Whether a process with this pid exists on this host (kill(pid, 0); a pid we may not signal exists).
+bool process_alive(pid_t pid);
+
+/// Bytes an unprivileged writer can still put on the file system that holds `folder` (statvfs);
+/// throws FileError(ExitCode::io) naming the folder if it cannot be asked.
+int64_t available_bytes(const std::string& folder);
+
+/// This host's name, as temporary files and sweep claims record it.
+std::string this_host();
 
 /// Removes the temporary files in `folder` of writers on this host that have died (their pid is gone).
 /// Only for folders lpurt owns: a process in another PID namespace on the same host name would look dead.

@@ -177,6 +177,20 @@ std::function<void(int64_t, int64_t)> progress_printer(const char* what, int ran
   };
 }
 
+/// "4 chip(s) = tp 1 x pp 1 x 4 replica(s), 3 idle (batch 1 fills 1 replica)": replicas beyond the batch
+/// hold no sequence, and a reader comparing chip counts needs to see that.
+/// "432 chip(s) = tp 8 x pp 54 x 1 replica(s), 144 of the system's 576 idle".
+std::string layout_text(int64_t system_chips, int64_t tp, int64_t pp, int64_t replicas, int64_t batch) {
+  const int64_t used = tp * pp * replicas;
+  std::string text = std::to_string(used) + " chip(s) = tp " + std::to_string(tp) + " x pp " + std::to_string(pp) +
+                     " x " + std::to_string(replicas) + " replica(s)";
+  if (system_chips > used)
+    text += ", " + std::to_string(system_chips - used) + " of the system's " + std::to_string(system_chips) + " idle";
+  if (batch < replicas)
+    text += " (batch " + std::to_string(batch) + " fills " + std::to_string(batch) + " replica" + (batch == 1 ? "" : "s") + ")";
+  return text;
+}
+
 void print_plan_table(const partition::Plan& plan, const std::string& model_name, int64_t prompt_tokens,
                       int64_t output_tokens) {
   const auto m = partition::modelled_times(plan, prompt_tokens, output_tokens);
@@ -199,11 +213,10 @@ void print_plan_table(const partition::Plan& plan, const std::string& model_name
                   static_cast<long long>(link.second), f);
     std::printf(" decode figures are the slowest replica's\n");
   }
-  std::printf("layout  %lld chips = tp %lld x pp %lld x %lld replica(s), context %lld, batch %lld, prefill chunks of "
-              "%lld tokens\n",
-              static_cast<long long>(plan.n_chips()), static_cast<long long>(plan.tp), static_cast<long long>(plan.pp),
-              static_cast<long long>(plan.replicas), static_cast<long long>(plan.shape.context),
-              static_cast<long long>(plan.batch), static_cast<long long>(plan.shape.block_tokens));
+  std::printf("layout  %s, context %lld, batch %lld, prefill chunks of %lld tokens\n",
+              layout_text(plan.system_chips, plan.tp, plan.pp, plan.replicas, plan.batch).c_str(),
+              static_cast<long long>(plan.shape.context), static_cast<long long>(plan.batch),
+              static_cast<long long>(plan.shape.block_tokens));
   std::printf("capacity: at context %lld at most %lld sequences fit; at batch %lld the context can reach %lld\n",
               static_cast<long long>(plan.shape.context), static_cast<long long>(plan.max_batch()),
               static_cast<long long>(plan.batch), static_cast<long long>(plan.max_context()));
@@ -261,6 +274,53 @@ struct LengthOptions {
   }
 };
 
+/// "1.0 MB, 1.02M parameters" for each preset: what gen-model --help lists.
+std::string preset_sizes() {
+  std::string text;
+  for (const auto& name : chip::model_preset_names()) {
+    const chip::ModelConfig cfg = chip::model_preset(name);
+    const double n = static_cast<double>(cfg.n_parameters());
+    char line[160];
+    std::snprintf(line, sizeof line, "\n  %-15s %5.3g%s parameters, %s", name.c_str(), n >= 1e9 ? n / 1e9 : n / 1e6,
+                  n >= 1e9 ? "B" : "M", chip::format_bytes(static_cast<double>(cfg.weight_bytes())).c_str());
+    text += line;
+  }
+  return text;
+}
+
+/// gen-model's progress on stderr, tty or not: a line at each tenth of the bytes and at least every 10 s,
+/// so that a long write shows it is moving without one line per tensor. Only for files of at least
+/// progress_min_bytes: smaller ones are written in a fraction of a second.
+constexpr int64_t progress_min_bytes = int64_t{32} << 20;
+class WriteProgress {
+ public:
+  explicit WriteProgress(const chip::ModelConfig& cfg) : t0_(std::chrono::steady_clock::now()), last_(t0_) {
+    int64_t bytes = 0;
+    for (const auto& id : chip::model_tensors(cfg)) bytes_after_.push_back(bytes += chip::tensor_bytes(cfg, id));
+  }
+  void operator()(int64_t tensors_done, int64_t) {
+    const int64_t total = bytes_after_.back(), done = bytes_after_[static_cast<std::size_t>(tensors_done - 1)];
+    const auto now = std::chrono::steady_clock::now();
+    const int tenth = static_cast<int>(10 * done / total);
+    if (tenth == tenth_ && now - last_ < std::chrono::seconds(10)) return;
+    tenth_ = tenth, last_ = now;
+    const double s = std::chrono::duration<double>(now - t0_).count();
+    const double fraction = static_cast<double>(done) / static_cast<double>(total);
+    std::fprintf(stderr, "[lpurt] gen-model: %3.0f%% (%s of %s) in %.1f s%s\n", 100 * fraction,
+                 chip::format_bytes(static_cast<double>(done)).c_str(),
+                 chip::format_bytes(static_cast<double>(total)).c_str(), s,
+                 done < total && s >= 1
+                     ? (", about " + std::to_string(static_cast<int64_t>(s * (1 - fraction) / fraction)) + " s left")
+                           .c_str()
+                     : "");
+  }
+
+ private:
+  std::vector<int64_t> bytes_after_;  // [tensor] bytes written once it is done
+  std::chrono::steady_clock::time_point t0_, last_;
+  int tenth_ = 0;
+};
+
 struct GenModelCommand {
   CLI::App* cmd;
   std::string preset, out;
@@ -269,17 +329,43 @@ struct GenModelCommand {
 
   explicit GenModelCommand(CLI::App& app)
       : cmd(app.add_subcommand("gen-model", "write a model file with deterministic synthetic weights")) {
-    cmd->add_option("--preset", preset, "model shape")->required();
+    cmd->add_option("--preset", preset, "model shape, one of (sizes with weights):" + preset_sizes())->required();
     cmd->add_option("--out", out, "output HDF5 file")->required();
     cmd->add_option("--seed", seed, "weight seed")->capture_default_str();
     cmd->add_flag("--config-only", config_only, "write the configuration only (for --timing-only studies)");
     cmd->add_flag("--force", force, "replace an existing file");
   }
 
+  /// Before any byte is written: the size on stderr, and a refusal naming both sizes if it cannot fit.
+  /// Weights are written before HDF5's metadata, so the data bytes are what must fit at least.
+  void check_space(const chip::ModelConfig& cfg, int rank) const {
+    const int64_t needed = cfg.weight_bytes();
+    const std::string folder = std::filesystem::absolute(out).parent_path().string();
+    const int64_t available = io::available_bytes(folder);
+    if (needed > available)
+      throw io::FileError(out + ": preset " + preset + " needs " + std::to_string(needed) + " bytes (" +
+                              chip::format_bytes(static_cast<double>(needed)) + ") but " + folder + " has " +
+                              std::to_string(available) + " bytes (" +
+                              chip::format_bytes(static_cast<double>(available)) +
+                              ") free; free space, choose another folder or use --config-only",
+                          ExitCode::io);
+    if (rank == 0)
+      std::fprintf(stderr, "[lpurt] gen-model: writing %s (%lld parameters) to %s, %s free there\n",
+                   chip::format_bytes(static_cast<double>(needed)).c_str(),
+                   static_cast<long long>(cfg.n_parameters()), out.c_str(),
+                   chip::format_bytes(static_cast<double>(available)).c_str());
+  }
+
   int run(int rank) const {
     io::SyntheticModel source(chip::model_preset(preset), seed, preset);
+    io::check_writable(out, force);
+    std::function<void(int64_t, int64_t)> progress;
+    if (!config_only) {
+      check_space(source.config(), rank);
+      if (rank == 0 && source.config().weight_bytes() >= progress_min_bytes) progress = WriteProgress(source.config());
+    }
     const auto t0 = std::chrono::steady_clock::now();
-    io::write_model_file(out, source, config_only, force, progress_printer("writing tensors", rank));
+    io::write_model_file(out, source, config_only, force, progress);
     const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     std::printf("wrote %s: preset %s, %lld parameters, %s%s in %.2f s\n", out.c_str(), preset.c_str(),
                 static_cast<long long>(source.config().n_parameters()),
@@ -483,10 +569,10 @@ struct RunCommand {
 
   void print_run(const io::RunResult& result, int n_ranks) const {
     auto get = [&](const char* k) { return *result.summary.find(k); };
-    std::printf("lpurt run: %s on %lld chip(s) (tp %lld x pp %lld), %d rank(s)\n",
-                std::get<std::string>(get("model")).c_str(), static_cast<long long>(std::get<int64_t>(get("chips"))),
-                static_cast<long long>(std::get<int64_t>(get("tp"))), static_cast<long long>(std::get<int64_t>(get("pp"))),
-                n_ranks);
+    const int64_t tp = std::get<int64_t>(get("tp")), pp = std::get<int64_t>(get("pp"));
+    const int64_t replicas = std::get<int64_t>(get("replicas"));
+    std::printf("lpurt run: %s on %s, %d rank(s)\n", std::get<std::string>(get("model")).c_str(),
+                layout_text(std::get<int64_t>(get("chips")), tp, pp, replicas, result.batch).c_str(), n_ranks);
     std::printf("prompt    %lld sequence(s) of %zu tokens\ngenerated", static_cast<long long>(result.batch),
                 result.prompt.size() / static_cast<std::size_t>(result.batch));
     if (timing_only) std::printf(" (timing-only: no payload, no tokens)");
@@ -569,6 +655,7 @@ struct SweepCommand {
 
   /// The study the flags describe (no job file).
   Study study_from_flags(int n_ranks) const {
+    check_study_name(name, "--name");
     Study study;
     study.name = name;
     study.source = "command line";

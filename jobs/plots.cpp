@@ -59,6 +59,29 @@ std::string axis_label(const std::string& name) {
   return name;
 }
 
+/// The unit that writes the largest of `seconds` with 1 to 3 digits before the point: plots of a
+/// microsecond-scale model in ms would show only 0.00x.
+struct TimeUnit {
+  const char* name;
+  double per_second;
+};
+TimeUnit time_unit(const std::vector<double>& seconds) {
+  double largest = 0;
+  for (const double x : seconds)
+    if (x > largest) largest = x;
+  if (largest >= 1) return {"s", 1};
+  if (largest >= 1e-3) return {"ms", 1e3};
+  if (largest >= 1e-6) return {"us", 1e6};
+  return {"ns", 1e9};
+}
+
+/// A gnuplot double-quoted string, whose "\n" breaks the line (titles with a second line).
+std::string gp_text(const std::string& s) {
+  std::string q = "\"";
+  for (const char c : s) q += c == '\n' ? std::string("\\n") : c == '"' || c == '\\' ? std::string("\\") + c : std::string(1, c);
+  return q + "\"";
+}
+
 }  // namespace
 
 PlotSet render_plots(const Study& s, const std::vector<io::Record>& rows, const std::string& dir) {
@@ -84,6 +107,49 @@ PlotSet render_plots(const Study& s, const std::vector<io::Record>& rows, const 
     category_index.emplace(text(rows[i].find(x_name)), category_index.size());
   }
 
+  // Infeasible points have no figures: they are named under every title instead of vanishing from
+  // the lines. All infeasible: nothing to draw.
+  std::vector<std::string> infeasible_labels;
+  int64_t n_infeasible = 0;
+  std::vector<double> latencies, step_times;
+  for (const auto& r : rows) {
+    const auto* status = r.find("status");
+    if (status && std::holds_alternative<std::string>(*status) && std::get<std::string>(*status) == "ok") {
+      latencies.push_back(number(r, "ttft_s")), latencies.push_back(number(r, "tpot_s"));
+      step_times.push_back(number(r, "tpot_s"));
+      continue;
+    }
+    std::string label;
+    for (const auto& a : s.axes) label += (label.empty() ? "" : " ") + a.name + "=" + text(r.find(a.name));
+    ++n_infeasible;
+    infeasible_labels.push_back(label.empty() ? "point " + text(r.find("point")) : label);
+  }
+  // At most two lines under the title (the plot is 960 pixels wide); the table has them all.
+  std::string infeasible, line;
+  for (std::size_t i = 0; i < infeasible_labels.size(); ++i) {
+    const std::string& item = infeasible_labels[i];
+    if (!line.empty() && line.size() + item.size() > 100) {
+      if (!infeasible.empty()) {
+        line += "... and " + std::to_string(infeasible_labels.size() - i) + " more (see results.csv)";
+        break;
+      }
+      infeasible = line + "\n", line.clear();
+    }
+    line += item + (i + 1 < infeasible_labels.size() ? "; " : "");
+  }
+  infeasible += line;
+  PlotSet result;
+  if (latencies.empty()) {
+    result.warning = "no feasible point: no plots (results.csv gives each point's reason)";
+    return result;
+  }
+  auto plot_title = [&](const std::string& what) {
+    return gp_text(s.name + ": " + what +
+                   (infeasible.empty() ? "" : "\n" + std::to_string(n_infeasible) + " infeasible, not drawn: " + infeasible));
+  };
+  const TimeUnit latency_unit = time_unit(latencies), step_unit = time_unit(step_times);
+  const std::string lat = latency_unit.name;
+
   // data.dat: one block per series (gnuplot `index`); bars.dat: one row per point for the stacked bars.
   std::ostringstream data, bars;
   double x_min = std::numeric_limits<double>::infinity(), x_max = 0, tps_min = x_min, tps_max = 0;
@@ -91,8 +157,8 @@ PlotSet render_plots(const Study& s, const std::vector<io::Record>& rows, const 
   std::vector<double> x_values;
   for (std::size_t k = 0; k < series.size(); ++k) {
     data << "# series " << k << ": " << (series[k].empty() ? "all points" : series[k])
-         << "\n# x label ttft_ms tpot_ms tokens_per_s_user tokens_per_s_system sram_max_MB sram_mean_MB "
-            "sram_capacity_MB\n";
+         << "\n# x label ttft_" << lat << " tpot_" << lat
+         << " tokens_per_s_user tokens_per_s_system sram_max_MB sram_mean_MB sram_capacity_MB\n";
     for (const std::size_t i : series_rows[k]) {
       const io::Record& r = rows[i];
       const std::string category = text(r.find(x_name));
@@ -103,7 +169,7 @@ PlotSet render_plots(const Study& s, const std::vector<io::Record>& rows, const 
       if (user > 0) tps_min = std::min(tps_min, user), tps_max = std::max(tps_max, system);
       batched = batched || (user > 0 && system != user);
       data << g(x, 17) << " " << data_string(category);
-      for (const double column : {number(r, "ttft_s", 1e3), number(r, "tpot_s", 1e3), user, system,
+      for (const double column : {number(r, "ttft_s", latency_unit.per_second), number(r, "tpot_s", latency_unit.per_second), user, system,
                                   number(r, "sram_bytes_max", 1e-6), number(r, "sram_bytes_mean", 1e-6),
                                   number(r, "sram_bytes_per_chip", 1e-6)})
         data << " " << g(column, 9);
@@ -111,12 +177,16 @@ PlotSet render_plots(const Study& s, const std::vector<io::Record>& rows, const 
     }
     data << "\n\n";
   }
-  bars << "# label compute_us transfer_us idle_us (of the time per output token)\n";
+  const std::string step = step_unit.name;
+  bars << "# label compute_" << step << " transfer_" << step << " idle_" << step << " (of the time per output token)\n";
   for (const auto& r : rows) {
-    std::string label = text(r.find(x_name));
-    for (std::size_t a = 1; a < s.axes.size(); ++a) label += " " + text(r.find(s.axes[a].name));
-    bars << data_string(label) << " " << g(number(r, "tpot_compute_s", 1e6), 9) << " "
-         << g(number(r, "tpot_transfer_s", 1e6), 9) << " " << g(number(r, "tpot_idle_s", 1e6), 9) << "\n";
+    std::string label;
+    for (const auto& a : s.axes) label += (label.empty() ? "" : " ") + a.name + "=" + text(r.find(a.name));
+    if (label.empty()) label = "point " + text(r.find("point"));
+    if (std::isnan(number(r, "tpot_s"))) label += " (infeasible)";
+    bars << data_string(label) << " " << g(number(r, "tpot_compute_s", step_unit.per_second), 9) << " "
+         << g(number(r, "tpot_transfer_s", step_unit.per_second), 9) << " "
+         << g(number(r, "tpot_idle_s", step_unit.per_second), 9) << "\n";
   }
 
   const bool log_x = numeric_x && x_min > 0 && x_max / x_min >= 8;
@@ -146,7 +216,7 @@ PlotSet render_plots(const Study& s, const std::vector<io::Record>& rows, const 
   std::ostringstream gp;
   gp << "# Plots of study " << s.name << ", written by lpurt sweep. Redraw with: gnuplot study.gp (in this folder)\n"
      << "if (!exists('suffix')) suffix = ''\n"
-     << "set datafile missing 'nan'\nset grid\nset key top left noenhanced box opaque\n"
+     << "set datafile missing 'nan'\nset grid\nset key outside below noenhanced box\n"
      << "set xlabel " << gp_string(x_label) << "\n"
      << "set offsets graph 0.03, graph 0.03, graph 0.05, 0\nset autoscale xfix\n"
      << (log_x ? "set logscale x 2\n" : "") << (numeric_x ? x_tics : "set xtics rotate by -30\n")
@@ -154,7 +224,7 @@ PlotSet render_plots(const Study& s, const std::vector<io::Record>& rows, const 
      << "  if (fmt eq 'png') { set terminal pngcairo size 960,600 noenhanced font ',11' } else { set terminal svg size "
         "960,600 dynamic noenhanced font ',11' }\n"
      << "  set output 'throughput.'.fmt.suffix\n"
-     << "  set title " << gp_string(s.name + ": modelled throughput") << "\n"
+     << "  set title " << plot_title("modelled throughput") << "\n"
      << (batched ? "  set ylabel 'tokens/s'\n" : "  set ylabel 'tokens/s per user (= per system: one sequence each)'\n")
      << (log_y ? "  set logscale y\n" : "") << "  plot "
      << (batched ? lines(5, "per user", "x1y1", "lw 2 pt 7") + ", " + lines(6, "per system", "x1y1", "lw 2 pt 5 dt 2")
@@ -162,23 +232,23 @@ PlotSet render_plots(const Study& s, const std::vector<io::Record>& rows, const 
      << "\n"
      << "  unset logscale y\n"
      << "  set output 'latency.'.fmt.suffix\n"
-     << "  set title " << gp_string(s.name + ": modelled latency") << "\n"
-     << "  set ylabel 'time to first token (ms)'\n  set y2label 'time per output token (ms)'\n"
+     << "  set title " << plot_title("modelled latency") << "\n"
+     << "  set ylabel 'time to first token (" << lat << ")'\n  set y2label 'time per output token (" << lat << ")'\n"
      << "  set ytics nomirror\n  set y2tics\n  plot " << lines(3, "time to first token", "x1y1", "lw 2 pt 7") << ", "
      << lines(4, "time per output token (right axis)", "x1y2", "lw 2 pt 5 dt 2") << "\n"
      << "  unset y2tics\n  unset y2label\n  set ytics mirror\n"
      << "  set output 'sram.'.fmt.suffix\n"
-     << "  set title " << gp_string(s.name + ": SRAM per chip") << "\n"
-     << "  set ylabel 'MB'\n  set yrange [0:*]\n  set key bottom right\n  plot " << lines(7, "busiest chip", "x1y1", "lw 2 pt 7") << ", "
+     << "  set title " << plot_title("SRAM per chip") << "\n"
+     << "  set ylabel 'MB'\n  set yrange [0:*]\n  plot " << lines(7, "busiest chip", "x1y1", "lw 2 pt 7") << ", "
      << lines(8, "mean chip", "x1y1", "lw 2 pt 5 dt 2") << ", 'data.dat' index 0 using 1:9 with lines lw 1 lc rgb 'black' "
-     << "title 'capacity'\n  set autoscale y\n  set key top left\n"
+     << "title 'capacity'\n  set autoscale y\n"
      << "  set output 'time_per_token.'.fmt.suffix\n"
-     << "  set title " << gp_string(s.name + ": time per output token (compute and transfers on the critical path, idle)") << "\n"
+     << "  set title " << plot_title("time per output token (compute and transfers on the critical path, idle)") << "\n"
      << "  unset logscale x\n  set style data histograms\n  set style histogram rowstacked\n"
      << "  set style fill solid 0.8 border -1\n  set boxwidth 0.7\n  set xtics rotate by -30\n"
-     << "  set ylabel 'us per token'\n  set yrange [0:*]\n"
+     << "  set ylabel '" << step << " per token'\n  set yrange [0:*]\n  unset xlabel\n  set key outside right top\n"
      << "  plot 'bars.dat' using 2:xtic(1) title 'compute', '' using 3 title 'transfer', '' using 4 title 'idle'\n"
-     << "  set autoscale y\n  set style data points\n" << (log_x ? "  set logscale x 2\n" : "")
+     << "  set autoscale y\n  set style data points\n  set key outside below\n  set xlabel " << gp_string(x_label) << "\n" << (log_x ? "  set logscale x 2\n" : "")
      << "  set xtics autofreq norotate\n" << (numeric_x ? "  " + x_tics : "  set xtics rotate by -30\n")
      << "  set output\n}\n";
 
@@ -186,7 +256,6 @@ PlotSet render_plots(const Study& s, const std::vector<io::Record>& rows, const 
   io::write_text_atomically((fs::path(dir) / "bars.dat").string(), bars.str(), true);
   io::write_text_atomically((fs::path(dir) / "study.gp").string(), gp.str(), true);
 
-  PlotSet result;
   std::vector<std::string> images;
   for (const char* name : {"throughput", "latency", "sram", "time_per_token"})
     for (const char* format : {"png", "svg"}) images.push_back((fs::path(dir) / (std::string(name) + "." + format)).string());
@@ -205,6 +274,7 @@ PlotSet render_plots(const Study& s, const std::vector<io::Record>& rows, const 
     return result;
   }
   for (const auto& image : images) {
+    io::check_writable(image, true);
     std::error_code ec;
     fs::rename(image + suffix, image, ec);
     if (ec) throw io::FileError(image + ": cannot rename the drawn plot into place: " + ec.message(), ExitCode::io);

@@ -310,8 +310,7 @@ Study parse_study(const std::string& text, const std::string& path) {
                                                 " (0: wait forever), got " + format_value(s.step_timeout_s));
     }
   }
-  if (s.name.empty() || s.name.find_first_of("\n\r\"") != std::string::npos)
-    throw ConfigError(path + ": study.name must be a non-empty single-line name without quotes");
+  check_study_name(s.name, path + ": study.name");
 
   const auto* model = in.section(root, "model", {"file", "preset", "seed"});
   if (!model) throw chip::InputError(path + ": a [model] section with file = \"...\" or preset = \"...\" is required");
@@ -393,6 +392,16 @@ Study parse_study(const std::string& text, const std::string& path) {
     throw ConfigError(path + ": the chip count is missing: give run.chips or sweep.chips");
   expand(s);  // every impossible value fails now, naming its key and line, before anything runs
   return s;
+}
+
+void check_study_name(const std::string& name, const std::string& origin) {
+  if (name.empty() || name.find_first_of("\n\r\"") != std::string::npos)
+    throw ConfigError(origin + " must be a non-empty single-line name without quotes");
+  // The name is the default output folder, inside the job file's folder: a separator or a dot folder
+  // would put the study somewhere else (name = "../../evil").
+  if (name.find_first_of("/\\") != std::string::npos || name == "." || name.find("..") != std::string::npos)
+    throw ConfigError(origin + " \"" + name + "\" must be a plain name without '/', '\\' or '..' (it names the "
+                      "study's folder; give study.output or --out to write elsewhere)");
 }
 
 void check_axes(const Study& s) {

@@ -66,6 +66,10 @@ Study load_study(const std::string& path);
 /// Parses job-file text; `path` names it in messages and anchors relative paths.
 Study parse_study(const std::string& text, const std::string& path);
 
+/// Throws ConfigError("<origin> ...") unless `name` is a plain one-line name: no quotes, no path
+/// separators, no "..", so that the study's default folder stays inside the folder it is given.
+void check_study_name(const std::string& name, const std::string& origin);
+
 /// Checks a study built from flags the way parse_study checks a job file: no parameter swept twice, or
 /// both swept and fixed (in run or system_set). Throws ConfigError naming the parameter.
 void check_axes(const Study& study);

@@ -1,11 +1,21 @@
 #include "jobs/sweep.hpp"
 
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <cerrno>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
+#include <ctime>
 #include <filesystem>
+#include <fstream>
+#include <map>
 #include <memory>
+#include <set>
+#include <thread>
 
 #include "chip/model_config.hpp"
 #include "io/atomic_file.hpp"
@@ -44,6 +54,99 @@ bool is_done(const Point& p) {
   }
 }
 
+/// Concurrent sweeps of one study (two `lpurt sweep` processes, Slurm array elements, the rank groups of
+/// one sweep) share its points through claim files: points/<hash>.claim holds "host pid" of the sweep
+/// running the point. It is created atomically by link(2) of a complete file (O_EXCL semantics, also on
+/// NFS), so a claim is never seen half written, and removed once the point's result is in place. A claim
+/// of a process that is gone from this host is stale and taken over; a claim of another host is
+/// respected (the waiting sweep says which host and pid hold it).
+class PointClaim {
+ public:
+  enum class State { mine, done, busy };
+
+  explicit PointClaim(const Point& p)
+      : path_(fs::path(p.file).replace_extension(".claim").string()), owner_(io::this_host() + " " + std::to_string(::getpid())) {}
+  PointClaim(const PointClaim&) = delete;
+  PointClaim& operator=(const PointClaim&) = delete;
+  ~PointClaim() {
+    if (held_) ::unlink(path_.c_str());
+  }
+  const std::string& path() const { return path_; }
+  /// "host pid" of the sweep that holds the claim when try_take answered busy.
+  const std::string& holder() const { return holder_; }
+
+  /// Takes the claim unless another live sweep holds it; `done` tells whether the point has a result
+  /// that counts (checked once the claim is ours: another sweep may have finished it meanwhile).
+  State try_take(const std::function<bool()>& done) {
+    for (int attempt = 0; attempt < 2; ++attempt) {
+      if (link_own_file(path_)) {
+        held_ = true;
+        if (!done()) return State::mine;
+        release();
+        return State::done;
+      }
+      holder_ = read_owner(path_);
+      if (!stale(holder_) || !take_over_stale()) break;
+    }
+    return done() ? State::done : State::busy;
+  }
+  void release() {
+    if (held_) ::unlink(path_.c_str());
+    held_ = false;
+  }
+
+ private:
+  /// Creates `target` holding owner_, atomically: a complete private file linked to the name.
+  bool link_own_file(const std::string& target) const {
+    const std::string mine = target + ".tmp." + io::this_host() + "." + std::to_string(::getpid());
+    {
+      std::ofstream out(mine, std::ios::trunc);
+      out << owner_ << "\n";
+      out.flush();
+      if (!out) throw io::FileError(mine + ": cannot write a point claim: " + std::strerror(errno), ExitCode::io);
+    }
+    const bool linked = ::link(mine.c_str(), target.c_str()) == 0;
+    const int error = errno;
+    ::unlink(mine.c_str());
+    if (!linked && error != EEXIST)
+      throw io::FileError(target + ": cannot create the point's claim: " + std::strerror(error), ExitCode::io);
+    return linked;
+  }
+
+  static std::string read_owner(const std::string& path) {
+    std::ifstream in(path);
+    std::string owner;
+    std::getline(in, owner);
+    return owner;
+  }
+
+  /// A claim by a process of this host that no longer exists.
+  static bool stale(const std::string& owner) {
+    const auto space = owner.rfind(' ');
+    if (space == std::string::npos || owner.substr(0, space) != io::this_host()) return false;
+    const std::string pid = owner.substr(space + 1);
+    if (pid.empty() || pid.size() > 9 || pid.find_first_not_of("0123456789") != std::string::npos) return false;
+    return !io::process_alive(static_cast<pid_t>(std::stol(pid)));
+  }
+
+  /// Removes a stale claim under a guard file, so that of two sweeps finding it stale only one removes
+  /// it (the other could otherwise remove the first one's fresh claim). A guard left by a sweep killed in
+  /// this short window is stale in turn and removed for the next attempt.
+  bool take_over_stale() {
+    const std::string guard = path_ + ".takeover";
+    if (!link_own_file(guard)) {
+      if (stale(read_owner(guard))) ::unlink(guard.c_str());
+      return false;
+    }
+    const bool removed = stale(read_owner(path_)) && ::unlink(path_.c_str()) == 0;
+    ::unlink(guard.c_str());
+    return removed;
+  }
+
+  std::string path_, owner_, holder_;
+  bool held_ = false;
+};
+
 /// The summary fields every point file starts with.
 io::Record point_header(const Study& s, const Point& p, const std::string& status) {
   io::Record r;
@@ -75,101 +178,141 @@ std::string index_ranges(const std::vector<int64_t>& indices) {
   return s;
 }
 
-/// Runs `mine` on the ranks of `comm`, one after another; rank 0 of comm writes the files and prints.
-int64_t run_group_points(const Study& s, std::size_t n_points, const std::vector<const Point*>& mine,
-                         const SweepOptions& options, MPI_Comm comm) {
+/// Whether point `p` has a result that counts: with --force, only one written since the sweep started
+/// (by a concurrent sweep).
+bool counts_as_done(const Point& p, const SweepOptions& options, int64_t started) {
+  if (!is_done(p)) return false;
+  struct stat st {};
+  return !options.force || (::stat(p.file.c_str(), &st) == 0 && st.st_mtime >= started);
+}
+
+/// Runs the points of `pending` that no other sweep runs, on the ranks of `comm`, one after another; rank
+/// 0 of comm claims them, writes the files and prints. Points claimed by other sweeps are retried until
+/// they are done (or their claim goes stale), so that every point has a result when this returns.
+int64_t run_group_points(const Study& s, std::size_t n_points, std::vector<const Point*> pending,
+                         const SweepOptions& options, int64_t started, MPI_Comm comm) {
   const int rank = runtime::comm_rank(comm), n_ranks = runtime::comm_size(comm);
   const bool talk = rank == 0 && !options.quiet;
   const int width = static_cast<int>(std::to_string(n_points).size());
   int64_t n_run = 0;
-  for (const Point* point : mine) {
-    const Point& p = *point;
-    const auto t0 = std::chrono::steady_clock::now();
-    std::unique_ptr<io::WeightSource> source;
-    std::unique_ptr<runtime::RunSession> session;
-    std::unique_ptr<io::ResultWriter> point_file;  // rank 0
-    io::RunResult result;
-    std::string status = "ok", infeasible;
-    try {
+  std::map<int64_t, std::string> holders;  // rank 0: point -> the claim that keeps it from us
+  std::set<int64_t> reported;               // points whose holder was named
+  while (!pending.empty()) {
+    std::vector<const Point*> waiting;
+    for (const Point* point : pending) {
+      const Point& p = *point;
+      std::unique_ptr<PointClaim> claim;  // rank 0, held while the point runs
+      auto state = PointClaim::State::mine;
       runtime::agree_on_setup(comm, [&] {
-        source = open_model(s);
-        runtime::RunConfig config;
-        config.request = p.request;
-        config.request.prompt_tokens = p.prompt_len;
-        config.request.output_tokens = p.tokens;
-        config.n_tokens = p.tokens;
-        config.n_ranks = n_ranks;
-        config.timing_only = s.timing_only;
-        config.faults.step_timeout_s = s.step_timeout_s;
-        // What the point's own values make impossible is a result of the study, the same on every rank
-        // (planning is deterministic): a layout that does not fit or cannot exist, a context too short.
-        try {
-          config.plan = std::make_shared<const partition::Plan>(
-              partition::make_plan(source->config(), p.hardware, config.request));
-        } catch (const partition::PlanError& e) {
-          infeasible = e.what();
-        } catch (const chip::CapacityError& e) {
-          infeasible = e.what();
-        }
-        if (infeasible.empty() && p.prompt_len + p.tokens - 1 > config.plan->shape.context)
-          infeasible = "prompt_len (" + std::to_string(p.prompt_len) + ") + tokens (" + std::to_string(p.tokens) +
-                       ") - 1 exceeds the context of " + std::to_string(config.plan->shape.context) + " positions";
-        if (infeasible.empty() && n_ranks > config.plan->n_chips())
-          infeasible = std::to_string(n_ranks) + " ranks for " + std::to_string(config.plan->n_chips()) +
-                       " chips: every rank must host at least one chip";
-        if (infeasible.empty()) {
-          // After the plan, which bounds the batch and the prompt (one prompt per sequence).
-          for (int64_t b = 0; b < p.request.batch; ++b)
-            config.prompts.push_back(runtime::synthetic_prompt(p.prompt_len, source->config().vocab_size, b));
-          session = std::make_unique<runtime::RunSession>(*source, p.hardware, config, comm);
-        }
-        if (rank == 0)
-          point_file = std::make_unique<io::ResultWriter>(p.file, true, session ? p.request.batch : 1,
-                                                          session && !s.timing_only ? p.tokens : 0,
-                                                          source->config().vocab_size);
+        if (rank != 0) return;
+        claim = std::make_unique<PointClaim>(p);
+        state = claim->try_take([&] { return counts_as_done(p, options, started); });
       });
-    } catch (const runtime::AgreedError& e) {
-      throw runtime::AgreedError("point " + std::to_string(p.index) + " (" + p.label + "): " + e.what(), e.code(),
-                                 e.origin_rank());
-    }
-    if (!infeasible.empty()) {
-      status = "infeasible";
-      result.summary = point_header(s, p, status);
-      result.summary.set("reason", infeasible);
-    }
-    if (session) {
-      const std::string which = "point " + std::to_string(p.index) + " (" + p.label + "): ";
-      try {
-        runtime::LogitsSink logits;
-        if (point_file)
-          logits = [&](int64_t sequence, int64_t token, const float* row) { point_file->write_logits(sequence, token, row); };
-        result = session->run({}, logits);
-      } catch (const runtime::AgreedError& e) {
-        throw runtime::AgreedError(which + e.what(), e.code(), e.origin_rank());
-      } catch (const Error& e) {
-        throw Error(which + e.what(), e.code());
+      LPURT_MPI_CHECK(MPI_Bcast(&state, sizeof state, MPI_BYTE, 0, comm));
+      if (state == PointClaim::State::done) continue;
+      if (state == PointClaim::State::busy) {
+        waiting.push_back(point);
+        if (rank == 0) holders[p.index] = claim->holder() + " (" + claim->path() + ")";
+        continue;
       }
-      io::Record summary = point_header(s, p, status);
-      for (const auto& [key, value] : result.summary.fields()) summary.set(key, value);
-      result.summary = std::move(summary);
-      session.reset();
+      const auto t0 = std::chrono::steady_clock::now();
+      std::unique_ptr<io::WeightSource> source;
+      std::unique_ptr<runtime::RunSession> session;
+      std::unique_ptr<io::ResultWriter> point_file;  // rank 0
+      io::RunResult result;
+      std::string status = "ok", infeasible;
+      try {
+        runtime::agree_on_setup(comm, [&] {
+          source = open_model(s);
+          runtime::RunConfig config;
+          config.request = p.request;
+          config.request.prompt_tokens = p.prompt_len;
+          config.request.output_tokens = p.tokens;
+          config.n_tokens = p.tokens;
+          config.n_ranks = n_ranks;
+          config.timing_only = s.timing_only;
+          config.faults.step_timeout_s = s.step_timeout_s;
+          // What the point's own values make impossible is a result of the study, the same on every rank
+          // (planning is deterministic): a layout that does not fit or cannot exist, a context too short.
+          try {
+            config.plan = std::make_shared<const partition::Plan>(
+                partition::make_plan(source->config(), p.hardware, config.request));
+          } catch (const partition::PlanError& e) {
+            infeasible = e.what();
+          } catch (const chip::CapacityError& e) {
+            infeasible = e.what();
+          }
+          if (infeasible.empty() && p.prompt_len + p.tokens - 1 > config.plan->shape.context)
+            infeasible = "prompt_len (" + std::to_string(p.prompt_len) + ") + tokens (" + std::to_string(p.tokens) +
+                         ") - 1 exceeds the context of " + std::to_string(config.plan->shape.context) + " positions";
+          if (infeasible.empty() && n_ranks > config.plan->n_chips())
+            infeasible = std::to_string(n_ranks) + " ranks for " + std::to_string(config.plan->n_chips()) +
+                         " chips in use: every rank must host at least one chip";
+          if (infeasible.empty()) {
+            // After the plan, which bounds the batch and the prompt (one prompt per sequence).
+            for (int64_t b = 0; b < p.request.batch; ++b)
+              config.prompts.push_back(runtime::synthetic_prompt(p.prompt_len, source->config().vocab_size, b));
+            session = std::make_unique<runtime::RunSession>(*source, p.hardware, config, comm);
+          }
+          if (rank == 0)
+            point_file = std::make_unique<io::ResultWriter>(p.file, true, session ? p.request.batch : 1,
+                                                            session && !s.timing_only ? p.tokens : 0,
+                                                            source->config().vocab_size);
+        });
+      } catch (const runtime::AgreedError& e) {
+        throw runtime::AgreedError("point " + std::to_string(p.index) + " (" + p.label + "): " + e.what(), e.code(),
+                                   e.origin_rank());
+      }
+      if (!infeasible.empty()) {
+        status = "infeasible";
+        result.summary = point_header(s, p, status);
+        result.summary.set("reason", infeasible);
+      }
+      if (session) {
+        const std::string which = "point " + std::to_string(p.index) + " (" + p.label + "): ";
+        try {
+          runtime::LogitsSink logits;
+          if (point_file)
+            logits = [&](int64_t sequence, int64_t token, const float* row) { point_file->write_logits(sequence, token, row); };
+          result = session->run({}, logits);
+        } catch (const runtime::AgreedError& e) {
+          throw runtime::AgreedError(which + e.what(), e.code(), e.origin_rank());
+        } catch (const Error& e) {
+          throw Error(which + e.what(), e.code());
+        }
+        io::Record summary = point_header(s, p, status);
+        for (const auto& [key, value] : result.summary.fields()) summary.set(key, value);
+        result.summary = std::move(summary);
+        session.reset();
+      }
+      result.summary.set("point_key", p.key);
+      if (point_file) point_file->commit(result);
+      if (claim) claim->release();
+      ++n_run;
+      if (!talk) continue;
+      const double wall_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      if (status == "ok")
+        std::printf("[%*lld/%zu] %s: ttft %s, tpot %s, %.1f tokens/s per user, %.1f per system (%s)\n", width,
+                    static_cast<long long>(p.index + 1), n_points, p.label.c_str(),
+                    format_seconds(field<double>(result.summary, "ttft_s")).c_str(),
+                    format_seconds(field<double>(result.summary, "tpot_s")).c_str(),
+                    field<double>(result.summary, "tokens_per_s_user"), field<double>(result.summary, "tokens_per_s_system"),
+                    format_seconds(wall_s).c_str());
+      else
+        std::printf("[%*lld/%zu] %s: infeasible: %s\n", width, static_cast<long long>(p.index + 1), n_points,
+                    p.label.c_str(), field<std::string>(result.summary, "reason").c_str());
+      std::fflush(stdout);
     }
-    result.summary.set("point_key", p.key);
-    if (point_file) point_file->commit(result);
-    ++n_run;
-    if (!talk) continue;
-    const double wall_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    if (status == "ok")
-      std::printf("[%*lld/%zu] %s: ttft %s, tpot %s, %.1f tokens/s per user, %.1f per system (%s)\n", width,
-                  static_cast<long long>(p.index + 1), n_points, p.label.c_str(),
-                  format_seconds(field<double>(result.summary, "ttft_s")).c_str(),
-                  format_seconds(field<double>(result.summary, "tpot_s")).c_str(),
-                  field<double>(result.summary, "tokens_per_s_user"), field<double>(result.summary, "tokens_per_s_system"),
-                  format_seconds(wall_s).c_str());
-    else
-      std::printf("[%*lld/%zu] %s: infeasible: %s\n", width, static_cast<long long>(p.index + 1), n_points,
-                  p.label.c_str(), field<std::string>(result.summary, "reason").c_str());
-    std::fflush(stdout);
+    // Every point left is another sweep's: name them once, and give it time to finish them.
+    if (waiting.size() == pending.size()) {
+      for (const Point* point : waiting)
+        if (talk && reported.insert(point->index).second)
+          std::printf("waiting for point %lld (%s), claimed by %s\n", static_cast<long long>(point->index + 1),
+                      point->label.c_str(), holders[point->index].c_str());
+      std::fflush(stdout);
+      std::this_thread::sleep_for(std::chrono::milliseconds(500));
+    }
+    pending = std::move(waiting);
   }
   return n_run;
 }
@@ -186,6 +329,30 @@ int64_t max_array_size() {
   if (equals == std::string::npos) return slurm_default;
   const int64_t value = std::strtoll(r.output.c_str() + equals + 1, nullptr, 10);
   return value > 0 ? value : slurm_default;
+}
+
+/// Points whose modelled figures are all equal measure the same thing: the swept values make no
+/// difference there (more chips at batch 1 only add idle replicas). Says so, so that a flat curve is
+/// not read as a property of the hardware.
+void warn_identical_rows(const std::vector<io::Record>& rows) {
+  std::map<std::vector<double>, std::vector<const io::Record*>> by_figures;
+  for (const auto& r : rows)
+    if (field<std::string>(r, "status") == "ok")
+      by_figures[{field<double>(r, "ttft_s"), field<double>(r, "tpot_s"), field<double>(r, "tokens_per_s_system")}]
+          .push_back(&r);
+  for (const auto& [figures, same] : by_figures) {
+    if (same.size() < 2) continue;
+    std::vector<int64_t> indices;
+    bool idle = false;
+    for (const io::Record* r : same) {
+      indices.push_back(field<int64_t>(*r, "point"));
+      idle = idle || field<int64_t>(*r, "chips_idle") > 0;
+    }
+    std::printf("warning table points %s give identical modelled rows (ttft, tpot, tokens/s): the swept values make no "
+                "difference there%s\n",
+                index_ranges(indices).c_str(),
+                idle ? " (some leave chips idle: the extra chips are idle; sweep batch too)" : "");
+  }
 }
 
 }  // namespace
@@ -214,10 +381,13 @@ int64_t run_points(const Study& s, const std::vector<Point>& points, const Sweep
           (options.only_point < 0 || options.only_point == p.index) && (options.force || !is_done(p));
   }
   LPURT_MPI_CHECK(MPI_Bcast(todo.data(), static_cast<int>(todo.size()), MPI_INT, 0, comm));
+  int64_t started = std::time(nullptr);  // with --force, a result written since counts (a concurrent sweep's)
+  LPURT_MPI_CHECK(MPI_Bcast(&started, 1, MPI_INT64_T, 0, comm));
   int64_t n_todo = 0;
   for (const int t : todo) n_todo += t;
   // Groups of study.ranks consecutive ranks (one host, with the usual mapping) run points side by side:
-  // the k-th point to run goes to group k mod groups.
+  // the k-th point to run goes to group k mod groups. A group that is through with its share goes on with
+  // the other groups' points that nobody has claimed yet (see PointClaim).
   const int n_groups = world_size / per_point, my_group = world_rank / per_point;
   if (world_rank == 0 && !options.quiet && !one_point)
     std::printf("lpurt sweep %s: %zu points, %lld done, %lld to run on %d rank(s)%s -> %s\n", s.name.c_str(),
@@ -225,18 +395,19 @@ int64_t run_points(const Study& s, const std::vector<Point>& points, const Sweep
                 static_cast<long long>(n_todo), world_size,
                 n_groups > 1 ? (", " + std::to_string(n_groups) + " points at a time").c_str() : "", s.output_dir.c_str());
   std::fflush(stdout);
-  std::vector<const Point*> mine;  // [points of this group, in order]
+  std::vector<const Point*> mine, others;  // [points of this group, in order], then the rest
   int64_t k = 0;
   for (const auto& p : points)
-    if (todo[static_cast<std::size_t>(p.index)] && k++ % n_groups == my_group) mine.push_back(&p);
-  if (n_groups == 1) return run_group_points(s, points.size(), mine, options, comm);
+    if (todo[static_cast<std::size_t>(p.index)]) (k++ % n_groups == my_group ? mine : others).push_back(&p);
+  mine.insert(mine.end(), others.begin(), others.end());
+  if (n_groups == 1) return run_group_points(s, points.size(), mine, options, started, comm);
   int64_t n_run = 0;
   std::string failure;
   auto code = ExitCode::success;
   {
     const runtime::Comm group = runtime::Comm::split(comm, my_group, world_rank);
     try {
-      n_run = run_group_points(s, points.size(), mine, options, group.get());
+      n_run = run_group_points(s, points.size(), mine, options, started, group.get());
     } catch (const runtime::AgreedError& e) {
       // The group agreed on it; the other groups finish their points, then every rank raises it.
       failure = e.what(), code = e.code();
@@ -291,6 +462,7 @@ void collect(const Study& s, const std::vector<Point>& points) {
   for (const auto& r : rows) n_ok += field<std::string>(r, "status") == "ok";
   std::printf("table   %s (and .h5): %zu points, %lld ok, %lld infeasible\n", (out / "results.csv").c_str(),
               rows.size(), static_cast<long long>(n_ok), static_cast<long long>(static_cast<int64_t>(rows.size()) - n_ok));
+  warn_identical_rows(rows);
   const PlotSet plots = render_plots(s, rows, (out / "plots").string());
   if (!plots.warning.empty()) std::printf("plots   %s\n", plots.warning.c_str());
   for (const auto& f : plots.files) std::printf("plot    %s\n", f.c_str());

@@ -22,7 +22,11 @@ struct SweepOptions {
 
 /// Runs every point that has no result yet (or `only_point`), on the ranks of `comm`: each point on
 /// study.ranks of them; with k times as many, k groups of consecutive ranks run points side by side (the
-/// i-th point to run on group i mod k). Infeasible points (does not fit, impossible layout) are recorded
+/// i-th point to run on group i mod k, then whatever no group has claimed). Each point is claimed in the
+/// points folder before it runs (points/<hash>.claim, "host pid"), so that sweeps of one study running at
+/// once (processes, Slurm array elements, rank groups) share the points and run each exactly once; a
+/// claim of a process gone from this host is stale and taken over; points claimed by others are waited
+/// for, so that every point has a result on return. Infeasible points (does not fit, impossible layout) are recorded
 /// as such and the study goes on; any other failure ends the study with an error naming the point,
 /// keeping every finished point (an error its group agreed on, such as a bad model file, waits for the
 /// other groups to finish their points; a rank that fails alone aborts the job). Returns the number of

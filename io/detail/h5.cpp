@@ -9,7 +9,14 @@ namespace lpurt::io::detail {
 
 void silence_hdf5_errors() {
   static std::once_flag once;
-  std::call_once(once, [] { H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr); });
+  std::call_once(once, [] {
+    // No HDF5 teardown at exit: every file lpurt writes is flushed and closed explicitly before it is
+    // renamed into place, and after a failed write (a full disk) HDF5 1.10 keeps the failed dataset's
+    // object while its id is gone, so closing the library at exit crashes in H5F__close_cb. The
+    // process's exit closes the descriptors; the temporary file is removed by its AtomicFile.
+    H5dont_atexit();
+    H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);
+  });
 }
 
 namespace {

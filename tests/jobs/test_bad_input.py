@@ -451,6 +451,22 @@ class BadInput(unittest.TestCase):
             needles = (p, "/layers/0/wk/scale", f"{kind} link", "only hard links")
             self.check_error(lpurt("check-model", p), *needles, what=f"check-model with a {kind} link")
             self.model_error(f"{kind}link", p, *needles)
+    def test_92a_study_name_cannot_leave_the_job_folder(self):
+        """A study's name is its default folder, next to the job file: a name with a path separator or
+        '..' is refused before anything is written (name = "../../evil" wrote outside the folder)."""
+        jobs = wpath("jobs/inner")
+        os.makedirs(jobs, exist_ok=True)
+        for name in ("../../evil", "a/b", "..", "x\\y"):
+            job = os.path.join(jobs, "evil.toml")
+            with open(job, "w") as f:
+                f.write(f"[study]\nname = '{name}'\n[model]\npreset = 'tiny'\n[sweep]\nchips = [1]\n")
+            res = lpurt("sweep", job)
+            self.check_error(res, "study.name", "must be a plain name", what=f"sweep, name = {name!r}")
+            self.assertEqual(res.returncode, 5, res.stderr)
+            res = lpurt("sweep", "--name", name, "--preset", "tiny", "--sweep", "chips=1")
+            self.check_error(res, "--name", "must be a plain name", what=f"sweep --name {name!r}")
+        self.assertFalse(os.path.exists(wpath("evil")), "the study was written outside its folder")
+        self.assertEqual(sorted(os.listdir(jobs)), ["evil.toml"])
 
 
 def main():

@@ -3,7 +3,8 @@
 values a plain `lpurt run` of that point gives; infeasible points are recorded with their reason; a study
 killed midway and rerun ends with every point exactly once and the same table as an uninterrupted study;
 flags express the same study as a job file; --point and --collect are the Slurm steps; a study on 2 MPI
-ranks gives the same tokens and logits as on 1.
+ranks gives the same tokens and logits as on 1; two sweeps of one study at once share its points (claims),
+a claim of a dead process is taken over and one of another host is waited for.
 Usage: test_sweep.py LPURT WORKDIR MPIEXEC [MPIEXEC_FLAGS...]"""
 import csv
 import glob
@@ -12,6 +13,7 @@ import math
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -71,6 +73,21 @@ tokens = 4
 [sweep]
 chips = [1, 2, 4]
 sram_bytes = [230686720, 6500000]
+"""
+
+# 8 points of about 0.3 s each (4 sequences of 240 tokens on the tiny model, computed): long enough that
+# two sweeps started together overlap.
+SHARED = """[study]
+output = "{out}"
+mode = "functional"
+[model]
+preset = "tiny"
+[run]
+prompt_len = 16
+tokens = 240
+batch = 4
+[sweep]
+chips = [1, 2, 3, 4, 5, 6, 7, 8]
 """
 
 
@@ -171,6 +188,88 @@ chips = [512, 576, 640, 768, 1024, 1152, 1536, 2048]
         clean = os.path.join(WORK, "resume_clean")
         sweep(write_job("resume_clean", job.format(out=clean)))
         self.assertEqual(modelled(rows), modelled(read_csv(clean)))
+
+    def test_two_sweeps_at_once_share_the_points(self):
+        """Both sweeps start with 8 points to run; each runs a disjoint share (claims in points/), together
+        every point exactly once, and both end with the full table."""
+        out = os.path.join(WORK, "shared")
+        job = write_job("shared", SHARED.format(out=out))
+        procs = [subprocess.Popen([LPURT, "sweep", job], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                 for _ in range(2)]
+        outputs = [p.communicate(timeout=300) for p in procs]
+        ran = []
+        for p, (stdout, stderr) in zip(procs, outputs):
+            self.assertEqual(p.returncode, 0, stderr)
+            self.assertIn("8 points", stdout)
+            self.assertIn("table ", stdout)
+            ran.append({int(l[1:l.index("/")]) for l in stdout.splitlines() if l.startswith("[")})
+        self.assertEqual(ran[0] & ran[1], set(), f"points run twice: {outputs}")
+        self.assertEqual(ran[0] | ran[1], set(range(1, 9)))
+        self.assertEqual(sorted(int(r["point"]) for r in read_csv(out)), list(range(8)))
+        self.assertEqual(glob.glob(os.path.join(out, "points", "*.claim*")), [], "claims left behind")
+
+    def test_stale_claims_are_taken_over_and_foreign_ones_waited_for(self):
+        out = os.path.join(WORK, "claims")
+        job = write_job("claims", SHARED.format(out=out))
+        sweep(job)
+        points = sorted(glob.glob(os.path.join(out, "points", "*.h5")))
+        for path in points[:2]:
+            os.remove(path)
+        # A claim of a process that is gone from this host (a sweep killed with -9): taken over.
+        dead = subprocess.Popen(["true"])
+        dead.wait()
+        with open(points[0][:-3] + ".claim", "w") as f:
+            f.write(f"{socket.gethostname()} {dead.pid}\n")
+        # A claim of another host: respected and named until it goes.
+        foreign = points[1][:-3] + ".claim"
+        with open(foreign, "w") as f:
+            f.write("otherhost 4242\n")
+        proc = subprocess.Popen([LPURT, "sweep", job], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        waiting = ""
+        while "claimed by otherhost 4242 (" + foreign + ")" not in waiting:
+            line = proc.stdout.readline()
+            self.assertTrue(line, f"the sweep ended without waiting for the foreign claim: {waiting}")
+            waiting += line
+        self.assertIsNone(proc.poll(), "the sweep must wait while the point is claimed")
+        os.remove(foreign)
+        stdout, stderr = proc.communicate(timeout=120)
+        self.assertEqual(proc.returncode, 0, stderr)
+        ran = [l for l in (waiting + stdout).splitlines() if l.startswith("[")]
+        self.assertEqual(len(ran), 2, waiting + stdout)
+        self.assertEqual(len(glob.glob(os.path.join(out, "points", "*.h5"))), 8)
+        self.assertEqual(glob.glob(os.path.join(out, "points", "*.claim*")), [])
+
+    def test_layouts_name_replicas_and_idle_chips_and_flat_sweeps_are_flagged(self):
+        run = subprocess.run([LPURT, "run", "--chips", "4", "--tokens", "2"], capture_output=True, text=True, check=True)
+        self.assertIn("on 1 chip(s) = tp 1 x pp 1 x 1 replica(s), 3 of the system's 4 idle", run.stdout)
+        plan = subprocess.run([LPURT, "plan", "--chips", "4"], capture_output=True, text=True, check=True)
+        self.assertIn("layout  1 chip(s) = tp 1 x pp 1 x 1 replica(s), 3 of the system's 4 idle", plan.stdout)
+        full = subprocess.run([LPURT, "plan", "--chips", "4", "--batch", "4"], capture_output=True, text=True, check=True)
+        self.assertIn("layout  4 chip(s) = tp 1 x pp 1 x 4 replica(s), context", full.stdout)
+        flat = sweep("--preset", "tiny", "--sweep", "chips=1,2,4", "--out", os.path.join(WORK, "flat"))
+        self.assertIn("warning table points 0-2 give identical modelled rows", flat.stdout)
+        self.assertIn("the extra chips are idle", flat.stdout)
+        varied = sweep("--preset", "tiny", "--sweep", "batch=1,2", "--chips", "2", "--out", os.path.join(WORK, "varied"))
+        self.assertNotIn("identical", varied.stdout)
+
+    def test_plots_name_units_categories_and_infeasible_points(self):
+        out = os.path.join(WORK, "plots2")
+        sweep("--preset", "tiny", "--sweep", "chips=1,2", "--sweep", "sram_bytes=230686720,6500000", "--out", out)
+        plots = os.path.join(out, "plots")
+        with open(os.path.join(plots, "study.gp")) as f:
+            gp = f.read()
+        self.assertIn("set ylabel 'time to first token (us)'", gp, "microsecond latencies are drawn in us")
+        self.assertIn("set ylabel 'us per token'", gp)
+        self.assertIn("1 infeasible, not drawn: chips=1 sram_bytes=6500000", gp)
+        self.assertNotIn("top left", gp, "legends go outside the plot area")
+        self.assertIn("set key outside", gp)
+        with open(os.path.join(plots, "bars.dat")) as f:
+            bars = f.read()
+        self.assertIn('"chips=2 sram_bytes=6500000"', bars)
+        self.assertIn('"chips=1 sram_bytes=6500000 (infeasible)"', bars)
+        with open(os.path.join(plots, "data.dat")) as f:
+            self.assertIn("ttft_us tpot_us", f.read())
+        self.assertTrue(os.path.getsize(os.path.join(plots, "latency.png")) > 0 or shutil.which("gnuplot") is None)
 
     def test_flags_express_the_same_study_as_a_job_file(self):
         out_file, out_flags = os.path.join(WORK, "by_file"), os.path.join(WORK, "by_flags")
