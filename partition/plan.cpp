@@ -9,6 +9,7 @@
 #include <limits>
 #include <map>
 #include <memory>
+#include <optional>
 #include <tuple>
 
 namespace lpurt::partition {
@@ -401,87 +402,96 @@ Plan make_plan(const chip::ModelConfig& cfg, const chip::ChipSpec& hw, const Pla
   // up to the batch (more would idle), and enough chips per replica for its weights and KV cache.
   const LayoutBound bound(cfg, hw);
   const bool nominal = hw.uniform();
-  std::vector<Candidate> candidates;
-  const int64_t max_tp = r.tp > 0 ? r.tp : std::min({r.n_chips, cfg.n_heads, Topology::chips_per_node});
-  for (int64_t tp = r.tp > 0 ? r.tp : 1; tp <= max_tp; ++tp)
-    for (int64_t replicas = r.replicas > 0 ? r.replicas : 1;
-         replicas <= (r.replicas > 0 ? r.replicas : std::min(r.batch, r.n_chips / tp)); ++replicas) {
-      const int64_t n_slots = chip::ceil_div(r.batch, replicas);
-      PlanRequest per_replica = r;
-      per_replica.batch = n_slots;
-      const int64_t fewest_chips = minimum_chips(cfg, hw, per_replica);
-      const int64_t most_pp = std::min(parts, r.n_chips / (tp * replicas));
-      for (int64_t pp = r.pp > 0 ? r.pp : std::max<int64_t>(1, chip::ceil_div(fewest_chips, tp)); pp <= (r.pp > 0 ? std::min(r.pp, most_pp) : most_pp); ++pp)
-        candidates.push_back({tp, pp, replicas, nominal ? bound.period(tp, pp, n_slots) : 0,
-                              nominal && whole_request ? bound.prefill(tp, pp, n_slots, n_prompt, shape.block_tokens) : 0});
-    }
-  for (Candidate& c : candidates) c.objective_bound_cycles = objective_of(c.period_bound_cycles, c.prefill_bound_cycles);
-  std::sort(candidates.begin(), candidates.end(), [](const Candidate& a, const Candidate& b) {
-    return a.objective_bound_cycles != b.objective_bound_cycles ? a.objective_bound_cycles < b.objective_bound_cycles
-                                                                : a.before(b);
-  });
-
-  // Each candidate is ruled out by the cheapest bound that suffices: the analytic one, then its exact
-  // decode period, then the prefill of its first replica alone, before its whole prefill is modelled.
-  // Pieces that do not depend on the replica count are computed once (for chips at nominal speed).
-  std::map<std::pair<int64_t, int64_t>, DecodePace> paces;                   // by (tp, pp)
-  std::map<std::tuple<int64_t, int64_t, int64_t>, int64_t> first_prefills;  // by (tp, pp, sequences)
-  const Candidate* best = nullptr;
-  int64_t best_objective = unbounded;
-  auto loses = [&](int64_t objective, const Candidate& c) {
-    return objective > best_objective || (best != nullptr && objective == best_objective && !c.before(*best));
-  };
-  bool some_layout_overflows = false;
-  for (const Candidate& c : candidates) {
-    // Visited by bound: once even the bound loses, every later candidate loses too.
-    if (c.objective_bound_cycles > best_objective) break;
-    const Plan probe = layout(cfg, hw, r, c.tp, c.pp, c.replicas, stages(c.pp), 1);
-    if (probe.sram_bytes_max() > hw.sram_bytes) {
-      some_layout_overflows = true;
-      continue;
-    }
-    const int64_t n_slots = probe.shape.n_slots;
-    int64_t period_cycles = 0;
-    std::unique_ptr<Plan> full;
-    if (nominal) {
-      // Replicas and slots change neither the decode program nor its timeline, only the period's terms.
-      auto it = paces.find({c.tp, c.pp});
-      if (it == paces.end()) {
-        const Program decode = build_program(probe, topology_for(probe), decode_blocks());
-        it = paces.emplace(std::make_pair(c.tp, c.pp), decode_pace(probe, decode, compute_timeline(decode, probe, shape.context - 1))).first;
+  // One search over tp in [first_tp, last_tp]: the best candidate, if any fits.
+  bool some_layout_overflows = false, no_candidate = true;
+  auto search = [&](int64_t first_tp, int64_t last_tp) -> std::optional<Candidate> {
+    std::vector<Candidate> candidates;
+    for (int64_t tp = first_tp; tp <= last_tp; ++tp)
+      for (int64_t replicas = r.replicas > 0 ? r.replicas : 1;
+           replicas <= (r.replicas > 0 ? r.replicas : std::min(r.batch, r.n_chips / tp)); ++replicas) {
+        const int64_t n_slots = chip::ceil_div(r.batch, replicas);
+        PlanRequest per_replica = r;
+        per_replica.batch = n_slots;
+        const int64_t fewest_chips = minimum_chips(cfg, hw, per_replica);
+        const int64_t most_pp = std::min(parts, r.n_chips / (tp * replicas));
+        for (int64_t pp = r.pp > 0 ? r.pp : std::max<int64_t>(1, chip::ceil_div(fewest_chips, tp)); pp <= (r.pp > 0 ? std::min(r.pp, most_pp) : most_pp); ++pp)
+          candidates.push_back({tp, pp, replicas, nominal ? bound.period(tp, pp, n_slots) : 0,
+                                nominal && whole_request ? bound.prefill(tp, pp, n_slots, n_prompt, shape.block_tokens) : 0});
       }
-      period_cycles = it->second.period_cycles(n_slots);
-    } else {
-      full = std::make_unique<Plan>(layout(cfg, hw, r, c.tp, c.pp, c.replicas, stages(c.pp), c.replicas));
-      check_heterogeneity(*full);
-      period_cycles = decode_period_cycles(*full, shape.context - 1);
-    }
-    if (loses(objective_of(period_cycles, c.prefill_bound_cycles), c)) continue;
-    if (!whole_request) {
-      best_objective = period_cycles, best = &c;
-      continue;
-    }
-    if (nominal) {
-      // The first replica's prefill of one sequence, then of its n_slots: each bounds the next (a prefix of
-      // its ops), and the first is cheap.
-      auto first_prefill = [&](int64_t n_sequences) {
-        auto it = first_prefills.find({c.tp, c.pp, n_sequences});
-        if (it == first_prefills.end()) {
-          const Program prefill =
-              build_program(probe, topology_for(probe), prefill_blocks_of(n_sequences, n_prompt, shape.block_tokens));
-          it = first_prefills.emplace(std::make_tuple(c.tp, c.pp, n_sequences), compute_timeline(prefill, probe, 0).makespan_cycles).first;
+    for (Candidate& c : candidates) c.objective_bound_cycles = objective_of(c.period_bound_cycles, c.prefill_bound_cycles);
+    std::sort(candidates.begin(), candidates.end(), [](const Candidate& a, const Candidate& b) {
+      return a.objective_bound_cycles != b.objective_bound_cycles ? a.objective_bound_cycles < b.objective_bound_cycles
+                                                                  : a.before(b);
+    });
+
+    // Each candidate is ruled out by the cheapest bound that suffices: the analytic one, then its exact
+    // decode period, then the prefill of its first replica alone, before its whole prefill is modelled.
+    // Pieces that do not depend on the replica count are computed once (for chips at nominal speed).
+    std::map<std::pair<int64_t, int64_t>, DecodePace> paces;                   // by (tp, pp)
+    std::map<std::tuple<int64_t, int64_t, int64_t>, int64_t> first_prefills;  // by (tp, pp, sequences)
+    const Candidate* best = nullptr;
+    int64_t best_objective = unbounded;
+    auto loses = [&](int64_t objective, const Candidate& c) {
+      return objective > best_objective || (best != nullptr && objective == best_objective && !c.before(*best));
+    };
+    for (const Candidate& c : candidates) {
+      // Visited by bound: once even the bound loses, every later candidate loses too.
+      if (c.objective_bound_cycles > best_objective) break;
+      const Plan probe = layout(cfg, hw, r, c.tp, c.pp, c.replicas, stages(c.pp), 1);
+      if (probe.sram_bytes_max() > hw.sram_bytes) {
+        some_layout_overflows = true;
+        continue;
+      }
+      const int64_t n_slots = probe.shape.n_slots;
+      int64_t period_cycles = 0;
+      std::unique_ptr<Plan> full;
+      if (nominal) {
+        // Replicas and slots change neither the decode program nor its timeline, only the period's terms.
+        auto it = paces.find({c.tp, c.pp});
+        if (it == paces.end()) {
+          const Program decode = build_program(probe, topology_for(probe), decode_blocks());
+          it = paces.emplace(std::make_pair(c.tp, c.pp), decode_pace(probe, decode, compute_timeline(decode, probe, shape.context - 1))).first;
         }
-        return it->second;
-      };
-      if (loses(objective_of(period_cycles, first_prefill(1)), c)) continue;
-      if (n_slots > 1 && loses(objective_of(period_cycles, first_prefill(n_slots)), c)) continue;
-      full = std::make_unique<Plan>(layout(cfg, hw, r, c.tp, c.pp, c.replicas, stages(c.pp), c.replicas));
+        period_cycles = it->second.period_cycles(n_slots);
+      } else {
+        full = std::make_unique<Plan>(layout(cfg, hw, r, c.tp, c.pp, c.replicas, stages(c.pp), c.replicas));
+        check_heterogeneity(*full);
+        period_cycles = decode_period_cycles(*full, shape.context - 1);
+      }
+      if (loses(objective_of(period_cycles, c.prefill_bound_cycles), c)) continue;
+      if (!whole_request) {
+        best_objective = period_cycles, best = &c;
+        continue;
+      }
+      if (nominal) {
+        // The first replica's prefill of one sequence, then of its n_slots: each bounds the next (a prefix of
+        // its ops), and the first is cheap.
+        auto first_prefill = [&](int64_t n_sequences) {
+          auto it = first_prefills.find({c.tp, c.pp, n_sequences});
+          if (it == first_prefills.end()) {
+            const Program prefill =
+                build_program(probe, topology_for(probe), prefill_blocks_of(n_sequences, n_prompt, shape.block_tokens));
+            it = first_prefills.emplace(std::make_tuple(c.tp, c.pp, n_sequences), compute_timeline(prefill, probe, 0).makespan_cycles).first;
+          }
+          return it->second;
+        };
+        if (loses(objective_of(period_cycles, first_prefill(1)), c)) continue;
+        if (n_slots > 1 && loses(objective_of(period_cycles, first_prefill(n_slots)), c)) continue;
+        full = std::make_unique<Plan>(layout(cfg, hw, r, c.tp, c.pp, c.replicas, stages(c.pp), c.replicas));
+      }
+      const Program prefill = build_program(*full, topology_for(*full), batch_prefill_blocks(*full, n_prompt));
+      const int64_t objective = objective_of(period_cycles, compute_timeline(prefill, *full, 0).makespan_cycles);
+      if (!loses(objective, c)) best_objective = objective, best = &c;
     }
-    const Program prefill = build_program(*full, topology_for(*full), batch_prefill_blocks(*full, n_prompt));
-    const int64_t objective = objective_of(period_cycles, compute_timeline(prefill, *full, 0).makespan_cycles);
-    if (!loses(objective, c)) best_objective = objective, best = &c;
-  }
-  if (best == nullptr && (some_layout_overflows || candidates.empty())) {
+    no_candidate = no_candidate && candidates.empty();
+    return best != nullptr ? std::optional<Candidate>(*best) : std::nullopt;
+  };
+  // Tensor parallelism within a node first (its all-to-all links); across nodes only when no layout fits
+  // otherwise.
+  const int64_t node_tp = std::min({r.n_chips, cfg.n_heads, Topology::chips_per_node});
+  std::optional<Candidate> best = r.tp > 0 ? search(r.tp, r.tp) : search(1, node_tp);
+  if (!best && r.tp == 0 && std::min(r.n_chips, cfg.n_heads) > node_tp) best = search(node_tp + 1, std::min(r.n_chips, cfg.n_heads));
+  if (!best && (some_layout_overflows || no_candidate)) {
     if (r.tp > 0 && r.pp > 0) {
       // The user's tp x pp: say which chip overflows, with the most replicas the chips allow (the least KV).
       const int64_t replicas = std::max<int64_t>(1, std::min(r.batch, r.n_chips / (r.tp * r.pp)));
@@ -489,7 +499,7 @@ Plan make_plan(const chip::ModelConfig& cfg, const chip::ChipSpec& hw, const Pla
     }
     throw_too_small(cfg, hw, r, stages);
   }
-  LPURT_ASSERT(best != nullptr);
+  LPURT_ASSERT(best.has_value());
   Plan plan = layout(cfg, hw, r, best->tp, best->pp, best->replicas, stages(best->pp), best->replicas);
   check_heterogeneity(plan);
   return plan;
