@@ -322,3 +322,32 @@ TEST(Planner, ChoosesTheLayoutWithTheLowestRequestLatency) {
   }
   EXPECT_GT(objectives_disagree, 0);  // the cases above include some where the objective matters
 }
+
+TEST(Planner, Mixtral8x7bAtItsFullContextPlansOn576Chips) {
+  // Groq served it with its 32K context on 576 chips. Within a node no layout fits (pp stops at 2 x 32
+  // parts); tensor parallelism across nodes does.
+  const auto cfg = chip::model_preset("mixtral-8x7b");
+  const Plan p = make_plan(cfg, chip::ChipSpec{}, request(576));
+  EXPECT_EQ(p.shape.context, 32768);
+  EXPECT_LE(p.n_chips(), 576);
+  EXPECT_GT(p.tp, Topology::chips_per_node);
+  EXPECT_LE(p.sram_bytes_max(), chip::ChipSpec{}.sram_bytes);
+}
+
+TEST(Planner, TheSmallestSystemNamedIsLargerThanTheOneGivenAndFits) {
+  // "needs at least N chips" always names a system that fits and is larger than the one given.
+  for (const char* model : {"llama2-7b", "llama2-70b", "mixtral-8x7b"})
+    for (const int64_t chips : {1, 8, 64, 200, 400}) {
+      const auto cfg = chip::model_preset(model);
+      try {
+        make_plan(cfg, chip::ChipSpec{}, request(chips));
+      } catch (const chip::CapacityError& e) {
+        const std::string m = e.what();
+        const auto pos = m.find("needs at least ");
+        ASSERT_NE(pos, std::string::npos) << m;
+        const int64_t needed = std::stoll(m.substr(pos + 15));
+        EXPECT_GT(needed, chips) << model << " on " << chips << ": " << m;
+        EXPECT_NO_THROW(make_plan(cfg, chip::ChipSpec{}, request(needed))) << model << " on " << needed;
+      }
+    }
+}

@@ -2,7 +2,8 @@
 # MPI end-to-end test: for each (chips, tp, pp) layout and each rank count 1..4 (<= chips), the tokens and
 # every logit are bit-identical to the single-chip run, and the modelled times equal the 1-rank run's.
 # Prompts are prefilled in chunks of 2 tokens, so consecutive blocks overlap in the pipeline across ranks.
-# Models: the tiny preset and an odd-shaped model (H=6, Hkv=2, L=3) written by the oracle's make_model.py.
+# Models: the tiny preset, an odd-shaped model (H=6, Hkv=2, L=3) and a wide one (H=16, Hkv=4) written by the
+# oracle's make_model.py. Layouts include tp across nodes (16 chips a stage) and systems with idle chips.
 # Usage: mpi_bit_identity.sh LPURT WORKDIR PYTHON MPIEXEC [MPIEXEC_FLAGS...]
 set -euo pipefail
 lpurt=$1 work=$2 python=$3 mpiexec=$4; shift 4
@@ -13,6 +14,9 @@ rm -rf "$work" && mkdir -p "$work" && cd "$work"
 "$lpurt" gen-model --preset tiny-mixtral --out moe.h5 --seed 3 > /dev/null
 "$python" "$here/../oracle/make_model.py" odd.h5 --vocab 1000 --hidden 96 --intermediate 200 --layers 3 \
   --heads 6 --kv-heads 2 --max-seq 64 --seed 8 > /dev/null
+# 16 query heads over 4 KV heads: tensor parallelism across two nodes of 8 chips, and beyond the KV heads.
+"$python" "$here/../oracle/make_model.py" wide.h5 --vocab 500 --hidden 128 --intermediate 160 --layers 2 \
+  --heads 16 --kv-heads 4 --max-seq 64 --seed 9 > /dev/null
 
 same_times() {  # same_times A.h5 B.h5: modelled times equal to the last bit
   "$python" - "$1" "$2" <<'PY'
@@ -44,7 +48,7 @@ checked=0
 check_model() {  # check_model MODEL PROMPT "chips tp pp"...
   local model=$1 prompt=$2 layout chips tp pp ranks out first
   shift 2
-  "$lpurt" run --model "$model" --chips 1 --prompt "$prompt" --tokens 6 --block-tokens 2 --out "ref_$model" > /dev/null
+  "$lpurt" run --model "$model" --chips 1 --prompt "$prompt" --tokens 6 --block-tokens 2 --out "ref_$model" --force > /dev/null
   "$python" - "$model" <<'PY'  # config.h5: the model's configuration alone, for the timing-only runs
 import sys, h5py
 with h5py.File(sys.argv[1], "r") as src, h5py.File("config.h5", "w") as dst:
@@ -77,6 +81,9 @@ PY
 check_model tiny.h5 3,4,5,6,7 "1 1 1" "2 2 1" "2 1 2" "4 2 2" "4 4 1" "8 8 1" "8 2 4" "8 1 8" "16 4 4" "16 2 8" "24 8 3" "24 6 4" "24 3 8"
 check_model odd.h5 1,2,999,4 "2 2 1" "3 3 1" "6 6 1" "6 2 3" "6 3 2" "6 1 6" "12 2 6"
 check_model moe.h5 5,6,7 "2 2 1" "4 4 1" "4 2 2" "8 4 2"
+# Layouts that leave chips of the system idle (10 chips, 8 used), and tp across nodes.
+check_model tiny.h5 3,4,5 "10 4 2" "7 2 3"
+check_model wide.h5 7,8,9 "16 16 1" "32 16 2" "20 12 1"
 # Regression: with prefill chunks large enough for Open MPI's rendezvous protocol (16 tokens x 128 x 4 B =
 # 8 KB), a middle stage's send of one chunk's activations must finish before the next chunk overwrites x.
 "$lpurt" run --model tiny.h5 --chips 4 --tp 1 --pp 4 --prompt-len 200 --block-tokens 16 --tokens 8 --out chunks_ref.h5 > /dev/null
