@@ -244,7 +244,9 @@ int64_t one_hop_cycles(const chip::ChipSpec& hw, int64_t bytes) {
 /// are left out (routing decides which are streamed): the bounds stay bounds.
 class LayoutBound {
  public:
-  LayoutBound(const chip::ModelConfig& cfg, const chip::ChipSpec& hw) : cfg_(cfg), hw_(hw) {
+  /// Decode periods are bounded at `position`, the last of the context.
+  LayoutBound(const chip::ModelConfig& cfg, const chip::ChipSpec& hw, int64_t position)
+      : cfg_(cfg), hw_(hw), position_(position) {
     const int64_t d = cfg.hidden_size;
     const int64_t attention = (2 * cfg.q_size() + 2 * cfg.kv_size()) * d;
     const int64_t ffn = cfg.is_moe() ? 0 : 3 * cfg.intermediate_size * d;
@@ -252,7 +254,10 @@ class LayoutBound {
   }
 
   int64_t period(int64_t tp, int64_t pp, int64_t n_slots) const {
-    return std::max(latency(tp, pp, 1), n_slots * stage_cycles(tp, pp, 1));
+    // Every layer's attention at the position, on a chip with the fewest heads a tp split gives.
+    const int64_t attention = chip::CostModel(hw_).attention_cycles(cfg_.n_heads / tp, std::max<int64_t>(1, cfg_.n_kv_heads / tp),
+                                                                    cfg_.head_dim(), position_, 1);
+    return std::max(latency(tp, pp, 1) + cfg_.n_layers * attention, n_slots * stage_cycles(tp, pp, 1));
   }
 
   /// Prefill of n_sequences prompts of prompt_tokens, in blocks of block_tokens, on one replica. (The
@@ -296,6 +301,7 @@ class LayoutBound {
 
   const chip::ModelConfig& cfg_;
   const chip::ChipSpec& hw_;
+  int64_t position_ = 0;
   int64_t matrix_bytes_ = 0;
 };
 
@@ -400,7 +406,7 @@ Plan make_plan(const chip::ModelConfig& cfg, const chip::ChipSpec& hw, const Pla
 
   // Candidates: at most n_chips chips, whatever the request fixes, tp within a node unless given, replicas
   // up to the batch (more would idle), and enough chips per replica for its weights and KV cache.
-  const LayoutBound bound(cfg, hw);
+  const LayoutBound bound(cfg, hw, shape.context - 1);
   const bool nominal = hw.uniform();
   // One search over tp in [first_tp, last_tp]: the best candidate, if any fits.
   bool some_layout_overflows = false, no_candidate = true;
