@@ -3,9 +3,13 @@
 #include <tbb/blocked_range2d.h>
 #include <tbb/parallel_for.h>
 
+#include <sys/mman.h>
+
 #include <algorithm>
 #include <cassert>
+#include <cstdlib>
 #include <cstring>
+#include <new>
 
 #include "chip/error.hpp"
 #include "chip/kernels.hpp"
@@ -36,12 +40,23 @@ ShardWeights::Target ShardWeights::target(const TensorSlice& slice, const ShardR
   LPURT_ASSERT(false);
 }
 
-void QuantizedMatrix::resize(int64_t n_rows, int64_t n_cols) {
-  rows = n_rows;
-  cols = n_cols;
-  weight.assign(static_cast<std::size_t>(n_rows * n_cols), 0);
-  scale.assign(static_cast<std::size_t>(n_rows), 0.0f);
+namespace {
+constexpr int64_t huge_page_bytes = int64_t{1} << 21;
+constexpr int64_t matrix_alignment = 64;  // a cache line: every row stream of an aligned matrix starts on one
+}  // namespace
+
+WeightArena::WeightArena(int64_t bytes) : bytes_(bytes) {
+  if (bytes == 0) return;
+  const auto rounded = static_cast<std::size_t>((bytes + huge_page_bytes - 1) / huge_page_bytes * huge_page_bytes);
+  data_.reset(static_cast<int8_t*>(std::aligned_alloc(static_cast<std::size_t>(huge_page_bytes), rounded)));
+  if (!data_) throw std::bad_alloc();
+  // Before the first touch, so that the page faults below already map huge pages. Only advice: without
+  // transparent huge pages the arena is ordinary memory.
+  madvise(data_.get(), rounded, MADV_HUGEPAGE);
+  std::memset(data_.get(), 0, rounded);
 }
+
+void WeightArena::Free::operator()(int8_t* p) const { std::free(p); }
 
 namespace {
 
@@ -108,10 +123,26 @@ Shard::Shard(const ModelConfig& cfg, const ShardRange& range, const ShardShape& 
   if (cfg.is_moe())
     for (int64_t layer = range.layer_begin(); layer < range.layer_end(); ++layer)
       if (range.has_ffn(layer)) weights_.layers[static_cast<std::size_t>(layer - range.layer_begin())].experts.resize(static_cast<std::size_t>(range.n_experts()));
+  int64_t arena_bytes = 0;
+  auto aligned = [](int64_t bytes) { return (bytes + matrix_alignment - 1) / matrix_alignment * matrix_alignment; };
+  for_each_slice(cfg, range, [&](const TensorSlice& slice) {
+    if (weights_.target(slice, range).matrix != nullptr) arena_bytes += aligned(slice.rows() * slice.cols());
+  });
+  // One arena, matrices in slice order (the order a layer reads them), so the whole step is one stream.
+  weight_arena_ = WeightArena(arena_bytes);
+  int64_t next = 0;
   for_each_slice(cfg, range, [&](const TensorSlice& slice) {
     const ShardWeights::Target t = weights_.target(slice, range);
-    if (t.matrix != nullptr) t.matrix->resize(slice.rows(), slice.cols());
-    else t.floats->assign(static_cast<std::size_t>(slice.rows() * slice.cols()), 0.0f);
+    if (t.matrix == nullptr) {
+      t.floats->assign(static_cast<std::size_t>(slice.rows() * slice.cols()), 0.0f);
+      return;
+    }
+    QuantizedMatrix& m = *t.matrix;
+    m.rows = slice.rows();
+    m.cols = slice.cols();
+    m.weight = {weight_arena_.data() + next, m.rows * m.cols};
+    m.scale.assign(static_cast<std::size_t>(m.rows), 0.0f);
+    next += aligned(m.rows * m.cols);
   });
 
   const BufferSizes z = buffer_sizes(cfg, range, shape);
