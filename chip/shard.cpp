@@ -189,11 +189,19 @@ void Shard::embed(const int32_t* tokens, int64_t n, float* x) const {
   }
 }
 
-void Shard::linear_block(const QuantizedMatrix& m, const float* in, int64_t n, float* y) {
+void Shard::quantize_block(const float* in, int64_t cols, int64_t n) {
   for (int64_t t = 0; t < n; ++t) {
-    row_amax_[t] = max_abs(in + t * m.cols, m.cols);
-    quantize(in + t * m.cols, m.cols, row_amax_[t], q8_.data() + t * m.cols);
+    row_amax_[t] = max_abs(in + t * cols, cols);
+    quantize(in + t * cols, cols, row_amax_[t], q8_.data() + t * cols);
   }
+}
+
+void Shard::linear_block(const QuantizedMatrix& m, const float* in, int64_t n, float* y) {
+  quantize_block(in, m.cols, n);
+  quantized_linear_block(m, n, y);
+}
+
+void Shard::quantized_linear_block(const QuantizedMatrix& m, int64_t n, float* y) {
   gemm_int8(m.weight.data(), m.rows, m.cols, q8_.data(), n, acc_.data());
   for (int64_t t = 0; t < n; ++t)
     dequantize(acc_.data() + t * m.rows, m.rows, row_amax_[t], m.scale.data(),
@@ -209,9 +217,10 @@ void Shard::attention_in(int64_t slot, int64_t layer, int64_t pos, int64_t n, co
   const int64_t half = hd / 2;
   for (int64_t t = 0; t < n; ++t) rmsnorm(x + t * d, w.attn_norm.data(), d, cfg_.norm_eps, h_.data() + t * d);
   // q, k and v share the quantized h: the same bytes feed three matmuls, as on the chip.
-  linear_block(w.wq, h_.data(), n, q_.data());
-  linear_block(w.wk, h_.data(), n, k_.data());
-  linear_block(w.wv, h_.data(), n, v_.data());
+  quantize_block(h_.data(), d, n);
+  quantized_linear_block(w.wq, n, q_.data());
+  quantized_linear_block(w.wk, n, k_.data());
+  quantized_linear_block(w.wv, n, v_.data());
 
   assert(range_.has_attention(layer));
   const int64_t kv_layer = layer - range_.attention_layer_begin();
@@ -257,8 +266,9 @@ void Shard::ffn_in(int64_t layer, int64_t n, const float* x) {
   const int64_t d = cfg_.hidden_size;
   const int64_t f = range_.n_ffn();
   for (int64_t t = 0; t < n; ++t) rmsnorm(x + t * d, w.ffn_norm.data(), d, cfg_.norm_eps, h_.data() + t * d);
-  linear_block(w.ffn.w_gate, h_.data(), n, gate_.data());
-  linear_block(w.ffn.w_up, h_.data(), n, act_.data());
+  quantize_block(h_.data(), d, n);
+  quantized_linear_block(w.ffn.w_gate, n, gate_.data());
+  quantized_linear_block(w.ffn.w_up, n, act_.data());
   for (int64_t t = 0; t < n; ++t) {
     silu_mul(gate_.data() + t * f, act_.data() + t * f, f, act_.data() + t * f);
     amax_[t] = max_abs(act_.data() + t * f, f);
@@ -277,8 +287,9 @@ void Shard::add_ffn_output(int64_t layer, int64_t n, const int32_t* sums, const 
 }
 
 void Shard::expert_ffn(const ExpertWeights& e, const float* h, float* y) {
-  linear_block(e.w_gate, h, 1, gate_.data());
-  linear_block(e.w_up, h, 1, act_.data());
+  quantize_block(h, e.w_gate.cols, 1);
+  quantized_linear_block(e.w_gate, 1, gate_.data());
+  quantized_linear_block(e.w_up, 1, act_.data());
   silu_mul(gate_.data(), act_.data(), e.w_gate.rows, act_.data());
   linear_block(e.w_down, act_.data(), 1, y);
 }

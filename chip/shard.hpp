@@ -156,6 +156,10 @@ class Shard {
   const LayerWeights& layer_weights(int64_t layer) const;
   /// y[t] = dequantized (m . quantize(in[t])) for t < n; in: float [n, m.cols], y: float [n, m.rows].
   void linear_block(const QuantizedMatrix& m, const float* in, int64_t n, float* y);
+  /// The first half of linear_block: in[t] quantized into q8_ with its amax in row_amax_, for t < n.
+  void quantize_block(const float* in, int64_t cols, int64_t n);
+  /// The second half, for every matrix that reads the same quantized input (q, k, v; gate, up).
+  void quantized_linear_block(const QuantizedMatrix& m, int64_t n, float* y);
   /// Expert FFN of one token on full columns: y = w_down(silu(w_gate h) * w_up h); y: float [D].
   void expert_ffn(const ExpertWeights& e, const float* h, float* y);
 
