@@ -8,6 +8,7 @@
 #include <exception>
 #include <thread>
 
+#include <sys/prctl.h>
 #include <tbb/parallel_for.h>
 
 #include "chip/error.hpp"
@@ -140,7 +141,10 @@ void Engine::share_host() {
   if (has_tag_ub != 0 && *tag_ub >= 32768) presence_tag_ = 32768;
   const Comm host = Comm::split_type_shared(comm_);
   const int host_ranks = comm_size(host.get());
-  if (host_ranks == 1) return;
+  // Ranks bound to cores of their own (mpirun --map-by slot:PE=n) have nothing to give: they never sleep.
+  if (host_ranks == 1 || static_cast<unsigned>(cores * host_ranks) <= std::thread::hardware_concurrency()) return;
+  // Sleeps of tens of microseconds would otherwise last the default timer slack (50 us) longer.
+  prctl(PR_SET_TIMERSLACK, 1000UL, 0UL, 0UL, 0UL);
   void* base = nullptr;
   const MPI_Aint bytes = comm_rank(host.get()) == 0 ? static_cast<MPI_Aint>(sizeof(std::atomic<int>)) : 0;
   LPURT_MPI_CHECK(MPI_Win_allocate_shared(bytes, 1, MPI_INFO_NULL, host.get(), &base, &host_.window));
@@ -159,8 +163,8 @@ tbb::task_arena& Engine::arena() {
   return *arenas_[static_cast<std::size_t>(std::max(1, cores / busy) - 1)];
 }
 
-template <typename Stuck>
-void Engine::await(MPI_Request& request, Stuck stuck) {
+template <typename Polling, typename Stuck>
+void Engine::await(MPI_Request& request, Polling polling, Stuck stuck) {
   int done = 0;
   LPURT_MPI_CHECK(MPI_Test(&request, &done, MPI_STATUS_IGNORE));
   if (done != 0) return;
@@ -175,31 +179,30 @@ void Engine::await(MPI_Request& request, Stuck stuck) {
     const auto waited = std::chrono::steady_clock::now() - t0;
     const double waited_s = std::chrono::duration<double>(waited).count();
     if (faults_.step_timeout_s > 0 && waited_s > faults_.step_timeout_s) {
-      if (idle && host_.busy_ranks != nullptr) host_.busy_ranks->fetch_add(1, std::memory_order_relaxed);
+      if (idle) host_.busy_ranks->fetch_add(1, std::memory_order_relaxed);
       mpi_wait_s_ += waited_s;
       stuck(waited_s);
     }
-    if (waited < poll_for) {
+    if (waited < poll_for || host_.busy_ranks == nullptr) {
       std::this_thread::yield();
     } else {
-      if (!idle && host_.busy_ranks != nullptr) host_.busy_ranks->fetch_sub(1, std::memory_order_relaxed);
+      if (!idle) host_.busy_ranks->fetch_sub(1, std::memory_order_relaxed);
       idle = true;
       std::this_thread::sleep_for(sleep);
       sleep = std::min(2 * sleep, longest_sleep);
     }
+    polling();
     LPURT_MPI_CHECK(MPI_Test(&request, &done, MPI_STATUS_IGNORE));
   }
-  if (idle && host_.busy_ranks != nullptr) host_.busy_ranks->fetch_add(1, std::memory_order_relaxed);
+  if (idle) host_.busy_ranks->fetch_add(1, std::memory_order_relaxed);
   mpi_wait_s_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
 void Engine::allreduce(void* data, int count, MPI_Datatype type, MPI_Op op, const char* what) {
   MPI_Request request = MPI_REQUEST_NULL;
   LPURT_MPI_CHECK(MPI_Iallreduce(MPI_IN_PLACE, data, count, type, op, comm_, &request));
-  await(request, [&](double waited_s) {
-    answer_presence_notes();
-    report_silent_ranks(what, waited_s);
-  });
+  // A rank that times out here asks the others who is waiting too: answer while waiting.
+  await(request, [this] { answer_presence_notes(); }, [&](double waited_s) { report_silent_ranks(what, waited_s); });
 }
 
 void Engine::send_presence_notes() {
@@ -409,7 +412,7 @@ void Engine::post_round(int32_t round) {
 void Engine::complete(int32_t m) {
   const auto mi = static_cast<std::size_t>(m);
   if (message_area_[mi] == 0) return;
-  await(requests_[mi], [&](double waited_s) { report_stuck(m, waited_s); });
+  await(requests_[mi], [] {}, [&](double waited_s) { report_stuck(m, waited_s); });
   const Message& msg = exchange_->messages[mi];
   const int area = message_area_[mi] - 1;
   message_area_[mi] = 0;

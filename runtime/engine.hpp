@@ -163,10 +163,11 @@ class Engine {
   /// Throws Error naming the first transfer of message m, still incomplete after the step timeout.
   [[noreturn]] void report_stuck(int32_t m, double waited_s);
   /// Waits for `request` without holding a core: polls for a few microseconds (the next round's message
-  /// usually follows at once), then sleeps between polls, counted idle on the host meanwhile. Past the step
+  /// usually follows at once), then, if this rank shares cores with other ranks of its host, sleeps between
+  /// polls, counted idle on the host meanwhile. Calls polling() before each poll but the first; past the step
   /// timeout it calls stuck(seconds waited), which throws. Adds the time to mpi_wait_s().
-  template <typename Stuck>
-  void await(MPI_Request& request, Stuck stuck);
+  template <typename Polling, typename Stuck>
+  void await(MPI_Request& request, Polling polling, Stuck stuck);
   /// MPI_Iallreduce in place over the Engine's communicator, awaited like a transfer; `what` names the
   /// reduction in the report of a rank that never joins it.
   void allreduce(void* data, int count, MPI_Datatype type, MPI_Op op, const char* what);
@@ -219,7 +220,7 @@ class Engine {
   int64_t replay_cycles_ = 0;
   // Waiting and sharing the host's cores.
   /// Ranks of this host that are not asleep in a wait, in memory the host's ranks share (an MPI shared
-  /// window of the host's ranks of comm_); null when this rank is alone on its host.
+  /// window of the host's ranks of comm_); null when this rank is alone on its host or has cores of its own.
   struct HostShare {
     MPI_Win window = MPI_WIN_NULL;
     std::atomic<int>* busy_ranks = nullptr;
