@@ -100,7 +100,7 @@ echo
 cores=$(nproc)
 echo "### One rank against two (same chips, ranks free to use every core)"
 echo
-echo "Launched as \`mpirun -np R --bind-to none\` ($cores cores). A rank that waits for a message polls for 50 us,"
+echo "Launched as \`mpirun -np R --bind-to none\` ($cores cores). A rank that waits for a message polls for 300 us,"
 echo "then sleeps between polls and counts itself idle in a counter the host's ranks share; each group of"
 echo "compute ops runs on cores / (ranks of the host working at that moment) threads (runtime/engine.hpp). Two"
 echo "layouts: the stage's tp chips split over the two ranks (tp across ranks: both ranks work at once, one"

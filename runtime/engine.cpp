@@ -168,10 +168,11 @@ void Engine::await(MPI_Request& request, Polling polling, Stuck stuck) {
   int done = 0;
   LPURT_MPI_CHECK(MPI_Test(&request, &done, MPI_STATUS_IGNORE));
   if (done != 0) return;
-  // A tensor-parallel peer's next round arrives within microseconds: poll that long. A pipeline stage waits
-  // for the others' whole compute: sleep then, so that the working ranks get this rank's core. Sleeps grow
-  // to a cap that bounds the latency they add to the wake-up.
-  constexpr std::chrono::microseconds poll_for{50}, first_sleep{10}, longest_sleep{100};
+  // A tensor-parallel peer's next round arrives within a round's compute (tens to hundreds of
+  // microseconds): poll that long. A pipeline stage waits for the others' whole compute: sleep then, so that
+  // the working ranks get this rank's core. Sleeps grow to a cap that bounds the latency they add to the
+  // wake-up, and to each step of a collective's protocol, which progresses only while this rank polls.
+  constexpr std::chrono::microseconds poll_for{300}, first_sleep{10}, longest_sleep{50};
   const auto t0 = std::chrono::steady_clock::now();
   auto sleep = first_sleep;
   bool idle = false;
