@@ -7,6 +7,7 @@
 #include <tbb/parallel_reduce.h>
 
 #include <cstdint>
+#include <algorithm>
 #include <cstring>
 #include <functional>
 #include <random>
@@ -78,11 +79,15 @@ BENCHMARK(BM_StreamRead)->Arg(int64_t{512} << 20)->UseRealTime();
 
 void BM_GemvInt8(benchmark::State& state) {
   const int64_t rows = state.range(0), cols = state.range(1);
-  const auto w = random_int8(static_cast<std::size_t>(rows * cols));
+  // In a WeightArena, as a chip's weights are.
+  const lpurt::chip::WeightArena arena(rows * cols);
+  const auto values = random_int8(static_cast<std::size_t>(rows * cols));
+  std::copy(values.begin(), values.end(), arena.data());
+  const int8_t* w = arena.data();
   const auto q = random_int8(static_cast<std::size_t>(cols));
   std::vector<int32_t> acc(static_cast<std::size_t>(rows));
   for (auto _ : state) {
-    lpurt::chip::gemv_int8(w.data(), rows, cols, q.data(), acc.data());
+    lpurt::chip::gemv_int8(w, rows, cols, q.data(), acc.data());
     benchmark::DoNotOptimize(acc.data());
   }
   state.SetBytesProcessed(state.iterations() * rows * cols);
