@@ -164,18 +164,26 @@ tbb::task_arena& Engine::arena() {
 }
 
 template <typename Polling, typename Stuck>
-void Engine::await(MPI_Request& request, Polling polling, Stuck stuck) {
+void Engine::await(MPI_Request& request, bool long_wait, Polling polling, Stuck stuck) {
   int done = 0;
   LPURT_MPI_CHECK(MPI_Test(&request, &done, MPI_STATUS_IGNORE));
   if (done != 0) return;
   // A tensor-parallel peer's next round arrives within a round's compute (tens to hundreds of
-  // microseconds): poll that long. A pipeline stage waits for the others' whole compute: sleep then, so that
-  // the working ranks get this rank's core. Sleeps grow to a cap that bounds the latency they add to the
-  // wake-up, and to each step of a collective's protocol, which progresses only while this rank polls.
-  constexpr std::chrono::microseconds poll_for{300}, first_sleep{10}, longest_sleep{50};
+  // microseconds): poll that long before counting this rank idle, so that the ranks of a stage never
+  // both widen their threads. A pipeline stage waits for the others' whole compute: it counts itself idle
+  // at once, so that the working stage gets every core from its first op, and soon sleeps. Sleeps grow to
+  // a cap that bounds the latency they add to the wake-up, and to each step of a collective's protocol,
+  // which progresses only while this rank polls.
+  constexpr std::chrono::microseconds short_poll{50}, long_poll{300}, first_sleep{10}, longest_sleep{50};
+  const auto poll_for = long_wait ? short_poll : long_poll;
   const auto t0 = std::chrono::steady_clock::now();
   auto sleep = first_sleep;
   bool idle = false;
+  auto set_idle = [&] {
+    if (!idle && host_.busy_ranks != nullptr) host_.busy_ranks->fetch_sub(1, std::memory_order_relaxed);
+    idle = host_.busy_ranks != nullptr;
+  };
+  if (long_wait) set_idle();
   while (done == 0) {
     const auto waited = std::chrono::steady_clock::now() - t0;
     const double waited_s = std::chrono::duration<double>(waited).count();
@@ -187,8 +195,7 @@ void Engine::await(MPI_Request& request, Polling polling, Stuck stuck) {
     if (waited < poll_for || host_.busy_ranks == nullptr) {
       std::this_thread::yield();
     } else {
-      if (!idle) host_.busy_ranks->fetch_sub(1, std::memory_order_relaxed);
-      idle = true;
+      set_idle();
       std::this_thread::sleep_for(sleep);
       sleep = std::min(2 * sleep, longest_sleep);
     }
@@ -203,7 +210,7 @@ void Engine::allreduce(void* data, int count, MPI_Datatype type, MPI_Op op, cons
   MPI_Request request = MPI_REQUEST_NULL;
   LPURT_MPI_CHECK(MPI_Iallreduce(MPI_IN_PLACE, data, count, type, op, comm_, &request));
   // A rank that times out here asks the others who is waiting too: answer while waiting.
-  await(request, [this] { answer_presence_notes(); }, [&](double waited_s) { report_silent_ranks(what, waited_s); });
+  await(request, true, [this] { answer_presence_notes(); }, [&](double waited_s) { report_silent_ranks(what, waited_s); });
 }
 
 void Engine::send_presence_notes() {
@@ -413,8 +420,13 @@ void Engine::post_round(int32_t round) {
 void Engine::complete(int32_t m) {
   const auto mi = static_cast<std::size_t>(m);
   if (message_area_[mi] == 0) return;
-  await(requests_[mi], [] {}, [&](double waited_s) { report_stuck(m, waited_s); });
+  // Activations travel between pipeline stages: the receiver waits for the sender's whole compute, and
+  // the sender, done with its stage, for the next one to take them. The other payloads go between the
+  // tensor-parallel chips of a stage, working at the same time.
   const Message& msg = exchange_->messages[mi];
+  const Op& first = current_->ops[static_cast<std::size_t>(exchange_->segments[static_cast<std::size_t>(msg.segment_begin)].op)];
+  await(requests_[mi], first.payload == Payload::activations, [] {},
+        [&](double waited_s) { report_stuck(m, waited_s); });
   const int area = message_area_[mi] - 1;
   message_area_[mi] = 0;
   if (!msg.incoming) return;

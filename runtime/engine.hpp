@@ -162,12 +162,13 @@ class Engine {
   void check_arrival(std::size_t recv_index, void* data, int64_t bytes, uint64_t sent_checksum);
   /// Throws Error naming the first transfer of message m, still incomplete after the step timeout.
   [[noreturn]] void report_stuck(int32_t m, double waited_s);
-  /// Waits for `request` without holding a core: polls for a few microseconds (the next round's message
-  /// usually follows at once), then, if this rank shares cores with other ranks of its host, sleeps between
-  /// polls, counted idle on the host meanwhile. Calls polling() before each poll but the first; past the step
+  /// Waits for `request` without holding a core: polls for a while (a tensor-parallel peer's message
+  /// usually follows soon), then, if this rank shares cores with other ranks of its host, sleeps between
+  /// polls, counted idle on the host meanwhile. A `long_wait` (another pipeline stage's output, a reduction)
+  /// counts idle at once and polls briefly. Calls polling() before each poll but the first; past the step
   /// timeout it calls stuck(seconds waited), which throws. Adds the time to mpi_wait_s().
   template <typename Polling, typename Stuck>
-  void await(MPI_Request& request, Polling polling, Stuck stuck);
+  void await(MPI_Request& request, bool long_wait, Polling polling, Stuck stuck);
   /// MPI_Iallreduce in place over the Engine's communicator, awaited like a transfer; `what` names the
   /// reduction in the report of a rank that never joins it.
   void allreduce(void* data, int count, MPI_Datatype type, MPI_Op op, const char* what);
