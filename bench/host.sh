@@ -100,8 +100,9 @@ echo
 cores=$(nproc)
 echo "### One rank against two (same chips, ranks free to use every core)"
 echo
-echo "Launched as \`mpirun -np R --bind-to none\` ($cores cores). A rank that waits for a message polls for 300 us,"
-echo "then sleeps between polls and counts itself idle in a counter the host's ranks share; each group of"
+echo "Launched as \`mpirun -np R --bind-to none\` ($cores cores). A rank waiting for a tensor-parallel peer polls"
+echo "for 300 us, one waiting for another pipeline stage or in a reduction counts itself idle at once (in a"
+echo "counter the host's ranks share) and polls 50 us; then it sleeps between polls, counted idle; each group of"
 echo "compute ops runs on cores / (ranks of the host working at that moment) threads (runtime/engine.hpp). Two"
 echo "layouts: the stage's tp chips split over the two ranks (tp across ranks: both ranks work at once, one"
 echo "thread each; every tensor-parallel collective crosses ranks, one MPI message each way per round of"
@@ -143,7 +144,7 @@ done
 echo
 echo "Each core's streaming read, single-threaded, alone and with the other core streaming at the same time"
 echo "(\`taskset\`; two ranks of one stage wait for the slower one at every round, where one process's TBB"
-echo "threads share the work dynamically):"
+echo "threads split each matrix between them):"
 echo
 echo "| core | alone (GB/s) | both cores at once (GB/s) |"
 echo "|---|---|---|"
