@@ -7,12 +7,14 @@
 #include <tbb/parallel_reduce.h>
 
 #include <cstdint>
+#include <algorithm>
 #include <cstring>
 #include <functional>
 #include <random>
 #include <vector>
 
 #include "chip/kernels.hpp"
+#include "chip/shard.hpp"
 
 namespace {
 
@@ -50,20 +52,22 @@ uint64_t sum_portable(const uint64_t* p, std::size_t n) {
 }
 
 // The host's streaming-read bandwidth over a buffer far larger than the caches, with the same TBB threads
-// the kernels use: the physical limit of a memory-bound GEMV.
+// the kernels use: the physical limit of a memory-bound GEMV. The buffer is a chip::WeightArena, on the
+// same (huge) pages as the weights, so that the limit is the best the memory can do.
 void BM_StreamRead(benchmark::State& state) {
   const bool avx2 = __builtin_cpu_supports("avx2") != 0;
   const auto n = static_cast<std::size_t>(state.range(0)) / sizeof(uint64_t);
+  const lpurt::chip::WeightArena arena(state.range(0));
+  auto* buffer = reinterpret_cast<uint64_t*>(arena.data());
   // Distinct contents on every page: a hypervisor that merges identical pages (KSM) would otherwise back
   // the whole buffer with one physical page and the "stream" would run from the caches.
-  std::vector<uint64_t> buffer(n);
   uint64_t lcg = 0x9e3779b97f4a7c15ull;
-  for (auto& x : buffer) x = lcg = lcg * 6364136223846793005ull + 1442695040888963407ull;
+  for (std::size_t i = 0; i < n; ++i) buffer[i] = lcg = lcg * 6364136223846793005ull + 1442695040888963407ull;
   for (auto _ : state) {
     const uint64_t sum = tbb::parallel_reduce(
         tbb::blocked_range<std::size_t>(0, n, 1 << 16), uint64_t{0},
         [&](const tbb::blocked_range<std::size_t>& r, uint64_t s) {
-          const uint64_t* p = buffer.data() + r.begin();
+          const uint64_t* p = buffer + r.begin();
           return s + (avx2 ? sum_avx2(p, r.size()) : sum_portable(p, r.size()));
         },
         std::plus<uint64_t>());
@@ -75,11 +79,15 @@ BENCHMARK(BM_StreamRead)->Arg(int64_t{512} << 20)->UseRealTime();
 
 void BM_GemvInt8(benchmark::State& state) {
   const int64_t rows = state.range(0), cols = state.range(1);
-  const auto w = random_int8(static_cast<std::size_t>(rows * cols));
+  // In a WeightArena, as a chip's weights are.
+  const lpurt::chip::WeightArena arena(rows * cols);
+  const auto values = random_int8(static_cast<std::size_t>(rows * cols));
+  std::copy(values.begin(), values.end(), arena.data());
+  const int8_t* w = arena.data();
   const auto q = random_int8(static_cast<std::size_t>(cols));
   std::vector<int32_t> acc(static_cast<std::size_t>(rows));
   for (auto _ : state) {
-    lpurt::chip::gemv_int8(w.data(), rows, cols, q.data(), acc.data());
+    lpurt::chip::gemv_int8(w, rows, cols, q.data(), acc.data());
     benchmark::DoNotOptimize(acc.data());
   }
   state.SetBytesProcessed(state.iterations() * rows * cols);

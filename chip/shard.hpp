@@ -17,6 +17,7 @@
 /// phases allocate nothing.
 
 #include <cstdint>
+#include <memory>
 #include <vector>
 
 #include "chip/hardware.hpp"
@@ -26,13 +27,39 @@
 
 namespace lpurt::chip {
 
+/// Memory for int8 weights: 2 MB aligned and advised for transparent huge pages (madvise
+/// MADV_HUGEPAGE, honoured when /sys/kernel/mm/transparent_hugepage/enabled is `always` or `madvise`). A
+/// decode step streams every weight byte once; on 4 KB pages that is a TLB miss every 4 KB, each a page
+/// walk (a two-level one in a virtual machine) in the middle of the stream. Zero-filled.
+class WeightArena {
+ public:
+  WeightArena() = default;
+  explicit WeightArena(int64_t bytes);
+  int8_t* data() const { return data_.get(); }
+  int64_t bytes() const { return bytes_; }
+
+ private:
+  struct Free {
+    void operator()(int8_t* p) const;
+  };
+  std::unique_ptr<int8_t, Free> data_;
+  int64_t bytes_ = 0;
+};
+
+/// int8 elements a QuantizedMatrix views inside its Shard's WeightArena.
+struct Int8View {
+  int8_t* begin = nullptr;
+  int64_t n = 0;
+  int8_t* data() const { return begin; }
+  int64_t size() const { return n; }
+};
+
 /// An int8 weight matrix with per-row float32 scales, as a chip holds it.
 struct QuantizedMatrix {
   int64_t rows = 0;
   int64_t cols = 0;
-  std::vector<int8_t> weight;  ///< [rows, cols] row-major
-  std::vector<float> scale;    ///< [rows]
-  void resize(int64_t n_rows, int64_t n_cols);
+  Int8View weight;           ///< [rows, cols] row-major, in the Shard's WeightArena
+  std::vector<float> scale;  ///< [rows]
 };
 
 struct ExpertWeights {
@@ -129,12 +156,17 @@ class Shard {
   const LayerWeights& layer_weights(int64_t layer) const;
   /// y[t] = dequantized (m . quantize(in[t])) for t < n; in: float [n, m.cols], y: float [n, m.rows].
   void linear_block(const QuantizedMatrix& m, const float* in, int64_t n, float* y);
+  /// The first half of linear_block: in[t] quantized into q8_ with its amax in row_amax_, for t < n.
+  void quantize_block(const float* in, int64_t cols, int64_t n);
+  /// The second half, for every matrix that reads the same quantized input (q, k, v; gate, up).
+  void quantized_linear_block(const QuantizedMatrix& m, int64_t n, float* y);
   /// Expert FFN of one token on full columns: y = w_down(silu(w_gate h) * w_up h); y: float [D].
   void expert_ffn(const ExpertWeights& e, const float* h, float* y);
 
   ModelConfig cfg_;
   ShardRange range_;
   ShardShape shape_;
+  WeightArena weight_arena_;       ///< every QuantizedMatrix's int8 weights, each 64-byte aligned
   ShardWeights weights_;
   int64_t n_kv_heads_ = 0;
   int64_t kv_head_begin_ = 0;

@@ -4,9 +4,11 @@
 #include <chrono>
 #include <csignal>
 #include <cstdio>
-#include <thread>
 #include <cstring>
+#include <exception>
+#include <thread>
 
+#include <sys/prctl.h>
 #include <tbb/parallel_for.h>
 
 #include "chip/error.hpp"
@@ -72,6 +74,7 @@ Engine::Engine(const partition::Plan& plan, io::WeightSource& source, MPI_Comm c
                       std::to_string(f.call) + ": needs two different chips of the " + std::to_string(plan.n_chips()) +
                       " and a forward call >= 0",
                   ExitCode::usage);
+  share_host();
   const int64_t b = plan.shape.block_tokens, d = cfg.hidden_size, tp = plan.tp;
   // The largest share of a reduce-scatter: a block's expert slots (or its activations) over the stage's chips.
   slice_ = plan.reduction(cfg.is_moe() ? partition::Reduced::expert_slots : partition::Reduced::linear_output, b).max_share();
@@ -116,6 +119,152 @@ void Engine::prepare(int64_t n_tokens) {
 }
 
 Engine::~Engine() = default;
+
+Engine::HostShare::~HostShare() {
+  // MPI_Win_free is collective: while an error unwinds, the other ranks may never get here, and the job is
+  // about to be aborted anyway.
+  if (window != MPI_WIN_NULL && std::uncaught_exceptions() == 0 && mpi_initialized()) {
+    int finalized = 0;
+    MPI_Finalized(&finalized);
+    if (finalized == 0) MPI_Win_free(&window);
+  }
+}
+
+void Engine::share_host() {
+  // Collective over comm_, before anything that can fail on one rank only (loading weights): the checks
+  // above fail alike on every rank.
+  const int cores = tbb::this_task_arena::max_concurrency();
+  for (int k = 1; k <= cores; ++k) arenas_.push_back(std::make_unique<tbb::task_arena>(k));
+  if (n_ranks_ == 1) return;
+  present_.assign(static_cast<std::size_t>(n_ranks_), false);
+  presence_requests_.assign(static_cast<std::size_t>(n_ranks_), MPI_REQUEST_NULL);
+  // Round tags are below 32768; notes get the next tag where MPI allows it (Open MPI: up to 2^31 - 1).
+  int* tag_ub = nullptr;
+  int has_tag_ub = 0;
+  LPURT_MPI_CHECK(MPI_Comm_get_attr(comm_, MPI_TAG_UB, &tag_ub, &has_tag_ub));
+  if (has_tag_ub != 0 && *tag_ub >= 32768) presence_tag_ = 32768;
+  const Comm host = Comm::split_type_shared(comm_);
+  const int host_ranks = comm_size(host.get());
+  // Ranks bound to cores of their own (mpirun --map-by slot:PE=n) have nothing to give: they never sleep.
+  if (host_ranks == 1 || static_cast<unsigned>(cores * host_ranks) <= std::thread::hardware_concurrency()) return;
+  // Sleeps of tens of microseconds would otherwise last the default timer slack (50 us) longer.
+  prctl(PR_SET_TIMERSLACK, 1000UL, 0UL, 0UL, 0UL);
+  void* base = nullptr;
+  const MPI_Aint bytes = comm_rank(host.get()) == 0 ? static_cast<MPI_Aint>(sizeof(std::atomic<int>)) : 0;
+  LPURT_MPI_CHECK(MPI_Win_allocate_shared(bytes, 1, MPI_INFO_NULL, host.get(), &base, &host_.window));
+  MPI_Aint size = 0;
+  int unit = 0;
+  LPURT_MPI_CHECK(MPI_Win_shared_query(host_.window, 0, &size, &unit, &base));
+  static_assert(std::atomic<int>::is_always_lock_free, "the counter is shared between processes");
+  if (comm_rank(host.get()) == 0) host_.busy_ranks = new (base) std::atomic<int>(host_ranks);
+  LPURT_MPI_CHECK(MPI_Barrier(host.get()));
+  host_.busy_ranks = static_cast<std::atomic<int>*>(base);
+}
+
+tbb::task_arena& Engine::arena() {
+  const int busy = host_.busy_ranks == nullptr ? 1 : std::max(1, host_.busy_ranks->load(std::memory_order_relaxed));
+  const int cores = static_cast<int>(arenas_.size());
+  return *arenas_[static_cast<std::size_t>(std::max(1, cores / busy) - 1)];
+}
+
+template <typename Polling, typename Stuck>
+void Engine::await(MPI_Request& request, bool long_wait, Polling polling, Stuck stuck) {
+  int done = 0;
+  LPURT_MPI_CHECK(MPI_Test(&request, &done, MPI_STATUS_IGNORE));
+  if (done != 0) return;
+  // A tensor-parallel peer's next round arrives within a round's compute (tens to hundreds of
+  // microseconds): poll that long before counting this rank idle, so that the ranks of a stage never
+  // both widen their threads. A pipeline stage waits for the others' whole compute: it counts itself idle
+  // at once, so that the working stage gets every core from its first op, and soon sleeps. Sleeps grow to
+  // a cap that bounds the latency they add to the wake-up, and to each step of a collective's protocol,
+  // which progresses only while this rank polls.
+  constexpr std::chrono::microseconds short_poll{50}, long_poll{300}, first_sleep{10}, longest_sleep{50};
+  const auto poll_for = long_wait ? short_poll : long_poll;
+  const auto t0 = std::chrono::steady_clock::now();
+  auto sleep = first_sleep;
+  bool idle = false;
+  auto set_idle = [&] {
+    if (!idle && host_.busy_ranks != nullptr) host_.busy_ranks->fetch_sub(1, std::memory_order_relaxed);
+    idle = host_.busy_ranks != nullptr;
+  };
+  if (long_wait) set_idle();
+  while (done == 0) {
+    const auto waited = std::chrono::steady_clock::now() - t0;
+    const double waited_s = std::chrono::duration<double>(waited).count();
+    if (faults_.step_timeout_s > 0 && waited_s > faults_.step_timeout_s) {
+      if (idle) host_.busy_ranks->fetch_add(1, std::memory_order_relaxed);
+      mpi_wait_s_ += waited_s;
+      stuck(waited_s);
+    }
+    if (waited < poll_for || host_.busy_ranks == nullptr) {
+      std::this_thread::yield();
+    } else {
+      set_idle();
+      std::this_thread::sleep_for(sleep);
+      sleep = std::min(2 * sleep, longest_sleep);
+    }
+    polling();
+    LPURT_MPI_CHECK(MPI_Test(&request, &done, MPI_STATUS_IGNORE));
+  }
+  if (idle) host_.busy_ranks->fetch_add(1, std::memory_order_relaxed);
+  mpi_wait_s_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+void Engine::allreduce(void* data, int count, MPI_Datatype type, MPI_Op op, const char* what) {
+  MPI_Request request = MPI_REQUEST_NULL;
+  LPURT_MPI_CHECK(MPI_Iallreduce(MPI_IN_PLACE, data, count, type, op, comm_, &request));
+  // A rank that times out here asks the others who is waiting too: answer while waiting.
+  await(request, true, [this] { answer_presence_notes(); }, [&](double waited_s) { report_silent_ranks(what, waited_s); });
+}
+
+void Engine::send_presence_notes() {
+  if (presence_sent_ || presence_tag_ < 0) return;
+  presence_sent_ = true;
+  for (int r = 0; r < n_ranks_; ++r)
+    if (r != rank_)
+      LPURT_MPI_CHECK(MPI_Isend(nullptr, 0, MPI_BYTE, r, presence_tag_, comm_, &presence_requests_[static_cast<std::size_t>(r)]));
+}
+
+void Engine::answer_presence_notes() {
+  if (presence_tag_ < 0) return;
+  for (;;) {
+    int arrived = 0;
+    MPI_Status status;
+    LPURT_MPI_CHECK(MPI_Iprobe(MPI_ANY_SOURCE, presence_tag_, comm_, &arrived, &status));
+    if (arrived == 0) return;
+    LPURT_MPI_CHECK(MPI_Recv(nullptr, 0, MPI_BYTE, status.MPI_SOURCE, presence_tag_, comm_, MPI_STATUS_IGNORE));
+    present_[static_cast<std::size_t>(status.MPI_SOURCE)] = true;
+    send_presence_notes();  // a rank asks who is here: this one is
+  }
+}
+
+void Engine::report_silent_ranks(const char* what, double waited_s) {
+  // Every rank waiting in the reduction times out at about the same moment and tells the others; a rank
+  // that has not said so within a grace period is the silent one.
+  send_presence_notes();
+  const double grace_s = std::min(1.0, faults_.step_timeout_s);
+  const auto t0 = std::chrono::steady_clock::now();
+  present_[static_cast<std::size_t>(rank_)] = true;
+  while (std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() < grace_s &&
+         std::count(present_.begin(), present_.end(), true) < n_ranks_) {
+    answer_presence_notes();
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  std::string silent;
+  int n_silent = 0;
+  for (int r = 0; r < n_ranks_; ++r)
+    if (!present_[static_cast<std::size_t>(r)]) silent += (n_silent++ == 0 ? "" : ", ") + std::to_string(r);
+  char seconds[32], limit[32];
+  std::snprintf(seconds, sizeof seconds, "%.1f", waited_s);
+  std::snprintf(limit, sizeof limit, "%.1f", faults_.step_timeout_s);
+  throw Error("rank " + std::to_string(rank_) + " waited " + seconds + " s in the " + what + " (MPI_Iallreduce over " +
+                  std::to_string(n_ranks_) + " ranks) for " +
+                  (presence_tag_ < 0 || n_silent == 0 ? std::string("another rank")
+                                                      : (n_silent == 1 ? "rank " : "ranks ") + silent) +
+                  ": " + (n_silent == 1 ? "that rank is" : "they are") + " stuck or dead (step timeout " + limit +
+                  " s, --step-timeout)",
+              ExitCode::runtime);
+}
 
 const partition::Program& Engine::program(int64_t n_tokens) {
   auto it = programs_.find(n_tokens);
@@ -175,13 +324,12 @@ void Engine::forward(int64_t sequence, const int32_t* tokens, int64_t pos, int64
     if (!faults_.checked()) break;
     // Every rank must take the same decision: replay if any chip saw a corrupted transfer.
     int64_t faults = step_faults_;
-    if (n_ranks_ > 1) LPURT_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, &faults, 1, MPI_INT64_T, MPI_SUM, comm_));
+    if (n_ranks_ > 1) allreduce(&faults, 1, MPI_INT64_T, MPI_SUM, "link-fault agreement");
     if (faults == 0) break;
     link_faults_detected_ += faults;
     if (attempt_ == faults_.max_replays) {
       int64_t first_send = first_fault_send_;
-      if (n_ranks_ > 1)
-        LPURT_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, &first_send, 1, MPI_INT64_T, MPI_MIN, comm_));
+      if (n_ranks_ > 1) allreduce(&first_send, 1, MPI_INT64_T, MPI_MIN, "link-fault agreement");
       const Op& op = p.ops[static_cast<std::size_t>(first_send)];
       throw AgreedError("transfers arrived corrupted in each of " + std::to_string(attempt_ + 1) +
                             " attempts at positions " + std::to_string(pos) + ".." + std::to_string(pos + n - 1) +
@@ -213,11 +361,7 @@ void Engine::forward(int64_t sequence, const int32_t* tokens, int64_t pos, int64
     const chip::ShardRange& r = c.shard->range();
     if (r.n_vocab() > 0) std::copy(c.shard->logits_out(), c.shard->logits_out() + r.n_vocab(), logits + r.vocab_begin);
   }
-  if (n_ranks_ > 1) {
-    const auto t0 = std::chrono::steady_clock::now();
-    LPURT_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, logits, vocab, MPI_FLOAT, MPI_SUM, comm_));
-    mpi_wait_s_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  }
+  if (n_ranks_ > 1) allreduce(logits, vocab, MPI_FLOAT, MPI_SUM, "logits reduction");
 }
 
 void* Engine::payload_at(const Op& op, LocalChip& c, bool sending) {
@@ -280,22 +424,13 @@ void Engine::post_round(int32_t round) {
 void Engine::complete(int32_t m) {
   const auto mi = static_cast<std::size_t>(m);
   if (message_area_[mi] == 0) return;
-  const auto t0 = std::chrono::steady_clock::now();
-  if (faults_.step_timeout_s <= 0) {
-    LPURT_MPI_CHECK(MPI_Wait(&requests_[mi], MPI_STATUS_IGNORE));
-  } else {
-    // Poll, so that a message that never comes (a stuck or dead peer) is reported instead of hanging.
-    int done = 0;
-    LPURT_MPI_CHECK(MPI_Test(&requests_[mi], &done, MPI_STATUS_IGNORE));
-    while (done == 0) {
-      const double waited = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-      if (waited > faults_.step_timeout_s) report_stuck(m, waited);
-      std::this_thread::yield();
-      LPURT_MPI_CHECK(MPI_Test(&requests_[mi], &done, MPI_STATUS_IGNORE));
-    }
-  }
-  mpi_wait_s_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  // Activations travel between pipeline stages: the receiver waits for the sender's whole compute, and
+  // the sender, done with its stage, for the next one to take them. The other payloads go between the
+  // tensor-parallel chips of a stage, working at the same time.
   const Message& msg = exchange_->messages[mi];
+  const Op& first = current_->ops[static_cast<std::size_t>(exchange_->segments[static_cast<std::size_t>(msg.segment_begin)].op)];
+  await(requests_[mi], first.payload == Payload::activations, [] {},
+        [&](double waited_s) { report_stuck(m, waited_s); });
   const int area = message_area_[mi] - 1;
   message_area_[mi] = 0;
   if (!msg.incoming) return;
@@ -432,11 +567,13 @@ void Engine::execute(const partition::Program& p, const Exchange& e, int64_t rep
         const partition::Block& b = p.blocks[static_cast<std::size_t>(o.block)];
         compute(o, *local(o.chip + offset), tokens + b.position_offset, slot, pos + b.position_offset, b.n_tokens);
       };
-      if (parallel_group_.size() == 1) {
-        run(parallel_group_.front());
-      } else {
-        tbb::parallel_for(std::size_t{0}, parallel_group_.size(), [&](std::size_t g) { run(parallel_group_[g]); });
-      }
+      arena().execute([&] {
+        if (parallel_group_.size() == 1) {
+          run(parallel_group_.front());
+        } else {
+          tbb::parallel_for(std::size_t{0}, parallel_group_.size(), [&](std::size_t g) { run(parallel_group_[g]); });
+        }
+      });
       i = static_cast<std::size_t>(parallel_group_.back());
     }
   }

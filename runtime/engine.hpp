@@ -14,6 +14,12 @@
 /// The array order is a valid execution order, so walking it on every rank cannot deadlock. The programs
 /// and their messages are built once; the steady-state step allocates nothing.
 ///
+/// Ranks of one host share its cores. A rank that waits for a message (or a collective) polls briefly, then
+/// sleeps between polls and counts itself idle in a counter the host's ranks share; each group of compute
+/// ops runs its kernels on cores / (ranks of the host working at that moment) threads. A pipeline stage
+/// that works while the other stages wait gets the whole host; ranks that work at once split it, never
+/// running more threads than cores. Ranks must then be free to use every core: `mpirun --bind-to none`.
+///
 /// Example usage:
 /// \code
 ///   lpurt::runtime::Engine engine(plan, *source, MPI_COMM_WORLD);
@@ -22,7 +28,9 @@
 /// \endcode
 
 #include <mpi.h>
+#include <tbb/task_arena.h>
 
+#include <atomic>
 #include <cstdint>
 #include <limits>
 #include <map>
@@ -154,6 +162,27 @@ class Engine {
   void check_arrival(std::size_t recv_index, void* data, int64_t bytes, uint64_t sent_checksum);
   /// Throws Error naming the first transfer of message m, still incomplete after the step timeout.
   [[noreturn]] void report_stuck(int32_t m, double waited_s);
+  /// Waits for `request` without holding a core: polls for a while (a tensor-parallel peer's message
+  /// usually follows soon), then, if this rank shares cores with other ranks of its host, sleeps between
+  /// polls, counted idle on the host meanwhile. A `long_wait` (another pipeline stage's output, a reduction)
+  /// counts idle at once and polls briefly. Calls polling() before each poll but the first; past the step
+  /// timeout it calls stuck(seconds waited), which throws. Adds the time to mpi_wait_s().
+  template <typename Polling, typename Stuck>
+  void await(MPI_Request& request, bool long_wait, Polling polling, Stuck stuck);
+  /// MPI_Iallreduce in place over the Engine's communicator, awaited like a transfer; `what` names the
+  /// reduction in the report of a rank that never joins it.
+  void allreduce(void* data, int count, MPI_Datatype type, MPI_Op op, const char* what);
+  /// Throws Error naming the ranks that did not join reduction `what` within the step timeout: the ranks
+  /// waiting in it say so to each other (zero-byte notes, tag presence_tag); the others are silent.
+  [[noreturn]] void report_silent_ranks(const char* what, double waited_s);
+  /// Answers presence notes while this rank waits in a reduction (see report_silent_ranks).
+  void answer_presence_notes();
+  /// Sends this rank's presence note to every other rank, once per reduction that timed out.
+  void send_presence_notes();
+  /// Sets up the host's shared counter of working ranks and the arenas (collective over comm_).
+  void share_host();
+  /// The arena to run compute ops in now: cores / (ranks of this host working at the moment) threads.
+  tbb::task_arena& arena();
   LocalChip* local(int64_t chip) { return local_index_[static_cast<std::size_t>(chip)]; }
 
   partition::Plan plan_;
@@ -190,6 +219,20 @@ class Engine {
   int64_t link_faults_detected_ = 0;
   int64_t replays_ = 0;
   int64_t replay_cycles_ = 0;
+  // Waiting and sharing the host's cores.
+  /// Ranks of this host that are not asleep in a wait, in memory the host's ranks share (an MPI shared
+  /// window of the host's ranks of comm_); null when this rank is alone on its host or has cores of its own.
+  struct HostShare {
+    MPI_Win window = MPI_WIN_NULL;
+    std::atomic<int>* busy_ranks = nullptr;
+    ~HostShare();
+  };
+  HostShare host_;
+  std::vector<std::unique_ptr<tbb::task_arena>> arenas_;  ///< [cores]: arenas_[k] runs k + 1 threads
+  int presence_tag_ = -1;                        ///< tag of presence notes, above every round's; -1: not available
+  bool presence_sent_ = false;                   ///< this rank's presence notes are out (a reduction timed out)
+  std::vector<bool> present_;                    ///< [n_ranks] ranks heard from in a timed-out reduction
+  std::vector<MPI_Request> presence_requests_;   ///< [n_ranks] this rank's presence notes in flight
 };
 
 }  // namespace lpurt::runtime
