@@ -42,10 +42,10 @@ slurm_wait() {  # slurm_wait JOBID... : until none is queued; fails unless every
 # 1. The single-run script as users submit it: options to lpurt run follow the script.
 "$lpurt" gen-model --preset tiny --out tiny.h5 --seed 3 > /dev/null
 single=$(sbatch --parsable --ntasks=2 --output="$work/single-%j.out" --export=ALL,LPURT="$lpurt" \
-  "$src/slurm/run.sbatch" --model "$work/tiny.h5" --chips 4 --prompt-len 6 --tokens 5 --out "$work/single.h5")
+  "$src/slurm/run.sbatch" --model "$work/tiny.h5" --chips 4 --tp 2 --pp 2 --prompt-len 6 --tokens 5 --out "$work/single.h5")
 echo "single run: job $single"
 slurm_wait "$single" || { cat "$work"/single-*.out >&2; exit 1; }
-"$mpiexec" -n 2 "$@" "$lpurt" run --model tiny.h5 --chips 4 --prompt-len 6 --tokens 5 --out local.h5 > /dev/null
+"$mpiexec" -n 2 "$@" "$lpurt" run --model tiny.h5 --chips 4 --tp 2 --pp 2 --prompt-len 6 --tokens 5 --out local.h5 > /dev/null
 grep -q "2 rank(s)" "$work"/single-*.out || { echo "FAIL: the Slurm run did not use 2 ranks" >&2; cat "$work"/single-*.out >&2; exit 1; }
 
 # 2. A 4-point study: the same job file, once through Slurm, once locally.
@@ -62,6 +62,7 @@ file = "$work/tiny.h5"
 [run]
 prompt_len = 6
 tokens = 5
+tp = 2
 [sweep]
 chips = [2, 4]
 link_bytes_per_s = [14e9, 28e9]
