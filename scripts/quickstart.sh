@@ -8,5 +8,5 @@ cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release
 cmake --build build
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1  # harmless when not root
 # tp 2 x pp 2: the model is split over the 4 chips, which exchange activations and partial sums over
-# MPI (left to itself, the planner would run this tiny model as 4 replicas of one chip each).
+# MPI (left to itself, the planner would run this tiny model on one chip and leave three idle).
 mpirun -np 2 build/jobs/lpurt run --chips 4 --tp 2 --pp 2 --tokens 16
