@@ -482,7 +482,13 @@ Plan make_plan(const chip::ModelConfig& cfg, const chip::ChipSpec& hw, const Pla
           return it->second;
         };
         if (loses(objective_of(period_cycles, first_prefill(1)), c)) continue;
-        if (n_slots > 1 && loses(objective_of(period_cycles, first_prefill(n_slots)), c)) continue;
+        const int64_t objective = objective_of(period_cycles, first_prefill(n_slots));
+        if (c.replicas == 1) {
+          // One replica: its first replica's prefill is the whole batch's.
+          if (!loses(objective, c)) best_objective = objective, best = &c;
+          continue;
+        }
+        if (loses(objective, c)) continue;
         full = std::make_unique<Plan>(layout(cfg, hw, r, c.tp, c.pp, c.replicas, stages(c.pp), c.replicas));
       }
       const Program prefill = build_program(*full, topology_for(*full), batch_prefill_blocks(*full, n_prompt));

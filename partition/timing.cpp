@@ -77,10 +77,9 @@ struct DecodeStep {
   }
 };
 
-DecodeStep summarize(const Plan& plan, const Program& p, const Timeline& t, int64_t attention_cycles) {
+/// The values the pace reads, and the ops that set them: the makespan, each stage's first start and last end.
+DecodeStep measure(const Plan& plan, const Program& p, const Timeline& t) {
   DecodeStep d;
-  d.attention_cycles = attention_cycles;
-  d.waited_for = t.waited_for;
   d.makespan_cycles = t.makespan_cycles;
   const auto pp = static_cast<std::size_t>(plan.pp);
   d.stage_first_op.assign(pp, -1);
@@ -95,6 +94,13 @@ DecodeStep summarize(const Plan& plan, const Program& p, const Timeline& t, int6
     if (t.start_cycles[i] < d.stage_first_cycles[s]) d.stage_first_cycles[s] = t.start_cycles[i], d.stage_first_op[s] = static_cast<int32_t>(i);
     if (t.end_cycles(i) > d.stage_last_cycles[s]) d.stage_last_cycles[s] = t.end_cycles(i), d.stage_last_op[s] = static_cast<int32_t>(i);
   }
+  return d;
+}
+
+/// measure() and the critical path's transfers, at attention duration x.
+DecodeStep summarize(const Plan& plan, const Program& p, const Timeline& t, int64_t attention_cycles) {
+  DecodeStep d = measure(plan, p, t);
+  d.attention_cycles = attention_cycles;
   d.critical_transfer_cycles = critical_path(p, t).transfer_cycles;
   return d;
 }
@@ -167,16 +173,21 @@ std::vector<StepFigures> decode_step_figures(const Plan& plan, const Program& de
                                              int64_t first, int64_t n) {
   std::vector<StepFigures> figures(static_cast<std::size_t>(n));
   const int32_t attention = shared_attention_op(plan, decode);
-  auto x_at = [&](int64_t position) {
-    return attention < 0 ? 0 : compute_op_cycles(decode, decode.ops[static_cast<std::size_t>(attention)], plan, position);
-  };
-  auto solve = [&](int64_t i) {
-    return summarize(plan, decode, solver.at(first + i), x_at(first + i));
-  };
+
   if (attention < 0) {
-    for (int64_t i = 0; i < n; ++i) figures[static_cast<std::size_t>(i)] = figures_of(plan, solve(i));
+    for (int64_t i = 0; i < n; ++i) figures[static_cast<std::size_t>(i)] = figures_of(plan, summarize(plan, decode, solver.at(first + i), 0));
     return figures;
   }
+  auto x_at = [&](int64_t position) {
+    return compute_op_cycles(decode, decode.ops[static_cast<std::size_t>(attention)], plan, position);
+  };
+  // A solved step keeps every op's decision, which the interpolation compares.
+  auto solve = [&](int64_t i) {
+    const Timeline& t = solver.at(first + i);
+    DecodeStep d = summarize(plan, decode, t, x_at(first + i));
+    d.waited_for = t.waited_for;
+    return d;
+  };
   // Steps lo and hi are solved; fill the ones between, halving where the decisions differ.
   std::function<void(int64_t, const DecodeStep&, int64_t, const DecodeStep&)> fill =
       [&](int64_t lo, const DecodeStep& a, int64_t hi, const DecodeStep& b) {
@@ -203,7 +214,7 @@ std::vector<StepFigures> decode_step_figures(const Plan& plan, const Program& de
 }  // namespace
 
 DecodePace decode_pace(const Plan& plan, const Program& decode, const Timeline& timeline) {
-  return pace_of(summarize(plan, decode, timeline, 0));
+  return pace_of(measure(plan, decode, timeline));
 }
 
 int64_t decode_period_cycles(const Plan& plan, const Program& decode, const Timeline& timeline) {
