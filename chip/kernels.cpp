@@ -120,14 +120,43 @@ void rmsnorm(const float* x, const float* g, int64_t n, float eps, float* out) {
   for (int64_t i = 0; i < n; ++i) out[i] = x[i] * inv_rms * g[i];
 }
 
-void rope_table(int64_t n_positions, int64_t head_dim, float theta, float* cos_out, float* sin_out) {
+void add_bias(const float* bias, int64_t n, float* y) {
+  for (int64_t i = 0; i < n; ++i) y[i] += bias[i];
+}
+
+void rope_frequencies(int64_t head_dim, float theta, const RopeScaling& scaling, float* freq) {
   const int64_t half = head_dim / 2;
+  for (int64_t i = 0; i < half; ++i) {
+    const float exponent = -static_cast<float>(2 * i) / static_cast<float>(head_dim);
+    freq[i] = std::pow(theta, exponent);
+  }
+  if (scaling.type != RopeScalingType::llama3) return;
+  // SPEC: wavelengths shorter than orig / high_freq_factor keep f, longer than orig / low_freq_factor
+  // get f / factor, and the band between blends the two linearly in orig / wavelength.
+  constexpr double two_pi = 6.283185307179586476925286766559;
+  const double orig = static_cast<double>(scaling.original_max_position);
+  const double low_wavelength = orig / scaling.high_freq_factor;
+  const double high_wavelength = orig / scaling.low_freq_factor;
+  for (int64_t i = 0; i < half; ++i) {
+    const double f = freq[i];
+    const double wavelength = two_pi / f;
+    double scaled = f;
+    if (wavelength > high_wavelength) {
+      scaled = f / scaling.factor;
+    } else if (wavelength >= low_wavelength) {
+      const double s = (orig / wavelength - scaling.low_freq_factor) / (scaling.high_freq_factor - scaling.low_freq_factor);
+      scaled = (1.0 - s) * f / scaling.factor + s * f;
+    }
+    freq[i] = static_cast<float>(scaled);
+  }
+}
+
+void rope_table(int64_t n_positions, int64_t n_freq, const float* freq, float* cos_out, float* sin_out) {
   for (int64_t p = 0; p < n_positions; ++p) {
-    for (int64_t i = 0; i < half; ++i) {
-      const float exponent = -static_cast<float>(2 * i) / static_cast<float>(head_dim);
-      const float angle = static_cast<float>(p) * std::pow(theta, exponent);
-      cos_out[p * half + i] = std::cos(angle);
-      sin_out[p * half + i] = std::sin(angle);
+    for (int64_t i = 0; i < n_freq; ++i) {
+      const float angle = static_cast<float>(p) * freq[i];
+      cos_out[p * n_freq + i] = std::cos(angle);
+      sin_out[p * n_freq + i] = std::sin(angle);
     }
   }
 }
@@ -198,8 +227,8 @@ int64_t argmax(const float* v, int64_t n) {
   return best;
 }
 
-void route_top_k(const float* router, const float* h, int64_t n_experts, int64_t dim, int64_t k, float* logits,
-                 int32_t* experts, float* weights) {
+void route_top_k(const float* router, const float* h, int64_t n_experts, int64_t dim, int64_t k, bool norm_topk_prob,
+                 float* logits, int32_t* experts, float* weights) {
   for (int64_t e = 0; e < n_experts; ++e) {
     float dot = 0.0f;
     for (int64_t i = 0; i < dim; ++i) dot += router[e * dim + i] * h[i];
@@ -217,6 +246,15 @@ void route_top_k(const float* router, const float* h, int64_t n_experts, int64_t
     experts[n_chosen] = static_cast<int32_t>(best);
   }
   std::sort(experts, experts + k);
+  if (!norm_topk_prob) {
+    // Softmax over every expert's logit, read at the chosen ones.
+    float max_logit = -INFINITY;
+    for (int64_t e = 0; e < n_experts; ++e) max_logit = std::max(max_logit, logits[e]);
+    float sum = 0.0f;
+    for (int64_t e = 0; e < n_experts; ++e) sum += std::exp(logits[e] - max_logit);
+    for (int64_t c = 0; c < k; ++c) weights[c] = std::exp(logits[experts[c]] - max_logit) / sum;
+    return;
+  }
   // Softmax over the k chosen logits, summed in ascending expert order.
   float max_logit = -INFINITY;
   for (int64_t c = 0; c < k; ++c) max_logit = std::max(max_logit, logits[experts[c]]);

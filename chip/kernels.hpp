@@ -17,6 +17,8 @@
 
 #include <cstdint>
 
+#include "chip/model_config.hpp"
+
 namespace lpurt::chip {
 
 /// Largest |v_i|; exact and independent of evaluation order.
@@ -45,12 +47,19 @@ void dequantize(const int32_t* acc, int64_t rows, float amax, const float* row_s
 /// Same, adding into y (the residual stream): y[j] += (float(acc[j]) * s) * row_scale[j].
 void dequantize_add(const int32_t* acc, int64_t rows, float amax, const float* row_scale, float* y);
 
-/// out_i = x_i * (1 / sqrt(sum_i(x_i^2) / n + eps)) * g_i; sum in index order.
+/// out_i = x_i * (1 / sqrt(sum_i(x_i^2) / n + eps)) * g_i; sum in index order. out may be x (each element
+/// is read before it is written).
 void rmsnorm(const float* x, const float* g, int64_t n, float eps, float* out);
 
-/// RoPE angle table for positions [0, n_positions): cos/sin float [n_positions, head_dim / 2],
-/// angle(p, i) = p * theta^(-2i/head_dim).
-void rope_table(int64_t n_positions, int64_t head_dim, float theta, float* cos_out, float* sin_out);
+/// y_i += bias_i (SPEC format 2 attention_bias, after the linear). y, bias: float [n].
+void add_bias(const float* bias, int64_t n, float* y);
+
+/// RoPE frequencies f_i = theta^(-2i/head_dim) for i < head_dim / 2 (float32 powf), with SPEC's llama3
+/// scaling applied in float64 and rounded once to float32 when `scaling` asks for it. freq: float [head_dim / 2].
+void rope_frequencies(int64_t head_dim, float theta, const RopeScaling& scaling, float* freq);
+/// RoPE angle table for positions [0, n_positions): cos/sin float [n_positions, n_freq],
+/// angle(p, i) = float(p) * freq[i]. freq: float [n_freq].
+void rope_table(int64_t n_positions, int64_t n_freq, const float* freq, float* cos_out, float* sin_out);
 /// Rotates interleaved pairs (2i, 2i+1) of each of n_heads heads of v: float [n_heads, head_dim], using
 /// one position's row of the table (cos, sin: float [head_dim / 2]).
 void rope_apply(float* v, int64_t n_heads, int64_t head_dim, const float* cos, const float* sin);
@@ -70,10 +79,11 @@ void embed_row(const int8_t* e, float scale, int64_t n, float* x);
 /// Index of the largest value; ties go to the lowest index.
 int64_t argmax(const float* v, int64_t n);
 
-/// Mixtral router: logits = router . h (float32, index order), the k largest (ties: lower index), then
-/// softmax over those k logits. experts: int [k] in ascending expert index; weights: float [k] matching.
-/// router: float [n_experts, dim]; logits: scratch float [n_experts].
-void route_top_k(const float* router, const float* h, int64_t n_experts, int64_t dim, int64_t k,
+/// MoE router: logits = router . h (float32, index order), the k largest (ties: lower index); weights are
+/// the softmax over those k logits (norm_topk_prob, Mixtral and Qwen3-MoE), or the softmax over all
+/// n_experts logits read at the k chosen (max and sum in index order). experts: int [k] in ascending
+/// expert index; weights: float [k] matching. router: float [n_experts, dim]; logits: scratch float [n_experts].
+void route_top_k(const float* router, const float* h, int64_t n_experts, int64_t dim, int64_t k, bool norm_topk_prob,
                  float* logits, int32_t* experts, float* weights);
 
 }  // namespace lpurt::chip

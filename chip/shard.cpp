@@ -36,6 +36,11 @@ ShardWeights::Target ShardWeights::target(const TensorSlice& slice, const ShardR
     case TensorKind::router: return {nullptr, &layer().router};
     case TensorKind::final_norm: return {nullptr, &final_norm};
     case TensorKind::lm_head: return {&lm_head, nullptr};
+    case TensorKind::wq_bias: return {nullptr, &layer().wq_bias};
+    case TensorKind::wk_bias: return {nullptr, &layer().wk_bias};
+    case TensorKind::wv_bias: return {nullptr, &layer().wv_bias};
+    case TensorKind::q_norm: return {nullptr, &layer().q_norm};
+    case TensorKind::k_norm: return {nullptr, &layer().k_norm};
   }
   LPURT_ASSERT(false);
 }
@@ -89,6 +94,7 @@ BufferSizes buffer_sizes(const ModelConfig& c, const ShardRange& r, const ShardS
                    + r.n_heads() * s.context         // scores
                    + 2 * b * r.n_ffn()               // gate, act
                    + b                               // amax
+                   + hd / 2                          // rope frequencies
                    + r.n_vocab()                     // logits
                    + c.n_experts + c.n_experts_per_token + 2 * c.hidden_size  // MoE scratch
                    + b * c.n_experts_per_token * c.hidden_size;               // MoE slots
@@ -152,7 +158,9 @@ Shard::Shard(const ModelConfig& cfg, const ShardRange& range, const ShardShape& 
   v_cache_ = floats(z.kv_values);
   rope_cos_ = floats(z.rope_values);
   rope_sin_ = floats(z.rope_values);
-  rope_table(shape.context, hd, cfg.rope_theta, rope_cos_.data(), rope_sin_.data());
+  rope_freq_ = floats(hd / 2);
+  rope_frequencies(hd, cfg.rope_theta, cfg.rope_scaling, rope_freq_.data());
+  rope_table(shape.context, hd / 2, rope_freq_.data(), rope_cos_.data(), rope_sin_.data());
   h_ = floats(b * d);
   row_amax_ = floats(b);
   q8_.assign(static_cast<std::size_t>(b * q8_width(cfg, range)), 0);
@@ -221,6 +229,20 @@ void Shard::attention_in(int64_t slot, int64_t layer, int64_t pos, int64_t n, co
   quantized_linear_block(w.wq, n, q_.data());
   quantized_linear_block(w.wk, n, k_.data());
   quantized_linear_block(w.wv, n, v_.data());
+  if (cfg_.attention_bias) {
+    for (int64_t t = 0; t < n; ++t) {
+      add_bias(w.wq_bias.data(), n_heads * hd, q_.data() + t * n_heads * hd);
+      add_bias(w.wk_bias.data(), n_kv_heads_ * hd, k_.data() + t * n_kv_heads_ * hd);
+      add_bias(w.wv_bias.data(), n_kv_heads_ * hd, v_.data() + t * n_kv_heads_ * hd);
+    }
+  }
+  if (cfg_.qk_norm) {
+    // In place, head by head: rmsnorm reads each element before it writes it.
+    for (int64_t head = 0; head < n * n_heads; ++head)
+      rmsnorm(q_.data() + head * hd, w.q_norm.data(), hd, cfg_.norm_eps, q_.data() + head * hd);
+    for (int64_t head = 0; head < n * n_kv_heads_; ++head)
+      rmsnorm(k_.data() + head * hd, w.k_norm.data(), hd, cfg_.norm_eps, k_.data() + head * hd);
+  }
 
   assert(range_.has_attention(layer));
   const int64_t kv_layer = layer - range_.attention_layer_begin();
@@ -300,7 +322,7 @@ void Shard::moe_partial(int64_t layer, int64_t n, const float* x) {
   const int64_t k = cfg_.n_experts_per_token;
   for (int64_t t = 0; t < n; ++t) {
     rmsnorm(x + t * d, w.ffn_norm.data(), d, cfg_.norm_eps, h_.data());
-    route_top_k(w.router.data(), h_.data(), cfg_.n_experts, d, k, router_logits_.data(), chosen_.data(),
+    route_top_k(w.router.data(), h_.data(), cfg_.n_experts, d, k, cfg_.norm_topk_prob, router_logits_.data(), chosen_.data(),
                 chosen_weight_.data());
     for (int64_t c = 0; c < k; ++c) {
       float* slot = moe_slots_.data() + (t * k + c) * d;

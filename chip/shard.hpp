@@ -73,11 +73,16 @@ struct LayerWeights {
   QuantizedMatrix wq;            ///< [n_heads*hd, D]: rows of the chip's query heads
   QuantizedMatrix wk;            ///< [n_kv_heads*hd, D]
   QuantizedMatrix wv;            ///< [n_kv_heads*hd, D]
+  std::vector<float> wq_bias;    ///< [n_heads*hd] (attention_bias)
+  std::vector<float> wk_bias;    ///< [n_kv_heads*hd] (attention_bias)
+  std::vector<float> wv_bias;    ///< [n_kv_heads*hd] (attention_bias)
+  std::vector<float> q_norm;     ///< [hd] (qk_norm)
+  std::vector<float> k_norm;     ///< [hd] (qk_norm)
   QuantizedMatrix wo;            ///< [D, n_heads*hd]: the columns of the chip's query heads
   std::vector<float> ffn_norm;   ///< [D]
-  ExpertWeights ffn;             ///< dense FFN (llama)
-  std::vector<float> router;     ///< [E, D] (mixtral)
-  std::vector<ExpertWeights> experts;  ///< [n_experts] (mixtral): experts expert_begin .. expert_end - 1
+  ExpertWeights ffn;             ///< dense FFN
+  std::vector<float> router;     ///< [E, D] (MoE)
+  std::vector<ExpertWeights> experts;  ///< [n_experts] (MoE): experts expert_begin .. expert_end - 1
 };
 
 struct ShardWeights {
@@ -121,7 +126,7 @@ class Shard {
   void embed(const int32_t* tokens, int64_t n, float* x) const;
 
   /// Attention up to the heads' outputs for n tokens of sequence `slot` at positions [pos, pos + n):
-  /// norm, q/k/v, RoPE, KV-cache append, causal attention of the chip's heads.
+  /// norm, q/k/v (+ bias), per-head q/k norm, RoPE, KV-cache append, causal attention of the chip's heads.
   void attention_in(int64_t slot, int64_t layer, int64_t pos, int64_t n, const float* x);
   /// wo partial sums over the chip's heads, quantized with the group's per-token amax [n].
   void attention_out_partial(int64_t layer, int64_t n, const float* amax);
@@ -133,7 +138,7 @@ class Shard {
   void ffn_out_partial(int64_t layer, int64_t n, const float* amax);
   void add_ffn_output(int64_t layer, int64_t n, const int32_t* sums, const float* amax, float* x) const;
 
-  /// Mixtral FFN, expert-parallel part, for n tokens: norm, router (every chip routes alike), and for
+  /// MoE FFN, expert-parallel part, for n tokens: norm, router (every chip routes alike), and for
   /// each token's k chosen experts in ascending index, slot c = weight_c x FFN_c(h) if this chip holds
   /// expert c, else -0.0 (the identity of float addition). Result in moe_slots(): float [n, k, D]; a sum
   /// over the stage's chips gives every slot exactly.
@@ -173,6 +178,7 @@ class Shard {
 
   std::vector<float> k_cache_;     ///< [n_slots, n_attention_layers, n_kv_heads, context, hd]
   std::vector<float> v_cache_;     ///< same
+  std::vector<float> rope_freq_;   ///< [hd/2]
   std::vector<float> rope_cos_;    ///< [context, hd/2]
   std::vector<float> rope_sin_;    ///< [context, hd/2]
 

@@ -7,7 +7,7 @@ ShardRange whole_model(const ModelConfig& cfg) {
   r.part_end = 2 * cfg.n_layers;
   r.expert_end = cfg.n_experts;
   r.head_end = cfg.n_heads;
-  r.ffn_end = cfg.intermediate_size;
+  r.ffn_end = cfg.ffn_size();
   r.vocab_end = cfg.vocab_size;
   r.embed_end = cfg.vocab_size;
   r.final_norm = true;

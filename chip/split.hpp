@@ -29,7 +29,7 @@ struct ShardRange {
   int64_t part_begin = 0, part_end = 0;
   int64_t head_begin = 0, head_end = 0;    ///< query heads of every held layer
   int64_t ffn_begin = 0, ffn_end = 0;      ///< rows of w_gate/w_up, columns of w_down (dense FFN; experts are whole)
-  int64_t expert_begin = 0, expert_end = 0;  ///< mixtral experts held (expert parallelism within a stage)
+  int64_t expert_begin = 0, expert_end = 0;  ///< MoE experts held (expert parallelism within a stage)
   int64_t vocab_begin = 0, vocab_end = 0;  ///< rows of lm_head; empty if the chip holds no lm_head
   int64_t embed_begin = 0, embed_end = 0;  ///< rows (tokens) of the embedding table; empty if none
   bool final_norm = false;                 ///< holds final_norm (last stage)
@@ -101,8 +101,15 @@ void for_each_slice(const ModelConfig& cfg, const ShardRange& r, Visit&& visit) 
     if (r.has_attention(l)) {
       whole({TensorKind::attn_norm, l});
       visit(TensorSlice{{TensorKind::wq, l}, q_rows_begin, q_rows_end, 0, d});
+      if (cfg.attention_bias) visit(TensorSlice{{TensorKind::wq_bias, l}, q_rows_begin, q_rows_end, 0, 1});
       visit(TensorSlice{{TensorKind::wk, l}, kv_rows_begin, kv_rows_end, 0, d});
+      if (cfg.attention_bias) visit(TensorSlice{{TensorKind::wk_bias, l}, kv_rows_begin, kv_rows_end, 0, 1});
       visit(TensorSlice{{TensorKind::wv, l}, kv_rows_begin, kv_rows_end, 0, d});
+      if (cfg.attention_bias) visit(TensorSlice{{TensorKind::wv_bias, l}, kv_rows_begin, kv_rows_end, 0, 1});
+      if (cfg.qk_norm) {
+        whole({TensorKind::q_norm, l});
+        whole({TensorKind::k_norm, l});
+      }
       visit(TensorSlice{{TensorKind::wo, l}, 0, d, q_rows_begin, q_rows_end});
     }
     if (!r.has_ffn(l)) continue;
@@ -115,6 +122,8 @@ void for_each_slice(const ModelConfig& cfg, const ShardRange& r, Visit&& visit) 
     }
   }
   if (r.final_norm) whole({TensorKind::final_norm});
+  // With tied embeddings the lm_head rows are the embedding table's (WeightSource reads them there); a
+  // chip that holds both stores both, as the chip would.
   if (r.n_vocab() > 0) visit(TensorSlice{{TensorKind::lm_head}, r.vocab_begin, r.vocab_end, 0, d});
 }
 

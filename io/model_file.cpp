@@ -79,6 +79,19 @@ std::string read_string_attribute(hid_t root, const std::string& name, const std
   return std::string(buf.data());
 }
 
+/// A format-2 attribute: its value when present, else SPEC's default.
+int64_t read_optional_int(hid_t root, const std::string& name, int64_t fallback, const std::string& file) {
+  return detail::attribute_exists(root, name) ? read_int_attribute(root, name, file) : fallback;
+}
+
+/// A 0/1 flag attribute.
+bool read_optional_flag(hid_t root, const std::string& name, bool fallback, const std::string& file) {
+  const int64_t v = read_optional_int(root, name, fallback ? 1 : 0, file);
+  if (v != 0 && v != 1)
+    throw FileError(file + ": root attribute \"" + name + "\" is " + std::to_string(v) + ", expected 0 or 1");
+  return v == 1;
+}
+
 void write_attribute(hid_t root, const std::string& name, hid_t file_type, hid_t mem_type, const void* value) {
   Handle space(check(H5Screate(H5S_SCALAR), "H5Screate"), H5Sclose);
   Handle attr(check(H5Acreate2(root, name.c_str(), file_type, space.get(), H5P_DEFAULT, H5P_DEFAULT),
@@ -155,8 +168,8 @@ void ModelFile::read_config() {
   if (format != "lpurt-model")
     throw FileError(path_ + ": root attribute format is \"" + format + "\", expected \"lpurt-model\"");
   const int64_t version = read_int_attribute(r, "format_version", path_);
-  if (version != model_format_version)
-    throw FileError(path_ + ": format_version is " + std::to_string(version) + ", expected " +
+  if (version < 1 || version > model_format_version)
+    throw FileError(path_ + ": format_version is " + std::to_string(version) + ", expected 1 .. " +
                     std::to_string(model_format_version));
   try {
     cfg_.architecture = chip::parse_architecture(read_string_attribute(r, "architecture", path_));
@@ -176,7 +189,25 @@ void ModelFile::read_config() {
     cfg_.n_experts = read_int_attribute(r, "n_experts", path_);
     cfg_.n_experts_per_token = read_int_attribute(r, "n_experts_per_token", path_);
   }
+  // Format 2's attributes are optional with format 1's behaviour as the default, so a version-1 file
+  // (which has none of them) reads as before.
+  cfg_.explicit_head_dim = read_optional_int(r, "head_dim", 0, path_);
+  cfg_.attention_bias = read_optional_flag(r, "attention_bias", false, path_);
+  cfg_.qk_norm = read_optional_flag(r, "qk_norm", false, path_);
+  cfg_.tie_word_embeddings = read_optional_flag(r, "tie_word_embeddings", false, path_);
+  cfg_.moe_intermediate_size = read_optional_int(r, "moe_intermediate_size", 0, path_);
+  cfg_.norm_topk_prob = read_optional_flag(r, "norm_topk_prob", true, path_);
   try {
+    if (detail::attribute_exists(r, "rope_scaling_type")) {
+      chip::RopeScaling& rs = cfg_.rope_scaling;
+      rs.type = chip::parse_rope_scaling(read_string_attribute(r, "rope_scaling_type", path_));
+      if (rs.type == chip::RopeScalingType::llama3) {
+        rs.factor = read_float_attribute(r, "rope_scaling_factor", path_);
+        rs.low_freq_factor = read_float_attribute(r, "rope_low_freq_factor", path_);
+        rs.high_freq_factor = read_float_attribute(r, "rope_high_freq_factor", path_);
+        rs.original_max_position = read_int_attribute(r, "rope_original_max_position", path_);
+      }
+    }
     cfg_.validate();
   } catch (const chip::ConfigError& e) {
     throw FileError(path_ + ": invalid model configuration: " + e.what());
@@ -242,23 +273,23 @@ void ModelFile::read_block(const std::string& dataset, hid_t mem_type, int64_t r
 
 void ModelFile::read_weight(const TensorId& id, int64_t row_begin, int64_t row_end, int64_t col_begin, int64_t col_end,
                             int8_t* dst) {
-  read_block(chip::tensor_path(id) + "/weight", H5T_NATIVE_INT8, row_begin, row_end, col_begin, col_end, true, dst);
+  read_block(chip::tensor_path(chip::stored_tensor(cfg_, id)) + "/weight", H5T_NATIVE_INT8, row_begin, row_end, col_begin, col_end, true, dst);
   bytes_read_ += (row_end - row_begin) * (col_end - col_begin);
 }
 
 void ModelFile::read_scale(const TensorId& id, int64_t row_begin, int64_t row_end, float* dst) {
-  const std::string dataset = chip::tensor_path(id) + "/scale";
+  const std::string dataset = chip::tensor_path(chip::stored_tensor(cfg_, id)) + "/scale";
   read_block(dataset, H5T_NATIVE_FLOAT, row_begin, row_end, 0, 1, false, dst);
   check_values(dataset, dst, row_end - row_begin, row_begin, 1, true);
   bytes_read_ += 4 * (row_end - row_begin);
 }
 
-void ModelFile::read_floats(const TensorId& id, float* dst) {
+void ModelFile::read_floats(const TensorId& id, int64_t row_begin, int64_t row_end, float* dst) {
   const chip::TensorShape s = chip::tensor_shape(cfg_, id);
   const bool matrix = id.kind == chip::TensorKind::router;
-  read_block(chip::tensor_path(id), H5T_NATIVE_FLOAT, 0, s.rows, 0, s.cols, matrix, dst);
-  check_values(chip::tensor_path(id), dst, s.rows * s.cols, 0, matrix ? s.cols : 1, false);
-  bytes_read_ += 4 * s.rows * s.cols;
+  read_block(chip::tensor_path(id), H5T_NATIVE_FLOAT, row_begin, row_end, 0, s.cols, matrix, dst);
+  check_values(chip::tensor_path(id), dst, (row_end - row_begin) * s.cols, row_begin, matrix ? s.cols : 1, false);
+  bytes_read_ += 4 * (row_end - row_begin) * s.cols;
 }
 
 void ModelFile::check_values(const std::string& dataset, const float* values, int64_t n, int64_t first_row,
@@ -284,7 +315,7 @@ void ModelFile::check_float_data() {
       read_scale(id, 0, s.rows, values.data());
     } else {
       values.resize(static_cast<std::size_t>(s.rows * s.cols));
-      read_floats(id, values.data());
+      read_floats(id, 0, s.rows, values.data());
     }
   }
 }
@@ -311,6 +342,24 @@ ModelWriter::ModelWriter(const std::string& path, const chip::ModelConfig& cfg)
   }
   write_attribute(r, "rope_theta", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, &cfg.rope_theta);
   write_attribute(r, "norm_eps", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, &cfg.norm_eps);
+  // Format 2: every attribute written, defaults included, so a reader never has to guess; head_dim only
+  // when the model gives it, so that D / H stays checked for the others.
+  auto write_double = [&](const char* name, double v) { write_attribute(r, name, H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, &v); };
+  if (cfg.explicit_head_dim != 0) write_int("head_dim", cfg.explicit_head_dim);
+  write_int("attention_bias", cfg.attention_bias ? 1 : 0);
+  write_int("qk_norm", cfg.qk_norm ? 1 : 0);
+  write_int("tie_word_embeddings", cfg.tie_word_embeddings ? 1 : 0);
+  if (cfg.is_moe()) {
+    write_int("moe_intermediate_size", cfg.ffn_size());
+    write_int("norm_topk_prob", cfg.norm_topk_prob ? 1 : 0);
+  }
+  write_string_attribute(r, "rope_scaling_type", chip::rope_scaling_name(cfg.rope_scaling.type));
+  if (cfg.rope_scaling.type == chip::RopeScalingType::llama3) {
+    write_double("rope_scaling_factor", cfg.rope_scaling.factor);
+    write_double("rope_low_freq_factor", cfg.rope_scaling.low_freq_factor);
+    write_double("rope_high_freq_factor", cfg.rope_scaling.high_freq_factor);
+    write_int("rope_original_max_position", cfg.rope_scaling.original_max_position);
+  }
 }
 
 void ModelWriter::write_weights(WeightSource& source, int64_t block_bytes,
@@ -344,7 +393,7 @@ void ModelWriter::write_weights(WeightSource& source, int64_t block_bytes,
       create_dataset(file_.get(), p, H5T_IEEE_F32LE, matrix ? std::vector<hsize_t>{rows, cols} : std::vector<hsize_t>{rows},
                      path_);
       float_block.resize(static_cast<std::size_t>(s.rows * s.cols));
-      source.read_floats(id, float_block.data());
+      source.read_floats(id, 0, s.rows, float_block.data());
       write_block(file_.get(), p, H5T_NATIVE_FLOAT, 0, s.rows, s.cols, matrix, float_block.data(), path_);
     }
     ++done;

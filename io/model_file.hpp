@@ -1,6 +1,6 @@
 #pragma once
 /// \file
-/// HDF5 model files, SPEC "Model file (HDF5), format version 1".
+/// HDF5 model files, SPEC "Model file (HDF5), format version 1" and "format version 2" (which extends it).
 /// ModelFile::open validates everything (format, version, every attribute, every dataset's dtype and
 /// shape; every link a hard link) before anything runs; reads are hyperslabs straight into the caller's
 /// buffer, and float values (scales, norm gains, router) are checked finite as they are read.
@@ -20,7 +20,8 @@
 
 namespace lpurt::io {
 
-inline constexpr int model_format_version = 1;
+/// The version ModelWriter writes; ModelFile reads every version from 1 to this one.
+inline constexpr int model_format_version = 2;
 
 class ModelFile final : public WeightSource {
  public:
@@ -34,7 +35,7 @@ class ModelFile final : public WeightSource {
   void read_weight(const chip::TensorId& id, int64_t row_begin, int64_t row_end, int64_t col_begin, int64_t col_end,
                    int8_t* dst) override;
   void read_scale(const chip::TensorId& id, int64_t row_begin, int64_t row_end, float* dst) override;
-  void read_floats(const chip::TensorId& id, float* dst) override;
+  void read_floats(const chip::TensorId& id, int64_t row_begin, int64_t row_end, float* dst) override;
   /// Reads every float dataset (scales, norm gains, router) and throws FileError naming the file, dataset,
   /// index and value of the first that is not finite, or a scale that is not > 0 (check-model; loads
   /// check the slices they read the same way). A few bytes per weight row: cheap next to the weights.

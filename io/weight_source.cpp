@@ -17,7 +17,7 @@ void load_shard(WeightSource& source, chip::Shard& shard) {
   chip::for_each_slice(source.config(), shard.range(), [&](const chip::TensorSlice& slice) {
     const chip::ShardWeights::Target t = w.target(slice, shard.range());
     if (t.floats != nullptr) {
-      source.read_floats(slice.tensor, t.floats->data());
+      source.read_floats(slice.tensor, slice.row_begin, slice.row_end, t.floats->data());
       return;
     }
     source.read_weight(slice.tensor, slice.row_begin, slice.row_end, slice.col_begin, slice.col_end, t.matrix->weight.data());
@@ -51,8 +51,9 @@ SyntheticModel::SyntheticModel(const chip::ModelConfig& cfg, uint64_t seed, std:
   cfg_.validate();
 }
 
-void SyntheticModel::read_weight(const TensorId& id, int64_t row_begin, int64_t row_end, int64_t col_begin,
+void SyntheticModel::read_weight(const TensorId& requested, int64_t row_begin, int64_t row_end, int64_t col_begin,
                                  int64_t col_end, int8_t* dst) {
+  const TensorId id = chip::stored_tensor(cfg_, requested);
   const int64_t n_cols = chip::tensor_shape(cfg_, id).cols;
   const uint64_t key = tensor_key(seed_, id, Field::weight);
   const int64_t width = col_end - col_begin;
@@ -64,7 +65,8 @@ void SyntheticModel::read_weight(const TensorId& id, int64_t row_begin, int64_t 
   bytes_read_ += (row_end - row_begin) * width;
 }
 
-void SyntheticModel::read_scale(const TensorId& id, int64_t row_begin, int64_t row_end, float* dst) {
+void SyntheticModel::read_scale(const TensorId& requested, int64_t row_begin, int64_t row_end, float* dst) {
+  const TensorId id = chip::stored_tensor(cfg_, requested);
   // int8 weights uniform in [-127, 127] have RMS 127/sqrt(3); this scale makes a row's output RMS equal its
   // input's RMS (embedding rows get RMS 1), with a +-25% per-row spread so that per-row scales matter.
   const int64_t n_cols = chip::tensor_shape(cfg_, id).cols;
@@ -76,16 +78,21 @@ void SyntheticModel::read_scale(const TensorId& id, int64_t row_begin, int64_t r
   bytes_read_ += 4 * (row_end - row_begin);
 }
 
-void SyntheticModel::read_floats(const TensorId& id, float* dst) {
+void SyntheticModel::read_floats(const TensorId& id, int64_t row_begin, int64_t row_end, float* dst) {
   const chip::TensorShape s = chip::tensor_shape(cfg_, id);
   const uint64_t key = tensor_key(seed_, id, Field::floats);
-  const int64_t n = s.rows * s.cols;
+  const bool bias = id.kind == TensorKind::wq_bias || id.kind == TensorKind::wk_bias || id.kind == TensorKind::wv_bias;
+  const int64_t first = row_begin * s.cols, n = (row_end - row_begin) * s.cols;
   for (int64_t i = 0; i < n; ++i) {
-    const double u = unit(key, static_cast<uint64_t>(i));
-    // Norm gains near 1; router rows with RMS 1/sqrt(D), so router logits have RMS ~1.
-    dst[i] = id.kind == TensorKind::router
-                 ? static_cast<float>((2.0 * u - 1.0) * std::sqrt(3.0 / static_cast<double>(cfg_.hidden_size)))
-                 : static_cast<float>(0.9 + 0.2 * u);
+    const double u = unit(key, static_cast<uint64_t>(first + i));
+    // Norm gains near 1; router rows with RMS 1/sqrt(D), so router logits have RMS ~1; biases a small
+    // shift next to q, k, v of RMS ~1.
+    if (id.kind == TensorKind::router)
+      dst[i] = static_cast<float>((2.0 * u - 1.0) * std::sqrt(3.0 / static_cast<double>(cfg_.hidden_size)));
+    else if (bias)
+      dst[i] = static_cast<float>(0.2 * u - 0.1);
+    else
+      dst[i] = static_cast<float>(0.9 + 0.2 * u);
   }
   bytes_read_ += 4 * n;
 }

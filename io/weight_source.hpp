@@ -35,8 +35,9 @@ class WeightSource {
                            int64_t col_end, int8_t* dst) = 0;
   /// Per-row scales of a quantized matrix, rows [row_begin, row_end), into dst: float [row_end - row_begin].
   virtual void read_scale(const chip::TensorId& id, int64_t row_begin, int64_t row_end, float* dst) = 0;
-  /// A float tensor (norm gain or router), all of it, into dst: float [rows * cols].
-  virtual void read_floats(const chip::TensorId& id, float* dst) = 0;
+  /// Rows [row_begin, row_end) of a float tensor (norm gain, bias or router), every column, into
+  /// dst: float [row_end - row_begin, cols].
+  virtual void read_floats(const chip::TensorId& id, int64_t row_begin, int64_t row_end, float* dst) = 0;
 
   /// Payload bytes read so far (weights, scales and floats), so tests can prove a rank read only its share.
   int64_t bytes_read() const { return bytes_read_; }
@@ -50,7 +51,8 @@ void load_shard(WeightSource& source, chip::Shard& shard);
 
 /// The built-in generator: deterministic weights from (preset shape, seed), scaled so that activations
 /// stay O(1) through the layers and generated tokens vary. Each value is a pure function of
-/// (seed, tensor, index), so any slice can be produced without the rest of the model.
+/// (seed, tensor, index), so any slice can be produced without the rest of the model. With tied
+/// embeddings the lm_head reads give the embedding's values.
 class SyntheticModel final : public WeightSource {
  public:
   SyntheticModel(const chip::ModelConfig& cfg, uint64_t seed, std::string name);
@@ -60,7 +62,7 @@ class SyntheticModel final : public WeightSource {
   void read_weight(const chip::TensorId& id, int64_t row_begin, int64_t row_end, int64_t col_begin, int64_t col_end,
                    int8_t* dst) override;
   void read_scale(const chip::TensorId& id, int64_t row_begin, int64_t row_end, float* dst) override;
-  void read_floats(const chip::TensorId& id, float* dst) override;
+  void read_floats(const chip::TensorId& id, int64_t row_begin, int64_t row_end, float* dst) override;
 
  private:
   chip::ModelConfig cfg_;

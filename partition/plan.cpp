@@ -54,7 +54,7 @@ Plan layout(const chip::ModelConfig& cfg, const chip::ChipSpec& hw, const PlanRe
       g.head_end = split_begin(cfg.n_heads, tp, t + 1);
       if (cfg.is_moe()) {
         // Expert parallelism: whole experts, split across the stage's chips.
-        g.ffn_end = cfg.intermediate_size;
+        g.ffn_end = cfg.ffn_size();
         g.expert_begin = split_begin(cfg.n_experts, tp, t);
         g.expert_end = split_begin(cfg.n_experts, tp, t + 1);
       } else {

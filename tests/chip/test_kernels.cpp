@@ -145,8 +145,9 @@ TEST(RmsNorm, MatchesDefinition) {
 
 TEST(Rope, PositionZeroIsIdentityAndRotationPreservesNorm) {
   const int64_t hd = 8, positions = 5;
-  std::vector<float> c(static_cast<std::size_t>(positions * hd / 2)), s(c.size());
-  rope_table(positions, hd, 10000.0f, c.data(), s.data());
+  std::vector<float> c(static_cast<std::size_t>(positions * hd / 2)), s(c.size()), freq(hd / 2);
+  rope_frequencies(hd, 10000.0f, RopeScaling{}, freq.data());
+  rope_table(positions, hd / 2, freq.data(), c.data(), s.data());
   std::vector<float> v = {1, 2, 3, 4, 5, 6, 7, 8}, v0 = v;
   rope_apply(v.data(), 1, hd, c.data(), s.data());
   EXPECT_EQ(v, v0);
@@ -187,11 +188,57 @@ TEST(Router, TopKTiesGoToLowerIndexAndWeightsSumToOne) {
   const std::vector<float> h = {1.0f, 0.0f};
   std::vector<float> logits(n_experts), weights(k);
   std::vector<int32_t> experts(k);
-  route_top_k(router.data(), h.data(), n_experts, dim, k, logits.data(), experts.data(), weights.data());
+  route_top_k(router.data(), h.data(), n_experts, dim, k, true, logits.data(), experts.data(), weights.data());
   EXPECT_EQ(experts[0], 1);
   EXPECT_EQ(experts[1], 2);
   EXPECT_FLOAT_EQ(weights[0], 0.5f);
   EXPECT_FLOAT_EQ(weights[0] + weights[1], 1.0f);
+}
+
+TEST(Router, WithoutNormTopkProbTheWeightsAreTheFullSoftmaxAtTheChosen) {
+  // Logits 1, 2, 2, 2: the full softmax gives e^2 / (e + 3 e^2) to each of experts 1 and 2.
+  const int64_t dim = 2, n_experts = 4, k = 2;
+  const std::vector<float> router = {1, 0, 2, 0, 2, 0, 2, 0};
+  const std::vector<float> h = {1.0f, 0.0f};
+  std::vector<float> logits(n_experts), weights(k);
+  std::vector<int32_t> experts(k);
+  route_top_k(router.data(), h.data(), n_experts, dim, k, false, logits.data(), experts.data(), weights.data());
+  EXPECT_EQ(experts[0], 1);
+  EXPECT_EQ(experts[1], 2);
+  const double expected = std::exp(2.0) / (std::exp(1.0) + 3 * std::exp(2.0));
+  EXPECT_NEAR(weights[0], expected, 1e-6);
+  EXPECT_EQ(weights[0], weights[1]);
+}
+
+TEST(Rope, Llama3ScalingKeepsHighFrequenciesDividesLowOnesAndBlendsBetween) {
+  // tiny-llama3's table: hd 16, theta 5e5, factor 8, low 1, high 4, original 64: wavelengths below 16
+  // keep f, above 64 get f / 8, between blend.
+  const int64_t hd = 16;
+  const RopeScaling scaling{RopeScalingType::llama3, 8.0, 1.0, 4.0, 64};
+  std::vector<float> plain(hd / 2), scaled(hd / 2);
+  rope_frequencies(hd, 500000.0f, RopeScaling{}, plain.data());
+  rope_frequencies(hd, 500000.0f, scaling, scaled.data());
+  int kept = 0, divided = 0, blended = 0;
+  for (int64_t i = 0; i < hd / 2; ++i) {
+    const double f = plain[static_cast<std::size_t>(i)], wavelength = 2 * M_PI / f;
+    const float got = scaled[static_cast<std::size_t>(i)];
+    if (wavelength < 16) {
+      EXPECT_EQ(got, plain[static_cast<std::size_t>(i)]);
+      ++kept;
+    } else if (wavelength > 64) {
+      EXPECT_EQ(got, static_cast<float>(f / 8));
+      ++divided;
+    } else {
+      const double s = (64 / wavelength - 1) / 3;
+      EXPECT_EQ(got, static_cast<float>((1 - s) * f / 8 + s * f));
+      EXPECT_LT(got, plain[static_cast<std::size_t>(i)]);
+      EXPECT_GT(got, plain[static_cast<std::size_t>(i)] / 8);
+      ++blended;
+    }
+  }
+  EXPECT_GT(kept, 0);
+  EXPECT_GT(divided, 0);
+  EXPECT_GT(blended, 0);
 }
 
 TEST(Silu, MatchesDefinition) {

@@ -23,7 +23,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     const auto& cfg = file->config();
     if (file->has_weights() && cfg.hidden_size <= 4096) {
       std::vector<float> norm(static_cast<std::size_t>(cfg.hidden_size));
-      file->read_floats({lpurt::chip::TensorKind::final_norm}, norm.data());
+      file->read_floats({lpurt::chip::TensorKind::final_norm}, 0, cfg.hidden_size, norm.data());
       std::vector<int8_t> row(static_cast<std::size_t>(cfg.hidden_size));
       file->read_weight({lpurt::chip::TensorKind::embedding}, 0, 1, 0, cfg.hidden_size, row.data());
     }
