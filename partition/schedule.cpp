@@ -207,8 +207,15 @@ int64_t compute_cycles(const Op& op, const Plan& plan, const chip::CostModel& co
     case OpKind::attn_norm:
     case OpKind::ffn_norm: return cost.vector_cycles(4 * d * n);
     case OpKind::qkv: return cost.matmul_cycles((g.n_heads() + 2 * kvh) * hd, d, n);
-    case OpKind::attention:
-      return cost.vector_cycles(3 * (g.n_heads() + kvh) * hd * n) + cost.attention_cycles(g.n_heads(), kvh, hd, position, n);
+    case OpKind::attention: {
+      // RoPE (3 ops per element of q and k), and in format 2 the q/k/v bias adds and the per-head q/k
+      // RMSNorm (4 ops per element, as rmsnorm over D costs 4 D).
+      const int64_t qk_values = (g.n_heads() + kvh) * hd * n;
+      const int64_t bias_values = m.attention_bias ? (g.n_heads() + 2 * kvh) * hd * n : 0;
+      const int64_t norm_values = m.qk_norm ? 4 * qk_values : 0;
+      return cost.vector_cycles(3 * qk_values + bias_values + norm_values) +
+             cost.attention_cycles(g.n_heads(), kvh, hd, position, n);
+    }
     case OpKind::reduce_max: return cost.vector_cycles(tp * n);
     case OpKind::wo: return cost.matmul_cycles(d, g.n_heads() * hd, n);
     case OpKind::reduce_sum: {

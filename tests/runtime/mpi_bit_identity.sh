@@ -2,8 +2,8 @@
 # MPI end-to-end test: for each (chips, tp, pp) layout and each rank count 1..4 (<= chips), the tokens and
 # every logit are bit-identical to the single-chip run, and the modelled times equal the 1-rank run's.
 # Prompts are prefilled in chunks of 2 tokens, so consecutive blocks overlap in the pipeline across ranks.
-# Models: the tiny preset, an odd-shaped model (H=6, Hkv=2, L=3) and a wide one (H=16, Hkv=4) written by the
-# oracle's make_model.py. Layouts include tp across nodes (16 chips a stage) and systems with idle chips.
+# Models: the tiny preset, the tiny presets of the format-2 families, an odd-shaped model (H=6, Hkv=2, L=3)
+# and a wide one (H=16, Hkv=4) written by the oracle's make_model.py. Layouts include tp across nodes (16 chips a stage) and systems with idle chips.
 # Usage: mpi_bit_identity.sh LPURT WORKDIR PYTHON MPIEXEC [MPIEXEC_FLAGS...]
 set -euo pipefail
 lpurt=$1 work=$2 python=$3 mpiexec=$4; shift 4
@@ -12,6 +12,11 @@ here=$(cd "$(dirname "$0")" && pwd)
 rm -rf "$work" && mkdir -p "$work" && cd "$work"
 "$lpurt" gen-model --preset tiny --out tiny.h5 --seed 2 > /dev/null
 "$lpurt" gen-model --preset tiny-mixtral --out moe.h5 --seed 3 > /dev/null
+# Format 2 families: q/k/v bias (qwen2), per-head q/k norm with head_dim != D/H and tied embeddings (qwen3),
+# 128 narrow experts, 8 per token (qwen3_moe), llama3 rope scaling.
+for family in qwen2 qwen3 qwen3-moe llama3; do
+  "$lpurt" gen-model --preset "tiny-$family" --out "$family.h5" --seed 4 > /dev/null
+done
 "$python" "$here/../oracle/make_model.py" odd.h5 --vocab 1000 --hidden 96 --intermediate 200 --layers 3 \
   --heads 6 --kv-heads 2 --max-seq 64 --seed 8 > /dev/null
 # 16 query heads over 4 KV heads: tensor parallelism across two nodes of 8 chips, and beyond the KV heads.
@@ -81,6 +86,10 @@ PY
 check_model tiny.h5 3,4,5,6,7 "1 1 1" "2 2 1" "2 1 2" "4 2 2" "4 4 1" "8 8 1" "8 2 4" "8 1 8" "16 4 4" "16 2 8" "24 8 3" "24 6 4" "24 3 8"
 check_model odd.h5 1,2,999,4 "2 2 1" "3 3 1" "6 6 1" "6 2 3" "6 3 2" "6 1 6" "12 2 6"
 check_model moe.h5 5,6,7 "2 2 1" "4 4 1" "4 2 2" "8 4 2"
+check_model qwen2.h5 5,6,7 "4 2 2" "6 2 3"
+check_model qwen3.h5 5,6,7 "8 4 2" "6 2 3"
+check_model qwen3-moe.h5 5,6,7 "4 4 1" "8 4 2"
+check_model llama3.h5 5,6,7 "4 2 2" "3 1 3"
 # Layouts that leave chips of the system idle (10 chips, 8 used), and tp across nodes.
 check_model tiny.h5 3,4,5 "10 4 2" "7 2 3"
 check_model wide.h5 7,8,9 "16 16 1" "32 16 2" "20 12 1"

@@ -33,7 +33,7 @@ const std::vector<int32_t> prompt = {3, 141, 59, 26, 35, 89, 79, 323, 84, 262, 4
 }  // namespace
 
 TEST(Engine, PrefillEqualsTokenByTokenFeedingBitForBit) {
-  for (const char* preset : {"tiny", "tiny-mixtral"}) {
+  for (const char* preset : {"tiny", "tiny-mixtral", "tiny-llama3", "tiny-qwen2", "tiny-qwen3", "tiny-qwen3-moe"}) {
     io::SyntheticModel source(chip::model_preset(preset), 11, preset);
     const auto cfg = source.config();
     runtime::Engine block_engine(plan_for(cfg, 1, 1, 1, 4), source);  // prefill in chunks of 4 tokens
