@@ -6,7 +6,7 @@ namespace lpurt::chip {
 
 int64_t CostModel::matmul_cycles(int64_t rows, int64_t cols, int64_t n_tokens) const {
   if (rows == 0 || cols == 0 || n_tokens == 0) return 0;
-  const int64_t stream = ceil_div(rows * cols, spec_.stream_bytes_per_cycle);
+  const int64_t stream = ceil_div(rows * cols, spec_.weight_path_bytes_per_cycle());
   const int64_t compute = ceil_div(rows * cols * n_tokens, spec_.mxm_macs_per_cycle);
   return std::max(stream, compute) + spec_.op_latency_cycles;
 }

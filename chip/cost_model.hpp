@@ -2,7 +2,7 @@
 /// \file
 /// Cycles of every compute op on one chip, from the ChipSpec alone (no per-model constants).
 /// - A matmul streams its int8 weights from SRAM once per token block and performs rows*cols MACs per
-///   token on the MXM: cycles = max(weight bytes / stream bytes per cycle, MACs / MXM MACs per cycle).
+///   token on the MXM: cycles = max(weight bytes / weight-path bytes per cycle, MACs / MXM MACs per cycle).
 /// - Vector work (norms, RoPE, softmax, SiLU, residual adds) runs on the VXM's ALUs.
 /// - Attention streams the KV cache (kv_bytes_per_value per value) and does its dot products on the VXM.
 /// - Every op adds the fixed pipeline latency `op_latency_cycles`.

@@ -36,6 +36,9 @@ const std::vector<Parameter>& parameters() {
       make_parameter("sram_bytes", "bytes", "lpu-v1-facts §1.1 [P]", &ChipSpec::sram_bytes, 1024, 1e15),
       make_parameter("stream_bytes_per_cycle", "bytes/cycle", "lpu-v1-facts §1.2, §6.1 [D]",
                      &ChipSpec::stream_bytes_per_cycle, 1, 1e9),
+      make_parameter("weight_bytes_per_cycle", "bytes/cycle",
+                     "uncertain, fitted by lpurt calibrate in 1,280 .. 20,480 (lpu-v1-facts §1.1-1.2, §6.1 [D, U])",
+                     &ChipSpec::weight_bytes_per_cycle, 1, 1e9),
       make_parameter("mxm_macs_per_cycle", "MAC/cycle", "lpu-v1-facts §1.1 [D]", &ChipSpec::mxm_macs_per_cycle, 1,
                      1e12),
       make_parameter("vector_ops_per_cycle", "op/cycle", "lpu-v1-facts §1.1 [S]", &ChipSpec::vector_ops_per_cycle, 1,
@@ -145,10 +148,25 @@ void ChipSpec::validate() const {
 
 ChipSpec hardware_preset(const std::string& name) {
   if (name == "groq-lpu-v1") return ChipSpec{};
-  throw ConfigError("unknown system preset \"" + name + "\" (known: groq-lpu-v1)");
+  if (name == "groq-lpu-v1-datasheet") {
+    ChipSpec s;
+    s.name = name;
+    s.weight_bytes_per_cycle = s.stream_bytes_per_cycle;
+    return s;
+  }
+  throw ConfigError("unknown system preset \"" + name + "\" (known: groq-lpu-v1, groq-lpu-v1-datasheet)");
 }
 
-std::vector<std::string> hardware_preset_names() { return {"groq-lpu-v1"}; }
+std::vector<std::string> hardware_preset_names() { return {"groq-lpu-v1", "groq-lpu-v1-datasheet"}; }
+
+const std::vector<UncertainParameter>& uncertain_parameters() {
+  static const std::vector<UncertainParameter> table = {
+      {"weight_bytes_per_cycle", 4 * 320, 64 * 320,
+       "low: the MXM installs weights through its 4 planes, one 320-byte vector each per cycle (lpu-v1-facts "
+       "§1.1-1.2 [D, U]); high: the 64 x 320-byte stream rate, 18.4 TB/s at 900 MHz (§6.1 [D])"},
+  };
+  return table;
+}
 
 bool is_hardware_preset(const std::string& name) {
   const auto names = hardware_preset_names();

@@ -20,13 +20,25 @@
 
 namespace lpurt::chip {
 
+/// groq-lpu-v1's weight path, as `lpurt calibrate` fits it to docs/published.toml from
+/// groq-lpu-v1-datasheet (docs/VALIDATION.md shows the fit and every residual; `lpurt calibrate --check`
+/// fails when this value and the fit part).
+inline constexpr int64_t calibrated_weight_bytes_per_cycle = 20480;
+
 struct ChipSpec {
   std::string name = "groq-lpu-v1";
   double clock_hz = 900e6;                 ///< §1.1: 900 MHz nominal [P ISCA20, ALCF]
   int64_t sram_bytes = 230'686'720;        ///< §1.1: 220 MiB [P ISCA22]
   /// Bytes per cycle that can stream from MEM to the MXM/VXM: 64 streams x 320 B (§1.2) = 18.4 TB/s at
   /// 900 MHz, the rate §6.1 recommends for weight streaming [D]; SHIP's 10,616 TB/s / 576 LPUs agrees [S].
+  /// Operands other than weights (the KV cache, activations) move at this rate.
   int64_t stream_bytes_per_cycle = 64 * 320;
+  /// The weight path: int8 weight bytes that reach the matrix units per cycle (capped by the stream rate).
+  /// A declared uncertain constant (see uncertain_parameters()): the sources bracket it between the MXM's
+  /// weight install, 4 planes x 320 B = 1,280 B/cycle = 1.15 TB/s [D from §1.1-1.2, U], and the stream
+  /// rate above, 20,480 B/cycle = 18.4 TB/s [D §6.1]. `groq-lpu-v1-datasheet` takes the stream rate;
+  /// `groq-lpu-v1` takes the value `lpurt calibrate` fits to docs/published.toml inside that bracket.
+  int64_t weight_bytes_per_cycle = calibrated_weight_bytes_per_cycle;
   /// int8 multiply-accumulates per cycle: 4 planes x 320 x 320 (§1.1) = 737 TOPS at 900 MHz [D] (750 [P]).
   int64_t mxm_macs_per_cycle = 4 * 320 * 320;
   int64_t vector_ops_per_cycle = 5120;     ///< §1.1: 16 ALUs x 320 lanes [S TPU24]
@@ -62,12 +74,15 @@ struct ChipSpec {
     return it == link_bandwidth_factors.end() ? 1.0 : it->second;
   }
 
-  double weight_stream_bytes_per_s() const { return static_cast<double>(stream_bytes_per_cycle) * clock_hz; }
+  /// Bytes of weights reaching the MXM per cycle: the weight path, at most the stream rate.
+  int64_t weight_path_bytes_per_cycle() const { return std::min(weight_bytes_per_cycle, stream_bytes_per_cycle); }
+  double weight_stream_bytes_per_s() const { return static_cast<double>(weight_path_bytes_per_cycle()) * clock_hz; }
   /// Throws ConfigError naming the parameter if any value is out of its physical range.
   void validate() const;
 };
 
-/// Known hardware presets ("groq-lpu-v1").
+/// Known hardware presets: "groq-lpu-v1" (the default, calibrated) and "groq-lpu-v1-datasheet" (every
+/// value from first principles, the weight path at the stream rate).
 ChipSpec hardware_preset(const std::string& name);
 std::vector<std::string> hardware_preset_names();
 /// Whether `name` is one of hardware_preset_names() (a system given by name rather than by file).
@@ -80,6 +95,16 @@ struct ParameterInfo {
   std::string source;
 };
 const std::vector<ParameterInfo>& parameter_infos();
+
+/// A declared uncertain constant: a parameter the sources only bracket, which `lpurt calibrate` may fit
+/// inside [min_value, max_value] (never outside, and never per model).
+struct UncertainParameter {
+  std::string name;
+  double min_value = 0;
+  double max_value = 0;
+  std::string bracket_source;  ///< where each end of the bracket comes from
+};
+const std::vector<UncertainParameter>& uncertain_parameters();
 /// Whether `name` names a parameter: one of parameter_infos(), `topology`, `chip_speed_factor.N` or
 /// `link_bandwidth_factor.A-B`; also a removed one (see check_not_removed), so that every path that
 /// sets it reaches set_parameter and its clear error rather than an "unknown parameter" one.

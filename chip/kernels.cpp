@@ -138,7 +138,9 @@ void rope_frequencies(int64_t head_dim, float theta, const RopeScaling& scaling,
   const double low_wavelength = orig / scaling.high_freq_factor;
   const double high_wavelength = orig / scaling.low_freq_factor;
   for (int64_t i = 0; i < half; ++i) {
-    const double f = freq[i];
+    // From the float64 power, so that each frequency is rounded to float32 once.
+    const double exponent = static_cast<double>(-static_cast<float>(2 * i) / static_cast<float>(head_dim));
+    const double f = std::pow(static_cast<double>(theta), exponent);
     const double wavelength = two_pi / f;
     double scaled = f;
     if (wavelength > high_wavelength) {

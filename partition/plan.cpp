@@ -272,9 +272,9 @@ class LayoutBound {
   }
 
  private:
-  /// A matrix of B bytes for n tokens takes at least max(B / stream rate, B x n / MAC rate).
+  /// A matrix of B bytes for n tokens takes at least max(B / weight-path rate, B x n / MAC rate).
   int64_t matrix_cycles(int64_t bytes, int64_t n_tokens) const {
-    return std::max(bytes / hw_.stream_bytes_per_cycle, bytes * n_tokens / hw_.mxm_macs_per_cycle);
+    return std::max(bytes / hw_.weight_path_bytes_per_cycle(), bytes * n_tokens / hw_.mxm_macs_per_cycle);
   }
   /// Collectives of one attention part and one FFN part for n tokens (none with one chip a stage).
   std::pair<int64_t, int64_t> collective_cycles(int64_t tp, int64_t n_tokens) const {

@@ -1,5 +1,7 @@
 #include <gtest/gtest.h>
 
+#include <algorithm>
+
 #include "chip/error.hpp"
 #include "chip/hardware.hpp"
 #include "chip/model_config.hpp"
@@ -50,11 +52,30 @@ TEST(ModelConfig, TensorPathsFollowSpec) {
 }
 
 TEST(Hardware, DefaultsComeFromTheReferenceSheet) {
-  const ChipSpec s = hardware_preset("groq-lpu-v1");
-  EXPECT_EQ(s.sram_bytes, 220 * 1024 * 1024);
-  EXPECT_DOUBLE_EQ(s.clock_hz, 900e6);
-  EXPECT_NEAR(s.weight_stream_bytes_per_s(), 18.4e12, 0.05e12);
+  const ChipSpec datasheet = hardware_preset("groq-lpu-v1-datasheet");
+  EXPECT_EQ(datasheet.sram_bytes, 220 * 1024 * 1024);
+  EXPECT_DOUBLE_EQ(datasheet.clock_hz, 900e6);
+  EXPECT_NEAR(datasheet.weight_stream_bytes_per_s(), 18.4e12, 0.05e12);
   for (const auto& p : parameter_infos()) EXPECT_FALSE(p.source.empty()) << p.name;
+}
+
+TEST(Hardware, TheCalibratedPresetDiffersFromTheDatasheetOnlyInDeclaredUncertainParametersWithinTheirBrackets) {
+  const ChipSpec calibrated = hardware_preset("groq-lpu-v1");
+  const ChipSpec datasheet = hardware_preset("groq-lpu-v1-datasheet");
+  for (const auto& p : parameter_infos()) {
+    const double a = get_parameter(calibrated, p.name), b = get_parameter(datasheet, p.name);
+    const auto& u = uncertain_parameters();
+    const auto it = std::find_if(u.begin(), u.end(), [&](const UncertainParameter& x) { return x.name == p.name; });
+    if (it == u.end()) {
+      EXPECT_EQ(a, b) << p.name << " differs between the presets but is not a declared uncertain parameter";
+      continue;
+    }
+    EXPECT_GE(a, it->min_value) << p.name;
+    EXPECT_LE(a, it->max_value) << p.name;
+    EXPECT_GE(b, it->min_value) << p.name;
+    EXPECT_LE(b, it->max_value) << p.name;
+  }
+  EXPECT_LE(uncertain_parameters().size(), 2u);  // the limit: at most two fitted constants
 }
 
 TEST(Hardware, OverridesByNameAndRejectsUnknownOrOutOfRange) {

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # End-to-end oracle test: lpurt's tokens and logits against tests/oracle/oracle.py (NumPy, written from
 # SPEC alone) on the tiny preset, an odd-shaped dense model and a mixtral model, the last two written by
-# the oracle's own make_model.py (so the reader is also tested on a file lpurt did not write).
+# the oracle's own make_model.py (so the reader is also tested on a file lpurt did not write), and the
+# tiny presets of the format-2 families.
 # Usage: check.sh LPURT WORKDIR PYTHON
 set -euo pipefail
 lpurt=$1 work=$2 python=${3:-/usr/bin/python3}
@@ -25,4 +26,10 @@ check odd.h5 1,2,3,4,999 24
 "$python" "$here/make_model.py" moe.h5 --vocab 500 --hidden 64 --intermediate 96 --layers 2 --heads 4 \
   --kv-heads 2 --max-seq 64 --arch mixtral --experts 4 --experts-per-token 2 --seed 5 --str-attrs fixed
 check moe.h5 7,8,9 20
-echo "oracle: 3 models agree"
+# Format 2: lpurt's tiny preset of each new family (bias, q/k norm with head_dim != D/H and tied
+# embeddings, 128 experts 8 per token, llama3 rope scaling), on 4 chips as tp 2 x pp 2.
+for family in qwen2 qwen3 qwen3-moe llama3; do
+  "$lpurt" gen-model --preset "tiny-$family" --out "$family.h5" --seed 6 > /dev/null
+  check "$family.h5" 5,6,7,8,9 12 --chips 4 --tp 2 --pp 2
+done
+echo "oracle: 7 models agree"
