@@ -1,6 +1,7 @@
 #include "jobs/cli.hpp"
 
 #include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
 #include <mpi.h>
 
 #include <algorithm>
@@ -22,6 +23,7 @@
 #include "io/model_file.hpp"
 #include "partition/request.hpp"
 #include "partition/timing.hpp"
+#include "jobs/calibrate.hpp"
 #include "jobs/format.hpp"
 #include "jobs/open_model.hpp"
 #include "jobs/study.hpp"
@@ -724,6 +726,123 @@ struct SweepCommand {
   }
 };
 
+
+/// What a fitted value means physically, for the report.
+std::string parameter_reading(const std::string& name, double value, const chip::ChipSpec& spec) {
+  if (name != "weight_bytes_per_cycle") return name + " = " + format_number(value);
+  char text[256];
+  std::snprintf(text, sizeof text,
+                "weights reach the MXM at %.0f B per cycle = %.2f TB/s at %.0f MHz: %.0f%% of the %lld B/cycle "
+                "stream rate, %.1fx the 4 x 320 B/cycle install rate",
+                value, value * spec.clock_hz / 1e12, spec.clock_hz / 1e6,
+                100 * value / static_cast<double>(spec.stream_bytes_per_cycle),
+                static_cast<long long>(spec.stream_bytes_per_cycle), value / (4 * 320));
+  return text;
+}
+
+struct CalibrateCommand {
+  CLI::App* cmd;
+  std::string published = "docs/published.toml";
+  SystemOptions system;
+  std::string out;
+  bool check = false, json = false, force = false;
+
+  explicit CalibrateCommand(CLI::App& app)
+      : cmd(app.add_subcommand("calibrate", "fit the declared uncertain hardware constants to published figures")) {
+    cmd->add_option("--published", published, "published figures (TOML [[figure]] tables)")->capture_default_str();
+    system.system = "groq-lpu-v1-datasheet";
+    system.add_to(cmd);
+    cmd->add_option("--out", out, "write the fitted system as a system file (for --system)");
+    cmd->add_flag("--force", force, "replace an existing --out file");
+    cmd->add_flag("--check", check,
+                  "exit 1 if a figure's groq-lpu-v1 prediction leaves its band, or groq-lpu-v1 no longer equals the fit");
+    cmd->add_flag("--json", json, "print one JSON object");
+  }
+
+  int run() const {
+    const auto figures = load_published_figures(published);
+    const chip::ChipSpec base = system.resolve();
+    int64_t n_fit = 0;
+    for (const auto& f : figures) n_fit += f.fit ? 1 : 0;
+    std::fprintf(stderr, "[lpurt] calibrate: %lld of %zu figure(s) of %s to fit, from %s\n",
+                 static_cast<long long>(n_fit), figures.size(), published.c_str(), base.name.c_str());
+    const Calibration c = calibrate(figures, base, [](const std::string& name, double value, double cost) {
+      std::fprintf(stderr, "[lpurt] calibrate: %s = %s: sum of squared log residuals %.5f\n", name.c_str(),
+                   format_number(value).c_str(), cost);
+    });
+    // What users get: the default preset, checked against every band.
+    const chip::ChipSpec preset = chip::hardware_preset("groq-lpu-v1");
+    std::vector<double> preset_predictions;
+    for (const auto& r : c.figures) preset_predictions.push_back(predict_figure(r.figure, preset));
+    if (json) {
+      nlohmann::json j;
+      j["published"] = published;
+      j["base_system"] = base.name;
+      j["evaluations"] = c.evaluations;
+      for (const auto& p : c.parameters)
+        j["parameters"].push_back({{"name", p.declared.name}, {"min", p.declared.min_value}, {"max", p.declared.max_value},
+                                   {"base", p.start_value}, {"fitted", p.fitted_value},
+                                   {"preset", chip::get_parameter(preset, p.declared.name)},
+                                   {"reading", parameter_reading(p.declared.name, p.fitted_value, base)},
+                                   {"bracket_source", p.declared.bracket_source}});
+      for (std::size_t i = 0; i < c.figures.size(); ++i) {
+        const FigureResult& r = c.figures[i];
+        j["figures"].push_back({{"name", r.figure.name}, {"metric", r.figure.metric}, {"published", r.figure.published},
+                                {"published_low", r.figure.published_low}, {"published_high", r.figure.published_high},
+                                {"base", r.base_prediction}, {"fitted", r.fitted_prediction},
+                                {"preset", preset_predictions[i]}, {"error", r.error()}, {"band", r.figure.band},
+                                {"in_band", r.in_band()}, {"fit", r.figure.fit}, {"source", r.figure.source}});
+      }
+      std::printf("%s\n", j.dump().c_str());
+    } else {
+      for (const auto& p : c.parameters)
+        std::printf("fitted  %s = %s (bracket %s .. %s, %s had %s): %s\n", p.declared.name.c_str(),
+                    format_number(p.fitted_value).c_str(), format_number(p.declared.min_value).c_str(),
+                    format_number(p.declared.max_value).c_str(), base.name.c_str(),
+                    format_number(p.start_value).c_str(),
+                    parameter_reading(p.declared.name, p.fitted_value, base).c_str());
+      std::printf("%-40s %-20s %-18s %12s %12s %8s %6s %s\n", "figure", "metric", "published", base.name.c_str(),
+                  "calibrated", "error", "band", "use");
+      for (const auto& r : c.figures) {
+        char range[64];
+        std::snprintf(range, sizeof range, r.figure.published_low < r.figure.published_high ? "%.4g (%.4g..%.4g)" : "%.4g",
+                      r.figure.published, r.figure.published_low, r.figure.published_high);
+        std::printf("%-40s %-20s %-18s %12.4g %12.4g %+7.1f%% %5.0f%% %s\n", r.figure.name.c_str(),
+                    r.figure.metric.c_str(), range, r.base_prediction, r.fitted_prediction, 100 * r.error(),
+                    100 * r.figure.band, r.figure.fit ? "fit" : "held back");
+      }
+      std::printf("%lld predictions in the fit\n", static_cast<long long>(c.evaluations));
+    }
+    if (!out.empty()) {
+      std::string text = "# Fitted by `lpurt calibrate --published " + published + "`; every other value is " +
+                         base.name + "'s.\npreset = \"" + base.name + "\"\n";
+      for (const auto& p : c.parameters) text += p.declared.name + " = " + format_number(p.fitted_value) + "\n";
+      io::write_text_atomically(out, text, force);
+    }
+    if (!check) return 0;
+    bool ok = true;
+    for (std::size_t i = 0; i < c.figures.size(); ++i) {
+      const FigureResult& r = c.figures[i];
+      const double error = preset_predictions[i] / r.figure.published - 1;
+      if (std::abs(error) <= r.figure.band) continue;
+      std::fprintf(stderr, "[lpurt] calibrate --check: %s (%s): groq-lpu-v1 predicts %.4g, %+.1f%% from the published "
+                   "%.4g, outside its band of %.0f%%\n", r.figure.name.c_str(), r.figure.origin.c_str(),
+                   preset_predictions[i], 100 * error, r.figure.published, 100 * r.figure.band);
+      ok = false;
+    }
+    for (const auto& p : c.parameters) {
+      const double in_preset = chip::get_parameter(preset, p.declared.name);
+      // The fit moves by a unit or two when an unrelated change shifts a cycle count; 1% is a real drift.
+      if (std::abs(in_preset / p.fitted_value - 1) <= 0.01) continue;
+      std::fprintf(stderr, "[lpurt] calibrate --check: groq-lpu-v1 has %s = %s but the fit gives %s: update "
+                   "chip/hardware.hpp and rerun scripts/validate.sh\n", p.declared.name.c_str(),
+                   format_number(in_preset).c_str(), format_number(p.fitted_value).c_str());
+      ok = false;
+    }
+    return ok ? 0 : 1;
+  }
+};
+
 }  // namespace
 
 int run_command_line(int argc, char** argv, int rank, int n_ranks) {
@@ -734,6 +853,7 @@ int run_command_line(int argc, char** argv, int rank, int n_ranks) {
   PlanCommand plan(app);
   RunCommand run(app);
   SweepCommand sweep(app);
+  CalibrateCommand calibrate(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::Success& e) {  // --help
@@ -745,6 +865,7 @@ int run_command_line(int argc, char** argv, int rank, int n_ranks) {
   if (check_model.cmd->parsed()) return check_model.run();
   if (plan.cmd->parsed()) return plan.run();
   if (sweep.cmd->parsed()) return sweep.run(rank, n_ranks);
+  if (calibrate.cmd->parsed()) return rank == 0 ? calibrate.run() : 0;
   return run.run(rank, n_ranks);
 }
 
