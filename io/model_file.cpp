@@ -409,11 +409,13 @@ void ModelWriter::close() {
 }
 
 void write_model_file(const std::string& path, WeightSource& source, bool config_only, bool force,
-                      const std::function<void(int64_t, int64_t)>& progress) {
+                      const std::function<void(int64_t, int64_t)>& progress,
+                      const std::function<void(const std::string&)>& finish) {
   write_atomically(path, force, [&](const std::string& tmp) {
     ModelWriter writer(tmp, source.config());
     if (!config_only) writer.write_weights(source, int64_t{8} << 20, progress);
     writer.close();
+    if (finish) finish(tmp);
   });
 }
 

@@ -75,8 +75,11 @@ class ModelWriter {
 };
 
 /// Writes a model file at `path` atomically (see atomic_file.hpp); an existing file is replaced only with
-/// `force`. With `config_only`, only the root attributes are written.
+/// `force`. With `config_only`, only the root attributes are written. `finish`, if given, is called with
+/// the temporary file's path once the model is written and closed, before the rename: to add to the file
+/// (e.g. write_embedded_tokenizer) within the same atomic write.
 void write_model_file(const std::string& path, WeightSource& source, bool config_only, bool force,
-                      const std::function<void(int64_t, int64_t)>& progress = {});
+                      const std::function<void(int64_t, int64_t)>& progress = {},
+                      const std::function<void(const std::string&)>& finish = {});
 
 }  // namespace lpurt::io

@@ -1,5 +1,7 @@
 #include "io/result_file.hpp"
 
+#include <nlohmann/json.hpp>
+
 #include "io/atomic_file.hpp"
 #include "io/detail/h5.hpp"
 #include "io/error.hpp"
@@ -49,6 +51,7 @@ void ResultWriter::write_logits(int64_t sequence, int64_t token, const float* ro
 void ResultWriter::commit(const RunResult& r) {
   const auto b = static_cast<hsize_t>(r.batch);
   LPURT_ASSERT(r.batch == batch_ && r.tokens.size() == b * static_cast<hsize_t>(n_tokens_));
+  LPURT_ASSERT(r.texts.empty() || r.texts.size() == b);
   try {
     const hid_t f = h5_.get();
     const std::string& tmp = file_.temporary_path();
@@ -60,6 +63,13 @@ void ResultWriter::commit(const RunResult& r) {
     };
     write_dataset(f, "tokens", H5T_STD_I32LE, H5T_NATIVE_INT32, dims({k}), r.tokens.data());
     write_dataset(f, "prompt", H5T_STD_I32LE, H5T_NATIVE_INT32, dims({p}), r.prompt.data());
+    if (!r.texts.empty()) {
+      // Variable-length UTF-8, the layout h5py reads back as str; a scalar for one sequence, as /tokens is [K].
+      std::vector<const char*> texts;
+      for (const auto& t : r.texts) texts.push_back(t.c_str());
+      const Handle type = detail::utf8_string_type();
+      write_dataset(f, "text", type.get(), type.get(), dims({}), texts.data());
+    }
     {
       Handle root = detail::open_group(f, "/", tmp);
       for (const auto& [key, value] : r.summary.fields()) write_scalar_attribute(root.get(), key, value);
@@ -77,6 +87,18 @@ void ResultWriter::commit(const RunResult& r) {
     throw FileError(file_.path() + ": cannot write: " + e.what(), ExitCode::io);
   }
   file_.commit();
+}
+
+std::string run_json(const RunResult& result) {
+  // As Record::to_json (fields in order, NaN and infinities as null), plus the one field that is not a scalar.
+  nlohmann::ordered_json object = nlohmann::ordered_json::object();
+  for (const auto& field : result.summary.fields())
+    std::visit([&](const auto& v) { object[field.first] = v; }, field.second);
+  if (result.texts.size() == 1)
+    object["text"] = result.texts.front();
+  else if (!result.texts.empty())
+    object["text"] = result.texts;
+  return object.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
 }
 
 Record read_result_summary(const std::string& path) {

@@ -1,7 +1,8 @@
 #pragma once
 /// \file
 /// Result files, SPEC "Result file (HDF5)": /tokens, /prompt, /logits, the summary as root attributes,
-/// and /metrics with per-chip and per-link figures. Written to a temporary name and renamed.
+/// and /metrics with per-chip and per-link figures; /text when the run had a tokenizer (io/tokenizer.hpp).
+/// Written to a temporary name and renamed.
 ///
 /// The logits ([B, K, vocab] float32, by far the largest output: 8 sequences of 512 tokens over a
 /// 32,000-token vocabulary are 524 MB) go to the file row by row as they are produced, so no rank ever
@@ -36,6 +37,7 @@ struct RunResult {
   int64_t batch = 1;            ///< sequences; with 1 the datasets have SPEC's shapes, else a leading [B]
   std::vector<int32_t> prompt;  ///< [B, P]
   std::vector<int32_t> tokens;  ///< [B, K] (empty for a timing-only run)
+  std::vector<std::string> texts;  ///< [B] each sequence's generated tokens decoded (UTF-8); empty without a tokenizer
   Record summary;
   std::vector<MetricColumn> metrics;
 };
@@ -48,8 +50,9 @@ class ResultWriter {
   ResultWriter(const std::string& path, bool force, int64_t batch, int64_t n_tokens, int64_t vocab_size);
   /// Writes the logits that produced token `token` of sequence `sequence`: row float [vocab_size].
   void write_logits(int64_t sequence, int64_t token, const float* row);
-  /// Writes tokens, prompt, summary and metrics (their batch and K must be the constructor's), closes the
-  /// file and renames it into place. Without commit(), the destructor removes the temporary file.
+  /// Writes tokens, prompt, summary and metrics (their batch and K must be the constructor's), and /text
+  /// if the result has texts: a UTF-8 string (a scalar for one sequence, [B] for a batch). Then closes
+  /// the file and renames it into place. Without commit(), the destructor removes the temporary file.
   void commit(const RunResult& result);
 
  private:
@@ -58,6 +61,10 @@ class ResultWriter {
   detail::Handle h5_;       ///< the open temporary file
   detail::Handle logits_;   ///< its /logits
 };
+
+/// The `--json` object of a run: the summary's fields in order, then `text` if the result has texts
+/// (a string for one sequence, a list of B strings for a batch, as /text's shape).
+std::string run_json(const RunResult& result);
 
 /// The summary (root attributes) of a result file, in the order it was written. Throws FileError
 /// naming the file if it is not a readable HDF5 file.

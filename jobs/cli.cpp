@@ -11,6 +11,8 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <memory>
+#include <optional>
 #include <sstream>
 #include <tuple>
 #include <unistd.h>
@@ -21,6 +23,7 @@
 #include "io/atomic_file.hpp"
 #include "io/error.hpp"
 #include "io/model_file.hpp"
+#include "io/tokenizer.hpp"
 #include "partition/request.hpp"
 #include "partition/timing.hpp"
 #include "jobs/calibrate.hpp"
@@ -326,7 +329,7 @@ class WriteProgress {
 
 struct GenModelCommand {
   CLI::App* cmd;
-  std::string preset, out;
+  std::string preset, out, tokenizer_path;
   uint64_t seed = 1;
   bool config_only = false, force = false;
 
@@ -336,6 +339,8 @@ struct GenModelCommand {
     cmd->add_option("--out", out, "output HDF5 file")->required();
     cmd->add_option("--seed", seed, "weight seed")->capture_default_str();
     cmd->add_flag("--config-only", config_only, "write the configuration only (for --timing-only studies)");
+    cmd->add_option("--tokenizer", tokenizer_path,
+                    "embed this SentencePiece model (tokenizer.model) in the file, for run --prompt-text");
     cmd->add_flag("--force", force, "replace an existing file");
   }
 
@@ -362,13 +367,23 @@ struct GenModelCommand {
   int run(int rank) const {
     io::SyntheticModel source(chip::model_preset(preset), seed, preset);
     io::check_writable(out, force);
+    std::optional<io::Tokenizer> tokenizer;
+    if (!tokenizer_path.empty()) {
+      tokenizer = io::Tokenizer::from_file(tokenizer_path);
+      tokenizer->check_fits(source.config().vocab_size, "preset " + preset);
+    }
     std::function<void(int64_t, int64_t)> progress;
     if (!config_only) {
       check_space(source.config(), rank);
       if (rank == 0 && source.config().weight_bytes() >= progress_min_bytes) progress = WriteProgress(source.config());
     }
     const auto t0 = std::chrono::steady_clock::now();
-    io::write_model_file(out, source, config_only, force, progress);
+    std::function<void(const std::string&)> add_tokenizer;
+    if (tokenizer)
+      add_tokenizer = [&](const std::string& tmp) {
+        io::write_embedded_tokenizer(tmp, *tokenizer, source.config().vocab_size);
+      };
+    io::write_model_file(out, source, config_only, force, progress, add_tokenizer);
     const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     std::printf("wrote %s: preset %s, %lld parameters, %s%s in %.2f s\n", out.c_str(), preset.c_str(),
                 static_cast<long long>(source.config().n_parameters()),
@@ -438,8 +453,8 @@ struct RunCommand {
   LayoutOptions layout;
   SystemOptions system;
   LengthOptions lengths;
-  std::string prompt_text, result_path, trace_path;
-  CLI::Option* prompt_option = nullptr;
+  std::string prompt_ids, prompt_text, tokenizer_path, result_path, trace_path;
+  CLI::Option *prompt_option = nullptr, *prompt_text_option = nullptr;
   runtime::FaultOptions faults;
   std::vector<std::string> link_fault_specs;
   bool timing_only = false, force = false;
@@ -449,9 +464,15 @@ struct RunCommand {
       : cmd(app.add_subcommand("run", "run the model on simulated chips over MPI ranks")) {
     layout.add_to(cmd);
     system.add_to(cmd);
-    prompt_option = cmd->add_option("--prompt", prompt_text, "prompt token ids, e.g. 1,2,3");
+    prompt_option = cmd->add_option("--prompt", prompt_ids, "prompt token ids, e.g. 1,2,3");
+    prompt_text_option = cmd->add_option("--prompt-text", prompt_text,
+                                         "prompt as text, encoded by the tokenizer (every sequence of a batch gets it)")
+                             ->excludes(prompt_option);
+    cmd->add_option("--tokenizer", tokenizer_path,
+                    "SentencePiece model (tokenizer.model) to encode --prompt-text and decode the output with "
+                    "(default: the one embedded in the model file, if any)");
     lengths.add_to(cmd, "synthetic prompt of N tokens", "tokens to generate");
-    lengths.prompt_len_option->excludes(prompt_option);
+    lengths.prompt_len_option->excludes(prompt_option)->excludes(prompt_text_option);
     cmd->add_option("--out", result_path, "result HDF5 file");
     cmd->add_option("--trace", trace_path, "Chrome-trace JSON of the modelled timeline (Perfetto)");
     cmd->add_option("--step-timeout", faults.step_timeout_s,
@@ -492,8 +513,12 @@ struct RunCommand {
       check_lengths(source->config(), hardware);
       runtime::RunConfig config;
       config.request = layout.request;
-      config.prompts = make_prompts(prompt_option->count() > 0, prompt_text, lengths.prompt_len, layout.request.batch,
-                                    source->config().vocab_size);
+      config.tokenizer = load_tokenizer(*source);
+      if (prompt_text_option->count() > 0)
+        config.prompts = text_prompts(*config.tokenizer, prompt_text, layout.request.batch);
+      else
+        config.prompts = make_prompts(prompt_option->count() > 0, prompt_ids, lengths.prompt_len, layout.request.batch,
+                                      source->config().vocab_size);
       config.request.prompt_tokens = static_cast<int64_t>(config.prompts.front().size());
       config.request.output_tokens = lengths.tokens;
       config.n_tokens = lengths.tokens;
@@ -519,11 +544,44 @@ struct RunCommand {
     if (result_file) result_file->commit(result);
     if (rank != 0) return 0;
     if (layout.json) {
-      std::printf("%s\n", result.summary.to_json().c_str());
+      std::printf("%s\n", io::run_json(result).c_str());
       return 0;
     }
     print_run(result, n_ranks);
     return 0;
+  }
+
+  /// The run's tokenizer: --tokenizer, else the model file's own, else none (null), which --prompt-text
+  /// refuses. Every id it can produce must be a row of the model.
+  std::shared_ptr<const io::Tokenizer> load_tokenizer(const io::WeightSource& source) const {
+    std::optional<io::Tokenizer> tokenizer;
+    if (!tokenizer_path.empty())
+      tokenizer = io::Tokenizer::from_file(tokenizer_path);
+    else if (!layout.model.empty())
+      tokenizer = io::read_embedded_tokenizer(layout.model);
+    if (!tokenizer) {
+      if (prompt_text_option->count() == 0) return nullptr;
+      throw Error("--prompt-text needs a tokenizer, and " +
+                      (layout.model.empty() ? std::string("the built-in default model has none")
+                                            : layout.model + " has none (no " + io::tokenizer_dataset + ")") +
+                      ": give --tokenizer FILE.model, or embed one (gen-model --tokenizer, or lpurt import of a "
+                      "checkpoint with a tokenizer.model)",
+                  ExitCode::usage);
+    }
+    tokenizer->check_fits(source.config().vocab_size, source.name());
+    return std::make_shared<const io::Tokenizer>(std::move(*tokenizer));
+  }
+
+  /// --prompt-text encoded, the same prompt for every sequence of the batch (greedy decoding then gives
+  /// every sequence the same tokens: a batch of one text measures batched serving, as --prompt 1,2,3 does).
+  static std::vector<std::vector<int32_t>> text_prompts(const io::Tokenizer& tokenizer, const std::string& text,
+                                                        int64_t batch) {
+    std::vector<int32_t> ids = tokenizer.encode(text);
+    if (ids.empty())
+      throw Error("--prompt-text \"" + text + "\" encodes to no tokens (" + tokenizer.source() +
+                      " defines no BOS); give some text",
+                  ExitCode::usage);
+    return std::vector<std::vector<int32_t>>(static_cast<std::size_t>(batch), ids);
   }
 
   /// Every fault value in range, before any work: a step timeout that is a number of seconds (NaN or a
@@ -563,7 +621,8 @@ struct RunCommand {
     if (tokens > context)
       throw chip::CapacityError("--tokens " + std::to_string(tokens) + " exceeds the context of " +
                                 std::to_string(context) + " positions (see --context and max_seq_len)");
-    if (prompt_option->count() == 0 && prompt_len >= 1 && tokens >= 1 &&
+    const bool synthetic_prompt = prompt_option->count() == 0 && prompt_text_option->count() == 0;
+    if (synthetic_prompt && prompt_len >= 1 && tokens >= 1 &&
         (prompt_len > context || prompt_len + tokens - 1 > context))
       throw chip::CapacityError("prompt (" + std::to_string(prompt_len) + ") + tokens (" + std::to_string(tokens) +
                                 ") - 1 exceeds the context of " + std::to_string(context) +
@@ -581,6 +640,13 @@ struct RunCommand {
     if (timing_only) std::printf(" (timing-only: no payload, no tokens)");
     for (std::size_t i = 0; i < result.tokens.size() && i < 32; ++i) std::printf(" %d", result.tokens[i]);
     std::printf("%s\n", result.tokens.size() > 32 ? " ..." : "");
+    // The decoded text in full, one line per sequence (the first 8 of a batch; all are in --json and --out).
+    const std::size_t shown_texts = std::min<std::size_t>(result.texts.size(), 8);
+    for (std::size_t b = 0; b < shown_texts; ++b)
+      std::printf("%-9s %s\n", result.texts.size() == 1 ? "text" : ("text[" + std::to_string(b) + "]").c_str(),
+                  result.texts[b].c_str());
+    if (result.texts.size() > shown_texts)
+      std::printf("          ... %zu more sequence(s)\n", result.texts.size() - shown_texts);
     std::printf("modelled  time to first token %s, per output token %s, %.1f tokens/s per user, SRAM max %s\n",
                 format_seconds(std::get<double>(get("ttft_s"))).c_str(),
                 format_seconds(std::get<double>(get("tpot_s"))).c_str(), std::get<double>(get("tokens_per_s_user")),

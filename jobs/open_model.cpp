@@ -8,6 +8,7 @@
 #include "chip/model_config.hpp"
 #include "chip/sram.hpp"
 #include "io/error.hpp"
+#include "io/tokenizer.hpp"
 #include "jobs/process.hpp"
 
 namespace lpurt::jobs {
@@ -55,11 +56,18 @@ int check_model_command(const std::string& path) {
   const auto file = io::ModelFile::open(path);
   file->check_float_data();
   const chip::ModelConfig& c = file->config();
-  std::printf("%s: %s, %lld layers, D=%lld, V=%lld, %lld parameters (%s)%s\n", path.c_str(),
+  // An embedded tokenizer is loaded here too, so that a corrupt one fails in this child, not in a run.
+  std::string tokenizer_text;
+  if (const auto tokenizer = io::read_embedded_tokenizer(path)) {
+    tokenizer->check_fits(c.vocab_size, path);
+    tokenizer_text = ", SentencePiece tokenizer of " + std::to_string(tokenizer->vocab_size()) + " pieces";
+  }
+  std::printf("%s: %s, %lld layers, D=%lld, V=%lld, %lld parameters (%s)%s%s\n", path.c_str(),
               chip::architecture_name(c.architecture), static_cast<long long>(c.n_layers),
               static_cast<long long>(c.hidden_size), static_cast<long long>(c.vocab_size),
-              static_cast<long long>(c.n_parameters()), chip::format_bytes(static_cast<double>(c.weight_bytes())).c_str(),
-              file->has_weights() ? "" : ", configuration only");
+              static_cast<long long>(c.n_parameters()),
+              chip::format_bytes(static_cast<double>(c.weight_bytes())).c_str(),
+              file->has_weights() ? "" : ", configuration only", tokenizer_text.c_str());
   return 0;
 }
 

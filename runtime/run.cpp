@@ -132,6 +132,7 @@ io::RunResult RunSession::run(const std::function<void(int64_t, int64_t)>& progr
   for (std::size_t b = 0; b < batch.size(); ++b) {
     result.prompt.insert(result.prompt.end(), config.prompts[b].begin(), config.prompts[b].end());
     result.tokens.insert(result.tokens.end(), batch[b].tokens.begin(), batch[b].tokens.end());
+    if (config.tokenizer && !config.timing_only) result.texts.push_back(config.tokenizer->decode(batch[b].tokens));
   }
   // Every rank computes the same modelled times; rank 0 also records them as a trace.
   const bool mpi = mpi_initialized();

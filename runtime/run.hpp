@@ -12,6 +12,7 @@
 
 #include "chip/hardware.hpp"
 #include "io/result_file.hpp"
+#include "io/tokenizer.hpp"
 #include "io/weight_source.hpp"
 #include "partition/plan.hpp"
 #include "partition/timing.hpp"
@@ -41,6 +42,8 @@ struct RunConfig {
   bool force = false;           ///< replace existing output files
   bool timing_only = false;     ///< same plan, schedule and message pattern, no weights and no payload
   FaultOptions faults;          ///< step timeout and injected faults
+  /// Decodes each sequence's generated tokens into RunResult::texts (null: no tokenizer, no texts).
+  std::shared_ptr<const io::Tokenizer> tokenizer;
   /// A plan already made for this request and hardware (a sweep plans first to sort out infeasible
   /// points); null: the session plans.
   std::shared_ptr<const partition::Plan> plan;

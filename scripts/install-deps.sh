@@ -6,5 +6,6 @@ sudo_if_needed apt-get update -qq
 sudo_if_needed env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
   build-essential cmake ninja-build pkg-config \
   openmpi-bin libopenmpi-dev libtbb-dev libhdf5-dev hdf5-tools libcli11-dev libgtest-dev libbenchmark-dev libtomlplusplus-dev nlohmann-json3-dev \
+  libsentencepiece-dev sentencepiece \
   python3-h5py python3-numpy clang libclang-rt-14-dev \
   gnuplot-nox slurm-wlm munge

@@ -70,6 +70,12 @@ Handle create_file(const std::string& path) {
                 H5Fclose);
 }
 
+Handle open_file_read_write(const std::string& path) {
+  silence_hdf5_errors();
+  return Handle(check(H5Fopen(path.c_str(), H5F_ACC_RDWR, H5P_DEFAULT), path + ": cannot open HDF5 file for writing"),
+                H5Fclose);
+}
+
 Handle open_group(hid_t parent, const std::string& path, const std::string& file) {
   return Handle(check(H5Gopen2(parent, path.c_str(), H5P_DEFAULT), file + ": cannot open group " + path), H5Gclose);
 }
@@ -139,6 +145,7 @@ Dtype dataset_dtype(hid_t dataset) {
   const H5T_class_t cls = H5Tget_class(type.get());
   const std::size_t size = H5Tget_size(type.get());
   if (cls == H5T_INTEGER && size == 1 && H5Tget_sign(type.get()) == H5T_SGN_2) return Dtype::int8;
+  if (cls == H5T_INTEGER && size == 1 && H5Tget_sign(type.get()) == H5T_SGN_NONE) return Dtype::uint8;
   if (cls == H5T_INTEGER && size == 4 && H5Tget_sign(type.get()) == H5T_SGN_2) return Dtype::int32;
   if (cls == H5T_FLOAT && size == 4) return Dtype::float32;
   return Dtype::other;
@@ -147,6 +154,7 @@ Dtype dataset_dtype(hid_t dataset) {
 const char* dtype_name(Dtype d) {
   switch (d) {
     case Dtype::int8: return "int8";
+    case Dtype::uint8: return "uint8";
     case Dtype::int32: return "int32";
     case Dtype::float32: return "float32";
     case Dtype::other: return "another type";

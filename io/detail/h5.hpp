@@ -54,6 +54,8 @@ hid_t check(hid_t status, const std::string& context);
 
 Handle open_file_read(const std::string& path);
 Handle create_file(const std::string& path);
+/// Opens an existing file for writing (to add to a file another writer has closed).
+Handle open_file_read_write(const std::string& path);
 Handle open_group(hid_t parent, const std::string& path, const std::string& file);
 Handle create_group(hid_t parent, const std::string& path, const std::string& file);
 Handle open_dataset(hid_t file, const std::string& path, const std::string& file_name);
@@ -64,7 +66,7 @@ void check_hard_links(hid_t file, const std::string& file_name);
 bool attribute_exists(hid_t object, const std::string& name);
 
 /// Element kinds lpurt stores.
-enum class Dtype { int8, int32, float32, other };
+enum class Dtype { int8, uint8, int32, float32, other };
 Dtype dataset_dtype(hid_t dataset);
 const char* dtype_name(Dtype d);
 std::vector<hsize_t> dataset_dims(hid_t dataset);
