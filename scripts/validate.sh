@@ -74,7 +74,8 @@ recommendation) lpurt predicts about 3.4x the published speed of Llama-2 70B on 
 the weight path at about 15% of the stream rate, 2.4x the MXM's 4 x 320 B/cycle install rate: between the
 two physical limits the sources give, and the only reading under which the published 240-300 tokens/s
 follow with tensor parallelism inside a node. The held-back 640-chip figure (the EE Times "10-rack"
-system, chip count [U]) is then predicted within its band without being fitted. The §6.2 "pure pipeline"
+system, chip count [U]) is then within its band without being fitted, but it checks little: the planner
+picks the same 432-chip layout on both systems. The §6.2 "pure pipeline"
 estimate (267 tok/s = all weights through one chip's 18.4 TB/s) also matches the published figure, but
 it assumes one chip streams at a time, which tensor parallelism inside a node contradicts; lpurt keeps
 the parallel streaming and slows the path instead. Only further published figures with other models,
@@ -154,7 +155,7 @@ c72=$("$lpurt" plan --chips 72 --set topology=chain --json)
 c136=$("$lpurt" plan --chips 136 --set topology=chain --json)
 lat=$(echo "$d" | field network_worst_vector_latency_s)
 cat <<NET
-## 2. The ISCA 2022 network: 10,440 chips, at most 5 hops, under 3 us end to end
+## 4. The ISCA 2022 network: 10,440 chips, at most 5 hops, under 3 us end to end
 
 Published (§2.1-2.2): 145 racks x 72 = 10,440 TSPs, at most 5 hops (local, local, global, local, local)
 [S], under 3 us end to end [P]. lpurt's dragonfly over 10,440 chips (nodes of 8 all-to-all, racks of 9
@@ -168,7 +169,7 @@ nodes as groups, one global link per rack pair, inter-node links between chips o
 The latency is hops x 300 ns + 320 B / 14 GB/s. A larger tensor takes longer (its bytes cross at the
 link bandwidth); the published bound is for the network's traversal.
 
-## 3. SHIP: about 300 ns per hop; a 72-chip partition has a diameter of 3 hops
+## 5. SHIP: about 300 ns per hop; a 72-chip partition has a diameter of 3 hops
 
 The 300 ns per hop is an input of lpurt (\`hop_latency_ns\`, §1.3 [S]), not a prediction. The partition
 diameters are predictions of the \`chain\` topology (QuadFour: +-4 neighbour nodes, 4 links each, ends
