@@ -347,11 +347,11 @@ class StageCache {
                                   StageCache& stages) {
   const int64_t minimum = minimum_chips(cfg, hw, r);
   // The SRAM bound is only a lower limit (parts do not divide evenly over stages): search upward from it,
-  // one pipeline, tp within a node first, then across nodes.
+  // one pipeline, every tp. make_plan tries tp across nodes whenever no layout within a node fits, so the
+  // smallest system over all tp is the smallest on which it succeeds.
   int64_t smallest = std::numeric_limits<int64_t>::max(), smallest_tp = 0;
   const int64_t max_tp = r.tp > 0 ? r.tp : cfg.n_heads;
   for (int64_t tp = r.tp > 0 ? r.tp : 1; tp <= max_tp; ++tp) {
-    if (smallest_tp > 0 && smallest_tp <= Topology::chips_per_node && tp > Topology::chips_per_node) break;
     for (int64_t pp = r.pp > 0 ? r.pp : std::max<int64_t>(1, chip::ceil_div(minimum, tp));
          pp <= (r.pp > 0 ? r.pp : 2 * cfg.n_layers) && tp * pp < smallest; ++pp) {
       if (layout(cfg, hw, r, tp, pp, 1, stages(pp), 1).sram_bytes_max() > hw.sram_bytes) continue;

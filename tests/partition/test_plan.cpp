@@ -335,7 +335,7 @@ TEST(Planner, Mixtral8x7bAtItsFullContextPlansOn576Chips) {
 }
 
 TEST(Planner, TheSmallestSystemNamedIsLargerThanTheOneGivenAndFits) {
-  // "needs at least N chips" always names a system that fits and is larger than the one given.
+  // "needs at least N chips" always names the smallest system that fits, larger than the one given.
   for (const char* model : {"llama2-7b", "llama2-70b", "mixtral-8x7b"})
     for (const int64_t chips : {1, 8, 64, 200, 400}) {
       const auto cfg = chip::model_preset(model);
@@ -348,6 +348,8 @@ TEST(Planner, TheSmallestSystemNamedIsLargerThanTheOneGivenAndFits) {
         const int64_t needed = std::stoll(m.substr(pos + 15));
         EXPECT_GT(needed, chips) << model << " on " << chips << ": " << m;
         EXPECT_NO_THROW(make_plan(cfg, chip::ChipSpec{}, request(needed))) << model << " on " << needed;
+        // And it is the smallest: one chip fewer has no layout, with tp across nodes or not.
+        EXPECT_THROW(make_plan(cfg, chip::ChipSpec{}, request(needed - 1)), chip::CapacityError) << model << " on " << needed - 1;
       }
     }
 }
