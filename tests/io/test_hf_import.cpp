@@ -19,7 +19,6 @@
 
 #include "io/error.hpp"
 #include "io/hf_checkpoint.hpp"
-#include "io/hf_config.hpp"
 #include "io/model_file.hpp"
 
 using namespace lpurt;
