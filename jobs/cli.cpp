@@ -22,6 +22,8 @@
 #include "chip/model_config.hpp"
 #include "io/atomic_file.hpp"
 #include "io/error.hpp"
+#include "io/hf_checkpoint.hpp"
+#include "io/hf_config.hpp"
 #include "io/model_file.hpp"
 #include "io/tokenizer.hpp"
 #include "partition/request.hpp"
@@ -294,13 +296,14 @@ std::string preset_sizes() {
   return text;
 }
 
-/// gen-model's progress on stderr, tty or not: a line at each tenth of the bytes and at least every 10 s,
-/// so that a long write shows it is moving without one line per tensor. Only for files of at least
-/// progress_min_bytes: smaller ones are written in a fraction of a second.
+/// gen-model's and import's progress on stderr, tty or not: a line at each tenth of the bytes and at least
+/// every 10 s, so that a long write shows it is moving without one line per tensor. Only for files of at
+/// least progress_min_bytes: smaller ones are written in a fraction of a second.
 constexpr int64_t progress_min_bytes = int64_t{32} << 20;
 class WriteProgress {
  public:
-  explicit WriteProgress(const chip::ModelConfig& cfg) : t0_(std::chrono::steady_clock::now()), last_(t0_) {
+  WriteProgress(const chip::ModelConfig& cfg, const char* command)
+      : command_(command), t0_(std::chrono::steady_clock::now()), last_(t0_) {
     int64_t bytes = 0;
     for (const auto& id : chip::model_tensors(cfg)) bytes_after_.push_back(bytes += chip::tensor_bytes(cfg, id));
   }
@@ -312,7 +315,7 @@ class WriteProgress {
     tenth_ = tenth, last_ = now;
     const double s = std::chrono::duration<double>(now - t0_).count();
     const double fraction = static_cast<double>(done) / static_cast<double>(total);
-    std::fprintf(stderr, "[lpurt] gen-model: %3.0f%% (%s of %s) in %.1f s%s\n", 100 * fraction,
+    std::fprintf(stderr, "[lpurt] %s: %3.0f%% (%s of %s) in %.1f s%s\n", command_, 100 * fraction,
                  chip::format_bytes(static_cast<double>(done)).c_str(),
                  chip::format_bytes(static_cast<double>(total)).c_str(), s,
                  done < total && s >= 1
@@ -322,20 +325,46 @@ class WriteProgress {
   }
 
  private:
+  const char* command_;
   std::vector<int64_t> bytes_after_;  // [tensor] bytes written once it is done
   std::chrono::steady_clock::time_point t0_, last_;
   int tenth_ = 0;
 };
 
+/// Before any byte is written: the size on stderr, and a refusal naming both sizes if it cannot fit.
+/// Weights are written before HDF5's metadata, so the data bytes are what must fit at least. `what` names
+/// the model in the refusal ("preset small"), `remedy` ends it.
+void check_space(const std::string& out, const chip::ModelConfig& cfg, const std::string& what, const char* command,
+                 const char* remedy, int rank) {
+  const int64_t needed = cfg.weight_bytes();
+  const std::string folder = std::filesystem::absolute(out).parent_path().string();
+  const int64_t available = io::available_bytes(folder);
+  if (needed > available)
+    throw io::FileError(out + ": " + what + " needs " + std::to_string(needed) + " bytes (" +
+                            chip::format_bytes(static_cast<double>(needed)) + ") but " + folder + " has " +
+                            std::to_string(available) + " bytes (" + chip::format_bytes(static_cast<double>(available)) +
+                            ") free; " + remedy,
+                        ExitCode::io);
+  if (rank == 0)
+    std::fprintf(stderr, "[lpurt] %s: writing %s (%lld parameters) to %s, %s free there\n", command,
+                 chip::format_bytes(static_cast<double>(needed)).c_str(), static_cast<long long>(cfg.n_parameters()),
+                 out.c_str(), chip::format_bytes(static_cast<double>(available)).c_str());
+}
+
 struct GenModelCommand {
   CLI::App* cmd;
-  std::string preset, out, tokenizer_path;
+  std::string preset, hf_config, out, tokenizer_path;
   uint64_t seed = 1;
   bool config_only = false, force = false;
 
   explicit GenModelCommand(CLI::App& app)
       : cmd(app.add_subcommand("gen-model", "write a model file with deterministic synthetic weights")) {
-    cmd->add_option("--preset", preset, "model shape, one of (sizes with weights):" + preset_sizes())->required();
+    auto* preset_option =
+        cmd->add_option("--preset", preset, "model shape, one of (sizes with weights):" + preset_sizes());
+    cmd->add_option("--hf-config", hf_config,
+                    "model shape from a Hugging Face config.json instead of a preset (model_type llama, mistral, "
+                    "mixtral, qwen2, qwen3 or qwen3_moe)")
+        ->excludes(preset_option);
     cmd->add_option("--out", out, "output HDF5 file")->required();
     cmd->add_option("--seed", seed, "weight seed")->capture_default_str();
     cmd->add_flag("--config-only", config_only, "write the configuration only (for --timing-only studies)");
@@ -344,28 +373,13 @@ struct GenModelCommand {
     cmd->add_flag("--force", force, "replace an existing file");
   }
 
-  /// Before any byte is written: the size on stderr, and a refusal naming both sizes if it cannot fit.
-  /// Weights are written before HDF5's metadata, so the data bytes are what must fit at least.
-  void check_space(const chip::ModelConfig& cfg, int rank) const {
-    const int64_t needed = cfg.weight_bytes();
-    const std::string folder = std::filesystem::absolute(out).parent_path().string();
-    const int64_t available = io::available_bytes(folder);
-    if (needed > available)
-      throw io::FileError(out + ": preset " + preset + " needs " + std::to_string(needed) + " bytes (" +
-                              chip::format_bytes(static_cast<double>(needed)) + ") but " + folder + " has " +
-                              std::to_string(available) + " bytes (" +
-                              chip::format_bytes(static_cast<double>(available)) +
-                              ") free; free space, choose another folder or use --config-only",
-                          ExitCode::io);
-    if (rank == 0)
-      std::fprintf(stderr, "[lpurt] gen-model: writing %s (%lld parameters) to %s, %s free there\n",
-                   chip::format_bytes(static_cast<double>(needed)).c_str(),
-                   static_cast<long long>(cfg.n_parameters()), out.c_str(),
-                   chip::format_bytes(static_cast<double>(available)).c_str());
-  }
-
   int run(int rank) const {
-    io::SyntheticModel source(chip::model_preset(preset), seed, preset);
+    if (preset.empty() && hf_config.empty())
+      throw Error("gen-model needs the model's shape: --preset NAME or --hf-config config.json", ExitCode::usage);
+    const bool from_preset = hf_config.empty();
+    const std::string shape = from_preset ? "preset " + preset : hf_config;
+    io::SyntheticModel source(from_preset ? chip::model_preset(preset) : io::read_hf_config(hf_config), seed,
+                              from_preset ? preset : hf_config);
     io::check_writable(out, force);
     std::optional<io::Tokenizer> tokenizer;
     if (!tokenizer_path.empty()) {
@@ -374,8 +388,10 @@ struct GenModelCommand {
     }
     std::function<void(int64_t, int64_t)> progress;
     if (!config_only) {
-      check_space(source.config(), rank);
-      if (rank == 0 && source.config().weight_bytes() >= progress_min_bytes) progress = WriteProgress(source.config());
+      check_space(out, source.config(), shape, "gen-model", "free space, choose another folder or use --config-only",
+                  rank);
+      if (rank == 0 && source.config().weight_bytes() >= progress_min_bytes)
+        progress = WriteProgress(source.config(), "gen-model");
     }
     const auto t0 = std::chrono::steady_clock::now();
     std::function<void(const std::string&)> add_tokenizer;
@@ -385,10 +401,51 @@ struct GenModelCommand {
       };
     io::write_model_file(out, source, config_only, force, progress, add_tokenizer);
     const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    std::printf("wrote %s: preset %s, %lld parameters, %s%s in %.2f s\n", out.c_str(), preset.c_str(),
+    std::printf("wrote %s: %s (%s), %lld parameters, %s%s in %.2f s\n", out.c_str(), shape.c_str(),
+                chip::architecture_name(source.config().architecture),
                 static_cast<long long>(source.config().n_parameters()),
                 chip::format_bytes(static_cast<double>(source.config().weight_bytes())).c_str(),
                 config_only ? " (configuration only)" : "", s);
+    return 0;
+  }
+};
+
+struct ImportCommand {
+  CLI::App* cmd;
+  std::string directory, out;
+  bool force = false;
+
+  explicit ImportCommand(CLI::App& app)
+      : cmd(app.add_subcommand("import", "convert a Hugging Face checkpoint (config.json + safetensors) to a model "
+                                         "file: int8 weights with per-row scales")) {
+    cmd->add_option("checkpoint", directory, "Hugging Face checkpoint directory (config.json, model.safetensors or "
+                                             "model.safetensors.index.json and its shards)")
+        ->required();
+    cmd->add_option("--out", out, "output HDF5 model file")->required();
+    cmd->add_flag("--force", force, "replace an existing file");
+  }
+
+  int run(int rank) const {
+    io::check_writable(out, force);
+    // Every tensor's presence, dtype, shape and byte range, before a byte is written.
+    const auto checkpoint = io::HfCheckpoint::open(directory);
+    const chip::ModelConfig& cfg = checkpoint->config();
+    if (rank == 0)
+      std::fprintf(stderr, "[lpurt] import: %s: %s, %lld layers, %s in %lld file(s) (%s)\n", directory.c_str(),
+                   chip::architecture_name(cfg.architecture), static_cast<long long>(cfg.n_layers),
+                   chip::format_bytes(static_cast<double>(checkpoint->tensor_bytes())).c_str(),
+                   static_cast<long long>(checkpoint->n_files()), checkpoint->dtypes().c_str());
+    check_space(out, cfg, "the model of " + directory, "import", "free space or choose another folder", rank);
+    std::function<void(int64_t, int64_t)> progress;
+    if (rank == 0 && cfg.weight_bytes() >= progress_min_bytes) progress = WriteProgress(cfg, "import");
+    const auto t0 = std::chrono::steady_clock::now();
+    io::import_checkpoint(*checkpoint, out, force, progress);
+    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    std::printf("imported %s: %s, %lld parameters, %s of checkpoint -> %s in %.2f s (%.0f MB/s)\n", out.c_str(),
+                chip::architecture_name(cfg.architecture), static_cast<long long>(cfg.n_parameters()),
+                chip::format_bytes(static_cast<double>(checkpoint->tensor_bytes())).c_str(),
+                chip::format_bytes(static_cast<double>(cfg.weight_bytes())).c_str(), s,
+                static_cast<double>(checkpoint->tensor_bytes()) / 1e6 / std::max(s, 1e-9));
     return 0;
   }
 };
@@ -915,6 +972,7 @@ int run_command_line(int argc, char** argv, int rank, int n_ranks) {
   CLI::App app{"lpurt: a transformer partitioned across simulated LPU chips on MPI ranks"};
   app.require_subcommand(1);
   GenModelCommand gen_model(app);
+  ImportCommand import(app);
   CheckModelCommand check_model(app);
   PlanCommand plan(app);
   RunCommand run(app);
@@ -928,6 +986,7 @@ int run_command_line(int argc, char** argv, int rank, int n_ranks) {
     throw Error(std::string(e.what()) + " (see lpurt --help)", ExitCode::usage);
   }
   if (gen_model.cmd->parsed()) return gen_model.run(rank);
+  if (import.cmd->parsed()) return import.run(rank);
   if (check_model.cmd->parsed()) return check_model.run();
   if (plan.cmd->parsed()) return plan.run();
   if (sweep.cmd->parsed()) return sweep.run(rank, n_ranks);

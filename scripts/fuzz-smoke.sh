@@ -7,17 +7,18 @@
 # (for example inside H5Fopen -> H5G_mkroot when the root group cannot be loaded), where lpurt holds no
 # handle and reports a clean error; those leaks are not lpurt's.
 # Usage: scripts/fuzz-smoke.sh   (FUZZ_RUNS, default 20000 inputs per target; FUZZ_TARGETS, default
-# "system_file toml job_file": the model-file target finds an HDF5 1.10.8 hang inside H5Aread on a
-# corrupt file, see tests/fuzz/findings/README.md, so it runs on request: FUZZ_TARGETS=model_file)
+# "system_file toml job_file hf_config safetensors": the model-file target finds an HDF5 1.10.8 hang inside
+# H5Aread on a corrupt file, see tests/fuzz/findings/README.md, so it runs on request: FUZZ_TARGETS=model_file)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 runs=${FUZZ_RUNS:-20000}
 CC=clang CXX=clang++ cmake -S . -B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DLPURT_BUILD_FUZZERS=ON \
   -DLPURT_BUILD_TESTS=OFF -DLPURT_BUILD_BENCH=OFF > /dev/null
-cmake --build build-fuzz --target fuzz_model_file fuzz_system_file fuzz_toml fuzz_job_file > /dev/null
+cmake --build build-fuzz --target fuzz_model_file fuzz_system_file fuzz_toml fuzz_job_file fuzz_hf_config \
+  fuzz_safetensors > /dev/null
 work=$(mktemp -d)
 status=0
-for target in ${FUZZ_TARGETS:-system_file toml job_file}; do
+for target in ${FUZZ_TARGETS:-system_file toml job_file hf_config safetensors}; do
   mkdir -p "$work/$target"
   cp tests/fuzz/corpus/$target/* "$work/$target/"
   leaks=1

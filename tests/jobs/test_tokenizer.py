@@ -183,6 +183,25 @@ def main():
         expect_error(run("run", "--model", "flipped.h5", "--prompt-text", prompt), 3,
                      ["flipped.h5: dataset /tokenizer/sentencepiece: cannot read it: the file is corrupt"], "bit flip")
 
+    # lpurt import embeds a checkpoint's tokenizer.model, checked before anything is written.
+    here = os.path.dirname(os.path.abspath(__file__))
+    maker = os.path.join(here, "..", "oracle", "make_hf_checkpoint.py")
+    subprocess.run([sys.executable, maker, "hf", "--family", "qwen3", "--vocab", "1024", "--seed", "5"], check=True,
+                   capture_output=True)
+    shutil.copy("v1024.model", "hf/tokenizer.model")
+    r = run("import", "hf", "--out", "hf.h5")
+    if check(r.returncode == 0, f"import with tokenizer.model: {r.stderr.strip()}"):
+        with h5py.File("hf.h5", "r") as f:
+            check(f["tokenizer/sentencepiece"][:].tobytes() == open("v1024.model", "rb").read(),
+                  "import: /tokenizer/sentencepiece is not the checkpoint's tokenizer.model")
+        r = run("run", "--model", "hf.h5", "--prompt-text", prompt, "--tokens", "4", "--out", "hf_run.h5")
+        if check(r.returncode == 0, f"run of the imported checkpoint: {r.stderr.strip()}"):
+            with h5py.File("hf_run.h5", "r") as f:
+                check(f["prompt"][:].tolist() == expected_prompt, "imported tokenizer: the prompt differs from spm_encode")
+    shutil.copy("v1100.model", "hf/tokenizer.model")
+    expect_error(run("import", "hf", "--out", "hf_big.h5"), 3, ["1100", "1024"], "import, tokenizer too large")
+    check(not os.path.exists("hf_big.h5"), "import with a tokenizer too large left an output file")
+
     for f in failures:
         print("FAIL", f)
     print(f"{0 if failures else 1} passed, {1 if failures else 0} failed")
