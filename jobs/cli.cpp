@@ -24,6 +24,7 @@
 #include "partition/timing.hpp"
 #include "jobs/format.hpp"
 #include "jobs/open_model.hpp"
+#include "jobs/serve.hpp"
 #include "jobs/study.hpp"
 #include "jobs/sweep.hpp"
 #include "runtime/mpi.hpp"
@@ -733,6 +734,7 @@ int run_command_line(int argc, char** argv, int rank, int n_ranks) {
   PlanCommand plan(app);
   RunCommand run(app);
   SweepCommand sweep(app);
+  ServeCommand serve(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::Success& e) {  // --help
@@ -744,6 +746,7 @@ int run_command_line(int argc, char** argv, int rank, int n_ranks) {
   if (check_model.cmd->parsed()) return check_model.run();
   if (plan.cmd->parsed()) return plan.run();
   if (sweep.cmd->parsed()) return sweep.run(rank, n_ranks);
+  if (serve.parsed()) return serve.run(rank, n_ranks);
   return run.run(rank, n_ranks);
 }
 
