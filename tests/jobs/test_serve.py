@@ -35,25 +35,26 @@ def main():
     os.makedirs(work)
     os.chdir(work)
     failures = []
-    subprocess.run([lpurt, "gen-model", "--preset", "tiny", "--out", "tiny.h5", "--seed", "3"], check=True,
-                   stdout=subprocess.DEVNULL)
+    for preset in ("tiny", "tiny-mixtral"):
+        subprocess.run([lpurt, "gen-model", "--preset", preset, "--out", f"{preset}.h5", "--seed", "3"], check=True,
+                       stdout=subprocess.DEVNULL)
     with h5py.File("tiny.h5", "r") as f:
         vocab = int(f.attrs["vocab_size"])
 
-    def serve(*args, ranks=0, check=True):
+    def serve(*args, ranks=0, check=True, model="tiny.h5"):
         launch = [mpiexec, "-n", str(ranks), *flags] if ranks else []
-        res = subprocess.run([*launch, lpurt, "serve", "--model", "tiny.h5", *args], capture_output=True, text=True)
+        res = subprocess.run([*launch, lpurt, "serve", "--model", model, *args], capture_output=True, text=True)
         if check and res.returncode != 0:
             raise RuntimeError(f"lpurt serve {' '.join(args)} failed ({res.returncode}): {res.stderr.strip()}")
         return res
 
     solo = {}
 
-    def solo_run(prompt, tokens):
-        key = (tuple(int(t) for t in prompt), tokens)
+    def solo_run(model, prompt, tokens):
+        key = (model, tuple(int(t) for t in prompt), tokens)
         if key not in solo:
             out = f"solo_{len(solo)}.h5"
-            subprocess.run([lpurt, "run", "--model", "tiny.h5", "--chips", "1", "--prompt", ",".join(map(str, key[0])),
+            subprocess.run([lpurt, "run", "--model", model, "--chips", "1", "--prompt", ",".join(map(str, key[1])),
                             "--tokens", str(tokens), "--out", out], check=True, stdout=subprocess.DEVNULL)
             with h5py.File(out, "r") as f:
                 solo[key] = (f["tokens"][:], f["logits"][:].reshape(tokens, -1))
@@ -68,6 +69,7 @@ def main():
 
     generated = ["--requests", "9", "--prompt-len-dist", "uniform:2:40", "--tokens-dist", "uniform:1:9", "--seed", "4"]
     configs = [
+        (2, ["--chips", "2", "--tp", "2", "--pp", "1", "--slots", "2", "--rate", "3e5", *generated], "tiny-mixtral.h5"),
         (1, ["--chips", "4", "--tp", "1", "--pp", "2", "--slots", "3", "--rate", "4e5", *generated]),
         (2, ["--chips", "4", "--tp", "2", "--pp", "1", "--slots", "2", "--policy", "static-batch", "--rate", "2e5",
              "--arrivals", "gamma", "--cv", "3", *generated]),
@@ -76,36 +78,39 @@ def main():
         (3, ["--chips", "6", "--tp", "1", "--pp", "2", "--slots", "2", "--policy", "static-batch", "--context", "48",
              "--workload", "trace.csv"]),
     ]
-    for n, (ranks, args) in enumerate(configs):
-        label = f"config {n} (np {ranks}: {' '.join(args)})"
+    for n, (ranks, args, *model) in enumerate(configs):
+        model = model[0] if model else "tiny.h5"
+        label = f"config {n} (np {ranks}, {model}: {' '.join(args)})"
         out = f"serve_{n}.h5"
-        res = serve(*args, "--out", out, "--json", ranks=ranks)
+        with h5py.File(model, "r") as f:
+            model_vocab = int(f.attrs["vocab_size"])
+        res = serve(*args, "--out", out, "--json", ranks=ranks, model=model)
         summary = json.loads(res.stdout)
         with h5py.File(out, "r") as f:
             r = f["requests"]
             prefill, decode, rejected = r["num_prefill_tokens"][:], r["num_decode_tokens"][:], r["rejected"][:]
             tokens, logits, rows = r["tokens"][:], r["logits"][:], r["logits_row"][:]
-            if n >= 2:
+            if "trace.csv" in args:
                 with open("trace.csv") as t:
                     prompts = [[int(x) for x in row["prompt"].split()] for row in csv.DictReader(t)]
             else:
                 prompts = None
-        if summary["completed"] + summary["rejected"] != len(prefill) or (n == 3) != (summary["rejected"] > 0):
+        if summary["completed"] + summary["rejected"] != len(prefill) or ("48" in args) != (summary["rejected"] > 0):
             failures.append(f"{label}: completed {summary['completed']} rejected {summary['rejected']}")
         for i in range(len(prefill)):
             if rejected[i]:
                 if len(tokens[i]) != 0:
                     failures.append(f"{label}: rejected request {i} has tokens")
                 continue
-            prompt = prompts[i] if prompts else synthetic_prompt(int(prefill[i]), i, vocab)
-            want_tokens, want_logits = solo_run(prompt, int(decode[i]))
+            prompt = prompts[i] if prompts else synthetic_prompt(int(prefill[i]), i, model_vocab)
+            want_tokens, want_logits = solo_run(model, prompt, int(decode[i]))
             got = logits[rows[i]:rows[i] + decode[i]]
             if not np.array_equal(tokens[i], want_tokens):
                 failures.append(f"{label}: request {i} tokens {list(tokens[i])} differ from its solo run {list(want_tokens)}")
             elif got.tobytes() != want_logits.tobytes():
                 failures.append(f"{label}: request {i} logits are not bit-identical to its solo run")
         # The same configuration timing-only: the same modelled figures.
-        timing = json.loads(serve(*args, "--timing-only", "--json").stdout)
+        timing = json.loads(serve(*args, "--timing-only", "--json", model=model).stdout)
         for key, value in summary.items():
             if key.startswith("host_") or key in ("timing_only", "ranks"):
                 continue
