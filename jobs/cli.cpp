@@ -599,7 +599,7 @@ struct SweepCommand {
   /// The fixed run values a study takes only when given: {run parameter name, option, value}.
   std::vector<std::tuple<const char*, CLI::Option*, const int64_t*>> run_flags;
   std::string job_path, name = "sweep", out, model, preset, system = "groq-lpu-v1";
-  std::vector<std::string> axes, set, sbatch_args;
+  std::vector<std::string> axes, set, serve, sbatch_args;
   partition::PlanRequest request;
   LengthOptions lengths;
   int64_t ranks = 0, throttle = 0;
@@ -620,6 +620,10 @@ struct SweepCommand {
     study_flags->add_option("--seed", seed, "weight seed of --preset")->capture_default_str();
     study_flags->add_option("--system", system, "system preset or file")->capture_default_str();
     study_flags->add_option("--set", set, "fixed hardware parameter, name=value")->take_all();
+    study_flags->add_option("--serve", serve,
+                            "fixed serving parameter, name=value: a serving study (rate=R and requests=K, or "
+                            "workload=FILE; policy, slots, ...)")
+        ->take_all();
     study_flags->add_option("--sweep", axes,
                             "swept parameter: name=v1,v2,... or name=from..to*times or name=from..to+step "
                             "(run or hardware parameter; repeat for a grid)")
@@ -680,6 +684,16 @@ struct SweepCommand {
       const Axis one = parse_axis_flag(a);
       if (one.values.size() != 1) throw Error("--set " + a + ": one value expected (use --sweep for several)", ExitCode::usage);
       study.system_set.emplace_back(one.name, one.values.front());
+    }
+    for (const auto& a : serve) {
+      const Axis one = parse_axis_flag(a);
+      if (one.values.size() != 1) throw Error("--serve " + a + ": one value expected (use --sweep for several)", ExitCode::usage);
+      if (!is_serve_parameter(one.name))
+        throw Error("--serve " + a + ": " + one.name + " is not a serving parameter (see lpurt serve --help)", ExitCode::usage);
+      const io::Record::Value& value = one.values.front();
+      study.serve.set(one.name, one.name == "workload" ? io::Record::Value(std::filesystem::absolute(format_value(value)).lexically_normal().string())
+                                                       : value);
+      study.serving = true;
     }
     for (const auto& a : axes) study.axes.push_back(parse_axis_flag(a));
     const bool chips_swept = std::any_of(study.axes.begin(), study.axes.end(), [](const Axis& x) { return x.name == "chips"; });

@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <memory>
@@ -38,6 +39,17 @@ double slo_seconds(const CLI::Option* option, double ms) {
   return ms * 1e-3;
 }
 
+/// How a generated workload was made, in the summary.
+void describe_workload(const partition::WorkloadSpec& spec, io::Record& r) {
+  r.set("workload", std::string("generated"))
+      .set("rate_per_s", spec.rate_per_s)
+      .set("arrivals", std::string(partition::arrivals_name(spec.arrivals)))
+      .set("arrivals_cv", spec.cv)
+      .set("prompt_len", partition::describe(spec.prompt))
+      .set("output_len", partition::describe(spec.output))
+      .set("seed", static_cast<int64_t>(std::min<uint64_t>(spec.seed, INT64_MAX)));
+}
+
 template <typename T>
 T field(const io::Record& r, const char* name) {
   const auto* v = r.find(name);
@@ -45,6 +57,126 @@ T field(const io::Record& r, const char* name) {
 }
 
 }  // namespace
+
+const std::vector<std::string>& serve_parameter_names() {
+  static const std::vector<std::string> names = {
+      "workload", "rate",   "requests", "arrivals",       "cv",          "prompt_len_dist", "tokens_dist", "seed",
+      "policy",   "router", "slots",    "kv_page_tokens", "slo_ttft_ms", "slo_tpot_ms"};
+  return names;
+}
+
+ServeValueKind serve_parameter_kind(const std::string& name) {
+  if (name == "workload" || name == "arrivals" || name == "prompt_len_dist" || name == "tokens_dist" ||
+      name == "policy" || name == "router")
+    return ServeValueKind::text;
+  if (name == "requests" || name == "seed" || name == "slots" || name == "kv_page_tokens")
+    return ServeValueKind::integer;
+  return ServeValueKind::number;
+}
+
+bool is_serve_parameter(const std::string& name) {
+  const auto& names = serve_parameter_names();
+  return std::find(names.begin(), names.end(), name) != names.end();
+}
+
+namespace {
+
+/// The value of `name` in `params` as a number (integers too), or `fallback`.
+double number_of(const io::Record& params, const std::string& name, double fallback) {
+  const auto* v = params.find(name);
+  if (!v) return fallback;
+  if (const auto* i = std::get_if<int64_t>(v)) return static_cast<double>(*i);
+  if (const auto* d = std::get_if<double>(v)) return *d;
+  return fallback;
+}
+
+std::string text_of(const io::Record& params, const std::string& name, const std::string& fallback) {
+  const auto* v = params.find(name);
+  return v && std::holds_alternative<std::string>(*v) ? std::get<std::string>(*v) : fallback;
+}
+
+}  // namespace
+
+void check_serve_parameters(const io::Record& params, const std::string& origin) {
+  for (const auto& [name, value] : params.fields()) {
+    const std::string where = origin + ": " + name;
+    if (!is_serve_parameter(name)) throw chip::ConfigError(where + " is not a serving parameter");
+    const ServeValueKind kind = serve_parameter_kind(name);
+    if ((kind == ServeValueKind::text) != std::holds_alternative<std::string>(value) ||
+        (kind == ServeValueKind::integer && !std::holds_alternative<int64_t>(value)))
+      throw chip::ConfigError(where + " must be " +
+                              (kind == ServeValueKind::text      ? "a string"
+                               : kind == ServeValueKind::integer ? "an integer"
+                                                                 : "a number") +
+                              ", got " + format_value(value));
+  }
+  try {
+    partition::parse_policy(text_of(params, "policy", "decode-priority"));
+    partition::parse_router(text_of(params, "router", "round-robin"));
+    partition::parse_arrivals(text_of(params, "arrivals", "poisson"));
+    if (params.find("prompt_len_dist"))
+      partition::parse_length_dist(text_of(params, "prompt_len_dist", ""), "prompt_len_dist");
+    if (params.find("tokens_dist")) partition::parse_length_dist(text_of(params, "tokens_dist", ""), "tokens_dist");
+  } catch (const partition::WorkloadError& e) {
+    throw chip::ConfigError(origin + ": " + e.what());
+  }
+  const bool trace = params.find("workload") != nullptr;
+  for (const char* generated : {"rate", "requests", "arrivals", "cv", "prompt_len_dist", "tokens_dist", "seed"})
+    if (trace && params.find(generated))
+      throw chip::ConfigError(origin + ": " + generated +
+                              " describes a generated workload, but workload names a trace");
+  if (!trace && (!params.find("rate") || !params.find("requests")))
+    throw chip::ConfigError(origin + ": a serving study needs workload = \"trace.csv\", or rate and requests");
+  auto at_least = [&](const char* name, double min, bool strictly) {
+    const double x = number_of(params, name, min + 1);
+    if (!(strictly ? x > min : x >= min) || !std::isfinite(x))
+      throw chip::ConfigError(origin + ": " + name + " must be " + (strictly ? "above " : "at least ") +
+                              format_number(min) + ", got " + format_number(x));
+  };
+  at_least("rate", 0, true);
+  at_least("requests", 1, false);
+  at_least("slots", 1, false);
+  at_least("kv_page_tokens", 1, false);
+  at_least("slo_ttft_ms", 0, true);
+  at_least("slo_tpot_ms", 0, true);
+  at_least("seed", 0, false);
+  if (params.find("cv") && text_of(params, "arrivals", "poisson") != "gamma")
+    throw chip::ConfigError(origin + ": cv applies to arrivals = \"gamma\"");
+}
+
+runtime::ServeConfig make_serve_config(const io::Record& params, const partition::PlanRequest& request,
+                                       int64_t prompt_len, int64_t tokens, const std::string& origin) {
+  check_serve_parameters(params, origin);
+  runtime::ServeConfig config;
+  config.request = request;
+  config.slots = static_cast<int64_t>(number_of(params, "slots", 0));
+  config.options.policy = partition::parse_policy(text_of(params, "policy", "decode-priority"));
+  config.options.router = partition::parse_router(text_of(params, "router", "round-robin"));
+  config.options.kv_page_tokens = static_cast<int64_t>(number_of(params, "kv_page_tokens", 256));
+  config.slo.ttft_s = number_of(params, "slo_ttft_ms", 0) * 1e-3;
+  config.slo.tpot_s = number_of(params, "slo_tpot_ms", 0) * 1e-3;
+  if (params.find("workload")) {
+    const std::string path = text_of(params, "workload", "");
+    config.requests = partition::parse_workload_csv(io::read_text_file(path, "workload", max_workload_bytes), path);
+    config.workload.set("workload", path);
+    return config;
+  }
+  partition::WorkloadSpec spec;
+  spec.rate_per_s = number_of(params, "rate", 1);
+  spec.n_requests = static_cast<int64_t>(number_of(params, "requests", 1));
+  spec.arrivals = partition::parse_arrivals(text_of(params, "arrivals", "poisson"));
+  spec.cv = number_of(params, "cv", 1);
+  spec.prompt = params.find("prompt_len_dist")
+                    ? partition::parse_length_dist(text_of(params, "prompt_len_dist", ""), "prompt_len_dist")
+                    : partition::fixed_length(prompt_len);
+  spec.output = params.find("tokens_dist")
+                    ? partition::parse_length_dist(text_of(params, "tokens_dist", ""), "tokens_dist")
+                    : partition::fixed_length(tokens);
+  spec.seed = static_cast<uint64_t>(number_of(params, "seed", 1));
+  config.requests = partition::generate_workload(spec);
+  describe_workload(spec, config.workload);
+  return config;
+}
 
 ServeCommand::ServeCommand(CLI::App& app)
     : cmd_(app.add_subcommand("serve",
@@ -145,13 +277,7 @@ int ServeCommand::run(int rank, int n_ranks) {
                       : partition::fixed_length(tokens_option_->count() > 0 ? tokens_ : runtime::default_output_tokens);
     spec.seed = seed_;
     config.requests = partition::generate_workload(spec);
-    config.workload.set("workload", std::string("generated"))
-        .set("rate_per_s", spec.rate_per_s)
-        .set("arrivals", std::string(partition::arrivals_name(spec.arrivals)))
-        .set("arrivals_cv", spec.cv)
-        .set("prompt_len", partition::describe(spec.prompt))
-        .set("output_len", partition::describe(spec.output))
-        .set("seed", static_cast<int64_t>(std::min<uint64_t>(seed_, INT64_MAX)));
+    describe_workload(spec, config.workload);
   }
   config.request = request_;
   config.slots = slots_;

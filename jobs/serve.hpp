@@ -7,11 +7,33 @@
 #include <string>
 #include <vector>
 
+#include "io/record.hpp"
 #include "partition/plan.hpp"
 #include "partition/serving.hpp"
 #include "runtime/engine.hpp"
+#include "runtime/serve.hpp"
 
 namespace lpurt::jobs {
+
+/// The parameters of a serving study (a job file's [serve] section, `lpurt sweep --serve name=value`), each
+/// sweepable: `workload` (a trace CSV) or `rate` and `requests` (generated, with `arrivals`, `cv`,
+/// `prompt_len_dist`, `tokens_dist`, `seed`; fixed lengths are the run's prompt_len and tokens), `policy`,
+/// `router`, `slots`, `kv_page_tokens`, `slo_ttft_ms`, `slo_tpot_ms`. As `lpurt serve`'s options of the
+/// same names (dashes for underscores).
+const std::vector<std::string>& serve_parameter_names();
+enum class ServeValueKind { text, integer, number };
+ServeValueKind serve_parameter_kind(const std::string& name);
+bool is_serve_parameter(const std::string& name);
+
+/// Throws ConfigError("<origin>: ...") naming the parameter for a value a serving run cannot take, or a
+/// workload that is neither a trace nor a rate with a request count.
+void check_serve_parameters(const io::Record& params, const std::string& origin);
+
+/// The serving run `params` describe (the trace read, or the requests generated), on `request`'s layout;
+/// prompt_len and tokens are the fixed lengths where no distribution is given. Throws as
+/// check_serve_parameters, and WorkloadError for a bad trace.
+runtime::ServeConfig make_serve_config(const io::Record& params, const partition::PlanRequest& request,
+                                       int64_t prompt_len, int64_t tokens, const std::string& origin);
 
 /// The `serve` subcommand: its options, and the run they describe.
 class ServeCommand {

@@ -222,7 +222,7 @@ io::Record ServeSession::run(const std::function<void(int64_t, int64_t)>& progre
 
   const partition::ServeMetrics& m = s.metrics;
   const partition::ServeOutcome& o = s.outcome;
-  io::Record r;
+  io::Record r = config.summary_header;
   r.set("requests", m.n_requests)
       .set("completed", m.completed)
       .set("rejected", m.rejected)

@@ -43,7 +43,8 @@ struct ServeConfig {
   std::vector<partition::ServeRequest> requests;
   partition::ServeOptions options;
   partition::ServeSlo slo;
-  io::Record workload;  ///< how the workload was made (fields copied into the summary)
+  io::Record workload;        ///< how the workload was made (fields copied into the summary)
+  io::Record summary_header;  ///< fields the summary starts with (a sweep point's header)
   bool timing_only = false;
   int n_ranks = 1;
   std::string out_path;    ///< result file (rank 0; empty: none)

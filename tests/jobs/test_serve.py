@@ -166,6 +166,38 @@ def main():
             or "KV pages in use" not in counters or len(slices) < summary["completed"]:
         failures.append(f"trace: names {sorted(names)[:6]}, counters {counters}, {len(slices)} request slices")
 
+    # A serving study: latency against load under both policies, from flags; a rerun runs nothing; a point
+    # whose slots cannot exist is recorded as infeasible; a functional study on 2 ranks.
+    def sweep(*args, ranks=0):
+        launch = [mpiexec, "-n", str(ranks), *flags] if ranks else []
+        res = subprocess.run([*launch, lpurt, "sweep", "--model", "tiny.h5", "--chips", "4", "--prompt-len", "16",
+                              "--tokens", "8", "--serve", "requests=30", "--serve", "slo_ttft_ms=0.05", *args],
+                             capture_output=True, text=True)
+        if res.returncode != 0:
+            raise RuntimeError(f"lpurt sweep {' '.join(args)} failed: {res.stderr.strip()}")
+        return res.stdout
+    load = ["--name", "load", "--out", "load", "--sweep", "rate=1e4,3e5", "--sweep", "policy=decode-priority,static-batch",
+            "--sweep", "slots=2,2000000"]
+    sweep(*load)
+    with open("load/results.csv") as f:
+        rows = list(csv.DictReader(f))
+    statuses = [(r["rate"], r["policy"], r["slots"], r["status"]) for r in rows]
+    if len(rows) != 8 or [r[3] for r in statuses].count("infeasible") != 4 or any(
+            (r[2] == "2") != (r[3] == "ok") for r in statuses):
+        failures.append(f"serving study: {statuses}")
+    elif not all(float(r["ttft_p99_s"]) >= float(r["ttft_p50_s"]) > 0 for r in rows if r["status"] == "ok"):
+        failures.append("serving study: percentiles missing or out of order in results.csv")
+    elif "4 done" in sweep(*load) or "8 done, 0 to run" not in sweep(*load):
+        failures.append("serving study: a rerun ran points again")
+    if shutil.which("gnuplot") and not os.path.exists("load/plots/ttft.png"):
+        failures.append("serving study: no load/plots/ttft.png")
+    sweep("--name", "load2", "--out", "load2", "--functional", "--ranks", "2", "--sweep", "rate=1e5", "--serve",
+          "policy=static-batch", "--tp", "1", "--pp", "2", ranks=2)
+    points = [p for p in os.listdir("load2/points") if p.endswith(".h5")]
+    with h5py.File(os.path.join("load2/points", points[0]), "r") as f:
+        if len(points) != 1 or f.attrs["status"] != "ok" or "tokens" not in f["requests"] or f.attrs["ranks"] != 2:
+            failures.append(f"functional serving study on 2 ranks: {points}, {dict(f.attrs)}")
+
     # Bad input: one line, SPEC's exit codes.
     for args, code, text in [
             (["--chips", "2"], 2, "needs a workload"),
