@@ -193,7 +193,11 @@ class Simulation {
     rep.queue.push_back(id);
     outcome(id).replica = static_cast<int64_t>(target);
     change(t, 1, 0, 0);
-    if (rep.next_start == never) rep.next_start = std::max(t, rep.free_at);
+    // An idle replica wakes for it; a decode-priority replica waiting only for tokens in flight wakes early
+    // if a slot is free, to start the prefill (a running static batch admits nobody).
+    const int64_t earliest = std::max(t, rep.free_at);
+    if (rep.next_start == never || (options_.policy == ServePolicy::decode_priority && rep.active < slots_))
+      rep.next_start = std::min(rep.next_start, earliest);
   }
 
   static int64_t load(const Replica& r) { return static_cast<int64_t>(r.queue.size()) + r.active; }
