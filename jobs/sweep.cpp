@@ -504,7 +504,8 @@ void collect(const Study& s, const std::vector<Point>& points) {
     row.set("point", p.index).set("status", field<std::string>(summary, "status"));
     for (const auto& [name, value] : p.swept) row.set(name, value);
     for (const auto& [name, value] : summary.fields())
-      if (!row.find(name) && name != "point_key" && name != "reason" && name != "study") row.set(name, value);
+      if (!row.find(name) && name != "point_key" && name != "reason" && name != "study" && name != "format")
+        row.set(name, value);
     row.set("reason", field<std::string>(summary, "reason"));
     row.set("point_file", fs::relative(p.file, s.output_dir).string());
     rows.push_back(std::move(row));
