@@ -51,6 +51,12 @@ const std::vector<Parameter>& parameters() {
                      1, 8),
       make_parameter("link_bytes_per_s", "bytes/s", "lpu-v1-facts §1.3 [S]", &ChipSpec::link_bytes_per_s, 1e3, 1e15),
       make_parameter("hop_latency_ns", "ns", "lpu-v1-facts §1.3 [S]", &ChipSpec::hop_latency_ns, 0, 1e9),
+      make_parameter("power_active_w", "W", "lpu-v1-facts §1.1: GroqCard maximum [S, U]", &ChipSpec::power_active_w, 0,
+                     1e6),
+      make_parameter("power_idle_w", "W", "assumption: a third of the maximum, no public figure [U]",
+                     &ChipSpec::power_idle_w, 0, 1e6),
+      make_parameter("power_overhead_w", "W", "lpu-v1-facts §1.1: SHIP's 388 W per LPU less the chip's 300 W [D]",
+                     &ChipSpec::power_overhead_w, 0, 1e6),
   };
   return table;
 }
@@ -141,6 +147,9 @@ void ChipSpec::validate() const {
   for (const auto& [chip, f] : chip_speed_factors) check_factor(f, chip_factor_prefix + std::to_string(chip), "hardware");
   for (const auto& [link, f] : link_bandwidth_factors)
     check_factor(f, link_factor_prefix + std::to_string(link.first) + "-" + std::to_string(link.second), "hardware");
+  if (power_idle_w > power_active_w)
+    throw ConfigError("power_idle_w (" + format_number(power_idle_w) + " W) must not exceed power_active_w (" +
+                      format_number(power_active_w) + " W)");
   if (program_reserve_bytes >= sram_bytes)
     throw ConfigError("program_reserve_bytes (" + std::to_string(program_reserve_bytes) +
                       ") must be smaller than sram_bytes (" + std::to_string(sram_bytes) + ")");

@@ -53,6 +53,15 @@ struct ChipSpec {
   int64_t kv_bytes_per_value = 4;
   double link_bytes_per_s = 14e9;          ///< §1.3: 14 GB/s per link per direction (4 x 28 Gb/s cabled) [S Linley20]
   double hop_latency_ns = 300.0;           ///< §1.3: ~300 ns per LPU-to-LPU hop [S SHIP]
+  /// Power of one chip, for the energy figures of `lpurt serve`: a chip draws power_active_w while its MXM or
+  /// VXM computes and power_idle_w otherwise, plus power_overhead_w at all times (its share of the host,
+  /// network and cooling). Defaults: 300 W, the GroqCard's maximum (§1.1 [S TechSpot20, U]); idle has no
+  /// public figure, a third of the maximum is our assumption [U]; the overhead is SHIP's 388 W of
+  /// provisioned system power per LPU (§1.1 [S]) less the chip's 300 W, so that a fully busy system draws
+  /// exactly the provisioned power [D].
+  double power_active_w = 300.0;
+  double power_idle_w = 100.0;
+  double power_overhead_w = 88.0;
   /// How nodes are joined: "dragonfly" (ISCA 2022, §2.2 [P]) or "chain" (SHIP QuadFour, §2.4 [S]).
   std::string topology = "dragonfly";
   /// Heterogeneity, for straggler studies: chip -> speed factor (0.5: each of its ops takes twice the

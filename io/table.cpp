@@ -120,8 +120,8 @@ void write_table_hdf5(const std::string& path, const std::vector<TableColumn>& c
   });
 }
 
-void write_table_csv(const std::string& path, const std::vector<TableColumn>& columns) {
-  write_atomically(path, true, [&](const std::string& tmp) {
+void write_table_csv(const std::string& path, const std::vector<TableColumn>& columns, bool force) {
+  write_atomically(path, force, [&](const std::string& tmp) {
     std::ofstream out(tmp, std::ios::binary);
     if (!out) throw FileError(tmp + ": cannot create");
     const std::size_t rows = columns.empty() ? 0

@@ -33,6 +33,7 @@ std::vector<TableColumn> make_columns(const std::vector<Record>& rows,
 
 /// HDF5 table with `attributes` on the root (format = "lpurt-study-table" is added).
 void write_table_hdf5(const std::string& path, const std::vector<TableColumn>& columns, const Record& attributes);
-void write_table_csv(const std::string& path, const std::vector<TableColumn>& columns);
+/// CSV through an atomic rename; an existing file is replaced only with `force` (check_writable's rule).
+void write_table_csv(const std::string& path, const std::vector<TableColumn>& columns, bool force = true);
 
 }  // namespace lpurt::io

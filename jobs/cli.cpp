@@ -31,6 +31,7 @@
 #include "jobs/calibrate.hpp"
 #include "jobs/format.hpp"
 #include "jobs/open_model.hpp"
+#include "jobs/serve.hpp"
 #include "jobs/study.hpp"
 #include "jobs/sweep.hpp"
 #include "runtime/mpi.hpp"
@@ -724,7 +725,7 @@ struct SweepCommand {
   /// The fixed run values a study takes only when given: {run parameter name, option, value}.
   std::vector<std::tuple<const char*, CLI::Option*, const int64_t*>> run_flags;
   std::string job_path, name = "sweep", out, model, preset, system = "groq-lpu-v1";
-  std::vector<std::string> axes, set, sbatch_args;
+  std::vector<std::string> axes, set, serve, sbatch_args;
   partition::PlanRequest request;
   LengthOptions lengths;
   int64_t ranks = 0, throttle = 0;
@@ -745,6 +746,10 @@ struct SweepCommand {
     study_flags->add_option("--seed", seed, "weight seed of --preset")->capture_default_str();
     study_flags->add_option("--system", system, "system preset or file")->capture_default_str();
     study_flags->add_option("--set", set, "fixed hardware parameter, name=value")->take_all();
+    study_flags->add_option("--serve", serve,
+                            "fixed serving parameter, name=value: a serving study (rate=R and requests=K, or "
+                            "workload=FILE; policy, slots, ...)")
+        ->take_all();
     study_flags->add_option("--sweep", axes,
                             "swept parameter: name=v1,v2,... or name=from..to*times or name=from..to+step "
                             "(run or hardware parameter; repeat for a grid)")
@@ -805,6 +810,16 @@ struct SweepCommand {
       const Axis one = parse_axis_flag(a);
       if (one.values.size() != 1) throw Error("--set " + a + ": one value expected (use --sweep for several)", ExitCode::usage);
       study.system_set.emplace_back(one.name, one.values.front());
+    }
+    for (const auto& a : serve) {
+      const Axis one = parse_axis_flag(a);
+      if (one.values.size() != 1) throw Error("--serve " + a + ": one value expected (use --sweep for several)", ExitCode::usage);
+      if (!is_serve_parameter(one.name))
+        throw Error("--serve " + a + ": " + one.name + " is not a serving parameter (see lpurt serve --help)", ExitCode::usage);
+      const io::Record::Value& value = one.values.front();
+      study.serve.set(one.name, one.name == "workload" ? io::Record::Value(std::filesystem::absolute(format_value(value)).lexically_normal().string())
+                                                       : value);
+      study.serving = true;
     }
     for (const auto& a : axes) study.axes.push_back(parse_axis_flag(a));
     const bool chips_swept = std::any_of(study.axes.begin(), study.axes.end(), [](const Axis& x) { return x.name == "chips"; });
@@ -978,6 +993,7 @@ int run_command_line(int argc, char** argv, int rank, int n_ranks) {
   RunCommand run(app);
   SweepCommand sweep(app);
   CalibrateCommand calibrate(app);
+  ServeCommand serve(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::Success& e) {  // --help
@@ -991,6 +1007,7 @@ int run_command_line(int argc, char** argv, int rank, int n_ranks) {
   if (plan.cmd->parsed()) return plan.run();
   if (sweep.cmd->parsed()) return sweep.run(rank, n_ranks);
   if (calibrate.cmd->parsed()) return rank == 0 ? calibrate.run() : 0;
+  if (serve.parsed()) return serve.run(rank, n_ranks);
   return run.run(rank, n_ranks);
 }
 

@@ -28,12 +28,12 @@ bool launched_as_rank() {
 }
 
 /// Subcommands that host chips on MPI ranks; the others never touch MPI (no launcher needed). A sweep
-/// that only collects results or submits to Slurm runs no point. A `run` started without a launcher is
-/// one rank and needs no MPI: as a singleton, MPI_Init would start a helper daemon (0.4 s and 10 MB of
-/// memory here) for nothing.
+/// that only collects results or submits to Slurm runs no point. A `run` or `serve` started without a
+/// launcher is one rank and needs no MPI: as a singleton, MPI_Init would start a helper daemon (0.4 s and
+/// 10 MB of memory here) for nothing.
 bool needs_mpi(int argc, char** argv) {
   if (argc < 2) return false;
-  if (std::strcmp(argv[1], "run") == 0) return launched_as_rank();
+  if (std::strcmp(argv[1], "run") == 0 || std::strcmp(argv[1], "serve") == 0) return launched_as_rank();
   if (std::strcmp(argv[1], "sweep") != 0) return false;
   for (int i = 2; i < argc; ++i)
     for (const char* no_points : {"--collect", "--slurm", "--help", "-h"})

@@ -82,6 +82,35 @@ std::string gp_text(const std::string& s) {
   return q + "\"";
 }
 
+/// Runs study.gp in `dir` and renames the images `names` (PNG and SVG) into place, all or none; a failure
+/// (gnuplot missing or failing) goes into result.warning.
+void draw(const std::string& dir, const std::vector<std::string>& names, PlotSet& result) {
+  std::vector<std::string> images;
+  for (const std::string& name : names)
+    for (const char* format : {"png", "svg"}) images.push_back((fs::path(dir) / (name + "." + format)).string());
+  // gnuplot works in the plot folder and writes <image>.tmp.<pid>; the images are renamed into place only
+  // when every one of them was drawn.
+  const std::string script = fs::absolute(fs::path(dir) / "study.gp").string();
+  const std::string suffix = ".tmp." + std::to_string(::getpid());  // two collects at once do not clash
+  const ProgramResult run = run_program({"gnuplot", "-e", "suffix='" + suffix + "'; cd " + gp_string(dir), script}, true);
+  if (run.exit_code != 0) {
+    std::error_code ignored;
+    for (const auto& image : images) fs::remove(image + suffix, ignored);
+    result.warning = run.exit_code == 127 ? "gnuplot not found: no plots (install gnuplot-nox; the data and script are in " +
+                                                dir + ")"
+                                          : "gnuplot failed (exit " + std::to_string(run.exit_code) + ") on " + script +
+                                                ": " + run.output.substr(run.output.rfind('\n') + 1);
+    return;
+  }
+  for (const auto& image : images) {
+    io::check_writable(image, true);
+    std::error_code ec;
+    fs::rename(image + suffix, image, ec);
+    if (ec) throw io::FileError(image + ": cannot rename the drawn plot into place: " + ec.message(), ExitCode::io);
+    result.files.push_back(image);
+  }
+}
+
 }  // namespace
 
 PlotSet render_plots(const Study& s, const std::vector<io::Record>& rows, const std::string& dir) {
@@ -256,30 +285,112 @@ PlotSet render_plots(const Study& s, const std::vector<io::Record>& rows, const 
   io::write_text_atomically((fs::path(dir) / "bars.dat").string(), bars.str(), true);
   io::write_text_atomically((fs::path(dir) / "study.gp").string(), gp.str(), true);
 
-  std::vector<std::string> images;
-  for (const char* name : {"throughput", "latency", "sram", "time_per_token"})
-    for (const char* format : {"png", "svg"}) images.push_back((fs::path(dir) / (std::string(name) + "." + format)).string());
-  // gnuplot works in the plot folder and writes <image>.tmp.<pid>; the images are renamed into place only
-  // when every one of them was drawn.
-  const std::string script = fs::absolute(fs::path(dir) / "study.gp").string();
-  const std::string suffix = ".tmp." + std::to_string(::getpid());  // two collects at once do not clash
-  const ProgramResult run = run_program({"gnuplot", "-e", "suffix='" + suffix + "'; cd " + gp_string(dir), script}, true);
-  if (run.exit_code != 0) {
-    std::error_code ignored;
-    for (const auto& image : images) fs::remove(image + suffix, ignored);
-    result.warning = run.exit_code == 127 ? "gnuplot not found: no plots (install gnuplot-nox; the data and script are in " +
-                                                dir + ")"
-                                          : "gnuplot failed (exit " + std::to_string(run.exit_code) + ") on " + script +
-                                                ": " + run.output.substr(run.output.rfind('\n') + 1);
+  draw(dir, {"throughput", "latency", "sram", "time_per_token"}, result);
+  return result;
+}
+
+PlotSet render_serve_plots(const Study& s, const std::vector<io::Record>& rows, const std::string& dir) {
+  io::create_folder(dir);
+  // x: the first swept parameter (the offered rate in a latency-against-load study); one series per
+  // combination of the others (the policies, the slot counts).
+  const std::string x_name = s.axes.empty() ? "point" : s.axes.front().name;
+  bool numeric_x = true;
+  for (const auto& r : rows) numeric_x = numeric_x && r.find(x_name) && !std::holds_alternative<std::string>(*r.find(x_name));
+  std::vector<std::string> series;
+  std::vector<std::vector<std::size_t>> series_rows;
+  std::unordered_map<std::string, std::size_t> series_index, category_index;
+  std::vector<double> ttfts, tpots;
+  int64_t n_infeasible = 0;
+  for (std::size_t i = 0; i < rows.size(); ++i) {
+    std::string label;
+    for (std::size_t a = 1; a < s.axes.size(); ++a)
+      label += (label.empty() ? "" : " ") + s.axes[a].name + "=" + text(rows[i].find(s.axes[a].name));
+    const auto [it, fresh] = series_index.emplace(label, series.size());
+    if (fresh) {
+      series.push_back(label);
+      series_rows.emplace_back();
+    }
+    series_rows[it->second].push_back(i);
+    category_index.emplace(text(rows[i].find(x_name)), category_index.size());
+    const auto* status = rows[i].find("status");
+    if (!status || !std::holds_alternative<std::string>(*status) || std::get<std::string>(*status) != "ok") {
+      ++n_infeasible;
+      continue;
+    }
+    ttfts.push_back(number(rows[i], "ttft_p99_s"));
+    tpots.push_back(number(rows[i], "tpot_p99_s"));
+  }
+  PlotSet result;
+  if (ttfts.empty()) {
+    result.warning = "no feasible point: no plots (results.csv gives each point's reason)";
     return result;
   }
-  for (const auto& image : images) {
-    io::check_writable(image, true);
-    std::error_code ec;
-    fs::rename(image + suffix, image, ec);
-    if (ec) throw io::FileError(image + ": cannot rename the drawn plot into place: " + ec.message(), ExitCode::io);
-    result.files.push_back(image);
+  const TimeUnit ttft_unit = time_unit(ttfts), tpot_unit = time_unit(tpots);
+  std::ostringstream data;
+  double x_min = std::numeric_limits<double>::infinity(), x_max = 0, ttft_min = x_min, ttft_max = 0;
+  for (std::size_t k = 0; k < series.size(); ++k) {
+    data << "# series " << k << ": " << (series[k].empty() ? "all points" : series[k]) << "\n# x label ttft_p50_"
+         << ttft_unit.name << " ttft_p99_" << ttft_unit.name << " tpot_p50_" << tpot_unit.name << " tpot_p99_"
+         << tpot_unit.name << " output_tokens_per_s requests_per_s goodput_requests_per_s joules_per_output_token\n";
+    for (const std::size_t i : series_rows[k]) {
+      const io::Record& r = rows[i];
+      const std::string category = text(r.find(x_name));
+      const double x = numeric_x ? number(r, x_name) : static_cast<double>(category_index.at(category));
+      x_min = std::min(x_min, x), x_max = std::max(x_max, x);
+      const double ttft = number(r, "ttft_p50_s", ttft_unit.per_second);
+      if (ttft > 0) ttft_min = std::min(ttft_min, ttft), ttft_max = std::max(ttft_max, number(r, "ttft_p99_s", ttft_unit.per_second));
+      data << g(x, 17) << " " << data_string(category);
+      for (const double column : {ttft, number(r, "ttft_p99_s", ttft_unit.per_second), number(r, "tpot_p50_s", tpot_unit.per_second),
+                                  number(r, "tpot_p99_s", tpot_unit.per_second), number(r, "output_tokens_per_s"),
+                                  number(r, "requests_per_s"), number(r, "goodput_requests_per_s"),
+                                  number(r, "joules_per_output_token")})
+        data << " " << g(column, 9);
+      data << "\n";
+    }
+    data << "\n\n";
   }
+  const bool log_x = numeric_x && x_min > 0 && x_max / x_min >= 8;
+  const bool log_ttft = ttft_min > 0 && ttft_max / ttft_min >= 20;
+  const std::string x_label = x_name == "rate" ? "offered load (requests/s)" : axis_label(x_name);
+  auto lines = [&](int column, const std::string& what, const std::string& style) {
+    std::string plot;
+    for (std::size_t k = 0; k < series.size(); ++k) {
+      std::string title = what + (series[k].empty() ? "" : ", " + series[k]);
+      plot += std::string(plot.empty() ? "" : ", ") + "'data.dat' index " + std::to_string(k) + " using 1:" +
+              std::to_string(column) + (numeric_x ? "" : ":xtic(2)") + " with linespoints " + style + " lc " +
+              std::to_string(k + 1) + " title " + gp_string(title);
+    }
+    return plot;
+  };
+  auto title = [&](const std::string& what) {
+    return gp_text(s.name + ": " + what +
+                   (n_infeasible > 0 ? "\n" + std::to_string(n_infeasible) + " infeasible point(s), not drawn (see results.csv)" : ""));
+  };
+  std::ostringstream gp;
+  gp << "# Plots of serving study " << s.name << ", written by lpurt sweep. Redraw with: gnuplot study.gp (in this folder)\n"
+     << "if (!exists('suffix')) suffix = ''\n"
+     << "set datafile missing 'nan'\nset grid\nset key outside below noenhanced box\n"
+     << "set xlabel " << gp_string(x_label) << "\nset offsets graph 0.03, graph 0.03, graph 0.05, 0\nset autoscale xfix\n"
+     << (log_x ? "set logscale x 2\n" : "") << (numeric_x ? "set format x '%g'\n" : "set xtics rotate by -30\n")
+     << "do for [fmt in 'png svg'] {\n"
+     << "  if (fmt eq 'png') { set terminal pngcairo size 960,600 noenhanced font ',11' } else { set terminal svg size "
+        "960,600 dynamic noenhanced font ',11' }\n"
+     << "  set output 'ttft.'.fmt.suffix\n  set title " << title("time to first token against load") << "\n"
+     << "  set ylabel 'time to first token (" << ttft_unit.name << ")'\n" << (log_ttft ? "  set logscale y\n" : "")
+     << "  plot " << lines(3, "p50", "lw 2 pt 7") << ", " << lines(4, "p99", "lw 2 pt 5 dt 2") << "\n  unset logscale y\n"
+     << "  set output 'tpot.'.fmt.suffix\n  set title " << title("time per output token against load") << "\n"
+     << "  set ylabel 'time per output token (" << tpot_unit.name << ")'\n  set yrange [0:*]\n"
+     << "  plot " << lines(5, "p50", "lw 2 pt 7") << ", " << lines(6, "p99", "lw 2 pt 5 dt 2") << "\n  set autoscale y\n"
+     << "  set output 'throughput.'.fmt.suffix\n  set title " << title("completed requests and goodput") << "\n"
+     << "  set ylabel 'requests/s'\n  set yrange [0:*]\n"
+     << "  plot " << lines(8, "completed", "lw 2 pt 7") << ", " << lines(9, "meeting the SLOs", "lw 2 pt 5 dt 2")
+     << "\n  set autoscale y\n"
+     << "  set output 'energy.'.fmt.suffix\n  set title " << title("energy per output token") << "\n"
+     << "  set ylabel 'J per output token'\n  set logscale y\n  plot " << lines(10, "J/token", "lw 2 pt 7")
+     << "\n  unset logscale y\n  set output\n}\n";
+  io::write_text_atomically((fs::path(dir) / "data.dat").string(), data.str(), true);
+  io::write_text_atomically((fs::path(dir) / "study.gp").string(), gp.str(), true);
+  draw(dir, {"ttft", "tpot", "throughput", "energy"}, result);
   return result;
 }
 

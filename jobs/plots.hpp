@@ -22,4 +22,9 @@ struct PlotSet {
 /// `rows` are the study table's rows (one per point, in point order).
 PlotSet render_plots(const Study& study, const std::vector<io::Record>& rows, const std::string& dir);
 
+/// A serving study's plots (latency against load): time to first token and time per output token (p50 and
+/// p99), completed requests and goodput, and energy per output token, against the first swept parameter
+/// (the offered rate), one line per combination of the others (e.g. the policies).
+PlotSet render_serve_plots(const Study& study, const std::vector<io::Record>& rows, const std::string& dir);
+
 }  // namespace lpurt::jobs

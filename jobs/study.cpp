@@ -10,6 +10,7 @@
 #include <sstream>
 
 #include "chip/model_config.hpp"
+#include "jobs/serve.hpp"
 #include "runtime/run.hpp"
 #include "chip/toml_file.hpp"
 #include "io/text_file.hpp"
@@ -28,7 +29,7 @@ constexpr std::size_t max_points = 100'000;
 /// the key's JSON text does (4: nlohmann::json's compact form), so that a rerun does not mix results of
 /// two versions. The rank count is not part of the key: results
 /// are the same on any number of ranks (host timings aside).
-constexpr int64_t point_key_version = 4;
+constexpr int64_t point_key_version = 5;
 
 const std::vector<std::string>& hardware_parameter_names() {
   static const std::vector<std::string> names = [] {
@@ -101,10 +102,17 @@ class Reader {
     if (!(x >= min)) fail(v, key, "must be at least " + format_value(min) + ", got " + format_value(x));
     return x;
   }
-  /// A scalar for a run or hardware parameter: integers for run parameters, a string for topology,
-  /// numbers for the other hardware parameters.
+  /// A scalar for a run, serving or hardware parameter: integers for run parameters, a string for topology,
+  /// numbers for the other hardware parameters, the serving parameters' own kinds.
   Value parameter(const toml::node& v, const std::string& name, const std::string& key) const {
     if (name == "topology") return string(v, key);
+    if (is_serve_parameter(name)) {
+      switch (serve_parameter_kind(name)) {
+        case ServeValueKind::text: return string(v, key);
+        case ServeValueKind::integer: return integer(v, key, 0);
+        case ServeValueKind::number: return number(v, key, -std::numeric_limits<double>::infinity());
+      }
+    }
     if (contains(run_parameter_names(), name)) return integer(v, key, 0);
     if (v.is_integer()) return v.as_integer()->get();
     return number(v, key, -std::numeric_limits<double>::infinity());
@@ -118,7 +126,7 @@ class Reader {
 /// these (`chip_speed_factor.3 = ...` reads as a table `chip_speed_factor`), and a table so named is a
 /// range.
 bool is_parameter(const std::string& name) {
-  return contains(run_parameter_names(), name) || chip::is_parameter_name(name);
+  return contains(run_parameter_names(), name) || chip::is_parameter_name(name) || is_serve_parameter(name);
 }
 
 std::string resolve_path(const std::string& path, const fs::path& base) {
@@ -284,8 +292,8 @@ Study parse_study(const std::string& text, const std::string& path) {
   const Reader in(path);
   const fs::path base = fs::absolute(fs::path(path)).parent_path();
   for (const auto& [key, value] : chip::entries_in_file_order(root))
-    if (!contains({"study", "model", "system", "run", "sweep"}, key))
-      in.malformed(*value, key, "is not a known section (expected study, model, system, run, sweep)");
+    if (!contains({"study", "model", "system", "run", "serve", "sweep"}, key))
+      in.malformed(*value, key, "is not a known section (expected study, model, system, run, serve, sweep)");
 
   Study s;
   s.source = path;
@@ -355,20 +363,37 @@ Study parse_study(const std::string& text, const std::string& path) {
   if (const auto* t = in.section(root, "run", run_parameter_names()))
     for (const auto& [key, value] : chip::entries_in_file_order(*t)) s.run.set(key, in.integer(*value, "run." + key, 0));
 
+  if (const auto* t = in.section(root, "serve", serve_parameter_names())) {
+    s.serving = true;
+    for (const auto& [key, value] : chip::entries_in_file_order(*t)) {
+      Value v = in.parameter(*value, key, "serve." + key);
+      if (key == "workload") v = resolve_path(std::get<std::string>(v), base);
+      s.serve.set(key, v);
+    }
+  }
+
   if (const auto* t = in.section(root, "sweep", {})) {
     // File order, not toml++'s sorted order: the first axis varies slowest, as the user's nested loops.
     for (const auto& [key, value] : chip::flatten_in_file_order(*t, is_parameter)) {
       const std::string where = "sweep." + key;
       if (!is_parameter(key))
-        in.malformed(*value, where, "is not a run or hardware parameter (run: " + join(run_parameter_names()) +
+        in.malformed(*value, where, "is not a run, serving or hardware parameter (run: " + join(run_parameter_names()) +
+                                        "; serving: " + join(serve_parameter_names()) +
                                         "; hardware: " + join(hardware_parameter_names()) + ")");
       if (s.run.find(key)) in.fail(*value, where, "is also fixed in [run]; give it in one place");
+      if (s.serve.find(key)) in.fail(*value, where, "is also fixed in [serve]; give it in one place");
+      if (is_serve_parameter(key) && !s.serving)
+        in.fail(*value, where, "is a serving parameter: a serving study has a [serve] section (rate and requests, or a workload)");
       for (const auto& [name, unused] : s.system_set)
         if (name == key) in.fail(*value, where, "is also fixed in [system.set]; give it in one place");
       Axis axis{key, {}, in.at(*value)};
       if (const toml::array* list = value->as_array()) {
         if (list->empty()) in.fail(*value, where, "is an empty list");
-        for (const auto& element : *list) axis.values.push_back(in.parameter(element, key, where));
+        for (const auto& element : *list) {
+          Value v = in.parameter(element, key, where);
+          if (key == "workload") v = resolve_path(std::get<std::string>(v), base);
+          axis.values.push_back(v);
+        }
       } else if (const toml::table* range = value->as_table()) {
         double from = 0, to = 0, times = 0, step = 0;
         bool integers = true;
@@ -409,7 +434,10 @@ void check_axes(const Study& s) {
     const std::string& name = s.axes[a].name;
     for (std::size_t b = 0; b < a; ++b)
       if (s.axes[b].name == name) throw ConfigError(s.axes[a].origin + " " + name + ": swept twice");
-    if (s.run.find(name)) throw ConfigError(s.axes[a].origin + " " + name + ": both swept and fixed; give it in one place");
+    if (s.run.find(name) || s.serve.find(name))
+      throw ConfigError(s.axes[a].origin + " " + name + ": both swept and fixed; give it in one place");
+    if (is_serve_parameter(name) && !s.serving)
+      throw ConfigError(s.axes[a].origin + " " + name + ": a serving parameter; a serving study needs --serve rate=R --serve requests=K (or --serve workload=FILE)");
     for (const auto& [fixed, unused] : s.system_set)
       if (fixed == name) throw ConfigError(s.axes[a].origin + " " + name + ": both swept and set; give it in one place");
   }
@@ -447,6 +475,7 @@ std::vector<Point> expand(const Study& s) {
     p.prompt_len = runtime::default_prompt_len;
     p.tokens = runtime::default_output_tokens;
     for (const auto& [name, value] : s.run.fields()) apply_run(p, name, value, s.source + ": run." + name);
+    p.serve = s.serve;
     // Row-major: the first axis varies slowest, as in nested loops written in the file's order.
     std::size_t rest = i, stride = n;
     for (const auto& axis : s.axes) {
@@ -455,6 +484,7 @@ std::vector<Point> expand(const Study& s) {
       rest %= stride;
       const std::string origin = axis.origin + ": sweep." + axis.name + " = " + format_value(value);
       if (contains(run_parameter_names(), axis.name)) apply_run(p, axis.name, value, origin);
+      else if (is_serve_parameter(axis.name)) p.serve.set(axis.name, value);
       else if (chip::is_parameter_name(axis.name)) apply_hardware(p.hardware, axis.name, value, origin);
       else throw ConfigError(origin + ": " + axis.name + " is not a run or hardware parameter");
       p.swept.emplace_back(axis.name, value);
@@ -466,6 +496,7 @@ std::vector<Point> expand(const Study& s) {
       throw ConfigError(s.source + ": point " + std::to_string(i) + " (" + p.label + "): " + e.what());
     }
     if (p.label.empty()) p.label = "chips=" + std::to_string(p.request.n_chips);
+    if (s.serving) check_serve_parameters(p.serve, s.source + ": point " + std::to_string(i) + " (" + p.label + ")");
 
     io::Record key;
     key.set("lpurt_point", point_key_version);
@@ -488,6 +519,17 @@ std::vector<Point> expand(const Study& s) {
       key.set("chip_speed_factor." + std::to_string(chip), factor);
     for (const auto& [link, factor] : p.hardware.link_bandwidth_factors)
       key.set("link_bandwidth_factor." + std::to_string(link.first) + "-" + std::to_string(link.second), factor);
+    if (s.serving) {
+      key.set("serve", std::string("lpurt serve"));
+      for (const auto& [name, value] : p.serve.fields()) key.set("serve." + name, value);
+      if (const auto* trace = p.serve.find("workload")) {
+        // A trace rewritten under the same name is another workload.
+        std::error_code ec;
+        const std::string path = std::get<std::string>(*trace);
+        key.set("serve.workload_bytes", static_cast<int64_t>(fs::file_size(path, ec)));
+        key.set("serve.workload_mtime_ns", static_cast<int64_t>(fs::last_write_time(path, ec).time_since_epoch().count()));
+      }
+    }
     p.key = key.to_json();
     p.file = (fs::path(s.output_dir) / "points" / (hex64(fnv1a64(p.key)) + ".h5")).string();
   }
@@ -518,6 +560,10 @@ std::string to_toml(const Study& s) {
   if (!s.run.fields().empty()) {
     out << "\n[run]\n";
     for (const auto& [name, value] : s.run.fields()) out << toml_key(name) << " = " << toml_value(value) << "\n";
+  }
+  if (s.serving) {
+    out << "\n[serve]\n";
+    for (const auto& [name, value] : s.serve.fields()) out << toml_key(name) << " = " << toml_value(value) << "\n";
   }
   if (!s.axes.empty()) {
     out << "\n[sweep]\n";

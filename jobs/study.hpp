@@ -41,6 +41,10 @@ struct Study {
   std::vector<std::pair<std::string, io::Record::Value>> system_set;  ///< overrides, in order
   io::Record run;                       ///< fixed run parameters (chips, tp, ..., tokens)
   std::vector<Axis> axes;               ///< swept parameters: the points are their Cartesian product
+  /// A serving study (a [serve] section, or `lpurt sweep --serve`): each point is an `lpurt serve` of these
+  /// fixed serving parameters (jobs/serve.hpp), instead of an `lpurt run`.
+  bool serving = false;
+  io::Record serve;
 };
 
 /// One point of a study: its swept values, the resolved run and hardware, and its identity.
@@ -51,6 +55,7 @@ struct Point {
   int64_t prompt_len = 0;
   int64_t tokens = 0;
   chip::ChipSpec hardware;
+  io::Record serve;   ///< a serving study's parameters: the fixed ones, then the swept ones
   std::string key;    ///< canonical JSON of every input that determines the result
   std::string file;   ///< absolute path of the point's result file (named by a hash of the key)
   std::string label;  ///< "chips=576 link_bytes_per_s=2.8e+10" (the swept values)

@@ -22,13 +22,17 @@
 #include "io/error.hpp"
 #include "io/model_file.hpp"
 #include "io/result_file.hpp"
+#include "io/serve_output.hpp"
 #include "io/table.hpp"
 #include "jobs/format.hpp"
 #include "jobs/open_model.hpp"
 #include "jobs/plots.hpp"
 #include "jobs/process.hpp"
+#include "jobs/serve.hpp"
 #include "runtime/mpi.hpp"
+#include "partition/request.hpp"
 #include "runtime/run.hpp"
+#include "runtime/serve.hpp"
 
 namespace lpurt::jobs {
 
@@ -186,6 +190,55 @@ bool counts_as_done(const Point& p, const SweepOptions& options, int64_t started
   return !options.force || (::stat(p.file.c_str(), &st) == 0 && st.st_mtime >= started);
 }
 
+/// One point of a serving study on the ranks of `comm`: an `lpurt serve` whose result file (written by rank
+/// 0) is the point's, its summary led by the point header. A layout that does not fit is an infeasible
+/// point; any other failure is the study's. Returns the summary.
+io::Record run_serve_point(const Study& s, const Point& p, MPI_Comm comm) {
+  const int rank = runtime::comm_rank(comm);
+  std::unique_ptr<io::WeightSource> source;
+  std::unique_ptr<runtime::ServeSession> session;
+  io::Record header = point_header(s, p, "ok");
+  header.set("point_key", p.key);
+  std::string infeasible;
+  const std::string which = "point " + std::to_string(p.index) + " (" + p.label + "): ";
+  try {
+    runtime::agree_on_setup(comm, [&] {
+      source = open_model(s);
+      runtime::ServeConfig config = make_serve_config(p.serve, p.request, p.prompt_len, p.tokens, s.source + ": " + which);
+      config.timing_only = s.timing_only;
+      config.n_ranks = runtime::comm_size(comm);
+      config.faults.step_timeout_s = s.step_timeout_s;
+      config.out_path = rank == 0 ? p.file : std::string();
+      config.force = true;
+      config.summary_header = header;
+      // As for a run's point: what the point's own values make impossible is a result of the study.
+      try {
+        partition::check_request(source->config(), p.hardware, config.request);
+        session = std::make_unique<runtime::ServeSession>(*source, p.hardware, config, comm);
+      } catch (const partition::PlanError& e) {
+        infeasible = e.what();
+      } catch (const chip::CapacityError& e) {
+        infeasible = e.what();
+      }
+    });
+  } catch (const runtime::AgreedError& e) {
+    throw runtime::AgreedError(which + e.what(), e.code(), e.origin_rank());
+  }
+  if (!infeasible.empty()) {
+    io::Record summary = point_header(s, p, "infeasible");
+    summary.set("reason", infeasible).set("point_key", p.key);
+    if (rank == 0) io::ServeResultWriter(p.file, true, 0, source->config().vocab_size).commit(summary, {}, {}, {}, {});
+    return summary;
+  }
+  try {
+    return session->run();
+  } catch (const runtime::AgreedError& e) {
+    throw runtime::AgreedError(which + e.what(), e.code(), e.origin_rank());
+  } catch (const Error& e) {
+    throw Error(which + e.what(), e.code());
+  }
+}
+
 /// Runs the points of `pending` that no other sweep runs, on the ranks of `comm`, one after another; rank
 /// 0 of comm claims them, writes the files and prints. Points claimed by other sweeps are retried until
 /// they are done (or their claim goes stale), so that every point has a result when this returns.
@@ -216,6 +269,26 @@ int64_t run_group_points(const Study& s, std::size_t n_points, std::vector<const
         continue;
       }
       const auto t0 = std::chrono::steady_clock::now();
+      if (s.serving) {
+        const io::Record summary = run_serve_point(s, p, comm);
+        if (claim) claim->release();
+        ++n_run;
+        if (!talk) continue;
+        const double wall_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+        if (field<std::string>(summary, "status") == "ok")
+          std::printf("[%*lld/%zu] %s: ttft p50 %s p99 %s, tpot p50 %s p99 %s, %.1f tokens/s, goodput %.2f requests/s (%s)\n",
+                      width, static_cast<long long>(p.index + 1), n_points, p.label.c_str(),
+                      format_seconds(field<double>(summary, "ttft_p50_s")).c_str(),
+                      format_seconds(field<double>(summary, "ttft_p99_s")).c_str(),
+                      format_seconds(field<double>(summary, "tpot_p50_s")).c_str(),
+                      format_seconds(field<double>(summary, "tpot_p99_s")).c_str(), field<double>(summary, "output_tokens_per_s"),
+                      field<double>(summary, "goodput_requests_per_s"), format_seconds(wall_s).c_str());
+        else
+          std::printf("[%*lld/%zu] %s: infeasible: %s\n", width, static_cast<long long>(p.index + 1), n_points,
+                      p.label.c_str(), field<std::string>(summary, "reason").c_str());
+        std::fflush(stdout);
+        continue;
+      }
       std::unique_ptr<io::WeightSource> source;
       std::unique_ptr<runtime::RunSession> session;
       std::unique_ptr<io::ResultWriter> point_file;  // rank 0
@@ -337,7 +410,7 @@ int64_t max_array_size() {
 void warn_identical_rows(const std::vector<io::Record>& rows) {
   std::map<std::vector<double>, std::vector<const io::Record*>> by_figures;
   for (const auto& r : rows)
-    if (field<std::string>(r, "status") == "ok")
+    if (field<std::string>(r, "status") == "ok" && r.find("tpot_s"))
       by_figures[{field<double>(r, "ttft_s"), field<double>(r, "tpot_s"), field<double>(r, "tokens_per_s_system")}]
           .push_back(&r);
   for (const auto& [figures, same] : by_figures) {
@@ -431,7 +504,8 @@ void collect(const Study& s, const std::vector<Point>& points) {
     row.set("point", p.index).set("status", field<std::string>(summary, "status"));
     for (const auto& [name, value] : p.swept) row.set(name, value);
     for (const auto& [name, value] : summary.fields())
-      if (!row.find(name) && name != "point_key" && name != "reason" && name != "study") row.set(name, value);
+      if (!row.find(name) && name != "point_key" && name != "reason" && name != "study" && name != "format")
+        row.set(name, value);
     row.set("reason", field<std::string>(summary, "reason"));
     row.set("point_file", fs::relative(p.file, s.output_dir).string());
     rows.push_back(std::move(row));
@@ -463,7 +537,8 @@ void collect(const Study& s, const std::vector<Point>& points) {
   std::printf("table   %s (and .h5): %zu points, %lld ok, %lld infeasible\n", (out / "results.csv").c_str(),
               rows.size(), static_cast<long long>(n_ok), static_cast<long long>(static_cast<int64_t>(rows.size()) - n_ok));
   warn_identical_rows(rows);
-  const PlotSet plots = render_plots(s, rows, (out / "plots").string());
+  const PlotSet plots = s.serving ? render_serve_plots(s, rows, (out / "plots").string())
+                                  : render_plots(s, rows, (out / "plots").string());
   if (!plots.warning.empty()) std::printf("plots   %s\n", plots.warning.c_str());
   for (const auto& f : plots.files) std::printf("plot    %s\n", f.c_str());
 }

@@ -126,8 +126,8 @@ StepFigures figures_of(const Plan& plan, const DecodeStep& d) {
           d.critical_transfer_cycles};
 }
 
-/// The figures at attention duration x of a step between a and b, which decided alike.
-StepFigures interpolate(const Plan& plan, const DecodeStep& a, const DecodeStep& b, int64_t x) {
+/// The values at attention duration x of a step between a and b, which decided alike.
+DecodeStep interpolate(const DecodeStep& a, const DecodeStep& b, int64_t x) {
   const int64_t dx = b.attention_cycles - a.attention_cycles;
   auto at = [&](int64_t va, int64_t vb) {
     if (dx == 0) return va;
@@ -135,6 +135,7 @@ StepFigures interpolate(const Plan& plan, const DecodeStep& a, const DecodeStep&
     return va + (vb - va) / dx * (x - a.attention_cycles);
   };
   DecodeStep d;
+  d.attention_cycles = x;
   d.makespan_cycles = at(a.makespan_cycles, b.makespan_cycles);
   d.critical_transfer_cycles = a.critical_transfer_cycles;
   d.stage_first_cycles.resize(a.stage_first_cycles.size());
@@ -143,7 +144,7 @@ StepFigures interpolate(const Plan& plan, const DecodeStep& a, const DecodeStep&
     d.stage_first_cycles[s] = at(a.stage_first_cycles[s], b.stage_first_cycles[s]);
     d.stage_last_cycles[s] = at(a.stage_last_cycles[s], b.stage_last_cycles[s]);
   }
-  return figures_of(plan, d);
+  return d;
 }
 
 /// The attention op whose duration every attention op of `p` shares at every position, or -1 if their
@@ -167,47 +168,54 @@ int32_t shared_attention_op(const Plan& plan, const Program& p) {
   return first;
 }
 
-/// Figures of the decode steps at positions [first, first + n), with the program's timeline solved only
-/// where the decisions change (see DecodeStep), or at every step when the attention ops differ.
-std::vector<StepFigures> decode_step_figures(const Plan& plan, const Program& decode, TimelineSolver& solver,
-                                             int64_t first, int64_t n) {
-  std::vector<StepFigures> figures(static_cast<std::size_t>(n));
-  const int32_t attention = shared_attention_op(plan, decode);
-
+/// Calls use(i, values) for the one-block program at base positions [first, first + n), in order, with the
+/// program's timeline solved only where the decisions change (see DecodeStep), or at every position when
+/// the attention ops differ (values.attention_cycles is then 0).
+void for_each_position(const Plan& plan, const Program& program, TimelineSolver& solver, int64_t first, int64_t n,
+                       const std::function<void(int64_t, const DecodeStep&)>& use) {
+  const int32_t attention = shared_attention_op(plan, program);
   if (attention < 0) {
-    for (int64_t i = 0; i < n; ++i) figures[static_cast<std::size_t>(i)] = figures_of(plan, summarize(plan, decode, solver.at(first + i), 0));
-    return figures;
+    for (int64_t i = 0; i < n; ++i) use(i, summarize(plan, program, solver.at(first + i), 0));
+    return;
   }
   auto x_at = [&](int64_t position) {
-    return compute_op_cycles(decode, decode.ops[static_cast<std::size_t>(attention)], plan, position);
+    return compute_op_cycles(program, program.ops[static_cast<std::size_t>(attention)], plan, position);
   };
   // A solved step keeps every op's decision, which the interpolation compares.
   auto solve = [&](int64_t i) {
     const Timeline& t = solver.at(first + i);
-    DecodeStep d = summarize(plan, decode, t, x_at(first + i));
+    DecodeStep d = summarize(plan, program, t, x_at(first + i));
     d.waited_for = t.waited_for;
     return d;
   };
-  // Steps lo and hi are solved; fill the ones between, halving where the decisions differ.
+  // Steps lo and hi are solved and used; use the ones between in order, halving where the decisions differ.
   std::function<void(int64_t, const DecodeStep&, int64_t, const DecodeStep&)> fill =
       [&](int64_t lo, const DecodeStep& a, int64_t hi, const DecodeStep& b) {
         if (hi - lo < 2) return;
         if (a.same_decisions(b)) {
-          for (int64_t i = lo + 1; i < hi; ++i) figures[static_cast<std::size_t>(i)] = interpolate(plan, a, b, x_at(first + i));
+          for (int64_t i = lo + 1; i < hi; ++i) use(i, interpolate(a, b, x_at(first + i)));
           return;
         }
         const int64_t mid = lo + (hi - lo) / 2;
         const DecodeStep m = solve(mid);
-        figures[static_cast<std::size_t>(mid)] = figures_of(plan, m);
         fill(lo, a, mid, m);
+        use(mid, m);
         fill(mid, m, hi, b);
       };
   const DecodeStep a = solve(0);
-  figures.front() = figures_of(plan, a);
-  if (n == 1) return figures;
+  use(0, a);
+  if (n == 1) return;
   const DecodeStep b = solve(n - 1);
-  figures.back() = figures_of(plan, b);
   fill(0, a, n - 1, b);
+  use(n - 1, b);
+}
+
+/// Figures of the decode steps at positions [first, first + n).
+std::vector<StepFigures> decode_step_figures(const Plan& plan, const Program& decode, TimelineSolver& solver,
+                                             int64_t first, int64_t n) {
+  std::vector<StepFigures> figures(static_cast<std::size_t>(n));
+  for_each_position(plan, decode, solver, first, n,
+                    [&](int64_t i, const DecodeStep& d) { figures[static_cast<std::size_t>(i)] = figures_of(plan, d); });
   return figures;
 }
 
@@ -215,6 +223,40 @@ std::vector<StepFigures> decode_step_figures(const Plan& plan, const Program& de
 
 DecodePace decode_pace(const Plan& plan, const Program& decode, const Timeline& timeline) {
   return pace_of(measure(plan, decode, timeline));
+}
+
+std::vector<BlockCost> block_costs(const Plan& plan, const Program& program, int64_t first_position, int64_t n,
+                                   int64_t* solves) {
+  LPURT_ASSERT(program.blocks.size() == 1 && n >= 1);
+  TimelineSolver solver(program, plan);
+  // Busy cycles: the compute ops' durations, of which only the attention ops' depend on the position.
+  const Timeline& t0 = solver.at(first_position);
+  int64_t fixed_busy_cycles = 0;
+  std::vector<std::size_t> attention_ops;
+  for (std::size_t i = 0; i < program.ops.size(); ++i) {
+    const OpKind kind = program.ops[i].kind;
+    if (kind == OpKind::send || kind == OpKind::recv) continue;
+    if (kind == OpKind::attention) attention_ops.push_back(i);
+    else fixed_busy_cycles += t0.duration_cycles[i];
+  }
+  const bool shared = shared_attention_op(plan, program) >= 0;
+  std::vector<BlockCost> costs(static_cast<std::size_t>(n));
+  for_each_position(plan, program, solver, first_position, n, [&](int64_t i, const DecodeStep& d) {
+    BlockCost& c = costs[static_cast<std::size_t>(i)];
+    const DecodePace pace = pace_of(d);
+    c.latency_cycles = pace.latency_cycles;
+    c.busiest_stage_cycles = pace.busiest_stage_cycles;
+    int64_t attention_busy = 0;
+    if (shared) {
+      attention_busy = static_cast<int64_t>(attention_ops.size()) * d.attention_cycles;
+    } else {
+      for (const std::size_t op : attention_ops)
+        attention_busy += compute_op_cycles(program, program.ops[op], plan, first_position + i);
+    }
+    c.busy_chip_cycles = fixed_busy_cycles + attention_busy;
+  });
+  if (solves != nullptr) *solves += solver.solves();
+  return costs;
 }
 
 int64_t decode_period_cycles(const Plan& plan, const Program& decode, const Timeline& timeline) {

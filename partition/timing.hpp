@@ -86,6 +86,20 @@ struct DecodePace {
 /// The pace of a decode program's timeline.
 DecodePace decode_pace(const Plan& plan, const Program& decode, const Timeline& timeline);
 
+/// What one pass of a one-block program (a decode token, or a prefill chunk) through its replica's pipeline
+/// costs at one base position.
+struct BlockCost {
+  int64_t latency_cycles = 0;        ///< the block's trip: its program's makespan (output at the end)
+  int64_t busiest_stage_cycles = 0;  ///< the longest a stage is busy with it (first compute op to last)
+  int64_t busy_chip_cycles = 0;      ///< compute (MXM and VXM) cycles summed over the replica's chips
+};
+/// The costs of `program`, one block, at base positions [first_position, first_position + n), in order.
+/// The timeline is solved only where its decisions change and interpolated exactly between, as for the
+/// decode steps of modelled_times (at every position when the attention ops of the chips differ).
+/// `solves` (if not null) is increased by the timelines solved.
+std::vector<BlockCost> block_costs(const Plan& plan, const Program& program, int64_t first_position, int64_t n,
+                                   int64_t* solves = nullptr);
+
 /// Steady-state cycles between two output tokens of one user at `position`, with the plan's batch
 /// interleaved through the pipeline: max(latency of one token through the pipeline, sequences per
 /// replica x the busiest stage's time per token). One decode program gives both; with chips or links

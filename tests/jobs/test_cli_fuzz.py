@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""Command-line fuzz test for `lpurt plan` and `lpurt run`: every numeric flag (and `--set` of a few
+"""Command-line fuzz test for `lpurt plan`, `lpurt run` and `lpurt serve`: every numeric flag (and `--set` of a few
 hardware parameters) gets each of 0, -1, 2^31, 2^40, 2^63, nan, inf and 1e300, one flag at a time on
 the default tiny model. Each call must end within 10 s with either a result (exit 0, the command's
 normal output) or one clean error line `[rank 0/1] error: ...` and an exit code 2..8: never a timeout,
@@ -20,9 +20,13 @@ LAYOUT_FLAGS = ("--chips", "--tp", "--pp", "--context", "--batch", "--replicas",
                 "--tokens")
 RUN_FLAGS = ("--step-timeout", "--inject-stall-rank", "--inject-crash-rank", "--inject-mpi-error",
              "--inject-link-errors", "--seed", "--max-replays")
-HARDWARE = ("clock_hz", "sram_bytes", "link_bytes_per_s", "hop_latency_ns", "chip_speed_factor.0")
+SERVE_FLAGS = ("--chips", "--tp", "--pp", "--replicas", "--context", "--block-tokens", "--slots", "--rate",
+               "--requests", "--cv", "--prompt-len", "--tokens", "--seed", "--kv-page-tokens", "--slo-ttft-ms",
+               "--slo-tpot-ms", "--step-timeout")
+HARDWARE = ("clock_hz", "sram_bytes", "link_bytes_per_s", "hop_latency_ns", "chip_speed_factor.0", "power_idle_w")
 # Short runs: the fuzzed flag replaces these when it is one of them.
-BASE = {"plan": ["--prompt-len", "2", "--tokens", "2"], "run": ["--prompt-len", "2", "--tokens", "2"]}
+BASE = {"plan": ["--prompt-len", "2", "--tokens", "2"], "run": ["--prompt-len", "2", "--tokens", "2"],
+        "serve": ["--rate", "1000", "--requests", "4", "--prompt-len", "2", "--tokens", "2", "--arrivals", "gamma"]}
 # A rank that kills itself on purpose is the one outcome that must be a signal.
 INTENDED_SIGNAL = {("run", "--inject-crash-rank", "0")}
 CRASH_MARKERS = ("Segmentation", "Aborted", "terminate called", "core dumped", "AddressSanitizer", "internal error")
@@ -30,7 +34,7 @@ TIMEOUT_S = 10
 
 
 def calls():
-    for cmd, flags in (("plan", LAYOUT_FLAGS), ("run", LAYOUT_FLAGS + RUN_FLAGS)):
+    for cmd, flags in (("plan", LAYOUT_FLAGS), ("run", LAYOUT_FLAGS + RUN_FLAGS), ("serve", SERVE_FLAGS)):
         for flag in flags:
             for value in VALUES:
                 if (cmd, flag, value) in INTENDED_SIGNAL:
@@ -42,7 +46,7 @@ def calls():
                 yield [cmd, *base, flag, value]
     for name in HARDWARE:
         for value in VALUES:
-            for cmd in ("plan", "run"):
+            for cmd in ("plan", "run", "serve"):
                 yield [cmd, *BASE[cmd], "--set", f"{name}={value}"]
 
 
@@ -61,7 +65,7 @@ def check(lpurt, work, argv):
         if marker in res.stderr:
             return f"crash marker {marker!r}: {where}"
     if res.returncode == 0:
-        expected = "modelled" if argv[0] == "plan" else "lpurt run:"
+        expected = {"plan": "modelled", "run": "lpurt run:", "serve": "lpurt serve:"}[argv[0]]
         return None if expected in res.stdout else f"exit 0 without a result: stdout={res.stdout[-300:]!r}"
     if not 2 <= res.returncode <= 8:
         return f"exit code outside 2..8: {where}"

@@ -192,7 +192,7 @@ TEST(Study, ErrorsNameTheKeyAndTheLine) {
   expect_error(model + "[sweep]\nchips = [1, 2.5]\n", "job.toml:4: sweep.chips", "must be an integer, got float",
                ExitCode::input);
   expect_error(model + "[sweep]\nwarp_factor = [1, 2]\n", "job.toml:4: sweep.warp_factor",
-               "not a run or hardware parameter", ExitCode::input);
+               "not a run, serving or hardware parameter", ExitCode::input);
   expect_error(model + "[run]\nchips = 4\n[sweep]\nchips = [1, 2]\n", "job.toml:6: sweep.chips", "also fixed in [run]");
   expect_error(model + "[run]\nchips = 4\n[sweep]\nlink_bytes_per_s = [1e9, -1e9]\n", "sweep.link_bytes_per_s = -1e+09",
                "link_bytes_per_s");
@@ -209,6 +209,56 @@ TEST(Study, ErrorsNameTheKeyAndTheLine) {
                "more than 100000");
   expect_error(model + "[run]\nchips = [4\n", "job.toml:4:", "(in \"chips = [4\")", ExitCode::input);  // TOML syntax
   expect_error("[run]\nchips = 1\n", "job.toml", "a [model] section", ExitCode::input);
+}
+
+TEST(Study, ServingStudiesSweepServingParameters) {
+  const std::string job = R"([study]
+name = "load"
+output = "/tmp/lpurt-test-load"
+[model]
+preset = "tiny"
+[run]
+chips = 4
+prompt_len = 8
+[serve]
+requests = 100
+slo_ttft_ms = 5.0
+[sweep]
+rate = [10.0, 20.0]
+policy = ["decode-priority", "static-batch"]
+)";
+  const Study s = parse_study(job, "/tmp/job.toml");
+  EXPECT_TRUE(s.serving);
+  const std::vector<Point> points = expand(s);
+  ASSERT_EQ(points.size(), 4u);
+  EXPECT_EQ(points[1].label, "rate=10 policy=static-batch");
+  EXPECT_EQ(std::get<int64_t>(*points[1].serve.find("requests")), 100);
+  EXPECT_EQ(std::get<std::string>(*points[1].serve.find("policy")), "static-batch");
+  EXPECT_EQ(std::get<double>(*points[2].serve.find("rate")), 20.0);
+  EXPECT_NE(points[0].key, points[1].key);
+  EXPECT_NE(points[0].key.find("\"serve.rate\":10.0"), std::string::npos) << points[0].key;
+  // Written back, it reads to the same points.
+  const std::vector<Point> again = expand(parse_study(to_toml(s), "/tmp/lpurt-test-load/job.toml"));
+  ASSERT_EQ(again.size(), points.size());
+  for (std::size_t i = 0; i < points.size(); ++i) EXPECT_EQ(again[i].key, points[i].key);
+  // A run study's keys are not a serving study's.
+  EXPECT_EQ(expand(parse_study("[model]\npreset = \"tiny\"\n[run]\nchips = 4\n", "/tmp/job.toml"))[0].key.find("\"serve\""),
+            std::string::npos);
+}
+
+TEST(Study, ServingErrorsNameTheParameter) {
+  const std::string head = "[model]\npreset = \"tiny\"\n[run]\nchips = 4\n";
+  expect_error(head + "[sweep]\nrate = [1.0, 2.0]\n", "job.toml:6: sweep.rate", "is a serving parameter");
+  expect_error(head + "[serve]\nrate = 1.0\nrequest = 4\n", "job.toml:7: serve.request", "not a known key",
+               ExitCode::input);
+  expect_error(head + "[serve]\nrate = 1.0\n", "job.toml", "needs workload = \"trace.csv\", or rate and requests");
+  expect_error(head + "[serve]\nrate = 1.0\nrequests = 4\npolicy = \"fastest\"\n", "point 0",
+               "decode-priority or static-batch");
+  expect_error(head + "[serve]\nrate = 1.0\nrequests = 4\ncv = 2.0\n", "point 0", "cv applies to arrivals");
+  expect_error(head + "[serve]\nrate = -1.0\nrequests = 4\n", "point 0", "rate must be above 0");
+  expect_error(head + "[serve]\nworkload = \"t.csv\"\nrate = 1.0\n", "point 0", "rate describes a generated workload");
+  expect_error(head + "[serve]\nrequests = 4\n[sweep]\nrate = [1.0]\nslots = [\"two\"]\n", "job.toml:9: sweep.slots",
+               "must be an integer", ExitCode::input);
 }
 
 }  // namespace
