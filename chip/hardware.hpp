@@ -23,7 +23,7 @@ namespace lpurt::chip {
 /// groq-lpu-v1's weight path, as `lpurt calibrate` fits it to docs/published.toml from
 /// groq-lpu-v1-datasheet (docs/VALIDATION.md shows the fit and every residual; `lpurt calibrate --check`
 /// fails when this value and the fit part).
-inline constexpr int64_t calibrated_weight_bytes_per_cycle = 3083;
+inline constexpr int64_t calibrated_weight_bytes_per_cycle = 2908;
 
 struct ChipSpec {
   std::string name = "groq-lpu-v1";
@@ -49,8 +49,14 @@ struct ChipSpec {
   /// SRAM held back for the program (instruction streams). No public figure; one 2.5 MiB MEM slice per
   /// hemisphere (§1.2) is our assumption [U].
   int64_t program_reserve_bytes = 2 * 2'621'440;
-  /// Bytes per stored KV-cache value. SPEC's numerics keep K and V in float32.
-  int64_t kv_bytes_per_value = 4;
+  /// What a deployed system stores and moves, as modelled (SRAM accounting and link times), separately
+  /// from the float32 the host runtime keeps for SPEC's exact numerics:
+  /// bytes per stored KV-cache value: FP16, as §6.2 sizes Llama-2 70B's cache (320 KiB per token) [D].
+  int64_t kv_bytes_per_value = 2;
+  /// bytes per value of activation buffers and of every value on a chip-to-chip link (activations,
+  /// tensor-parallel partial sums, embedding rows, expert outputs): FP16, as §6.3 sizes one activation
+  /// vector [D]; INT8/FP8 (1) halves the serialization (§6.3), FP32 (4) is what the host moves.
+  int64_t activation_bytes_per_value = 2;
   double link_bytes_per_s = 14e9;          ///< §1.3: 14 GB/s per link per direction (4 x 28 Gb/s cabled) [S Linley20]
   double hop_latency_ns = 300.0;           ///< §1.3: ~300 ns per LPU-to-LPU hop [S SHIP]
   /// Power of one chip, for the energy figures of `lpurt serve`: a chip draws power_active_w while its MXM or

@@ -110,7 +110,8 @@ SramUsage shard_sram_usage(const ModelConfig& c, const ShardRange& r, const Shar
   SramUsage u;
   u.weight_bytes = slice_weight_bytes(c, r);
   u.kv_cache_bytes = 2 * z.kv_values * spec.kv_bytes_per_value;
-  u.activation_bytes = 4 * (2 * z.rope_values + z.float_values) + z.int8_values + 4 * z.int32_values;
+  // The host keeps float32; the deployed chip's activation buffers hold activation_bytes_per_value each.
+  u.activation_bytes = spec.activation_bytes_per_value * (2 * z.rope_values + z.float_values) + z.int8_values + 4 * z.int32_values;
   u.program_bytes = spec.program_reserve_bytes;
   return u;
 }

@@ -108,7 +108,8 @@ void TraceWriter::write(const std::string& path, bool force) const {
                    {"args",
                     {{"from_chip", op.chip},
                      {"to_chip", op.peer},
-                     {"bytes", op.bytes},
+                     {"bytes", partition::link_bytes(op, plan_.hardware)},
+                     {"host_bytes", op.bytes},
                      {"hops", op.hop_count},
                      {"segment", seg.name}}}});
         }

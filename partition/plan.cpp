@@ -266,7 +266,7 @@ class LayoutBound {
   int64_t prefill(int64_t tp, int64_t pp, int64_t n_sequences, int64_t prompt_tokens, int64_t block_tokens) const {
     const int64_t blocks = n_sequences * chip::ceil_div(prompt_tokens, block_tokens);
     const int64_t smallest_block = prompt_tokens - (chip::ceil_div(prompt_tokens, block_tokens) - 1) * block_tokens;
-    const int64_t link = pp > 1 ? one_hop_cycles(hw_, 4 * smallest_block * cfg_.hidden_size) : 0;
+    const int64_t link = pp > 1 ? one_hop_cycles(hw_, hw_.activation_bytes_per_value * smallest_block * cfg_.hidden_size) : 0;
     return std::max({latency(tp, pp, std::min(prompt_tokens, block_tokens)), blocks * stage_cycles(tp, pp, smallest_block),
                      blocks * link});
   }
@@ -281,8 +281,8 @@ class LayoutBound {
     if (tp == 1) return {0, 0};
     const int64_t d = cfg_.hidden_size;
     // A reduce-scatter and an all-gather, each sending slices of a flat array of `elements`.
-    auto sum = [&](int64_t elements) { return 2 * one_hop_cycles(hw_, 4 * (elements / tp)); };
-    const int64_t attention = one_hop_cycles(hw_, 4 * n_tokens) + sum(n_tokens * d);  // after the amax all-gather
+    auto sum = [&](int64_t elements) { return 2 * one_hop_cycles(hw_, hw_.activation_bytes_per_value * (elements / tp)); };
+    const int64_t attention = one_hop_cycles(hw_, hw_.activation_bytes_per_value * n_tokens) + sum(n_tokens * d);  // after the amax all-gather
     const int64_t ffn = cfg_.is_moe() ? sum(n_tokens * cfg_.n_experts_per_token * d) : attention;
     return {attention, ffn};
   }
@@ -294,9 +294,9 @@ class LayoutBound {
   /// One block of n tokens through the whole pipeline.
   int64_t latency(int64_t tp, int64_t pp, int64_t n_tokens) const {
     const auto [attention, ffn] = collective_cycles(tp, n_tokens);
-    const int64_t embedding = tp > 1 ? 2 * one_hop_cycles(hw_, 4 * (n_tokens * cfg_.hidden_size / tp)) : 0;
+    const int64_t embedding = tp > 1 ? 2 * one_hop_cycles(hw_, hw_.activation_bytes_per_value * (n_tokens * cfg_.hidden_size / tp)) : 0;
     return matrix_cycles(matrix_bytes_ / tp, n_tokens) + cfg_.n_layers * (attention + ffn) + embedding +
-           (pp - 1) * one_hop_cycles(hw_, 4 * n_tokens * cfg_.hidden_size);
+           (pp - 1) * one_hop_cycles(hw_, hw_.activation_bytes_per_value * n_tokens * cfg_.hidden_size);
   }
 
   const chip::ModelConfig& cfg_;

@@ -286,7 +286,7 @@ int64_t send_cycles(const Program& p, const Op& op, const Plan& plan) {
     bandwidth_factor = std::min(bandwidth_factor, plan.hardware.link_bandwidth(hop.from, hop.to));
   }
   const double seconds = static_cast<double>(op.hop_count) * plan.hardware.hop_latency_ns * 1e-9 +
-                         static_cast<double>(op.bytes) / (plan.hardware.link_bytes_per_s * bandwidth_factor);
+                         static_cast<double>(link_bytes(op, plan.hardware)) / (plan.hardware.link_bytes_per_s * bandwidth_factor);
   return static_cast<int64_t>(std::ceil(seconds * plan.hardware.clock_hz));
 }
 

@@ -84,7 +84,7 @@ struct Op {
   int32_t match = -1;          ///< send <-> recv partner op
   int64_t elem_begin = 0;      ///< payload elements [elem_begin, elem_begin + elem_count) of the block array
   int64_t elem_count = 0;
-  int64_t bytes = 0;           ///< transfers: payload bytes
+  int64_t bytes = 0;           ///< transfers: payload bytes the host moves (float32 or int32 values)
   int32_t dep_begin = 0;       ///< deps: Program::deps[dep_begin, dep_begin + dep_count)
   int32_t dep_count = 0;
   int32_t hop_begin = 0;       ///< sends: route hops Program::hops[hop_begin, hop_begin + hop_count)
@@ -126,6 +126,10 @@ Program build_program(const Plan& plan, const Topology& topology, const std::vec
 
 /// Start and duration of every op with the blocks starting at `base_position` (deterministic).
 Timeline compute_timeline(const Program& program, const Plan& plan, int64_t base_position);
+
+/// Bytes a transfer puts on the modelled links: its values at the deployed system's
+/// activation_bytes_per_value (the host moves Op::bytes, SPEC's float32 and int32 values).
+inline int64_t link_bytes(const Op& op, const chip::ChipSpec& hw) { return op.elem_count * hw.activation_bytes_per_value; }
 
 /// Cycles of compute op `op` of `program` with the blocks starting at `base_position`, on its chip (slowed by
 /// the chip's speed factor).

@@ -275,7 +275,7 @@ int64_t decode_period_cycles(const Plan& plan, int64_t position) {
 }
 
 
-StepProfile profile(const Program& p, const Timeline& t) {
+StepProfile profile(const Program& p, const Timeline& t, const chip::ChipSpec& hardware) {
   StepProfile s;
   s.makespan_cycles = t.makespan_cycles;
   s.chip_compute_cycles.assign(static_cast<std::size_t>(p.n_chips), 0);
@@ -291,7 +291,7 @@ StepProfile profile(const Program& p, const Timeline& t) {
     }
     s.chip_send_cycles[chip] += t.duration_cycles[i];
     ++s.n_transfers;
-    s.transfer_bytes += op.bytes;
+    s.transfer_bytes += link_bytes(op, hardware);
     for (int32_t h = 0; h < op.hop_count; ++h) {
       const Hop& hop = p.hops[static_cast<std::size_t>(op.hop_begin + h)];
       const int64_t busy = link_busy[p.link_key(hop)] += t.duration_cycles[i];
@@ -333,7 +333,7 @@ ModelledTimes modelled_times(const Plan& plan, int64_t prompt_tokens, int64_t ou
     for (int64_t r = 0; r < plan.replicas; ++r) {
       const Program one = build_program(plan, topology, decode_blocks(r));
       const Timeline timeline = compute_timeline(one, plan, prompt_tokens);
-      const StepProfile busy = profile(one, timeline);
+      const StepProfile busy = profile(one, timeline, plan.hardware);
       for (int64_t c = r * per_replica; c < (r + 1) * per_replica; ++c) {
         chip_compute[static_cast<std::size_t>(c)] = busy.chip_compute_cycles[static_cast<std::size_t>(c)];
         chip_send[static_cast<std::size_t>(c)] = busy.chip_send_cycles[static_cast<std::size_t>(c)];
@@ -346,7 +346,7 @@ ModelledTimes modelled_times(const Plan& plan, int64_t prompt_tokens, int64_t ou
   m.decode_steps = std::max<int64_t>(0, output_tokens - 1);
   // With no decode step, the profile and TPOT describe the step that would come next.
   TimelineSolver solver(*decode, plan);
-  m.decode = profile(*decode, solver.at(prompt_tokens));
+  m.decode = profile(*decode, solver.at(prompt_tokens), plan.hardware);
   if (identical_replicas) {
     // The replicas run the same program on their own chips.
     for (std::size_t c = 0; c < n_chips; ++c) {

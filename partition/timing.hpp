@@ -36,13 +36,13 @@ struct StepProfile {
   Hop busiest_link;                           ///< the link busy longest (from == to == 0 if none)
   int64_t busiest_link_cycles = 0;
   int64_t n_transfers = 0;
-  int64_t transfer_bytes = 0;
+  int64_t transfer_bytes = 0;                 ///< on the modelled links (link_bytes), not the host payload
   /// The critical path (the chain of ops that fixed the makespan) split into chip compute and link
   /// transfers; the two add up to makespan_cycles.
   int64_t critical_compute_cycles = 0;
   int64_t critical_transfer_cycles = 0;
 };
-StepProfile profile(const Program& program, const Timeline& timeline);
+StepProfile profile(const Program& program, const Timeline& timeline, const chip::ChipSpec& hardware);
 
 struct ModelledTimes {
   int64_t prefill_cycles = 0;      ///< prompt in, first token out

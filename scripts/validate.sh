@@ -70,12 +70,12 @@ PY
 cat <<'L70'
 
 **Reading.** With the first-principles weight path (the 64 x 320 B stream rate, 18.4 TB/s, §6.1's
-recommendation) lpurt predicts about 3.4x the published speed of Llama-2 70B on 576 chips. The fit puts
-the weight path at about 15% of the stream rate, 2.4x the MXM's 4 x 320 B/cycle install rate: between the
-two physical limits the sources give, and the only reading under which the published 240-300 tokens/s
-follow with tensor parallelism inside a node. The held-back 640-chip figure (the EE Times "10-rack"
+recommendation) lpurt predicts several times the published speed of Llama-2 70B on 576 chips (the
+datasheet column). The fit puts the weight path between the two physical limits the sources give, the
+MXM's 4 x 320 B/cycle install rate and the stream rate (the first table says where), and that is the only
+reading under which the published 240-300 tokens/s follow with tensor parallelism inside a node. The held-back 640-chip figure (the EE Times "10-rack"
 system, chip count [U]) is then within its band without being fitted, but it checks little: the planner
-picks the same 432-chip layout on both systems. The §6.2 "pure pipeline"
+picks the same layout on both systems. The §6.2 "pure pipeline"
 estimate (267 tok/s = all weights through one chip's 18.4 TB/s) also matches the published figure, but
 it assumes one chip streams at a time, which tensor parallelism inside a node contradicts; lpurt keeps
 the parallel streaming and slows the path instead. Only further published figures with other models,
@@ -83,8 +83,9 @@ batches or layouts can separate the two readings.
 
 ## 2. Llama-2 70B, INT8, 576 chips, batch 1, by layout
 
-Assumptions for every row: INT8 weights with float32 per-row scales (SPEC's W8A8), float32 KV cache
-and activations as the functional runtime really stores and moves them, context 4096, prompt 512,
+Assumptions for every row: INT8 weights with float32 per-row scales (SPEC's W8A8), an FP16 KV cache
+and FP16 activations in SRAM and on the links, as a deployed system stores and moves them (§6.2-6.3;
+the host runtime keeps float32 for SPEC's exact numerics, which changes no modelled figure), context 4096, prompt 512,
 1,024 output tokens, batch 1, prefill in chunks of 64 tokens, host I/O not modelled (device time, as
 GroqFlow reports it). Hardware: `groq-lpu-v1` (900 MHz, 220 MiB SRAM, the fitted weight path, operands
 streamed at 64 x 320 B per cycle, 14 GB/s per link and direction, 300 ns per hop). The ratio is to 270,
@@ -119,7 +120,8 @@ for spec in "weight_bytes_per_cycle=1280|1.15 TB/s (4 MXM planes x 320 B/cycle, 
             "link_bytes_per_s=10.7e9|10.7 GB/s per link|§1.3 SHIP-derived [U]" \
             "link_bytes_per_s=15e9|15 GB/s per link|§1.3 raw 4 x 30 Gb/s [D]" \
             "hop_latency_ns=600|600 ns per hop|2 x SHIP, sensitivity" \
-            "kv_bytes_per_value=2|FP16 KV cache|§6.2 [D]"; do
+            "kv_bytes_per_value=4 activation_bytes_per_value=4|float32 KV cache and activations (the host's)|SPEC numerics" \
+            "activation_bytes_per_value=1|INT8/FP8 activations on the links|§6.3 [D]"; do
   IFS='|' read -r set label source <<< "$spec"
   read -r -a sets <<< "$set"
   tps=$(plan70 --tp 8 --pp 72 --set "${sets[@]}" | field tokens_per_s_user)
@@ -143,11 +145,10 @@ either on LPU v1 hardware, so these rows check that lpurt places them, and what 
 | Qwen3-235B-A22B, tp 16 x pp 95 on 1,520 chips (timing-only run) | $(echo "$qw" | field tp) x $(echo "$qw" | field pp) | $(echo "$qw" | field chips_used) | $(echo "$qw" | field context) | $(echo "$qw" | field max_batch) | $(awk -v t="$(echo "$qw" | field ttft_s)" 'BEGIN{printf "%.1f ms", t*1000}') | $(fmt "$(echo "$qw" | field tokens_per_s_user)" '%.0f') |
 
 Mixtral runs at its full 32,768-token context, prompt 512, 1,024 output tokens. Qwen3-235B-A22B runs at a
-4,096-token context (prompt 512, 128 output tokens): at its native 40,960 positions one sequence's KV
-cache no longer fits beside the weights on a tp 16 x pp 95 system, because lpurt keeps the KV cache in
-float32 and replicates each of the 4 KV heads on the 4 chips whose query heads read it. The largest batch
-is lpurt's (the KV cache that fits every chip at that context); SHIP's 380 concurrent requests rely on
-paged 8-bit KV caches and host-DRAM prefix caching that lpurt does not model.
+4,096-token context (prompt 512, 128 output tokens); it also runs at its native 40,960 positions (one
+sequence). The largest batch is lpurt's: the FP16 KV cache that fits every chip at that context, with
+each of the 4 KV heads replicated on the 4 chips whose query heads read it. SHIP's 380 concurrent
+requests rely on paged 8-bit KV caches and host-DRAM prefix caching that lpurt does not model.
 
 DEPLOY
 d=$("$lpurt" plan --chips 10440 --set topology=dragonfly --json)

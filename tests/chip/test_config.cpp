@@ -172,5 +172,5 @@ TEST(Sram, ShardUsageCountsWeightsExactly) {
   shape.context = 16;
   const SramUsage u = shard_sram_usage(c, whole_model(c), shape, ChipSpec{});
   EXPECT_EQ(u.weight_bytes, c.weight_bytes());
-  EXPECT_EQ(u.kv_cache_bytes, 2 * c.n_layers * c.kv_size() * 16 * 4);
+  EXPECT_EQ(u.kv_cache_bytes, 2 * c.n_layers * c.kv_size() * 16 * ChipSpec{}.kv_bytes_per_value);
 }

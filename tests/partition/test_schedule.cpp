@@ -173,7 +173,7 @@ TEST(Schedule, TransfersMakeMultiChipStepsSlowerThanTheirCompute) {
   const Plan plan = plan_for("tiny", 2, 2);
   const Program p = build_program(plan, topology_for(plan), decode_blocks());
   const Timeline t = compute_timeline(p, plan, 10);
-  const StepProfile s = profile(p, t);
+  const StepProfile s = profile(p, t, plan.hardware);
   EXPECT_GT(s.n_transfers, 0);
   int64_t stage_compute = 0;
   for (int64_t c : s.chip_compute_cycles) stage_compute = std::max(stage_compute, c);
@@ -256,9 +256,10 @@ TEST(Heterogeneity, ASlowLinkStretchesTheTransfersThatCrossIt) {
       const Hop& hop = program.hops[static_cast<std::size_t>(op.hop_begin + h)];
       crosses = crosses || (std::min(hop.from, hop.to) == 1 && std::max(hop.from, hop.to) == 2);
     }
-    // hops x 300 ns + bytes / (14 GB/s x 0.5), in 900 MHz cycles, rounded up.
+    // hops x 300 ns + values x FP16 bytes / (14 GB/s x 0.5), in 900 MHz cycles, rounded up.
     const double seconds = static_cast<double>(op.hop_count) * 300e-9 +
-                           static_cast<double>(op.bytes) / (14e9 * (crosses ? 0.5 : 1.0));
+                           static_cast<double>(op.elem_count * nominal.hardware.activation_bytes_per_value) /
+                               (14e9 * (crosses ? 0.5 : 1.0));
     EXPECT_EQ(b.duration_cycles[i], static_cast<int64_t>(std::ceil(seconds * 900e6))) << describe_op(program, b, i);
     stretched += crosses;
   }
@@ -407,7 +408,7 @@ TEST(Timing, DecodeFiguresEqualTheStepByStepBooking) {
       ASSERT_EQ(solved.start_cycles, booked.start_cycles) << "step " << i;
       ASSERT_EQ(solved.waited_for, booked.waited_for) << "step " << i;
       ASSERT_EQ(solved.makespan_cycles, booked.makespan_cycles) << "step " << i;
-      const StepProfile step = profile(decode, booked);
+      const StepProfile step = profile(decode, booked, plan.hardware);
       decode_cycles += decode_period_cycles(plan, decode, booked);
       compute_cycles += step.critical_compute_cycles;
       transfer_cycles += step.critical_transfer_cycles;
