@@ -5,6 +5,7 @@
 #include <map>
 #include <nlohmann/json.hpp>
 
+#include "io/detail/event_stream.hpp"
 #include "io/error.hpp"
 
 namespace lpurt::io {
@@ -105,21 +106,7 @@ namespace {
 
 using Json = nlohmann::ordered_json;
 
-class EventStream {
- public:
-  explicit EventStream(std::ostream& out) : out_(out) {}
-  void add(const Json& event) {
-    out_ << (first_ ? "\n" : ",\n") << event.dump(-1, ' ', false, Json::error_handler_t::replace);
-    first_ = false;
-    ++n_;
-  }
-  int64_t size() const { return n_; }
-
- private:
-  std::ostream& out_;
-  bool first_ = true;
-  int64_t n_ = 0;
-};
+using detail::EventStream;
 
 }  // namespace
 

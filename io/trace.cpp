@@ -5,6 +5,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "io/detail/event_stream.hpp"
 #include "io/atomic_file.hpp"
 #include "io/error.hpp"
 
@@ -19,20 +20,7 @@ constexpr int link_track_base = 1000;  // + destination chip
 
 using Json = nlohmann::ordered_json;
 
-/// The traceEvents array, written one event at a time: a trace may hold millions of events, so no
-/// document is built in memory. Invalid UTF-8 in a name becomes U+FFFD, so the file stays valid JSON.
-class EventStream {
- public:
-  explicit EventStream(std::ostream& out) : out_(out) {}
-  void add(const Json& event) {
-    out_ << (first_ ? "\n" : ",\n") << event.dump(-1, ' ', false, Json::error_handler_t::replace);
-    first_ = false;
-  }
-
- private:
-  std::ostream& out_;
-  bool first_ = true;
-};
+using detail::EventStream;
 
 Json thread_name(int64_t pid, int64_t tid, const std::string& name) {
   return {{"name", "thread_name"}, {"ph", "M"}, {"pid", pid}, {"tid", tid}, {"args", {{"name", name}}}};

@@ -111,30 +111,51 @@ void draw(const std::string& dir, const std::vector<std::string>& names, PlotSet
   }
 }
 
-}  // namespace
-
-PlotSet render_plots(const Study& s, const std::vector<io::Record>& rows, const std::string& dir) {
-  io::create_folder(dir);
-  // x: the first swept parameter (numeric, or categories placed at 0, 1, ...); one series per combination
-  // of the other swept parameters, in the order the points come.
-  const std::string x_name = s.axes.empty() ? "point" : s.axes.front().name;
+/// How a study's rows are drawn: x is the first swept parameter (numeric, or categories placed at 0, 1,
+/// ... in first-seen order); one series per combination of the other swept parameters, in the order the
+/// points come.
+struct SeriesLayout {
+  std::string x_name;
   bool numeric_x = true;
-  for (const auto& r : rows) numeric_x = numeric_x && r.find(x_name) && !std::holds_alternative<std::string>(*r.find(x_name));
-  std::vector<std::string> series;
-  std::vector<std::vector<std::size_t>> series_rows;
-  std::unordered_map<std::string, std::size_t> series_index, category_index;  // first-seen order
+  std::vector<std::string> series;                   ///< [series] label ("" when there is one)
+  std::vector<std::vector<std::size_t>> series_rows;  ///< [series] row indices
+  std::unordered_map<std::string, std::size_t> category_index;
+
+  double x(const io::Record& r) const {
+    return numeric_x ? number(r, x_name) : static_cast<double>(category_index.at(text(r.find(x_name))));
+  }
+};
+
+SeriesLayout series_layout(const Study& s, const std::vector<io::Record>& rows) {
+  SeriesLayout l;
+  l.x_name = s.axes.empty() ? "point" : s.axes.front().name;
+  for (const auto& r : rows)
+    l.numeric_x = l.numeric_x && r.find(l.x_name) && !std::holds_alternative<std::string>(*r.find(l.x_name));
+  std::unordered_map<std::string, std::size_t> series_index;
   for (std::size_t i = 0; i < rows.size(); ++i) {
     std::string label;
     for (std::size_t a = 1; a < s.axes.size(); ++a)
       label += (label.empty() ? "" : " ") + s.axes[a].name + "=" + text(rows[i].find(s.axes[a].name));
-    const auto [it, fresh] = series_index.emplace(label, series.size());
+    const auto [it, fresh] = series_index.emplace(label, l.series.size());
     if (fresh) {
-      series.push_back(label);
-      series_rows.emplace_back();
+      l.series.push_back(label);
+      l.series_rows.emplace_back();
     }
-    series_rows[it->second].push_back(i);
-    category_index.emplace(text(rows[i].find(x_name)), category_index.size());
+    l.series_rows[it->second].push_back(i);
+    l.category_index.emplace(text(rows[i].find(l.x_name)), l.category_index.size());
   }
+  return l;
+}
+
+}  // namespace
+
+PlotSet render_plots(const Study& s, const std::vector<io::Record>& rows, const std::string& dir) {
+  io::create_folder(dir);
+  const SeriesLayout layout = series_layout(s, rows);
+  const std::string& x_name = layout.x_name;
+  const bool numeric_x = layout.numeric_x;
+  const std::vector<std::string>& series = layout.series;
+  const std::vector<std::vector<std::size_t>>& series_rows = layout.series_rows;
 
   // Infeasible points have no figures: they are named under every title instead of vanishing from
   // the lines. All infeasible: nothing to draw.
@@ -190,14 +211,13 @@ PlotSet render_plots(const Study& s, const std::vector<io::Record>& rows, const 
          << " tokens_per_s_user tokens_per_s_system sram_max_MB sram_mean_MB sram_capacity_MB\n";
     for (const std::size_t i : series_rows[k]) {
       const io::Record& r = rows[i];
-      const std::string category = text(r.find(x_name));
-      const double x = numeric_x ? number(r, x_name) : static_cast<double>(category_index.at(category));
+      const double x = layout.x(r);
       x_min = std::min(x_min, x), x_max = std::max(x_max, x);
       if (x_values.size() <= 10 && std::find(x_values.begin(), x_values.end(), x) == x_values.end()) x_values.push_back(x);
       const double user = number(r, "tokens_per_s_user"), system = number(r, "tokens_per_s_system");
       if (user > 0) tps_min = std::min(tps_min, user), tps_max = std::max(tps_max, system);
       batched = batched || (user > 0 && system != user);
-      data << g(x, 17) << " " << data_string(category);
+      data << g(x, 17) << " " << data_string(text(r.find(x_name)));
       for (const double column : {number(r, "ttft_s", latency_unit.per_second), number(r, "tpot_s", latency_unit.per_second), user, system,
                                   number(r, "sram_bytes_max", 1e-6), number(r, "sram_bytes_mean", 1e-6),
                                   number(r, "sram_bytes_per_chip", 1e-6)})
@@ -293,25 +313,14 @@ PlotSet render_serve_plots(const Study& s, const std::vector<io::Record>& rows, 
   io::create_folder(dir);
   // x: the first swept parameter (the offered rate in a latency-against-load study); one series per
   // combination of the others (the policies, the slot counts).
-  const std::string x_name = s.axes.empty() ? "point" : s.axes.front().name;
-  bool numeric_x = true;
-  for (const auto& r : rows) numeric_x = numeric_x && r.find(x_name) && !std::holds_alternative<std::string>(*r.find(x_name));
-  std::vector<std::string> series;
-  std::vector<std::vector<std::size_t>> series_rows;
-  std::unordered_map<std::string, std::size_t> series_index, category_index;
+  const SeriesLayout layout = series_layout(s, rows);
+  const std::string& x_name = layout.x_name;
+  const bool numeric_x = layout.numeric_x;
+  const std::vector<std::string>& series = layout.series;
+  const std::vector<std::vector<std::size_t>>& series_rows = layout.series_rows;
   std::vector<double> ttfts, tpots;
   int64_t n_infeasible = 0;
   for (std::size_t i = 0; i < rows.size(); ++i) {
-    std::string label;
-    for (std::size_t a = 1; a < s.axes.size(); ++a)
-      label += (label.empty() ? "" : " ") + s.axes[a].name + "=" + text(rows[i].find(s.axes[a].name));
-    const auto [it, fresh] = series_index.emplace(label, series.size());
-    if (fresh) {
-      series.push_back(label);
-      series_rows.emplace_back();
-    }
-    series_rows[it->second].push_back(i);
-    category_index.emplace(text(rows[i].find(x_name)), category_index.size());
     const auto* status = rows[i].find("status");
     if (!status || !std::holds_alternative<std::string>(*status) || std::get<std::string>(*status) != "ok") {
       ++n_infeasible;
@@ -334,12 +343,11 @@ PlotSet render_serve_plots(const Study& s, const std::vector<io::Record>& rows, 
          << tpot_unit.name << " output_tokens_per_s requests_per_s goodput_requests_per_s joules_per_output_token\n";
     for (const std::size_t i : series_rows[k]) {
       const io::Record& r = rows[i];
-      const std::string category = text(r.find(x_name));
-      const double x = numeric_x ? number(r, x_name) : static_cast<double>(category_index.at(category));
+      const double x = layout.x(r);
       x_min = std::min(x_min, x), x_max = std::max(x_max, x);
       const double ttft = number(r, "ttft_p50_s", ttft_unit.per_second);
       if (ttft > 0) ttft_min = std::min(ttft_min, ttft), ttft_max = std::max(ttft_max, number(r, "ttft_p99_s", ttft_unit.per_second));
-      data << g(x, 17) << " " << data_string(category);
+      data << g(x, 17) << " " << data_string(text(r.find(x_name)));
       for (const double column : {ttft, number(r, "ttft_p99_s", ttft_unit.per_second), number(r, "tpot_p50_s", tpot_unit.per_second),
                                   number(r, "tpot_p99_s", tpot_unit.per_second), number(r, "output_tokens_per_s"),
                                   number(r, "requests_per_s"), number(r, "goodput_requests_per_s"),
