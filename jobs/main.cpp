@@ -2,6 +2,7 @@
 // ("[rank r/N] error: ...") and a non-zero exit that ends the whole MPI job.
 #include <mpi.h>
 
+#include <malloc.h>
 #include <tbb/global_control.h>
 
 #include <algorithm>
@@ -53,6 +54,13 @@ int fail(int rank, int n_ranks, bool mpi, const char* message, int code) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // The planner builds, solves and drops a static program per candidate layout (tens of MB each at
+  // scale). By default glibc hands freed blocks above its (adaptive) mmap and trim thresholds back to the
+  // kernel, so every candidate page-faults and zeroes its memory afresh: that was over half of a batch-8
+  // search of llama2-70b on 576 chips (measured in bench/simulator.sh). Blocks up to 32 MiB (glibc's
+  // largest mmap threshold) now come from the heap, and freed heap memory stays for the next candidate.
+  mallopt(M_MMAP_THRESHOLD, 32 << 20);
+  mallopt(M_TRIM_THRESHOLD, 1 << 30);
   const bool mpi = needs_mpi(argc, argv);
   int rank = 0, n_ranks = 1;
   std::unique_ptr<lpurt::runtime::MpiEnvironment> environment;
