@@ -435,6 +435,14 @@ Plan make_plan(const chip::ModelConfig& cfg, const chip::ChipSpec& hw, const Pla
     // Pieces that do not depend on the replica count are computed once (for chips at nominal speed).
     std::map<std::pair<int64_t, int64_t>, DecodePace> paces;                   // by (tp, pp)
     std::map<std::tuple<int64_t, int64_t, int64_t>, int64_t> first_prefills;  // by (tp, pp, sequences)
+    // One sequence's prefill on the first replica: its makespan, and the cycles its busiest link and its
+    // busiest chip are occupied. n sequences occupy them n times over (links and chips serve one op at a
+    // time), so n x either bounds the prefill of n from below without modelling it.
+    struct OneSequence {
+      int64_t makespan_cycles = 0;
+      int64_t busiest_cycles = 0;
+    };
+    std::map<std::pair<int64_t, int64_t>, OneSequence> one_sequence;  // by (tp, pp)
     const Candidate* best = nullptr;
     int64_t best_objective = unbounded;
     auto loses = [&](int64_t objective, const Candidate& c) {
@@ -481,7 +489,18 @@ Plan make_plan(const chip::ModelConfig& cfg, const chip::ChipSpec& hw, const Pla
           }
           return it->second;
         };
-        if (loses(objective_of(period_cycles, first_prefill(1)), c)) continue;
+        auto it = one_sequence.find({c.tp, c.pp});
+        if (it == one_sequence.end()) {
+          const Program prefill = build_program(probe, topology_for(probe), prefill_blocks_of(1, n_prompt, shape.block_tokens));
+          const Timeline timeline = compute_timeline(prefill, probe, 0);
+          const StepProfile busy = profile(prefill, timeline, probe.hardware);
+          const int64_t chip_cycles = *std::max_element(busy.chip_compute_cycles.begin(), busy.chip_compute_cycles.end());
+          it = one_sequence.emplace(std::make_pair(c.tp, c.pp),
+                                    OneSequence{timeline.makespan_cycles, std::max(busy.busiest_link_cycles, chip_cycles)}).first;
+          first_prefills.emplace(std::make_tuple(c.tp, c.pp, int64_t{1}), timeline.makespan_cycles);
+        }
+        if (loses(objective_of(period_cycles, std::max(it->second.makespan_cycles, times(n_slots, it->second.busiest_cycles))), c))
+          continue;
         const int64_t objective = objective_of(period_cycles, first_prefill(n_slots));
         if (c.replicas == 1) {
           // One replica: its first replica's prefill is the whole batch's.
