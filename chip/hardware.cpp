@@ -18,16 +18,15 @@ struct Parameter {
   std::function<void(ChipSpec&, double)> set;
   double min_value;
   double max_value;
-  bool integral;
 };
 
 template <typename T>
 Parameter make_parameter(const char* name, const char* unit, const char* source, T ChipSpec::*member,
                          double min_value, double max_value) {
-  return Parameter{{name, unit, source},
+  return Parameter{{name, unit, source, std::is_integral_v<T>},
                    [member](const ChipSpec& s) { return static_cast<double>(s.*member); },
                    [member](ChipSpec& s, double v) { s.*member = static_cast<T>(v); },
-                   min_value, max_value, std::is_integral_v<T>};
+                   min_value, max_value};
 }
 
 const std::vector<Parameter>& parameters() {
@@ -233,7 +232,7 @@ void set_parameter(ChipSpec& spec, const std::string& name, double value, const 
     return;
   }
   const Parameter& p = find_parameter(name, origin);
-  if (p.integral && value != std::floor(value))
+  if (p.info.integral && value != std::floor(value))
     throw ConfigError(origin + ": " + name + " must be a whole number, got " + format_number(value));
   if (!(value >= p.min_value && value <= p.max_value))
     throw ConfigError(origin + ": " + name + " = " + format_number(value) + " is outside " +

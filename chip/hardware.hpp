@@ -108,6 +108,7 @@ struct ParameterInfo {
   std::string name;
   std::string unit;
   std::string source;
+  bool integral = false;  ///< takes whole numbers only (bytes, cycles, counts)
 };
 const std::vector<ParameterInfo>& parameter_infos();
 

@@ -194,9 +194,8 @@ Calibration calibrate(const std::vector<PublishedFigure>& figures, const chip::C
     c.parameters.push_back({u, chip::get_parameter(base, u.name), chip::get_parameter(base, u.name)});
   const std::vector<chip::ParameterInfo>& infos = chip::parameter_infos();
   auto integral = [&](const std::string& name) {
-    // Every integral parameter of ChipSpec is a count of bytes, cycles or units.
     const auto it = std::find_if(infos.begin(), infos.end(), [&](const chip::ParameterInfo& p) { return p.name == name; });
-    return it != infos.end() && (it->unit == "bytes/cycle" || it->unit == "bytes" || it->unit == "cycles");
+    return it != infos.end() && it->integral;
   };
   // Coordinate descent: with one parameter one pass is the fit; with two, passes until neither moves.
   const int passes = c.parameters.size() > 1 ? 4 : 1;
