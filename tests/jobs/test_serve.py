@@ -9,6 +9,8 @@
 - The outputs: --json has SPEC's fields; the result file has /requests (SPEC's columns, one row per request,
   units), /requests/tokens and /requests/logits, /timeline; the CSV has the same rows; the trace is
   Chrome-trace JSON with a process per replica, a track per slot, the requests and the counters.
+- --slots without --tp/--pp plans the layout for the slots (where the single-request layout cannot hold them)
+  and reports what that layout given explicitly reports; too many slots fail with exit 4, naming --slots.
 - Bad input fails with one line and SPEC's exit codes.
 Usage: test_serve.py LPURT WORKDIR MPIEXEC [MPIEXEC_FLAGS...]"""
 import csv
