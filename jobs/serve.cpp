@@ -197,7 +197,9 @@ ServeCommand::ServeCommand(CLI::App& app)
                                      "KV positions per slot (default: the longest request, in whole pages)");
   block_option_ = cmd_->add_option("--block-tokens", request_.block_tokens, "largest prefill chunk in tokens")
                       ->capture_default_str();
-  slots_option_ = cmd_->add_option("--slots", slots_, "request slots per replica (default: as many as the SRAM holds)");
+  slots_option_ = cmd_->add_option("--slots", slots_,
+                                   "request slots per replica; without --tp/--pp, the layout is planned for them "
+                                   "(default: as many as the SRAM holds)");
   workload_option_ =
       cmd_->add_option("--workload", workload_, "trace CSV: arrived_at,num_prefill_tokens,num_decode_tokens[,prompt]");
   rate_option_ = cmd_->add_option("--rate", rate_, "generated workload: requests per second");

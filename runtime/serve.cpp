@@ -42,21 +42,36 @@ partition::Plan serve_plan(const chip::ModelConfig& model, const chip::ChipSpec&
   if (config.slots < 0)
     throw Error("--slots must be at least 1 (got " + std::to_string(config.slots) + ")", ExitCode::usage);
   if (r.tp == 0 || r.pp == 0) {
-    // The layout of one request of the workload's mean lengths (that fit), as `lpurt plan` would pick it.
-    double prompt = 0, output = 0;
-    int64_t n = 0;
-    for (const auto& q : config.requests)
-      if (partition::kv_positions(q) <= r.context)
-        prompt += static_cast<double>(q.prompt_tokens), output += static_cast<double>(q.output_tokens), ++n;
     partition::PlanRequest one = r;
-    one.batch = 1;
     one.replicas = 1;
-    one.prompt_tokens = n > 0 ? std::max<int64_t>(1, std::llround(prompt / static_cast<double>(n))) : 0;
-    one.output_tokens = n > 0 ? std::max<int64_t>(1, std::llround(output / static_cast<double>(n))) : 0;
-    if (one.prompt_tokens + one.output_tokens - 1 > r.context) one.prompt_tokens = one.output_tokens = 0;
-    const partition::Plan layout = partition::make_plan(model, hardware, one);
-    r.tp = layout.tp;
-    r.pp = layout.pp;
+    if (config.slots > 0) {
+      // One replica with room for the slots' KV caches and the shortest decode period with every slot
+      // decoding (each user's time per output token). Prompts are left out of the objective: with them the
+      // planner models a whole batch's prefill for each candidate layout (llama2-70b, 31 slots on 576
+      // chips: 44 s and 2.3 GB instead of 0.3 s, for the same layout), and decode-priority serving fits
+      // prefill into the decode turns' spare stage time anyway.
+      one.batch = config.slots;
+      one.prompt_tokens = one.output_tokens = 0;
+    } else {
+      // The layout of one request of the workload's mean lengths (that fit), as `lpurt plan` would pick it.
+      double prompt = 0, output = 0;
+      int64_t n = 0;
+      for (const auto& q : config.requests)
+        if (partition::kv_positions(q) <= r.context)
+          prompt += static_cast<double>(q.prompt_tokens), output += static_cast<double>(q.output_tokens), ++n;
+      one.batch = 1;
+      one.prompt_tokens = n > 0 ? std::max<int64_t>(1, std::llround(prompt / static_cast<double>(n))) : 0;
+      one.output_tokens = n > 0 ? std::max<int64_t>(1, std::llround(output / static_cast<double>(n))) : 0;
+      if (one.prompt_tokens + one.output_tokens - 1 > r.context) one.prompt_tokens = one.output_tokens = 0;
+    }
+    try {
+      const partition::Plan layout = partition::make_plan(model, hardware, one);
+      r.tp = layout.tp;
+      r.pp = layout.pp;
+    } catch (const chip::CapacityError& e) {
+      if (config.slots == 0) throw;
+      throw chip::CapacityError("--slots " + std::to_string(config.slots) + ": " + e.what());
+    }
   }
   if (r.replicas == 0) r.replicas = std::max<int64_t>(1, r.n_chips / (r.tp * r.pp));
   int64_t slots = config.slots;

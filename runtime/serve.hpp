@@ -54,9 +54,10 @@ struct ServeConfig {
   FaultOptions faults;  ///< step timeout of a functional run
 };
 
-/// The plan a serving run uses (see ServeConfig): the layout the planner picks for one request of the
-/// workload's mean lengths unless tp and pp are given, replicas of it filling the system unless given,
-/// and the slots (ServeConfig::slots). Throws PlanError or CapacityError as make_plan does.
+/// The plan a serving run uses (see ServeConfig): unless tp and pp are given, the layout the planner picks
+/// for one replica of ServeConfig::slots sequences (the shortest decode period at the full context) when
+/// slots are given, else for one request of the workload's mean lengths; replicas of it filling the
+/// system unless given, and the slots. Throws PlanError or CapacityError as make_plan does.
 partition::Plan serve_plan(const chip::ModelConfig& model, const chip::ChipSpec& hardware, const ServeConfig& config);
 
 class ServeSession {

@@ -9,6 +9,8 @@
 - The outputs: --json has SPEC's fields; the result file has /requests (SPEC's columns, one row per request,
   units), /requests/tokens and /requests/logits, /timeline; the CSV has the same rows; the trace is
   Chrome-trace JSON with a process per replica, a track per slot, the requests and the counters.
+- --slots without --tp/--pp plans the layout for the slots (where the single-request layout cannot hold them)
+  and reports what that layout given explicitly reports; too many slots fail with exit 4, naming --slots.
 - Bad input fails with one line and SPEC's exit codes.
 Usage: test_serve.py LPURT WORKDIR MPIEXEC [MPIEXEC_FLAGS...]"""
 import csv
@@ -128,6 +130,27 @@ def main():
         failures.append(f"percentiles out of order: {summary}")
     if summary.get("requests") != 40 or not summary.get("goodput_requests_per_s", -1) >= 0:
         failures.append(f"summary: {summary}")
+
+    # --slots without --tp/--pp plans the layout for the slots. With 1.8 MB of SRAM a chip, the single-request
+    # layout (tp 1 x pp 1) holds 6 KV caches of 64 positions, so 12 slots need a layout of their own; given
+    # explicitly, that layout reports the same figures. Too many slots for the system: exit 4, naming --slots.
+    small = ["--chips", "8", "--set", "sram_bytes=1800000", "--set", "program_reserve_bytes=100000", "--context", "64",
+             "--rate", "3e5", "--requests", "30", "--prompt-len", "16", "--tokens", "8", "--timing-only", "--json"]
+    single = json.loads(serve(*small).stdout)
+    planned = json.loads(serve(*small, "--slots", "12").stdout)
+    if (single["tp"], single["pp"]) != (1, 1) or planned["slots"] != 12 or planned["chips_used"] > 8 \
+            or planned["tp"] * planned["pp"] < 2:
+        failures.append(f"--slots 12 without a layout: single-request tp {single['tp']} x pp {single['pp']}, planned "
+                        f"tp {planned.get('tp')} x pp {planned.get('pp')} x {planned.get('replicas')} of "
+                        f"{planned.get('slots')} slots on {planned.get('chips_used')} chips")
+    else:
+        given = json.loads(serve(*small, "--slots", "12", "--tp", str(planned["tp"]), "--pp", str(planned["pp"])).stdout)
+        for key, value in planned.items():
+            if not key.startswith("host_") and given.get(key) != value:
+                failures.append(f"--slots 12: {key} is {value} planned but {given.get(key)} with the layout given")
+    res = serve(*small, "--slots", "100000", check=False)
+    if res.returncode != 4 or "--slots 100000: " not in res.stderr or len(res.stderr.strip().splitlines()) != 1:
+        failures.append(f"--slots 100000 on 8 chips: exit {res.returncode}, stderr {res.stderr.strip()!r}")
 
     # Result file, CSV and trace of one timing-only run.
     args = ["--chips", "4", "--tp", "1", "--pp", "2", "--rate", "2e5", "--requests", "30", "--prompt-len-dist",
