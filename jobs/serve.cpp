@@ -341,10 +341,16 @@ int ServeCommand::run(int rank, int n_ranks) {
               field<double>(summary, "output_tokens_per_s"), field<double>(summary, "requests_per_s"),
               field<double>(summary, "goodput_requests_per_s"),
               static_cast<long long>(field<int64_t>(summary, "meeting_slo")));
-  std::printf(
-      "energy    %.3g J per output token, %.3g tokens per kWh, mean power %.3g kW, %.1f chips per user at the SLO\n",
-      field<double>(summary, "joules_per_output_token"), field<double>(summary, "output_tokens_per_kwh"),
-      field<double>(summary, "mean_power_w") / 1e3, field<double>(summary, "chips_per_user_at_slo"));
+  // No request meeting the SLOs leaves no user to divide the chips by: say so rather than print nan.
+  const double chips_per_user = field<double>(summary, "chips_per_user_at_slo");
+  char per_user[64];
+  if (std::isfinite(chips_per_user))
+    std::snprintf(per_user, sizeof per_user, "%.1f chips per user at the SLO", chips_per_user);
+  else
+    std::snprintf(per_user, sizeof per_user, "no request meets the SLOs");
+  std::printf("energy    %.3g J per output token, %.3g tokens per kWh, mean power %.3g kW, %s\n",
+              field<double>(summary, "joules_per_output_token"), field<double>(summary, "output_tokens_per_kwh"),
+              field<double>(summary, "mean_power_w") / 1e3, per_user);
   std::printf("host      wall %s\n", format_seconds(field<double>(summary, "host_wall_s")).c_str());
   for (const auto& [what, path] : {std::pair{"result", out_}, {"csv", csv_}, {"trace", trace_}})
     if (!path.empty()) std::printf("%-9s %s\n", what, path.c_str());
