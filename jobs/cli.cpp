@@ -12,6 +12,7 @@
 #include <fstream>
 #include <iostream>
 #include <memory>
+#include <numeric>
 #include <optional>
 #include <sstream>
 #include <tuple>
@@ -258,6 +259,18 @@ void print_plan_table(const partition::Plan& plan, const std::string& model_name
               static_cast<long long>(m.decode.busiest_link.from), static_cast<long long>(m.decode.busiest_link.to),
               static_cast<double>(m.decode.busiest_link_cycles) * us_per_cycle,
               static_cast<double>(m.decode.makespan_cycles) * us_per_cycle);
+  if (plan.pp > 1) {
+    const auto& stages = m.decode_stage_cycles;
+    const auto busiest = std::max_element(stages.begin(), stages.end());
+    const auto lightest = std::min_element(stages.begin(), stages.end());
+    const double mean = static_cast<double>(std::accumulate(stages.begin(), stages.end(), int64_t{0})) /
+                        static_cast<double>(stages.size());
+    std::printf("  stages: busiest %lld at %.2f us, lightest %lld at %.2f us, mean %.2f us; with the pipeline full the "
+                "busiest sets the period, %.1f%% above the mean\n",
+                static_cast<long long>(busiest - stages.begin()), static_cast<double>(*busiest) * us_per_cycle,
+                static_cast<long long>(lightest - stages.begin()), static_cast<double>(*lightest) * us_per_cycle,
+                mean * us_per_cycle, 100.0 * (static_cast<double>(*busiest) / mean - 1.0));
+  }
   if (plan.model.is_moe())
     std::printf("%s: experts split over each stage's %lld chips; modelled times assume the router spreads "
                 "tokens uniformly over the %lld experts\n",

@@ -347,6 +347,9 @@ ModelledTimes modelled_times(const Plan& plan, int64_t prompt_tokens, int64_t ou
   // With no decode step, the profile and TPOT describe the step that would come next.
   TimelineSolver solver(*decode, plan);
   m.decode = profile(*decode, solver.at(prompt_tokens), plan.hardware);
+  const DecodeStep first_step = measure(plan, *decode, solver.at(prompt_tokens));
+  for (std::size_t s = 0; s < first_step.stage_first_cycles.size(); ++s)
+    m.decode_stage_cycles.push_back(first_step.stage_last_cycles[s] - first_step.stage_first_cycles[s]);
   if (identical_replicas) {
     // The replicas run the same program on their own chips.
     for (std::size_t c = 0; c < n_chips; ++c) {

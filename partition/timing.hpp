@@ -61,6 +61,10 @@ struct ModelledTimes {
   /// Profile of the first decode step on the slowest replica (replica 0 when all are alike); its per-chip
   /// cycles are every chip's in a decode step on the chip's own replica.
   StepProfile decode;
+  /// [pp] each stage's span in that decode step, its first compute op's start to its last one's end: with
+  /// the pipeline full, the busiest stage sets the period, so their spread is what balancing stages
+  /// (uneven layer splits, or a per-stage tp) could still gain.
+  std::vector<int64_t> decode_stage_cycles;
 };
 
 /// Sees every program run of modelled_times in time order: a name ("prefill", "decode 1", ...), the

@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdio>
+#include <numeric>
 
 #include "chip/kernels.hpp"
 #include "io/trace.hpp"
@@ -41,6 +43,19 @@ double slowest(const Map& factors) {
 io::Record plan_summary(const partition::Plan& plan, const partition::ModelledTimes& m, int64_t prompt_tokens,
                         int64_t output_tokens) {
   const int64_t diameter = partition::topology_for(plan).diameter();
+  const auto& stages = m.decode_stage_cycles;
+  const int64_t busiest_stage = stages.empty() ? 0 : *std::max_element(stages.begin(), stages.end());
+  const double stage_mean = stages.empty() ? 0.0
+                                           : static_cast<double>(std::accumulate(stages.begin(), stages.end(), int64_t{0})) /
+                                                 static_cast<double>(stages.size());
+  // Every stage's span, comma-separated: a study can see where a layout is unbalanced.
+  std::string stage_list_us;
+  for (const int64_t cycles : stages) {
+    char value[32];
+    std::snprintf(value, sizeof value, "%s%.3f", stage_list_us.empty() ? "" : ",",
+                  static_cast<double>(cycles) * 1e6 / plan.hardware.clock_hz);
+    stage_list_us += value;
+  }
   io::Record r;
   r.set("chips", plan.system_chips)
       .set("chips_used", plan.n_chips())
@@ -75,7 +90,10 @@ io::Record plan_summary(const partition::Plan& plan, const partition::ModelledTi
       .set("decode_step_transfers", m.decode.n_transfers)
       .set("decode_step_transfer_bytes", m.decode.transfer_bytes)
       .set("busiest_link", std::to_string(m.decode.busiest_link.from) + "->" + std::to_string(m.decode.busiest_link.to))
-      .set("busiest_link_decode_cycles", m.decode.busiest_link_cycles);
+      .set("busiest_link_decode_cycles", m.decode.busiest_link_cycles)
+      .set("decode_stage_busiest_s", static_cast<double>(busiest_stage) / plan.hardware.clock_hz)
+      .set("decode_stage_mean_s", stage_mean / plan.hardware.clock_hz)
+      .set("decode_stage_us", stage_list_us);
   if (plan.model.is_moe())
     r.set("moe_routing_model",
           std::string("modelled times assume token-expert pairs spread uniformly over the experts (k x tokens / "

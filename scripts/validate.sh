@@ -184,6 +184,55 @@ joined):
 Both follow only if a partition's nodes form a ring: in a straight chain of 9 nodes the ends are 8 nodes
 apart, two global hops, which makes more than 3. The ring is therefore lpurt's reading of the sources.
 NET
+
+stage_row() {  # stage_row LABEL JSON: one row of the stage-balance table
+  local label=$1 j=$2
+  local stages; stages=$(echo "$j" | grep -o '"decode_stage_us": *"[^"]*"' | sed 's/.*: *"//; s/"$//')
+  echo "$stages" | tr ',' '\n' | awk -v label="$label" -v tp="$(echo "$j" | field tp)" -v pp="$(echo "$j" | field pp)" \
+    -v topo="$(echo "$j" | field topology)" '
+    { t[NR] = $1; sum += $1; root += sqrt($1); if ($1 > max) max = $1 }
+    END {
+      mean = sum / NR
+      printf "| %s | %s x %s, %s | %.1f | %.1f | +%.1f%% | %.2f%% |\n", label, tp, pp, topo, mean, max,
+             100 * (max / mean - 1), 100 * (1 - root * root / (NR * sum))
+    }'
+}
+cat <<'STAGES'
+
+## 6. One tp for every stage: what it loses
+
+SHIP sizes tp per stage to balance the stages (§4, "Partitioning"); lpurt gives every stage the same tp
+and balances the stages by where the layer parts (a layer's attention, a layer's FFN) are cut. What that
+costs, from each layout's decode step (`plan --json`: `decode_stage_us`, each stage's span from its first
+compute op to its last):
+
+| deployment | layout | mean stage (us) | busiest stage (us) | busiest over mean: full-pipeline throughput a perfect balance could add | one token: the most a per-stage tp could save |
+|---|---|---|---|---|---|
+STAGES
+stage_row "Llama-2 70B, 576 chips, planner's layout" "$(plan70)"
+stage_row "Llama-2 70B, 576 chips, as deployed (the serving layout)" "$(plan70 --tp 8 --pp 72)"
+stage_row "Mixtral 8x7B, 576 chips, 32K context" "$mx"
+stage_row "Qwen3-235B-A22B, 1,520 chips" "$("$lpurt" plan --model "$work/qwen3-235b-a22b.h5" --chips 1520 --tp 16 --pp 95 --context 4096 --prompt-len 512 --tokens 1024 --set topology=chain --json)"
+stage_row "Qwen3-235B-A22B, 1,520 chips" "$("$lpurt" plan --model "$work/qwen3-235b-a22b.h5" --chips 1520 --tp 16 --pp 95 --context 4096 --prompt-len 512 --tokens 1024 --json)"
+cat <<'STAGES'
+
+The last column is what re-spreading the same chips over the stages could save on one token's trip:
+a token crosses the stages in turn, so its time is the sum of the stage times, and with stage s given a
+share of the chips proportional to the square root of its time (the best continuous choice, collectives
+ignored, so an upper bound) the sum falls to (sum of square roots)^2 / stages. That is below 2% for every
+deployment on its own topology: at batch 1, which is every published token rate (§4), a per-stage tp
+loses nothing that matters, and uniform tp is kept.
+
+With the pipeline full (serving many slots), the busiest stage sets the period, and there the cuts at
+whole parts cost real throughput (the fifth column): a layer's FFN part is 4.7 times its attention part
+in Llama-2 70B, so with about two parts per stage (the deployed tp 8 x pp 72) some stages hold two FFNs
+and others one. Finer cuts (inside an FFN) or a per-stage tp would recover up to that fraction of
+full-pipeline throughput; lpurt builds neither yet, so its serving capacity on such layouts is a lower
+bound of what the hardware could give. Qwen3-235B-A22B on the dragonfly shows the other imbalance a per-stage tp
+would not cure: tp groups of 16 chips do not tile the dragonfly's 72-chip racks, so some stages' groups
+straddle two racks and their all-reduces cross the one global link between them. On the chain (SHIP's
+topology for its partitions) the same layout is balanced to within 1%.
+STAGES
 } > "$out"
 mkdir -p docs
 mv "$out" docs/VALIDATION.md
