@@ -6,8 +6,15 @@ namespace lpurt::chip {
 
 int64_t CostModel::matmul_cycles(int64_t rows, int64_t cols, int64_t n_tokens) const {
   if (rows == 0 || cols == 0 || n_tokens == 0) return 0;
-  const int64_t stream = ceil_div(rows * cols, spec_.weight_path_bytes_per_cycle());
-  const int64_t compute = ceil_div(rows * cols * n_tokens, spec_.mxm_macs_per_cycle);
+  // Weights travel as stream vectors: each of the matrix's rows (one output's cols int8 weights) fills
+  // whole vectors, the last one padded. The MXM multiplies whole 320 x 320 tiles: a plane takes one
+  // token's vector through one tile per cycle.
+  const int64_t vector = spec_.vector_bytes;
+  const int64_t vectors_per_row = ceil_div(cols, vector);
+  const int64_t stream = ceil_div(rows * vectors_per_row * vector, spec_.weight_path_bytes_per_cycle());
+  const int64_t tile_macs = vector * vector;
+  const int64_t tiles = ceil_div(rows, vector) * vectors_per_row;
+  const int64_t compute = ceil_div(tiles * tile_macs * n_tokens, spec_.mxm_macs_per_cycle);
   return std::max(stream, compute) + spec_.op_latency_cycles;
 }
 

@@ -1,8 +1,11 @@
 #pragma once
 /// \file
 /// Cycles of every compute op on one chip, from the ChipSpec alone (no per-model constants).
-/// - A matmul streams its int8 weights from SRAM once per token block and performs rows*cols MACs per
-///   token on the MXM: cycles = max(weight bytes / weight-path bytes per cycle, MACs / MXM MACs per cycle).
+/// - A matmul streams its int8 weights from SRAM once per token block and multiplies every token by them
+///   on the MXM: cycles = max(weight bytes / weight-path bytes per cycle, MACs / MXM MACs per cycle), in the
+///   hardware's units: weights move as 320-byte stream vectors, each row of a matrix filling whole vectors
+///   (§1.2: every stream carries one maxVL vector per cycle), and the MXM's planes multiply whole 320 x 320
+///   tiles (§1.1), so a matrix whose sides are not multiples of 320 costs its padded size.
 /// - Vector work (norms, RoPE, softmax, SiLU, residual adds) runs on the VXM's ALUs.
 /// - Attention streams the KV cache (kv_bytes_per_value per value) and does its dot products on the VXM.
 /// - Every op adds the fixed pipeline latency `op_latency_cycles`.
