@@ -99,7 +99,7 @@ check_model qwen3.h5 5,6,7 "8 4 2" "6 2 3"
 check_model qwen3-moe.h5 5,6,7 "4 4 1" "8 4 2"
 # Sliced experts: tp above the expert count.
 check_model moe_wide.h5 5,6,7 "4 4 1" "6 6 1" "8 8 1" "16 8 2"
-check_model qwen3_moe_wide.h5 5,6,7 "6 6 1" "8 8 1" "16 8 2"
+check_model qwen3_moe_wide.h5 5,6,7 "8 8 1" "16 8 2"
 check_model llama3.h5 5,6,7 "4 2 2" "3 1 3"
 # Layouts that leave chips of the system idle (10 chips, 8 used), and tp across nodes.
 check_model tiny.h5 3,4,5 "10 4 2" "7 2 3"
