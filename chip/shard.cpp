@@ -20,7 +20,7 @@ ShardWeights::Target ShardWeights::target(const TensorSlice& slice, const ShardR
   const TensorId& id = slice.tensor;
   auto layer = [&]() -> LayerWeights& { return layers[static_cast<std::size_t>(id.layer - range.layer_begin())]; };
   auto expert = [&]() -> ExpertWeights& {
-    return id.expert < 0 ? layer().ffn : layer().experts[static_cast<std::size_t>(id.expert - range.expert_begin)];
+    return id.expert < 0 ? layer().ffn : layer().experts[static_cast<std::size_t>(id.expert)];
   };
   switch (id.kind) {
     case TensorKind::embedding: return {&embedding, nullptr};
@@ -76,6 +76,10 @@ struct BufferSizes {
 int64_t q8_width(const ModelConfig& c, const ShardRange& r) {
   return std::max({c.hidden_size, r.n_heads() * c.head_dim(), r.n_ffn()});
 }
+/// Rows of act_: one per token, or in an MoE layer one per token and chosen expert the chip holds.
+int64_t act_rows(const ModelConfig& c, const ShardRange& r, int64_t block) {
+  return c.is_moe() ? block * std::min(c.n_experts_per_token, r.n_experts()) : block;
+}
 int64_t acc_width(const ModelConfig& c, const ShardRange& r) {
   return std::max({c.hidden_size, r.n_heads() * c.head_dim(), r.n_kv_heads(c) * c.head_dim(), r.n_ffn(),
                    r.n_vocab()});
@@ -92,14 +96,15 @@ BufferSizes buffer_sizes(const ModelConfig& c, const ShardRange& r, const ShardS
                    + 2 * b * r.n_heads() * hd        // q, attn
                    + 2 * b * r.n_kv_heads(c) * hd    // k, v
                    + r.n_heads() * s.context         // scores
-                   + 2 * b * r.n_ffn()               // gate, act
+                   + b * r.n_ffn()                   // gate
+                   + act_rows(c, r, b) * r.n_ffn()   // act
                    + b                               // amax
                    + hd / 2                          // rope frequencies
                    + r.n_vocab()                     // logits
-                   + c.n_experts + c.n_experts_per_token + 2 * c.hidden_size  // MoE scratch
-                   + b * c.n_experts_per_token * c.hidden_size;               // MoE slots
+                   + c.n_experts + 2 * b * c.n_experts_per_token;  // router logits, chosen weights, slot amax
   z.int8_values = b * q8_width(c, r);
-  z.int32_values = b * acc_width(c, r) + c.n_experts_per_token;
+  z.int32_values = b * acc_width(c, r) + 2 * b * c.n_experts_per_token  // chosen experts, their act_ rows
+                   + b * c.n_experts_per_token * c.hidden_size;         // slot sums
   return z;
 }
 
@@ -129,7 +134,7 @@ Shard::Shard(const ModelConfig& cfg, const ShardRange& range, const ShardShape& 
   weights_.layers.resize(static_cast<std::size_t>(range.n_layers()));
   if (cfg.is_moe())
     for (int64_t layer = range.layer_begin(); layer < range.layer_end(); ++layer)
-      if (range.has_ffn(layer)) weights_.layers[static_cast<std::size_t>(layer - range.layer_begin())].experts.resize(static_cast<std::size_t>(range.n_experts()));
+      if (range.has_ffn(layer)) weights_.layers[static_cast<std::size_t>(layer - range.layer_begin())].experts.resize(static_cast<std::size_t>(cfg.n_experts));
   int64_t arena_bytes = 0;
   auto aligned = [](int64_t bytes) { return (bytes + matrix_alignment - 1) / matrix_alignment * matrix_alignment; };
   for_each_slice(cfg, range, [&](const TensorSlice& slice) {
@@ -172,15 +177,16 @@ Shard::Shard(const ModelConfig& cfg, const ShardRange& range, const ShardShape& 
   attn_ = floats(b * range.n_heads() * hd);
   scores_ = floats(range.n_heads() * shape.context);
   gate_ = floats(b * range.n_ffn());
-  act_ = floats(b * range.n_ffn());
+  act_ = floats(act_rows(cfg, range, b) * range.n_ffn());
   amax_ = floats(b);
   logits_ = floats(range.n_vocab());
   router_logits_ = floats(cfg.n_experts);
-  chosen_.assign(static_cast<std::size_t>(cfg.n_experts_per_token), 0);
-  chosen_weight_ = floats(cfg.n_experts_per_token);
-  expert_y_ = floats(d);
-  moe_out_ = floats(d);
-  moe_slots_ = floats(b * cfg.n_experts_per_token * d);
+  const int64_t slots = b * cfg.n_experts_per_token;
+  chosen_.assign(static_cast<std::size_t>(slots), 0);
+  chosen_weight_ = floats(slots);
+  moe_act_row_.assign(static_cast<std::size_t>(slots), -1);
+  moe_amax_ = floats(slots);
+  moe_sums_.assign(static_cast<std::size_t>(slots * d), 0);
 }
 
 const LayerWeights& Shard::layer_weights(int64_t layer) const {
@@ -309,44 +315,71 @@ void Shard::add_ffn_output(int64_t layer, int64_t n, const int32_t* sums, const 
   for (int64_t t = 0; t < n; ++t) dequantize_add(sums + t * wd.rows, wd.rows, amax[t], wd.scale.data(), x + t * wd.rows);
 }
 
-void Shard::expert_ffn(const ExpertWeights& e, const float* h, float* y) {
-  quantize_block(h, e.w_gate.cols, 1);
-  quantized_linear_block(e.w_gate, 1, gate_.data());
-  quantized_linear_block(e.w_up, 1, act_.data());
-  silu_mul(gate_.data(), act_.data(), e.w_gate.rows, act_.data());
-  linear_block(e.w_down, act_.data(), 1, y);
-}
-
-void Shard::moe_partial(int64_t layer, int64_t n, const float* x) {
+void Shard::moe_in(int64_t layer, int64_t n, const float* x) {
   const LayerWeights& w = layer_weights(layer);
   const int64_t d = cfg_.hidden_size;
   const int64_t k = cfg_.n_experts_per_token;
+  const int64_t f = range_.n_ffn();
+  int64_t next_row = 0;
   for (int64_t t = 0; t < n; ++t) {
-    rmsnorm(x + t * d, w.ffn_norm.data(), d, cfg_.norm_eps, h_.data());
-    route_top_k(w.router.data(), h_.data(), cfg_.n_experts, d, k, cfg_.norm_topk_prob, router_logits_.data(), chosen_.data(),
-                chosen_weight_.data());
+    float* h = h_.data() + t * d;
+    rmsnorm(x + t * d, w.ffn_norm.data(), d, cfg_.norm_eps, h);
+    route_top_k(w.router.data(), h, cfg_.n_experts, d, k, cfg_.norm_topk_prob, router_logits_.data(),
+                chosen_.data() + t * k, chosen_weight_.data() + t * k);
+    bool quantized = false;  // h is quantized once per token, for the first held expert
     for (int64_t c = 0; c < k; ++c) {
-      float* slot = moe_slots_.data() + (t * k + c) * d;
-      const int64_t e = chosen_[c];
+      const int64_t slot = t * k + c;
+      const int64_t e = chosen_[static_cast<std::size_t>(slot)];
       if (e < range_.expert_begin || e >= range_.expert_end) {
-        std::fill(slot, slot + d, -0.0f);
+        moe_act_row_[static_cast<std::size_t>(slot)] = -1;
+        moe_amax_[static_cast<std::size_t>(slot)] = 0.0f;
         continue;
       }
-      expert_ffn(w.experts[e - range_.expert_begin], h_.data(), expert_y_.data());
-      const float weight = chosen_weight_[c];
-      for (int64_t i = 0; i < d; ++i) slot[i] = weight * expert_y_[i];
+      if (!quantized) quantize_block(h, d, 1);
+      quantized = true;
+      const ExpertWeights& expert = w.experts[static_cast<std::size_t>(e)];
+      float* act = act_.data() + next_row * f;
+      quantized_linear_block(expert.w_gate, 1, gate_.data());
+      quantized_linear_block(expert.w_up, 1, act);
+      silu_mul(gate_.data(), act, f, act);
+      moe_amax_[static_cast<std::size_t>(slot)] = max_abs(act, f);
+      moe_act_row_[static_cast<std::size_t>(slot)] = static_cast<int32_t>(next_row++);
     }
   }
 }
 
-void Shard::add_moe_output(int64_t n, const float* slots, float* x) const {
+void Shard::moe_out_partial(int64_t layer, int64_t n, const float* amax) {
+  const LayerWeights& w = layer_weights(layer);
+  const int64_t d = cfg_.hidden_size;
+  const int64_t k = cfg_.n_experts_per_token;
+  const int64_t f = range_.n_ffn();
+  for (int64_t slot = 0; slot < n * k; ++slot) {
+    int32_t* sums = moe_sums_.data() + slot * d;
+    const int32_t row = moe_act_row_[static_cast<std::size_t>(slot)];
+    if (row < 0) {
+      std::fill(sums, sums + d, 0);
+      continue;
+    }
+    const QuantizedMatrix& down = w.experts[static_cast<std::size_t>(chosen_[static_cast<std::size_t>(slot)])].w_down;
+    quantize(act_.data() + row * f, f, amax[slot], q8_.data());
+    gemm_int8(down.weight.data(), down.rows, down.cols, q8_.data(), 1, sums);
+  }
+}
+
+void Shard::add_moe_output(int64_t layer, int64_t n, const int32_t* sums, const float* amax, float* x) const {
+  const LayerWeights& w = layer_weights(layer);
   const int64_t d = cfg_.hidden_size;
   const int64_t k = cfg_.n_experts_per_token;
   for (int64_t t = 0; t < n; ++t) {
     float* xt = x + t * d;
     for (int64_t i = 0; i < d; ++i) {
       float out = 0.0f;
-      for (int64_t c = 0; c < k; ++c) out += slots[(t * k + c) * d + i];
+      for (int64_t c = 0; c < k; ++c) {
+        const int64_t slot = t * k + c;
+        const float* row_scale = w.experts[static_cast<std::size_t>(chosen_[static_cast<std::size_t>(slot)])].w_down.scale.data();
+        const float y = (static_cast<float>(sums[slot * d + i]) * quantization_scale(amax[slot])) * row_scale[i];
+        out += chosen_weight_[static_cast<std::size_t>(slot)] * y;
+      }
       xt[i] += out;
     }
   }

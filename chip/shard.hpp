@@ -138,24 +138,32 @@ class Shard {
   void ffn_out_partial(int64_t layer, int64_t n, const float* amax);
   void add_ffn_output(int64_t layer, int64_t n, const int32_t* sums, const float* amax, float* x) const;
 
-  /// MoE FFN, expert-parallel part, for n tokens: norm, router (every chip routes alike), and for
-  /// each token's k chosen experts in ascending index, slot c = weight_c x FFN_c(h) if this chip holds
-  /// expert c, else -0.0 (the identity of float addition). Result in moe_slots(): float [n, k, D]; a sum
-  /// over the stage's chips gives every slot exactly.
-  void moe_partial(int64_t layer, int64_t n, const float* x);
-  /// x[t] += (0 + slot 0 + slot 1 + ...) for t < n, the slots summed in ascending expert order.
-  void add_moe_output(int64_t n, const float* slots, float* x) const;
+  /// MoE FFN up to the activations, for n tokens: norm, router (every chip routes alike), and for each
+  /// token's k chosen experts (slot c in ascending expert index) that this chip holds, gate/up/SiLU of
+  /// its FFN columns of the expert. moe_amax(): float [n, k], each slot's activation amax over those
+  /// columns, 0 for a slot the chip does not hold; the max over the stage's chips is the slot's amax
+  /// over the expert's whole width.
+  void moe_in(int64_t layer, int64_t n, const float* x);
+  /// w_down partial sums of the slots this chip holds, their activations quantized with the stage's
+  /// amax [n, k]. Result in moe_sums(): int32 [n, k, D], 0 for a slot not held (the identity of the
+  /// sum); a sum over the stage's chips gives every slot's full int32 sums exactly.
+  void moe_out_partial(int64_t layer, int64_t n, const float* amax);
+  /// x[t] += (0 + y_0 + y_1 + ...) for t < n, y_c = weight_c x (float(sums) x s_c) x w_down scale of
+  /// slot c's expert, s_c from amax [n, k]: the slots dequantized from the stage's summed int32 sums
+  /// [n, k, D] and summed in ascending expert order.
+  void add_moe_output(int64_t layer, int64_t n, const int32_t* sums, const float* amax, float* x) const;
 
   /// Logits of the chip's vocabulary rows for one token: final norm, quantize, lm_head.
   /// Result in logits(), float [n_vocab].
   void logits(const float* x);
 
   const float* attention_out() const { return attn_.data(); }  ///< [n, n_heads*hd]
-  const float* ffn_act() const { return act_.data(); }         ///< [n, n_ffn]
+  const float* ffn_act() const { return act_.data(); }         ///< [n, n_ffn] (MoE: [held slots, n_ffn])
   const float* amax() const { return amax_.data(); }           ///< [n] per-token local amax
   const int32_t* partial_sums() const { return acc_.data(); }  ///< [n, D]
   const float* logits_out() const { return logits_.data(); }   ///< [n_vocab]
-  float* moe_slots() { return moe_slots_.data(); }             ///< [n, k, D]
+  const float* moe_amax() const { return moe_amax_.data(); }   ///< [n, k] per-slot local amax
+  int32_t* moe_sums() { return moe_sums_.data(); }             ///< [n, k, D]
 
  private:
   const LayerWeights& layer_weights(int64_t layer) const;
@@ -165,8 +173,6 @@ class Shard {
   void quantize_block(const float* in, int64_t cols, int64_t n);
   /// The second half, for every matrix that reads the same quantized input (q, k, v; gate, up).
   void quantized_linear_block(const QuantizedMatrix& m, int64_t n, float* y);
-  /// Expert FFN of one token on full columns: y = w_down(silu(w_gate h) * w_up h); y: float [D].
-  void expert_ffn(const ExpertWeights& e, const float* h, float* y);
 
   ModelConfig cfg_;
   ShardRange range_;
@@ -192,15 +198,15 @@ class Shard {
   std::vector<float> attn_;        ///< [block, n_heads*hd]
   std::vector<float> scores_;      ///< [n_heads, context] softmax scratch, one row per head task
   std::vector<float> gate_;        ///< [block, n_ffn]
-  std::vector<float> act_;         ///< [block, n_ffn]
+  std::vector<float> act_;         ///< [block, n_ffn]; MoE: [block * min(k, held experts), n_ffn], a row per held slot
   std::vector<float> amax_;        ///< [block]
   std::vector<float> logits_;      ///< [n_vocab]
   std::vector<float> router_logits_;  ///< [E]
-  std::vector<int32_t> chosen_;       ///< [k]
-  std::vector<float> chosen_weight_;  ///< [k]
-  std::vector<float> expert_y_;       ///< [D]
-  std::vector<float> moe_out_;        ///< [D]
-  std::vector<float> moe_slots_;      ///< [block, k, D] weighted expert outputs of the chosen experts
+  std::vector<int32_t> chosen_;       ///< [block, k] each token's chosen experts, ascending
+  std::vector<float> chosen_weight_;  ///< [block, k] their weights
+  std::vector<int32_t> moe_act_row_;  ///< [block, k] the slot's row of act_, -1 if the chip does not hold it
+  std::vector<float> moe_amax_;       ///< [block, k]
+  std::vector<int32_t> moe_sums_;     ///< [block, k, D] w_down sums of the slots (partial, then the stage's)
 };
 
 }  // namespace lpurt::chip

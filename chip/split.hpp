@@ -22,14 +22,20 @@ namespace lpurt::chip {
 
 /// What one chip holds. Query heads, FFN columns and vocabulary rows are contiguous ranges; the KV heads
 /// are those its query heads read (replicated across chips when there are more chips than KV heads).
+///
+/// MoE layers hold experts [expert_begin, expert_end), and of each the FFN columns [ffn_begin, ffn_end)
+/// of its width: whole experts when a stage has no more chips than experts (expert parallelism), else
+/// each expert sliced over a group of chips by FFN columns as the dense FFN is. Every chip of an MoE
+/// stage also holds the w_down row scales of the experts it does not hold (a slice with no columns): the
+/// stage's summed int32 expert outputs are dequantized on every chip.
 struct ShardRange {
   /// Layer parts [begin, end): part 2l is layer l's attention (attn_norm, wq, wk, wv, wo, its KV cache),
   /// part 2l+1 its FFN (ffn_norm and the dense FFN or the router and experts). Pipeline stages split the
   /// model at part boundaries, so a stage may end inside a layer.
   int64_t part_begin = 0, part_end = 0;
   int64_t head_begin = 0, head_end = 0;    ///< query heads of every held layer
-  int64_t ffn_begin = 0, ffn_end = 0;      ///< rows of w_gate/w_up, columns of w_down (dense FFN; experts are whole)
-  int64_t expert_begin = 0, expert_end = 0;  ///< MoE experts held (expert parallelism within a stage)
+  int64_t ffn_begin = 0, ffn_end = 0;      ///< rows of w_gate/w_up, columns of w_down (of each held expert)
+  int64_t expert_begin = 0, expert_end = 0;  ///< MoE experts held (whole, or sliced by the FFN range)
   int64_t vocab_begin = 0, vocab_end = 0;  ///< rows of lm_head; empty if the chip holds no lm_head
   int64_t embed_begin = 0, embed_end = 0;  ///< rows (tokens) of the embedding table; empty if none
   bool final_norm = false;                 ///< holds final_norm (last stage)
@@ -56,6 +62,12 @@ struct ShardRange {
 
 /// The whole model on one chip.
 ShardRange whole_model(const ModelConfig& cfg);
+
+/// The experts and FFN columns (of each held expert) that chip t of an MoE stage of tp chips holds, in
+/// `range`: with tp <= E, whole experts [E t / tp, E (t + 1) / tp); with more chips than experts, chips
+/// [tp e / E, tp (e + 1) / E) hold expert e, each a contiguous range of its FFN columns, split as the
+/// dense FFN splits its columns. Needs tp <= E x the expert width (a chip holds at least one column).
+void split_experts(const ModelConfig& cfg, int64_t tp, int64_t t, ShardRange& range);
 
 /// Rows [row_begin, row_end) x columns [col_begin, col_end) of one tensor. A quantized matrix's slice
 /// carries the float32 scales of its rows (all rows for a column slice, whose output rows are whole).
@@ -116,7 +128,10 @@ void for_each_slice(const ModelConfig& cfg, const ShardRange& r, Visit&& visit) 
     whole({TensorKind::ffn_norm, l});
     if (cfg.is_moe()) {
       whole({TensorKind::router, l});
-      for (int64_t e = r.expert_begin; e < r.expert_end; ++e) expert(l, e);
+      for (int64_t e = 0; e < cfg.n_experts; ++e) {
+        if (e >= r.expert_begin && e < r.expert_end) expert(l, e);
+        else visit(TensorSlice{{TensorKind::w_down, l, e}, 0, d, 0, 0});  // its row scales only
+      }
     } else {
       expert(l, -1);
     }

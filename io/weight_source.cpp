@@ -20,7 +20,8 @@ void load_shard(WeightSource& source, chip::Shard& shard) {
       source.read_floats(slice.tensor, slice.row_begin, slice.row_end, t.floats->data());
       return;
     }
-    source.read_weight(slice.tensor, slice.row_begin, slice.row_end, slice.col_begin, slice.col_end, t.matrix->weight.data());
+    if (slice.cols() > 0)  // a slice of no columns holds the row scales alone
+      source.read_weight(slice.tensor, slice.row_begin, slice.row_end, slice.col_begin, slice.col_end, t.matrix->weight.data());
     source.read_scale(slice.tensor, slice.row_begin, slice.row_end, t.matrix->scale.data());
   });
 }

@@ -271,11 +271,16 @@ void print_plan_table(const partition::Plan& plan, const std::string& model_name
                 static_cast<long long>(lightest - stages.begin()), static_cast<double>(*lightest) * us_per_cycle,
                 mean * us_per_cycle, 100.0 * (static_cast<double>(*busiest) / mean - 1.0));
   }
-  if (plan.model.is_moe())
-    std::printf("%s: experts split over each stage's %lld chips; modelled times assume the router spreads "
+  if (plan.model.is_moe()) {
+    const std::string sliced = plan.tp > plan.model.n_experts
+                                   ? " (each expert sliced by FFN columns over up to " +
+                                         std::to_string(chip::ceil_div(plan.tp, plan.model.n_experts)) + " chips)"
+                                   : std::string();
+    std::printf("%s: experts split over each stage's %lld chips%s; modelled times assume the router spreads "
                 "tokens uniformly over the %lld experts\n",
-                chip::architecture_name(plan.model.architecture), static_cast<long long>(plan.tp),
+                chip::architecture_name(plan.model.architecture), static_cast<long long>(plan.tp), sliced.c_str(),
                 static_cast<long long>(plan.model.n_experts));
+  }
   std::printf("modelled (prompt %lld, %lld output tokens): time to first token %s, per output token %s, "
               "%.1f tokens/s per user, %.1f tokens/s per system\n",
               static_cast<long long>(prompt_tokens), static_cast<long long>(output_tokens),

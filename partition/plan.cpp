@@ -53,10 +53,9 @@ Plan layout(const chip::ModelConfig& cfg, const chip::ChipSpec& hw, const PlanRe
       g.head_begin = split_begin(cfg.n_heads, tp, t);
       g.head_end = split_begin(cfg.n_heads, tp, t + 1);
       if (cfg.is_moe()) {
-        // Expert parallelism: whole experts, split across the stage's chips.
-        g.ffn_end = cfg.ffn_size();
-        g.expert_begin = split_begin(cfg.n_experts, tp, t);
-        g.expert_end = split_begin(cfg.n_experts, tp, t + 1);
+        // Whole experts over the stage's chips, or with more chips than experts each expert sliced by
+        // FFN columns over a group of chips.
+        chip::split_experts(cfg, tp, t, g);
       } else {
         g.ffn_begin = split_begin(cfg.intermediate_size, tp, t);
         g.ffn_end = split_begin(cfg.intermediate_size, tp, t + 1);
@@ -84,6 +83,9 @@ void check_layout(const chip::ModelConfig& cfg, int64_t n_chips, int64_t tp, int
   if (tp > cfg.n_heads)
     throw PlanError("tp=" + std::to_string(tp) + " exceeds the model's " + std::to_string(cfg.n_heads) +
                     " attention heads (a chip holds at least one query head)");
+  if (cfg.is_moe() && tp > cfg.n_experts * cfg.ffn_size())
+    throw PlanError("tp=" + std::to_string(tp) + " exceeds the model's " + std::to_string(cfg.n_experts) + " experts x " +
+                    std::to_string(cfg.ffn_size()) + " FFN columns (a chip holds at least one column of an expert)");
   if (pp > 2 * cfg.n_layers)
     throw PlanError("pp=" + std::to_string(pp) + " exceeds the model's " + std::to_string(2 * cfg.n_layers) +
                     " layer parts (attention and FFN of " + std::to_string(cfg.n_layers) + " layers)");

@@ -50,8 +50,8 @@ struct PlanRequest {
 
 /// The flat arrays a stage's tensor-parallel group sums over its chips (reduce-scatter, then all-gather):
 /// int32 partial sums of a split linear's output rows (wo, w_down), the embedding rows of a token
-/// block (each row has one holder; the others contribute -0.0), and the mixtral expert slots (each slot
-/// has one holder).
+/// block (each row has one holder; the others contribute -0.0), and the MoE expert slots' int32 w_down
+/// sums (the chips holding a slot's expert contribute their columns' partial sums, the others 0).
 enum class Reduced : uint8_t { linear_output, embedding, expert_slots };
 
 /// How a group of `members` chips reduces a flat array of `elements`: after the reduce-scatter, member j

@@ -21,13 +21,13 @@ const char* unit_name(Unit u) {
 const char* op_name(OpKind k) {
   static const char* names[] = {"embed",    "attn_norm", "qkv",        "attention",    "reduce_max", "wo",
                                 "reduce_sum", "attn_residual", "ffn_norm", "gate_up", "silu",     "down",
-                                "ffn_residual", "moe",   "final_norm", "lm_head",      "send",       "recv"};
+                                "ffn_residual", "moe_up", "moe_down", "final_norm", "lm_head",  "send",       "recv"};
   return names[static_cast<int>(k)];
 }
 
 const char* payload_name(Payload p) {
   static const char* names[] = {"none",       "amax",        "partial_sums", "reduced_sums", "embedding_partial",
-                                "embedding_reduced", "activations", "moe_partial",  "moe_reduced"};
+                                "embedding_reduced", "activations", "moe_partial",  "moe_reduced", "moe_amax"};
   return names[static_cast<int>(p)];
 }
 
@@ -108,17 +108,25 @@ class Builder {
         if (i != j) transfer(chip_id(stage, i), chip_id(stage, j), reduced, r.begin(i), r.end(i) - r.begin(i), 4, layer, block);
   }
 
-  void each_chip(int64_t stage, OpKind kind, Unit unit, int64_t layer, int32_t block) {
-    for (int64_t t = 0; t < plan_.tp; ++t) compute(chip_id(stage, t), kind, unit, layer, block);
+  void each_chip(int64_t stage, OpKind kind, Unit unit, int64_t layer, int32_t block, Payload payload = Payload::none) {
+    for (int64_t t = 0; t < plan_.tp; ++t) compute(chip_id(stage, t), kind, unit, layer, block, payload);
   }
 
   void ffn(int64_t s, int64_t l, int64_t n, int32_t b) {
     if (plan_.model.is_moe()) {
-      // Expert parallelism: every chip routes alike; the chosen experts' weighted outputs are summed over
-      // the stage's chips (each slot has one holder) and every chip adds them in expert order.
+      // Every chip routes alike and computes the chosen experts' columns it holds (whole experts, or a
+      // slice of one). The slots' amax over each expert's whole width is the max over the stage (chips
+      // that do not hold a slot give 0); the int32 w_down sums are summed over the stage (non-holders
+      // give 0) before any chip dequantizes, so a sliced expert's output is its single-chip output; every
+      // chip then dequantizes, weights and adds the slots in expert order.
       each_chip(s, OpKind::ffn_norm, Unit::vxm, l, b);
       // Booked on the MXM; its router and SiLU work (VXM) is costed inside it, not booked separately.
-      each_chip(s, OpKind::moe, Unit::mxm, l, b);
+      each_chip(s, OpKind::moe_up, Unit::mxm, l, b);
+      if (plan_.tp > 1) {
+        all_gather_all(s, Payload::moe_amax, n * plan_.model.n_experts_per_token, l, b);
+        each_chip(s, OpKind::reduce_max, Unit::vxm, l, b, Payload::moe_amax);
+      }
+      each_chip(s, OpKind::moe_down, Unit::mxm, l, b);
       if (plan_.tp > 1)
         reduce_scatter_all_gather(s, Payload::moe_partial, Payload::moe_reduced, n, l, b);
       each_chip(s, OpKind::ffn_residual, Unit::vxm, l, b);
@@ -129,7 +137,7 @@ class Builder {
     each_chip(s, OpKind::silu, Unit::vxm, l, b);
     if (plan_.tp > 1) {
       all_gather_all(s, Payload::amax, n, l, b);
-      each_chip(s, OpKind::reduce_max, Unit::vxm, l, b);
+      each_chip(s, OpKind::reduce_max, Unit::vxm, l, b, Payload::amax);
     }
     each_chip(s, OpKind::down, Unit::mxm, l, b);
     if (plan_.tp > 1)
@@ -162,7 +170,7 @@ class Builder {
         each_chip(s, OpKind::attention, Unit::vxm, l, b);
         if (split) {
           all_gather_all(s, Payload::amax, n, l, b);
-          each_chip(s, OpKind::reduce_max, Unit::vxm, l, b);
+          each_chip(s, OpKind::reduce_max, Unit::vxm, l, b, Payload::amax);
         }
         each_chip(s, OpKind::wo, Unit::mxm, l, b);
         if (split) reduce_scatter_all_gather(s, Payload::partial_sums, Payload::reduced_sums, n, l, b);
@@ -216,29 +224,32 @@ int64_t compute_cycles(const Op& op, const Plan& plan, const chip::CostModel& co
       return cost.vector_cycles(3 * qk_values + bias_values + norm_values) +
              cost.attention_cycles(g.n_heads(), kvh, hd, position, n);
     }
-    case OpKind::reduce_max: return cost.vector_cycles(tp * n);
+    case OpKind::reduce_max: return cost.vector_cycles(tp * n * (op.payload == Payload::moe_amax ? m.n_experts_per_token : 1));
     case OpKind::wo: return cost.matmul_cycles(d, g.n_heads() * hd, n);
     case OpKind::reduce_sum: {
       const Reduction r = plan.reduction(reduced_array(op.payload), n);
       return cost.vector_cycles(r.members * r.max_share());
     }
     case OpKind::attn_residual: return cost.vector_cycles(2 * d * n);
-    case OpKind::ffn_residual: return cost.vector_cycles((2 + m.n_experts_per_token) * d * n);
+    // MoE: the k slots dequantized and weighted (the weighting was the expert op's before the int32
+    // reduction), summed, added.
+    case OpKind::ffn_residual: return cost.vector_cycles((2 + 2 * m.n_experts_per_token) * d * n);
     case OpKind::gate_up: return cost.matmul_cycles(2 * g.n_ffn(), d, n);
     case OpKind::silu: return cost.vector_cycles(4 * g.n_ffn() * n);
     case OpKind::down: return cost.matmul_cycles(d, g.n_ffn(), n);
-    case OpKind::moe: {
+    case OpKind::moe_up:
+    case OpKind::moe_down: {
       // Routing depends on the data, the schedule may not: assume the k * n token-expert pairs of a block
       // spread uniformly over the E experts (documented; the same in functional and timing-only runs).
-      // This chip then runs its share of the pairs and streams every held expert some pair chose.
+      // This chip then runs its share of the pairs and streams its columns of every held expert some pair
+      // chose: gate/up and SiLU in moe_up, w_down in moe_down.
       const int64_t k = m.n_experts_per_token;
       const int64_t pairs = chip::ceil_div(k * n * g.n_experts(), m.n_experts);
       const int64_t streamed = std::min(g.n_experts(), pairs);
       const int64_t tokens_per_expert = streamed > 0 ? chip::ceil_div(pairs, streamed) : 0;
-      return cost.vector_cycles(2 * m.n_experts * d * n) +
-             streamed * (cost.matmul_cycles(2 * g.n_ffn(), d, tokens_per_expert) +
-                         cost.matmul_cycles(d, g.n_ffn(), tokens_per_expert)) +
-             cost.vector_cycles(4 * g.n_ffn() * pairs + d * k * n);
+      if (op.kind == OpKind::moe_down) return streamed * cost.matmul_cycles(d, g.n_ffn(), tokens_per_expert);
+      return cost.vector_cycles(2 * m.n_experts * d * n) + streamed * cost.matmul_cycles(2 * g.n_ffn(), d, tokens_per_expert) +
+             cost.vector_cycles(4 * g.n_ffn() * pairs);
     }
     case OpKind::final_norm: return cost.vector_cycles(4 * d);
     case OpKind::lm_head: return cost.matmul_cycles(g.n_vocab(), d, 1);

@@ -10,8 +10,9 @@
 /// double-booked (the software-scheduled network has no arbitration); the verifier checks that, and the
 /// send/receive pairing and data readiness, on any program and timeline.
 ///
-/// Tensor-parallel reductions are expanded into link transfers: the per-token amax is all-gathered
-/// (every chip sends its n values to every other chip of the stage), int32 partial sums are
+/// Tensor-parallel reductions are expanded into link transfers: the per-token amax (in an MoE layer the
+/// per-slot amax, n x k values) is all-gathered (every chip sends its values to every other chip of the
+/// stage), int32 partial sums (in an MoE layer the [n x k x D] expert slots) are
 /// reduce-scattered and all-gathered (chip j owns slice j of the flat [n x D] array), and so is the
 /// embedding (chips contribute -0.0 for rows they do not hold, the identity of float addition).
 /// Activations move from chip (stage s, t) to chip (stage s+1, t).
@@ -54,8 +55,9 @@ enum class OpKind : uint8_t {
   gate_up,        ///< MXM
   silu,           ///< VXM                                                         [functional: ffn_in]
   down,           ///< MXM                                                         [functional]
-  ffn_residual,   ///< VXM: x += FFN (or the summed expert slots)                   [functional]
-  moe,            ///< MXM+VXM: router and the chosen experts this chip holds      [functional: moe_partial]
+  ffn_residual,   ///< VXM: x += FFN (or the dequantized, weighted expert slots)     [functional]
+  moe_up,         ///< MXM+VXM: router, gate/up/SiLU of the chosen experts' columns held [functional: moe_in]
+  moe_down,       ///< MXM: w_down partial sums of those slots                    [functional: moe_out_partial]
   final_norm,     ///< VXM
   lm_head,        ///< MXM: logits of the chip's vocabulary rows                   [functional]
   send,           ///< C2C: payload to `peer` along the route
@@ -66,8 +68,9 @@ const char* op_name(OpKind k);
 /// What a transfer carries; the runtime maps it to a chip buffer.
 enum class Payload : uint8_t {
   none, amax, partial_sums, reduced_sums, embedding_partial, embedding_reduced, activations,
-  moe_partial,  ///< mixtral: weighted outputs of the chosen experts a chip holds, -0.0 elsewhere
-  moe_reduced,  ///< mixtral: the summed slots, all-gathered
+  moe_partial,  ///< MoE: int32 w_down sums [n, k, D] of the chosen experts' columns a chip holds, 0 elsewhere
+  moe_reduced,  ///< MoE: the summed slots, all-gathered
+  moe_amax,     ///< MoE: per-slot activation amax [n, k] of the columns a chip holds, 0 elsewhere
 };
 const char* payload_name(Payload p);
 /// The array a reduce-scatter payload (partial_sums, embedding_partial, moe_partial) belongs to.
@@ -76,7 +79,7 @@ Reduced reduced_array(Payload partial);
 struct Op {
   OpKind kind = OpKind::embed;
   Unit unit = Unit::vxm;
-  Payload payload = Payload::none;  ///< transfers: what they carry; reduce_sum: what it reduces
+  Payload payload = Payload::none;  ///< transfers: what they carry; reduce_sum, reduce_max: what they reduce
   int32_t chip = 0;
   int32_t peer = -1;           ///< send: destination chip; recv: source chip
   int32_t layer = -1;

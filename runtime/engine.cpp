@@ -39,6 +39,9 @@ uint64_t checksum(const void* data, int64_t bytes) {
   return mix(h ^ tail);
 }
 
+/// amax values a token has in a reduce_max: one, or in an MoE layer one per chosen expert (the largest).
+int64_t amax_per_token(const chip::ModelConfig& cfg) { return std::max<int64_t>(1, cfg.n_experts_per_token); }
+
 }  // namespace
 
 int Engine::rank_of_chip(int64_t chip, int64_t n_chips, int n_ranks) {
@@ -101,8 +104,8 @@ Engine::Engine(const partition::Plan& plan, io::WeightSource& source, MPI_Comm c
     lc.shard = std::make_unique<chip::Shard>(cfg, c.range, plan.shape);
     io::load_shard(source, *lc.shard);
     lc.x.assign(static_cast<std::size_t>(b * d), 0.0f);
-    lc.amax.assign(static_cast<std::size_t>(b), 0.0f);
-    lc.peer_amax.assign(static_cast<std::size_t>(tp * b), 0.0f);
+    lc.amax.assign(static_cast<std::size_t>(b * amax_per_token(cfg)), 0.0f);
+    lc.peer_amax.assign(static_cast<std::size_t>(tp * b * amax_per_token(cfg)), 0.0f);
     lc.sums.assign(static_cast<std::size_t>(b * d), 0);
     lc.rs_sums.assign(static_cast<std::size_t>(tp * slice_), 0);
     lc.rs_floats.assign(static_cast<std::size_t>(tp * slice_), 0.0f);
@@ -367,9 +370,12 @@ void Engine::forward(int64_t sequence, const int32_t* tokens, int64_t pos, int64
 void* Engine::payload_at(const Op& op, LocalChip& c, bool sending) {
   const auto peer_tp = static_cast<std::size_t>(plan_.chips[static_cast<std::size_t>(sending ? op.chip : op.peer)].tp_rank);
   const auto begin = static_cast<std::size_t>(op.elem_begin);
+  const auto amax_stride = static_cast<std::size_t>(plan_.shape.block_tokens * amax_per_token(plan_.model));
   switch (op.payload) {
     case Payload::amax:
-      return sending ? const_cast<float*>(c.shard->amax()) : c.peer_amax.data() + peer_tp * static_cast<std::size_t>(plan_.shape.block_tokens);
+      return sending ? const_cast<float*>(c.shard->amax()) : c.peer_amax.data() + peer_tp * amax_stride;
+    case Payload::moe_amax:
+      return sending ? const_cast<float*>(c.shard->moe_amax()) : c.peer_amax.data() + peer_tp * amax_stride;
     case Payload::partial_sums:
       return sending ? const_cast<int32_t*>(c.shard->partial_sums()) + begin : c.rs_sums.data() + peer_tp * static_cast<std::size_t>(slice_);
     case Payload::embedding_partial:
@@ -378,8 +384,8 @@ void* Engine::payload_at(const Op& op, LocalChip& c, bool sending) {
     case Payload::embedding_reduced: return c.x.data() + begin;
     case Payload::activations: return c.x.data() + begin;
     case Payload::moe_partial:
-      return sending ? c.shard->moe_slots() + begin : c.rs_floats.data() + peer_tp * static_cast<std::size_t>(slice_);
-    case Payload::moe_reduced: return c.shard->moe_slots() + begin;
+      return sending ? c.shard->moe_sums() + begin : c.rs_sums.data() + peer_tp * static_cast<std::size_t>(slice_);
+    case Payload::moe_reduced: return c.shard->moe_sums() + begin;
     case Payload::none: break;
   }
   LPURT_ASSERT(false);
@@ -602,11 +608,15 @@ void Engine::compute(const Op& op, LocalChip& c, const int32_t* tokens, int64_t 
     case OpKind::attention: s.attention_in(slot, op.layer, pos, n, c.x.data()); break;
     case OpKind::silu: s.ffn_in(op.layer, n, c.x.data()); break;
     case OpKind::reduce_max: {
-      std::copy(s.amax(), s.amax() + n, c.amax.begin());
+      // Per token, or in an MoE layer per token and chosen expert: [n] or [n, k] values.
+      const bool moe = op.payload == Payload::moe_amax;
+      const float* own = moe ? s.moe_amax() : s.amax();
+      const int64_t values = n * (moe ? plan_.model.n_experts_per_token : 1);
+      std::copy(own, own + values, c.amax.begin());
       for (int64_t t = 0; t < plan_.tp; ++t) {
         if (t == plan_.chips[static_cast<std::size_t>(op.chip)].tp_rank) continue;
-        const float* peer = c.peer_amax.data() + t * plan_.shape.block_tokens;
-        for (int64_t k = 0; k < n; ++k) c.amax[static_cast<std::size_t>(k)] = std::max(c.amax[static_cast<std::size_t>(k)], peer[k]);
+        const float* peer = c.peer_amax.data() + t * plan_.shape.block_tokens * amax_per_token(plan_.model);
+        for (int64_t k = 0; k < values; ++k) c.amax[static_cast<std::size_t>(k)] = std::max(c.amax[static_cast<std::size_t>(k)], peer[k]);
       }
       break;
     }
@@ -617,34 +627,35 @@ void Engine::compute(const Op& op, LocalChip& c, const int32_t* tokens, int64_t 
       const int64_t me = plan_.chips[static_cast<std::size_t>(op.chip)].tp_rank;
       const partition::Reduction reduction = plan_.reduction(partition::reduced_array(op.payload), n);
       const int64_t begin = reduction.begin(me), end = reduction.end(me);
-      if (op.payload == Payload::partial_sums) {
-        std::copy(s.partial_sums() + begin, s.partial_sums() + end, c.sums.begin() + begin);
+      if (op.payload == Payload::partial_sums || op.payload == Payload::moe_partial) {
+        // int32 sums: a linear layer's partials, or the expert slots' (summed in place, in the shard).
+        int32_t* target = op.payload == Payload::moe_partial ? s.moe_sums() : c.sums.data();
+        if (op.payload == Payload::partial_sums) std::copy(s.partial_sums() + begin, s.partial_sums() + end, c.sums.begin() + begin);
         for (int64_t t = 0; t < reduction.members; ++t) {
           if (t == me) continue;
           const int32_t* in = c.rs_sums.data() + t * slice_;
           // Modulo 2^32: exact for valid partials (each is bounded by its own slice of the dot product, so
           // any sum of them fits int32), and defined for a corrupted transfer awaiting its replay.
           for (int64_t k = begin; k < end; ++k)
-            c.sums[static_cast<std::size_t>(k)] = static_cast<int32_t>(static_cast<uint32_t>(c.sums[static_cast<std::size_t>(k)]) +
-                                                                       static_cast<uint32_t>(in[k - begin]));
+            target[k] = static_cast<int32_t>(static_cast<uint32_t>(target[k]) + static_cast<uint32_t>(in[k - begin]));
         }
       } else {
-        // Float slices with one holder per element (embedding rows, expert slots): exact in any order.
-        float* target = op.payload == Payload::moe_partial ? s.moe_slots() : c.x.data();
+        // Float slices with one holder per element (embedding rows): exact in any order.
         for (int64_t t = 0; t < reduction.members; ++t) {
           if (t == me) continue;
           const float* in = c.rs_floats.data() + t * slice_;
-          for (int64_t k = begin; k < end; ++k) target[k] += in[k - begin];
+          for (int64_t k = begin; k < end; ++k) c.x[static_cast<std::size_t>(k)] += in[k - begin];
         }
       }
       break;
     }
     case OpKind::attn_residual: s.add_attention_output(op.layer, n, sums, amax, c.x.data()); break;
     case OpKind::ffn_residual:
-      if (plan_.model.is_moe()) s.add_moe_output(n, s.moe_slots(), c.x.data());
+      if (plan_.model.is_moe()) s.add_moe_output(op.layer, n, s.moe_sums(), split ? c.amax.data() : s.moe_amax(), c.x.data());
       else s.add_ffn_output(op.layer, n, sums, amax, c.x.data());
       break;
-    case OpKind::moe: s.moe_partial(op.layer, n, c.x.data()); break;
+    case OpKind::moe_up: s.moe_in(op.layer, n, c.x.data()); break;
+    case OpKind::moe_down: s.moe_out_partial(op.layer, n, split ? c.amax.data() : s.moe_amax()); break;
     case OpKind::lm_head: s.logits(c.x.data() + (n - 1) * d); break;
     case OpKind::attn_norm:
     case OpKind::qkv:

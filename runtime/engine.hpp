@@ -132,10 +132,10 @@ class Engine {
   struct LocalChip {
     std::unique_ptr<chip::Shard> shard;
     std::vector<float> x;            ///< [block, D] residual stream (replicated over the stage's chips)
-    std::vector<float> amax;         ///< [block] stage-wide per-token amax
-    std::vector<float> peer_amax;    ///< [tp, block] amax received from each chip of the stage
+    std::vector<float> amax;         ///< [block * max(1, k)] stage-wide per-token amax (MoE: per token and slot)
+    std::vector<float> peer_amax;    ///< [tp, block * max(1, k)] amax received from each chip of the stage (MoE: per slot)
     std::vector<int32_t> sums;       ///< [block * D] stage-wide int32 sums (reduce-scatter + all-gather)
-    std::vector<int32_t> rs_sums;    ///< [tp, slice] partial-sum slices received from each chip
+    std::vector<int32_t> rs_sums;    ///< [tp, slice] partial-sum slices (linear outputs, expert slots) from each chip
     std::vector<float> rs_floats;    ///< [tp, slice] embedding slices received from each chip
     std::vector<int32_t> pending_messages;  ///< incoming messages with data for this chip, not yet waited for
   };

@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <map>
+#include <string>
 #include <tuple>
 
 #include "chip/split.hpp"
@@ -17,17 +18,26 @@ using chip::TensorKind;
 namespace {
 
 struct Layout {
-  const char* model;
+  std::string model;
   int64_t tp, pp, replicas;
 };
 
+/// The presets, and "wide-mixtral": tiny-mixtral with 8 query heads, so that a stage's 5 to 8 chips
+/// exceed its 4 experts and slice them by FFN columns.
+chip::ModelConfig model_of(const std::string& name) {
+  if (name != "wide-mixtral") return chip::model_preset(name);
+  chip::ModelConfig cfg = chip::model_preset("tiny-mixtral");
+  cfg.n_heads = 8;
+  return cfg;
+}
+
 std::vector<Layout> layouts() {
   std::vector<Layout> all;
-  for (const char* model : {"tiny", "tiny-mixtral"})
-    for (int64_t tp : {1, 2, 3, 4, 8})
+  for (const char* model : {"tiny", "tiny-mixtral", "wide-mixtral"})
+    for (int64_t tp : {1, 2, 3, 4, 5, 6, 8})
       for (int64_t pp : {1, 2, 3, 4})
         for (int64_t replicas : {1, 2})
-          if (tp <= chip::model_preset(model).n_heads) all.push_back({model, tp, pp, replicas});
+          if (tp <= model_of(model).n_heads) all.push_back({model, tp, pp, replicas});
   return all;
 }
 
@@ -39,7 +49,7 @@ partition::Plan plan_of(const Layout& l) {
   r.replicas = l.replicas;
   r.context = 32;
   r.batch = l.replicas;
-  return partition::make_plan(chip::model_preset(l.model), chip::ChipSpec{}, r);
+  return partition::make_plan(model_of(l.model), chip::ChipSpec{}, r);
 }
 
 using TensorKey = std::tuple<int, int64_t, int64_t>;  // kind, layer, expert
@@ -71,7 +81,7 @@ int64_t expected_holders(const chip::ModelConfig& cfg, const chip::TensorId& id,
 
 TEST(Split, SlicesCoverEveryTensorOncePerReplica) {
   for (const Layout& l : layouts()) {
-    SCOPED_TRACE(std::string(l.model) + " tp " + std::to_string(l.tp) + " pp " + std::to_string(l.pp) + " x " +
+    SCOPED_TRACE(l.model + " tp " + std::to_string(l.tp) + " pp " + std::to_string(l.pp) + " x " +
                  std::to_string(l.replicas));
     const partition::Plan plan = plan_of(l);
     const chip::ModelConfig& cfg = plan.model;
@@ -108,7 +118,7 @@ TEST(Split, SlicesCoverEveryTensorOncePerReplica) {
 
 TEST(Split, AccountedBytesAreTheBytesRead) {
   for (const Layout& l : layouts()) {
-    SCOPED_TRACE(std::string(l.model) + " tp " + std::to_string(l.tp) + " pp " + std::to_string(l.pp) + " x " +
+    SCOPED_TRACE(l.model + " tp " + std::to_string(l.tp) + " pp " + std::to_string(l.pp) + " x " +
                  std::to_string(l.replicas));
     const partition::Plan plan = plan_of(l);
     int64_t replica_bytes = 0;

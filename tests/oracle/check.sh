@@ -26,10 +26,14 @@ check odd.h5 1,2,3,4,999 24
 "$python" "$here/make_model.py" moe.h5 --vocab 500 --hidden 64 --intermediate 96 --layers 2 --heads 4 \
   --kv-heads 2 --max-seq 64 --arch mixtral --experts 4 --experts-per-token 2 --seed 5 --str-attrs fixed
 check moe.h5 7,8,9 20
+# Sliced experts: 8 chips of one stage over 3 experts, each expert's FFN split by columns over 2 or 3 chips.
+"$python" "$here/make_model.py" moe_wide.h5 --vocab 300 --hidden 64 --intermediate 40 --layers 2 --heads 8 \
+  --kv-heads 2 --max-seq 64 --arch mixtral --experts 3 --experts-per-token 2 --seed 7 > /dev/null
+check moe_wide.h5 7,8,9 12 --chips 8 --tp 8
 # Format 2: lpurt's tiny preset of each new family (bias, q/k norm with head_dim != D/H and tied
 # embeddings, 128 experts 8 per token, llama3 rope scaling), on 4 chips as tp 2 x pp 2.
 for family in qwen2 qwen3 qwen3-moe llama3; do
   "$lpurt" gen-model --preset "tiny-$family" --out "$family.h5" --seed 6 > /dev/null
   check "$family.h5" 5,6,7,8,9 12 --chips 4 --tp 2 --pp 2
 done
-echo "oracle: 7 models agree"
+echo "oracle: 8 models agree"

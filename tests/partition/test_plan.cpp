@@ -61,6 +61,40 @@ TEST(Planner, ImpossibleLayoutsFailWithTheReason) {
   EXPECT_NE(message(request(0)).find("at least 1"), std::string::npos);
 }
 
+TEST(Planner, SlicesExpertsByFfnColumnsWhenAStageHasMoreChipsThanExperts) {
+  auto cfg = chip::model_preset("tiny-mixtral");  // 4 experts of 128 FFN columns
+  cfg.n_heads = 8;
+  for (int64_t tp : {6, 8}) {
+    SCOPED_TRACE("tp " + std::to_string(tp));
+    const Plan p = make_plan(cfg, chip::ChipSpec{}, request(tp, tp, 1));
+    // Every chip holds columns of one expert; each expert's holders tile its columns in order.
+    std::vector<int64_t> next_column(static_cast<std::size_t>(cfg.n_experts), 0);
+    for (int64_t t = 0; t < tp; ++t) {
+      const chip::ShardRange& r = p.at(0, t).range;
+      ASSERT_EQ(r.n_experts(), 1);
+      EXPECT_GT(r.n_ffn(), 0);
+      EXPECT_EQ(r.ffn_begin, next_column[static_cast<std::size_t>(r.expert_begin)]);
+      next_column[static_cast<std::size_t>(r.expert_begin)] = r.ffn_end;
+    }
+    for (int64_t columns : next_column) EXPECT_EQ(columns, cfg.ffn_size());
+  }
+  // With no more chips than experts, experts stay whole.
+  const Plan whole = make_plan(cfg, chip::ChipSpec{}, request(2, 2, 1));
+  EXPECT_EQ(whole.at(0, 1).range.expert_begin, 2);
+  EXPECT_EQ(whole.at(0, 1).range.n_ffn(), cfg.ffn_size());
+}
+
+TEST(Planner, MoreChipsThanExpertColumnsFailsNamingTheLimit) {
+  auto cfg = chip::model_preset("tiny-mixtral");
+  cfg.n_heads = 16, cfg.n_experts = 2, cfg.n_experts_per_token = 1, cfg.intermediate_size = 4;
+  try {
+    make_plan(cfg, chip::ChipSpec{}, request(16, 16, 1));
+    FAIL() << "tp 16 over 2 experts of 4 columns was accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("tp=16 exceeds the model's 2 experts x 4 FFN columns"), std::string::npos) << e.what();
+  }
+}
+
 TEST(Planner, ModelThatDoesNotFitSaysHowManyChipsItNeeds) {
   const auto cfg = chip::model_preset("llama2-7b");
   try {

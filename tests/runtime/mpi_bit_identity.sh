@@ -2,8 +2,9 @@
 # MPI end-to-end test: for each (chips, tp, pp) layout and each rank count 1..4 (<= chips), the tokens and
 # every logit are bit-identical to the single-chip run, and the modelled times equal the 1-rank run's.
 # Prompts are prefilled in chunks of 2 tokens, so consecutive blocks overlap in the pipeline across ranks.
-# Models: the tiny preset, the tiny presets of the format-2 families, an odd-shaped model (H=6, Hkv=2, L=3)
-# and a wide one (H=16, Hkv=4) written by the oracle's make_model.py. Layouts include tp across nodes (16 chips a stage) and systems with idle chips.
+# Models: the tiny preset, the tiny presets of the format-2 families, an odd-shaped model (H=6, Hkv=2, L=3),
+# a wide one (H=16, Hkv=4) and two MoE models with more query heads than experts (sliced experts), written
+# by the oracle's make_model.py. Layouts include tp across nodes (16 chips a stage) and systems with idle chips.
 # Usage: mpi_bit_identity.sh LPURT WORKDIR PYTHON MPIEXEC [MPIEXEC_FLAGS...]
 set -euo pipefail
 lpurt=$1 work=$2 python=$3 mpiexec=$4; shift 4
@@ -19,6 +20,13 @@ for family in qwen2 qwen3 qwen3-moe llama3; do
 done
 "$python" "$here/../oracle/make_model.py" odd.h5 --vocab 1000 --hidden 96 --intermediate 200 --layers 3 \
   --heads 6 --kv-heads 2 --max-seq 64 --seed 8 > /dev/null
+# More query heads than experts, so that a stage's chips exceed its experts and slice each expert's FFN
+# by columns over 2 or 3 chips (groups of unequal size at 4 and 8 chips over 3 experts).
+"$python" "$here/../oracle/make_model.py" moe_wide.h5 --vocab 300 --hidden 64 --intermediate 40 --layers 2 \
+  --heads 8 --kv-heads 2 --max-seq 64 --arch mixtral --experts 3 --experts-per-token 2 --seed 11 > /dev/null
+"$python" "$here/../oracle/make_model.py" qwen3_moe_wide.h5 --vocab 300 --hidden 64 --intermediate 48 --layers 2 \
+  --heads 8 --kv-heads 2 --max-seq 64 --arch qwen3_moe --experts 4 --experts-per-token 2 --moe-intermediate 24 \
+  --head-dim 16 --qk-norm --seed 12 > /dev/null
 # 16 query heads over 4 KV heads: tensor parallelism across two nodes of 8 chips, and beyond the KV heads.
 "$python" "$here/../oracle/make_model.py" wide.h5 --vocab 500 --hidden 128 --intermediate 160 --layers 2 \
   --heads 16 --kv-heads 4 --max-seq 64 --seed 9 > /dev/null
@@ -89,6 +97,9 @@ check_model moe.h5 5,6,7 "2 2 1" "4 4 1" "4 2 2" "8 4 2"
 check_model qwen2.h5 5,6,7 "4 2 2" "6 2 3"
 check_model qwen3.h5 5,6,7 "8 4 2" "6 2 3"
 check_model qwen3-moe.h5 5,6,7 "4 4 1" "8 4 2"
+# Sliced experts: tp above the expert count.
+check_model moe_wide.h5 5,6,7 "4 4 1" "6 6 1" "8 8 1" "16 8 2"
+check_model qwen3_moe_wide.h5 5,6,7 "8 8 1" "16 8 2"
 check_model llama3.h5 5,6,7 "4 2 2" "3 1 3"
 # Layouts that leave chips of the system idle (10 chips, 8 used), and tp across nodes.
 check_model tiny.h5 3,4,5 "10 4 2" "7 2 3"
