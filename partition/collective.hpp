@@ -13,8 +13,11 @@
 /// - `direct`: one step over the whole group (every member sends every other its share): few hops'
 ///   latency, but at tp beyond a node most transfers are routed over the few inter-node links.
 /// - `two_level`: for groups of whole nodes, step 0 within each node over the K8 links (radix 8), step 1
-///   among the chips of the same index in the nodes, each over its own inter-node links: the transfer
-///   is striped over the group's parallel links (SHIP's "hierarchical" schedules, lpu-v1-facts §2.4).
+///   among the chips of the same index in the nodes, each over its own inter-node links: the message is
+///   striped over the group's parallel links and paths, as the compiler spreads a tensor over paths
+///   (lpu-v1-facts §2.2, "deterministic load balancing" [S]). SHIP chooses its AllReduce algorithm per
+///   tensor size (§2.4: RedBcast, TiledRedBcast, PAARD [S]); lpurt chooses among these two by modelled
+///   time.
 ///
 /// The amax all-gather (a max over the group, exact in any order) uses the same steps: step s sends the
 /// whole running max to the step-s group and takes the max.

@@ -131,7 +131,11 @@ class Builder {
         mark(compute(chips[static_cast<std::size_t>(t)], OpKind::reduce_sum, Unit::vxm, layer, block, partial), step, index);
     }
     // [members] the receives of the previous all-gather step, per receiving member.
-    std::vector<std::vector<int32_t>> received(static_cast<std::size_t>(c.members)), next(received.size());
+    std::vector<std::vector<int32_t>>& received = received_;
+    std::vector<std::vector<int32_t>>& next = next_received_;
+    received.resize(static_cast<std::size_t>(c.members));
+    next.resize(received.size());
+    for (auto& list : received) list.clear();
     for (int step = c.steps - 1; step >= 0; --step) {
       for (int64_t t = 0; t < c.members; ++t)
         for (int64_t q = 0; q < c.group_size(step); ++q) {
@@ -141,7 +145,7 @@ class Builder {
                                      c.begin(step, t), c.end(step, t) - c.begin(step, t), 4, layer, block,
                                      received[static_cast<std::size_t>(t)]);
           mark(r, step, index);
-          next[static_cast<std::size_t>(u)].push_back(r);
+          if (step > 0) next[static_cast<std::size_t>(u)].push_back(r);
         }
       received.swap(next);
       for (auto& list : next) list.clear();
@@ -266,7 +270,8 @@ class Builder {
     return stage_chips_;
   }
 
-  /// The collective the group `chips` uses for `elements`, chosen once per group and message.
+  /// The collective the group `chips` uses for `elements`, chosen once per group and message (a stage's
+  /// chips are consecutive from its first, which names the group).
   int32_t collective_index(const std::vector<int64_t>& chips, int64_t elements, Combine combine) {
     const auto key = std::make_tuple(chips.front(), elements, combine);
     const auto it = chosen_.find(key);
@@ -280,6 +285,7 @@ class Builder {
   const Topology& topology_;
   Program& p_;
   std::vector<int64_t> stage_chips_;
+  std::vector<std::vector<int32_t>> received_, next_received_;  ///< all_reduce's, kept to reuse their storage
   std::map<std::tuple<int64_t, int64_t, Combine>, int32_t> chosen_;
   std::vector<int32_t> last_compute_;
   std::vector<std::vector<int32_t>> pending_recvs_;
