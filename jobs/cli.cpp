@@ -27,6 +27,7 @@
 #include "io/hf_config.hpp"
 #include "io/model_file.hpp"
 #include "io/tokenizer.hpp"
+#include "partition/collective.hpp"
 #include "partition/request.hpp"
 #include "partition/timing.hpp"
 #include "jobs/calibrate.hpp"
@@ -1001,6 +1002,52 @@ struct CalibrateCommand {
 
 }  // namespace
 
+/// SHIP's 64-chip AllReduce (lpu-v1-facts §2.4: 50% of bandwidth at 32 KiB, 90% at 80 KiB), in lpurt's
+/// own collective model: the standalone program of the chosen algorithm and its timeline.
+struct AllReduceCommand {
+  CLI::App* cmd;
+  SystemOptions system;
+  int64_t chips = 64;
+  std::vector<int64_t> sizes{32 * 1024, 80 * 1024};
+  bool json = false;
+
+  explicit AllReduceCommand(CLI::App& app)
+      : cmd(app.add_subcommand("allreduce", "model a standalone all-reduce over the first N chips of the system")) {
+    system.add_to(cmd);
+    cmd->add_option("--chips", chips, "chips of the group (and of the system: whole nodes of 8)")->capture_default_str();
+    cmd->add_option("--bytes", sizes, "message sizes in bytes (each member's array on the links)")->delimiter(',');
+    cmd->add_flag("--json", json, "print one JSON object");
+  }
+
+  int run() const {
+    const chip::ChipSpec hw = system.resolve();
+    if (chips < 2) throw Error("--chips must be at least 2 (got " + std::to_string(chips) + ")", ExitCode::usage);
+    const partition::Topology topology(partition::parse_topology(hw.topology), chips);
+    nlohmann::json points = nlohmann::json::array();
+    for (const int64_t bytes : sizes) {
+      const partition::AllReducePoint p = partition::model_all_reduce(chips, bytes, topology, hw);
+      points.push_back({{"bytes", p.bytes},
+                        {"algorithm", partition::algorithm_name(p.algorithm)},
+                        {"time_s", p.seconds},
+                        {"bus_bytes_per_s", p.bus_bytes_per_s},
+                        {"efficiency", p.efficiency}});
+      if (!json)
+        std::printf("%lld chips (%s), %lld bytes: %s, %.3f us, bus bandwidth %.1f GB/s, %.1f%% of the %lld-byte all-reduce's\n",
+                    static_cast<long long>(chips), hw.topology.c_str(), static_cast<long long>(bytes),
+                    partition::algorithm_name(p.algorithm), p.seconds * 1e6, p.bus_bytes_per_s / 1e9, 100 * p.efficiency,
+                    static_cast<long long>(partition::all_reduce_reference_bytes));
+    }
+    if (json) {
+      const nlohmann::json j = {{"chips", chips},
+                                {"topology", hw.topology},
+                                {"reference_bytes", partition::all_reduce_reference_bytes},
+                                {"points", points}};
+      std::printf("%s\n", j.dump().c_str());
+    }
+    return 0;
+  }
+};
+
 int run_command_line(int argc, char** argv, int rank, int n_ranks) {
   CLI::App app{"lpurt: a transformer partitioned across simulated LPU chips on MPI ranks"};
   app.require_subcommand(1);
@@ -1011,6 +1058,7 @@ int run_command_line(int argc, char** argv, int rank, int n_ranks) {
   RunCommand run(app);
   SweepCommand sweep(app);
   CalibrateCommand calibrate(app);
+  AllReduceCommand all_reduce(app);
   ServeCommand serve(app);
   try {
     app.parse(argc, argv);
@@ -1025,6 +1073,7 @@ int run_command_line(int argc, char** argv, int rank, int n_ranks) {
   if (plan.cmd->parsed()) return plan.run();
   if (sweep.cmd->parsed()) return sweep.run(rank, n_ranks);
   if (calibrate.cmd->parsed()) return rank == 0 ? calibrate.run() : 0;
+  if (all_reduce.cmd->parsed()) return rank == 0 ? all_reduce.run() : 0;
   if (serve.parsed()) return serve.run(rank, n_ranks);
   return run.run(rank, n_ranks);
 }

@@ -56,7 +56,8 @@ enum class Reduced : uint8_t { linear_output, embedding, expert_slots };
 
 /// How a group of `members` chips reduces a flat array of `elements`: after the reduce-scatter, member j
 /// owns elements [begin(j), end(j)) summed over the group; the all-gather then gives every member all of
-/// them. Schedule (transfers and their element ranges) and engine (buffers and sums) both read it here.
+/// them. Schedule and engine both read the array here; the steps that get it there (which member sums
+/// which range with whom) are the chosen partition::Collective's (partition/collective.hpp).
 struct Reduction {
   int64_t elements = 0;
   int64_t members = 1;

@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <map>
+#include <tuple>
 #include <unordered_map>
 #include <utility>
 
@@ -45,16 +47,17 @@ namespace {
 
 class Builder {
  public:
-  Builder(const Plan& plan, const Topology& topology, Program& program)
+  /// `plan` may be null for a standalone collective program (no stages, no algorithm choice).
+  Builder(const Plan* plan, const Topology& topology, Program& program)
       : plan_(plan), topology_(topology), p_(program) {
-    last_compute_.assign(static_cast<std::size_t>(plan.n_chips()), -1);
-    pending_recvs_.resize(static_cast<std::size_t>(plan.n_chips()));
-    p_.chip_ops.resize(static_cast<std::size_t>(plan.n_chips()));
+    last_compute_.assign(static_cast<std::size_t>(program.n_chips), -1);
+    pending_recvs_.resize(static_cast<std::size_t>(program.n_chips));
+    p_.chip_ops.resize(static_cast<std::size_t>(program.n_chips));
   }
 
-  int64_t chip_id(int64_t stage, int64_t t) const { return plan_.at(replica_, stage, t).chip; }
+  int64_t chip_id(int64_t stage, int64_t t) const { return plan_->at(replica_, stage, t).chip; }
 
-  void compute(int64_t chip, OpKind kind, Unit unit, int64_t layer, int32_t block, Payload payload = Payload::none) {
+  int32_t compute(int64_t chip, OpKind kind, Unit unit, int64_t layer, int32_t block, Payload payload = Payload::none) {
     Op op;
     op.kind = kind, op.unit = unit, op.chip = static_cast<int32_t>(chip), op.layer = static_cast<int32_t>(layer);
     op.payload = payload;
@@ -64,10 +67,13 @@ class Builder {
     const int32_t index = push(op, last >= 0 ? &last : nullptr, last >= 0 ? 1 : 0, pending.data(), pending.size());
     pending.clear();
     last = index;
+    return index;
   }
 
-  void transfer(int64_t from, int64_t to, Payload payload, int64_t elem_begin, int64_t elem_count,
-                int64_t bytes_per_elem, int64_t layer, int32_t block) {
+  /// A send and its receive. The send waits for the sender's last compute op and for `after` (receives
+  /// of the sender's whose data it forwards). Returns the receive.
+  int32_t transfer(int64_t from, int64_t to, Payload payload, int64_t elem_begin, int64_t elem_count,
+                   int64_t bytes_per_elem, int64_t layer, int32_t block, const std::vector<int32_t>& after = {}) {
     Op send;
     send.kind = OpKind::send, send.unit = Unit::c2c, send.payload = payload;
     send.chip = static_cast<int32_t>(from), send.peer = static_cast<int32_t>(to);
@@ -77,7 +83,7 @@ class Builder {
     topology_.route(from, to, p_.hops);
     send.hop_count = static_cast<int32_t>(p_.hops.size()) - send.hop_begin;
     const int32_t producer = last_compute_[static_cast<std::size_t>(from)];
-    const int32_t s = push(send, &producer, producer >= 0 ? 1 : 0);
+    const int32_t s = push(send, &producer, producer >= 0 ? 1 : 0, after.data(), after.size());
     Op recv = send;
     recv.kind = OpKind::recv, recv.chip = static_cast<int32_t>(to), recv.peer = static_cast<int32_t>(from);
     recv.hop_begin = recv.hop_count = 0;
@@ -85,35 +91,97 @@ class Builder {
     p_.ops[static_cast<std::size_t>(s)].match = r;
     p_.ops[static_cast<std::size_t>(r)].match = s;
     pending_recvs_[static_cast<std::size_t>(to)].push_back(r);
+    return r;
   }
 
-  /// Every chip of the stage sends `count` elements to every other (amax all-gather).
+  /// The amax all-gather of the stage's chips: every chip ends with the max over the stage of the n
+  /// values of each token.
   void all_gather_all(int64_t stage, Payload payload, int64_t count, int64_t layer, int32_t block) {
-    for (int64_t i = 0; i < plan_.tp; ++i)
-      for (int64_t j = 0; j < plan_.tp; ++j)
-        if (i != j) transfer(chip_id(stage, i), chip_id(stage, j), payload, 0, count, 4, layer, block);
+    const std::vector<int64_t>& chips = stage_chips(stage);
+    const int32_t index = collective_index(chips, count, Combine::max);
+    gather_max(chips, index, payload, layer, block);
   }
 
   /// Reduce-scatter then all-gather of the flat array of 4-byte elements `partial` belongs to, over the
   /// stage's chips, for a block of n tokens.
   void reduce_scatter_all_gather(int64_t stage, Payload partial, Payload reduced, int64_t n, int64_t layer,
                                  int32_t block) {
-    const Reduction r = plan_.reduction(reduced_array(partial), n);
-    for (int64_t i = 0; i < r.members; ++i)
-      for (int64_t j = 0; j < r.members; ++j)
-        if (i != j) transfer(chip_id(stage, i), chip_id(stage, j), partial, r.begin(j), r.end(j) - r.begin(j), 4, layer, block);
-    for (int64_t i = 0; i < r.members; ++i) compute(chip_id(stage, i), OpKind::reduce_sum, Unit::vxm, layer, block, partial);
-    for (int64_t i = 0; i < r.members; ++i)
-      for (int64_t j = 0; j < r.members; ++j)
-        if (i != j) transfer(chip_id(stage, i), chip_id(stage, j), reduced, r.begin(i), r.end(i) - r.begin(i), 4, layer, block);
+    const std::vector<int64_t>& chips = stage_chips(stage);
+    const int32_t index = collective_index(chips, plan_->reduction(reduced_array(partial), n).elements, Combine::sum);
+    all_reduce(chips, index, partial, reduced, layer, block);
+  }
+
+  /// Expands collective `index` as a sum over `chips`: the reduce-scatter steps (member t sends each
+  /// member u of its step group the range u will own; every member sums its range), then the
+  /// all-gather steps in reverse (member t sends its range to its group; from the second on, it forwards
+  /// what it received in the step before).
+  void all_reduce(const std::vector<int64_t>& chips, int32_t index, Payload partial, Payload reduced, int64_t layer,
+                  int32_t block) {
+    const Collective c = p_.collectives[static_cast<std::size_t>(index)];
+    for (int step = 0; step < c.steps; ++step) {
+      for (int64_t t = 0; t < c.members; ++t)
+        for (int64_t q = 0; q < c.group_size(step); ++q) {
+          const int64_t u = c.peer(step, t, q);
+          if (u == t) continue;
+          const int32_t r = transfer(chips[static_cast<std::size_t>(t)], chips[static_cast<std::size_t>(u)], partial,
+                                     c.begin(step, u), c.end(step, u) - c.begin(step, u), 4, layer, block);
+          mark(r, step, index);
+        }
+      for (int64_t t = 0; t < c.members; ++t)
+        mark(compute(chips[static_cast<std::size_t>(t)], OpKind::reduce_sum, Unit::vxm, layer, block, partial), step, index);
+    }
+    // [members] the receives of the previous all-gather step, per receiving member.
+    std::vector<std::vector<int32_t>>& received = received_;
+    std::vector<std::vector<int32_t>>& next = next_received_;
+    received.resize(static_cast<std::size_t>(c.members));
+    next.resize(received.size());
+    for (auto& list : received) list.clear();
+    for (int step = c.steps - 1; step >= 0; --step) {
+      for (int64_t t = 0; t < c.members; ++t)
+        for (int64_t q = 0; q < c.group_size(step); ++q) {
+          const int64_t u = c.peer(step, t, q);
+          if (u == t) continue;
+          const int32_t r = transfer(chips[static_cast<std::size_t>(t)], chips[static_cast<std::size_t>(u)], reduced,
+                                     c.begin(step, t), c.end(step, t) - c.begin(step, t), 4, layer, block,
+                                     received[static_cast<std::size_t>(t)]);
+          mark(r, step, index);
+          if (step > 0) next[static_cast<std::size_t>(u)].push_back(r);
+        }
+      received.swap(next);
+      for (auto& list : next) list.clear();
+    }
+  }
+
+  /// Expands collective `index` as a max over `chips` of every member's whole array: per step, each
+  /// member sends its running max to its group and takes the max of what it received.
+  void gather_max(const std::vector<int64_t>& chips, int32_t index, Payload payload, int64_t layer, int32_t block) {
+    const Collective c = p_.collectives[static_cast<std::size_t>(index)];
+    for (int step = 0; step < c.steps; ++step) {
+      for (int64_t t = 0; t < c.members; ++t)
+        for (int64_t q = 0; q < c.group_size(step); ++q) {
+          const int64_t u = c.peer(step, t, q);
+          if (u != t)
+            mark(transfer(chips[static_cast<std::size_t>(t)], chips[static_cast<std::size_t>(u)], payload, 0, c.elements, 4,
+                          layer, block),
+                 step, index);
+        }
+      for (int64_t t = 0; t < c.members; ++t)
+        mark(compute(chips[static_cast<std::size_t>(t)], OpKind::reduce_max, Unit::vxm, layer, block, payload), step, index);
+    }
+  }
+
+  /// Index of `c` in Program::collectives, added if new.
+  int32_t add_collective(const Collective& c) {
+    p_.collectives.push_back(c);
+    return static_cast<int32_t>(p_.collectives.size()) - 1;
   }
 
   void each_chip(int64_t stage, OpKind kind, Unit unit, int64_t layer, int32_t block, Payload payload = Payload::none) {
-    for (int64_t t = 0; t < plan_.tp; ++t) compute(chip_id(stage, t), kind, unit, layer, block, payload);
+    for (int64_t t = 0; t < plan_->tp; ++t) compute(chip_id(stage, t), kind, unit, layer, block, payload);
   }
 
   void ffn(int64_t s, int64_t l, int64_t n, int32_t b) {
-    if (plan_.model.is_moe()) {
+    if (plan_->model.is_moe()) {
       // Every chip routes alike and computes the chosen experts' columns it holds (whole experts, or a
       // slice of one). The slots' amax over each expert's whole width is the max over the stage (chips
       // that do not hold a slot give 0); the int32 w_down sums are summed over the stage (non-holders
@@ -122,12 +190,9 @@ class Builder {
       each_chip(s, OpKind::ffn_norm, Unit::vxm, l, b);
       // Booked on the MXM; its router and SiLU work (VXM) is costed inside it, not booked separately.
       each_chip(s, OpKind::moe_up, Unit::mxm, l, b);
-      if (plan_.tp > 1) {
-        all_gather_all(s, Payload::moe_amax, n * plan_.model.n_experts_per_token, l, b);
-        each_chip(s, OpKind::reduce_max, Unit::vxm, l, b, Payload::moe_amax);
-      }
+      if (plan_->tp > 1) all_gather_all(s, Payload::moe_amax, n * plan_->model.n_experts_per_token, l, b);
       each_chip(s, OpKind::moe_down, Unit::mxm, l, b);
-      if (plan_.tp > 1)
+      if (plan_->tp > 1)
         reduce_scatter_all_gather(s, Payload::moe_partial, Payload::moe_reduced, n, l, b);
       each_chip(s, OpKind::ffn_residual, Unit::vxm, l, b);
       return;
@@ -135,30 +200,28 @@ class Builder {
     each_chip(s, OpKind::ffn_norm, Unit::vxm, l, b);
     each_chip(s, OpKind::gate_up, Unit::mxm, l, b);
     each_chip(s, OpKind::silu, Unit::vxm, l, b);
-    if (plan_.tp > 1) {
-      all_gather_all(s, Payload::amax, n, l, b);
-      each_chip(s, OpKind::reduce_max, Unit::vxm, l, b, Payload::amax);
-    }
+    if (plan_->tp > 1) all_gather_all(s, Payload::amax, n, l, b);
     each_chip(s, OpKind::down, Unit::mxm, l, b);
-    if (plan_.tp > 1)
+    if (plan_->tp > 1)
       reduce_scatter_all_gather(s, Payload::partial_sums, Payload::reduced_sums, n, l, b);
     each_chip(s, OpKind::ffn_residual, Unit::vxm, l, b);
   }
 
   void block(int32_t b, const Block& blk) {
     replica_ = blk.replica;
-    const chip::ModelConfig& cfg = plan_.model;
+    const Plan& plan = *plan_;
+    const chip::ModelConfig& cfg = plan.model;
     const int64_t n = blk.n_tokens;
     const int64_t d = cfg.hidden_size;
-    const bool split = plan_.tp > 1;
+    const bool split = plan.tp > 1;
     each_chip(0, OpKind::embed, Unit::vxm, -1, b);
     if (split) reduce_scatter_all_gather(0, Payload::embedding_partial, Payload::embedding_reduced, n, -1, b);
-    for (int64_t s = 0; s < plan_.pp; ++s) {
+    for (int64_t s = 0; s < plan.pp; ++s) {
       if (s > 0)
-        for (int64_t t = 0; t < plan_.tp; ++t)
+        for (int64_t t = 0; t < plan.tp; ++t)
           transfer(chip_id(s - 1, t), chip_id(s, t), Payload::activations, 0, n * d, 4, -1, b);
-      const int64_t part_begin = plan_.stage_part_begin[static_cast<std::size_t>(s)];
-      const int64_t part_end = plan_.stage_part_begin[static_cast<std::size_t>(s + 1)];
+      const int64_t part_begin = plan.stage_part_begin[static_cast<std::size_t>(s)];
+      const int64_t part_end = plan.stage_part_begin[static_cast<std::size_t>(s + 1)];
       for (int64_t part = part_begin; part < part_end; ++part) {
         const int64_t l = part / 2;
         if (part % 2 == 1) {
@@ -168,18 +231,15 @@ class Builder {
         each_chip(s, OpKind::attn_norm, Unit::vxm, l, b);
         each_chip(s, OpKind::qkv, Unit::mxm, l, b);
         each_chip(s, OpKind::attention, Unit::vxm, l, b);
-        if (split) {
-          all_gather_all(s, Payload::amax, n, l, b);
-          each_chip(s, OpKind::reduce_max, Unit::vxm, l, b, Payload::amax);
-        }
+        if (split) all_gather_all(s, Payload::amax, n, l, b);
         each_chip(s, OpKind::wo, Unit::mxm, l, b);
         if (split) reduce_scatter_all_gather(s, Payload::partial_sums, Payload::reduced_sums, n, l, b);
         each_chip(s, OpKind::attn_residual, Unit::vxm, l, b);
       }
     }
     if (blk.with_logits) {
-      each_chip(plan_.pp - 1, OpKind::final_norm, Unit::vxm, -1, b);
-      each_chip(plan_.pp - 1, OpKind::lm_head, Unit::mxm, -1, b);
+      each_chip(plan.pp - 1, OpKind::final_norm, Unit::vxm, -1, b);
+      each_chip(plan.pp - 1, OpKind::lm_head, Unit::mxm, -1, b);
     }
   }
 
@@ -198,18 +258,56 @@ class Builder {
     return index;
   }
 
-  const Plan& plan_;
+  void mark(int32_t op, int step, int32_t collective) {
+    p_.ops[static_cast<std::size_t>(op)].step = static_cast<uint8_t>(step);
+    p_.ops[static_cast<std::size_t>(op)].collective = collective;
+    const int32_t match = p_.ops[static_cast<std::size_t>(op)].match;
+    if (match >= 0) {
+      p_.ops[static_cast<std::size_t>(match)].step = static_cast<uint8_t>(step);
+      p_.ops[static_cast<std::size_t>(match)].collective = collective;
+    }
+  }
+
+  /// The chips of `stage` of the current replica, in tp order.
+  const std::vector<int64_t>& stage_chips(int64_t stage) {
+    stage_chips_.resize(static_cast<std::size_t>(plan_->tp));
+    for (int64_t t = 0; t < plan_->tp; ++t) stage_chips_[static_cast<std::size_t>(t)] = chip_id(stage, t);
+    return stage_chips_;
+  }
+
+  /// The collective the group `chips` uses for `elements`, chosen once per group and message (a stage's
+  /// chips are consecutive from its first, which names the group).
+  int32_t collective_index(const std::vector<int64_t>& chips, int64_t elements, Combine combine) {
+    const auto key = std::make_tuple(chips.front(), elements, combine);
+    const auto it = chosen_.find(key);
+    if (it != chosen_.end()) return it->second;
+    const int32_t index = add_collective(choose_collective(chips, elements, combine, topology_, plan_->hardware));
+    chosen_.emplace(key, index);
+    return index;
+  }
+
+  const Plan* plan_;
   const Topology& topology_;
   Program& p_;
+  std::vector<int64_t> stage_chips_;
+  std::vector<std::vector<int32_t>> received_, next_received_;  ///< all_reduce's, kept to reuse their storage
+  std::map<std::tuple<int64_t, int64_t, Combine>, int32_t> chosen_;
   std::vector<int32_t> last_compute_;
   std::vector<std::vector<int32_t>> pending_recvs_;
   int64_t replica_ = 0;
 };
 
-int64_t compute_cycles(const Op& op, const Plan& plan, const chip::CostModel& cost, int64_t position, int64_t n) {
+int64_t compute_cycles(const Program& p, const Op& op, const Plan& plan, const chip::CostModel& cost, int64_t position,
+                       int64_t n) {
+  if (op.kind == OpKind::reduce_sum || op.kind == OpKind::reduce_max) {
+    // One step of the collective: the group's values of the chip's range (sum) or of the whole array (max).
+    const Collective& c = p.collectives[static_cast<std::size_t>(op.collective)];
+    const int64_t share = op.kind == OpKind::reduce_sum ? c.max_share(op.step) : c.elements;
+    return cost.vector_cycles(c.group_size(op.step) * share);
+  }
   const chip::ModelConfig& m = plan.model;
   const chip::ShardRange& g = plan.chips[static_cast<std::size_t>(op.chip)].range;
-  const int64_t d = m.hidden_size, hd = m.head_dim(), kvh = g.n_kv_heads(m), tp = plan.tp;
+  const int64_t d = m.hidden_size, hd = m.head_dim(), kvh = g.n_kv_heads(m);
   switch (op.kind) {
     case OpKind::embed: return cost.vector_cycles(d * n);
     case OpKind::attn_norm:
@@ -224,12 +322,7 @@ int64_t compute_cycles(const Op& op, const Plan& plan, const chip::CostModel& co
       return cost.vector_cycles(3 * qk_values + bias_values + norm_values) +
              cost.attention_cycles(g.n_heads(), kvh, hd, position, n);
     }
-    case OpKind::reduce_max: return cost.vector_cycles(tp * n * (op.payload == Payload::moe_amax ? m.n_experts_per_token : 1));
     case OpKind::wo: return cost.matmul_cycles(d, g.n_heads() * hd, n);
-    case OpKind::reduce_sum: {
-      const Reduction r = plan.reduction(reduced_array(op.payload), n);
-      return cost.vector_cycles(r.members * r.max_share());
-    }
     case OpKind::attn_residual: return cost.vector_cycles(2 * d * n);
     // MoE: the k slots dequantized and weighted (the weighting was the expert op's before the int32
     // reduction), summed, added.
@@ -253,6 +346,8 @@ int64_t compute_cycles(const Op& op, const Plan& plan, const chip::CostModel& co
     }
     case OpKind::final_norm: return cost.vector_cycles(4 * d);
     case OpKind::lm_head: return cost.matmul_cycles(g.n_vocab(), d, 1);
+    case OpKind::reduce_sum:
+    case OpKind::reduce_max:
     case OpKind::send:
     case OpKind::recv: break;
   }
@@ -267,7 +362,7 @@ Program build_program(const Plan& plan, const Topology& topology, const std::vec
   p.n_chips = plan.n_chips();
   p.network_chips = topology.n_chips();
   p.blocks = blocks;
-  Builder builder(plan, topology, p);
+  Builder builder(&plan, topology, p);
   for (std::size_t b = 0; b < blocks.size(); ++b) {
     builder.block(static_cast<int32_t>(b), blocks[b]);
     if (b == 0 && blocks.size() > 1) {
@@ -280,11 +375,24 @@ Program build_program(const Plan& plan, const Topology& topology, const std::vec
   return p;
 }
 
+Program build_collective_program(const std::vector<int64_t>& chips, const Collective& collective, Combine combine,
+                                 const Topology& topology) {
+  LPURT_ASSERT(static_cast<int64_t>(chips.size()) == collective.members);
+  Program p;
+  p.n_chips = p.network_chips = topology.n_chips();
+  p.blocks = {Block{}};
+  Builder builder(nullptr, topology, p);
+  const int32_t index = builder.add_collective(collective);
+  if (combine == Combine::sum) builder.all_reduce(chips, index, Payload::partial_sums, Payload::reduced_sums, -1, 0);
+  else builder.gather_max(chips, index, Payload::amax, -1, 0);
+  return p;
+}
+
 namespace {
 
 int64_t op_cycles(const Program& p, const Op& op, const Plan& plan, const chip::CostModel& cost, int64_t base_position) {
   const Block& blk = p.blocks[static_cast<std::size_t>(op.block)];
-  const int64_t cycles = compute_cycles(op, plan, cost, base_position + blk.position_offset, blk.n_tokens);
+  const int64_t cycles = compute_cycles(p, op, plan, cost, base_position + blk.position_offset, blk.n_tokens);
   const double speed = plan.hardware.chip_speed(op.chip);
   return speed == 1 ? cycles : static_cast<int64_t>(std::ceil(static_cast<double>(cycles) / speed));
 }

@@ -10,11 +10,12 @@
 /// double-booked (the software-scheduled network has no arbitration); the verifier checks that, and the
 /// send/receive pairing and data readiness, on any program and timeline.
 ///
-/// Tensor-parallel reductions are expanded into link transfers: the per-token amax (in an MoE layer the
-/// per-slot amax, n x k values) is all-gathered (every chip sends its values to every other chip of the
-/// stage), int32 partial sums (in an MoE layer the [n x k x D] expert slots) are
-/// reduce-scattered and all-gathered (chip j owns slice j of the flat [n x D] array), and so is the
-/// embedding (chips contribute -0.0 for rows they do not hold, the identity of float addition).
+/// Tensor-parallel reductions are expanded into link transfers by the algorithm partition/collective.hpp
+/// chooses for the stage's chips and the message: the per-token amax (in an MoE layer the per-slot amax,
+/// n x k values) is all-gathered and max'ed, int32 partial sums (in an MoE layer the [n x k x D] expert
+/// slots) are reduce-scattered and all-gathered (step by step, each chip owning a range of the flat
+/// array), and so is the embedding (chips contribute -0.0 for rows they do not hold, the identity of
+/// float addition).
 /// Activations move from chip (stage s, t) to chip (stage s+1, t).
 ///
 /// Example usage:
@@ -28,6 +29,7 @@
 #include <string>
 #include <vector>
 
+#include "partition/collective.hpp"
 #include "partition/plan.hpp"
 #include "partition/topology.hpp"
 
@@ -47,9 +49,9 @@ enum class OpKind : uint8_t {
   attn_norm,      ///< VXM: RMSNorm
   qkv,            ///< MXM: q, k, v of the chip's heads
   attention,      ///< VXM: RoPE, KV append, attention                           [functional: attention_in]
-  reduce_max,     ///< VXM: max of the gathered amax values                        [functional]
+  reduce_max,     ///< VXM: max of the amax values gathered in one collective step   [functional]
   wo,             ///< MXM: wo partial sums                                        [functional]
-  reduce_sum,     ///< VXM: sum of the chip's slice over the stage's partials      [functional]
+  reduce_sum,     ///< VXM: sum of the chip's range over one collective step's group [functional]
   attn_residual,  ///< VXM: x += wo output                                         [functional]
   ffn_norm,       ///< VXM
   gate_up,        ///< MXM
@@ -80,11 +82,13 @@ struct Op {
   OpKind kind = OpKind::embed;
   Unit unit = Unit::vxm;
   Payload payload = Payload::none;  ///< transfers: what they carry; reduce_sum, reduce_max: what they reduce
+  uint8_t step = 0;            ///< collective ops: the step of Program::collectives[collective] it belongs to
   int32_t chip = 0;
   int32_t peer = -1;           ///< send: destination chip; recv: source chip
   int32_t layer = -1;
   int32_t block = 0;           ///< index into Program::blocks
   int32_t match = -1;          ///< send <-> recv partner op
+  int32_t collective = -1;     ///< reductions and their transfers: index into Program::collectives
   int64_t elem_begin = 0;      ///< payload elements [elem_begin, elem_begin + elem_count) of the block array
   int64_t elem_count = 0;
   int64_t bytes = 0;           ///< transfers: payload bytes the host moves (float32 or int32 values)
@@ -110,6 +114,9 @@ struct Program {
   std::vector<Op> ops;           ///< global execution order
   std::vector<int32_t> deps;     ///< op indices
   std::vector<Hop> hops;         ///< route hops of the sends
+  /// The collectives of the program's reductions (each stage's algorithm and geometry for one message);
+  /// the schedule expands them and the engine reads them to place and sum the ranges.
+  std::vector<Collective> collectives;
   /// Ops of each chip in program order (indices into ops), [n_chips].
   std::vector<std::vector<int32_t>> chip_ops;
 };
@@ -126,6 +133,12 @@ struct Timeline {
 
 /// Builds the program of `blocks` on `plan`.
 Program build_program(const Plan& plan, const Topology& topology, const std::vector<Block>& blocks);
+
+/// The standalone program of one all-reduce (Combine::sum: partial_sums reduce-scattered, reduced_sums
+/// all-gathered) or amax all-gather (Combine::max) of `collective` over `chips` (member t on chips[t]),
+/// one block, expanded as build_program expands a stage's. Its timeline needs only the plan's hardware.
+Program build_collective_program(const std::vector<int64_t>& chips, const Collective& collective, Combine combine,
+                                 const Topology& topology);
 
 /// Start and duration of every op with the blocks starting at `base_position` (deterministic).
 Timeline compute_timeline(const Program& program, const Plan& plan, int64_t base_position);

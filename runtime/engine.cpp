@@ -79,8 +79,10 @@ Engine::Engine(const partition::Plan& plan, io::WeightSource& source, MPI_Comm c
                   ExitCode::usage);
   share_host();
   const int64_t b = plan.shape.block_tokens, d = cfg.hidden_size, tp = plan.tp;
-  // The largest share of a reduce-scatter: a block's expert slots (or its activations) over the stage's chips.
-  slice_ = plan.reduction(cfg.is_moe() ? partition::Reduced::expert_slots : partition::Reduced::linear_output, b).max_share();
+  // What one reduce-scatter step receives, at most: a block's expert slots (or its activations), whichever
+  // algorithm the schedule chose.
+  receive_elements_ = partition::receive_bound_elements(
+      plan.reduction(cfg.is_moe() ? partition::Reduced::expert_slots : partition::Reduced::linear_output, b).elements, tp);
   owner_.resize(static_cast<std::size_t>(plan.n_chips()));
   std::size_t n_local = 0;
   for (const auto& c : plan.chips) {
@@ -107,8 +109,8 @@ Engine::Engine(const partition::Plan& plan, io::WeightSource& source, MPI_Comm c
     lc.amax.assign(static_cast<std::size_t>(b * amax_per_token(cfg)), 0.0f);
     lc.peer_amax.assign(static_cast<std::size_t>(tp * b * amax_per_token(cfg)), 0.0f);
     lc.sums.assign(static_cast<std::size_t>(b * d), 0);
-    lc.rs_sums.assign(static_cast<std::size_t>(tp * slice_), 0);
-    lc.rs_floats.assign(static_cast<std::size_t>(tp * slice_), 0.0f);
+    lc.rs_sums.assign(static_cast<std::size_t>(receive_elements_), 0);
+    lc.rs_floats.assign(static_cast<std::size_t>(receive_elements_), 0.0f);
   }
   parallel_group_.reserve(chips_.size());
   trailer_bytes_ = faults.checked() && !timing_only ? static_cast<int64_t>(sizeof(uint64_t)) : 0;
@@ -368,23 +370,37 @@ void Engine::forward(int64_t sequence, const int32_t* tokens, int64_t pos, int64
 }
 
 void* Engine::payload_at(const Op& op, LocalChip& c, bool sending) {
-  const auto peer_tp = static_cast<std::size_t>(plan_.chips[static_cast<std::size_t>(sending ? op.chip : op.peer)].tp_rank);
   const auto begin = static_cast<std::size_t>(op.elem_begin);
-  const auto amax_stride = static_cast<std::size_t>(plan_.shape.block_tokens * amax_per_token(plan_.model));
+  // Collective transfers: received into the slot of the sender's position in the step's group. A
+  // reduce-scatter step after the first forwards the sender's running sums (not its own partials), and an
+  // amax step after the first the running max.
+  const bool amax = op.payload == Payload::amax || op.payload == Payload::moe_amax;
+  std::size_t slot = 0;
+  if (!sending && op.collective >= 0) {
+    const partition::Collective& coll = current_->collectives[static_cast<std::size_t>(op.collective)];
+    const int64_t sender = plan_.chips[static_cast<std::size_t>(op.peer)].tp_rank;
+    const int64_t stride = amax ? plan_.shape.block_tokens * amax_per_token(plan_.model) : coll.max_share(op.step);
+    slot = static_cast<std::size_t>(coll.position(op.step, sender) * stride);
+  }
+  const bool forwarded = sending && op.step > 0;
   switch (op.payload) {
     case Payload::amax:
-      return sending ? const_cast<float*>(c.shard->amax()) : c.peer_amax.data() + peer_tp * amax_stride;
+      if (sending) return forwarded ? c.amax.data() : const_cast<float*>(c.shard->amax());
+      return c.peer_amax.data() + slot;
     case Payload::moe_amax:
-      return sending ? const_cast<float*>(c.shard->moe_amax()) : c.peer_amax.data() + peer_tp * amax_stride;
+      if (sending) return forwarded ? c.amax.data() : const_cast<float*>(c.shard->moe_amax());
+      return c.peer_amax.data() + slot;
     case Payload::partial_sums:
-      return sending ? const_cast<int32_t*>(c.shard->partial_sums()) + begin : c.rs_sums.data() + peer_tp * static_cast<std::size_t>(slice_);
+      if (sending) return forwarded ? c.sums.data() + begin : const_cast<int32_t*>(c.shard->partial_sums()) + begin;
+      return c.rs_sums.data() + slot;
     case Payload::embedding_partial:
-      return sending ? c.x.data() + begin : c.rs_floats.data() + peer_tp * static_cast<std::size_t>(slice_);
+      return sending ? c.x.data() + begin : c.rs_floats.data() + slot;
     case Payload::reduced_sums: return c.sums.data() + begin;
     case Payload::embedding_reduced: return c.x.data() + begin;
     case Payload::activations: return c.x.data() + begin;
     case Payload::moe_partial:
-      return sending ? c.shard->moe_sums() + begin : c.rs_sums.data() + peer_tp * static_cast<std::size_t>(slice_);
+      // The expert slots' int32 sums are summed in place in the shard, so running sums go from there too.
+      return sending ? c.shard->moe_sums() + begin : c.rs_sums.data() + slot;
     case Payload::moe_reduced: return c.shard->moe_sums() + begin;
     case Payload::none: break;
   }
@@ -608,14 +624,20 @@ void Engine::compute(const Op& op, LocalChip& c, const int32_t* tokens, int64_t 
     case OpKind::attention: s.attention_in(slot, op.layer, pos, n, c.x.data()); break;
     case OpKind::silu: s.ffn_in(op.layer, n, c.x.data()); break;
     case OpKind::reduce_max: {
-      // Per token, or in an MoE layer per token and chosen expert: [n] or [n, k] values.
+      // The max over this step's group, starting from the chip's own amax (step 0) or the running max: per
+      // token, or in an MoE layer per token and chosen expert ([n] or [n, k] values).
+      const partition::Collective& coll = current_->collectives[static_cast<std::size_t>(op.collective)];
+      const int64_t me = coll.position(op.step, plan_.chips[static_cast<std::size_t>(op.chip)].tp_rank);
       const bool moe = op.payload == Payload::moe_amax;
-      const float* own = moe ? s.moe_amax() : s.amax();
       const int64_t values = n * (moe ? plan_.model.n_experts_per_token : 1);
-      std::copy(own, own + values, c.amax.begin());
-      for (int64_t t = 0; t < plan_.tp; ++t) {
-        if (t == plan_.chips[static_cast<std::size_t>(op.chip)].tp_rank) continue;
-        const float* peer = c.peer_amax.data() + t * plan_.shape.block_tokens * amax_per_token(plan_.model);
+      const int64_t stride = plan_.shape.block_tokens * amax_per_token(plan_.model);
+      if (op.step == 0) {
+        const float* own = moe ? s.moe_amax() : s.amax();
+        std::copy(own, own + values, c.amax.begin());
+      }
+      for (int64_t q = 0; q < coll.group_size(op.step); ++q) {
+        if (q == me) continue;
+        const float* peer = c.peer_amax.data() + q * stride;
         for (int64_t k = 0; k < values; ++k) c.amax[static_cast<std::size_t>(k)] = std::max(c.amax[static_cast<std::size_t>(k)], peer[k]);
       }
       break;
@@ -623,17 +645,20 @@ void Engine::compute(const Op& op, LocalChip& c, const int32_t* tokens, int64_t 
     case OpKind::wo: s.attention_out_partial(op.layer, n, amax); break;
     case OpKind::down: s.ffn_out_partial(op.layer, n, amax); break;
     case OpKind::reduce_sum: {
-      // This chip owns slice j of the flat [n x D] array; add the other chips' slices in tp order.
-      const int64_t me = plan_.chips[static_cast<std::size_t>(op.chip)].tp_rank;
-      const partition::Reduction reduction = plan_.reduction(partition::reduced_array(op.payload), n);
-      const int64_t begin = reduction.begin(me), end = reduction.end(me);
+      // After this step the chip owns [begin, end) of the flat array summed over the step's group (and the
+      // steps before): add the group's other ranges in group order.
+      const partition::Collective& coll = current_->collectives[static_cast<std::size_t>(op.collective)];
+      const int64_t member = plan_.chips[static_cast<std::size_t>(op.chip)].tp_rank;
+      const int64_t me = coll.position(op.step, member), stride = coll.max_share(op.step);
+      const int64_t begin = coll.begin(op.step, member), end = coll.end(op.step, member);
       if (op.payload == Payload::partial_sums || op.payload == Payload::moe_partial) {
         // int32 sums: a linear layer's partials, or the expert slots' (summed in place, in the shard).
         int32_t* target = op.payload == Payload::moe_partial ? s.moe_sums() : c.sums.data();
-        if (op.payload == Payload::partial_sums) std::copy(s.partial_sums() + begin, s.partial_sums() + end, c.sums.begin() + begin);
-        for (int64_t t = 0; t < reduction.members; ++t) {
+        if (op.payload == Payload::partial_sums && op.step == 0)
+          std::copy(s.partial_sums() + begin, s.partial_sums() + end, c.sums.begin() + begin);
+        for (int64_t t = 0; t < coll.group_size(op.step); ++t) {
           if (t == me) continue;
-          const int32_t* in = c.rs_sums.data() + t * slice_;
+          const int32_t* in = c.rs_sums.data() + t * stride;
           // Modulo 2^32: exact for valid partials (each is bounded by its own slice of the dot product, so
           // any sum of them fits int32), and defined for a corrupted transfer awaiting its replay.
           for (int64_t k = begin; k < end; ++k)
@@ -641,9 +666,9 @@ void Engine::compute(const Op& op, LocalChip& c, const int32_t* tokens, int64_t 
         }
       } else {
         // Float slices with one holder per element (embedding rows): exact in any order.
-        for (int64_t t = 0; t < reduction.members; ++t) {
+        for (int64_t t = 0; t < coll.group_size(op.step); ++t) {
           if (t == me) continue;
-          const float* in = c.rs_floats.data() + t * slice_;
+          const float* in = c.rs_floats.data() + t * stride;
           for (int64_t k = begin; k < end; ++k) c.x[static_cast<std::size_t>(k)] += in[k - begin];
         }
       }

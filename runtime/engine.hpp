@@ -133,10 +133,14 @@ class Engine {
     std::unique_ptr<chip::Shard> shard;
     std::vector<float> x;            ///< [block, D] residual stream (replicated over the stage's chips)
     std::vector<float> amax;         ///< [block * max(1, k)] stage-wide per-token amax (MoE: per token and slot)
-    std::vector<float> peer_amax;    ///< [tp, block * max(1, k)] amax received from each chip of the stage (MoE: per slot)
+    /// [tp, block * max(1, k)] amax received in one collective step, by group position (MoE: per slot)
+    std::vector<float> peer_amax;
     std::vector<int32_t> sums;       ///< [block * D] stage-wide int32 sums (reduce-scatter + all-gather)
-    std::vector<int32_t> rs_sums;    ///< [tp, slice] partial-sum slices (linear outputs, expert slots) from each chip
-    std::vector<float> rs_floats;    ///< [tp, slice] embedding slices received from each chip
+    /// [receive_elements] int32 partial-sum ranges (linear outputs, expert slots) received in one
+    /// reduce-scatter step: [group size, max share] of that step (partition::Collective::receive_elements),
+    /// by the sender's group position
+    std::vector<int32_t> rs_sums;
+    std::vector<float> rs_floats;    ///< [receive_elements] the same for the embedding's float ranges
     std::vector<int32_t> pending_messages;  ///< incoming messages with data for this chip, not yet waited for
   };
 
@@ -195,7 +199,7 @@ class Engine {
   std::vector<int> owner_;                     ///< [n_chips] rank hosting each chip
   std::map<int64_t, partition::Program> programs_;  ///< by tokens per forward call
   std::map<std::pair<int64_t, int64_t>, Exchange> exchanges_;  ///< by tokens per forward call and replica
-  int64_t slice_ = 0;                          ///< largest reduce-scatter slice, elements
+  int64_t receive_elements_ = 0;               ///< rs_sums / rs_floats elements: bound over every algorithm and step
   bool timing_only_ = false;
   int64_t first_local_chip_ = 0;               ///< chips_[i] is chip first_local_chip_ + i
   double mpi_wait_s_ = 0;

@@ -60,6 +60,14 @@ Exchange build_exchange(const partition::Program& program, const std::vector<int
       close_round();
       continue;
     }
+    // A send forwarding data received in this round (a collective's later all-gather step) starts the next
+    // round: a round's payloads are all packed at its start.
+    if (op.kind == OpKind::send && round_first_op >= 0)
+      for (int32_t k = 0; k < op.dep_count; ++k)
+        if (program.deps[static_cast<std::size_t>(op.dep_begin + k)] >= round_first_op) {
+          close_round();
+          break;
+        }
     if (round_first_op < 0) round_first_op = static_cast<int32_t>(i);
     if (op.kind == OpKind::recv) continue;  // its send stands for the pair
     const int from = owner[static_cast<std::size_t>(op.chip + chip_offset)];

@@ -3,8 +3,10 @@
 /// The MPI messages of one program on one rank. The schedule (partition/schedule.hpp) expands every
 /// tensor-parallel collective into chip-to-chip transfers: an all-reduce over tp 8 is 112 transfers. Sent one
 /// MPI message each, a stage split over two ranks pays 32 message latencies per collective, thousands per
-/// token. Transfers that are consecutive in the program (no compute op of any chip between them) form a
-/// round; none of them needs another's data, so a rank can send all of a round's payloads at its start.
+/// token. Transfers that are consecutive in the program (no compute op of any chip between them, and no
+/// send forwarding what an earlier transfer of the round delivered, as a collective's later all-gather
+/// steps do) form a round; none of them needs another's data, so a rank can send all of a round's
+/// payloads at its start.
 /// Within a round, the transfers from rank A to rank B travel as one message: the payloads packed in op
 /// order. Rounds are delimited by the global op array, not by one rank's ops, so rank B derives the same
 /// message, segment for segment, as rank A.

@@ -3,8 +3,9 @@
 # every logit are bit-identical to the single-chip run, and the modelled times equal the 1-rank run's.
 # Prompts are prefilled in chunks of 2 tokens, so consecutive blocks overlap in the pipeline across ranks.
 # Models: the tiny preset, the tiny presets of the format-2 families, an odd-shaped model (H=6, Hkv=2, L=3),
-# a wide one (H=16, Hkv=4) and two MoE models with more query heads than experts (sliced experts), written
-# by the oracle's make_model.py. Layouts include tp across nodes (16 chips a stage) and systems with idle chips.
+# a wide one (H=16, Hkv=4, also as a 16-expert mixtral) and two MoE models with more query heads than
+# experts (sliced experts), written by the oracle's make_model.py. Layouts include tp across nodes (16 chips
+# a stage, two-level collectives, on both topologies) and systems with idle chips.
 # Usage: mpi_bit_identity.sh LPURT WORKDIR PYTHON MPIEXEC [MPIEXEC_FLAGS...]
 set -euo pipefail
 lpurt=$1 work=$2 python=$3 mpiexec=$4; shift 4
@@ -30,6 +31,9 @@ done
 # 16 query heads over 4 KV heads: tensor parallelism across two nodes of 8 chips, and beyond the KV heads.
 "$python" "$here/../oracle/make_model.py" wide.h5 --vocab 500 --hidden 128 --intermediate 160 --layers 2 \
   --heads 16 --kv-heads 4 --max-seq 64 --seed 9 > /dev/null
+# The same heads with 16 experts, 2 per token: expert slots summed across two nodes.
+"$python" "$here/../oracle/make_model.py" widemoe.h5 --vocab 500 --hidden 128 --intermediate 64 --layers 2 \
+  --heads 16 --kv-heads 4 --max-seq 64 --arch mixtral --experts 16 --experts-per-token 2 --seed 10 > /dev/null
 
 same_times() {  # same_times A.h5 B.h5: modelled times equal to the last bit
   "$python" - "$1" "$2" <<'PY'
@@ -58,6 +62,7 @@ PY
 }
 
 checked=0
+extra=()  # flags every multi-chip run of check_model gets (a topology)
 check_model() {  # check_model MODEL PROMPT "chips tp pp"...
   local model=$1 prompt=$2 layout chips tp pp ranks out first
   shift 2
@@ -75,7 +80,7 @@ PY
       [ "$ranks" -le "$chips" ] || continue
       out="out_${model%.h5}_${chips}_${tp}_${pp}_np${ranks}.h5"
       "$mpiexec" -n "$ranks" "${mpi_flags[@]}" "$lpurt" run --model "$model" --chips "$chips" --tp "$tp" \
-        --pp "$pp" --prompt "$prompt" --tokens 6 --block-tokens 2 --out "$out" > /dev/null
+        --pp "$pp" --prompt "$prompt" --tokens 6 --block-tokens 2 "${extra[@]}" --out "$out" > /dev/null
       h5diff -q "ref_$model" "$out" /tokens || { echo "tokens differ from 1 chip: $out"; exit 1; }
       h5diff -q "ref_$model" "$out" /logits || { echo "logits differ from 1 chip: $out"; exit 1; }
       [ "$ranks" -eq 1 ] && cp "$out" "$first"
@@ -83,7 +88,7 @@ PY
       own_share "$out" || { echo "a rank read more than its chips' weights: $out"; exit 1; }
       if [ "$ranks" -eq 2 ]; then  # timing-only: same plan, schedule and message pattern, no payload
         "$mpiexec" -n 2 "${mpi_flags[@]}" "$lpurt" run --model config.h5 --timing-only --chips "$chips" --tp "$tp" \
-          --pp "$pp" --prompt "$prompt" --tokens 6 --block-tokens 2 --out "timing_$out" > /dev/null
+          --pp "$pp" --prompt "$prompt" --tokens 6 --block-tokens 2 "${extra[@]}" --out "timing_$out" > /dev/null
         same_times "$out" "timing_$out" || { echo "timing-only times differ from the functional run: $out"; exit 1; }
       fi
       checked=$((checked + 1))
@@ -104,6 +109,12 @@ check_model llama3.h5 5,6,7 "4 2 2" "3 1 3"
 # Layouts that leave chips of the system idle (10 chips, 8 used), and tp across nodes.
 check_model tiny.h5 3,4,5 "10 4 2" "7 2 3"
 check_model wide.h5 7,8,9 "16 16 1" "32 16 2" "20 12 1"
+# tp across nodes runs the two-level collectives (partition/collective.hpp): within each node, then among
+# the chips of the same index; on the chain as on the dragonfly.
+check_model widemoe.h5 7,8,9 "16 16 1" "32 16 2"
+extra=(--set topology=chain)
+check_model wide.h5 7,8,9 "48 16 3"
+extra=()
 # Regression: with prefill chunks large enough for Open MPI's rendezvous protocol (16 tokens x 128 x 4 B =
 # 8 KB), a middle stage's send of one chunk's activations must finish before the next chunk overwrites x.
 "$lpurt" run --model tiny.h5 --chips 4 --tp 1 --pp 4 --prompt-len 200 --block-tokens 16 --tokens 8 --out chunks_ref.h5 > /dev/null
