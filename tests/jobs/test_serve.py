@@ -79,6 +79,19 @@ def main():
              "--workload", "trace.csv"]),
         (3, ["--chips", "6", "--tp", "1", "--pp", "2", "--slots", "2", "--policy", "static-batch", "--context", "48",
              "--workload", "trace.csv"]),
+        # A shared KV pool small enough to preempt (recompute): 4 slots share 10 pages of 8 tokens.
+        (1, ["--chips", "2", "--tp", "1", "--pp", "2", "--slots", "4", "--kv-page-tokens", "8", "--kv-pages", "10",
+             "--rate", "4e5", "--requests", "12", "--prompt-len-dist", "uniform:2:40", "--tokens-dist", "uniform:1:30",
+             "--seed", "4"]),
+        (3, ["--chips", "6", "--tp", "2", "--pp", "3", "--slots", "3", "--kv-page-tokens", "4", "--kv-pages", "14",
+             "--workload", "trace.csv"]),
+        (2, ["--chips", "4", "--tp", "2", "--pp", "2", "--slots", "3", "--kv-page-tokens", "8", "--kv-pages", "7",
+             "--rate", "4e5", "--requests", "10", "--prompt-len-dist", "uniform:2:30", "--tokens-dist", "uniform:1:24",
+             "--seed", "6"], "tiny-mixtral.h5"),
+        # static-batch reserves each member's whole KV in the pool: no preemption.
+        (2, ["--chips", "4", "--tp", "1", "--pp", "2", "--slots", "4", "--policy", "static-batch", "--kv-page-tokens",
+             "8", "--kv-pages", "10", "--rate", "4e5", "--requests", "12", "--prompt-len-dist", "uniform:2:40",
+             "--tokens-dist", "uniform:1:30", "--seed", "4"]),
     ]
     for n, (ranks, args, *model) in enumerate(configs):
         model = model[0] if model else "tiny.h5"
@@ -99,6 +112,13 @@ def main():
                 prompts = None
         if summary["completed"] + summary["rejected"] != len(prefill) or ("48" in args) != (summary["rejected"] > 0):
             failures.append(f"{label}: completed {summary['completed']} rejected {summary['rejected']}")
+        # A pool that forces preemptions under decode-priority; never above the pool; none in a static batch.
+        pooled = "--kv-pages" in args
+        if summary["kv_pages_in_use_max"] > summary["kv_pages_per_replica"] or summary["kv_pool_shared"] != pooled \
+                or (summary["preemptions"] > 0) != (pooled and "static-batch" not in args):
+            failures.append(f"{label}: {summary['preemptions']} preemptions, at most "
+                            f"{summary['kv_pages_in_use_max']} of {summary['kv_pages_per_replica']} pages, "
+                            f"shared {summary['kv_pool_shared']}")
         for i in range(len(prefill)):
             if rejected[i]:
                 if len(tokens[i]) != 0:
