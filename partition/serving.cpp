@@ -4,6 +4,7 @@
 #include <cmath>
 #include <deque>
 #include <limits>
+#include <map>
 #include <numeric>
 
 #include "partition/schedule.hpp"
@@ -581,6 +582,49 @@ class Simulation {
 ServeOutcome simulate_serving(const Plan& plan, const ServeCosts& costs, const std::vector<ServeRequest>& requests,
                               const ServeOptions& options) {
   return Simulation(plan, costs, requests, options).run();
+}
+
+std::vector<StageSlice> stage_slices(const Plan& plan, const ServeOutcome& outcome, int64_t max_turns) {
+  const std::size_t n = std::min(outcome.turns.size(), static_cast<std::size_t>(std::max<int64_t>(0, max_turns)));
+  const auto pp = static_cast<std::size_t>(plan.pp);
+  // The stage spans of each program the turns run (a replica's when chips or links differ, and a block
+  // size), over the positions they reach.
+  struct Spans {
+    int64_t first_position = 0, last_position = 0;
+    std::vector<StageSpan> spans;  ///< [positions x pp]
+  };
+  const bool uniform = plan.hardware.uniform();
+  auto key = [&](const Turn& t) { return std::make_pair(uniform ? int64_t{0} : t.replica, t.n_tokens); };
+  std::map<std::pair<int64_t, int64_t>, Spans> programs;
+  for (std::size_t i = 0; i < n; ++i) {
+    const Turn& t = outcome.turns[i];
+    auto [it, added] = programs.try_emplace(key(t), Spans{t.position, t.position, {}});
+    it->second.first_position = std::min(it->second.first_position, t.position);
+    it->second.last_position = std::max(it->second.last_position, t.position);
+  }
+  const Topology topology = topology_for(plan);
+  for (auto& [k, p] : programs) {
+    const Program program = build_program(plan, topology, {{0, k.second, true, k.first}});
+    p.spans = block_stage_spans(plan, program, p.first_position, p.last_position - p.first_position + 1);
+  }
+  std::vector<StageSlice> slices;
+  slices.reserve(n * pp);
+  std::vector<std::vector<int64_t>> stage_free(static_cast<std::size_t>(plan.replicas), std::vector<int64_t>(pp, 0));
+  for (std::size_t i = 0; i < n; ++i) {
+    const Turn& t = outcome.turns[i];
+    const Spans& p = programs.at(key(t));
+    const StageSpan* spans = p.spans.data() + static_cast<std::size_t>(t.position - p.first_position) * pp;
+    std::vector<int64_t>& free = stage_free[static_cast<std::size_t>(t.replica)];
+    int64_t wait = 0;
+    for (std::size_t s = 0; s < pp; ++s) {
+      const int64_t start = std::max(t.entry_cycles + spans[s].first_cycles + wait, free[s]);
+      wait = start - t.entry_cycles - spans[s].first_cycles;
+      const int64_t end = start + spans[s].last_cycles - spans[s].first_cycles;
+      free[s] = end;
+      slices.push_back({static_cast<int64_t>(i), static_cast<int64_t>(s), start, end});
+    }
+  }
+  return slices;
 }
 
 }  // namespace lpurt::partition

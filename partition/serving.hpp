@@ -169,6 +169,22 @@ struct ServeOutcome {
 ServeOutcome simulate_serving(const Plan& plan, const ServeCosts& costs, const std::vector<ServeRequest>& requests,
                               const ServeOptions& options);
 
+/// One turn's pass through one stage of its replica's pipeline (the trace shows requests moving through
+/// the stages).
+struct StageSlice {
+  int64_t turn = 0;  ///< index into ServeOutcome::turns
+  int64_t stage = 0;
+  int64_t start_cycles = 0;
+  int64_t end_cycles = 0;
+};
+
+/// The passes of the first `max_turns` of outcome.turns through their stages, in turn order and stage by
+/// stage: from the exact schedule of the turn's program at its position (timing.hpp block_stage_spans: each
+/// stage's first compute op's start to its last one's end, after the turn's entry). A stage serves one
+/// turn at a time: a turn that would reach a stage still busy with the turn ahead (a short turn catching
+/// up with a long one) waits, and so do its later stages; the simulation's iteration model does not.
+std::vector<StageSlice> stage_slices(const Plan& plan, const ServeOutcome& outcome, int64_t max_turns);
+
 /// KV positions a request needs: its prompt and every generated token but the last.
 inline int64_t kv_positions(const ServeRequest& r) { return r.prompt_tokens + r.output_tokens - 1; }
 

@@ -20,6 +20,9 @@ namespace {
 
 using clock_type = std::chrono::steady_clock;
 
+/// Slices of turns through stages a trace holds at most (each a JSON event of about 150 bytes).
+constexpr int64_t trace_stage_slices = 500'000;
+
 double seconds_since(clock_type::time_point t0) {
   return std::chrono::duration<double>(clock_type::now() - t0).count();
 }
@@ -161,6 +164,8 @@ ServeSession::ServeSession(io::WeightSource& source, const chip::ChipSpec& hardw
   t = clock_type::now();
   partition::ServeOptions options = config.options;
   options.record_turns = functional;
+  // A trace shows the first turns moving through the stages: pp slices each, up to trace_stage_slices.
+  if (!config.trace_path.empty()) options.max_turn_records = trace_stage_slices / plan.pp;
   s.outcome = partition::simulate_serving(plan, *s.costs, config.requests, options);
   s.metrics = partition::serve_metrics(plan, config.requests, s.outcome, config.slo);
   s.simulate_s = seconds_since(t);
@@ -366,8 +371,9 @@ io::Record ServeSession::run(const std::function<void(int64_t, int64_t)>& progre
     s.result_file->commit(r, columns, generated, s.logits_row, timeline);
   }
   if (!config.trace_path.empty())
-    io::write_serve_trace(config.trace_path, config.force, o, plan.replicas, plan.shape.n_slots,
-                          plan.hardware.clock_hz);
+    io::write_serve_trace(config.trace_path, config.force, o,
+                          partition::stage_slices(plan, o, trace_stage_slices / plan.pp), plan.replicas,
+                          plan.shape.n_slots, plan.pp, plan.hardware.clock_hz);
   return r;
 }
 

@@ -208,6 +208,22 @@ def main():
     if not {"replica 0", "replica 1", "slot 0", "system"} <= names or "queued requests" not in counters \
             or "KV pages in use" not in counters or len(slices) < summary["completed"]:
         failures.append(f"trace: names {sorted(names)[:6]}, counters {counters}, {len(slices)} request slices")
+    # The requests through the stages: a track per replica stage, every turn once on each, one at a time.
+    stage_tid = {(e["pid"], e["tid"]): e["args"]["name"] for e in trace["traceEvents"]
+                 if e.get("ph") == "M" and e["name"] == "thread_name" and e["args"]["name"].startswith("stage ")}
+    on_stage = {}
+    for e in trace["traceEvents"]:
+        if e.get("cat") == "stage":
+            on_stage.setdefault((e["pid"], e["tid"]), []).append((e["ts"], e["ts"] + e["dur"], e["args"]["request"]))
+    if set(stage_tid.values()) != {"stage 0", "stage 1"} or set(on_stage) != set(stage_tid) \
+            or sum(len(v) for v in on_stage.values()) != 2 * summary["turns"]:
+        failures.append(f"trace: stage tracks {sorted(stage_tid.values())}, "
+                        f"{sum(len(v) for v in on_stage.values())} stage slices for {summary['turns']} turns")
+    for track, spans in on_stage.items():
+        spans.sort()
+        overlaps = [(a, b) for a, b in zip(spans, spans[1:]) if b[0] < a[1] - 1e-6 * max(1.0, abs(a[1]))]
+        if overlaps:
+            failures.append(f"trace: {stage_tid.get(track)} of replica {track[0]} overlaps: {overlaps[:2]}")
 
     # A serving study: latency against load under both policies, from flags; a rerun runs nothing; a point
     # whose slots cannot exist is recorded as infeasible; a functional study on 2 ranks.

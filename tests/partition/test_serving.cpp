@@ -376,6 +376,49 @@ TEST(Serving, ASharedKvPoolPreemptsTheLatestAndRecomputes) {
   EXPECT_THROW(serve_plan_for(1, 2, 2, 4, 128, {}, most + 1), chip::CapacityError);
 }
 
+TEST(Serving, StageSlicesFollowTheScheduleAndNeverOverlapOnAStage) {
+  const Plan plan = serve_plan_for(1, 3, 2, 3);
+  const auto requests = workload(40, 2e5, "uniform:1:60", "uniform:1:30", 9);
+  for (const ServePolicy policy : {ServePolicy::decode_priority, ServePolicy::static_batch}) {
+    SCOPED_TRACE(policy_name(policy));
+    const ServeOutcome out = simulate(plan, requests, policy);
+    const auto slices = stage_slices(plan, out, 1'000'000);
+    ASSERT_EQ(slices.size(), out.turns.size() * 3);
+    std::map<std::pair<int64_t, int64_t>, int64_t> stage_free;  // (replica, stage) -> end of its last slice
+    std::set<int64_t> seen_replica;
+    const Topology topology = topology_for(plan);
+    for (std::size_t k = 0; k < slices.size(); ++k) {
+      const StageSlice& slice = slices[k];
+      const Turn& turn = out.turns[static_cast<std::size_t>(slice.turn)];
+      EXPECT_EQ(slice.turn, static_cast<int64_t>(k / 3));
+      EXPECT_EQ(slice.stage, static_cast<int64_t>(k % 3));
+      EXPECT_GE(slice.start_cycles, turn.entry_cycles);
+      EXPECT_LT(slice.start_cycles, slice.end_cycles);
+      if (slice.stage > 0) {
+        EXPECT_GT(slice.start_cycles, slices[k - 1].start_cycles);
+      }
+      int64_t& free = stage_free[{turn.replica, slice.stage}];
+      EXPECT_GE(slice.start_cycles, free) << "turn " << slice.turn << " stage " << slice.stage;
+      free = slice.end_cycles;
+      // A replica's first turn waits for nobody: its spans are its program's, from its entry, and its last
+      // stage ends no later than its output.
+      if (slice.stage == 0 && seen_replica.insert(turn.replica).second) {
+        const Program program = build_program(plan, topology, {{0, turn.n_tokens, true, turn.replica}});
+        const Timeline timeline = compute_timeline(program, plan, turn.position);
+        const auto spans = block_stage_spans(plan, program, turn.position, 1);
+        for (int64_t s = 0; s < 3; ++s) {
+          EXPECT_EQ(slices[k + static_cast<std::size_t>(s)].start_cycles, turn.entry_cycles + spans[s].first_cycles);
+          EXPECT_EQ(slices[k + static_cast<std::size_t>(s)].end_cycles, turn.entry_cycles + spans[s].last_cycles);
+        }
+        EXPECT_LE(spans[2].last_cycles, timeline.makespan_cycles);
+        EXPECT_LE(slices[k + 2].end_cycles, turn.output_cycles);
+      }
+    }
+    // Bounded: the first turns only.
+    EXPECT_EQ(stage_slices(plan, out, 5).size(), 15u);
+  }
+}
+
 TEST(Serving, RoundRobinDealsRequestsInArrivalOrder) {
   const Plan plan = serve_plan_for(1, 1, 3, 2);
   auto requests = workload(30, 1e4, "uniform:1:20", "uniform:1:10", 5);
