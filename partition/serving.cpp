@@ -235,6 +235,7 @@ class Simulation {
   /// Gives slot `s` the pages of `positions`, at t; when the pool runs out, preempts the most recently
   /// admitted unfinished request of the replica until they fit. False if that was slot s's own request.
   bool take_pages(Replica& rep, std::size_t s, int64_t positions, int64_t t) {
+    if (positions <= rep.slots[s].pages * options_.kv_page_tokens) return true;  // within its last page
     const int64_t more = pages_of(positions) - rep.slots[s].pages;
     while (rep.pages + more > out_.kv_pages_per_replica) {
       std::size_t victim = rep.slots.size();
