@@ -78,8 +78,10 @@ partition::Plan serve_plan(const chip::ModelConfig& model, const chip::ChipSpec&
       r.tp = layout.tp;
       r.pp = layout.pp;
     } catch (const chip::CapacityError& e) {
-      if (config.slots == 0) throw;
-      throw chip::CapacityError("--slots " + std::to_string(config.slots) + ": " + e.what());
+      if (config.slots == 0 && config.kv_pages <= 0) throw;
+      const std::string what = config.slots > 0 ? "--slots " + std::to_string(config.slots)
+                                                : "--kv-pages " + std::to_string(config.kv_pages);
+      throw chip::CapacityError(what + ": " + e.what());
     }
   }
   if (r.replicas == 0) r.replicas = std::max<int64_t>(1, r.n_chips / (r.tp * r.pp));
@@ -114,7 +116,12 @@ partition::Plan serve_plan(const chip::ModelConfig& model, const chip::ChipSpec&
     const int64_t pool = partition::make_plan(model, hardware, smallest).max_kv_tokens() / page * page;
     if (config.kv_pages == ServeConfig::kv_pool_sram || pool < slots * r.context) r.kv_pool_tokens = pool;
   }
-  return partition::make_plan(model, hardware, r);
+  try {
+    return partition::make_plan(model, hardware, r);
+  } catch (const chip::CapacityError& e) {
+    if (config.kv_pages <= 0) throw;
+    throw chip::CapacityError("--kv-pages " + std::to_string(config.kv_pages) + ": " + e.what());
+  }
 }
 
 struct ServeSession::State {

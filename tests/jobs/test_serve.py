@@ -267,6 +267,8 @@ def main():
             (["--workload", "missing.csv"], 3, "missing.csv"),
             (["--workload", "bad.csv"], 3, "bad.csv:3: num_decode_tokens"),
             (["--rate", "10", "--requests", "3", "--slots", "0"], 2, "--slots must be at least 1"),
+            (["--rate", "10", "--requests", "3", "--kv-pages", "lots"], 2, "--kv-pages must be a count of pages or sram"),
+            (["--chips", "1", "--rate", "10", "--requests", "3", "--kv-pages", "100000000"], 4, "--kv-pages 100000000: "),
             (["--rate", "10", "--requests", "3", "--set", "power_idle_w=400"], 5, "power_idle_w"),
             (["--rate", "10", "--requests", "3", "--timing-only", "--out", "t.h5"], 6, "t.h5")]:
         with open("bad.csv", "w") as f:
