@@ -164,18 +164,32 @@ void write_serve_trace(const std::string& path, bool force, const partition::Ser
     }
     for (auto& [where, ids] : by_slot) {
       std::stable_sort(ids.begin(), ids.end(), [&](std::size_t a, std::size_t b) {
-        return outcome.requests[a].admitted_cycles < outcome.requests[b].admitted_cycles;
+        return outcome.requests[a].resumed_cycles < outcome.requests[b].resumed_cycles;
       });
       for (std::size_t k = 0; k < ids.size(); ++k) {
         const partition::RequestOutcome& o = outcome.requests[ids[k]];
         const int64_t limit =
-            k + 1 < ids.size() ? outcome.requests[ids[k + 1]].admitted_cycles : std::numeric_limits<int64_t>::max();
-        const int64_t first = std::min(o.first_token_cycles, limit), last = std::min(o.finished_cycles, limit);
+            k + 1 < ids.size() ? outcome.requests[ids[k + 1]].resumed_cycles : std::numeric_limits<int64_t>::max();
         const std::string name = "request " + std::to_string(ids[k]);
         const Json args = {{"request", ids[k]},
                            {"arrived_us", us(o.arrived_cycles)},
                            {"first_token_us", us(o.first_token_cycles)},
-                           {"finished_us", us(o.finished_cycles)}};
+                           {"finished_us", us(o.finished_cycles)},
+                           {"preemptions", o.preemptions}};
+        if (o.preemptions > 0) {
+          // Preempted: its slot is the one it finished in, from its last admission (its recompute and the
+          // rest of its decode); its earlier slots are not drawn.
+          out.add({{"name", name + " resumed"},
+                   {"cat", "resumed"},
+                   {"ph", "X"},
+                   {"pid", where.first},
+                   {"tid", first_slot_tid + where.second},
+                   {"ts", us(o.resumed_cycles)},
+                   {"dur", us(std::min(o.finished_cycles, limit) - o.resumed_cycles)},
+                   {"args", args}});
+          continue;
+        }
+        const int64_t first = std::min(o.first_token_cycles, limit), last = std::min(o.finished_cycles, limit);
         out.add({{"name", name + " prefill"},
                  {"cat", "prefill"},
                  {"ph", "X"},

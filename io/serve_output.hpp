@@ -11,7 +11,7 @@
 /// group /timeline: the system-wide counters over time (time_s, queued, active, kv_pages, kv_bytes).
 ///
 /// Trace (Chrome trace-event JSON, Perfetto): one process per replica with one track per request slot
-/// (each request's prefill and decode as slices), one track per pipeline stage (each recorded turn's pass
+/// (each request's prefill and decode as slices; a preempted one's time in its last slot), one track per pipeline stage (each recorded turn's pass
 /// through the stage, partition::stage_slices: the requests moving through the pipeline), its requests'
 /// waits in the queue as async slices, a track of its pipeline iterations (decode turns and prefill tokens
 /// as arguments), and counter tracks of the queue, the admitted requests and the KV pages in use. Times in

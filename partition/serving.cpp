@@ -297,6 +297,7 @@ class Simulation {
     RequestOutcome& o = outcome(id);
     o.slot = static_cast<int64_t>(s);
     if (o.admitted_cycles < 0) o.admitted_cycles = t;
+    o.resumed_cycles = t;
     LPURT_ASSERT(o.replica == replica);
     change(t, -1, 1, 0);
     return s;

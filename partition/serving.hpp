@@ -111,7 +111,8 @@ struct RequestOutcome {
   int64_t arrived_cycles = 0;
   int64_t replica = -1;
   int64_t slot = -1;
-  int64_t admitted_cycles = -1;  ///< given a slot
+  int64_t admitted_cycles = -1;  ///< given a slot (the first time)
+  int64_t resumed_cycles = -1;   ///< given the slot it finished in (admitted_cycles unless preempted)
   int64_t first_token_cycles = -1;
   int64_t finished_cycles = -1;  ///< its last token out
   bool rejected = false;         ///< longer than a slot's context or the KV pool: never admitted

@@ -172,9 +172,10 @@ def main():
     if res.returncode != 4 or "--slots 100000: " not in res.stderr or len(res.stderr.strip().splitlines()) != 1:
         failures.append(f"--slots 100000 on 8 chips: exit {res.returncode}, stderr {res.stderr.strip()!r}")
 
-    # Result file, CSV and trace of one timing-only run.
+    # Result file, CSV and trace of one timing-only run (6 slots sharing 8 pages: some preemptions).
     args = ["--chips", "4", "--tp", "1", "--pp", "2", "--rate", "2e5", "--requests", "30", "--prompt-len-dist",
-            "zipf:1.1:60", "--tokens-dist", "uniform:1:20", "--context", "64", "--timing-only"]
+            "zipf:1.1:60", "--tokens-dist", "uniform:1:20", "--context", "64", "--timing-only", "--slots", "6",
+            "--kv-page-tokens", "8", "--kv-pages", "8"]
     summary = json.loads(serve(*args, "--out", "t.h5", "--csv", "t.csv", "--trace", "t.json", "--json").stdout)
     with open("t.csv") as f:
         table = list(csv.DictReader(f))
@@ -219,11 +220,19 @@ def main():
             or sum(len(v) for v in on_stage.values()) != 2 * summary["turns"]:
         failures.append(f"trace: stage tracks {sorted(stage_tid.values())}, "
                         f"{sum(len(v) for v in on_stage.values())} stage slices for {summary['turns']} turns")
-    for track, spans in on_stage.items():
+    # Slot tracks: one request at a time; a preempted one is drawn where it finished.
+    on_slot = {}
+    for e in trace["traceEvents"]:
+        if e.get("cat") in ("prefill", "decode", "resumed"):
+            on_slot.setdefault((e["pid"], e["tid"]), []).append((e["ts"], e["ts"] + e["dur"], e["args"]["request"]))
+    resumed = sum(1 for e in trace["traceEvents"] if e.get("cat") == "resumed")
+    if summary["preemptions"] == 0 or resumed == 0 or resumed > summary["preemptions"]:
+        failures.append(f"trace: {resumed} resumed slices for {summary['preemptions']} preemptions (expected some)")
+    for track, spans in list(on_stage.items()) + list(on_slot.items()):
         spans.sort()
         overlaps = [(a, b) for a, b in zip(spans, spans[1:]) if b[0] < a[1] - 1e-6 * max(1.0, abs(a[1]))]
         if overlaps:
-            failures.append(f"trace: {stage_tid.get(track)} of replica {track[0]} overlaps: {overlaps[:2]}")
+            failures.append(f"trace: track {track} of replica {track[0]} overlaps: {overlaps[:2]}")
 
     # A serving study: latency against load under both policies, from flags; a rerun runs nothing; a point
     # whose slots cannot exist is recorded as infeasible; a functional study on 2 ranks.
