@@ -114,7 +114,9 @@ SramUsage shard_sram_usage(const ModelConfig& c, const ShardRange& r, const Shar
   const BufferSizes z = buffer_sizes(c, r, s);
   SramUsage u;
   u.weight_bytes = slice_weight_bytes(c, r);
-  u.kv_cache_bytes = 2 * z.kv_values * spec.kv_bytes_per_value;
+  // The SRAM holds the shape's KV positions (a shared pool or every slot's context); z.kv_values is the host's.
+  u.kv_cache_bytes =
+      2 * r.n_attention_layers() * r.n_kv_heads(c) * c.head_dim() * s.kv_tokens() * spec.kv_bytes_per_value;
   // The host keeps float32; the deployed chip's activation buffers hold activation_bytes_per_value each.
   u.activation_bytes = spec.activation_bytes_per_value * (2 * z.rope_values + z.float_values) + z.int8_values + 4 * z.int32_values;
   u.program_bytes = spec.program_reserve_bytes;

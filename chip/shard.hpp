@@ -105,6 +105,12 @@ struct ShardShape {
   int64_t context = 0;       ///< KV positions per sequence (<= max_seq_len)
   int64_t n_slots = 1;       ///< sequences resident at once (batch)
   int64_t block_tokens = 1;  ///< largest token block of one phase call (prefill chunk)
+  /// KV positions the SRAM holds for all the slots together, a pool of pages they share (serving:
+  /// partition/serving.hpp); 0: each slot its whole context. The host keeps each slot's whole context
+  /// either way (host memory is not the modelled SRAM).
+  int64_t kv_pool_tokens = 0;
+  /// KV positions the SRAM holds: the pool, else n_slots x context.
+  int64_t kv_tokens() const { return kv_pool_tokens > 0 ? kv_pool_tokens : n_slots * context; }
 };
 
 /// SRAM a shard needs: its weights, KV cache and buffers exactly as Shard allocates them.

@@ -110,8 +110,9 @@ using detail::EventStream;
 
 }  // namespace
 
-void write_serve_trace(const std::string& path, bool force, const partition::ServeOutcome& outcome, int64_t replicas,
-                       int64_t slots, double clock_hz, int64_t max_events) {
+void write_serve_trace(const std::string& path, bool force, const partition::ServeOutcome& outcome,
+                       const std::vector<partition::StageSlice>& stage_slices, int64_t replicas, int64_t slots,
+                       int64_t stages, double clock_hz, int64_t max_events) {
   write_atomically(path, force, [&](const std::string& tmp) {
     std::ofstream f(tmp);
     if (!f) throw FileError(tmp + ": cannot open for writing", ExitCode::io);
@@ -119,16 +120,22 @@ void write_serve_trace(const std::string& path, bool force, const partition::Ser
     auto us = [&](int64_t cycles) { return static_cast<double>(cycles) * us_per_cycle; };
     const int64_t system_pid = replicas;  // the counters' process, after the replicas
     constexpr int64_t iteration_tid = 0, first_slot_tid = 1;
-    // Events per request (up to 2 slices and an async pair) and per sample are written whole; iterations
-    // fill what the bound leaves.
-    const auto fixed_events = static_cast<int64_t>(4 * outcome.requests.size() + 3 * outcome.samples.size());
+    const int64_t first_stage_tid = first_slot_tid + slots;
+    // Events per request (up to 2 slices and an async pair), per sample and per stage slice (bounded by the
+    // caller) are written whole; iterations fill what the bound leaves.
+    const auto fixed_events = static_cast<int64_t>(4 * outcome.requests.size() + 3 * outcome.samples.size() +
+                                                   stage_slices.size());
     const int64_t iterations_kept = std::min<int64_t>(static_cast<int64_t>(outcome.iterations.size()),
                                                       std::max<int64_t>(0, max_events - fixed_events));
     const Json other = {{"tool", "lpurt serve"},
                         {"replicas", replicas},
                         {"slots", slots},
                         {"iterations", outcome.n_iterations},
-                        {"iterations_left_out", outcome.n_iterations - iterations_kept}};
+                        {"iterations_left_out", outcome.n_iterations - iterations_kept},
+                        {"stages", stages},
+                        {"turns", outcome.n_turns},
+                        {"turns_through_stages",
+                         static_cast<int64_t>(stage_slices.size()) / std::max<int64_t>(1, stages)}};
     f << "{\"displayTimeUnit\": \"ns\", \"otherData\": " << other.dump(-1, ' ', false, Json::error_handler_t::replace)
       << ", \"traceEvents\": [";
     EventStream out(f);
@@ -143,6 +150,7 @@ void write_serve_trace(const std::string& path, bool force, const partition::Ser
       out.add({{"name", "process_sort_index"}, {"ph", "M"}, {"pid", r}, {"args", {{"sort_index", r}}}});
       name_thread(r, iteration_tid, "pipeline iterations");
       for (int64_t s = 0; s < slots; ++s) name_thread(r, first_slot_tid + s, "slot " + std::to_string(s));
+      for (int64_t s = 0; s < stages; ++s) name_thread(r, first_stage_tid + s, "stage " + std::to_string(s));
     }
     out.add({{"name", "process_name"}, {"ph", "M"}, {"pid", system_pid}, {"args", {{"name", "system"}}}});
     out.add({{"name", "process_sort_index"}, {"ph", "M"}, {"pid", system_pid}, {"args", {{"sort_index", system_pid}}}});
@@ -156,18 +164,32 @@ void write_serve_trace(const std::string& path, bool force, const partition::Ser
     }
     for (auto& [where, ids] : by_slot) {
       std::stable_sort(ids.begin(), ids.end(), [&](std::size_t a, std::size_t b) {
-        return outcome.requests[a].admitted_cycles < outcome.requests[b].admitted_cycles;
+        return outcome.requests[a].resumed_cycles < outcome.requests[b].resumed_cycles;
       });
       for (std::size_t k = 0; k < ids.size(); ++k) {
         const partition::RequestOutcome& o = outcome.requests[ids[k]];
         const int64_t limit =
-            k + 1 < ids.size() ? outcome.requests[ids[k + 1]].admitted_cycles : std::numeric_limits<int64_t>::max();
-        const int64_t first = std::min(o.first_token_cycles, limit), last = std::min(o.finished_cycles, limit);
+            k + 1 < ids.size() ? outcome.requests[ids[k + 1]].resumed_cycles : std::numeric_limits<int64_t>::max();
         const std::string name = "request " + std::to_string(ids[k]);
         const Json args = {{"request", ids[k]},
                            {"arrived_us", us(o.arrived_cycles)},
                            {"first_token_us", us(o.first_token_cycles)},
-                           {"finished_us", us(o.finished_cycles)}};
+                           {"finished_us", us(o.finished_cycles)},
+                           {"preemptions", o.preemptions}};
+        if (o.preemptions > 0) {
+          // Preempted: its slot is the one it finished in, from its last admission (its recompute and the
+          // rest of its decode); its earlier slots are not drawn.
+          out.add({{"name", name + " resumed"},
+                   {"cat", "resumed"},
+                   {"ph", "X"},
+                   {"pid", where.first},
+                   {"tid", first_slot_tid + where.second},
+                   {"ts", us(o.resumed_cycles)},
+                   {"dur", us(std::min(o.finished_cycles, limit) - o.resumed_cycles)},
+                   {"args", args}});
+          continue;
+        }
+        const int64_t first = std::min(o.first_token_cycles, limit), last = std::min(o.finished_cycles, limit);
         out.add({{"name", name + " prefill"},
                  {"cat", "prefill"},
                  {"ph", "X"},
@@ -200,6 +222,17 @@ void write_serve_trace(const std::string& path, bool force, const partition::Ser
       end["ph"] = "e", end["ts"] = us(o.admitted_cycles);
       out.add(begin);
       out.add(end);
+    }
+    for (const partition::StageSlice& slice : stage_slices) {
+      const partition::Turn& turn = outcome.turns[static_cast<std::size_t>(slice.turn)];
+      out.add({{"name", "request " + std::to_string(turn.request)},
+               {"cat", "stage"},
+               {"ph", "X"},
+               {"pid", turn.replica},
+               {"tid", first_stage_tid + slice.stage},
+               {"ts", us(slice.start_cycles)},
+               {"dur", us(slice.end_cycles - slice.start_cycles)},
+               {"args", {{"request", turn.request}, {"position", turn.position}, {"tokens", turn.n_tokens}}}});
     }
     for (int64_t k = 0; k < iterations_kept; ++k) {
       const partition::IterationRecord& it = outcome.iterations[static_cast<std::size_t>(k)];

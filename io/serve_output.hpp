@@ -11,9 +11,11 @@
 /// group /timeline: the system-wide counters over time (time_s, queued, active, kv_pages, kv_bytes).
 ///
 /// Trace (Chrome trace-event JSON, Perfetto): one process per replica with one track per request slot
-/// (each request's prefill and decode as slices), its requests' waits in the queue as async slices, a
-/// track of its pipeline iterations (decode turns and prefill tokens as arguments), and counter tracks of
-/// the queue, the admitted requests and the KV pages in use. Times in modelled microseconds.
+/// (each request's prefill and decode as slices; a preempted one's time in its last slot), one track per pipeline stage (each recorded turn's pass
+/// through the stage, partition::stage_slices: the requests moving through the pipeline), its requests'
+/// waits in the queue as async slices, a track of its pipeline iterations (decode turns and prefill tokens
+/// as arguments), and counter tracks of the queue, the admitted requests and the KV pages in use. Times in
+/// modelled microseconds.
 
 #include <cstdint>
 #include <string>
@@ -47,9 +49,11 @@ class ServeResultWriter {
   detail::Handle logits_;  ///< /requests/logits, if logit_rows > 0
 };
 
-/// The trace of a serving simulation (see the file comment). `clock_hz` converts cycles; `max_events`
-/// bounds the file (iterations past it are left out and counted in the metadata).
-void write_serve_trace(const std::string& path, bool force, const partition::ServeOutcome& outcome, int64_t replicas,
-                       int64_t slots, double clock_hz, int64_t max_events = 2'000'000);
+/// The trace of a serving simulation (see the file comment); `stage_slices` of the first turns of
+/// outcome.turns through the `stages` stages. `clock_hz` converts cycles; `max_events` bounds the file
+/// (iterations past it are left out and counted in the metadata).
+void write_serve_trace(const std::string& path, bool force, const partition::ServeOutcome& outcome,
+                       const std::vector<partition::StageSlice>& stage_slices, int64_t replicas, int64_t slots,
+                       int64_t stages, double clock_hz, int64_t max_events = 2'000'000);
 
 }  // namespace lpurt::io

@@ -61,7 +61,7 @@ T field(const io::Record& r, const char* name) {
 const std::vector<std::string>& serve_parameter_names() {
   static const std::vector<std::string> names = {
       "workload", "rate",   "requests", "arrivals",       "cv",          "prompt_len_dist", "tokens_dist", "seed",
-      "policy",   "router", "slots",    "kv_page_tokens", "slo_ttft_ms", "slo_tpot_ms"};
+      "policy",   "router", "slots",    "kv_page_tokens", "kv_pages",    "slo_ttft_ms",     "slo_tpot_ms"};
   return names;
 }
 
@@ -69,7 +69,7 @@ ServeValueKind serve_parameter_kind(const std::string& name) {
   if (name == "workload" || name == "arrivals" || name == "prompt_len_dist" || name == "tokens_dist" ||
       name == "policy" || name == "router")
     return ServeValueKind::text;
-  if (name == "requests" || name == "seed" || name == "slots" || name == "kv_page_tokens")
+  if (name == "requests" || name == "seed" || name == "slots" || name == "kv_page_tokens" || name == "kv_pages")
     return ServeValueKind::integer;
   return ServeValueKind::number;
 }
@@ -137,6 +137,7 @@ void check_serve_parameters(const io::Record& params, const std::string& origin)
   at_least("requests", 1, false);
   at_least("slots", 1, false);
   at_least("kv_page_tokens", 1, false);
+  at_least("kv_pages", 1, false);
   at_least("slo_ttft_ms", 0, true);
   at_least("slo_tpot_ms", 0, true);
   at_least("seed", 0, false);
@@ -153,6 +154,7 @@ runtime::ServeConfig make_serve_config(const io::Record& params, const partition
   config.options.policy = partition::parse_policy(text_of(params, "policy", "decode-priority"));
   config.options.router = partition::parse_router(text_of(params, "router", "round-robin"));
   config.options.kv_page_tokens = static_cast<int64_t>(number_of(params, "kv_page_tokens", 256));
+  config.kv_pages = static_cast<int64_t>(number_of(params, "kv_pages", 0));
   config.slo.ttft_s = number_of(params, "slo_ttft_ms", 0) * 1e-3;
   config.slo.tpot_s = number_of(params, "slo_tpot_ms", 0) * 1e-3;
   if (params.find("workload")) {
@@ -223,6 +225,9 @@ ServeCommand::ServeCommand(CLI::App& app)
       ->capture_default_str();
   cmd_->add_option("--kv-page-tokens", kv_page_tokens_, "KV-cache page in tokens (SHIP: 128-512)")
       ->capture_default_str();
+  kv_pages_option_ = cmd_->add_option("--kv-pages", kv_pages_,
+                                      "pages of each replica's shared KV pool, or sram: all the SRAM left "
+                                      "(default: every slot's context; the SRAM's pool when --slots outnumber them)");
   slo_ttft_option_ = cmd_->add_option("--slo-ttft-ms", slo_ttft_ms_, "time-to-first-token objective for goodput");
   slo_tpot_option_ = cmd_->add_option("--slo-tpot-ms", slo_tpot_ms_, "time-per-output-token objective for goodput");
   cmd_->add_flag("--timing-only", timing_only_, "simulate only: no weights, no tokens (the same modelled figures)");
@@ -255,6 +260,17 @@ int ServeCommand::run(int rank, int n_ranks) {
     throw Error("--kv-page-tokens must be 1 .. 16777216 (got " + std::to_string(kv_page_tokens_) + ")",
                 ExitCode::usage);
   config.options.kv_page_tokens = kv_page_tokens_;
+  if (kv_pages_option_->count() > 0) {
+    if (kv_pages_ == "sram") {
+      config.kv_pages = runtime::ServeConfig::kv_pool_sram;
+    } else {
+      const bool count = !kv_pages_.empty() && kv_pages_.size() <= 15 &&
+                         std::all_of(kv_pages_.begin(), kv_pages_.end(), [](char c) { return c >= '0' && c <= '9'; });
+      if (!count || std::stoll(kv_pages_) < 1)
+        throw Error("--kv-pages must be a count of pages or sram (got \"" + kv_pages_ + "\")", ExitCode::usage);
+      config.kv_pages = std::stoll(kv_pages_);
+    }
+  }
   if (workload_option_->count() > 0) {
     config.requests =
         partition::parse_workload_csv(io::read_text_file(workload_, "workload", max_workload_bytes), workload_);
@@ -322,10 +338,16 @@ int ServeCommand::run(int rank, int n_ranks) {
       static_cast<long long>(plan.tp), static_cast<long long>(plan.pp), static_cast<long long>(plan.replicas),
       static_cast<long long>(plan.shape.n_slots), field<std::string>(summary, "policy").c_str(),
       field<std::string>(summary, "router").c_str(), timing_only_ ? " (timing-only)" : "");
-  std::printf("requests  %lld: %lld completed, %lld rejected (longer than a slot's %lld KV positions)\n",
+  std::printf("requests  %lld: %lld completed, %lld rejected (longer than a slot's %lld KV positions or the pool)\n",
               static_cast<long long>(field<int64_t>(summary, "requests")),
               static_cast<long long>(field<int64_t>(summary, "completed")),
               static_cast<long long>(field<int64_t>(summary, "rejected")), static_cast<long long>(plan.shape.context));
+  std::printf("KV pool   %lld pages of %lld tokens per replica%s, at most %lld in use, %lld preemptions\n",
+              static_cast<long long>(field<int64_t>(summary, "kv_pages_per_replica")),
+              static_cast<long long>(field<int64_t>(summary, "kv_page_tokens")),
+              plan.shape.kv_pool_tokens > 0 ? " shared by the slots" : " (every slot's context)",
+              static_cast<long long>(field<int64_t>(summary, "kv_pages_in_use_max")),
+              static_cast<long long>(field<int64_t>(summary, "preemptions")));
   auto line = [&](const char* what, const char* key) {
     const std::string k = key;
     std::printf("%-9s p50 %s, p90 %s, p99 %s\n", what,

@@ -18,8 +18,8 @@ namespace lpurt::jobs {
 /// The parameters of a serving study (a job file's [serve] section, `lpurt sweep --serve name=value`), each
 /// sweepable: `workload` (a trace CSV) or `rate` and `requests` (generated, with `arrivals`, `cv`,
 /// `prompt_len_dist`, `tokens_dist`, `seed`; fixed lengths are the run's prompt_len and tokens), `policy`,
-/// `router`, `slots`, `kv_page_tokens`, `slo_ttft_ms`, `slo_tpot_ms`. As `lpurt serve`'s options of the
-/// same names (dashes for underscores).
+/// `router`, `slots`, `kv_page_tokens`, `kv_pages` (a count), `slo_ttft_ms`, `slo_tpot_ms`. As `lpurt serve`'s
+/// options of the same names (dashes for underscores).
 const std::vector<std::string>& serve_parameter_names();
 enum class ServeValueKind { text, integer, number };
 ServeValueKind serve_parameter_kind(const std::string& name);
@@ -46,7 +46,7 @@ class ServeCommand {
  private:
   CLI::App* cmd_;
   std::string model_, system_ = "groq-lpu-v1", workload_, arrivals_ = "poisson", prompt_dist_, tokens_dist_;
-  std::string policy_ = "decode-priority", router_ = "round-robin", out_, csv_, trace_;
+  std::string policy_ = "decode-priority", router_ = "round-robin", out_, csv_, trace_, kv_pages_;
   std::vector<std::string> overrides_;
   partition::PlanRequest request_;
   int64_t slots_ = 0, n_requests_ = 0, prompt_len_ = 0, tokens_ = 0, kv_page_tokens_ = 256;
@@ -56,6 +56,7 @@ class ServeCommand {
   runtime::FaultOptions faults_;
   CLI::Option *chips_option_ = nullptr, *tp_option_ = nullptr, *pp_option_ = nullptr, *replicas_option_ = nullptr,
               *context_option_ = nullptr, *block_option_ = nullptr, *slots_option_ = nullptr,
+              *kv_pages_option_ = nullptr,
               *workload_option_ = nullptr, *rate_option_ = nullptr, *requests_option_ = nullptr,
               *arrivals_option_ = nullptr, *cv_option_ = nullptr, *prompt_len_option_ = nullptr,
               *prompt_dist_option_ = nullptr, *tokens_option_ = nullptr, *tokens_dist_option_ = nullptr,

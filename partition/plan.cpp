@@ -21,6 +21,7 @@ chip::ShardShape shape_of(const chip::ModelConfig& cfg, const PlanRequest& r, in
   s.context = r.context > 0 ? r.context : cfg.max_seq_len;
   s.n_slots = chip::ceil_div(r.batch, replicas);
   s.block_tokens = std::max<int64_t>(1, std::min(r.block_tokens, s.context));
+  s.kv_pool_tokens = r.kv_pool_tokens;
   return s;
 }
 
@@ -188,6 +189,7 @@ int64_t Plan::max_batch() const {
   auto fits = [&](int64_t slots) {
     chip::ShardShape s = shape;
     s.n_slots = slots;
+    s.kv_pool_tokens = 0;  // every slot its whole context
     for (const auto& c : chips)
       if (chip::shard_sram_usage(model, c.range, s, hardware).total_bytes() > hardware.sram_bytes) return false;
     return true;
@@ -206,6 +208,17 @@ int64_t Plan::max_context() const {
   return largest_fitting(model.max_seq_len, fits);
 }
 
+int64_t Plan::max_kv_tokens() const {
+  auto fits = [&](int64_t tokens) {
+    chip::ShardShape s = shape;
+    s.kv_pool_tokens = tokens;
+    for (const auto& c : chips)
+      if (chip::shard_sram_usage(model, c.range, s, hardware).total_bytes() > hardware.sram_bytes) return false;
+    return true;
+  };
+  return largest_fitting(int64_t{1} << 40, fits);
+}
+
 Reduction Plan::reduction(Reduced what, int64_t n_tokens) const {
   const int64_t values_per_token =
       what == Reduced::expert_slots ? model.n_experts_per_token * model.hidden_size : model.hidden_size;
@@ -221,7 +234,7 @@ int64_t Plan::sram_bytes_max() const {
 int64_t minimum_chips(const chip::ModelConfig& cfg, const chip::ChipSpec& hw, const PlanRequest& r) {
   const chip::ShardShape shape = shape_of(cfg, r, 1);
   const int64_t kv_bytes =
-      2 * cfg.n_layers * cfg.kv_size() * shape.context * shape.n_slots * hw.kv_bytes_per_value;
+      2 * cfg.n_layers * cfg.kv_size() * shape.kv_tokens() * hw.kv_bytes_per_value;
   const int64_t usable = hw.sram_bytes - hw.program_reserve_bytes;
   return chip::ceil_div(cfg.weight_bytes() + kv_bytes, usable);
 }

@@ -41,6 +41,9 @@ struct PlanRequest {
   int64_t context = 0;       ///< KV positions per sequence; 0: the model's max_seq_len
   int64_t batch = 1;         ///< sequences resident at once, spread over the replicas
   int64_t block_tokens = 64; ///< prefill chunk: tokens per phase call
+  /// KV positions per replica in one pool of pages its sequences share (serving); 0: each sequence its
+  /// whole context (chip::ShardShape::kv_pool_tokens).
+  int64_t kv_pool_tokens = 0;
   /// The requests the layout is chosen for (when the planner chooses it): the lowest modelled latency of
   /// a whole request wins, time to first token + (output_tokens - 1) x time per output token. With
   /// prompt_tokens 0 (unknown), the lowest time per output token wins.
@@ -106,6 +109,9 @@ struct Plan {
   int64_t max_batch() const;
   /// Largest context whose KV cache fits every chip at this plan's batch.
   int64_t max_context() const;
+  /// The most KV positions a replica's SRAM holds with this layout (every chip's SRAM left after its
+  /// weights and buffers): the largest shared pool (chip::ShardShape::kv_pool_tokens) that fits.
+  int64_t max_kv_tokens() const;
   int64_t sram_bytes_max() const;
   /// How a stage's chips reduce `what` for a block of n_tokens.
   Reduction reduction(Reduced what, int64_t n_tokens) const;

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <deque>
 #include <limits>
+#include <map>
 #include <numeric>
 
 #include "partition/schedule.hpp"
@@ -48,11 +49,12 @@ ServeCosts::ServeCosts(const Plan& plan, const std::vector<ServeRequest>& reques
   for (int64_t s = int64_t{1} << 62; s >= 1; s /= 2)
     if (s < block) shapes_.push_back(s);
   // The positions the requests that fit can reach: decode turns feed positions up to prompt + output - 2,
-  // chunks start below the longest prompt.
+  // chunks start below the longest prompt, or, with a shared KV pool (a preempted request prefills its prompt
+  // and its generated tokens again), below the longest request's KV positions.
   int64_t longest_prompt = 0, last_decode_position = 0;
   for (const ServeRequest& r : requests) {
     if (kv_positions(r) > plan.shape.context) continue;
-    longest_prompt = std::max(longest_prompt, r.prompt_tokens);
+    longest_prompt = std::max(longest_prompt, plan.shape.kv_pool_tokens > 0 ? kv_positions(r) : r.prompt_tokens);
     last_decode_position = std::max(last_decode_position, kv_positions(r) - 1);
   }
   const Topology topology = topology_for(plan);
@@ -103,11 +105,16 @@ class Simulation {
                                 " s: arrivals must be 0 .. " + format_number(0x1p60 / plan.hardware.clock_hz) +
                                 " s at this clock",
                             ExitCode::usage);
-    out_.kv_pages_per_replica = slots_ * ceil_div(plan.shape.context, options.kv_page_tokens);
-    int64_t kv_bytes = 0;  // replica 0's KV cache, all its slots at the full context
+    // The pool: the plan's shared pages, else every slot's context in whole pages.
+    out_.kv_pages_per_replica = plan.shape.kv_pool_tokens > 0
+                                    ? plan.shape.kv_pool_tokens / options.kv_page_tokens
+                                    : slots_ * ceil_div(plan.shape.context, options.kv_page_tokens);
+    int64_t kv_bytes = 0;  // replica 0's KV SRAM, all its chips, for plan.shape.kv_tokens() positions
     for (const ChipPlan& c : plan.chips)
       if (c.replica == 0) kv_bytes += c.sram.kv_cache_bytes;
-    out_.kv_page_bytes = kv_bytes / (slots_ * plan.shape.context) * options.kv_page_tokens;
+    out_.kv_page_bytes = kv_bytes / plan.shape.kv_tokens() * options.kv_page_tokens;
+    generated_.assign(requests.size(), 0);
+    not_before_.assign(requests.size(), 0);
     replicas_.resize(static_cast<std::size_t>(plan.replicas));
     for (Replica& r : replicas_) r.slots.resize(static_cast<std::size_t>(slots_));
   }
@@ -148,8 +155,9 @@ class Simulation {
 
  private:
   struct Slot {
-    int64_t request = -1;      ///< -1: free
-    int64_t prefilled = 0;     ///< prompt tokens fed so far
+    int64_t request = -1;       ///< -1: free
+    int64_t prefill_target = 0; ///< tokens its prefill feeds: the prompt, and after a preemption the tokens out
+    int64_t prefilled = 0;      ///< prefill tokens fed so far
     int64_t generated = 0;     ///< tokens out so far
     int64_t ready_cycles = 0;  ///< when its last token is back (a decode turn needs it)
     int64_t pages = 0;
@@ -177,7 +185,7 @@ class Simulation {
   void arrive(int64_t id, int64_t t, int64_t& routed) {
     for (Replica& rep : replicas_) settle(rep, t);
     const ServeRequest& r = request(id);
-    if (kv_positions(r) > plan_.shape.context) {
+    if (kv_positions(r) > plan_.shape.context || pages_of(kv_positions(r)) > out_.kv_pages_per_replica) {
       outcome(id).rejected = true;
       return;
     }
@@ -205,6 +213,62 @@ class Simulation {
   /// Pages of a request holding `positions` KV positions.
   int64_t pages_of(int64_t positions) const { return ceil_div(positions, options_.kv_page_tokens); }
 
+  /// Whether the head of `rep`'s queue can take a slot at t (decode-priority): a slot is free, its last token
+  /// (if it was preempted) is back, and the pages its prefill will write are free beyond those the
+  /// requests still prefilling will write.
+  bool can_admit(const Replica& rep, int64_t t) const {
+    if (rep.queue.empty() || rep.active == slots_) return false;
+    const int64_t id = rep.queue.front();
+    if (not_before_[static_cast<std::size_t>(id)] > t) return false;
+    int64_t promised = 0;
+    for (const Slot& slot : rep.slots)
+      if (slot.request >= 0 && slot.prefilled < slot.prefill_target)
+        promised += pages_of(slot.prefill_target) - slot.pages;
+    return out_.kv_pages_per_replica - rep.pages - promised >= pages_of(prefill_target(id));
+  }
+
+  /// Tokens a request's prefill feeds: its prompt, and the tokens it has generated (recompute).
+  int64_t prefill_target(int64_t id) const {
+    return request(id).prompt_tokens + generated_[static_cast<std::size_t>(id)];
+  }
+
+  /// Gives slot `s` the pages of `positions`, at t; when the pool runs out, preempts the most recently
+  /// admitted unfinished request of the replica until they fit. False if that was slot s's own request.
+  bool take_pages(Replica& rep, std::size_t s, int64_t positions, int64_t t) {
+    if (positions <= rep.slots[s].pages * options_.kv_page_tokens) return true;  // within its last page
+    const int64_t more = pages_of(positions) - rep.slots[s].pages;
+    while (rep.pages + more > out_.kv_pages_per_replica) {
+      std::size_t victim = rep.slots.size();
+      for (std::size_t k = 0; k < rep.slots.size(); ++k) {
+        const Slot& slot = rep.slots[k];
+        if (slot.request < 0 || slot.generated == request(slot.request).output_tokens) continue;
+        if (victim == rep.slots.size() || slot.admitted > rep.slots[victim].admitted) victim = k;
+      }
+      LPURT_ASSERT(victim < rep.slots.size());
+      preempt(rep, victim, t);
+      if (victim == s) return false;
+    }
+    grow_pages(rep, rep.slots[s], positions, t);
+    return true;
+  }
+
+  /// vLLM's recompute preemption: the request gives back its slot and pages and goes to the front of the
+  /// queue; admitted again, it prefills its prompt and the tokens it has generated (the same KV), then
+  /// goes on. A token still in the pipeline is kept: the request waits for it before its new prefill.
+  void preempt(Replica& rep, std::size_t s, int64_t t) {
+    Slot& slot = rep.slots[s];
+    const auto id = static_cast<std::size_t>(slot.request);
+    generated_[id] = slot.generated;
+    not_before_[id] = slot.ready_cycles;
+    ++out_.requests[id].preemptions;
+    ++out_.preemptions;
+    rep.queue.push_front(slot.request);
+    rep.pages -= slot.pages;
+    change(t, 1, -1, -slot.pages);
+    slot = Slot{};
+    --rep.active;
+  }
+
   /// Sets a slot's pages to those of `positions`, recording the change at `t`.
   void grow_pages(Replica& rep, Slot& slot, int64_t positions, int64_t t) {
     const int64_t pages = pages_of(positions);
@@ -225,11 +289,15 @@ class Simulation {
     Slot& slot = rep.slots[s];
     slot = Slot{};
     slot.request = id;
+    slot.prefill_target = prefill_target(id);
+    slot.generated = generated_[static_cast<std::size_t>(id)];
+    slot.ready_cycles = not_before_[static_cast<std::size_t>(id)];
     slot.admitted = admissions_++;
     ++rep.active;
     RequestOutcome& o = outcome(id);
     o.slot = static_cast<int64_t>(s);
-    o.admitted_cycles = t;
+    if (o.admitted_cycles < 0) o.admitted_cycles = t;
+    o.resumed_cycles = t;
     LPURT_ASSERT(o.replica == replica);
     change(t, -1, 1, 0);
     return s;
@@ -245,7 +313,7 @@ class Simulation {
   void record_turn(int64_t id, int64_t replica, int64_t slot, int64_t position, int64_t n, bool emits, int64_t entry,
                    const BlockCost& cost) {
     ++out_.n_turns;
-    if (options_.record_turns)
+    if (options_.record_turns || static_cast<int64_t>(out_.turns.size()) < options_.max_turn_records)
       out_.turns.push_back(
           {id, replica, slot, position, n, emits, out_.n_iterations, entry, entry + cost.latency_cycles});
   }
@@ -270,7 +338,7 @@ class Simulation {
   /// One decode-priority iteration of `replica` starting at t.
   void iterate(int64_t replica, int64_t t) {
     Replica& rep = replicas_[static_cast<std::size_t>(replica)];
-    while (!rep.queue.empty() && rep.active < slots_) admit(replica, rep, t);
+    while (can_admit(rep, t)) admit(replica, rep, t);
     int64_t offset = 0, latency = 0, widest_beat = 0, busy = 0, decode_turns = 0, prefill_tokens = 0;
     std::vector<std::size_t>& finished = finished_;
     finished.clear();
@@ -282,9 +350,9 @@ class Simulation {
       Slot& slot = rep.slots[s];
       const ServeRequest& r = request(slot.request);
       const int64_t position = r.prompt_tokens + slot.generated - 1;
+      if (!take_pages(rep, s, position + 1, t + offset)) return;
       const BlockCost& c = costs_.decode(replica, position);
       record_turn(slot.request, replica, static_cast<int64_t>(s), position, 1, true, t + offset, c);
-      grow_pages(rep, slot, position + 1, t + offset);
       slot.ready_cycles = t + offset + c.latency_cycles;
       if (++slot.generated == r.output_tokens) {
         outcome(slot.request).finished_cycles = slot.ready_cycles;
@@ -296,47 +364,52 @@ class Simulation {
       busy += c.busy_chip_cycles;
       ++decode_turns;
     };
-    for (std::size_t s = 0; s < rep.slots.size(); ++s) {
+    auto decoding = [&](std::size_t s) {
       const Slot& slot = rep.slots[s];
-      if (slot.request < 0 || slot.prefilled < request(slot.request).prompt_tokens) continue;
-      if (slot.ready_cycles <= t + offset)
+      return slot.request >= 0 && slot.prefilled == slot.prefill_target &&
+             slot.generated < request(slot.request).output_tokens;
+    };
+    for (std::size_t s = 0; s < rep.slots.size(); ++s) {
+      if (!decoding(s)) continue;
+      if (rep.slots[s].ready_cycles <= t + offset)
         decode(s);
       else
         deferred_.push_back(s);
     }
+    // (A preemption may have emptied a deferred slot.)
     for (const std::size_t s : deferred_)
-      if (rep.slots[s].ready_cycles <= t + offset) decode(s);
+      if (decoding(s) && rep.slots[s].ready_cycles <= t + offset) decode(s);
     // Prefill fills what the decode turns leave of the iteration's capacity: the period of all n_slots
     // slots decoding. With no decode turn there is nothing to protect: each prefilling request gets one
     // chunk of the largest shape.
-    const bool decoding = decode_turns > 0;
-    int64_t budget = decoding ? std::max(latency, slots_ * widest_beat) - offset : never;
+    const bool protect = decode_turns > 0;
+    int64_t budget = protect ? std::max(latency, slots_ * widest_beat) - offset : never;
     prefilling_.clear();
     for (std::size_t s = 0; s < rep.slots.size(); ++s) {
       const Slot& slot = rep.slots[s];
-      if (slot.request >= 0 && slot.prefilled < request(slot.request).prompt_tokens) prefilling_.push_back(s);
+      if (slot.request >= 0 && slot.prefilled < slot.prefill_target) prefilling_.push_back(s);
     }
     std::sort(prefilling_.begin(), prefilling_.end(),
               [&](std::size_t a, std::size_t b) { return rep.slots[a].admitted < rep.slots[b].admitted; });
     for (const std::size_t s : prefilling_) {
       Slot& slot = rep.slots[s];
+      if (slot.request < 0) continue;  // preempted in this iteration
       const ServeRequest& r = request(slot.request);
-      while (slot.prefilled < r.prompt_tokens) {
+      while (slot.prefilled < slot.prefill_target) {
         if (budget <= 0 && prefill_tokens > 0) break;
         const int64_t k =
-            pick_shape(replica, r.prompt_tokens - slot.prefilled, slot.prefilled, budget, prefill_tokens == 0);
+            pick_shape(replica, slot.prefill_target - slot.prefilled, slot.prefilled, budget, prefill_tokens == 0);
         if (k < 0) break;
         const int64_t n = costs_.chunk_shapes()[static_cast<std::size_t>(k)];
+        if (!take_pages(rep, s, slot.prefilled + n, t + offset)) break;
         const BlockCost& c = costs_.chunk(replica, static_cast<std::size_t>(k), slot.prefilled);
-        const bool last = slot.prefilled + n == r.prompt_tokens;
+        const bool last = slot.prefilled + n == slot.prefill_target;
         record_turn(slot.request, replica, static_cast<int64_t>(s), slot.prefilled, n, last, t + offset, c);
-        grow_pages(rep, slot, slot.prefilled + n, t + offset);
         slot.prefilled += n;
         if (last) {
-          slot.generated = 1;
           slot.ready_cycles = t + offset + c.latency_cycles;
-          outcome(slot.request).first_token_cycles = slot.ready_cycles;
-          if (r.output_tokens == 1) {
+          if (slot.generated++ == 0) outcome(slot.request).first_token_cycles = slot.ready_cycles;
+          if (slot.generated == r.output_tokens) {
             outcome(slot.request).finished_cycles = slot.ready_cycles;
             finished.push_back(s);
           }
@@ -344,33 +417,36 @@ class Simulation {
         offset += c.busiest_stage_cycles;
         busy += c.busy_chip_cycles;
         prefill_tokens += n;
-        if (decoding)
+        if (protect)
           budget -= c.busiest_stage_cycles;
         else
           break;  // one chunk per request
       }
       if (budget <= 0 && prefill_tokens > 0) break;
     }
-    LPURT_ASSERT(decode_turns + prefill_tokens > 0);
     const int64_t period = std::max(latency, offset);
     const int64_t end = t + period;
     out_.busy_chip_cycles += busy;
-    record_iteration(replica, t, period, decode_turns, prefill_tokens);
+    // An iteration without a turn (its prefill preempted, the decoding tokens still out) is none.
+    if (decode_turns + prefill_tokens > 0) record_iteration(replica, t, period, decode_turns, prefill_tokens);
     for (const std::size_t s : finished) release(rep, rep.slots[s], end);
     rep.free_at = end;
     rep.next_start = next_start(rep, end);
+    LPURT_ASSERT(rep.next_start > t || decode_turns + prefill_tokens > 0);
   }
 
   /// When a decode-priority replica works next after an iteration ending at `end`.
   int64_t next_start(const Replica& rep, int64_t end) const {
-    if (!rep.queue.empty() && rep.active < slots_) return end;
     int64_t earliest = never;
+    // The head of the queue when it can take a slot (pages are given back only by this replica's work).
+    if (can_admit(rep, never - 1))
+      earliest = std::max(end, not_before_[static_cast<std::size_t>(rep.queue.front())]);
     for (const Slot& slot : rep.slots) {
       if (slot.request < 0) continue;
-      if (slot.prefilled < request(slot.request).prompt_tokens) return end;
-      earliest = std::min(earliest, slot.ready_cycles);
+      if (slot.prefilled < slot.prefill_target) return end;
+      earliest = std::min(earliest, std::max(end, slot.ready_cycles));
     }
-    return earliest == never ? never : std::max(end, earliest);
+    return earliest;
   }
 
   /// Releases the slots of a static batch that has ended by t (at its end).
@@ -387,7 +463,15 @@ class Simulation {
     settle(rep, t);
     LPURT_ASSERT(rep.active == 0 && !rep.queue.empty());
     std::vector<std::size_t>& members = rep.batch;
-    while (!rep.queue.empty() && rep.active < slots_) members.push_back(admit(replica, rep, t));
+    // A static batch reserves each member's whole KV (it never preempts): members join while the pool
+    // holds them all.
+    int64_t reserved_pages = 0;
+    while (!rep.queue.empty() && rep.active < slots_ &&
+           reserved_pages + pages_of(kv_positions(request(rep.queue.front()))) <= out_.kv_pages_per_replica) {
+      reserved_pages += pages_of(kv_positions(request(rep.queue.front())));
+      members.push_back(admit(replica, rep, t));
+    }
+    LPURT_ASSERT(!members.empty());
     // Prefill: every member's prompt in chunks of block_tokens (a shorter tail in smaller shapes), one
     // after another into the pipeline, as `lpurt run` feeds a batch.
     int64_t offset = 0, busy = 0, prefill_end = t;
@@ -490,6 +574,8 @@ class Simulation {
   ServeOutcome out_;
   std::vector<ServeSample> deltas_;
   int64_t admissions_ = 0;
+  std::vector<int64_t> generated_;   ///< [requests] tokens out when last preempted (0: never)
+  std::vector<int64_t> not_before_;  ///< [requests] when a preempted request's last token is back
   std::vector<std::size_t> finished_, prefilling_, deferred_;  ///< scratch of iterate()
 };
 
@@ -498,6 +584,49 @@ class Simulation {
 ServeOutcome simulate_serving(const Plan& plan, const ServeCosts& costs, const std::vector<ServeRequest>& requests,
                               const ServeOptions& options) {
   return Simulation(plan, costs, requests, options).run();
+}
+
+std::vector<StageSlice> stage_slices(const Plan& plan, const ServeOutcome& outcome, int64_t max_turns) {
+  const std::size_t n = std::min(outcome.turns.size(), static_cast<std::size_t>(std::max<int64_t>(0, max_turns)));
+  const auto pp = static_cast<std::size_t>(plan.pp);
+  // The stage spans of each program the turns run (a replica's when chips or links differ, and a block
+  // size), over the positions they reach.
+  struct Spans {
+    int64_t first_position = 0, last_position = 0;
+    std::vector<StageSpan> spans;  ///< [positions x pp]
+  };
+  const bool uniform = plan.hardware.uniform();
+  auto key = [&](const Turn& t) { return std::make_pair(uniform ? int64_t{0} : t.replica, t.n_tokens); };
+  std::map<std::pair<int64_t, int64_t>, Spans> programs;
+  for (std::size_t i = 0; i < n; ++i) {
+    const Turn& t = outcome.turns[i];
+    auto [it, added] = programs.try_emplace(key(t), Spans{t.position, t.position, {}});
+    it->second.first_position = std::min(it->second.first_position, t.position);
+    it->second.last_position = std::max(it->second.last_position, t.position);
+  }
+  const Topology topology = topology_for(plan);
+  for (auto& [k, p] : programs) {
+    const Program program = build_program(plan, topology, {{0, k.second, true, k.first}});
+    p.spans = block_stage_spans(plan, program, p.first_position, p.last_position - p.first_position + 1);
+  }
+  std::vector<StageSlice> slices;
+  slices.reserve(n * pp);
+  std::vector<std::vector<int64_t>> stage_free(static_cast<std::size_t>(plan.replicas), std::vector<int64_t>(pp, 0));
+  for (std::size_t i = 0; i < n; ++i) {
+    const Turn& t = outcome.turns[i];
+    const Spans& p = programs.at(key(t));
+    const StageSpan* spans = p.spans.data() + static_cast<std::size_t>(t.position - p.first_position) * pp;
+    std::vector<int64_t>& free = stage_free[static_cast<std::size_t>(t.replica)];
+    int64_t wait = 0;
+    for (std::size_t s = 0; s < pp; ++s) {
+      const int64_t start = std::max(t.entry_cycles + spans[s].first_cycles + wait, free[s]);
+      wait = start - t.entry_cycles - spans[s].first_cycles;
+      const int64_t end = start + spans[s].last_cycles - spans[s].first_cycles;
+      free[s] = end;
+      slices.push_back({static_cast<int64_t>(i), static_cast<int64_t>(s), start, end});
+    }
+  }
+  return slices;
 }
 
 }  // namespace lpurt::partition

@@ -32,9 +32,17 @@
 /// Routers: `round-robin` (request i of the arrival order to replica i mod R) and `least-loaded` (to the
 /// replica with the fewest waiting and admitted requests at its arrival; ties to the lowest index).
 ///
-/// A request needs prompt + output - 1 KV positions; one longer than the plan's context can never run and
-/// is rejected (counted). Others wait for a free slot. Pages are allocated as the positions are written
-/// and released when the request finishes, so a slot never holds more than its context.
+/// KV pages (lpu-v1-facts §2.4, §4): a replica's KV SRAM is one pool of pages of kv_page_tokens positions
+/// that its slots share: the plan's pool (Plan::shape.kv_pool_tokens), else every slot's whole context.
+/// A request needs prompt + output - 1 KV positions; one longer than the plan's context or the pool can
+/// never run and is rejected (counted). Pages are allocated as positions are written and given back when
+/// the request finishes. decode-priority admits the head of the queue when a slot is free and the pool
+/// holds its prefill's pages beyond those promised to the requests still prefilling; when a turn needs a
+/// page and the pool is empty, the most recently admitted unfinished request of the replica is preempted
+/// (vLLM's recompute: it gives back its slot and pages and goes to the front of the queue; admitted
+/// again, it prefills its prompt and the tokens it had generated, the same KV, once its last token is
+/// back, and goes on). static-batch reserves each member's whole KV when the batch forms and never
+/// preempts. With every slot's context in the pool nothing is ever preempted.
 ///
 /// Example usage:
 /// \code
@@ -68,6 +76,7 @@ struct ServeOptions {
   int64_t kv_page_tokens = 256;             ///< SHIP pages the KV cache in 128-512 tokens (lpu-v1-facts §4)
   bool record_turns = false;                ///< keep every turn (a functional run replays them)
   int64_t max_iteration_records = 200'000;  ///< iterations kept for the trace; later ones are counted only
+  int64_t max_turn_records = 0;             ///< without record_turns, the first turns kept (for the trace)
 };
 
 /// The costs of every turn a serving simulation can take on a plan, built once (exact, by position).
@@ -102,10 +111,12 @@ struct RequestOutcome {
   int64_t arrived_cycles = 0;
   int64_t replica = -1;
   int64_t slot = -1;
-  int64_t admitted_cycles = -1;  ///< given a slot
+  int64_t admitted_cycles = -1;  ///< given a slot (the first time)
+  int64_t resumed_cycles = -1;   ///< given the slot it finished in (admitted_cycles unless preempted)
   int64_t first_token_cycles = -1;
   int64_t finished_cycles = -1;  ///< its last token out
-  bool rejected = false;         ///< longer than a slot's context: never admitted
+  bool rejected = false;         ///< longer than a slot's context or the KV pool: never admitted
+  int64_t preemptions = 0;       ///< times it gave back its slot and pages (recompute)
 };
 
 /// One pass through a replica's pipeline, in the order the simulation decided them.
@@ -147,9 +158,10 @@ struct ServeOutcome {
   int64_t n_iterations = 0;
   int64_t n_turns = 0;
   int64_t busy_chip_cycles = 0;      ///< compute cycles of every turn, summed over chips
-  int64_t kv_pages_per_replica = 0;  ///< the KV capacity in pages (n_slots x pages of a context)
+  int64_t kv_pages_per_replica = 0;  ///< the KV pool in pages (the plan's pool, else n_slots x pages of a context)
   int64_t kv_page_bytes = 0;         ///< SRAM of one page, summed over a replica's chips
   int64_t max_kv_pages_in_use = 0;   ///< the most pages any replica held at once
+  int64_t preemptions = 0;           ///< requests sent back to the queue for want of a page
 };
 
 /// Simulates `requests` (any order of arrival; ties by id) on `plan`'s replicas. Deterministic: the same
@@ -157,6 +169,22 @@ struct ServeOutcome {
 /// below 1.
 ServeOutcome simulate_serving(const Plan& plan, const ServeCosts& costs, const std::vector<ServeRequest>& requests,
                               const ServeOptions& options);
+
+/// One turn's pass through one stage of its replica's pipeline (the trace shows requests moving through
+/// the stages).
+struct StageSlice {
+  int64_t turn = 0;  ///< index into ServeOutcome::turns
+  int64_t stage = 0;
+  int64_t start_cycles = 0;
+  int64_t end_cycles = 0;
+};
+
+/// The passes of the first `max_turns` of outcome.turns through their stages, in turn order and stage by
+/// stage: from the exact schedule of the turn's program at its position (timing.hpp block_stage_spans: each
+/// stage's first compute op's start to its last one's end, after the turn's entry). A stage serves one
+/// turn at a time: a turn that would reach a stage still busy with the turn ahead (a short turn catching
+/// up with a long one) waits, and so do its later stages; the simulation's iteration model does not.
+std::vector<StageSlice> stage_slices(const Plan& plan, const ServeOutcome& outcome, int64_t max_turns);
 
 /// KV positions a request needs: its prompt and every generated token but the last.
 inline int64_t kv_positions(const ServeRequest& r) { return r.prompt_tokens + r.output_tokens - 1; }

@@ -259,6 +259,19 @@ std::vector<BlockCost> block_costs(const Plan& plan, const Program& program, int
   return costs;
 }
 
+std::vector<StageSpan> block_stage_spans(const Plan& plan, const Program& program, int64_t first_position,
+                                         int64_t n) {
+  LPURT_ASSERT(program.blocks.size() == 1 && n >= 1);
+  TimelineSolver solver(program, plan);
+  const auto pp = static_cast<std::size_t>(plan.pp);
+  std::vector<StageSpan> spans(static_cast<std::size_t>(n) * pp);
+  for_each_position(plan, program, solver, first_position, n, [&](int64_t i, const DecodeStep& d) {
+    for (std::size_t s = 0; s < pp; ++s)
+      spans[static_cast<std::size_t>(i) * pp + s] = {d.stage_first_cycles[s], d.stage_last_cycles[s]};
+  });
+  return spans;
+}
+
 int64_t decode_period_cycles(const Plan& plan, const Program& decode, const Timeline& timeline) {
   return decode_pace(plan, decode, timeline).period_cycles(plan.shape.n_slots);
 }

@@ -104,6 +104,16 @@ struct BlockCost {
 std::vector<BlockCost> block_costs(const Plan& plan, const Program& program, int64_t first_position, int64_t n,
                                    int64_t* solves = nullptr);
 
+/// One pipeline stage's span in a one-block program: its first compute op's start and its last one's end,
+/// cycles from the block's entry into the pipeline.
+struct StageSpan {
+  int64_t first_cycles = 0;
+  int64_t last_cycles = 0;
+};
+/// The stages' spans of `program`, one block, at base positions [first_position, first_position + n):
+/// [n x pp], row i at first_position + i; exact (interpolated as block_costs is).
+std::vector<StageSpan> block_stage_spans(const Plan& plan, const Program& program, int64_t first_position, int64_t n);
+
 /// Steady-state cycles between two output tokens of one user at `position`, with the plan's batch
 /// interleaved through the pipeline: max(latency of one token through the pipeline, sequences per
 /// replica x the busiest stage's time per token). One decode program gives both; with chips or links

@@ -20,6 +20,9 @@ namespace {
 
 using clock_type = std::chrono::steady_clock;
 
+/// Slices of turns through stages a trace holds at most (each a JSON event of about 150 bytes).
+constexpr int64_t trace_stage_slices = 500'000;
+
 double seconds_since(clock_type::time_point t0) {
   return std::chrono::duration<double>(clock_type::now() - t0).count();
 }
@@ -41,6 +44,12 @@ partition::Plan serve_plan(const chip::ModelConfig& model, const chip::ChipSpec&
   r.context = serve_context(model, config);
   if (config.slots < 0)
     throw Error("--slots must be at least 1 (got " + std::to_string(config.slots) + ")", ExitCode::usage);
+  const int64_t page = std::max<int64_t>(1, config.options.kv_page_tokens);
+  if (config.kv_pages < ServeConfig::kv_pool_sram || config.kv_pages > (int64_t{1} << 40) / page)
+    throw Error("--kv-pages must be 1 .. " + std::to_string((int64_t{1} << 40) / page) + " or sram (got " +
+                    std::to_string(config.kv_pages) + ")",
+                ExitCode::usage);
+  if (config.kv_pages > 0) r.kv_pool_tokens = config.kv_pages * page;
   if (r.tp == 0 || r.pp == 0) {
     partition::PlanRequest one = r;
     one.replicas = 1;
@@ -69,8 +78,10 @@ partition::Plan serve_plan(const chip::ModelConfig& model, const chip::ChipSpec&
       r.tp = layout.tp;
       r.pp = layout.pp;
     } catch (const chip::CapacityError& e) {
-      if (config.slots == 0) throw;
-      throw chip::CapacityError("--slots " + std::to_string(config.slots) + ": " + e.what());
+      if (config.slots == 0 && config.kv_pages <= 0) throw;
+      const std::string what = config.slots > 0 ? "--slots " + std::to_string(config.slots)
+                                                : "--kv-pages " + std::to_string(config.kv_pages);
+      throw chip::CapacityError(what + ": " + e.what());
     }
   }
   if (r.replicas == 0) r.replicas = std::max<int64_t>(1, r.n_chips / (r.tp * r.pp));
@@ -89,14 +100,28 @@ partition::Plan serve_plan(const chip::ModelConfig& model, const chip::ChipSpec&
     const int64_t saturating =
         (pace.latency_cycles + pace.busiest_stage_cycles - 1) / std::max<int64_t>(1, pace.busiest_stage_cycles);
     const auto n_requests = static_cast<int64_t>(config.requests.size());
-    slots = std::max<int64_t>(
-        1, std::min({probe.max_batch() / r.replicas, saturating, (n_requests + r.replicas - 1) / r.replicas}));
+    // With a pool asked for, the pool, not the slots' contexts, bounds the KV.
+    const int64_t held = config.kv_pages != 0 ? saturating : probe.max_batch() / r.replicas;
+    slots = std::max<int64_t>(1, std::min({held, saturating, (n_requests + r.replicas - 1) / r.replicas}));
   }
   if (slots > (int64_t{1} << 20) / r.replicas)
     throw chip::CapacityError("--slots " + std::to_string(slots) + " x " + std::to_string(r.replicas) +
                               " replicas is more sequences than any system holds");
   r.batch = r.replicas * slots;
-  return partition::make_plan(model, hardware, r);
+  if (config.kv_pages == ServeConfig::kv_pool_sram || (config.kv_pages == 0 && config.slots > 0)) {
+    // The pool the SRAM holds with this layout, in whole pages: taken when asked for, or when the given
+    // slots' whole contexts would not fit (the slots then share it).
+    partition::PlanRequest smallest = r;
+    smallest.kv_pool_tokens = page;
+    const int64_t pool = partition::make_plan(model, hardware, smallest).max_kv_tokens() / page * page;
+    if (config.kv_pages == ServeConfig::kv_pool_sram || pool < slots * r.context) r.kv_pool_tokens = pool;
+  }
+  try {
+    return partition::make_plan(model, hardware, r);
+  } catch (const chip::CapacityError& e) {
+    if (config.kv_pages <= 0) throw;
+    throw chip::CapacityError("--kv-pages " + std::to_string(config.kv_pages) + ": " + e.what());
+  }
 }
 
 struct ServeSession::State {
@@ -146,6 +171,8 @@ ServeSession::ServeSession(io::WeightSource& source, const chip::ChipSpec& hardw
   t = clock_type::now();
   partition::ServeOptions options = config.options;
   options.record_turns = functional;
+  // A trace shows the first turns moving through the stages: pp slices each, up to trace_stage_slices.
+  if (!config.trace_path.empty()) options.max_turn_records = trace_stage_slices / plan.pp;
   s.outcome = partition::simulate_serving(plan, *s.costs, config.requests, options);
   s.metrics = partition::serve_metrics(plan, config.requests, s.outcome, config.slo);
   s.simulate_s = seconds_since(t);
@@ -201,15 +228,21 @@ io::Record ServeSession::run(const std::function<void(int64_t, int64_t)>& progre
   const auto t_replay = clock_type::now();
   std::vector<std::vector<int32_t>> generated;
   if (s.engine) {
-    // Replay: every turn in the simulation's order, each request in its own slot at its own positions.
+    // Replay: every turn in the simulation's order, each request in its slot of the moment at its own
+    // positions (the host keeps every slot's whole context; a preempted request's new prefill rewrites its
+    // KV in its new slot from position 0).
     const int64_t vocab = plan.model.vocab_size;
     generated.resize(requests.size());
-    std::vector<std::vector<int32_t>> prompts(requests.size());
+    // [requests][prompt + output tokens] the prompt, then the tokens generated so far (a recompute chunk
+    // reads across the two)
+    std::vector<std::vector<int32_t>> sequences(requests.size());
     for (std::size_t i = 0; i < requests.size(); ++i) {
       if (s.outcome.requests[i].rejected) continue;
       generated[i].reserve(static_cast<std::size_t>(requests[i].output_tokens));
-      prompts[i] = requests[i].prompt.empty() ? synthetic_prompt(requests[i].prompt_tokens, vocab, requests[i].id)
-                                              : requests[i].prompt;
+      sequences[i] = requests[i].prompt.empty()
+                         ? synthetic_prompt(requests[i].prompt_tokens, vocab, requests[i].id)
+                         : requests[i].prompt;
+      sequences[i].reserve(static_cast<std::size_t>(requests[i].prompt_tokens + requests[i].output_tokens));
     }
     std::vector<float> row(static_cast<std::size_t>(vocab));  // [vocab] logits of the turn's last token
     const auto n_turns = static_cast<int64_t>(s.outcome.turns.size());
@@ -217,13 +250,12 @@ io::Record ServeSession::run(const std::function<void(int64_t, int64_t)>& progre
       const partition::Turn& turn = s.outcome.turns[static_cast<std::size_t>(k)];
       const auto i = static_cast<std::size_t>(turn.request);
       const int64_t sequence = turn.slot * plan.replicas + turn.replica;
-      const int64_t prompt_len = requests[i].prompt_tokens;
-      const int32_t* tokens = turn.position < prompt_len
-                                  ? prompts[i].data() + turn.position
-                                  : &generated[i][static_cast<std::size_t>(turn.position - prompt_len)];
-      s.engine->forward(sequence, tokens, turn.position, turn.n_tokens, turn.emits_token ? row.data() : nullptr);
+      LPURT_ASSERT(turn.position + turn.n_tokens <= static_cast<int64_t>(sequences[i].size()));
+      s.engine->forward(sequence, sequences[i].data() + turn.position, turn.position, turn.n_tokens,
+                        turn.emits_token ? row.data() : nullptr);
       if (turn.emits_token) {
         generated[i].push_back(static_cast<int32_t>(chip::argmax(row.data(), vocab)));
+        sequences[i].push_back(generated[i].back());
         if (s.result_file)
           s.result_file->write_logits(s.logits_row[i] + static_cast<int64_t>(generated[i].size()) - 1, row.data());
       }
@@ -284,6 +316,8 @@ io::Record ServeSession::run(const std::function<void(int64_t, int64_t)>& progre
       .set("kv_pages_per_replica", o.kv_pages_per_replica)
       .set("kv_page_bytes", o.kv_page_bytes)
       .set("kv_pages_in_use_max", o.max_kv_pages_in_use)
+      .set("kv_pool_shared", int64_t{plan.shape.kv_pool_tokens > 0 ? 1 : 0})
+      .set("preemptions", o.preemptions)
       .set("sram_bytes_max", plan.sram_bytes_max())
       .set("iterations", o.n_iterations)
       .set("turns", o.n_turns)
@@ -301,13 +335,14 @@ io::Record ServeSession::run(const std::function<void(int64_t, int64_t)>& progre
 
   if (s.rank != 0) return r;
   const auto n = requests.size();
-  std::vector<int64_t> id(n), prefill(n), decode(n), replica(n), slot(n), rejected(n), meets(n);
+  std::vector<int64_t> id(n), prefill(n), decode(n), replica(n), slot(n), rejected(n), meets(n), preempted(n);
   std::vector<double> arrived(n), admitted(n), first(n), finished(n), ttft(n), tpot(n), e2e(n);
   for (std::size_t i = 0; i < n; ++i) {
     const partition::RequestFigures& f = m.requests[i];
     id[i] = requests[i].id, prefill[i] = requests[i].prompt_tokens, decode[i] = requests[i].output_tokens;
     replica[i] = o.requests[i].rejected ? -1 : o.requests[i].replica, slot[i] = o.requests[i].slot;
     rejected[i] = o.requests[i].rejected ? 1 : 0, meets[i] = f.meets_slo ? 1 : 0;
+    preempted[i] = o.requests[i].preemptions;
     arrived[i] = f.arrived_s, admitted[i] = f.admitted_s, first[i] = f.first_token_s, finished[i] = f.finished_s;
     ttft[i] = f.ttft_s, tpot[i] = f.tpot_s, e2e[i] = f.e2e_s;
   }
@@ -324,7 +359,8 @@ io::Record ServeSession::run(const std::function<void(int64_t, int64_t)>& progre
                                                 real_column("tpot_s", "s", tpot),
                                                 real_column("e2e_s", "s", e2e),
                                                 integer_column("rejected", "", rejected),
-                                                integer_column("meets_slo", "", meets)};
+                                                integer_column("meets_slo", "", meets),
+                                                integer_column("preemptions", "", preempted)};
   if (!config.csv_path.empty()) io::write_table_csv(config.csv_path, columns, config.force);
   if (s.result_file) {
     std::vector<double> time_s;
@@ -342,8 +378,9 @@ io::Record ServeSession::run(const std::function<void(int64_t, int64_t)>& progre
     s.result_file->commit(r, columns, generated, s.logits_row, timeline);
   }
   if (!config.trace_path.empty())
-    io::write_serve_trace(config.trace_path, config.force, o, plan.replicas, plan.shape.n_slots,
-                          plan.hardware.clock_hz);
+    io::write_serve_trace(config.trace_path, config.force, o,
+                          partition::stage_slices(plan, o, trace_stage_slices / plan.pp), plan.replicas,
+                          plan.shape.n_slots, plan.pp, plan.hardware.clock_hz);
   return r;
 }
 

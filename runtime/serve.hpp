@@ -40,6 +40,12 @@ struct ServeConfig {
   /// Request slots per replica; 0: as many KV caches of the context as the SRAM holds, at most the slots
   /// that keep the busiest pipeline stage busy, and at most the requests per replica.
   int64_t slots = 0;
+  /// Pages of kv_page_tokens in each replica's shared KV pool (partition/serving.hpp): 0: every slot's whole
+  /// context, or when given slots' contexts do not fit the layout, the pool the SRAM holds; kv_pool_sram:
+  /// the pool the SRAM holds after the weights and buffers (slots, unless given, then only keep the busiest
+  /// stage busy); N > 0: N pages (checked against the SRAM).
+  int64_t kv_pages = 0;
+  static constexpr int64_t kv_pool_sram = -1;
   std::vector<partition::ServeRequest> requests;
   partition::ServeOptions options;
   partition::ServeSlo slo;
@@ -55,9 +61,10 @@ struct ServeConfig {
 };
 
 /// The plan a serving run uses (see ServeConfig): unless tp and pp are given, the layout the planner picks
-/// for one replica of ServeConfig::slots sequences (the shortest decode period at the full context) when
-/// slots are given, else for one request of the workload's mean lengths; replicas of it filling the
-/// system unless given, and the slots. Throws PlanError or CapacityError as make_plan does.
+/// for one replica of ServeConfig::slots sequences (the shortest decode period at the full context, or with
+/// a pool of kv_pages pages) when slots are given, else for one request of the workload's mean lengths;
+/// replicas of it filling the system unless given; the slots; and the KV pool (Plan::shape.kv_pool_tokens,
+/// 0 when every slot holds its context). Throws PlanError or CapacityError as make_plan does.
 partition::Plan serve_plan(const chip::ModelConfig& model, const chip::ChipSpec& hardware, const ServeConfig& config);
 
 class ServeSession {

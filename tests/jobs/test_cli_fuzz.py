@@ -21,8 +21,8 @@ LAYOUT_FLAGS = ("--chips", "--tp", "--pp", "--context", "--batch", "--replicas",
 RUN_FLAGS = ("--step-timeout", "--inject-stall-rank", "--inject-crash-rank", "--inject-mpi-error",
              "--inject-link-errors", "--seed", "--max-replays")
 SERVE_FLAGS = ("--chips", "--tp", "--pp", "--replicas", "--context", "--block-tokens", "--slots", "--rate",
-               "--requests", "--cv", "--prompt-len", "--tokens", "--seed", "--kv-page-tokens", "--slo-ttft-ms",
-               "--slo-tpot-ms", "--step-timeout")
+               "--requests", "--cv", "--prompt-len", "--tokens", "--seed", "--kv-page-tokens", "--kv-pages",
+               "--slo-ttft-ms", "--slo-tpot-ms", "--step-timeout")
 HARDWARE = ("clock_hz", "sram_bytes", "link_bytes_per_s", "hop_latency_ns", "chip_speed_factor.0", "power_idle_w")
 # Short runs: the fuzzed flag replaces these when it is one of them.
 BASE = {"plan": ["--prompt-len", "2", "--tokens", "2"], "run": ["--prompt-len", "2", "--tokens", "2"],

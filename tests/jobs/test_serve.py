@@ -79,6 +79,19 @@ def main():
              "--workload", "trace.csv"]),
         (3, ["--chips", "6", "--tp", "1", "--pp", "2", "--slots", "2", "--policy", "static-batch", "--context", "48",
              "--workload", "trace.csv"]),
+        # A shared KV pool small enough to preempt (recompute): 4 slots share 10 pages of 8 tokens.
+        (1, ["--chips", "2", "--tp", "1", "--pp", "2", "--slots", "4", "--kv-page-tokens", "8", "--kv-pages", "10",
+             "--rate", "4e5", "--requests", "12", "--prompt-len-dist", "uniform:2:40", "--tokens-dist", "uniform:1:30",
+             "--seed", "4"]),
+        (3, ["--chips", "6", "--tp", "2", "--pp", "3", "--slots", "3", "--kv-page-tokens", "4", "--kv-pages", "14",
+             "--workload", "trace.csv"]),
+        (2, ["--chips", "4", "--tp", "2", "--pp", "2", "--slots", "3", "--kv-page-tokens", "8", "--kv-pages", "7",
+             "--rate", "4e5", "--requests", "10", "--prompt-len-dist", "uniform:2:30", "--tokens-dist", "uniform:1:24",
+             "--seed", "6"], "tiny-mixtral.h5"),
+        # static-batch reserves each member's whole KV in the pool: no preemption.
+        (2, ["--chips", "4", "--tp", "1", "--pp", "2", "--slots", "4", "--policy", "static-batch", "--kv-page-tokens",
+             "8", "--kv-pages", "10", "--rate", "4e5", "--requests", "12", "--prompt-len-dist", "uniform:2:40",
+             "--tokens-dist", "uniform:1:30", "--seed", "4"]),
     ]
     for n, (ranks, args, *model) in enumerate(configs):
         model = model[0] if model else "tiny.h5"
@@ -99,6 +112,13 @@ def main():
                 prompts = None
         if summary["completed"] + summary["rejected"] != len(prefill) or ("48" in args) != (summary["rejected"] > 0):
             failures.append(f"{label}: completed {summary['completed']} rejected {summary['rejected']}")
+        # A pool that forces preemptions under decode-priority; never above the pool; none in a static batch.
+        pooled = "--kv-pages" in args
+        if summary["kv_pages_in_use_max"] > summary["kv_pages_per_replica"] or summary["kv_pool_shared"] != pooled \
+                or (summary["preemptions"] > 0) != (pooled and "static-batch" not in args):
+            failures.append(f"{label}: {summary['preemptions']} preemptions, at most "
+                            f"{summary['kv_pages_in_use_max']} of {summary['kv_pages_per_replica']} pages, "
+                            f"shared {summary['kv_pool_shared']}")
         for i in range(len(prefill)):
             if rejected[i]:
                 if len(tokens[i]) != 0:
@@ -152,9 +172,10 @@ def main():
     if res.returncode != 4 or "--slots 100000: " not in res.stderr or len(res.stderr.strip().splitlines()) != 1:
         failures.append(f"--slots 100000 on 8 chips: exit {res.returncode}, stderr {res.stderr.strip()!r}")
 
-    # Result file, CSV and trace of one timing-only run.
+    # Result file, CSV and trace of one timing-only run (6 slots sharing 8 pages: some preemptions).
     args = ["--chips", "4", "--tp", "1", "--pp", "2", "--rate", "2e5", "--requests", "30", "--prompt-len-dist",
-            "zipf:1.1:60", "--tokens-dist", "uniform:1:20", "--context", "64", "--timing-only"]
+            "zipf:1.1:60", "--tokens-dist", "uniform:1:20", "--context", "64", "--timing-only", "--slots", "6",
+            "--kv-page-tokens", "8", "--kv-pages", "8"]
     summary = json.loads(serve(*args, "--out", "t.h5", "--csv", "t.csv", "--trace", "t.json", "--json").stdout)
     with open("t.csv") as f:
         table = list(csv.DictReader(f))
@@ -188,6 +209,30 @@ def main():
     if not {"replica 0", "replica 1", "slot 0", "system"} <= names or "queued requests" not in counters \
             or "KV pages in use" not in counters or len(slices) < summary["completed"]:
         failures.append(f"trace: names {sorted(names)[:6]}, counters {counters}, {len(slices)} request slices")
+    # The requests through the stages: a track per replica stage, every turn once on each, one at a time.
+    stage_tid = {(e["pid"], e["tid"]): e["args"]["name"] for e in trace["traceEvents"]
+                 if e.get("ph") == "M" and e["name"] == "thread_name" and e["args"]["name"].startswith("stage ")}
+    on_stage = {}
+    for e in trace["traceEvents"]:
+        if e.get("cat") == "stage":
+            on_stage.setdefault((e["pid"], e["tid"]), []).append((e["ts"], e["ts"] + e["dur"], e["args"]["request"]))
+    if set(stage_tid.values()) != {"stage 0", "stage 1"} or set(on_stage) != set(stage_tid) \
+            or sum(len(v) for v in on_stage.values()) != 2 * summary["turns"]:
+        failures.append(f"trace: stage tracks {sorted(stage_tid.values())}, "
+                        f"{sum(len(v) for v in on_stage.values())} stage slices for {summary['turns']} turns")
+    # Slot tracks: one request at a time; a preempted one is drawn where it finished.
+    on_slot = {}
+    for e in trace["traceEvents"]:
+        if e.get("cat") in ("prefill", "decode", "resumed"):
+            on_slot.setdefault((e["pid"], e["tid"]), []).append((e["ts"], e["ts"] + e["dur"], e["args"]["request"]))
+    resumed = sum(1 for e in trace["traceEvents"] if e.get("cat") == "resumed")
+    if summary["preemptions"] == 0 or resumed == 0 or resumed > summary["preemptions"]:
+        failures.append(f"trace: {resumed} resumed slices for {summary['preemptions']} preemptions (expected some)")
+    for track, spans in list(on_stage.items()) + list(on_slot.items()):
+        spans.sort()
+        overlaps = [(a, b) for a, b in zip(spans, spans[1:]) if b[0] < a[1] - 1e-6 * max(1.0, abs(a[1]))]
+        if overlaps:
+            failures.append(f"trace: track {track} of replica {track[0]} overlaps: {overlaps[:2]}")
 
     # A serving study: latency against load under both policies, from flags; a rerun runs nothing; a point
     # whose slots cannot exist is recorded as infeasible; a functional study on 2 ranks.
@@ -231,6 +276,8 @@ def main():
             (["--workload", "missing.csv"], 3, "missing.csv"),
             (["--workload", "bad.csv"], 3, "bad.csv:3: num_decode_tokens"),
             (["--rate", "10", "--requests", "3", "--slots", "0"], 2, "--slots must be at least 1"),
+            (["--rate", "10", "--requests", "3", "--kv-pages", "lots"], 2, "--kv-pages must be a count of pages or sram"),
+            (["--chips", "1", "--rate", "10", "--requests", "3", "--kv-pages", "100000000"], 4, "--kv-pages 100000000: "),
             (["--rate", "10", "--requests", "3", "--set", "power_idle_w=400"], 5, "power_idle_w"),
             (["--rate", "10", "--requests", "3", "--timing-only", "--out", "t.h5"], 6, "t.h5")]:
         with open("bad.csv", "w") as f:

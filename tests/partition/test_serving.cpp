@@ -17,9 +17,12 @@ using namespace lpurt::partition;
 
 namespace {
 
+constexpr int64_t page_tokens = 16;  ///< the simulations' KV page
+
 Plan serve_plan_for(int64_t tp, int64_t pp, int64_t replicas, int64_t slots, int64_t context = 128,
-                    const chip::ChipSpec& hw = {}) {
+                    const chip::ChipSpec& hw = {}, int64_t kv_pool_tokens = 0) {
   PlanRequest r;
+  r.kv_pool_tokens = kv_pool_tokens;
   r.n_chips = tp * pp * replicas;
   r.tp = tp;
   r.pp = pp;
@@ -47,21 +50,26 @@ ServeOutcome simulate(const Plan& plan, const std::vector<ServeRequest>& request
   ServeOptions options;
   options.policy = policy;
   options.router = router;
-  options.kv_page_tokens = 16;
+  options.kv_page_tokens = page_tokens;
   options.record_turns = true;
   return simulate_serving(plan, costs, requests, options);
 }
 
-/// The invariants every policy keeps: each request is admitted once, fed its whole prompt once in order,
-/// and decoded token by token, in one slot that it holds alone; the KV cache never exceeds its pages.
+/// The invariants every policy keeps: each request is admitted, fed its whole prompt in order and decoded
+/// token by token, in a slot that it holds alone; a preempted one starts again from position 0, prefilling
+/// its prompt and the tokens it had, and none is served twice; the KV pages never exceed the pool.
 void expect_served_exactly_once(const Plan& plan, const std::vector<ServeRequest>& requests, const ServeOutcome& out) {
   ASSERT_EQ(out.requests.size(), requests.size());
   std::map<int64_t, std::vector<const Turn*>> turns_of;
   for (const Turn& t : out.turns) turns_of[t.request].push_back(&t);
+  int64_t preemptions = 0;
   for (std::size_t i = 0; i < requests.size(); ++i) {
     const ServeRequest& r = requests[i];
     const RequestOutcome& o = out.requests[i];
-    EXPECT_EQ(o.rejected, kv_positions(r) > plan.shape.context) << "request " << i;
+    preemptions += o.preemptions;
+    EXPECT_EQ(o.rejected, kv_positions(r) > plan.shape.context ||
+                              (kv_positions(r) + page_tokens - 1) / page_tokens > out.kv_pages_per_replica)
+        << "request " << i;
     if (o.rejected) {
       EXPECT_EQ(turns_of.count(static_cast<int64_t>(i)), 0u);
       continue;
@@ -73,11 +81,16 @@ void expect_served_exactly_once(const Plan& plan, const std::vector<ServeRequest
     EXPECT_LT(o.replica, plan.replicas);
     EXPECT_GE(o.slot, 0);
     EXPECT_LT(o.slot, plan.shape.n_slots);
-    // Positions 0 .. P + K - 2 fed exactly once, in order; K tokens out; a decode turn enters the pipeline
-    // only once the token it feeds is out.
-    int64_t next_position = 0, emitted = 0, last_output = -1;
+    // Positions 0 .. P + K - 2 fed in order (from 0 again after a preemption, up to the tokens out); K
+    // tokens out; a turn that feeds a generated token enters the pipeline only once that token is out.
+    int64_t next_position = 0, emitted = 0, last_output = -1, restarts = 0, prefill_target = r.prompt_tokens;
     for (const Turn* t : turns_of[static_cast<int64_t>(i)]) {
-      if (t->position >= r.prompt_tokens) {
+      if (t->position == 0 && next_position > 0) {
+        ++restarts;
+        next_position = 0;
+        prefill_target = r.prompt_tokens + emitted;
+      }
+      if (t->position + t->n_tokens > r.prompt_tokens && t->position + t->n_tokens >= prefill_target) {
         EXPECT_GE(t->entry_cycles, last_output) << "request " << i << " position " << t->position;
       }
       if (t->emits_token) {
@@ -88,35 +101,41 @@ void expect_served_exactly_once(const Plan& plan, const std::vector<ServeRequest
       }
       EXPECT_EQ(t->position, next_position) << "request " << i;
       EXPECT_EQ(t->replica, o.replica);
-      EXPECT_EQ(t->slot, o.slot);
-      if (t->position >= r.prompt_tokens) {
+      EXPECT_GE(t->slot, 0);
+      EXPECT_LT(t->slot, plan.shape.n_slots);
+      if (t->position >= prefill_target) {
         EXPECT_EQ(t->n_tokens, 1);
       } else {
-        EXPECT_LE(t->position + t->n_tokens, r.prompt_tokens);
+        EXPECT_LE(t->position + t->n_tokens, prefill_target);
       }
-      EXPECT_EQ(t->emits_token, t->position + t->n_tokens >= r.prompt_tokens) << "request " << i;
+      EXPECT_EQ(t->emits_token, t->position + t->n_tokens >= prefill_target) << "request " << i;
       next_position += t->n_tokens;
       emitted += t->emits_token ? 1 : 0;
     }
     EXPECT_EQ(last_output, o.finished_cycles) << "request " << i;
     EXPECT_EQ(next_position, kv_positions(r)) << "request " << i;
     EXPECT_EQ(emitted, r.output_tokens) << "request " << i;
+    EXPECT_LE(restarts, o.preemptions) << "request " << i;
   }
+  EXPECT_EQ(preemptions, out.preemptions);
   // A slot holds one request at a time: once another request's turn appears in it, the previous one has
-  // no turn left.
+  // finished or been preempted (its next turn, if any, starts again at position 0); no turn after the last
+  // token.
   std::map<std::pair<int64_t, int64_t>, int64_t> holder;
-  std::set<int64_t> done;
+  std::map<int64_t, std::pair<int64_t, int64_t>> slot_of;  // the slot of each request's last turn
+  std::set<int64_t> evicted;
   std::map<int64_t, int64_t> emitted;
   for (const Turn& t : out.turns) {
     const auto key = std::make_pair(t.replica, t.slot);
-    EXPECT_EQ(done.count(t.request), 0u) << "request " << t.request << " has a turn after another took its slot";
-    auto it = holder.find(key);
-    if (it != holder.end() && it->second != t.request) {
-      EXPECT_EQ(emitted[it->second], requests[static_cast<std::size_t>(it->second)].output_tokens)
-          << "request " << t.request << " took the slot of unfinished request " << it->second;
-      done.insert(it->second);
+    EXPECT_LT(emitted[t.request], requests[static_cast<std::size_t>(t.request)].output_tokens)
+        << "request " << t.request << " has a turn after its last token";
+    if (evicted.erase(t.request) > 0) {
+      EXPECT_EQ(t.position, 0) << "request " << t.request << " went on after another took its slot";
     }
+    auto it = holder.find(key);
+    if (it != holder.end() && it->second != t.request && slot_of[it->second] == key) evicted.insert(it->second);
     holder[key] = t.request;
+    slot_of[t.request] = key;
     emitted[t.request] += t.emits_token ? 1 : 0;
   }
   // A replica's turns enter its first stage one at a time.
@@ -318,6 +337,86 @@ TEST(Serving, EveryPolicyServesEachRequestOnceWithinTheKvCache) {
           EXPECT_EQ(again.requests[i].slot, out.requests[i].slot);
         }
       }
+}
+
+TEST(Serving, ASharedKvPoolPreemptsTheLatestAndRecomputes) {
+  // 4 slots of 128 positions share 6 pages of 16 (96 positions): requests of more than 96 KV positions are
+  // rejected, the others preempt one another under decode-priority; static-batch reserves whole requests.
+  const Plan full = serve_plan_for(1, 2, 2, 4);
+  const Plan plan = serve_plan_for(1, 2, 2, 4, 128, {}, 6 * page_tokens);
+  for (std::size_t c = 0; c < plan.chips.size(); ++c)
+    EXPECT_EQ(plan.chips[c].sram.kv_cache_bytes * 4 * 128, full.chips[c].sram.kv_cache_bytes * 6 * page_tokens);
+  const auto requests = workload(60, 2e5, "uniform:1:80", "uniform:1:40", 7);
+  const ServeOutcome out = simulate(plan, requests, ServePolicy::decode_priority);
+  EXPECT_EQ(out.kv_pages_per_replica, 6);
+  expect_served_exactly_once(plan, requests, out);
+  EXPECT_GT(out.preemptions, 0);
+  EXPECT_EQ(out.max_kv_pages_in_use, 6);
+  int64_t rejected = 0;
+  for (const auto& o : out.requests) rejected += o.rejected ? 1 : 0;
+  EXPECT_GT(rejected, 0);
+  // Every request that fits finishes.
+  for (const auto& o : out.requests) EXPECT_TRUE(o.rejected || o.finished_cycles > 0);
+  const ServeOutcome batch = simulate(plan, requests, ServePolicy::static_batch);
+  expect_served_exactly_once(plan, requests, batch);
+  EXPECT_EQ(batch.preemptions, 0);
+  EXPECT_LE(batch.max_kv_pages_in_use, 6);
+  // Every slot's context in the pool: nothing to preempt, the figures of the plan without a pool.
+  const Plan roomy = serve_plan_for(1, 2, 2, 4, 128, {}, 4 * 128);
+  const ServeOutcome a = simulate(roomy, requests, ServePolicy::decode_priority);
+  const ServeOutcome b = simulate(full, requests, ServePolicy::decode_priority);
+  EXPECT_EQ(a.preemptions, 0);
+  ASSERT_EQ(a.turns.size(), b.turns.size());
+  for (std::size_t i = 0; i < a.requests.size(); ++i)
+    EXPECT_EQ(a.requests[i].finished_cycles, b.requests[i].finished_cycles);
+  // The SRAM bounds the pool: the largest that fits does, one position more does not.
+  const int64_t most = full.max_kv_tokens();
+  EXPECT_GT(most, 4 * 128);
+  EXPECT_NO_THROW(serve_plan_for(1, 2, 2, 4, 128, {}, most));
+  EXPECT_THROW(serve_plan_for(1, 2, 2, 4, 128, {}, most + 1), chip::CapacityError);
+}
+
+TEST(Serving, StageSlicesFollowTheScheduleAndNeverOverlapOnAStage) {
+  const Plan plan = serve_plan_for(1, 3, 2, 3);
+  const auto requests = workload(40, 2e5, "uniform:1:60", "uniform:1:30", 9);
+  for (const ServePolicy policy : {ServePolicy::decode_priority, ServePolicy::static_batch}) {
+    SCOPED_TRACE(policy_name(policy));
+    const ServeOutcome out = simulate(plan, requests, policy);
+    const auto slices = stage_slices(plan, out, 1'000'000);
+    ASSERT_EQ(slices.size(), out.turns.size() * 3);
+    std::map<std::pair<int64_t, int64_t>, int64_t> stage_free;  // (replica, stage) -> end of its last slice
+    std::set<int64_t> seen_replica;
+    const Topology topology = topology_for(plan);
+    for (std::size_t k = 0; k < slices.size(); ++k) {
+      const StageSlice& slice = slices[k];
+      const Turn& turn = out.turns[static_cast<std::size_t>(slice.turn)];
+      EXPECT_EQ(slice.turn, static_cast<int64_t>(k / 3));
+      EXPECT_EQ(slice.stage, static_cast<int64_t>(k % 3));
+      EXPECT_GE(slice.start_cycles, turn.entry_cycles);
+      EXPECT_LT(slice.start_cycles, slice.end_cycles);
+      if (slice.stage > 0) {
+        EXPECT_GT(slice.start_cycles, slices[k - 1].start_cycles);
+      }
+      int64_t& free = stage_free[{turn.replica, slice.stage}];
+      EXPECT_GE(slice.start_cycles, free) << "turn " << slice.turn << " stage " << slice.stage;
+      free = slice.end_cycles;
+      // A replica's first turn waits for nobody: its spans are its program's, from its entry, and its last
+      // stage ends no later than its output.
+      if (slice.stage == 0 && seen_replica.insert(turn.replica).second) {
+        const Program program = build_program(plan, topology, {{0, turn.n_tokens, true, turn.replica}});
+        const Timeline timeline = compute_timeline(program, plan, turn.position);
+        const auto spans = block_stage_spans(plan, program, turn.position, 1);
+        for (int64_t s = 0; s < 3; ++s) {
+          EXPECT_EQ(slices[k + static_cast<std::size_t>(s)].start_cycles, turn.entry_cycles + spans[s].first_cycles);
+          EXPECT_EQ(slices[k + static_cast<std::size_t>(s)].end_cycles, turn.entry_cycles + spans[s].last_cycles);
+        }
+        EXPECT_LE(spans[2].last_cycles, timeline.makespan_cycles);
+        EXPECT_LE(slices[k + 2].end_cycles, turn.output_cycles);
+      }
+    }
+    // Bounded: the first turns only.
+    EXPECT_EQ(stage_slices(plan, out, 5).size(), 15u);
+  }
 }
 
 TEST(Serving, RoundRobinDealsRequestsInArrivalOrder) {
