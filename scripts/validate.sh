@@ -286,10 +286,14 @@ whole parts cost real throughput (the fifth column): a layer's FFN part is 4.7 t
 in Llama-2 70B, so with about two parts per stage (the deployed tp 8 x pp 72) some stages hold two FFNs
 and others one. Finer cuts (inside an FFN) or a per-stage tp would recover up to that fraction of
 full-pipeline throughput; lpurt builds neither yet, so its serving capacity on such layouts is a lower
-bound of what the hardware could give. Qwen3-235B-A22B on the dragonfly shows the other imbalance a per-stage tp
-would not cure: tp groups of 16 chips do not tile the dragonfly's 72-chip racks, so some stages' groups
-straddle two racks and their all-reduces cross the one global link between them. On the chain (SHIP's
-topology for its partitions) the same layout is balanced to within 1%.
+bound of what the hardware could give.
+
+Qwen3-235B-A22B shows two other causes. Its stages are balanced by the weights they store, but an MoE
+layer streams only the experts its tokens chose while the last stage streams its whole lm_head, so on
+the chain the last stage is the busiest; a per-stage tp sized by streamed bytes would fix that one. On
+the dragonfly, tp groups of 16 chips do not tile its 72-chip racks: the stages whose groups straddle two
+racks send their all-reduces over the one global link between the racks. That is placement, which no
+tp choice cures; lpurt places groups contiguously, and a tp that divides 72 (8, 24, 36) avoids it.
 STAGES
 } > "$out"
 mkdir -p docs
