@@ -56,12 +56,15 @@ void TraceWriter::write(const std::string& path, bool force) const {
     EventStream out(f);
     std::set<std::pair<int64_t, int64_t>> link_tracks;
     for (const auto& c : plan_.chips) {
-      const std::string name = "chip " + std::to_string(c.chip) + " (stage " + std::to_string(c.stage) + ", tp " +
-                               std::to_string(c.tp_rank) + ")";
-      out.add({{"name", "process_name"}, {"ph", "M"}, {"pid", c.chip}, {"args", {{"name", name}}}});
-      out.add({{"name", "process_sort_index"}, {"ph", "M"}, {"pid", c.chip}, {"args", {{"sort_index", c.chip}}}});
-      out.add(thread_name(c.chip, mxm_track, "MXM"));
-      out.add(thread_name(c.chip, vxm_track, "VXM"));
+      // Processes are network chips, so that a link's track sits under the chip it leaves.
+      const int64_t pid = c.network_chip;
+      const std::string name = "chip " + std::to_string(c.chip) +
+                               (pid != c.chip ? " at network chip " + std::to_string(pid) : std::string()) + " (stage " +
+                               std::to_string(c.stage) + ", tp " + std::to_string(c.tp_rank) + ")";
+      out.add({{"name", "process_name"}, {"ph", "M"}, {"pid", pid}, {"args", {{"name", name}}}});
+      out.add({{"name", "process_sort_index"}, {"ph", "M"}, {"pid", pid}, {"args", {{"sort_index", pid}}}});
+      out.add(thread_name(pid, mxm_track, "MXM"));
+      out.add(thread_name(pid, vxm_track, "VXM"));
     }
     for (const auto& seg : segments_) {
       const partition::Program& p = *seg.program;
@@ -76,7 +79,7 @@ void TraceWriter::write(const std::string& path, bool force) const {
           out.add({{"name", name},
                    {"cat", seg.name},
                    {"ph", "X"},
-                   {"pid", op.chip},
+                   {"pid", plan_.network_chip(op.chip)},
                    {"tid", op.unit == partition::Unit::mxm ? mxm_track : vxm_track},
                    {"ts", ts_us},
                    {"dur", dur_us},

@@ -227,6 +227,12 @@ void print_plan_table(const partition::Plan& plan, const std::string& model_name
               layout_text(plan.system_chips, plan.tp, plan.pp, plan.replicas, plan.batch).c_str(),
               static_cast<long long>(plan.shape.context), static_cast<long long>(plan.batch),
               static_cast<long long>(plan.shape.block_tokens));
+  const auto moved = std::find_if(plan.chips.begin(), plan.chips.end(),
+                                  [](const partition::ChipPlan& c) { return c.network_chip != c.chip; });
+  if (moved != plan.chips.end())
+    std::printf("placement: tp groups start at the next dragonfly rack rather than straddle two (racks of 72 chips "
+                "share one global link per pair); from chip %lld on, chip c sits at a later network chip\n",
+                static_cast<long long>(moved->chip));
   std::printf("capacity: at context %lld at most %lld sequences fit; at batch %lld the context can reach %lld\n",
               static_cast<long long>(plan.shape.context), static_cast<long long>(plan.max_batch()),
               static_cast<long long>(plan.batch), static_cast<long long>(plan.max_context()));

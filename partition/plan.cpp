@@ -25,6 +25,26 @@ chip::ShardShape shape_of(const chip::ModelConfig& cfg, const PlanRequest& r, in
   return s;
 }
 
+/// The first network chip of each of a layout's `groups` tp groups (replica by replica, stage by stage): one
+/// after another, except that on a dragonfly whose racks are joined only by global links a group that
+/// would straddle two racks starts at the next rack, when the system has the chips for that. Its
+/// collectives then stay on the rack's own links instead of crossing the one global link between two
+/// racks (a tp that divides a rack, 8, 24 or 36, never needs it).
+std::vector<int64_t> group_starts(const chip::ChipSpec& hw, int64_t system_chips, int64_t tp, int64_t groups) {
+  std::vector<int64_t> contiguous(static_cast<std::size_t>(groups));
+  for (int64_t g = 0; g < groups; ++g) contiguous[static_cast<std::size_t>(g)] = g * tp;
+  const int64_t rack = Topology(parse_topology(hw.topology), system_chips).rack_chips();
+  if (rack == 0 || tp > rack || rack % tp == 0) return contiguous;
+  std::vector<int64_t> aligned(static_cast<std::size_t>(groups));
+  int64_t next = 0;
+  for (int64_t g = 0; g < groups; ++g) {
+    if (next / rack != (next + tp - 1) / rack) next = (next / rack + 1) * rack;
+    aligned[static_cast<std::size_t>(g)] = next;
+    next += tp;
+  }
+  return next <= system_chips ? aligned : contiguous;
+}
+
 /// The plan of a layout on a system of r.n_chips chips; `built_replicas` of its replicas get their chips
 /// (the planner probes a layout on its first replica: the others hold the same ranges).
 Plan layout(const chip::ModelConfig& cfg, const chip::ChipSpec& hw, const PlanRequest& r, int64_t tp, int64_t pp,
@@ -40,11 +60,13 @@ Plan layout(const chip::ModelConfig& cfg, const chip::ChipSpec& hw, const PlanRe
   plan.shape = shape_of(cfg, r, replicas);
   plan.stage_part_begin = stage_part_begin;
   plan.chips.reserve(static_cast<std::size_t>(built_replicas * pp * tp));
+  const std::vector<int64_t> starts = group_starts(hw, r.n_chips, tp, replicas * pp);
   for (int64_t k = 0; k < built_replicas * pp; ++k) {
     const int64_t s = k % pp;
     for (int64_t t = 0; t < tp; ++t) {
       ChipPlan c;
       c.chip = k * tp + t;
+      c.network_chip = starts[static_cast<std::size_t>(k)] + t;
       c.replica = k / pp;
       c.stage = s;
       c.tp_rank = t;

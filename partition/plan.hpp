@@ -72,6 +72,9 @@ struct Reduction {
 
 struct ChipPlan {
   int64_t chip = 0;
+  /// The chip of the system's network that holds it (routes, chip_speed_factor): `chip`, unless a tp group
+  /// would straddle two dragonfly racks, which make_plan avoids by starting it at the next rack.
+  int64_t network_chip = 0;
   int64_t replica = 0;
   int64_t stage = 0;
   int64_t tp_rank = 0;
@@ -98,6 +101,10 @@ struct Plan {
   int64_t chips_per_replica() const { return tp * pp; }
 
   int64_t n_chips() const { return static_cast<int64_t>(chips.size()); }  ///< chips used
+  /// The network chip of plan chip `chip` (itself for a plan without chips: a standalone collective's).
+  int64_t network_chip(int64_t chip) const {
+    return chips.empty() ? chip : chips[static_cast<std::size_t>(chip)].network_chip;
+  }
   int64_t idle_chips() const { return system_chips - n_chips(); }
   const ChipPlan& at(int64_t stage, int64_t tp_rank) const { return at(0, stage, tp_rank); }
   const ChipPlan& at(int64_t replica, int64_t stage, int64_t tp_rank) const {

@@ -56,6 +56,8 @@ class Builder {
   }
 
   int64_t chip_id(int64_t stage, int64_t t) const { return plan_->at(replica_, stage, t).chip; }
+  /// Where a chip of the program sits in the network (a standalone collective's chips are network chips).
+  int64_t network(int64_t chip) const { return plan_ != nullptr ? plan_->network_chip(chip) : chip; }
 
   int32_t compute(int64_t chip, OpKind kind, Unit unit, int64_t layer, int32_t block, Payload payload = Payload::none) {
     Op op;
@@ -80,7 +82,7 @@ class Builder {
     send.layer = static_cast<int32_t>(layer), send.block = block;
     send.elem_begin = elem_begin, send.elem_count = elem_count, send.bytes = elem_count * bytes_per_elem;
     send.hop_begin = static_cast<int32_t>(p_.hops.size());
-    topology_.route(from, to, p_.hops);
+    topology_.route(network(from), network(to), p_.hops);
     send.hop_count = static_cast<int32_t>(p_.hops.size()) - send.hop_begin;
     const int32_t producer = last_compute_[static_cast<std::size_t>(from)];
     const int32_t s = push(send, &producer, producer >= 0 ? 1 : 0, after.data(), after.size());
@@ -281,7 +283,9 @@ class Builder {
     const auto key = std::make_tuple(chips.front(), elements, combine);
     const auto it = chosen_.find(key);
     if (it != chosen_.end()) return it->second;
-    const int32_t index = add_collective(choose_collective(chips, elements, combine, topology_, plan_->hardware));
+    network_chips_.resize(chips.size());
+    for (std::size_t t = 0; t < chips.size(); ++t) network_chips_[t] = network(chips[t]);
+    const int32_t index = add_collective(choose_collective(network_chips_, elements, combine, topology_, plan_->hardware));
     chosen_.emplace(key, index);
     return index;
   }
@@ -290,6 +294,7 @@ class Builder {
   const Topology& topology_;
   Program& p_;
   std::vector<int64_t> stage_chips_;
+  std::vector<int64_t> network_chips_;  ///< collective_index's: the stage's chips in the network
   std::vector<std::vector<int32_t>> received_, next_received_;  ///< all_reduce's, kept to reuse their storage
   std::map<std::tuple<int64_t, int64_t, Combine>, int32_t> chosen_;
   std::vector<int32_t> last_compute_;
@@ -393,7 +398,7 @@ namespace {
 int64_t op_cycles(const Program& p, const Op& op, const Plan& plan, const chip::CostModel& cost, int64_t base_position) {
   const Block& blk = p.blocks[static_cast<std::size_t>(op.block)];
   const int64_t cycles = compute_cycles(p, op, plan, cost, base_position + blk.position_offset, blk.n_tokens);
-  const double speed = plan.hardware.chip_speed(op.chip);
+  const double speed = plan.hardware.chip_speed(plan.network_chip(op.chip));
   return speed == 1 ? cycles : static_cast<int64_t>(std::ceil(static_cast<double>(cycles) / speed));
 }
 

@@ -162,7 +162,7 @@ int32_t shared_attention_op(const Plan& plan, const Program& p) {
     const chip::ShardRange& ra = plan.chips[static_cast<std::size_t>(a)].range;
     const chip::ShardRange& rb = plan.chips[static_cast<std::size_t>(b)].range;
     if (ra.n_heads() != rb.n_heads() || ra.n_kv_heads(plan.model) != rb.n_kv_heads(plan.model) ||
-        plan.hardware.chip_speed(a) != plan.hardware.chip_speed(b))
+        plan.hardware.chip_speed(plan.network_chip(a)) != plan.hardware.chip_speed(plan.network_chip(b)))
       return -1;
   }
   return first;

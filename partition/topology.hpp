@@ -51,6 +51,11 @@ class Topology {
   TopologyKind kind() const { return kind_; }
   int64_t n_chips() const { return n_chips_; }
   int64_t node_of(int64_t chip) const { return chip / chips_per_node; }
+  /// Chips of a rack when the racks are joined only by global links (a dragonfly beyond 264 chips: one
+  /// global link per pair of racks), else 0 (every node reaches every other over its own links).
+  int64_t rack_chips() const {
+    return kind_ == TopologyKind::dragonfly && n_nodes_ > all_to_all_nodes ? chips_per_node * nodes_per_group : 0;
+  }
 
   /// Appends the hops of the route from chip a to chip b (none when a == b).
   void route(int64_t a, int64_t b, std::vector<Hop>& hops) const;

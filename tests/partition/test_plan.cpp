@@ -260,6 +260,62 @@ TEST(Planner, TensorParallelismCrossesNodes) {
   EXPECT_NO_THROW(verify(decode, compute_timeline(decode, p, 10)));
 }
 
+TEST(Planner, TensorParallelGroupsStayOffDragonflyRackBoundaries) {
+  // 576 chips: 8 racks of 72 joined by one global link per pair. Groups of 16 would straddle racks at
+  // 64..79; each starts at the next rack instead, and the racks' last 8 chips stay idle.
+  const auto cfg = chip::model_preset("llama2-70b");
+  PlanRequest r = request(576, 16, 23);
+  r.context = 4096;
+  const Plan p = make_plan(cfg, chip::ChipSpec{}, r);
+  std::vector<bool> taken(576, false);
+  for (int64_t s = 0; s < p.pp; ++s) {
+    const int64_t rack = p.at(s, 0).network_chip / 72;
+    for (int64_t t = 0; t < p.tp; ++t) {
+      const int64_t network = p.at(s, t).network_chip;
+      ASSERT_LT(network, 576);
+      EXPECT_FALSE(taken[static_cast<std::size_t>(network)]) << "network chip " << network << " twice";
+      taken[static_cast<std::size_t>(network)] = true;
+      EXPECT_EQ(network / 72, rack) << "stage " << s << " straddles racks";
+      EXPECT_EQ(network, p.at(s, 0).network_chip + t);
+    }
+  }
+  EXPECT_EQ(p.at(4, 0).network_chip, 72);
+  // Routes follow the placement: stage 4's chips are one rack's, no global link between them.
+  const Topology topology = topology_for(p);
+  EXPECT_LE(topology.hop_count(p.at(4, 0).network_chip, p.at(4, 15).network_chip), 2);
+  const Program decode = build_program(p, topology, decode_blocks());
+  EXPECT_NO_THROW(verify(decode, compute_timeline(decode, p, 10)));
+  for (const Op& op : decode.ops)
+    for (int32_t h = 0; h < op.hop_count && op.layer >= 0 && op.chip / 16 == op.peer / 16; ++h) {
+      const Hop& hop = decode.hops[static_cast<std::size_t>(op.hop_begin + h)];
+      EXPECT_EQ(hop.from / 72, hop.to / 72) << "a tensor-parallel transfer crossed racks";
+    }
+}
+
+TEST(Planner, TensorParallelGroupsArePlacedContiguouslyWhereNothingIsGained) {
+  const auto cfg = chip::model_preset("llama2-70b");
+  auto contiguous = [](const Plan& p) {
+    for (const auto& c : p.chips)
+      if (c.network_chip != c.chip) return false;
+    return true;
+  };
+  PlanRequest r = request(576, 24, 16);  // 24 divides a rack
+  r.context = 4096;
+  EXPECT_TRUE(contiguous(make_plan(cfg, chip::ChipSpec{}, r)));
+  r = request(256, 16, 16);  // 32 nodes: all-to-all, no racks
+  r.context = 64;
+  EXPECT_TRUE(contiguous(make_plan(chip::model_preset("tinyllama-1.1b"), chip::ChipSpec{}, r)));
+  chip::ChipSpec chain;
+  chain.topology = "chain";  // a ring of nodes: no global links
+  r = request(576, 16, 23);
+  r.context = 4096;
+  EXPECT_TRUE(contiguous(make_plan(cfg, chain, r)));
+  // 36 groups of 16 fill 576 chips only when packed: the planner keeps them contiguous.
+  r = request(576, 16, 36);
+  r.context = 4096;
+  EXPECT_TRUE(contiguous(make_plan(cfg, chip::ChipSpec{}, r)));
+}
+
 TEST(Planner, NegativeContextSaysItMustBeAtLeastOne) {
   PlanRequest r = request(1);
   r.context = -3;

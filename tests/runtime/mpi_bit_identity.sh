@@ -31,6 +31,10 @@ done
 # 16 query heads over 4 KV heads: tensor parallelism across two nodes of 8 chips, and beyond the KV heads.
 "$python" "$here/../oracle/make_model.py" wide.h5 --vocab 500 --hidden 128 --intermediate 160 --layers 2 \
   --heads 16 --kv-heads 4 --max-seq 64 --seed 9 > /dev/null
+# Three layers (6 parts), so that a 576-chip dragonfly holds a fifth stage of 16: its tp group would
+# straddle the first two racks and is placed at the second rack's first chip instead.
+"$python" "$here/../oracle/make_model.py" wide3.h5 --vocab 500 --hidden 128 --intermediate 160 --layers 3 \
+  --heads 16 --kv-heads 4 --max-seq 64 --seed 13 > /dev/null
 # The same heads with 16 experts, 2 per token: expert slots summed across two nodes.
 "$python" "$here/../oracle/make_model.py" widemoe.h5 --vocab 500 --hidden 128 --intermediate 64 --layers 2 \
   --heads 16 --kv-heads 4 --max-seq 64 --arch mixtral --experts 16 --experts-per-token 2 --seed 10 > /dev/null
@@ -112,6 +116,8 @@ check_model wide.h5 7,8,9 "16 16 1" "32 16 2" "20 12 1"
 # tp across nodes runs the two-level collectives (partition/collective.hpp): within each node, then among
 # the chips of the same index; on the chain as on the dragonfly.
 check_model widemoe.h5 7,8,9 "16 16 1" "32 16 2"
+# tp groups kept off the dragonfly's rack boundaries (network chips 72.. hold stage 4; 64..71 stay idle).
+check_model wide3.h5 7,8,9 "576 16 5"
 extra=(--set topology=chain)
 check_model wide.h5 7,8,9 "48 16 3"
 extra=()
