@@ -11,6 +11,7 @@
 #include <memory>
 #include <optional>
 #include <tuple>
+#include <unordered_map>
 
 namespace lpurt::partition {
 
@@ -305,16 +306,6 @@ class LayoutBound {
   int64_t matrix_bytes_ = 0;
 };
 
-/// The prefill blocks of n_sequences prompts, one after another, on replica 0.
-std::vector<Block> prefill_blocks_of(int64_t n_sequences, int64_t prompt_tokens, int64_t block_tokens) {
-  std::vector<Block> blocks;
-  for (int64_t b = 0; b < n_sequences; ++b) {
-    const std::vector<Block> one = prefill_blocks(prompt_tokens, block_tokens);
-    blocks.insert(blocks.end(), one.begin(), one.end());
-  }
-  return blocks;
-}
-
 struct Candidate {
   int64_t tp = 1, pp = 1, replicas = 1;
   int64_t period_bound_cycles = 0;   ///< LayoutBound::period
@@ -324,6 +315,81 @@ struct Candidate {
   /// Ties between equally good layouts: fewer chips, then smaller tp, fewer replicas, fewer stages.
   bool before(const Candidate& o) const {
     return std::make_tuple(chips(), tp, replicas, pp) < std::make_tuple(o.chips(), o.tp, o.replicas, o.pp);
+  }
+};
+
+/// One replica of a (tp, pp) layout at nominal speed, modelled once for every replica count: its decode
+/// pace, and its prefill of n sequences from the programs of one block (a middle one and the last, with
+/// the logits), chained as build_program lays out the blocks of n prompts one after another.
+struct Pipeline {
+  Plan plan;
+  DecodePace pace;
+  struct Prefill {
+    Program middle, last;  ///< one block each, at position 0
+    std::unique_ptr<ChainedSolver::Link> middle_link, last_link;
+    /// Units and links of the first block (at position 0), and of one middle and the last block.
+    std::unordered_map<int64_t, ResourceUse> first_uses, middle_uses, last_uses;
+    int64_t first_makespan_cycles = 0;
+  };
+  std::unique_ptr<Prefill> prefill;
+  std::map<int64_t, int64_t> prefill_cycles_by_sequences;
+
+  Pipeline(Plan probe, int64_t decode_position) : plan(std::move(probe)) {
+    const Program decode = build_program(plan, topology_for(plan), decode_blocks());
+    pace = decode_pace(plan, decode, compute_timeline(decode, plan, decode_position));
+  }
+
+  /// A lower bound on the prefill of n sequences of `blocks`: every unit and link is first used no earlier
+  /// than in the first block alone, serves every block's ops one at a time (a middle block's at position
+  /// 0 at least: attention only grows with the position), and is followed by its chain in the last block.
+  int64_t prefill_bound_cycles(const std::vector<Block>& blocks, int64_t n_sequences) {
+    const Prefill& p = prepared(blocks);
+    const auto middle_blocks = static_cast<int64_t>(blocks.size()) - 1;
+    int64_t bound = p.first_makespan_cycles;
+    for (const auto& [key, last] : p.last_uses) {
+      const auto first = p.first_uses.find(key);
+      const auto middle = p.middle_uses.find(key);
+      const int64_t busy = middle_blocks * (middle != p.middle_uses.end() ? middle->second.busy_cycles : 0) + last.busy_cycles;
+      bound = std::max(bound, (first != p.first_uses.end() ? first->second.head_cycles : 0) + n_sequences * busy + last.tail_cycles);
+    }
+    return bound;
+  }
+
+  /// The prefill of n sequences of `blocks` on this replica: the makespan of their program.
+  int64_t prefill_cycles(const std::vector<Block>& blocks, int64_t n_sequences) {
+    auto it = prefill_cycles_by_sequences.find(n_sequences);
+    if (it != prefill_cycles_by_sequences.end()) return it->second;
+    const Prefill& p = prepared(blocks);
+    ChainedSolver solver(plan.n_chips());
+    for (int64_t s = 0; s < n_sequences; ++s)
+      for (std::size_t b = 0; b < blocks.size(); ++b)
+        solver.append(b + 1 < blocks.size() ? *p.middle_link : *p.last_link, blocks[b].position_offset);
+    return prefill_cycles_by_sequences[n_sequences] = solver.makespan_cycles();
+  }
+
+ private:
+  const Prefill& prepared(const std::vector<Block>& blocks) {
+    if (prefill) return *prefill;
+    prefill = std::make_unique<Prefill>();
+    Prefill& p = *prefill;
+    const Topology topology = topology_for(plan);
+    const Block& last = blocks.back();
+    p.last = build_program(plan, topology, {{0, last.n_tokens, true, 0}});
+    p.last_link = std::make_unique<ChainedSolver::Link>(p.last, plan);
+    const Timeline last_timeline = compute_timeline(p.last, plan, last.position_offset);
+    p.last_uses = resource_uses(p.last, last_timeline);
+    if (blocks.size() == 1) {
+      p.first_uses = p.last_uses;
+      p.first_makespan_cycles = last_timeline.makespan_cycles;
+      return p;
+    }
+    p.middle = build_program(plan, topology, {{0, blocks.front().n_tokens, false, 0}});
+    p.middle_link = std::make_unique<ChainedSolver::Link>(p.middle, plan);
+    const Timeline first_timeline = compute_timeline(p.middle, plan, 0);
+    p.first_uses = resource_uses(p.middle, first_timeline);
+    p.middle_uses = p.first_uses;
+    p.first_makespan_cycles = first_timeline.makespan_cycles;
+    return p;
   }
 };
 
@@ -431,18 +497,11 @@ Plan make_plan(const chip::ModelConfig& cfg, const chip::ChipSpec& hw, const Pla
     });
 
     // Each candidate is ruled out by the cheapest bound that suffices: the analytic one, then its exact
-    // decode period, then the prefill of its first replica alone, before its whole prefill is modelled.
-    // Pieces that do not depend on the replica count are computed once (for chips at nominal speed).
-    std::map<std::pair<int64_t, int64_t>, DecodePace> paces;                   // by (tp, pp)
-    std::map<std::tuple<int64_t, int64_t, int64_t>, int64_t> first_prefills;  // by (tp, pp, sequences)
-    // One sequence's prefill on the first replica: its makespan, and the cycles its busiest link and its
-    // busiest chip are occupied. n sequences occupy them n times over (links and chips serve one op at a
-    // time), so n x either bounds the prefill of n from below without modelling it.
-    struct OneSequence {
-      int64_t makespan_cycles = 0;
-      int64_t busiest_cycles = 0;
-    };
-    std::map<std::pair<int64_t, int64_t>, OneSequence> one_sequence;  // by (tp, pp)
+    // decode period, then a bound on the prefill of its first replica, then that prefill, before its whole
+    // prefill is modelled. What does not depend on the replica count is modelled once per (tp, pp), for
+    // chips at nominal speed.
+    std::map<std::pair<int64_t, int64_t>, std::unique_ptr<Pipeline>> pipelines;
+    const std::vector<Block> prompt_blocks = prefill_blocks(n_prompt, shape.block_tokens);
     const Candidate* best = nullptr;
     int64_t best_objective = unbounded;
     auto loses = [&](int64_t objective, const Candidate& c) {
@@ -451,7 +510,7 @@ Plan make_plan(const chip::ModelConfig& cfg, const chip::ChipSpec& hw, const Pla
     for (const Candidate& c : candidates) {
       // Visited by bound: once even the bound loses, every later candidate loses too.
       if (c.objective_bound_cycles > best_objective) break;
-      const Plan probe = layout(cfg, hw, r, c.tp, c.pp, c.replicas, stages(c.pp), 1);
+      Plan probe = layout(cfg, hw, r, c.tp, c.pp, c.replicas, stages(c.pp), 1);
       if (probe.sram_bytes_max() > hw.sram_bytes) {
         some_layout_overflows = true;
         continue;
@@ -459,14 +518,15 @@ Plan make_plan(const chip::ModelConfig& cfg, const chip::ChipSpec& hw, const Pla
       const int64_t n_slots = probe.shape.n_slots;
       int64_t period_cycles = 0;
       std::unique_ptr<Plan> full;
+      Pipeline* pipeline = nullptr;
       if (nominal) {
         // Replicas and slots change neither the decode program nor its timeline, only the period's terms.
-        auto it = paces.find({c.tp, c.pp});
-        if (it == paces.end()) {
-          const Program decode = build_program(probe, topology_for(probe), decode_blocks());
-          it = paces.emplace(std::make_pair(c.tp, c.pp), decode_pace(probe, decode, compute_timeline(decode, probe, shape.context - 1))).first;
+        auto it = pipelines.find({c.tp, c.pp});
+        if (it == pipelines.end()) {
+          it = pipelines.emplace(std::make_pair(c.tp, c.pp), std::make_unique<Pipeline>(std::move(probe), shape.context - 1)).first;
         }
-        period_cycles = it->second.period_cycles(n_slots);
+        pipeline = it->second.get();
+        period_cycles = pipeline->pace.period_cycles(n_slots);
       } else {
         full = std::make_unique<Plan>(layout(cfg, hw, r, c.tp, c.pp, c.replicas, stages(c.pp), c.replicas));
         check_heterogeneity(*full);
@@ -478,30 +538,11 @@ Plan make_plan(const chip::ModelConfig& cfg, const chip::ChipSpec& hw, const Pla
         continue;
       }
       if (nominal) {
-        // The first replica's prefill of one sequence, then of its n_slots: each bounds the next (a prefix of
-        // its ops), and the first is cheap.
-        auto first_prefill = [&](int64_t n_sequences) {
-          auto it = first_prefills.find({c.tp, c.pp, n_sequences});
-          if (it == first_prefills.end()) {
-            const Program prefill =
-                build_program(probe, topology_for(probe), prefill_blocks_of(n_sequences, n_prompt, shape.block_tokens));
-            it = first_prefills.emplace(std::make_tuple(c.tp, c.pp, n_sequences), compute_timeline(prefill, probe, 0).makespan_cycles).first;
-          }
-          return it->second;
-        };
-        auto it = one_sequence.find({c.tp, c.pp});
-        if (it == one_sequence.end()) {
-          const Program prefill = build_program(probe, topology_for(probe), prefill_blocks_of(1, n_prompt, shape.block_tokens));
-          const Timeline timeline = compute_timeline(prefill, probe, 0);
-          const StepProfile busy = profile(prefill, timeline, probe.hardware);
-          const int64_t chip_cycles = *std::max_element(busy.chip_compute_cycles.begin(), busy.chip_compute_cycles.end());
-          it = one_sequence.emplace(std::make_pair(c.tp, c.pp),
-                                    OneSequence{timeline.makespan_cycles, std::max(busy.busiest_link_cycles, chip_cycles)}).first;
-          first_prefills.emplace(std::make_tuple(c.tp, c.pp, int64_t{1}), timeline.makespan_cycles);
-        }
-        if (loses(objective_of(period_cycles, std::max(it->second.makespan_cycles, times(n_slots, it->second.busiest_cycles))), c))
-          continue;
-        const int64_t objective = objective_of(period_cycles, first_prefill(n_slots));
+        // The first replica's prefill of its n_slots sequences: bounded, then modelled. It bounds the whole
+        // batch's prefill (a part of its ops).
+        const int64_t prefill_bound = pipeline->prefill_bound_cycles(prompt_blocks, n_slots);
+        if (loses(objective_of(period_cycles, prefill_bound), c)) continue;
+        const int64_t objective = objective_of(period_cycles, pipeline->prefill_cycles(prompt_blocks, n_slots));
         if (c.replicas == 1) {
           // One replica: its first replica's prefill is the whole batch's.
           if (!loses(objective, c)) best_objective = objective, best = &c;

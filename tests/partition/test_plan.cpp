@@ -360,3 +360,52 @@ TEST(Planner, TheSmallestSystemNamedIsLargerThanTheOneGivenAndFits) {
       }
     }
 }
+
+// The planner models a replica's prefill of n prompts from two one-block programs chained, never the
+// program of the n prompts: chaining must give its makespan exactly, and the bound must not exceed it.
+TEST(Planner, ChainedBlocksGiveTheMakespanOfTheWholePrefillProgram) {
+  const auto cfg = chip::model_preset("tiny");
+  const chip::ChipSpec hw;
+  int64_t layouts = 0;
+  for (const int64_t tp : {1, 2, 3, 4, 8})
+    for (const int64_t pp : {1, 2, 3, 5})
+      for (const int64_t prompt : {5, 48, 61}) {
+        PlanRequest r = request(tp * pp + 5, tp, pp);  // idle chips: routes may cross them
+        r.replicas = 1, r.context = 64, r.block_tokens = 16;
+        const Plan plan = make_plan(cfg, hw, r);
+        const Topology topology = topology_for(plan);
+        const std::vector<Block> blocks = prefill_blocks(prompt, r.block_tokens);
+        const Block& last = blocks.back();
+        const Program last_program = build_program(plan, topology, {{0, last.n_tokens, true, 0}});
+        const Program middle_program = build_program(plan, topology, {{0, r.block_tokens, false, 0}});
+        const ChainedSolver::Link last_link(last_program, plan), middle_link(middle_program, plan);
+        const auto last_uses = resource_uses(last_program, compute_timeline(last_program, plan, last.position_offset));
+        const auto first_uses = resource_uses(blocks.size() > 1 ? middle_program : last_program,
+                                              compute_timeline(blocks.size() > 1 ? middle_program : last_program, plan, 0));
+        for (const int64_t sequences : {1, 2, 4}) {
+          std::vector<Block> all;
+          ChainedSolver chained(plan.n_chips());
+          for (int64_t s = 0; s < sequences; ++s)
+            for (std::size_t b = 0; b < blocks.size(); ++b) {
+              all.push_back(blocks[b]);
+              chained.append(b + 1 < blocks.size() ? middle_link : last_link, blocks[b].position_offset);
+            }
+          const Program whole = build_program(plan, topology, all);
+          const Timeline timeline = compute_timeline(whole, plan, 0);
+          EXPECT_EQ(chained.makespan_cycles(), timeline.makespan_cycles)
+              << "tp " << tp << " pp " << pp << " prompt " << prompt << " sequences " << sequences;
+          // Every unit and link: first use, then all its work, then its chain in the last block.
+          const auto middle_blocks = static_cast<int64_t>(blocks.size()) - 1;
+          const auto middle_uses = resource_uses(middle_program, compute_timeline(middle_program, plan, 0));
+          for (const auto& [key, use] : last_uses) {
+            const auto first = first_uses.find(key);
+            const auto middle = middle_uses.find(key);
+            const int64_t busy = middle_blocks * (middle != middle_uses.end() ? middle->second.busy_cycles : 0) + use.busy_cycles;
+            EXPECT_LE((first != first_uses.end() ? first->second.head_cycles : 0) + sequences * busy + use.tail_cycles,
+                      timeline.makespan_cycles);
+          }
+          ++layouts;
+        }
+      }
+  EXPECT_EQ(layouts, 5 * 4 * 3 * 3);
+}
