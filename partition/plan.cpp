@@ -551,8 +551,7 @@ Plan make_plan(const chip::ModelConfig& cfg, const chip::ChipSpec& hw, const Pla
         if (loses(objective, c)) continue;
         full = std::make_unique<Plan>(layout(cfg, hw, r, c.tp, c.pp, c.replicas, stages(c.pp), c.replicas));
       }
-      const Program prefill = build_program(*full, topology_for(*full), batch_prefill_blocks(*full, n_prompt));
-      const int64_t objective = objective_of(period_cycles, compute_timeline(prefill, *full, 0).makespan_cycles);
+      const int64_t objective = objective_of(period_cycles, batch_prefill_cycles(*full, n_prompt));
       if (!loses(objective, c)) best_objective = objective, best = &c;
     }
     no_candidate = no_candidate && candidates.empty();

@@ -394,6 +394,31 @@ int64_t ChainedSolver::append(const Link& g, int64_t base_position) {
   return makespan_cycles_;
 }
 
+int64_t batch_prefill_cycles(const Plan& plan, int64_t prompt_tokens) {
+  const std::vector<Block> blocks = prefill_blocks(prompt_tokens, plan.shape.block_tokens);
+  if (blocks.empty()) return 0;
+  const Topology topology = topology_for(plan);
+  // Per replica that prefills: its middle block's program (when there are two blocks or more) and its last's.
+  const int64_t used_replicas = std::min(plan.replicas, plan.batch);
+  std::vector<std::unique_ptr<Program>> programs;
+  std::vector<std::unique_ptr<ChainedSolver::Link>> middle(static_cast<std::size_t>(used_replicas)), last(middle.size());
+  auto prepare = [&](int64_t replica, const Block& block, bool with_logits) {
+    programs.push_back(std::make_unique<Program>(build_program(plan, topology, {{0, block.n_tokens, with_logits, replica}})));
+    return std::make_unique<ChainedSolver::Link>(*programs.back(), plan);
+  };
+  for (int64_t r = 0; r < used_replicas; ++r) {
+    if (blocks.size() > 1) middle[static_cast<std::size_t>(r)] = prepare(r, blocks.front(), false);
+    last[static_cast<std::size_t>(r)] = prepare(r, blocks.back(), true);
+  }
+  ChainedSolver solver(plan.n_chips());
+  for (int64_t b = 0; b < plan.batch; ++b) {
+    const auto r = static_cast<std::size_t>(plan.replica_of(b));
+    for (std::size_t k = 0; k < blocks.size(); ++k)
+      solver.append(k + 1 < blocks.size() ? *middle[r] : *last[r], blocks[k].position_offset);
+  }
+  return solver.makespan_cycles();
+}
+
 int64_t decode_period_cycles(const Plan& plan, const Program& decode, const Timeline& timeline) {
   return decode_pace(plan, decode, timeline).period_cycles(plan.shape.n_slots);
 }
@@ -449,11 +474,16 @@ ModelledTimes modelled_times(const Plan& plan, int64_t prompt_tokens, int64_t ou
   ModelledTimes m;
   const Topology topology = topology_for(plan);
   const double clock_hz = plan.hardware.clock_hz;
-  const auto prefill = std::make_shared<const Program>(
-      build_program(plan, topology, batch_prefill_blocks(plan, prompt_tokens)));
-  const Timeline prefill_timeline = compute_timeline(*prefill, plan, 0);
-  m.prefill_cycles = prefill_timeline.makespan_cycles;
-  if (visit) visit("prefill", prefill, prefill_timeline, 0);
+  if (visit) {
+    const auto prefill = std::make_shared<const Program>(
+        build_program(plan, topology, batch_prefill_blocks(plan, prompt_tokens)));
+    const Timeline prefill_timeline = compute_timeline(*prefill, plan, 0);
+    m.prefill_cycles = prefill_timeline.makespan_cycles;
+    visit("prefill", prefill, prefill_timeline, 0);
+  } else {
+    // The figures need only the makespan.
+    m.prefill_cycles = batch_prefill_cycles(plan, prompt_tokens);
+  }
 
   // Replicas are identical pipelines unless chips or links differ: then the decode figures are those of
   // the slowest replica (its users wait longest).

@@ -150,6 +150,10 @@ class ChainedSolver {
   int64_t makespan_cycles_ = 0;
 };
 
+/// The makespan of the prefill of every sequence of the plan's batch (the program of batch_prefill_blocks),
+/// from one-block programs per replica chained: the same cycles, without building the program.
+int64_t batch_prefill_cycles(const Plan& plan, int64_t prompt_tokens);
+
 /// Steady-state cycles between two output tokens of one user at `position`, with the plan's batch
 /// interleaved through the pipeline: max(latency of one token through the pipeline, sequences per
 /// replica x the busiest stage's time per token). One decode program gives both; with chips or links

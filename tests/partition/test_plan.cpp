@@ -409,3 +409,26 @@ TEST(Planner, ChainedBlocksGiveTheMakespanOfTheWholePrefillProgram) {
       }
   EXPECT_EQ(layouts, 5 * 4 * 3 * 3);
 }
+
+TEST(Timing, ChainedBatchPrefillEqualsTheWholeProgramOnEveryLayout) {
+  // Replicas take turns (sequence b on replica b % replicas), chips and links may be slowed, prompts may
+  // end in a short block: the chained makespan is the program's.
+  const auto cfg = chip::model_preset("tiny");
+  chip::ChipSpec slowed;
+  slowed.chip_speed_factors[3] = 0.5;
+  slowed.link_bandwidth_factors[{0, 1}] = 0.25;
+  int64_t cases = 0;
+  for (const chip::ChipSpec& hw : {chip::ChipSpec{}, slowed})
+    for (const auto& [tp, pp, replicas] : std::vector<std::tuple<int64_t, int64_t, int64_t>>{{1, 1, 1}, {2, 2, 2}, {4, 1, 3}, {2, 3, 2}, {8, 2, 1}})
+      for (const int64_t batch : {1, 2, 5})
+        for (const int64_t prompt : {7, 40}) {
+          PlanRequest r = request(tp * pp * replicas + 3, tp, pp);
+          r.replicas = replicas, r.batch = batch, r.context = 64, r.block_tokens = 16;
+          const Plan plan = make_plan(cfg, hw, r);
+          const Program whole = build_program(plan, topology_for(plan), batch_prefill_blocks(plan, prompt));
+          EXPECT_EQ(batch_prefill_cycles(plan, prompt), compute_timeline(whole, plan, 0).makespan_cycles)
+              << tp << "x" << pp << "x" << replicas << " batch " << batch << " prompt " << prompt;
+          ++cases;
+        }
+  EXPECT_EQ(cases, 2 * 5 * 3 * 2);
+}
