@@ -281,9 +281,14 @@ class LayoutBound {
   std::pair<int64_t, int64_t> collective_cycles(int64_t tp, int64_t n_tokens) const {
     if (tp == 1) return {0, 0};
     const int64_t d = cfg_.hidden_size;
+    // A stage over several nodes has members two links apart (inter-node links join chips of the same
+    // index), and each collective carries every member's data to every other: at least two hops' latency
+    // in a row, whichever way it is routed or relayed.
+    const int64_t relay = tp > Topology::chips_per_node ? static_cast<int64_t>(hw_.hop_latency_ns * 1e-9 * hw_.clock_hz) : 0;
+    auto hop = [&](int64_t bytes) { return one_hop_cycles(hw_, bytes) + relay; };
     // A reduce-scatter and an all-gather, each sending slices of a flat array of `elements`.
-    auto sum = [&](int64_t elements) { return 2 * one_hop_cycles(hw_, hw_.activation_bytes_per_value * (elements / tp)); };
-    const int64_t attention = one_hop_cycles(hw_, hw_.activation_bytes_per_value * n_tokens) + sum(n_tokens * d);  // after the amax all-gather
+    auto sum = [&](int64_t elements) { return 2 * hop(hw_.activation_bytes_per_value * (elements / tp)); };
+    const int64_t attention = hop(hw_.activation_bytes_per_value * n_tokens) + sum(n_tokens * d);  // after the amax all-gather
     const int64_t ffn = cfg_.is_moe() ? sum(n_tokens * cfg_.n_experts_per_token * d) : attention;
     return {attention, ffn};
   }
@@ -470,15 +475,15 @@ Plan make_plan(const chip::ModelConfig& cfg, const chip::ChipSpec& hw, const Pla
     return decode > unbounded - prefill_cycles ? unbounded : decode + prefill_cycles;
   };
 
-  // Candidates: at most n_chips chips, whatever the request fixes, tp within a node unless given, replicas
+  // Candidates: at most n_chips chips, whatever the request fixes, tp up to max_tp unless given, replicas
   // up to the batch (more would idle), and enough chips per replica for its weights and KV cache.
   const LayoutBound bound(cfg, hw, shape.context - 1);
   const bool nominal = hw.uniform();
   // One search over tp in [first_tp, last_tp]: the best candidate, if any fits.
   bool some_layout_overflows = false, no_candidate = true;
-  auto search = [&](int64_t first_tp, int64_t last_tp) -> std::optional<Candidate> {
+  auto search = [&](const std::vector<int64_t>& tps) -> std::optional<Candidate> {
     std::vector<Candidate> candidates;
-    for (int64_t tp = first_tp; tp <= last_tp; ++tp)
+    for (const int64_t tp : tps)
       for (int64_t replicas = r.replicas > 0 ? r.replicas : 1;
            replicas <= (r.replicas > 0 ? r.replicas : std::min(r.batch, r.n_chips / tp)); ++replicas) {
         const int64_t n_slots = chip::ceil_div(r.batch, replicas);
@@ -557,11 +562,16 @@ Plan make_plan(const chip::ModelConfig& cfg, const chip::ChipSpec& hw, const Pla
     no_candidate = no_candidate && candidates.empty();
     return best != nullptr ? std::optional<Candidate>(*best) : std::nullopt;
   };
-  // Tensor parallelism within a node first (its all-to-all links); across nodes only when no layout fits
-  // otherwise.
-  const int64_t node_tp = std::min({r.n_chips, cfg.n_heads, Topology::chips_per_node});
-  std::optional<Candidate> best = r.tp > 0 ? search(r.tp, r.tp) : search(1, node_tp);
-  if (!best && r.tp == 0 && std::min(r.n_chips, cfg.n_heads) > node_tp) best = search(node_tp + 1, std::min(r.n_chips, cfg.n_heads));
+  // Tensor parallelism within a node, or over whole nodes up to max_tp (every stage on nodes of its own);
+  // any other width only when no such layout fits.
+  const int64_t most_tp = std::min(r.n_chips, cfg.n_heads);
+  const int64_t widest = r.max_tp > 0 ? r.max_tp : Topology::chips_per_node;
+  std::vector<int64_t> chosen_widths, other_widths;
+  for (int64_t tp = 1; tp <= most_tp; ++tp)
+    (tp <= widest && (tp <= Topology::chips_per_node || tp % Topology::chips_per_node == 0) ? chosen_widths : other_widths)
+        .push_back(tp);
+  std::optional<Candidate> best = search(r.tp > 0 ? std::vector<int64_t>{r.tp} : chosen_widths);
+  if (!best && r.tp == 0 && !other_widths.empty()) best = search(other_widths);
   if (!best && (some_layout_overflows || no_candidate)) {
     if (r.tp > 0 && r.pp > 0) {
       // The user's tp x pp: say which chip overflows, with the most replicas the chips allow (the least KV).
