@@ -329,15 +329,6 @@ struct Candidate {
 struct Pipeline {
   Plan plan;
   DecodePace pace;
-  struct Prefill {
-    Program middle, last;  ///< one block each, at position 0
-    std::unique_ptr<ChainedSolver::Link> middle_link, last_link;
-    /// Units and links of the first block (at position 0), and of one middle and the last block.
-    std::unordered_map<int64_t, ResourceUse> first_uses, middle_uses, last_uses;
-    int64_t first_makespan_cycles = 0;
-  };
-  std::unique_ptr<Prefill> prefill;
-  std::map<int64_t, int64_t> prefill_cycles_by_sequences;
 
   Pipeline(Plan probe, int64_t decode_position) : plan(std::move(probe)) {
     const Program decode = build_program(plan, topology_for(plan), decode_blocks());
@@ -348,53 +339,86 @@ struct Pipeline {
   /// than in the first block alone, serves every block's ops one at a time (a middle block's at position
   /// 0 at least: attention only grows with the position), and is followed by its chain in the last block.
   int64_t prefill_bound_cycles(const std::vector<Block>& blocks, int64_t n_sequences) {
-    const Prefill& p = prepared(blocks);
+    const Uses& u = uses(blocks);
     const auto middle_blocks = static_cast<int64_t>(blocks.size()) - 1;
-    int64_t bound = p.first_makespan_cycles;
-    for (const auto& [key, last] : p.last_uses) {
-      const auto first = p.first_uses.find(key);
-      const auto middle = p.middle_uses.find(key);
-      const int64_t busy = middle_blocks * (middle != p.middle_uses.end() ? middle->second.busy_cycles : 0) + last.busy_cycles;
-      bound = std::max(bound, (first != p.first_uses.end() ? first->second.head_cycles : 0) + n_sequences * busy + last.tail_cycles);
+    int64_t bound = u.first_makespan_cycles;
+    for (const auto& [key, last] : u.last) {
+      const auto first = u.first.find(key);
+      const auto middle = u.middle.find(key);
+      const int64_t busy = middle_blocks * (middle != u.middle.end() ? middle->second.busy_cycles : 0) + last.busy_cycles;
+      bound = std::max(bound, (first != u.first.end() ? first->second.head_cycles : 0) + n_sequences * busy + last.tail_cycles);
     }
     return bound;
   }
 
   /// The prefill of n sequences of `blocks` on this replica: the makespan of their program.
   int64_t prefill_cycles(const std::vector<Block>& blocks, int64_t n_sequences) {
-    auto it = prefill_cycles_by_sequences.find(n_sequences);
-    if (it != prefill_cycles_by_sequences.end()) return it->second;
-    const Prefill& p = prepared(blocks);
+    auto it = prefill_cycles_by_sequences_.find(n_sequences);
+    if (it != prefill_cycles_by_sequences_.end()) return it->second;
+    const Programs& p = programs(blocks);
     ChainedSolver solver(plan.n_chips());
     for (int64_t s = 0; s < n_sequences; ++s)
       for (std::size_t b = 0; b < blocks.size(); ++b)
         solver.append(b + 1 < blocks.size() ? *p.middle_link : *p.last_link, blocks[b].position_offset);
-    return prefill_cycles_by_sequences[n_sequences] = solver.makespan_cycles();
+    return prefill_cycles_by_sequences_[n_sequences] = solver.makespan_cycles();
   }
 
+  /// Frees the one-block programs (built again if another replica count needs them): the search then
+  /// holds one layout's programs at a time and reuses their memory.
+  void release_programs() { programs_.reset(); }
+
  private:
-  const Prefill& prepared(const std::vector<Block>& blocks) {
-    if (prefill) return *prefill;
-    prefill = std::make_unique<Prefill>();
-    Prefill& p = *prefill;
+  struct Programs {
+    Program middle, last;  ///< one block each, at position 0 (middle: only with two blocks or more)
+    std::unique_ptr<ChainedSolver::Link> middle_link, last_link;
+  };
+  /// Units and links of the first block (at position 0), of a middle one (at position 0) and of the last.
+  struct Uses {
+    std::unordered_map<int64_t, ResourceUse> first, middle, last;
+    int64_t first_makespan_cycles = 0;
+  };
+  std::unique_ptr<Programs> programs_;
+  std::unique_ptr<Uses> uses_;
+  std::map<int64_t, int64_t> prefill_cycles_by_sequences_;
+
+  const Programs& programs(const std::vector<Block>& blocks) {
+    if (programs_) return *programs_;
+    programs_ = std::make_unique<Programs>();
+    Programs& p = *programs_;
     const Topology topology = topology_for(plan);
-    const Block& last = blocks.back();
-    p.last = build_program(plan, topology, {{0, last.n_tokens, true, 0}});
+    p.last = build_program(plan, topology, {{0, blocks.back().n_tokens, true, 0}});
     p.last_link = std::make_unique<ChainedSolver::Link>(p.last, plan);
-    const Timeline last_timeline = compute_timeline(p.last, plan, last.position_offset);
-    p.last_uses = resource_uses(p.last, last_timeline);
-    if (blocks.size() == 1) {
-      p.first_uses = p.last_uses;
-      p.first_makespan_cycles = last_timeline.makespan_cycles;
-      return p;
+    if (blocks.size() > 1) {
+      p.middle = build_program(plan, topology, {{0, blocks.front().n_tokens, false, 0}});
+      p.middle_link = std::make_unique<ChainedSolver::Link>(p.middle, plan);
     }
-    p.middle = build_program(plan, topology, {{0, blocks.front().n_tokens, false, 0}});
-    p.middle_link = std::make_unique<ChainedSolver::Link>(p.middle, plan);
-    const Timeline first_timeline = compute_timeline(p.middle, plan, 0);
-    p.first_uses = resource_uses(p.middle, first_timeline);
-    p.middle_uses = p.first_uses;
-    p.first_makespan_cycles = first_timeline.makespan_cycles;
     return p;
+  }
+
+  /// The timeline of one block's program alone, from its chained form (no second solver).
+  Timeline alone(const ChainedSolver::Link& link, int64_t base_position) const {
+    ChainedSolver solver(plan.n_chips());
+    solver.append(link, base_position);
+    return solver.last_timeline();
+  }
+
+  const Uses& uses(const std::vector<Block>& blocks) {
+    if (uses_) return *uses_;
+    const Programs& p = programs(blocks);
+    uses_ = std::make_unique<Uses>();
+    Uses& u = *uses_;
+    const Timeline last_timeline = alone(*p.last_link, blocks.back().position_offset);
+    u.last = resource_uses(p.last, last_timeline);
+    if (blocks.size() == 1) {
+      u.first = u.last;
+      u.first_makespan_cycles = last_timeline.makespan_cycles;
+      return u;
+    }
+    const Timeline first_timeline = alone(*p.middle_link, 0);
+    u.first = resource_uses(p.middle, first_timeline);
+    u.middle = u.first;
+    u.first_makespan_cycles = first_timeline.makespan_cycles;
+    return u;
   }
 };
 
@@ -546,8 +570,10 @@ Plan make_plan(const chip::ModelConfig& cfg, const chip::ChipSpec& hw, const Pla
         // The first replica's prefill of its n_slots sequences: bounded, then modelled. It bounds the whole
         // batch's prefill (a part of its ops).
         const int64_t prefill_bound = pipeline->prefill_bound_cycles(prompt_blocks, n_slots);
-        if (loses(objective_of(period_cycles, prefill_bound), c)) continue;
-        const int64_t objective = objective_of(period_cycles, pipeline->prefill_cycles(prompt_blocks, n_slots));
+        const bool bound_loses = loses(objective_of(period_cycles, prefill_bound), c);
+        const int64_t objective = bound_loses ? unbounded : objective_of(period_cycles, pipeline->prefill_cycles(prompt_blocks, n_slots));
+        pipeline->release_programs();
+        if (bound_loses) continue;
         if (c.replicas == 1) {
           // One replica: its first replica's prefill is the whole batch's.
           if (!loses(objective, c)) best_objective = objective, best = &c;

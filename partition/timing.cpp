@@ -394,6 +394,15 @@ int64_t ChainedSolver::append(const Link& g, int64_t base_position) {
   return makespan_cycles_;
 }
 
+Timeline ChainedSolver::last_timeline() const {
+  Timeline t;
+  t.duration_cycles = duration_;
+  t.start_cycles.resize(end_.size());
+  for (std::size_t i = 0; i < end_.size(); ++i) t.start_cycles[i] = end_[i] - duration_[i];
+  for (std::size_t i = 0; i < end_.size(); ++i) t.makespan_cycles = std::max(t.makespan_cycles, end_[i]);
+  return t;
+}
+
 int64_t batch_prefill_cycles(const Plan& plan, int64_t prompt_tokens) {
   const std::vector<Block> blocks = prefill_blocks(prompt_tokens, plan.shape.block_tokens);
   if (blocks.empty()) return 0;

@@ -142,6 +142,8 @@ class ChainedSolver {
   /// Appends `link`'s program with its blocks at `base_position`; returns the makespan so far.
   int64_t append(const Link& link, int64_t base_position);
   int64_t makespan_cycles() const { return makespan_cycles_; }
+  /// The timeline of the program appended last (start and duration of its ops; no waited_for).
+  Timeline last_timeline() const;
 
  private:
   std::vector<int64_t> chip_compute_end_, chip_pending_end_, unit_end_;  ///< -1: none yet
