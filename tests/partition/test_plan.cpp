@@ -412,14 +412,16 @@ TEST(Planner, ChainedBlocksGiveTheMakespanOfTheWholePrefillProgram) {
 
 TEST(Timing, ChainedBatchPrefillEqualsTheWholeProgramOnEveryLayout) {
   // Replicas take turns (sequence b on replica b % replicas), chips and links may be slowed, prompts may
-  // end in a short block: the chained makespan is the program's.
-  const auto cfg = chip::model_preset("tiny");
+  // end in a short block, stages may span several nodes: the chained makespan is the program's.
+  chip::ModelConfig cfg = chip::model_preset("tiny");
+  cfg.hidden_size = 256, cfg.n_heads = 32, cfg.n_kv_heads = 8, cfg.n_layers = 2;
   chip::ChipSpec slowed;
   slowed.chip_speed_factors[3] = 0.5;
   slowed.link_bandwidth_factors[{0, 1}] = 0.25;
   int64_t cases = 0;
   for (const chip::ChipSpec& hw : {chip::ChipSpec{}, slowed})
-    for (const auto& [tp, pp, replicas] : std::vector<std::tuple<int64_t, int64_t, int64_t>>{{1, 1, 1}, {2, 2, 2}, {4, 1, 3}, {2, 3, 2}, {8, 2, 1}})
+    for (const auto& [tp, pp, replicas] : std::vector<std::tuple<int64_t, int64_t, int64_t>>{
+             {1, 1, 1}, {2, 2, 2}, {4, 1, 3}, {2, 3, 2}, {8, 2, 1}, {16, 2, 2}, {32, 1, 1}})
       for (const int64_t batch : {1, 2, 5})
         for (const int64_t prompt : {7, 40}) {
           PlanRequest r = request(tp * pp * replicas + 3, tp, pp);
@@ -430,7 +432,7 @@ TEST(Timing, ChainedBatchPrefillEqualsTheWholeProgramOnEveryLayout) {
               << tp << "x" << pp << "x" << replicas << " batch " << batch << " prompt " << prompt;
           ++cases;
         }
-  EXPECT_EQ(cases, 2 * 5 * 3 * 2);
+  EXPECT_EQ(cases, 2 * 7 * 3 * 2);
 }
 
 // With max_tp beyond a node, the search tries whole nodes per stage (16, 24, 32 chips) too, and still
