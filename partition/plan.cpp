@@ -261,6 +261,24 @@ class LayoutBound {
     return std::max(latency(tp, pp, 1) + cfg_.n_layers * attention, n_slots * stage_cycles(tp, pp, 1));
   }
 
+  /// A decode token's trip from the end of stage 0 (its last chip done) to the end of the pipeline, whose
+  /// later stages hold parts [first_part, 2 x layers): every part on the chip with the smallest share (the
+  /// first to go may be the lightest one), its collectives, and the stage transfers.
+  int64_t latency_after_first_stage(int64_t tp, int64_t pp, int64_t first_part) const {
+    const int64_t d = cfg_.hidden_size, hd = cfg_.head_dim();
+    const int64_t heads = cfg_.n_heads / tp, kv_heads = std::max<int64_t>(1, cfg_.n_kv_heads / tp);
+    const int64_t attention_bytes = (2 * heads + 2 * kv_heads) * hd * d;
+    const int64_t ffn_bytes = cfg_.is_moe() ? 0 : 3 * (cfg_.intermediate_size / tp) * d;
+    const int64_t attention = chip::CostModel(hw_).attention_cycles(heads, kv_heads, hd, position_, 1);
+    const auto [attention_collectives, ffn_collectives] = collective_cycles(tp, 1);
+    int64_t cycles = (pp - 1) * one_hop_cycles(hw_, hw_.activation_bytes_per_value * d) +
+                     matrix_cycles(cfg_.vocab_size / tp * d, 1);
+    for (int64_t part = first_part; part < 2 * cfg_.n_layers; ++part)
+      cycles += part % 2 == 0 ? matrix_cycles(attention_bytes, 1) + attention_collectives + attention
+                              : matrix_cycles(ffn_bytes, 1) + ffn_collectives;
+    return cycles;
+  }
+
   /// Prefill of n_sequences prompts of prompt_tokens, in blocks of block_tokens, on one replica. (The
   /// whole batch's prefill, every replica at once, takes at least as long: adding ops to a booking never
   /// lets an op start earlier.)
@@ -422,6 +440,34 @@ struct Pipeline {
   }
 };
 
+/// The first `parts` layer parts of stage 0 of a layout alone, modelled: their ops are a prefix of the
+/// decode program (later ops never move earlier ones), so their timeline is the one they have in the
+/// whole program. Across nodes collectives can cost far more than the analytic bound says; this finds out
+/// at the cost of a few parts.
+struct FirstStage {
+  int64_t parts = 0;
+  int64_t makespan_cycles = 0;  ///< embedding and the parts: when stage 0's last chip is done with them
+  int64_t span_cycles = 0;      ///< their first compute op's start to their last one's end
+
+  FirstStage(const Plan& probe, int64_t position, int64_t n_parts) : parts(n_parts) {
+    Plan stage = probe;
+    stage.pp = 1;
+    stage.stage_part_begin = {0, n_parts};
+    stage.chips.resize(static_cast<std::size_t>(probe.tp));  // replica 0's stage 0
+    const Program program = build_program(stage, topology_for(stage), {{0, 1, false, 0}});
+    const Timeline timeline = compute_timeline(program, stage, position);
+    makespan_cycles = timeline.makespan_cycles;
+    int64_t first = std::numeric_limits<int64_t>::max(), last = 0;
+    for (std::size_t i = 0; i < program.ops.size(); ++i) {
+      const OpKind kind = program.ops[i].kind;
+      if (kind == OpKind::send || kind == OpKind::recv) continue;
+      first = std::min(first, timeline.start_cycles[i]);
+      last = std::max(last, timeline.end_cycles(i));
+    }
+    span_cycles = last - first;
+  }
+};
+
 /// Stage boundaries for each pp, computed once per make_plan.
 class StageCache {
  public:
@@ -505,7 +551,12 @@ Plan make_plan(const chip::ModelConfig& cfg, const chip::ChipSpec& hw, const Pla
   const bool nominal = hw.uniform();
   // One search over tp in [first_tp, last_tp]: the best candidate, if any fits.
   bool some_layout_overflows = false, no_candidate = true;
-  auto search = [&](const std::vector<int64_t>& tps) -> std::optional<Candidate> {
+  // A search's winner and its objective.
+  struct Best {
+    Candidate candidate;
+    int64_t objective_cycles = 0;
+  };
+  auto search = [&](const std::vector<int64_t>& tps, std::optional<Best> incumbent) -> std::optional<Best> {
     std::vector<Candidate> candidates;
     for (const int64_t tp : tps)
       for (int64_t replicas = r.replicas > 0 ? r.replicas : 1;
@@ -530,9 +581,11 @@ Plan make_plan(const chip::ModelConfig& cfg, const chip::ChipSpec& hw, const Pla
     // prefill is modelled. What does not depend on the replica count is modelled once per (tp, pp), for
     // chips at nominal speed.
     std::map<std::pair<int64_t, int64_t>, std::unique_ptr<Pipeline>> pipelines;
+    std::map<std::pair<int64_t, int64_t>, FirstStage> first_stages;  // by (tp, parts)
     const std::vector<Block> prompt_blocks = prefill_blocks(n_prompt, shape.block_tokens);
-    const Candidate* best = nullptr;
-    int64_t best_objective = unbounded;
+    // The incumbent, if any, from a search over other widths: a candidate here must beat it.
+    const Candidate* best = incumbent ? &incumbent->candidate : nullptr;
+    int64_t best_objective = incumbent ? incumbent->objective_cycles : unbounded;
     auto loses = [&](int64_t objective, const Candidate& c) {
       return objective > best_objective || (best != nullptr && objective == best_objective && !c.before(*best));
     };
@@ -551,6 +604,19 @@ Plan make_plan(const chip::ModelConfig& cfg, const chip::ChipSpec& hw, const Pla
       if (nominal) {
         // Replicas and slots change neither the decode program nor its timeline, only the period's terms.
         auto it = pipelines.find({c.tp, c.pp});
+        if (it == pipelines.end() && c.tp > Topology::chips_per_node) {
+          // Across nodes, the start of stage 0 alone first: its first layer (the same for every pp), then all
+          // of it; each modelled time plus the analytic bound on the rest, each span at most the busiest stage's.
+          const int64_t stage_parts = probe.stage_part_begin[1];
+          auto prefix_loses = [&](int64_t prefix_parts) {
+            auto first = first_stages.find({c.tp, prefix_parts});
+            if (first == first_stages.end())
+              first = first_stages.emplace(std::make_pair(c.tp, prefix_parts), FirstStage(probe, shape.context - 1, prefix_parts)).first;
+            const int64_t latency = first->second.makespan_cycles + bound.latency_after_first_stage(c.tp, c.pp, prefix_parts);
+            return loses(objective_of(std::max(latency, n_slots * first->second.span_cycles), c.prefill_bound_cycles), c);
+          };
+          if (prefix_loses(std::min<int64_t>(2, stage_parts)) || (stage_parts > 2 && prefix_loses(stage_parts))) continue;
+        }
         if (it == pipelines.end()) {
           it = pipelines.emplace(std::make_pair(c.tp, c.pp), std::make_unique<Pipeline>(std::move(probe), shape.context - 1)).first;
         }
@@ -586,18 +652,24 @@ Plan make_plan(const chip::ModelConfig& cfg, const chip::ChipSpec& hw, const Pla
       if (!loses(objective, c)) best_objective = objective, best = &c;
     }
     no_candidate = no_candidate && candidates.empty();
-    return best != nullptr ? std::optional<Candidate>(*best) : std::nullopt;
+    return best != nullptr ? std::optional<Best>(Best{*best, best_objective}) : std::nullopt;
   };
   // Tensor parallelism within a node, or over whole nodes up to max_tp (every stage on nodes of its own);
   // any other width only when no such layout fits.
   const int64_t most_tp = std::min(r.n_chips, cfg.n_heads);
   const int64_t widest = r.max_tp > 0 ? r.max_tp : Topology::chips_per_node;
-  std::vector<int64_t> chosen_widths, other_widths;
-  for (int64_t tp = 1; tp <= most_tp; ++tp)
-    (tp <= widest && (tp <= Topology::chips_per_node || tp % Topology::chips_per_node == 0) ? chosen_widths : other_widths)
-        .push_back(tp);
-  std::optional<Candidate> best = search(r.tp > 0 ? std::vector<int64_t>{r.tp} : chosen_widths);
-  if (!best && r.tp == 0 && !other_widths.empty()) best = search(other_widths);
+  std::vector<int64_t> node_widths, wider_widths, other_widths;
+  for (int64_t tp = 1; tp <= most_tp; ++tp) {
+    if (tp <= Topology::chips_per_node) node_widths.push_back(tp);
+    else (tp <= widest && tp % Topology::chips_per_node == 0 ? wider_widths : other_widths).push_back(tp);
+  }
+  // Within a node first: its winner, cheap to find, is the incumbent that the wider layouts (whose bounds
+  // are low but whose programs are large) must beat, so few of them are modelled.
+  std::optional<Best> best = r.tp > 0 ? search({r.tp}, std::nullopt) : search(node_widths, std::nullopt);
+  if (r.tp == 0 && !wider_widths.empty()) {
+    if (std::optional<Best> wider = search(wider_widths, best)) best = wider;
+  }
+  if (!best && r.tp == 0 && !other_widths.empty()) best = search(other_widths, std::nullopt);
   if (!best && (some_layout_overflows || no_candidate)) {
     if (r.tp > 0 && r.pp > 0) {
       // The user's tp x pp: say which chip overflows, with the most replicas the chips allow (the least KV).
@@ -607,7 +679,8 @@ Plan make_plan(const chip::ModelConfig& cfg, const chip::ChipSpec& hw, const Pla
     throw_too_small(cfg, hw, r, stages);
   }
   LPURT_ASSERT(best.has_value());
-  Plan plan = layout(cfg, hw, r, best->tp, best->pp, best->replicas, stages(best->pp), best->replicas);
+  const Candidate& chosen = best->candidate;
+  Plan plan = layout(cfg, hw, r, chosen.tp, chosen.pp, chosen.replicas, stages(chosen.pp), chosen.replicas);
   check_heterogeneity(plan);
   return plan;
 }
