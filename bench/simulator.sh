@@ -56,12 +56,36 @@ echo "|---|---|---|---|---|"
 read -r w m <<< "$(run70 1 576 1024)"; echo "| timing-only llama2-70b, 576 chips, 512 + 1,024 tokens (planner's layout) | 1 | $w | $m | < 0.3 s |"
 read -r w m <<< "$(run70 1 576 1024 --tp 8 --pp 72)"; echo "| same, layout given (tp 8 x pp 72) | 1 | $w | $m | < 0.3 s |"
 read -r w m <<< "$(run70 1 10440 1024)"; echo "| same on 10,440 chips (planner's layout) | 1 | $w | $m | < 1 s |"
-for batch in 1 8; do
-  for chips in 576 10440; do
-    read -r w m <<< "$(measure 1 plan --model "$work/llama2-70b.h5" --chips "$chips" --batch "$batch" --context 2048 \
-                       --prompt-len 512 --tokens 128)"
+echo
+echo "## Planner search speed (issue 12)"
+echo
+echo "\`lpurt plan --model llama2-70b.h5 --chips N --batch B --context 4096 --prompt-len 512 --tokens 1024\` (config-only"
+echo "model, default system, tp up to a node): the whole command, search and modelled times of the chosen layout."
+echo "Each case is run 3 times; wall and CPU times are the range over the runs. On a shared machine the CPU"
+echo "time is the steadier figure."
+echo
+echo "| chips | batch | layout | wall (s) | CPU user (s) | CPU system (s) | peak memory (MB) | target (wall) |"
+echo "|---|---|---|---|---|---|---|---|"
+for chips in 576 10440; do
+  for batch in 1 8; do
+    args=(plan --model "$work/llama2-70b.h5" --chips "$chips" --batch "$batch" --context 4096 --prompt-len 512 --tokens 1024)
+    : > "$work/search"
+    for run in 1 2 3; do
+      /usr/bin/time -f "%e %U %S %M" -o "$work/time" "$lpurt" "${args[@]}" > /dev/null
+      cat "$work/time" >> "$work/search"
+    done
+    json=$("$lpurt" "${args[@]}" --json)
+    layout="tp $(echo "$json" | field tp) x pp $(echo "$json" | field pp) x $(echo "$json" | field replicas)"
     target="< 0.5 s"; [ "$chips" = 10440 ] && target="< 5 s"
-    echo "| \`plan\` search, llama2-70b, $chips chips, batch $batch, 512 + 128 tokens | 1 | $w | $m | $target |"
+    awk -v chips="$chips" -v batch="$batch" -v layout="$layout" -v target="$target" '
+      { wall = $1; user = $2; sys = $3; mem = $4 / 1024
+        if (NR == 1 || wall < wmin) wmin = wall; if (NR == 1 || wall > wmax) wmax = wall
+        if (NR == 1 || user < umin) umin = user; if (NR == 1 || user > umax) umax = user
+        if (NR == 1 || sys < smin) smin = sys; if (NR == 1 || sys > smax) smax = sys
+        if (mem > mmax) mmax = mem }
+      END { printf "| %s | %s | %s | %.2f-%.2f | %.2f-%.2f | %.2f-%.2f | %.0f | %s |\n", chips, batch, layout, wmin, wmax,
+                   umin, umax, smin, smax, mmax, target }' \
+      "$work/search"
   done
 done
 echo

@@ -83,7 +83,7 @@ struct LayoutOptions {
   std::string model;
   partition::PlanRequest request;
   bool json = false;
-  CLI::Option *chips_option = nullptr, *tp_option = nullptr, *pp_option = nullptr, *context_option = nullptr,
+  CLI::Option *chips_option = nullptr, *tp_option = nullptr, *max_tp_option = nullptr, *pp_option = nullptr, *context_option = nullptr,
               *batch_option = nullptr, *replicas_option = nullptr, *block_tokens_option = nullptr;
 
   void add_to(CLI::App* cmd) {
@@ -91,6 +91,9 @@ struct LayoutOptions {
     chips_option = cmd->add_option("--chips", request.n_chips, "number of simulated chips")->capture_default_str();
     tp_option = cmd->add_option("--tp", request.tp, "tensor-parallel chips per stage (default: planner's choice)");
     pp_option = cmd->add_option("--pp", request.pp, "pipeline stages (default: planner's choice)");
+    max_tp_option = cmd->add_option("--max-tp", request.max_tp,
+                                    "widest tp the planner tries without --tp: within a node any, beyond it whole nodes "
+                                    "(default: a node's 8 chips)");
     context_option = cmd->add_option("--context", request.context,
                                      "KV-cache positions per sequence, at least 1 (default: the model's max_seq_len)");
     batch_option = cmd->add_option("--batch", request.batch, "sequences resident at once (spread over the replicas)")
@@ -106,6 +109,7 @@ struct LayoutOptions {
   void check() const {
     check_given_count(chips_option, request.n_chips);
     check_given_count(tp_option, request.tp, "the planner's choice");
+    check_given_count(max_tp_option, request.max_tp, "a node's chips");
     check_given_count(pp_option, request.pp, "the planner's choice");
     check_given_count(context_option, request.context, "the model's max_seq_len");
     check_given_count(batch_option, request.batch);

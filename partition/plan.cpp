@@ -11,6 +11,7 @@
 #include <memory>
 #include <optional>
 #include <tuple>
+#include <unordered_map>
 
 namespace lpurt::partition {
 
@@ -297,6 +298,24 @@ class LayoutBound {
     return std::max(latency(tp, pp, 1) + cfg_.n_layers * attention, n_slots * stage_cycles(tp, pp, 1));
   }
 
+  /// A decode token's trip from the end of stage 0 (its last chip done) to the end of the pipeline, whose
+  /// later stages hold parts [first_part, 2 x layers): every part on the chip with the smallest share (the
+  /// first to go may be the lightest one), its collectives, and the stage transfers.
+  int64_t latency_after_first_stage(int64_t tp, int64_t pp, int64_t first_part) const {
+    const int64_t d = cfg_.hidden_size, hd = cfg_.head_dim();
+    const int64_t heads = cfg_.n_heads / tp, kv_heads = std::max<int64_t>(1, cfg_.n_kv_heads / tp);
+    const int64_t attention_bytes = (2 * heads + 2 * kv_heads) * hd * d;
+    const int64_t ffn_bytes = cfg_.is_moe() ? 0 : 3 * (cfg_.intermediate_size / tp) * d;
+    const int64_t attention = chip::CostModel(hw_).attention_cycles(heads, kv_heads, hd, position_, 1);
+    const auto [attention_collectives, ffn_collectives] = collective_cycles(tp, 1);
+    int64_t cycles = (pp - 1) * one_hop_cycles(hw_, hw_.activation_bytes_per_value * d) +
+                     matrix_cycles(cfg_.vocab_size / tp * d, 1);
+    for (int64_t part = first_part; part < 2 * cfg_.n_layers; ++part)
+      cycles += part % 2 == 0 ? matrix_cycles(attention_bytes, 1) + attention_collectives + attention
+                              : matrix_cycles(ffn_bytes, 1) + ffn_collectives;
+    return cycles;
+  }
+
   /// Prefill of n_sequences prompts of prompt_tokens, in blocks of block_tokens, on one replica. (The
   /// whole batch's prefill, every replica at once, takes at least as long: adding ops to a booking never
   /// lets an op start earlier.)
@@ -317,9 +336,14 @@ class LayoutBound {
   std::pair<int64_t, int64_t> collective_cycles(int64_t tp, int64_t n_tokens) const {
     if (tp == 1) return {0, 0};
     const int64_t d = cfg_.hidden_size;
+    // A stage over several nodes has members two links apart (inter-node links join chips of the same
+    // index), and each collective carries every member's data to every other: at least two hops' latency
+    // in a row, whichever way it is routed or relayed.
+    const int64_t relay = tp > Topology::chips_per_node ? static_cast<int64_t>(hw_.hop_latency_ns * 1e-9 * hw_.clock_hz) : 0;
+    auto hop = [&](int64_t bytes) { return one_hop_cycles(hw_, bytes) + relay; };
     // A reduce-scatter and an all-gather, each sending slices of a flat array of `elements`.
-    auto sum = [&](int64_t elements) { return 2 * one_hop_cycles(hw_, hw_.activation_bytes_per_value * (elements / tp)); };
-    const int64_t attention = one_hop_cycles(hw_, hw_.activation_bytes_per_value * n_tokens) + sum(n_tokens * d);  // after the amax all-gather
+    auto sum = [&](int64_t elements) { return 2 * hop(hw_.activation_bytes_per_value * (elements / tp)); };
+    const int64_t attention = hop(hw_.activation_bytes_per_value * n_tokens) + sum(n_tokens * d);  // after the amax all-gather
     const int64_t ffn = cfg_.is_moe() ? sum(n_tokens * cfg_.n_experts_per_token * d) : attention;
     return {attention, ffn};
   }
@@ -342,16 +366,6 @@ class LayoutBound {
   int64_t matrix_bytes_ = 0;
 };
 
-/// The prefill blocks of n_sequences prompts, one after another, on replica 0.
-std::vector<Block> prefill_blocks_of(int64_t n_sequences, int64_t prompt_tokens, int64_t block_tokens) {
-  std::vector<Block> blocks;
-  for (int64_t b = 0; b < n_sequences; ++b) {
-    const std::vector<Block> one = prefill_blocks(prompt_tokens, block_tokens);
-    blocks.insert(blocks.end(), one.begin(), one.end());
-  }
-  return blocks;
-}
-
 struct Candidate {
   int64_t tp = 1, pp = 1, replicas = 1;
   int64_t period_bound_cycles = 0;   ///< LayoutBound::period
@@ -361,6 +375,133 @@ struct Candidate {
   /// Ties between equally good layouts: fewer chips, then smaller tp, fewer replicas, fewer stages.
   bool before(const Candidate& o) const {
     return std::make_tuple(chips(), tp, replicas, pp) < std::make_tuple(o.chips(), o.tp, o.replicas, o.pp);
+  }
+};
+
+/// One replica of a (tp, pp) layout at nominal speed, modelled once for every replica count: its decode
+/// pace, and its prefill of n sequences from the programs of one block (a middle one and the last, with
+/// the logits), chained as build_program lays out the blocks of n prompts one after another.
+struct Pipeline {
+  Plan plan;
+  DecodePace pace;
+
+  Pipeline(Plan probe, int64_t decode_position) : plan(std::move(probe)) {
+    const Program decode = build_program(plan, topology_for(plan), decode_blocks());
+    pace = decode_pace(plan, decode, compute_timeline(decode, plan, decode_position));
+  }
+
+  /// A lower bound on the prefill of n sequences of `blocks`: every unit and link is first used no earlier
+  /// than in the first block alone, serves every block's ops one at a time (a middle block's at position
+  /// 0 at least: attention only grows with the position), and is followed by its chain in the last block.
+  int64_t prefill_bound_cycles(const std::vector<Block>& blocks, int64_t n_sequences) {
+    const Uses& u = uses(blocks);
+    const auto middle_blocks = static_cast<int64_t>(blocks.size()) - 1;
+    int64_t bound = u.first_makespan_cycles;
+    for (const auto& [key, last] : u.last) {
+      const auto first = u.first.find(key);
+      const auto middle = u.middle.find(key);
+      const int64_t busy = middle_blocks * (middle != u.middle.end() ? middle->second.busy_cycles : 0) + last.busy_cycles;
+      bound = std::max(bound, (first != u.first.end() ? first->second.head_cycles : 0) + n_sequences * busy + last.tail_cycles);
+    }
+    return bound;
+  }
+
+  /// The prefill of n sequences of `blocks` on this replica: the makespan of their program.
+  int64_t prefill_cycles(const std::vector<Block>& blocks, int64_t n_sequences) {
+    auto it = prefill_cycles_by_sequences_.find(n_sequences);
+    if (it != prefill_cycles_by_sequences_.end()) return it->second;
+    const Programs& p = programs(blocks);
+    ChainedSolver solver(plan.n_chips());
+    for (int64_t s = 0; s < n_sequences; ++s)
+      for (std::size_t b = 0; b < blocks.size(); ++b)
+        solver.append(b + 1 < blocks.size() ? *p.middle_link : *p.last_link, blocks[b].position_offset);
+    return prefill_cycles_by_sequences_[n_sequences] = solver.makespan_cycles();
+  }
+
+  /// Frees the one-block programs (built again if another replica count needs them): the search then
+  /// holds one layout's programs at a time and reuses their memory.
+  void release_programs() { programs_.reset(); }
+
+ private:
+  struct Programs {
+    Program middle, last;  ///< one block each, at position 0 (middle: only with two blocks or more)
+    std::unique_ptr<ChainedSolver::Link> middle_link, last_link;
+  };
+  /// Units and links of the first block (at position 0), of a middle one (at position 0) and of the last.
+  struct Uses {
+    std::unordered_map<int64_t, ResourceUse> first, middle, last;
+    int64_t first_makespan_cycles = 0;
+  };
+  std::unique_ptr<Programs> programs_;
+  std::unique_ptr<Uses> uses_;
+  std::map<int64_t, int64_t> prefill_cycles_by_sequences_;
+
+  const Programs& programs(const std::vector<Block>& blocks) {
+    if (programs_) return *programs_;
+    programs_ = std::make_unique<Programs>();
+    Programs& p = *programs_;
+    const Topology topology = topology_for(plan);
+    p.last = build_program(plan, topology, {{0, blocks.back().n_tokens, true, 0}});
+    p.last_link = std::make_unique<ChainedSolver::Link>(p.last, plan);
+    if (blocks.size() > 1) {
+      p.middle = build_program(plan, topology, {{0, blocks.front().n_tokens, false, 0}});
+      p.middle_link = std::make_unique<ChainedSolver::Link>(p.middle, plan);
+    }
+    return p;
+  }
+
+  /// The timeline of one block's program alone, from its chained form (no second solver).
+  Timeline alone(const ChainedSolver::Link& link, int64_t base_position) const {
+    ChainedSolver solver(plan.n_chips());
+    solver.append(link, base_position);
+    return solver.last_timeline();
+  }
+
+  const Uses& uses(const std::vector<Block>& blocks) {
+    if (uses_) return *uses_;
+    const Programs& p = programs(blocks);
+    uses_ = std::make_unique<Uses>();
+    Uses& u = *uses_;
+    const Timeline last_timeline = alone(*p.last_link, blocks.back().position_offset);
+    u.last = resource_uses(p.last, last_timeline);
+    if (blocks.size() == 1) {
+      u.first = u.last;
+      u.first_makespan_cycles = last_timeline.makespan_cycles;
+      return u;
+    }
+    const Timeline first_timeline = alone(*p.middle_link, 0);
+    u.first = resource_uses(p.middle, first_timeline);
+    u.middle = u.first;
+    u.first_makespan_cycles = first_timeline.makespan_cycles;
+    return u;
+  }
+};
+
+/// The first `parts` layer parts of stage 0 of a layout alone, modelled: their ops are a prefix of the
+/// decode program (later ops never move earlier ones), so their timeline is the one they have in the
+/// whole program. Across nodes collectives can cost far more than the analytic bound says; this finds out
+/// at the cost of a few parts.
+struct FirstStage {
+  int64_t parts = 0;
+  int64_t makespan_cycles = 0;  ///< embedding and the parts: when stage 0's last chip is done with them
+  int64_t span_cycles = 0;      ///< their first compute op's start to their last one's end
+
+  FirstStage(const Plan& probe, int64_t position, int64_t n_parts) : parts(n_parts) {
+    Plan stage = probe;
+    stage.pp = 1;
+    stage.stage_part_begin = {0, n_parts};
+    stage.chips.resize(static_cast<std::size_t>(probe.tp));  // replica 0's stage 0
+    const Program program = build_program(stage, topology_for(stage), {{0, 1, false, 0}});
+    const Timeline timeline = compute_timeline(program, stage, position);
+    makespan_cycles = timeline.makespan_cycles;
+    int64_t first = std::numeric_limits<int64_t>::max(), last = 0;
+    for (std::size_t i = 0; i < program.ops.size(); ++i) {
+      const OpKind kind = program.ops[i].kind;
+      if (kind == OpKind::send || kind == OpKind::recv) continue;
+      first = std::min(first, timeline.start_cycles[i]);
+      last = std::max(last, timeline.end_cycles(i));
+    }
+    span_cycles = last - first;
   }
 };
 
@@ -441,15 +582,20 @@ Plan make_plan(const chip::ModelConfig& cfg, const chip::ChipSpec& hw, const Pla
     return decode > unbounded - prefill_cycles ? unbounded : decode + prefill_cycles;
   };
 
-  // Candidates: at most n_chips chips, whatever the request fixes, tp within a node unless given, replicas
+  // Candidates: at most n_chips chips, whatever the request fixes, tp up to max_tp unless given, replicas
   // up to the batch (more would idle), and enough chips per replica for its weights and KV cache.
   const LayoutBound bound(cfg, hw, shape.context - 1);
   const bool nominal = hw.uniform();
   // One search over tp in [first_tp, last_tp]: the best candidate, if any fits.
   bool some_layout_overflows = false, no_candidate = true;
-  auto search = [&](int64_t first_tp, int64_t last_tp) -> std::optional<Candidate> {
+  // A search's winner and its objective.
+  struct Best {
+    Candidate candidate;
+    int64_t objective_cycles = 0;
+  };
+  auto search = [&](const std::vector<int64_t>& tps, std::optional<Best> incumbent) -> std::optional<Best> {
     std::vector<Candidate> candidates;
-    for (int64_t tp = first_tp; tp <= last_tp; ++tp)
+    for (const int64_t tp : tps)
       for (int64_t replicas = r.replicas > 0 ? r.replicas : 1;
            replicas <= (r.replicas > 0 ? r.replicas : std::min(r.batch, r.n_chips / tp)); ++replicas) {
         const int64_t n_slots = chip::ceil_div(r.batch, replicas);
@@ -468,27 +614,22 @@ Plan make_plan(const chip::ModelConfig& cfg, const chip::ChipSpec& hw, const Pla
     });
 
     // Each candidate is ruled out by the cheapest bound that suffices: the analytic one, then its exact
-    // decode period, then the prefill of its first replica alone, before its whole prefill is modelled.
-    // Pieces that do not depend on the replica count are computed once (for chips at nominal speed).
-    std::map<std::pair<int64_t, int64_t>, DecodePace> paces;                   // by (tp, pp)
-    std::map<std::tuple<int64_t, int64_t, int64_t>, int64_t> first_prefills;  // by (tp, pp, sequences)
-    // One sequence's prefill on the first replica: its makespan, and the cycles its busiest link and its
-    // busiest chip are occupied. n sequences occupy them n times over (links and chips serve one op at a
-    // time), so n x either bounds the prefill of n from below without modelling it.
-    struct OneSequence {
-      int64_t makespan_cycles = 0;
-      int64_t busiest_cycles = 0;
-    };
-    std::map<std::pair<int64_t, int64_t>, OneSequence> one_sequence;  // by (tp, pp)
-    const Candidate* best = nullptr;
-    int64_t best_objective = unbounded;
+    // decode period, then a bound on the prefill of its first replica, then that prefill, before its whole
+    // prefill is modelled. What does not depend on the replica count is modelled once per (tp, pp), for
+    // chips at nominal speed.
+    std::map<std::pair<int64_t, int64_t>, std::unique_ptr<Pipeline>> pipelines;
+    std::map<std::pair<int64_t, int64_t>, FirstStage> first_stages;  // by (tp, parts)
+    const std::vector<Block> prompt_blocks = prefill_blocks(n_prompt, shape.block_tokens);
+    // The incumbent, if any, from a search over other widths: a candidate here must beat it.
+    const Candidate* best = incumbent ? &incumbent->candidate : nullptr;
+    int64_t best_objective = incumbent ? incumbent->objective_cycles : unbounded;
     auto loses = [&](int64_t objective, const Candidate& c) {
       return objective > best_objective || (best != nullptr && objective == best_objective && !c.before(*best));
     };
     for (const Candidate& c : candidates) {
       // Visited by bound: once even the bound loses, every later candidate loses too.
       if (c.objective_bound_cycles > best_objective) break;
-      const Plan probe = layout(cfg, hw, r, c.tp, c.pp, c.replicas, stages(c.pp), 1);
+      Plan probe = layout(cfg, hw, r, c.tp, c.pp, c.replicas, stages(c.pp), 1);
       if (probe.sram_bytes_max() > hw.sram_bytes) {
         some_layout_overflows = true;
         continue;
@@ -496,14 +637,28 @@ Plan make_plan(const chip::ModelConfig& cfg, const chip::ChipSpec& hw, const Pla
       const int64_t n_slots = probe.shape.n_slots;
       int64_t period_cycles = 0;
       std::unique_ptr<Plan> full;
+      Pipeline* pipeline = nullptr;
       if (nominal) {
         // Replicas and slots change neither the decode program nor its timeline, only the period's terms.
-        auto it = paces.find({c.tp, c.pp});
-        if (it == paces.end()) {
-          const Program decode = build_program(probe, topology_for(probe), decode_blocks());
-          it = paces.emplace(std::make_pair(c.tp, c.pp), decode_pace(probe, decode, compute_timeline(decode, probe, shape.context - 1))).first;
+        auto it = pipelines.find({c.tp, c.pp});
+        if (it == pipelines.end() && c.tp > Topology::chips_per_node) {
+          // Across nodes, the start of stage 0 alone first: its first layer (the same for every pp), then all
+          // of it; each modelled time plus the analytic bound on the rest, each span at most the busiest stage's.
+          const int64_t stage_parts = probe.stage_part_begin[1];
+          auto prefix_loses = [&](int64_t prefix_parts) {
+            auto first = first_stages.find({c.tp, prefix_parts});
+            if (first == first_stages.end())
+              first = first_stages.emplace(std::make_pair(c.tp, prefix_parts), FirstStage(probe, shape.context - 1, prefix_parts)).first;
+            const int64_t latency = first->second.makespan_cycles + bound.latency_after_first_stage(c.tp, c.pp, prefix_parts);
+            return loses(objective_of(std::max(latency, n_slots * first->second.span_cycles), c.prefill_bound_cycles), c);
+          };
+          if (prefix_loses(std::min<int64_t>(2, stage_parts)) || (stage_parts > 2 && prefix_loses(stage_parts))) continue;
         }
-        period_cycles = it->second.period_cycles(n_slots);
+        if (it == pipelines.end()) {
+          it = pipelines.emplace(std::make_pair(c.tp, c.pp), std::make_unique<Pipeline>(std::move(probe), shape.context - 1)).first;
+        }
+        pipeline = it->second.get();
+        period_cycles = pipeline->pace.period_cycles(n_slots);
       } else {
         full = std::make_unique<Plan>(layout(cfg, hw, r, c.tp, c.pp, c.replicas, stages(c.pp), c.replicas));
         check_heterogeneity(*full);
@@ -515,30 +670,13 @@ Plan make_plan(const chip::ModelConfig& cfg, const chip::ChipSpec& hw, const Pla
         continue;
       }
       if (nominal) {
-        // The first replica's prefill of one sequence, then of its n_slots: each bounds the next (a prefix of
-        // its ops), and the first is cheap.
-        auto first_prefill = [&](int64_t n_sequences) {
-          auto it = first_prefills.find({c.tp, c.pp, n_sequences});
-          if (it == first_prefills.end()) {
-            const Program prefill =
-                build_program(probe, topology_for(probe), prefill_blocks_of(n_sequences, n_prompt, shape.block_tokens));
-            it = first_prefills.emplace(std::make_tuple(c.tp, c.pp, n_sequences), compute_timeline(prefill, probe, 0).makespan_cycles).first;
-          }
-          return it->second;
-        };
-        auto it = one_sequence.find({c.tp, c.pp});
-        if (it == one_sequence.end()) {
-          const Program prefill = build_program(probe, topology_for(probe), prefill_blocks_of(1, n_prompt, shape.block_tokens));
-          const Timeline timeline = compute_timeline(prefill, probe, 0);
-          const StepProfile busy = profile(prefill, timeline, probe.hardware);
-          const int64_t chip_cycles = *std::max_element(busy.chip_compute_cycles.begin(), busy.chip_compute_cycles.end());
-          it = one_sequence.emplace(std::make_pair(c.tp, c.pp),
-                                    OneSequence{timeline.makespan_cycles, std::max(busy.busiest_link_cycles, chip_cycles)}).first;
-          first_prefills.emplace(std::make_tuple(c.tp, c.pp, int64_t{1}), timeline.makespan_cycles);
-        }
-        if (loses(objective_of(period_cycles, std::max(it->second.makespan_cycles, times(n_slots, it->second.busiest_cycles))), c))
-          continue;
-        const int64_t objective = objective_of(period_cycles, first_prefill(n_slots));
+        // The first replica's prefill of its n_slots sequences: bounded, then modelled. It bounds the whole
+        // batch's prefill (a part of its ops).
+        const int64_t prefill_bound = pipeline->prefill_bound_cycles(prompt_blocks, n_slots);
+        const bool bound_loses = loses(objective_of(period_cycles, prefill_bound), c);
+        const int64_t objective = bound_loses ? unbounded : objective_of(period_cycles, pipeline->prefill_cycles(prompt_blocks, n_slots));
+        pipeline->release_programs();
+        if (bound_loses) continue;
         if (c.replicas == 1) {
           // One replica: its first replica's prefill is the whole batch's.
           if (!loses(objective, c)) best_objective = objective, best = &c;
@@ -547,18 +685,28 @@ Plan make_plan(const chip::ModelConfig& cfg, const chip::ChipSpec& hw, const Pla
         if (loses(objective, c)) continue;
         full = std::make_unique<Plan>(layout(cfg, hw, r, c.tp, c.pp, c.replicas, stages(c.pp), c.replicas));
       }
-      const Program prefill = build_program(*full, topology_for(*full), batch_prefill_blocks(*full, n_prompt));
-      const int64_t objective = objective_of(period_cycles, compute_timeline(prefill, *full, 0).makespan_cycles);
+      const int64_t objective = objective_of(period_cycles, batch_prefill_cycles(*full, n_prompt));
       if (!loses(objective, c)) best_objective = objective, best = &c;
     }
     no_candidate = no_candidate && candidates.empty();
-    return best != nullptr ? std::optional<Candidate>(*best) : std::nullopt;
+    return best != nullptr ? std::optional<Best>(Best{*best, best_objective}) : std::nullopt;
   };
-  // Tensor parallelism within a node first (its all-to-all links); across nodes only when no layout fits
-  // otherwise.
-  const int64_t node_tp = std::min({r.n_chips, cfg.n_heads, Topology::chips_per_node});
-  std::optional<Candidate> best = r.tp > 0 ? search(r.tp, r.tp) : search(1, node_tp);
-  if (!best && r.tp == 0 && std::min(r.n_chips, cfg.n_heads) > node_tp) best = search(node_tp + 1, std::min(r.n_chips, cfg.n_heads));
+  // Tensor parallelism within a node, or over whole nodes up to max_tp (every stage on nodes of its own);
+  // any other width only when no such layout fits.
+  const int64_t most_tp = std::min(r.n_chips, cfg.n_heads);
+  const int64_t widest = r.max_tp > 0 ? r.max_tp : Topology::chips_per_node;
+  std::vector<int64_t> node_widths, wider_widths, other_widths;
+  for (int64_t tp = 1; tp <= most_tp; ++tp) {
+    if (tp <= Topology::chips_per_node) node_widths.push_back(tp);
+    else (tp <= widest && tp % Topology::chips_per_node == 0 ? wider_widths : other_widths).push_back(tp);
+  }
+  // Within a node first: its winner, cheap to find, is the incumbent that the wider layouts (whose bounds
+  // are low but whose programs are large) must beat, so few of them are modelled.
+  std::optional<Best> best = r.tp > 0 ? search({r.tp}, std::nullopt) : search(node_widths, std::nullopt);
+  if (r.tp == 0 && !wider_widths.empty()) {
+    if (std::optional<Best> wider = search(wider_widths, best)) best = wider;
+  }
+  if (!best && r.tp == 0 && !other_widths.empty()) best = search(other_widths, std::nullopt);
   if (!best && (some_layout_overflows || no_candidate)) {
     if (r.tp > 0 && r.pp > 0) {
       // The user's tp x pp: say which chip overflows, with the most replicas the chips allow (the least KV).
@@ -568,7 +716,8 @@ Plan make_plan(const chip::ModelConfig& cfg, const chip::ChipSpec& hw, const Pla
     throw_too_small(cfg, hw, r, stages);
   }
   LPURT_ASSERT(best.has_value());
-  Plan plan = layout(cfg, hw, r, best->tp, best->pp, best->replicas, stages(best->pp), best->replicas);
+  const Candidate& chosen = best->candidate;
+  Plan plan = layout(cfg, hw, r, chosen.tp, chosen.pp, chosen.replicas, stages(chosen.pp), chosen.replicas);
   check_heterogeneity(plan);
   return plan;
 }

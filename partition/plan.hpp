@@ -49,6 +49,9 @@ struct PlanRequest {
   /// prompt_tokens 0 (unknown), the lowest time per output token wins.
   int64_t prompt_tokens = 0;
   int64_t output_tokens = 0;
+  /// The widest tp the planner tries when it chooses tp: up to a node's chips any width, beyond it whole
+  /// nodes (every stage on nodes of its own). 0: a node's chips (wider only when no such layout fits).
+  int64_t max_tp = 0;
 };
 
 /// The flat arrays a stage's tensor-parallel group sums over its chips (reduce-scatter, then all-gather):
@@ -126,7 +129,7 @@ struct Plan {
 
 /// The plan for a request; throws PlanError (impossible layout) or CapacityError (does not fit, naming
 /// the smallest system that fits and its layout). What the request leaves open is chosen: every layout
-/// of at most n_chips chips that fits is a candidate (tp up to a node's chips unless --tp is given,
+/// of at most n_chips chips that fits is a candidate (tp up to PlanRequest::max_tp unless --tp is given,
 /// replicas up to the batch), ranked by PlanRequest's objective (time per output token at the full
 /// context, on the slowest replica), ties to the layout with fewer chips, then smaller tp, fewer
 /// replicas, fewer stages. Candidates are visited in the order of a lower bound on their time per

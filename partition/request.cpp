@@ -36,6 +36,7 @@ void check_request(const chip::ModelConfig& cfg, const chip::ChipSpec& hw, const
   check_split("--tp", r.tp);
   check_split("--pp", r.pp);
   check_split("--replicas", r.replicas);
+  if (r.max_tp < 0) throw PlanError("--max-tp must be at least 1 (got " + std::to_string(r.max_tp) + ")");
   if (r.context < 0) throw PlanError("--context must be at least 1 (got " + std::to_string(r.context) + ")");
   if (r.context > cfg.max_seq_len)
     throw PlanError("--context " + std::to_string(r.context) + " exceeds the model's max_seq_len " +

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <limits>
 #include <unordered_map>
+#include <utility>
 
 namespace lpurt::partition {
 
@@ -272,6 +273,174 @@ std::vector<StageSpan> block_stage_spans(const Plan& plan, const Program& progra
   return spans;
 }
 
+std::unordered_map<int64_t, ResourceUse> resource_uses(const Program& p, const Timeline& t) {
+  const std::size_t n_ops = p.ops.size();
+  // Each op's predecessor on its unit or on each link of its route: [resource_pred_begin[i], [i + 1]).
+  std::vector<int32_t> resource_pred_begin(n_ops + 1, 0), resource_preds;
+  std::unordered_map<int64_t, int32_t> last;  // by resource key
+  std::unordered_map<int64_t, ResourceUse> uses;
+  auto use = [&](int64_t key, std::size_t i) {
+    const auto [it, first_use] = last.try_emplace(key, static_cast<int32_t>(i));
+    if (!first_use) resource_preds.push_back(std::exchange(it->second, static_cast<int32_t>(i)));
+    ResourceUse& u = uses[key];
+    if (first_use) u.head_cycles = t.start_cycles[i];
+    u.busy_cycles += t.duration_cycles[i];
+  };
+  for (std::size_t i = 0; i < n_ops; ++i) {
+    const Op& op = p.ops[i];
+    resource_pred_begin[i] = static_cast<int32_t>(resource_preds.size());
+    if (op.kind == OpKind::recv) continue;
+    if (op.kind == OpKind::send) {
+      for (int32_t h = 0; h < op.hop_count; ++h) use(p.link_key(p.hops[static_cast<std::size_t>(op.hop_begin + h)]), i);
+      continue;
+    }
+    use(resource_key(op), i);
+  }
+  resource_pred_begin[n_ops] = static_cast<int32_t>(resource_preds.size());
+  // to_end[i]: the longest chain of ops from op i's start to the last end, in reverse array order.
+  std::vector<int64_t> to_end(t.duration_cycles);
+  for (std::size_t i = n_ops; i-- > 0;) {
+    const Op& op = p.ops[i];
+    auto reach = [&](int32_t pred) {
+      const auto q = static_cast<std::size_t>(pred);
+      to_end[q] = std::max(to_end[q], t.duration_cycles[q] + to_end[i]);
+    };
+    for (int32_t k = 0; k < op.dep_count; ++k) reach(p.deps[static_cast<std::size_t>(op.dep_begin + k)]);
+    for (int32_t k = resource_pred_begin[i]; k < resource_pred_begin[i + 1]; ++k) reach(resource_preds[static_cast<std::size_t>(k)]);
+  }
+  for (const auto& [key, op] : last) uses[key].tail_cycles = to_end[static_cast<std::size_t>(op)] - t.duration_cycles[static_cast<std::size_t>(op)];
+  return uses;
+}
+
+ChainedSolver::Link::Link(const Program& p, const Plan& plan) : program_(p), plan_(plan) {
+  const std::size_t n_ops = p.ops.size();
+  const auto n_chips = static_cast<std::size_t>(p.n_chips);
+  TimelineSolver solver(p, plan);
+  base_duration_cycles_ = solver.at(0).duration_cycles;
+  chip_first_compute_.assign(n_chips, -1);
+  chip_last_compute_.assign(n_chips, -1);
+  unit_first_.assign(2 * n_chips, -1);
+  unit_last_.assign(2 * n_chips, -1);
+  std::unordered_map<int64_t, std::pair<int32_t, int32_t>> links;  // first and last op by link key
+  pred_begin_.reserve(n_ops + 1);
+  preds_.reserve(p.deps.size() + n_ops + p.hops.size());
+  for (std::size_t i = 0; i < n_ops; ++i) {
+    const Op& op = p.ops[i];
+    const auto index = static_cast<int32_t>(i);
+    pred_begin_.push_back(static_cast<int32_t>(preds_.size()));
+    preds_.insert(preds_.end(), p.deps.begin() + op.dep_begin, p.deps.begin() + op.dep_begin + op.dep_count);
+    if (op.kind == OpKind::recv) {
+      recvs_.push_back(index);
+      continue;
+    }
+    if (op.kind == OpKind::send) {
+      if (op.dep_count == 0) orphan_sends_.push_back(index);
+      for (int32_t h = 0; h < op.hop_count; ++h) {
+        const auto [it, first_use] = links.try_emplace(p.link_key(p.hops[static_cast<std::size_t>(op.hop_begin + h)]), index, index);
+        if (!first_use) preds_.push_back(std::exchange(it->second.second, index));
+      }
+      continue;
+    }
+    const auto chip = static_cast<std::size_t>(op.chip);
+    if (chip_first_compute_[chip] < 0) chip_first_compute_[chip] = index;
+    chip_last_compute_[chip] = index;
+    const auto unit = static_cast<std::size_t>(2 * op.chip + (op.unit == Unit::mxm ? 0 : 1));
+    if (unit_last_[unit] >= 0) preds_.push_back(unit_last_[unit]);
+    else unit_first_[unit] = index;
+    unit_last_[unit] = index;
+    if (op.kind == OpKind::attention) attention_ops_.push_back(index);
+  }
+  pred_begin_.push_back(static_cast<int32_t>(preds_.size()));
+  for (const auto& [key, first_last] : links) {
+    link_first_.emplace_back(key, first_last.first);
+    link_last_.emplace_back(key, first_last.second);
+  }
+}
+
+ChainedSolver::ChainedSolver(int64_t n_chips)
+    : chip_compute_end_(static_cast<std::size_t>(n_chips), -1), chip_pending_end_(chip_compute_end_),
+      unit_end_(static_cast<std::size_t>(2 * n_chips), -1) {}
+
+int64_t ChainedSolver::append(const Link& g, int64_t base_position) {
+  const Program& p = g.program_;
+  LPURT_ASSERT(static_cast<std::size_t>(p.n_chips) == chip_compute_end_.size());
+  const std::size_t n_ops = p.ops.size();
+  duration_ = g.base_duration_cycles_;
+  if (base_position != 0) {
+    for (const int32_t i : g.attention_ops_)
+      duration_[static_cast<std::size_t>(i)] = compute_op_cycles(p, p.ops[static_cast<std::size_t>(i)], g.plan_, base_position);
+  }
+  // What the ops before this program leave each boundary op to wait for: its release (start at the earliest).
+  end_.assign(n_ops, 0);  // release times first, then ends
+  auto release = [&](int32_t op, int64_t cycles) {
+    int64_t& r = end_[static_cast<std::size_t>(op)];
+    r = std::max(r, cycles);
+  };
+  for (std::size_t c = 0; c < chip_compute_end_.size(); ++c)
+    if (g.chip_first_compute_[c] >= 0) release(g.chip_first_compute_[c], std::max(chip_compute_end_[c], chip_pending_end_[c]));
+  for (const int32_t s : g.orphan_sends_) release(s, chip_compute_end_[static_cast<std::size_t>(p.ops[static_cast<std::size_t>(s)].chip)]);
+  for (std::size_t u = 0; u < unit_end_.size(); ++u)
+    if (g.unit_first_[u] >= 0) release(g.unit_first_[u], unit_end_[u]);
+  for (const auto& [key, op] : g.link_first_) {
+    const auto it = link_end_.find(key);
+    if (it != link_end_.end()) release(op, it->second);
+  }
+  for (std::size_t i = 0; i < n_ops; ++i) {
+    int64_t ready = end_[i];
+    for (int32_t k = g.pred_begin_[i]; k < g.pred_begin_[i + 1]; ++k) ready = std::max(ready, end_[static_cast<std::size_t>(g.preds_[static_cast<std::size_t>(k)])]);
+    end_[i] = ready + duration_[i];
+    if (p.ops[i].kind != OpKind::recv) makespan_cycles_ = std::max(makespan_cycles_, end_[i]);
+  }
+  // The state the next program starts from.
+  for (std::size_t c = 0; c < chip_compute_end_.size(); ++c)
+    if (g.chip_last_compute_[c] >= 0) {
+      chip_compute_end_[c] = end_[static_cast<std::size_t>(g.chip_last_compute_[c])];
+      chip_pending_end_[c] = -1;  // consumed by its compute ops; later receives are added below
+    }
+  for (const int32_t r : g.recvs_) {
+    const auto chip = static_cast<std::size_t>(p.ops[static_cast<std::size_t>(r)].chip);
+    if (r > g.chip_last_compute_[chip]) chip_pending_end_[chip] = std::max(chip_pending_end_[chip], end_[static_cast<std::size_t>(r)]);
+  }
+  for (std::size_t u = 0; u < unit_end_.size(); ++u)
+    if (g.unit_last_[u] >= 0) unit_end_[u] = end_[static_cast<std::size_t>(g.unit_last_[u])];
+  for (const auto& [key, op] : g.link_last_) link_end_[key] = end_[static_cast<std::size_t>(op)];
+  return makespan_cycles_;
+}
+
+Timeline ChainedSolver::last_timeline() const {
+  Timeline t;
+  t.duration_cycles = duration_;
+  t.start_cycles.resize(end_.size());
+  for (std::size_t i = 0; i < end_.size(); ++i) t.start_cycles[i] = end_[i] - duration_[i];
+  for (std::size_t i = 0; i < end_.size(); ++i) t.makespan_cycles = std::max(t.makespan_cycles, end_[i]);
+  return t;
+}
+
+int64_t batch_prefill_cycles(const Plan& plan, int64_t prompt_tokens) {
+  const std::vector<Block> blocks = prefill_blocks(prompt_tokens, plan.shape.block_tokens);
+  if (blocks.empty()) return 0;
+  const Topology topology = topology_for(plan);
+  // Per replica that prefills: its middle block's program (when there are two blocks or more) and its last's.
+  const int64_t used_replicas = std::min(plan.replicas, plan.batch);
+  std::vector<std::unique_ptr<Program>> programs;
+  std::vector<std::unique_ptr<ChainedSolver::Link>> middle(static_cast<std::size_t>(used_replicas)), last(middle.size());
+  auto prepare = [&](int64_t replica, const Block& block, bool with_logits) {
+    programs.push_back(std::make_unique<Program>(build_program(plan, topology, {{0, block.n_tokens, with_logits, replica}})));
+    return std::make_unique<ChainedSolver::Link>(*programs.back(), plan);
+  };
+  for (int64_t r = 0; r < used_replicas; ++r) {
+    if (blocks.size() > 1) middle[static_cast<std::size_t>(r)] = prepare(r, blocks.front(), false);
+    last[static_cast<std::size_t>(r)] = prepare(r, blocks.back(), true);
+  }
+  ChainedSolver solver(plan.n_chips());
+  for (int64_t b = 0; b < plan.batch; ++b) {
+    const auto r = static_cast<std::size_t>(plan.replica_of(b));
+    for (std::size_t k = 0; k < blocks.size(); ++k)
+      solver.append(k + 1 < blocks.size() ? *middle[r] : *last[r], blocks[k].position_offset);
+  }
+  return solver.makespan_cycles();
+}
+
 int64_t decode_period_cycles(const Plan& plan, const Program& decode, const Timeline& timeline) {
   return decode_pace(plan, decode, timeline).period_cycles(plan.shape.n_slots);
 }
@@ -327,11 +496,16 @@ ModelledTimes modelled_times(const Plan& plan, int64_t prompt_tokens, int64_t ou
   ModelledTimes m;
   const Topology topology = topology_for(plan);
   const double clock_hz = plan.hardware.clock_hz;
-  const auto prefill = std::make_shared<const Program>(
-      build_program(plan, topology, batch_prefill_blocks(plan, prompt_tokens)));
-  const Timeline prefill_timeline = compute_timeline(*prefill, plan, 0);
-  m.prefill_cycles = prefill_timeline.makespan_cycles;
-  if (visit) visit("prefill", prefill, prefill_timeline, 0);
+  if (visit) {
+    const auto prefill = std::make_shared<const Program>(
+        build_program(plan, topology, batch_prefill_blocks(plan, prompt_tokens)));
+    const Timeline prefill_timeline = compute_timeline(*prefill, plan, 0);
+    m.prefill_cycles = prefill_timeline.makespan_cycles;
+    visit("prefill", prefill, prefill_timeline, 0);
+  } else {
+    // The figures need only the makespan.
+    m.prefill_cycles = batch_prefill_cycles(plan, prompt_tokens);
+  }
 
   // Replicas are identical pipelines unless chips or links differ: then the decode figures are those of
   // the slowest replica (its users wait longest).

@@ -11,6 +11,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "partition/plan.hpp"
@@ -113,6 +114,61 @@ struct StageSpan {
 /// The stages' spans of `program`, one block, at base positions [first_position, first_position + n):
 /// [n x pp], row i at first_position + i; exact (interpolated as block_costs is).
 std::vector<StageSpan> block_stage_spans(const Plan& plan, const Program& program, int64_t first_position, int64_t n);
+
+/// How a program's timeline uses one unit ([chip][MXM|VXM]) or directed link.
+struct ResourceUse {
+  int64_t head_cycles = 0;  ///< start of its first op
+  int64_t busy_cycles = 0;  ///< its ops' durations, summed
+  int64_t tail_cycles = 0;  ///< the longest chain of ops (along dependencies, units and links) after its last op
+};
+/// Every unit and link the program uses, by resource_key.
+std::unordered_map<int64_t, ResourceUse> resource_uses(const Program& program, const Timeline& timeline);
+/// A unit's key (negative) and a link's (Program::link_key, not negative).
+inline int64_t resource_key(const Op& op) { return -1 - (2 * int64_t{op.chip} + (op.unit == Unit::mxm ? 0 : 1)); }
+
+/// Programs solved one after another as if they were one: each program's ops after every op of the ones
+/// before, on the same chips, units and links, as build_program lays out consecutive blocks (a chip's
+/// first compute op waits for its last one before and for the transfers it received since; a send with no
+/// producer in its block waits for its chip's last compute op; a unit's or link's first op for its last
+/// user). The makespan is exactly that of the concatenated program, without building it.
+class ChainedSolver {
+ public:
+  /// A program prepared for chaining: its dependencies, resource order and boundary ops.
+  class Link {
+   public:
+    Link(const Program& program, const Plan& plan);
+
+   private:
+    friend class ChainedSolver;
+    const Program& program_;
+    const Plan& plan_;
+    std::vector<int32_t> pred_begin_, preds_;                   ///< [ops + 1], op indices (as TimelineSolver's)
+    std::vector<int64_t> base_duration_cycles_;                 ///< [ops] at base position 0
+    std::vector<int32_t> attention_ops_;                        ///< their durations depend on the position
+    std::vector<int32_t> chip_first_compute_, chip_last_compute_;  ///< [chips], -1: none
+    std::vector<int32_t> orphan_sends_;                         ///< sends with no producer in the program
+    std::vector<int32_t> unit_first_, unit_last_;               ///< [2 chips]
+    std::vector<std::pair<int64_t, int32_t>> link_first_, link_last_;  ///< (link key, op)
+    std::vector<int32_t> recvs_;                                ///< in array order
+  };
+
+  explicit ChainedSolver(int64_t n_chips);
+  /// Appends `link`'s program with its blocks at `base_position`; returns the makespan so far.
+  int64_t append(const Link& link, int64_t base_position);
+  int64_t makespan_cycles() const { return makespan_cycles_; }
+  /// The timeline of the program appended last (start and duration of its ops; no waited_for).
+  Timeline last_timeline() const;
+
+ private:
+  std::vector<int64_t> chip_compute_end_, chip_pending_end_, unit_end_;  ///< -1: none yet
+  std::unordered_map<int64_t, int64_t> link_end_;
+  std::vector<int64_t> end_, duration_;  ///< [ops] of the last program appended
+  int64_t makespan_cycles_ = 0;
+};
+
+/// The makespan of the prefill of every sequence of the plan's batch (the program of batch_prefill_blocks),
+/// from one-block programs per replica chained: the same cycles, without building the program.
+int64_t batch_prefill_cycles(const Plan& plan, int64_t prompt_tokens);
 
 /// Steady-state cycles between two output tokens of one user at `position`, with the plan's batch
 /// interleaved through the pipeline: max(latency of one token through the pipeline, sequences per
