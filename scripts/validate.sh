@@ -155,6 +155,19 @@ row70 "as deployed: tp in nodes, pp across nodes" --tp 8 --pp 72
 row70 "as deployed, SHIP chain wiring" --tp 8 --pp 72 --set topology=chain
 row70 "planner's best layout" --replicas 1
 row70 "planner's best layout, datasheet weight path" --replicas 1 --system groq-lpu-v1-datasheet
+row70 "tp across two nodes" --tp 16 --replicas 1
+row70 "planner's best with tp across nodes (--max-tp 64)" --replicas 1 --max-tp 64
+
+cat <<'WIDE'
+
+The published figures are from 2023 deployments, whose tensor parallelism stayed inside a node (§4,
+"Partitioning": pipeline parallelism across nodes and racks); lpurt's planner therefore searches tp up to
+a node unless `--max-tp` says otherwise, and the fit is made with those layouts. The last two rows are
+what tp across nodes would give on the same chips and constants: two-level collectives (within each node,
+then among same-index chips, `partition/collective.hpp`) and tp groups kept inside a dragonfly rack (a
+group that would straddle two racks starts at the next one). They are predictions for SHIP-style
+generalized tensor parallelism (§2.4), not fitted to anything.
+WIDE
 
 cat <<'MID'
 
