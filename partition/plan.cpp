@@ -208,14 +208,18 @@ int64_t largest_fitting(int64_t hi, const std::function<bool(int64_t)>& fits) {
 }
 }  // namespace
 
+bool Plan::fits_every_chip(const chip::ShardShape& s) const {
+  for (const auto& c : chips)
+    if (chip::shard_sram_usage(model, c.range, s, hardware).total_bytes() > hardware.sram_bytes) return false;
+  return true;
+}
+
 int64_t Plan::max_batch() const {
   auto fits = [&](int64_t slots) {
     chip::ShardShape s = shape;
     s.n_slots = slots;
     s.kv_pool_tokens = 0;  // every slot its whole context
-    for (const auto& c : chips)
-      if (chip::shard_sram_usage(model, c.range, s, hardware).total_bytes() > hardware.sram_bytes) return false;
-    return true;
+    return fits_every_chip(s);
   };
   return replicas * largest_fitting(int64_t{1} << 20, fits);
 }
@@ -224,9 +228,7 @@ int64_t Plan::max_context() const {
   auto fits = [&](int64_t context) {
     chip::ShardShape s = shape;
     s.context = context;
-    for (const auto& c : chips)
-      if (chip::shard_sram_usage(model, c.range, s, hardware).total_bytes() > hardware.sram_bytes) return false;
-    return true;
+    return fits_every_chip(s);
   };
   return largest_fitting(model.max_seq_len, fits);
 }
@@ -235,9 +237,7 @@ int64_t Plan::max_kv_tokens() const {
   auto fits = [&](int64_t tokens) {
     chip::ShardShape s = shape;
     s.kv_pool_tokens = tokens;
-    for (const auto& c : chips)
-      if (chip::shard_sram_usage(model, c.range, s, hardware).total_bytes() > hardware.sram_bytes) return false;
-    return true;
+    return fits_every_chip(s);
   };
   return largest_fitting(int64_t{1} << 40, fits);
 }

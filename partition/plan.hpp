@@ -122,6 +122,8 @@ struct Plan {
   /// The most KV positions a replica's SRAM holds with this layout (every chip's SRAM left after its
   /// weights and buffers): the largest shared pool (chip::ShardShape::kv_pool_tokens) that fits.
   int64_t max_kv_tokens() const;
+  /// Whether every chip of the plan fits its SRAM with the KV cache and buffers of shape `s`.
+  bool fits_every_chip(const chip::ShardShape& s) const;
   int64_t sram_bytes_max() const;
   /// How a stage's chips reduce `what` for a block of n_tokens.
   Reduction reduction(Reduced what, int64_t n_tokens) const;
