@@ -593,12 +593,13 @@ struct RunCommand {
     std::unique_ptr<io::WeightSource> source;
     std::unique_ptr<runtime::RunSession> session;
     std::unique_ptr<io::ResultWriter> result_file;  // rank 0, with --out
+    chip::ChipSpec hardware;
+    runtime::RunConfig config;
     runtime::agree_on_setup(MPI_COMM_WORLD, [&] {
       check_faults(n_ranks);
       source = layout.open_model();
-      const chip::ChipSpec hardware = system.resolve();
+      hardware = system.resolve();
       check_lengths(source->config(), hardware);
-      runtime::RunConfig config;
       config.request = layout.request;
       config.tokenizer = load_tokenizer(*source);
       if (prompt_text_option->count() > 0)
@@ -618,6 +619,9 @@ struct RunCommand {
       // Rank 0 writes the outputs, so rank 0 alone checks them (another rank could see its finished file).
       if (rank == 0 && !trace_path.empty()) io::check_writable(trace_path, force);
       if (rank == 0 && !result_path.empty()) io::check_writable(result_path, force);  // before the weights load
+    });
+    // Apart: the session's setup is collective, so every rank must enter it, or none.
+    runtime::agree_on_setup(MPI_COMM_WORLD, [&] {
       const int64_t batch = static_cast<int64_t>(config.prompts.size());
       session = std::make_unique<runtime::RunSession>(*source, hardware, config, MPI_COMM_WORLD);
       if (rank == 0 && !result_path.empty())

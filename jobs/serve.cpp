@@ -240,7 +240,7 @@ ServeCommand::ServeCommand(CLI::App& app)
   cmd_->add_flag("--force", force_, "replace existing output files");
 }
 
-int ServeCommand::run(int rank, int n_ranks) {
+runtime::ServeConfig ServeCommand::make_config(int n_ranks) const {
   check_count(chips_option_, request_.n_chips);
   check_count(tp_option_, request_.tp, "the planner's choice");
   check_count(pp_option_, request_.pp, "the planner's choice");
@@ -306,16 +306,26 @@ int ServeCommand::run(int rank, int n_ranks) {
   config.trace_path = trace_;
   config.force = force_;
   config.faults = faults_;
+  return config;
+}
 
+int ServeCommand::run(int rank, int n_ranks) {
+  runtime::ServeConfig config;
   std::unique_ptr<io::WeightSource> source;
   std::unique_ptr<runtime::ServeSession> session;
+  chip::ChipSpec hardware;
+  // Every rank checks the options alike; agreeing on the outcome prints a bad one once.
   runtime::agree_on_setup(MPI_COMM_WORLD, [&] {
-    chip::ChipSpec hardware = load_system(system_);
+    config = make_config(n_ranks);
+    hardware = load_system(system_);
     for (const auto& o : overrides_) chip::apply_assignment(hardware, o, "--set " + o);
     hardware.validate();
     source = model_.empty() ? io::default_model() : open_model_file(model_);
     partition::check_request(source->config(), hardware, config.request);
     if (rank == 0 && !out_.empty()) io::check_writable(out_, force_);
+  });
+  // Apart: the session's setup is collective, so every rank must enter it, or none.
+  runtime::agree_on_setup(MPI_COMM_WORLD, [&] {
     session = std::make_unique<runtime::ServeSession>(*source, hardware, config, MPI_COMM_WORLD);
   });
   std::function<void(int64_t, int64_t)> progress;

@@ -44,6 +44,8 @@ class ServeCommand {
   int run(int rank, int n_ranks);
 
  private:
+  /// The serving configuration the options describe (the same on every rank); throws on a bad option.
+  runtime::ServeConfig make_config(int n_ranks) const;
   CLI::App* cmd_;
   std::string model_, system_ = "groq-lpu-v1", workload_, arrivals_ = "poisson", prompt_dist_, tokens_dist_;
   std::string policy_ = "decode-priority", router_ = "round-robin", out_, csv_, trace_, kv_pages_;

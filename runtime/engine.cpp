@@ -8,7 +8,9 @@
 #include <exception>
 #include <thread>
 
-#include <sys/prctl.h>
+#include <linux/futex.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 #include <tbb/parallel_for.h>
 
 #include "chip/error.hpp"
@@ -152,18 +154,60 @@ void Engine::share_host() {
   const int host_ranks = comm_size(host.get());
   // Ranks bound to cores of their own (mpirun --map-by slot:PE=n) have nothing to give: they never sleep.
   if (host_ranks == 1 || static_cast<unsigned>(cores * host_ranks) <= std::thread::hardware_concurrency()) return;
-  // Sleeps of tens of microseconds would otherwise last the default timer slack (50 us) longer.
-  prctl(PR_SET_TIMERSLACK, 1000UL, 0UL, 0UL, 0UL);
+  const int host_rank = comm_rank(host.get());
+  // The counter of working ranks in a cache line of its own, then each rank's doorbell in one of its own.
+  static_assert(std::atomic<int>::is_always_lock_free && std::atomic<uint32_t>::is_always_lock_free,
+                "the words are shared between processes");
+  static_assert(sizeof(Doorbell) == 64, "a doorbell per cache line");
+  const auto window_bytes = static_cast<MPI_Aint>(sizeof(Doorbell) * (1 + static_cast<std::size_t>(host_ranks)));
   void* base = nullptr;
-  const MPI_Aint bytes = comm_rank(host.get()) == 0 ? static_cast<MPI_Aint>(sizeof(std::atomic<int>)) : 0;
-  LPURT_MPI_CHECK(MPI_Win_allocate_shared(bytes, 1, MPI_INFO_NULL, host.get(), &base, &host_.window));
+  LPURT_MPI_CHECK(MPI_Win_allocate_shared(host_rank == 0 ? window_bytes : 0, 1, MPI_INFO_NULL, host.get(), &base,
+                                          &host_.window));
   MPI_Aint size = 0;
   int unit = 0;
   LPURT_MPI_CHECK(MPI_Win_shared_query(host_.window, 0, &size, &unit, &base));
-  static_assert(std::atomic<int>::is_always_lock_free, "the counter is shared between processes");
-  if (comm_rank(host.get()) == 0) host_.busy_ranks = new (base) std::atomic<int>(host_ranks);
+  auto* bytes = static_cast<unsigned char*>(base);
+  if (host_rank == 0) {
+    new (bytes) std::atomic<int>(host_ranks);
+    for (int r = 0; r < host_ranks; ++r) new (bytes + sizeof(Doorbell) * (1 + static_cast<std::size_t>(r))) Doorbell{{0}, {Doorbell::awake}};
+  }
   LPURT_MPI_CHECK(MPI_Barrier(host.get()));
-  host_.busy_ranks = static_cast<std::atomic<int>*>(base);
+  host_.busy_ranks = reinterpret_cast<std::atomic<int>*>(bytes);
+  host_.doorbells = reinterpret_cast<Doorbell*>(bytes + sizeof(Doorbell));
+  // Each rank of comm_ as a rank of this host (a local call: groups need no communication).
+  MPI_Group world_group = MPI_GROUP_NULL, host_group = MPI_GROUP_NULL;
+  LPURT_MPI_CHECK(MPI_Comm_group(comm_, &world_group));
+  LPURT_MPI_CHECK(MPI_Comm_group(host.get(), &host_group));
+  std::vector<int> ranks(static_cast<std::size_t>(n_ranks_));
+  for (int r = 0; r < n_ranks_; ++r) ranks[static_cast<std::size_t>(r)] = r;
+  host_.host_rank.assign(static_cast<std::size_t>(n_ranks_), MPI_UNDEFINED);
+  LPURT_MPI_CHECK(MPI_Group_translate_ranks(world_group, n_ranks_, ranks.data(), host_group, host_.host_rank.data()));
+  MPI_Group_free(&world_group);
+  MPI_Group_free(&host_group);
+  for (int& r : host_.host_rank)
+    if (r == MPI_UNDEFINED) r = -1;
+}
+
+void Engine::ring(int rank) {
+  if (host_.doorbells == nullptr) return;
+  // The message just posted (or the completion just seen) must be visible before this rank reads whether
+  // the peer sleeps; the peer marks itself asleep before its last test (a store-load pair on each side).
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+  auto ring_if = [&](int host_rank, int waiting_for) {
+    Doorbell& bell = host_.doorbells[host_rank];
+    if (bell.asleep.load(std::memory_order_seq_cst) != waiting_for) return;
+    bell.rings.fetch_add(1, std::memory_order_seq_cst);
+    syscall(SYS_futex, reinterpret_cast<uint32_t*>(&bell.rings), FUTEX_WAKE, 1, nullptr, nullptr, 0);
+  };
+  if (rank >= 0) {
+    const int host_rank = host_.host_rank[static_cast<std::size_t>(rank)];
+    if (host_rank >= 0) ring_if(host_rank, Doorbell::asleep_on_message_with + rank_);
+    return;
+  }
+  for (int r = 0; r < n_ranks_; ++r) {
+    const int host_rank = host_.host_rank[static_cast<std::size_t>(r)];
+    if (r != rank_ && host_rank >= 0) ring_if(host_rank, Doorbell::asleep_in_reduction);
+  }
 }
 
 tbb::task_arena& Engine::arena() {
@@ -173,43 +217,55 @@ tbb::task_arena& Engine::arena() {
 }
 
 template <typename Polling, typename Stuck>
-void Engine::await(MPI_Request& request, bool long_wait, Polling polling, Stuck stuck) {
+void Engine::await(MPI_Request& request, int peer, bool long_wait, Polling polling, Stuck stuck) {
   int done = 0;
   LPURT_MPI_CHECK(MPI_Test(&request, &done, MPI_STATUS_IGNORE));
   if (done != 0) return;
   // A tensor-parallel peer's next round arrives within a round's compute (tens to hundreds of
   // microseconds): poll that long before counting this rank idle, so that the ranks of a stage never
   // both widen their threads. A pipeline stage waits for the others' whole compute: it counts itself idle
-  // at once, so that the working stage gets every core from its first op, and soon sleeps. Sleeps grow to
-  // a cap that bounds the latency they add to the wake-up, and to each step of a collective's protocol,
-  // which progresses only while this rank polls.
-  constexpr std::chrono::microseconds short_poll{50}, long_poll{300}, first_sleep{10}, longest_sleep{50};
-  const auto poll_for = long_wait ? short_poll : long_poll;
+  // at once, so that the working stage gets every core from its first op, and soon sleeps. A sleeping
+  // rank costs the working ones nothing: it wakes when it is rung (or, for what no one rings, such as a
+  // reduction's inner rounds, after a bounded sleep), and then polls briefly, as the rest of a protocol
+  // progresses only while it polls.
+  constexpr std::chrono::microseconds long_wait_poll{20}, short_wait_poll{300}, poll_after_waking{50};
+  constexpr long longest_sleep_ns = 200'000;
   const auto t0 = std::chrono::steady_clock::now();
-  auto sleep = first_sleep;
+  auto poll_until = t0 + (long_wait ? long_wait_poll : short_wait_poll);
+  Doorbell* bell = host_.doorbells == nullptr ? nullptr : &host_.doorbells[host_.host_rank[static_cast<std::size_t>(rank_)]];
+  const int asleep = peer < 0 ? Doorbell::asleep_in_reduction : Doorbell::asleep_on_message_with + peer;
   bool idle = false;
   auto set_idle = [&] {
-    if (!idle && host_.busy_ranks != nullptr) host_.busy_ranks->fetch_sub(1, std::memory_order_relaxed);
-    idle = host_.busy_ranks != nullptr;
+    if (!idle && bell != nullptr) host_.busy_ranks->fetch_sub(1, std::memory_order_relaxed);
+    idle = bell != nullptr;
   };
   if (long_wait) set_idle();
   while (done == 0) {
-    const auto waited = std::chrono::steady_clock::now() - t0;
-    const double waited_s = std::chrono::duration<double>(waited).count();
+    const auto now = std::chrono::steady_clock::now();
+    const double waited_s = std::chrono::duration<double>(now - t0).count();
     if (faults_.step_timeout_s > 0 && waited_s > faults_.step_timeout_s) {
       if (idle) host_.busy_ranks->fetch_add(1, std::memory_order_relaxed);
       mpi_wait_s_ += waited_s;
       stuck(waited_s);
     }
-    if (waited < poll_for || host_.busy_ranks == nullptr) {
+    if (bell == nullptr || now < poll_until) {
       std::this_thread::yield();
-    } else {
-      set_idle();
-      std::this_thread::sleep_for(sleep);
-      sleep = std::min(2 * sleep, longest_sleep);
+      polling();
+      LPURT_MPI_CHECK(MPI_Test(&request, &done, MPI_STATUS_IGNORE));
+      continue;
     }
+    set_idle();
+    // The ring count is read before the last test: a ring after it makes the futex wait return at once.
+    const uint32_t rings = bell->rings.load(std::memory_order_seq_cst);
+    bell->asleep.store(asleep, std::memory_order_seq_cst);
     polling();
     LPURT_MPI_CHECK(MPI_Test(&request, &done, MPI_STATUS_IGNORE));
+    if (done == 0) {
+      const timespec timeout{0, longest_sleep_ns};
+      syscall(SYS_futex, reinterpret_cast<uint32_t*>(&bell->rings), FUTEX_WAIT, rings, &timeout, nullptr, 0);
+    }
+    bell->asleep.store(Doorbell::awake, std::memory_order_seq_cst);
+    poll_until = std::chrono::steady_clock::now() + poll_after_waking;
   }
   if (idle) host_.busy_ranks->fetch_add(1, std::memory_order_relaxed);
   mpi_wait_s_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -218,8 +274,10 @@ void Engine::await(MPI_Request& request, bool long_wait, Polling polling, Stuck 
 void Engine::allreduce(void* data, int count, MPI_Datatype type, MPI_Op op, const char* what) {
   MPI_Request request = MPI_REQUEST_NULL;
   LPURT_MPI_CHECK(MPI_Iallreduce(MPI_IN_PLACE, data, count, type, op, comm_, &request));
+  ring(-1);
   // A rank that times out here asks the others who is waiting too: answer while waiting.
-  await(request, true, [this] { answer_presence_notes(); }, [&](double waited_s) { report_silent_ranks(what, waited_s); });
+  await(request, -1, true, [this] { answer_presence_notes(); }, [&](double waited_s) { report_silent_ranks(what, waited_s); });
+  ring(-1);
 }
 
 void Engine::send_presence_notes() {
@@ -437,8 +495,10 @@ void Engine::post_round(int32_t round) {
     MPI_Request& request = requests_[static_cast<std::size_t>(m)];
     if (msg.incoming)
       LPURT_MPI_CHECK(MPI_Irecv(data, timing_only_ ? 0 : count, MPI_BYTE, msg.peer_rank, msg.tag, comm_, &request));
-    else
+    else {
       LPURT_MPI_CHECK(MPI_Isend(data, timing_only_ ? 0 : count, MPI_BYTE, msg.peer_rank, msg.tag, comm_, &request));
+      ring(msg.peer_rank);
+    }
     message_area_[static_cast<std::size_t>(m)] = static_cast<int8_t>(1 + area);
   }
 }
@@ -451,8 +511,10 @@ void Engine::complete(int32_t m) {
   // tensor-parallel chips of a stage, working at the same time.
   const Message& msg = exchange_->messages[mi];
   const Op& first = current_->ops[static_cast<std::size_t>(exchange_->segments[static_cast<std::size_t>(msg.segment_begin)].op)];
-  await(requests_[mi], first.payload == Payload::activations, [] {},
+  await(requests_[mi], msg.peer_rank, first.payload == Payload::activations, [] {},
         [&](double waited_s) { report_stuck(m, waited_s); });
+  // The sender of a message too large to go eagerly waits until this rank has taken it.
+  if (msg.incoming) ring(msg.peer_rank);
   const int area = message_area_[mi] - 1;
   message_area_[mi] = 0;
   if (!msg.incoming) return;

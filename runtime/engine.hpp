@@ -15,7 +15,8 @@
 /// and their messages are built once; the steady-state step allocates nothing.
 ///
 /// Ranks of one host share its cores. A rank that waits for a message (or a collective) polls briefly, then
-/// sleeps between polls and counts itself idle in a counter the host's ranks share; each group of compute
+/// sleeps until a rank of the host rings a doorbell they share (after posting a message or completing a
+/// request) and counts itself idle in a counter the host's ranks share; each group of compute
 /// ops runs its kernels on cores / (ranks of the host working at that moment) threads. A pipeline stage
 /// that works while the other stages wait gets the whole host; ranks that work at once split it, never
 /// running more threads than cores. Ranks must then be free to use every core: `mpirun --bind-to none`.
@@ -166,13 +167,13 @@ class Engine {
   void check_arrival(std::size_t recv_index, void* data, int64_t bytes, uint64_t sent_checksum);
   /// Throws Error naming the first transfer of message m, still incomplete after the step timeout.
   [[noreturn]] void report_stuck(int32_t m, double waited_s);
-  /// Waits for `request` without holding a core: polls for a while (a tensor-parallel peer's message
-  /// usually follows soon), then, if this rank shares cores with other ranks of its host, sleeps between
-  /// polls, counted idle on the host meanwhile. A `long_wait` (another pipeline stage's output, a reduction)
-  /// counts idle at once and polls briefly. Calls polling() before each poll but the first; past the step
+  /// Waits for `request` (a message with rank `peer`, or -1: a reduction) without holding a core: polls for a while (a tensor-parallel peer's message
+  /// usually follows soon), then, if this rank shares cores with other ranks of its host, sleeps on the
+  /// host's doorbell until another rank rings it, counted idle on the host meanwhile, and polls again. A
+  /// `long_wait` (another pipeline stage's output, a reduction) counts idle at once and polls briefly. Calls polling() before each poll but the first; past the step
   /// timeout it calls stuck(seconds waited), which throws. Adds the time to mpi_wait_s().
   template <typename Polling, typename Stuck>
-  void await(MPI_Request& request, bool long_wait, Polling polling, Stuck stuck);
+  void await(MPI_Request& request, int peer, bool long_wait, Polling polling, Stuck stuck);
   /// MPI_Iallreduce in place over the Engine's communicator, awaited like a transfer; `what` names the
   /// reduction in the report of a rank that never joins it.
   void allreduce(void* data, int count, MPI_Datatype type, MPI_Op op, const char* what);
@@ -183,8 +184,11 @@ class Engine {
   void answer_presence_notes();
   /// Sends this rank's presence note to every other rank, once per reduction that timed out.
   void send_presence_notes();
-  /// Sets up the host's shared counter of working ranks and the arenas (collective over comm_).
+  /// Sets up the host's shared counter of working ranks, its doorbell and the arenas (collective over comm_).
   void share_host();
+  /// Rings the doorbell of rank `rank` if it shares this host and sleeps on a message with this rank;
+  /// rank -1: of every other rank of the host asleep in a reduction.
+  void ring(int rank);
   /// The arena to run compute ops in now: cores / (ranks of this host working at the moment) threads.
   tbb::task_arena& arena();
   LocalChip* local(int64_t chip) { return local_index_[static_cast<std::size_t>(chip)]; }
@@ -224,11 +228,21 @@ class Engine {
   int64_t replays_ = 0;
   int64_t replay_cycles_ = 0;
   // Waiting and sharing the host's cores.
-  /// Ranks of this host that are not asleep in a wait, in memory the host's ranks share (an MPI shared
-  /// window of the host's ranks of comm_); null when this rank is alone on its host or has cores of its own.
+  /// A rank's doorbell, in memory the host's ranks share. A rank rings a peer's after posting a message
+  /// to it or completing one from it (the peer may wait for either), and every host rank's around a
+  /// reduction; a waiting rank sleeps on its own (a futex on `rings`) until it is rung.
+  struct alignas(64) Doorbell {
+    /// `asleep` while its rank sleeps: in a reduction, or on a message with rank r (offset + r).
+    static constexpr int awake = 0, asleep_in_reduction = 1, asleep_on_message_with = 2;
+    std::atomic<uint32_t> rings;
+    std::atomic<int> asleep;  ///< what its rank sleeps on: ringing costs a system call only when it matches
+  };
+  /// What the ranks of a host share: an MPI shared window of the host's ranks of comm_.
   struct HostShare {
     MPI_Win window = MPI_WIN_NULL;
-    std::atomic<int>* busy_ranks = nullptr;
+    std::atomic<int>* busy_ranks = nullptr;  ///< ranks of the host not asleep in a wait; null: nothing shared
+    Doorbell* doorbells = nullptr;           ///< [ranks of the host]
+    std::vector<int> host_rank;              ///< [n_ranks] a rank's index on this host, or -1 (another host)
     ~HostShare();
   };
   HostShare host_;

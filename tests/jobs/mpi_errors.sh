@@ -28,6 +28,21 @@ expect 3 '/nonexistent.h5: cannot open' 3 --chips 3 --model /nonexistent.h5
 expect 5 '3 MPI ranks for 1 chips in use (1 of the system.s 2 idle): every rank must host at least one chip' 3 --chips 2
 expect 4 'needs at least' 2 --chips 2 --set sram_bytes=6000000
 expect 3 'system file /dev/zero: not a regular file' 2 --chips 2 --system /dev/zero
+# Rank 0 alone checks the result file; the others must not have entered the session's collective setup.
+touch existing.h5
+expect 6 'existing.h5: already exists; pass --force to replace it' 3 --chips 4 --out existing.h5
+expect_serve() {  # expect_serve CODE "message part" lpurt-serve-args... (3 ranks)
+  local code=$1 text=$2; shift 2
+  timeout 60 "$mpiexec" -n 3 "${flags[@]}" "$lpurt" serve "$@" > out.txt 2> err.txt
+  local rc=$?
+  if [ "$rc" -eq "$code" ] && [ "$(grep -c 'error:' err.txt)" -eq 1 ] && grep -q -- "$text" err.txt; then
+    passed=$((passed + 1))
+  else
+    failed=$((failed + 1)); echo "FAIL serve $*: exit $rc (want $code, one error line with \"$text\"):"; cat err.txt
+  fi
+}
+expect_serve 6 'existing.h5: already exists' --chips 4 --rate 1 --requests 2 --timing-only --out existing.h5
+expect_serve 2 'lpurt serve needs a workload' --chips 4 --timing-only
 # A rank whose MPI call fails (a send of -1 bytes, MPI_ERR_COUNT): MPI returns the error instead of
 # aborting, and the job ends with one line naming the call, the rank and MPI's reason, and exit code 8.
 expect 8 '\[rank 1/2\] error: MPI_Send failed on rank 1: MPI_ERR_COUNT' 2 --chips 2 --tp 1 --pp 2 --inject-mpi-error 1
