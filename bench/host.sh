@@ -112,10 +112,12 @@ echo "transfers), and the pipeline stages split over the two ranks (pp across ra
 echo "at a time, on every core, while the other sleeps). Each of 5 rounds runs the 1-rank and the 2-rank case"
 echo "one after the other; the table gives the medians over the rounds of the median decode step and of each"
 echo "round's ratio, and the range of those ratios (the drift of this VM within a round). MPI wait: each"
-echo "rank's time blocked on messages over the run, per generated token."
+echo "rank's time blocked on messages over the run, per generated token. Cores busy: every rank's CPU time"
+echo "over the decode (all threads, user and system, waiting included) over its wall time; at most $cores, the"
+echo "host's cores, when the ranks neither oversubscribe them nor spin while they wait."
 echo
-echo "| model | layout | chips | ranks | ms per decode token | MPI wait per token, rank 0 (ms) | most-waiting rank (ms) | vs 1 rank (median) | vs 1 rank (range over rounds) | messages alone: timing-only ms per token |"
-echo "|---|---|---|---|---|---|---|---|---|---|"
+echo "| model | layout | chips | ranks | ms per decode token | MPI wait per token, rank 0 (ms) | most-waiting rank (ms) | cores busy, all ranks | vs 1 rank (median) | vs 1 rank (range over rounds) | messages alone: timing-only ms per token |"
+echo "|---|---|---|---|---|---|---|---|---|---|---|"
 for spec in small:2:2:1:tp small:4:2:2:pp tinyllama:8:8:1:tp tinyllama:8:4:2:pp; do
   IFS=: read -r model chips tp pp across <<< "$spec"
   for round in 1 2 3 4 5; do
@@ -125,22 +127,25 @@ for spec in small:2:2:1:tp small:4:2:2:pp tinyllama:8:8:1:tp tinyllama:8:4:2:pp;
       j=$("${launch[@]}" "$lpurt" run "${args[@]}")
       t=$("${launch[@]}" "$lpurt" run "${args[@]}" --timing-only)
       echo "$round $ranks $(echo "$j" | field host_decode_step_median_s) $(echo "$j" | field host_mpi_wait_s_rank0)" \
-           "$(echo "$j" | field host_mpi_wait_s_max) $(echo "$t" | field host_decode_step_median_s)"
+           "$(echo "$j" | field host_mpi_wait_s_max) $(echo "$t" | field host_decode_step_median_s)" \
+           "$(echo "$j" | field host_decode_cpu_s) $(echo "$j" | field host_decode_s)"
     done
   done > "$work/pairs"
   for ranks in 1 2; do
     awk -v r="$ranks" -v m="$model" -v c="$chips" -v layout="tp $tp x pp $pp ($across across ranks)" '
-      { step[$1, $2] = $3 * 1000; wait[$1, $2] = $4 / 65 * 1000; most[$1, $2] = $5 / 65 * 1000; walk[$1, $2] = $6 * 1000; n = $1 }
+      { step[$1, $2] = $3 * 1000; wait[$1, $2] = $4 / 65 * 1000; most[$1, $2] = $5 / 65 * 1000; walk[$1, $2] = $6 * 1000
+        busy[$1, $2] = $7 / $8; n = $1 }
       function median(a, k,   i, j, t) {  # of a[1..k], sorting it
         for (i = 2; i <= k; ++i) for (j = i; j > 1 && a[j - 1] > a[j]; --j) { t = a[j]; a[j] = a[j - 1]; a[j - 1] = t }
         return k % 2 ? a[(k + 1) / 2] : (a[k / 2] + a[k / 2 + 1]) / 2 }
       END {
         for (i = 1; i <= n; ++i) {
-          s[i] = step[i, r]; w[i] = wait[i, r]; x[i] = most[i, r]; t[i] = walk[i, r]; q[i] = 100 * (step[i, r] / step[i, 1] - 1)
+          s[i] = step[i, r]; w[i] = wait[i, r]; x[i] = most[i, r]; t[i] = walk[i, r]; u[i] = busy[i, r]
+          q[i] = 100 * (step[i, r] / step[i, 1] - 1)
         }
         mq = median(q, n)  # q is sorted now
-        printf "| %s | %s | %s | %s | %.2f | %.2f | %.2f | %+.0f%% | %+.0f%% .. %+.0f%% | %.3f |\n", m, layout, c, r, median(s, n),
-               median(w, n), median(x, n), mq, q[1], q[n], median(t, n) }' "$work/pairs"
+        printf "| %s | %s | %s | %s | %.2f | %.2f | %.2f | %.2f | %+.0f%% | %+.0f%% .. %+.0f%% | %.3f |\n", m, layout, c, r,
+               median(s, n), median(w, n), median(x, n), median(u, n), mq, q[1], q[n], median(t, n) }' "$work/pairs"
   done
 done
 echo

@@ -20,6 +20,9 @@ struct Generation {
   double host_prefill_s = 0;    ///< host wall time of the prefill (first token)
   double host_decode_s = 0;     ///< host wall time of the decode steps (tokens 2..K)
   double host_decode_step_median_s = 0;  ///< the median decode step (one round over the batch); 0 if K = 1
+  /// CPU time of this process (every thread, user and system) over the decode steps: with the wall time,
+  /// how many cores the rank kept busy, waiting included.
+  double host_decode_cpu_s = 0;
 };
 
 /// Throws Error (usage) or CapacityError unless `prompts` can run on `plan`: at least one prompt, none
