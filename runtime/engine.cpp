@@ -9,6 +9,7 @@
 #include <thread>
 
 #include <linux/futex.h>
+#include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 #include <tbb/parallel_for.h>
@@ -154,6 +155,9 @@ void Engine::share_host() {
   const int host_ranks = comm_size(host.get());
   // Ranks bound to cores of their own (mpirun --map-by slot:PE=n) have nothing to give: they never sleep.
   if (host_ranks == 1 || static_cast<unsigned>(cores * host_ranks) <= std::thread::hardware_concurrency()) return;
+  // Sleeps of tens of microseconds (on a rank of another host, which cannot ring) would otherwise last
+  // the default timer slack (50 us) longer.
+  prctl(PR_SET_TIMERSLACK, 1000UL, 0UL, 0UL, 0UL);
   const int host_rank = comm_rank(host.get());
   // The counter of working ranks in a cache line of its own, then each rank's doorbell in one of its own.
   static_assert(std::atomic<int>::is_always_lock_free && std::atomic<uint32_t>::is_always_lock_free,
@@ -186,6 +190,7 @@ void Engine::share_host() {
   MPI_Group_free(&host_group);
   for (int& r : host_.host_rank)
     if (r == MPI_UNDEFINED) r = -1;
+  host_.every_rank_here = host_ranks == n_ranks_;
 }
 
 void Engine::ring(int rank) {
@@ -227,13 +232,16 @@ void Engine::await(MPI_Request& request, int peer, bool long_wait, Polling polli
   // at once, so that the working stage gets every core from its first op, and soon sleeps. A sleeping
   // rank costs the working ones nothing: it wakes when it is rung (or, for what no one rings, such as a
   // reduction's inner rounds, after a bounded sleep), and then polls briefly, as the rest of a protocol
-  // progresses only while it polls.
+  // progresses only while it polls. A rank of another host cannot ring: waiting for one, sleeps are short
+  // and grow to a cap that bounds the latency they add.
   constexpr std::chrono::microseconds long_wait_poll{20}, short_wait_poll{300}, poll_after_waking{50};
-  constexpr long longest_sleep_ns = 200'000;
+  constexpr long rung_sleep_ns = 200'000, first_unrung_sleep_ns = 10'000, longest_unrung_sleep_ns = 50'000;
   const auto t0 = std::chrono::steady_clock::now();
   auto poll_until = t0 + (long_wait ? long_wait_poll : short_wait_poll);
   Doorbell* bell = host_.doorbells == nullptr ? nullptr : &host_.doorbells[host_.host_rank[static_cast<std::size_t>(rank_)]];
   const int asleep = peer < 0 ? Doorbell::asleep_in_reduction : Doorbell::asleep_on_message_with + peer;
+  const bool rung = bell != nullptr && (peer < 0 ? host_.every_rank_here : host_.host_rank[static_cast<std::size_t>(peer)] >= 0);
+  long sleep_ns = rung ? rung_sleep_ns : first_unrung_sleep_ns;
   bool idle = false;
   auto set_idle = [&] {
     if (!idle && bell != nullptr) host_.busy_ranks->fetch_sub(1, std::memory_order_relaxed);
@@ -261,11 +269,12 @@ void Engine::await(MPI_Request& request, int peer, bool long_wait, Polling polli
     polling();
     LPURT_MPI_CHECK(MPI_Test(&request, &done, MPI_STATUS_IGNORE));
     if (done == 0) {
-      const timespec timeout{0, longest_sleep_ns};
+      const timespec timeout{0, sleep_ns};
       syscall(SYS_futex, reinterpret_cast<uint32_t*>(&bell->rings), FUTEX_WAIT, rings, &timeout, nullptr, 0);
+      if (!rung) sleep_ns = std::min(2 * sleep_ns, longest_unrung_sleep_ns);
     }
     bell->asleep.store(Doorbell::awake, std::memory_order_seq_cst);
-    poll_until = std::chrono::steady_clock::now() + poll_after_waking;
+    if (bell->rings.load(std::memory_order_relaxed) != rings) poll_until = std::chrono::steady_clock::now() + poll_after_waking;
   }
   if (idle) host_.busy_ranks->fetch_add(1, std::memory_order_relaxed);
   mpi_wait_s_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();

@@ -243,6 +243,7 @@ class Engine {
     std::atomic<int>* busy_ranks = nullptr;  ///< ranks of the host not asleep in a wait; null: nothing shared
     Doorbell* doorbells = nullptr;           ///< [ranks of the host]
     std::vector<int> host_rank;              ///< [n_ranks] a rank's index on this host, or -1 (another host)
+    bool every_rank_here = false;            ///< every rank of comm_ is on this host (all can ring)
     ~HostShare();
   };
   HostShare host_;
