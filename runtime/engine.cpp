@@ -398,6 +398,13 @@ void* Engine::payload_at(const Op& op, LocalChip& c, bool sending) {
     case Payload::reduced_sums: return c.sums.data() + begin;
     case Payload::embedding_reduced: return c.x.data() + begin;
     case Payload::activations: return c.x.data() + begin;
+    // A stage that begins at an FFN's output half: the SiLU output into the shard, which w_down reads, and
+    // the stage's amax where the down and residual ops read it (the engine's with tp > 1, else the shard's).
+    case Payload::ffn_act:
+      return sending ? const_cast<float*>(c.shard->ffn_act()) + begin : c.shard->ffn_act_input() + begin;
+    case Payload::ffn_amax:
+      if (plan_.tp > 1) return c.amax.data() + begin;
+      return sending ? const_cast<float*>(c.shard->amax()) + begin : c.shard->amax_input() + begin;
     case Payload::moe_partial:
       // The expert slots' int32 sums are summed in place in the shard, so running sums go from there too.
       return sending ? c.shard->moe_sums() + begin : c.rs_sums.data() + slot;
