@@ -30,7 +30,7 @@ const char* op_name(OpKind k) {
 const char* payload_name(Payload p) {
   static const char* names[] = {"none",       "amax",        "partial_sums", "reduced_sums", "embedding_partial",
                                 "embedding_reduced", "activations", "moe_partial",  "moe_reduced", "moe_amax",
-                                "ffn_act",    "ffn_amax"};
+                                "activations_ffn"};
   return names[static_cast<int>(p)];
 }
 
@@ -227,21 +227,23 @@ class Builder {
   }
 
   /// What stage s - 1 hands stage s, chip (s - 1, t) to chip (s, t): the activations, and when stage s
-  /// begins at an FFN's output half, the input half's results for the same FFN columns (the same tp rank):
-  /// the SiLU output [n, n_ffn] and the stage's amax [n].
+  /// begins at an FFN's output half, with them the input half's results for the same FFN columns (the
+  /// same tp rank), the SiLU output [n, n_ffn] and the stage's amax [n]. One transfer: each pays its
+  /// hops' latency, and a stage's hand-offs may share links (between racks, one global link).
   void hand_off(int64_t s, int64_t n, int32_t b) {
     const Plan& plan = *plan_;
     const int64_t begin = plan.stage_part_begin[static_cast<std::size_t>(s)];
     const bool inside_ffn = chip::part_kind(begin) == chip::LayerPart::ffn_out;
     LPURT_ASSERT(!inside_ffn || !plan.model.is_moe());  // balance_stages keeps MoE FFNs whole
-    const int64_t l = chip::part_layer(begin);
+    const int64_t d = plan.model.hidden_size;
     for (int64_t t = 0; t < plan.tp; ++t) {
       const int64_t from = chip_id(s - 1, t), to = chip_id(s, t);
-      transfer(from, to, Payload::activations, 0, n * plan.model.hidden_size, 4, -1, b);
-      if (!inside_ffn) continue;
+      if (!inside_ffn) {
+        transfer(from, to, Payload::activations, 0, n * d, 4, -1, b);
+        continue;
+      }
       const int64_t columns = plan.chips[static_cast<std::size_t>(from)].range.n_ffn();
-      transfer(from, to, Payload::ffn_act, 0, n * columns, 4, l, b);
-      transfer(from, to, Payload::ffn_amax, 0, n, 4, l, b);
+      transfer(from, to, Payload::activations_ffn, 0, n * (d + columns + 1), 4, chip::part_layer(begin), b);
     }
   }
 
