@@ -319,7 +319,7 @@ link between the two racks one after another, so its last chip starts some 16 us
 balancer weighs bytes, not placement: with whole-part cuts the heaviest stages happened to miss the rack
 boundaries, with cuts inside the FFN one of the 166 MB stages begins a rack, and the busiest stage over the
 mean grows. Weighing placement in the balancer (light stages where a hand-off crosses racks) is what would
-recover it; the non-boundary stages are as on the chain. At batch 1 the cuts cost a little: a hand-off
+recover it; the other stages are no busier than on the chain. At batch 1 the cuts cost a little: a hand-off
 inside an FFN also carries the SiLU output (0.44 times the activations at tp 8) in the same transfer, and
 the planner's own layouts (the first and fourth rows) begin no stage inside an FFN.
 
