@@ -136,7 +136,7 @@ Shard::Shard(const ModelConfig& cfg, const ShardRange& range, const ShardShape& 
   weights_.layers.resize(static_cast<std::size_t>(range.n_layers()));
   if (cfg.is_moe())
     for (int64_t layer = range.layer_begin(); layer < range.layer_end(); ++layer)
-      if (range.has_ffn(layer)) weights_.layers[static_cast<std::size_t>(layer - range.layer_begin())].experts.resize(static_cast<std::size_t>(cfg.n_experts));
+      if (range.has_ffn_in(layer) || range.has_ffn_out(layer)) weights_.layers[static_cast<std::size_t>(layer - range.layer_begin())].experts.resize(static_cast<std::size_t>(cfg.n_experts));
   int64_t arena_bytes = 0;
   auto aligned = [](int64_t bytes) { return (bytes + matrix_alignment - 1) / matrix_alignment * matrix_alignment; };
   for_each_slice(cfg, range, [&](const TensorSlice& slice) {

@@ -163,6 +163,12 @@ class Shard {
   /// Result in logits(), float [n_vocab].
   void logits(const float* x);
 
+  /// The FFN input half's results, writable: a stage cut inside an FFN hands them to the next stage's
+  /// chip of the same tp rank (the same FFN columns), which writes them here before its w_down: the SiLU
+  /// output, and with one chip a stage its amax (with more, the engine keeps the stage's gathered amax).
+  float* ffn_act_buffer() { return act_.data(); }  ///< [n, n_ffn] (dense)
+  float* amax_buffer() { return amax_.data(); }    ///< [n]
+
   const float* attention_out() const { return attn_.data(); }  ///< [n, n_heads*hd]
   const float* ffn_act() const { return act_.data(); }         ///< [n, n_ffn] (MoE: [held slots, n_ffn])
   const float* amax() const { return amax_.data(); }           ///< [n] per-token local amax

@@ -6,7 +6,7 @@ namespace lpurt::chip {
 
 ShardRange whole_model(const ModelConfig& cfg) {
   ShardRange r;
-  r.part_end = 2 * cfg.n_layers;
+  r.part_end = n_parts(cfg);
   r.expert_end = cfg.n_experts;
   r.head_end = cfg.n_heads;
   r.ffn_end = cfg.ffn_size();

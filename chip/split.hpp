@@ -28,10 +28,21 @@ namespace lpurt::chip {
 /// each expert sliced over a group of chips by FFN columns as the dense FFN is. Every chip of an MoE
 /// stage also holds the w_down row scales of the experts it does not hold (a slice with no columns): the
 /// stage's summed int32 expert outputs are dequantized on every chip.
+/// A layer's three parts, in order: part 3l is layer l's attention (attn_norm, wq, wk, wv, wo, its KV
+/// cache), part 3l+1 its FFN's input half (ffn_norm, the rows of w_gate and w_up, or the router and the
+/// experts' gate/up: up to the SiLU output and its amax), part 3l+2 its output half (w_down, whose int32
+/// sums are reduced and added to the residual). Pipeline stages split the model at part boundaries, so a
+/// stage may begin or end inside a layer, and inside its FFN.
+enum class LayerPart : uint8_t { attention, ffn_in, ffn_out };
+constexpr int64_t parts_per_layer = 3;
+inline int64_t part_index(int64_t layer, LayerPart part) { return parts_per_layer * layer + static_cast<int64_t>(part); }
+inline int64_t part_layer(int64_t part) { return part / parts_per_layer; }
+inline LayerPart part_kind(int64_t part) { return static_cast<LayerPart>(part % parts_per_layer); }
+/// Layer parts of the whole model.
+inline int64_t n_parts(const ModelConfig& cfg) { return parts_per_layer * cfg.n_layers; }
+
 struct ShardRange {
-  /// Layer parts [begin, end): part 2l is layer l's attention (attn_norm, wq, wk, wv, wo, its KV cache),
-  /// part 2l+1 its FFN (ffn_norm and the dense FFN or the router and experts). Pipeline stages split the
-  /// model at part boundaries, so a stage may end inside a layer.
+  /// Layer parts [begin, end) (LayerPart).
   int64_t part_begin = 0, part_end = 0;
   int64_t head_begin = 0, head_end = 0;    ///< query heads of every held layer
   int64_t ffn_begin = 0, ffn_end = 0;      ///< rows of w_gate/w_up, columns of w_down (of each held expert)
@@ -40,14 +51,20 @@ struct ShardRange {
   int64_t embed_begin = 0, embed_end = 0;  ///< rows (tokens) of the embedding table; empty if none
   bool final_norm = false;                 ///< holds final_norm (last stage)
 
-  int64_t layer_begin() const { return part_begin / 2; }      ///< first layer touched
-  int64_t layer_end() const { return (part_end + 1) / 2; }    ///< one past the last layer touched
+  int64_t layer_begin() const { return part_layer(part_begin); }  ///< first layer touched
+  /// One past the last layer touched.
+  int64_t layer_end() const { return part_layer(part_end + parts_per_layer - 1); }
   int64_t n_layers() const { return layer_end() - layer_begin(); }
-  bool has_attention(int64_t layer) const { return 2 * layer >= part_begin && 2 * layer < part_end; }
-  bool has_ffn(int64_t layer) const { return 2 * layer + 1 >= part_begin && 2 * layer + 1 < part_end; }
-  int64_t attention_layer_begin() const { return (part_begin + 1) / 2; }
-  int64_t n_attention_layers() const { return (part_end + 1) / 2 - (part_begin + 1) / 2; }
-  int64_t n_ffn_layers() const { return part_end / 2 - part_begin / 2; }
+  bool has_part(int64_t layer, LayerPart part) const {
+    const int64_t i = part_index(layer, part);
+    return i >= part_begin && i < part_end;
+  }
+  bool has_attention(int64_t layer) const { return has_part(layer, LayerPart::attention); }
+  bool has_ffn_in(int64_t layer) const { return has_part(layer, LayerPart::ffn_in); }
+  bool has_ffn_out(int64_t layer) const { return has_part(layer, LayerPart::ffn_out); }
+  /// The first layer whose attention is held (the first layer of the KV cache).
+  int64_t attention_layer_begin() const { return part_layer(part_begin + parts_per_layer - 1); }
+  int64_t n_attention_layers() const { return part_layer(part_end + parts_per_layer - 1) - attention_layer_begin(); }
   int64_t n_heads() const { return head_end - head_begin; }
   int64_t n_ffn() const { return ffn_end - ffn_begin; }
   int64_t n_vocab() const { return vocab_end - vocab_begin; }
@@ -103,10 +120,13 @@ void for_each_slice(const ModelConfig& cfg, const ShardRange& r, Visit&& visit) 
     const TensorShape s = tensor_shape(cfg, id);
     visit(TensorSlice{id, 0, s.rows, 0, s.cols});
   };
+  // An expert's (or the dense FFN's) slices of the FFN halves held: gate/up rows, w_down columns.
   auto expert = [&](int64_t layer, int64_t index) {
-    visit(TensorSlice{{TensorKind::w_gate, layer, index}, r.ffn_begin, r.ffn_end, 0, d});
-    visit(TensorSlice{{TensorKind::w_up, layer, index}, r.ffn_begin, r.ffn_end, 0, d});
-    visit(TensorSlice{{TensorKind::w_down, layer, index}, 0, d, r.ffn_begin, r.ffn_end});
+    if (r.has_ffn_in(layer)) {
+      visit(TensorSlice{{TensorKind::w_gate, layer, index}, r.ffn_begin, r.ffn_end, 0, d});
+      visit(TensorSlice{{TensorKind::w_up, layer, index}, r.ffn_begin, r.ffn_end, 0, d});
+    }
+    if (r.has_ffn_out(layer)) visit(TensorSlice{{TensorKind::w_down, layer, index}, 0, d, r.ffn_begin, r.ffn_end});
   };
   if (r.n_embed() > 0) visit(TensorSlice{{TensorKind::embedding}, r.embed_begin, r.embed_end, 0, d});
   for (int64_t l = r.layer_begin(); l < r.layer_end(); ++l) {
@@ -124,13 +144,13 @@ void for_each_slice(const ModelConfig& cfg, const ShardRange& r, Visit&& visit) 
       }
       visit(TensorSlice{{TensorKind::wo, l}, 0, d, q_rows_begin, q_rows_end});
     }
-    if (!r.has_ffn(l)) continue;
-    whole({TensorKind::ffn_norm, l});
+    if (!r.has_ffn_in(l) && !r.has_ffn_out(l)) continue;
+    if (r.has_ffn_in(l)) whole({TensorKind::ffn_norm, l});
     if (cfg.is_moe()) {
-      whole({TensorKind::router, l});
+      if (r.has_ffn_in(l)) whole({TensorKind::router, l});
       for (int64_t e = 0; e < cfg.n_experts; ++e) {
         if (e >= r.expert_begin && e < r.expert_end) expert(l, e);
-        else visit(TensorSlice{{TensorKind::w_down, l, e}, 0, d, 0, 0});  // its row scales only
+        else if (r.has_ffn_out(l)) visit(TensorSlice{{TensorKind::w_down, l, e}, 0, d, 0, 0});  // its row scales only
       }
     } else {
       expert(l, -1);

@@ -247,11 +247,14 @@ void print_plan_table(const partition::Plan& plan, const std::string& model_name
       if (c.chip == 16) std::printf("%6s\n", "...");
       continue;
     }
-    // Parts as "3a-4f": layer 3's attention through layer 4's FFN.
+    // Parts as "3a-4g": layer 3's attention through layer 4's FFN input half (a: attention, g: the FFN's
+    // gate/up half, d: its w_down half).
+    auto part_name = [](int64_t part) {
+      static const char letter[] = {'a', 'g', 'd'};
+      return std::to_string(chip::part_layer(part)) + letter[static_cast<int>(chip::part_kind(part))];
+    };
     char parts[48];
-    const int64_t first = c.range.part_begin, last = c.range.part_end - 1;
-    std::snprintf(parts, sizeof parts, "%lld%c-%lld%c", static_cast<long long>(first / 2), first % 2 ? 'f' : 'a',
-                  static_cast<long long>(last / 2), last % 2 ? 'f' : 'a');
+    std::snprintf(parts, sizeof parts, "%s-%s", part_name(c.range.part_begin).c_str(), part_name(c.range.part_end - 1).c_str());
     const auto i = static_cast<std::size_t>(c.chip);
     std::printf("%6lld %6lld %4lld %9s %11s %11s %11s %11s %5.1f%% %12.2f %11.2f\n", static_cast<long long>(c.chip),
                 static_cast<long long>(c.stage), static_cast<long long>(c.tp_rank), parts,

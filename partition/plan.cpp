@@ -110,9 +110,11 @@ void check_layout(const chip::ModelConfig& cfg, int64_t n_chips, int64_t tp, int
   if (cfg.is_moe() && tp > cfg.n_experts * cfg.ffn_size())
     throw PlanError("tp=" + std::to_string(tp) + " exceeds the model's " + std::to_string(cfg.n_experts) + " experts x " +
                     std::to_string(cfg.ffn_size()) + " FFN columns (a chip holds at least one column of an expert)");
-  if (pp > 2 * cfg.n_layers)
-    throw PlanError("pp=" + std::to_string(pp) + " exceeds the model's " + std::to_string(2 * cfg.n_layers) +
-                    " layer parts (attention and FFN of " + std::to_string(cfg.n_layers) + " layers)");
+  if (pp > max_stages(cfg))
+    throw PlanError("pp=" + std::to_string(pp) + " exceeds the model's " + std::to_string(max_stages(cfg)) +
+                    (cfg.is_moe() ? " layer parts (attention and MoE FFN, kept whole, of "
+                                  : " layer parts (attention, FFN input half and FFN output half of ") +
+                    std::to_string(cfg.n_layers) + " layers)");
   if (tp > n_chips / pp / replicas)
     throw PlanError("tp=" + std::to_string(tp) + " x pp=" + std::to_string(pp) +
                     (replicas > 1 ? " x replicas=" + std::to_string(replicas) : std::string()) + " needs " +
@@ -157,41 +159,88 @@ void check_fits(const Plan& plan, int64_t minimum) {
 
 }  // namespace
 
+bool stage_may_begin_at(const chip::ModelConfig& cfg, int64_t part) {
+  // An MoE FFN is kept whole: a stage beginning at its output half would need the routing (chosen experts
+  // and weights [n, k]), the held slots' SiLU rows and the per-slot amax [n, k] of the stage before, a
+  // hand-off the runtime does not carry.
+  return !(cfg.is_moe() && chip::part_kind(part) == chip::LayerPart::ffn_out);
+}
+
+int64_t max_stages(const chip::ModelConfig& cfg) {
+  return cfg.is_moe() ? 2 * cfg.n_layers : chip::n_parts(cfg);
+}
+
 std::vector<int64_t> balance_stages(const chip::ModelConfig& cfg, int64_t pp) {
-  const int64_t n = 2 * cfg.n_layers;
-  LPURT_ASSERT(pp >= 1 && pp <= n);
-  int64_t attention = 0, ffn = 0;
-  for (const auto& t : chip::layer_tensors(cfg, 0)) {
-    const bool attention_part = t.kind == chip::TensorKind::attn_norm || t.kind == chip::TensorKind::wq ||
-                                t.kind == chip::TensorKind::wk || t.kind == chip::TensorKind::wv ||
-                                t.kind == chip::TensorKind::wo;
-    (attention_part ? attention : ffn) += chip::tensor_bytes(cfg, t);
+  const int64_t n = chip::n_parts(cfg);
+  LPURT_ASSERT(pp >= 1 && pp <= max_stages(cfg));
+  // Each part's weight bytes, as a chip holding the whole part stores them (every layer alike).
+  int64_t part_bytes[chip::parts_per_layer] = {};
+  for (int64_t k = 0; k < chip::parts_per_layer; ++k) {
+    chip::ShardRange r = chip::whole_model(cfg);
+    r.part_begin = k, r.part_end = k + 1;
+    r.embed_end = r.vocab_end = 0, r.final_norm = false;
+    part_bytes[k] = chip::slice_weight_bytes(cfg, r);
   }
   const int64_t head = chip::tensor_bytes(cfg, {chip::TensorKind::embedding});
   const int64_t tail = chip::tensor_bytes(cfg, {chip::TensorKind::lm_head}) + chip::tensor_bytes(cfg, {chip::TensorKind::final_norm});
+  // The boundaries a stage may begin at (and 0 and n): cuts[u] for u in [0, m].
+  std::vector<int64_t> cuts;
+  for (int64_t i = 0; i <= n; ++i)
+    if (i == 0 || i == n || stage_may_begin_at(cfg, i)) cuts.push_back(i);
+  const auto m = static_cast<int64_t>(cuts.size()) - 1;
   std::vector<int64_t> prefix(static_cast<std::size_t>(n + 1), 0);
-  for (int64_t i = 0; i < n; ++i) prefix[static_cast<std::size_t>(i + 1)] = prefix[static_cast<std::size_t>(i)] + (i % 2 == 0 ? attention : ffn);
-  auto cost = [&](int64_t s, int64_t i, int64_t j) {
-    return prefix[static_cast<std::size_t>(j)] - prefix[static_cast<std::size_t>(i)] + (s == 0 ? head : 0) + (s == pp - 1 ? tail : 0);
+  for (int64_t i = 0; i < n; ++i)
+    prefix[static_cast<std::size_t>(i + 1)] = prefix[static_cast<std::size_t>(i)] + part_bytes[i % chip::parts_per_layer];
+  auto at = [](const std::vector<int64_t>& v, int64_t i) { return v[static_cast<std::size_t>(i)]; };
+  // Weight of stage s holding cuts [a, b).
+  auto cost = [&](int64_t s, int64_t a, int64_t b) {
+    return at(prefix, at(cuts, b)) - at(prefix, at(cuts, a)) + (s == 0 ? head : 0) + (s == pp - 1 ? tail : 0);
   };
-  // best[s][j]: smallest possible heaviest stage when stages 0..s hold parts [0, j); from[s][j]: its split.
-  constexpr int64_t infinite = std::numeric_limits<int64_t>::max();
-  std::vector<std::vector<int64_t>> best(static_cast<std::size_t>(pp), std::vector<int64_t>(static_cast<std::size_t>(n + 1), infinite));
-  std::vector<std::vector<int64_t>> from(best.size(), std::vector<int64_t>(static_cast<std::size_t>(n + 1), 0));
-  for (int64_t j = 1; j <= n - (pp - 1); ++j) best[0][static_cast<std::size_t>(j)] = cost(0, 0, j);
-  for (int64_t s = 1; s < pp; ++s)
-    for (int64_t j = s + 1; j <= n - (pp - 1 - s); ++j)
-      for (int64_t i = s; i < j; ++i) {
-        const int64_t prev = best[static_cast<std::size_t>(s - 1)][static_cast<std::size_t>(i)];
-        if (prev == infinite) continue;
-        const int64_t m = std::max(prev, cost(s, i, j));
-        if (m < best[static_cast<std::size_t>(s)][static_cast<std::size_t>(j)])
-          best[static_cast<std::size_t>(s)][static_cast<std::size_t>(j)] = m, from[static_cast<std::size_t>(s)][static_cast<std::size_t>(j)] = i;
+  // A stage that begins inside an FFN adds the SiLU output to the hand-off: among splits with the same
+  // heaviest stage, fewer of them.
+  auto inside_ffn = [&](int64_t a) { return chip::part_kind(at(cuts, a)) == chip::LayerPart::ffn_out ? 1 : 0; };
+  struct Split {
+    int64_t heaviest = std::numeric_limits<int64_t>::max();
+    int64_t inside_ffn = 0;  ///< stages that begin inside an FFN
+    bool operator<(const Split& o) const { return std::tie(heaviest, inside_ffn) < std::tie(o.heaviest, o.inside_ffn); }
+  };
+  // best[s][b]: the best split (smallest heaviest stage, then fewest stages beginning inside an FFN) when
+  // stages 0..s hold cuts [0, b); from[s][b]: the earliest a (stage s holding [a, b)) that gives it.
+  // best[s - 1][a].heaviest does not decrease with a, and stage s's cost(a, b) decreases (every part has
+  // bytes): the heaviest stage is smallest where they cross, found by bisection; before it the stage's own
+  // cost decides and rises, after it the stages before decide, equal along a run of equal heaviest.
+  std::vector<std::vector<Split>> best(static_cast<std::size_t>(pp), std::vector<Split>(static_cast<std::size_t>(m + 1)));
+  std::vector<std::vector<int64_t>> from(best.size(), std::vector<int64_t>(static_cast<std::size_t>(m + 1), 0));
+  for (int64_t b = 1; b <= m - (pp - 1); ++b) best[0][static_cast<std::size_t>(b)] = {cost(0, 0, b), 0};
+  for (int64_t s = 1; s < pp; ++s) {
+    const std::vector<Split>& prev = best[static_cast<std::size_t>(s - 1)];
+    auto before = [&](int64_t a) -> const Split& { return prev[static_cast<std::size_t>(a)]; };
+    for (int64_t b = s + 1; b <= m - (pp - 1 - s); ++b) {
+      // The first a in [s, b - 1] where the stages before weigh at least stage s, or b if none.
+      int64_t lo = s, hi = b;
+      while (lo < hi) {
+        const int64_t mid = lo + (hi - lo) / 2;
+        if (before(mid).heaviest >= cost(s, mid, b)) hi = mid;
+        else lo = mid + 1;
       }
-  std::vector<int64_t> begin(static_cast<std::size_t>(pp + 1), 0);
-  begin[static_cast<std::size_t>(pp)] = n;
+      Split chosen;
+      int64_t chosen_a = -1;
+      auto consider = [&](int64_t a, int64_t heaviest) {
+        const Split v{heaviest, before(a).inside_ffn + inside_ffn(a)};
+        if (v < chosen) chosen = v, chosen_a = a;
+      };
+      if (lo - 1 >= s) consider(lo - 1, cost(s, lo - 1, b));
+      for (int64_t a = lo; a < b && before(a).heaviest == before(lo).heaviest; ++a) consider(a, before(a).heaviest);
+      best[static_cast<std::size_t>(s)][static_cast<std::size_t>(b)] = chosen;
+      from[static_cast<std::size_t>(s)][static_cast<std::size_t>(b)] = chosen_a;
+    }
+  }
+  std::vector<int64_t> unit(static_cast<std::size_t>(pp + 1), 0);
+  unit[static_cast<std::size_t>(pp)] = m;
   for (int64_t s = pp - 1; s > 0; --s)
-    begin[static_cast<std::size_t>(s)] = from[static_cast<std::size_t>(s)][static_cast<std::size_t>(begin[static_cast<std::size_t>(s + 1)])];
+    unit[static_cast<std::size_t>(s)] = from[static_cast<std::size_t>(s)][static_cast<std::size_t>(unit[static_cast<std::size_t>(s + 1)])];
+  std::vector<int64_t> begin(unit.size());
+  for (std::size_t s = 0; s < unit.size(); ++s) begin[s] = at(cuts, unit[s]);
   return begin;
 }
 
@@ -299,20 +348,26 @@ class LayoutBound {
   }
 
   /// A decode token's trip from the end of stage 0 (its last chip done) to the end of the pipeline, whose
-  /// later stages hold parts [first_part, 2 x layers): every part on the chip with the smallest share (the
-  /// first to go may be the lightest one), its collectives, and the stage transfers.
+  /// later stages hold parts [first_part, chip::n_parts): every part on the chip with the smallest share
+  /// (the first to go may be the lightest one), its collectives, and the stage transfers.
   int64_t latency_after_first_stage(int64_t tp, int64_t pp, int64_t first_part) const {
     const int64_t d = cfg_.hidden_size, hd = cfg_.head_dim();
     const int64_t heads = cfg_.n_heads / tp, kv_heads = std::max<int64_t>(1, cfg_.n_kv_heads / tp);
     const int64_t attention_bytes = (2 * heads + 2 * kv_heads) * hd * d;
-    const int64_t ffn_bytes = cfg_.is_moe() ? 0 : 3 * (cfg_.intermediate_size / tp) * d;
+    // An FFN's input half streams w_gate and w_up, its output half w_down.
+    const int64_t ffn_column_bytes = cfg_.is_moe() ? 0 : (cfg_.intermediate_size / tp) * d;
     const int64_t attention = chip::CostModel(hw_).attention_cycles(heads, kv_heads, hd, position_, 1);
     const auto [attention_collectives, ffn_collectives] = collective_cycles(tp, 1);
     int64_t cycles = (pp - 1) * one_hop_cycles(hw_, hw_.activation_bytes_per_value * d) +
                      matrix_cycles(cfg_.vocab_size / tp * d, 1);
-    for (int64_t part = first_part; part < 2 * cfg_.n_layers; ++part)
-      cycles += part % 2 == 0 ? matrix_cycles(attention_bytes, 1) + attention_collectives + attention
-                              : matrix_cycles(ffn_bytes, 1) + ffn_collectives;
+    for (int64_t part = first_part; part < chip::n_parts(cfg_); ++part) {
+      switch (chip::part_kind(part)) {
+        case chip::LayerPart::attention: cycles += matrix_cycles(attention_bytes, 1) + attention_collectives + attention; break;
+        case chip::LayerPart::ffn_in: cycles += matrix_cycles(2 * ffn_column_bytes, 1); break;
+        // The FFN's collectives counted with its output half, which follows them.
+        case chip::LayerPart::ffn_out: cycles += matrix_cycles(ffn_column_bytes, 1) + ffn_collectives; break;
+      }
+    }
     return cycles;
   }
 
@@ -531,7 +586,7 @@ class StageCache {
   const int64_t max_tp = r.tp > 0 ? r.tp : cfg.n_heads;
   for (int64_t tp = r.tp > 0 ? r.tp : 1; tp <= max_tp; ++tp) {
     for (int64_t pp = r.pp > 0 ? r.pp : std::max<int64_t>(1, chip::ceil_div(minimum, tp));
-         pp <= (r.pp > 0 ? r.pp : 2 * cfg.n_layers) && tp * pp < smallest; ++pp) {
+         pp <= (r.pp > 0 ? r.pp : max_stages(cfg)) && tp * pp < smallest; ++pp) {
       if (layout(cfg, hw, r, tp, pp, 1, stages(pp), 1).sram_bytes_max() > hw.sram_bytes) continue;
       smallest = tp * pp, smallest_tp = tp;
       break;
@@ -543,7 +598,7 @@ class StageCache {
   const std::string head = "the model does not fit on " + std::to_string(r.n_chips) + " chip" + (r.n_chips == 1 ? "" : "s");
   if (smallest_tp == 0)
     throw chip::CapacityError(head + ": no layout fits on any number of chips (every chip of tp up to " +
-                              std::to_string(max_tp) + " x pp up to " + std::to_string(2 * cfg.n_layers) +
+                              std::to_string(max_tp) + " x pp up to " + std::to_string(max_stages(cfg)) +
                               " overflows its SRAM; " + sizes + "): use a shorter --context or a smaller --batch");
   throw chip::CapacityError(head + ": it needs at least " + std::to_string(smallest) + " chips (the smallest layout "
                             "that fits is tp " + std::to_string(smallest_tp) + " x pp " +
@@ -557,7 +612,7 @@ Plan make_plan(const chip::ModelConfig& cfg, const chip::ChipSpec& hw, const Pla
   hw.validate();
   // Before anything that scales with the request (candidates per chip count, SRAM per sequence).
   check_request(cfg, hw, r);
-  const int64_t parts = 2 * cfg.n_layers;
+  const int64_t parts = max_stages(cfg);
   StageCache stages(cfg);
   if (r.tp > 0 && r.pp > 0 && r.replicas > 0) {
     // A layout the user fixed: its own errors are the answer.
@@ -652,7 +707,9 @@ Plan make_plan(const chip::ModelConfig& cfg, const chip::ChipSpec& hw, const Pla
             const int64_t latency = first->second.makespan_cycles + bound.latency_after_first_stage(c.tp, c.pp, prefix_parts);
             return loses(objective_of(std::max(latency, n_slots * first->second.span_cycles), c.prefill_bound_cycles), c);
           };
-          if (prefix_loses(std::min<int64_t>(2, stage_parts)) || (stage_parts > 2 && prefix_loses(stage_parts))) continue;
+          if (prefix_loses(std::min(chip::parts_per_layer, stage_parts)) ||
+              (stage_parts > chip::parts_per_layer && prefix_loses(stage_parts)))
+            continue;
         }
         if (it == pipelines.end()) {
           it = pipelines.emplace(std::make_pair(c.tp, c.pp), std::make_unique<Pipeline>(std::move(probe), shape.context - 1)).first;

@@ -97,8 +97,9 @@ struct Plan {
   chip::ShardShape shape;              ///< context, n_slots (sequences per replica), block_tokens
   /// [replicas * pp * tp], chip = (replica * pp + stage) * tp + tp_rank
   std::vector<ChipPlan> chips;
-  /// [pp + 1]: stage s holds layer parts [begin[s], begin[s+1]) (part 2l: layer l's attention, 2l+1: its
-  /// FFN). Chosen to minimise the heaviest stage's weight bytes, so splits may be uneven.
+  /// [pp + 1]: stage s holds layer parts [begin[s], begin[s+1]) (chip::LayerPart: 3l layer l's attention,
+  /// 3l+1 and 3l+2 its FFN's input and output halves). Chosen to minimise the heaviest stage's weight
+  /// bytes, so splits may be uneven, and a stage may begin inside a dense FFN (stage_may_begin_at).
   std::vector<int64_t> stage_part_begin;
 
   int64_t chips_per_replica() const { return tp * pp; }
@@ -141,9 +142,17 @@ Plan make_plan(const chip::ModelConfig& cfg, const chip::ChipSpec& hw, const Pla
 /// A lower bound on the chips the model needs: all weights and KV cache over the SRAM left per chip.
 int64_t minimum_chips(const chip::ModelConfig& cfg, const chip::ChipSpec& hw, const PlanRequest& request);
 
-/// Stage boundaries over the model's 2L layer parts: every stage gets at least one part and the largest
-/// stage weight (embedding on the first stage, final norm and lm_head on the last) is as small as
-/// possible; ties go to the earliest boundary. Returns [pp + 1] part indices.
+/// Whether a pipeline stage may begin at layer part `part`: at any part of a dense model (a stage that
+/// begins at an FFN's output half receives the input half's SiLU output and amax with the activations),
+/// not inside an MoE FFN.
+bool stage_may_begin_at(const chip::ModelConfig& cfg, int64_t part);
+
+/// The most pipeline stages a model splits into: one per part a stage may begin at.
+int64_t max_stages(const chip::ModelConfig& cfg);
+
+/// Stage boundaries over the model's 3L layer parts, at parts a stage may begin at: every stage gets at
+/// least one part and the largest stage weight (embedding on the first stage, final norm and lm_head on
+/// the last) is as small as possible; ties go to the earliest boundary. Returns [pp + 1] part indices.
 std::vector<int64_t> balance_stages(const chip::ModelConfig& cfg, int64_t pp);
 
 /// [begin, end) of part i when n items are split into `parts` contiguous, balanced parts.

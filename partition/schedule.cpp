@@ -29,7 +29,8 @@ const char* op_name(OpKind k) {
 
 const char* payload_name(Payload p) {
   static const char* names[] = {"none",       "amax",        "partial_sums", "reduced_sums", "embedding_partial",
-                                "embedding_reduced", "activations", "moe_partial",  "moe_reduced", "moe_amax"};
+                                "embedding_reduced", "activations", "moe_partial",  "moe_reduced", "moe_amax",
+                                "activations_ffn"};
   return names[static_cast<int>(p)];
 }
 
@@ -182,61 +183,87 @@ class Builder {
     for (int64_t t = 0; t < plan_->tp; ++t) compute(chip_id(stage, t), kind, unit, layer, block, payload);
   }
 
-  void ffn(int64_t s, int64_t l, int64_t n, int32_t b) {
+  /// An FFN's input half: norm, gate/up, SiLU, and the amax all-gather its output half quantizes with.
+  void ffn_in(int64_t s, int64_t l, int64_t n, int32_t b) {
+    each_chip(s, OpKind::ffn_norm, Unit::vxm, l, b);
     if (plan_->model.is_moe()) {
       // Every chip routes alike and computes the chosen experts' columns it holds (whole experts, or a
       // slice of one). The slots' amax over each expert's whole width is the max over the stage (chips
-      // that do not hold a slot give 0); the int32 w_down sums are summed over the stage (non-holders
-      // give 0) before any chip dequantizes, so a sliced expert's output is its single-chip output; every
-      // chip then dequantizes, weights and adds the slots in expert order.
-      each_chip(s, OpKind::ffn_norm, Unit::vxm, l, b);
-      // Booked on the MXM; its router and SiLU work (VXM) is costed inside it, not booked separately.
+      // that do not hold a slot give 0). Booked on the MXM; its router and SiLU work (VXM) is costed
+      // inside it, not booked separately.
       each_chip(s, OpKind::moe_up, Unit::mxm, l, b);
       if (plan_->tp > 1) all_gather_all(s, Payload::moe_amax, n * plan_->model.n_experts_per_token, l, b);
-      each_chip(s, OpKind::moe_down, Unit::mxm, l, b);
-      if (plan_->tp > 1)
-        reduce_scatter_all_gather(s, Payload::moe_partial, Payload::moe_reduced, n, l, b);
-      each_chip(s, OpKind::ffn_residual, Unit::vxm, l, b);
       return;
     }
-    each_chip(s, OpKind::ffn_norm, Unit::vxm, l, b);
     each_chip(s, OpKind::gate_up, Unit::mxm, l, b);
     each_chip(s, OpKind::silu, Unit::vxm, l, b);
     if (plan_->tp > 1) all_gather_all(s, Payload::amax, n, l, b);
-    each_chip(s, OpKind::down, Unit::mxm, l, b);
-    if (plan_->tp > 1)
-      reduce_scatter_all_gather(s, Payload::partial_sums, Payload::reduced_sums, n, l, b);
+  }
+
+  /// An FFN's output half: w_down, the int32 reduction over the stage, the residual add.
+  void ffn_out(int64_t s, int64_t l, int64_t n, int32_t b) {
+    if (plan_->model.is_moe()) {
+      // The int32 w_down sums are summed over the stage (non-holders give 0) before any chip dequantizes,
+      // so a sliced expert's output is its single-chip output; every chip then dequantizes, weights and
+      // adds the slots in expert order.
+      each_chip(s, OpKind::moe_down, Unit::mxm, l, b);
+      if (plan_->tp > 1) reduce_scatter_all_gather(s, Payload::moe_partial, Payload::moe_reduced, n, l, b);
+    } else {
+      each_chip(s, OpKind::down, Unit::mxm, l, b);
+      if (plan_->tp > 1) reduce_scatter_all_gather(s, Payload::partial_sums, Payload::reduced_sums, n, l, b);
+    }
     each_chip(s, OpKind::ffn_residual, Unit::vxm, l, b);
+  }
+
+  void attention(int64_t s, int64_t l, int64_t n, int32_t b) {
+    const bool split = plan_->tp > 1;
+    each_chip(s, OpKind::attn_norm, Unit::vxm, l, b);
+    each_chip(s, OpKind::qkv, Unit::mxm, l, b);
+    each_chip(s, OpKind::attention, Unit::vxm, l, b);
+    if (split) all_gather_all(s, Payload::amax, n, l, b);
+    each_chip(s, OpKind::wo, Unit::mxm, l, b);
+    if (split) reduce_scatter_all_gather(s, Payload::partial_sums, Payload::reduced_sums, n, l, b);
+    each_chip(s, OpKind::attn_residual, Unit::vxm, l, b);
+  }
+
+  /// What stage s - 1 hands stage s, chip (s - 1, t) to chip (s, t): the activations, and when stage s
+  /// begins at an FFN's output half, with them the input half's results for the same FFN columns (the
+  /// same tp rank), the SiLU output [n, n_ffn] and the stage's amax [n]. One transfer: each pays its
+  /// hops' latency, and a stage's hand-offs may share links (between racks, one global link).
+  void hand_off(int64_t s, int64_t n, int32_t b) {
+    const Plan& plan = *plan_;
+    const int64_t begin = plan.stage_part_begin[static_cast<std::size_t>(s)];
+    const bool inside_ffn = chip::part_kind(begin) == chip::LayerPart::ffn_out;
+    LPURT_ASSERT(!inside_ffn || !plan.model.is_moe());  // balance_stages keeps MoE FFNs whole
+    const int64_t d = plan.model.hidden_size;
+    for (int64_t t = 0; t < plan.tp; ++t) {
+      const int64_t from = chip_id(s - 1, t), to = chip_id(s, t);
+      if (!inside_ffn) {
+        transfer(from, to, Payload::activations, 0, n * d, 4, -1, b);
+        continue;
+      }
+      const int64_t columns = plan.chips[static_cast<std::size_t>(from)].range.n_ffn();
+      transfer(from, to, Payload::activations_ffn, 0, n * (d + columns + 1), 4, chip::part_layer(begin), b);
+    }
   }
 
   void block(int32_t b, const Block& blk) {
     replica_ = blk.replica;
     const Plan& plan = *plan_;
-    const chip::ModelConfig& cfg = plan.model;
     const int64_t n = blk.n_tokens;
-    const int64_t d = cfg.hidden_size;
-    const bool split = plan.tp > 1;
     each_chip(0, OpKind::embed, Unit::vxm, -1, b);
-    if (split) reduce_scatter_all_gather(0, Payload::embedding_partial, Payload::embedding_reduced, n, -1, b);
+    if (plan.tp > 1) reduce_scatter_all_gather(0, Payload::embedding_partial, Payload::embedding_reduced, n, -1, b);
     for (int64_t s = 0; s < plan.pp; ++s) {
-      if (s > 0)
-        for (int64_t t = 0; t < plan.tp; ++t)
-          transfer(chip_id(s - 1, t), chip_id(s, t), Payload::activations, 0, n * d, 4, -1, b);
+      if (s > 0) hand_off(s, n, b);
       const int64_t part_begin = plan.stage_part_begin[static_cast<std::size_t>(s)];
       const int64_t part_end = plan.stage_part_begin[static_cast<std::size_t>(s + 1)];
       for (int64_t part = part_begin; part < part_end; ++part) {
-        const int64_t l = part / 2;
-        if (part % 2 == 1) {
-          ffn(s, l, n, b);
-          continue;
+        const int64_t l = chip::part_layer(part);
+        switch (chip::part_kind(part)) {
+          case chip::LayerPart::attention: attention(s, l, n, b); break;
+          case chip::LayerPart::ffn_in: ffn_in(s, l, n, b); break;
+          case chip::LayerPart::ffn_out: ffn_out(s, l, n, b); break;
         }
-        each_chip(s, OpKind::attn_norm, Unit::vxm, l, b);
-        each_chip(s, OpKind::qkv, Unit::mxm, l, b);
-        each_chip(s, OpKind::attention, Unit::vxm, l, b);
-        if (split) all_gather_all(s, Payload::amax, n, l, b);
-        each_chip(s, OpKind::wo, Unit::mxm, l, b);
-        if (split) reduce_scatter_all_gather(s, Payload::partial_sums, Payload::reduced_sums, n, l, b);
-        each_chip(s, OpKind::attn_residual, Unit::vxm, l, b);
       }
     }
     if (blk.with_logits) {

@@ -16,7 +16,8 @@
 /// slots) are reduce-scattered and all-gathered (step by step, each chip owning a range of the flat
 /// array), and so is the embedding (chips contribute -0.0 for rows they do not hold, the identity of
 /// float addition).
-/// Activations move from chip (stage s, t) to chip (stage s+1, t).
+/// Activations move from chip (stage s, t) to chip (stage s+1, t); when stage s+1 begins inside an FFN
+/// (at its output half), with the input half's SiLU output and amax in the same transfer.
 ///
 /// Example usage:
 /// \code
@@ -73,6 +74,10 @@ enum class Payload : uint8_t {
   moe_partial,  ///< MoE: int32 w_down sums [n, k, D] of the chosen experts' columns a chip holds, 0 elsewhere
   moe_reduced,  ///< MoE: the summed slots, all-gathered
   moe_amax,     ///< MoE: per-slot activation amax [n, k] of the columns a chip holds, 0 elsewhere
+  /// What a stage that begins at a dense FFN's output half receives from the chip of the previous stage
+  /// with its tp rank (the same FFN columns), in one transfer: the activations [n, D], then the SiLU
+  /// output [n, n_ffn] (float32, as the host keeps it), then the stage's amax of it [n].
+  activations_ffn,
 };
 const char* payload_name(Payload p);
 /// The array a reduce-scatter payload (partial_sums, embedding_partial, moe_partial) belongs to.

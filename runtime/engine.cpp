@@ -114,6 +114,12 @@ Engine::Engine(const partition::Plan& plan, io::WeightSource& source, MPI_Comm c
     lc.sums.assign(static_cast<std::size_t>(b * d), 0);
     lc.rs_sums.assign(static_cast<std::size_t>(receive_elements_), 0);
     lc.rs_floats.assign(static_cast<std::size_t>(receive_elements_), 0.0f);
+    // A stage cut inside an FFN: its first chips receive, its last chips send, the hand-off.
+    auto cut_inside_ffn = [&](int64_t part) {
+      return part < chip::n_parts(cfg) && chip::part_kind(part) == chip::LayerPart::ffn_out;
+    };
+    if (cut_inside_ffn(c.range.part_begin) || cut_inside_ffn(c.range.part_end))
+      lc.hand_off.assign(static_cast<std::size_t>(b * (d + c.range.n_ffn() + 1)), 0.0f);
   }
   parallel_group_.reserve(chips_.size());
   trailer_bytes_ = faults.checked() && !timing_only ? static_cast<int64_t>(sizeof(uint64_t)) : 0;
@@ -436,6 +442,21 @@ void Engine::forward(int64_t sequence, const int32_t* tokens, int64_t pos, int64
   if (n_ranks_ > 1) allreduce(logits, vocab, MPI_FLOAT, MPI_SUM, "logits reduction");
 }
 
+void Engine::copy_ffn_hand_off(LocalChip& c, int64_t elements, bool pack) {
+  chip::Shard& s = *c.shard;
+  const int64_t d = plan_.model.hidden_size, f = s.range().n_ffn(), n = elements / (d + f + 1);
+  // The amax is the stage's: gathered by the engine with tp > 1, the chip's own with one chip a stage.
+  float* amax = plan_.tp > 1 ? c.amax.data() : s.amax_buffer();
+  float* pieces[] = {c.x.data(), s.ffn_act_buffer(), amax};
+  const int64_t counts[] = {n * d, n * f, n};
+  float* packed = c.hand_off.data();
+  for (int k = 0; k < 3; ++k) {
+    if (pack) std::copy(pieces[k], pieces[k] + counts[k], packed);
+    else std::copy(packed, packed + counts[k], pieces[k]);
+    packed += counts[k];
+  }
+}
+
 void* Engine::payload_at(const Op& op, LocalChip& c, bool sending) {
   const auto begin = static_cast<std::size_t>(op.elem_begin);
   // Collective transfers: received into the slot of the sender's position in the step's group. A
@@ -465,6 +486,11 @@ void* Engine::payload_at(const Op& op, LocalChip& c, bool sending) {
     case Payload::reduced_sums: return c.sums.data() + begin;
     case Payload::embedding_reduced: return c.x.data() + begin;
     case Payload::activations: return c.x.data() + begin;
+    case Payload::activations_ffn:
+      // Packed here at the send from the chip's activations, SiLU output and amax; the receiver's w_down
+      // op unpacks it.
+      if (sending) copy_ffn_hand_off(c, op.elem_count, true);
+      return c.hand_off.data();
     case Payload::moe_partial:
       // The expert slots' int32 sums are summed in place in the shard, so running sums go from there too.
       return sending ? c.shard->moe_sums() + begin : c.rs_sums.data() + slot;
@@ -520,7 +546,8 @@ void Engine::complete(int32_t m) {
   // tensor-parallel chips of a stage, working at the same time.
   const Message& msg = exchange_->messages[mi];
   const Op& first = current_->ops[static_cast<std::size_t>(exchange_->segments[static_cast<std::size_t>(msg.segment_begin)].op)];
-  await(requests_[mi], msg.peer_rank, first.payload == Payload::activations, [] {},
+  await(requests_[mi], msg.peer_rank, first.payload == Payload::activations || first.payload == Payload::activations_ffn,
+        [] {},
         [&](double waited_s) { report_stuck(m, waited_s); });
   // The sender of a message too large to go eagerly waits until this rank has taken it.
   if (msg.incoming) ring(msg.peer_rank);
@@ -714,7 +741,12 @@ void Engine::compute(const Op& op, LocalChip& c, const int32_t* tokens, int64_t 
       break;
     }
     case OpKind::wo: s.attention_out_partial(op.layer, n, amax); break;
-    case OpKind::down: s.ffn_out_partial(op.layer, n, amax); break;
+    case OpKind::down:
+      // The stage begins at this FFN's output half: what the previous stage's input half left arrived.
+      if (s.range().part_begin == chip::part_index(op.layer, chip::LayerPart::ffn_out))
+        copy_ffn_hand_off(c, n * (d + s.range().n_ffn() + 1), false);
+      s.ffn_out_partial(op.layer, n, amax);
+      break;
     case OpKind::reduce_sum: {
       // After this step the chip owns [begin, end) of the flat array summed over the step's group (and the
       // steps before): add the group's other ranges in group order.

@@ -56,6 +56,10 @@ io::Record plan_summary(const partition::Plan& plan, const partition::ModelledTi
                   static_cast<double>(cycles) * 1e6 / plan.hardware.clock_hz);
     stage_list_us += value;
   }
+  // Where each stage begins, in layer parts (chip::LayerPart: 3l attention, 3l+1 and 3l+2 the FFN's
+  // halves), and the end: a study can see which stages begin inside an FFN.
+  std::string stage_parts;
+  for (const int64_t part : plan.stage_part_begin) stage_parts += (stage_parts.empty() ? "" : ",") + std::to_string(part);
   io::Record r;
   r.set("chips", plan.system_chips)
       .set("chips_used", plan.n_chips())
@@ -93,7 +97,8 @@ io::Record plan_summary(const partition::Plan& plan, const partition::ModelledTi
       .set("busiest_link_decode_cycles", m.decode.busiest_link_cycles)
       .set("decode_stage_busiest_s", static_cast<double>(busiest_stage) / plan.hardware.clock_hz)
       .set("decode_stage_mean_s", stage_mean / plan.hardware.clock_hz)
-      .set("decode_stage_us", stage_list_us);
+      .set("decode_stage_us", stage_list_us)
+      .set("stage_part_begin", stage_parts);
   if (plan.model.is_moe())
     r.set("moe_routing_model",
           std::string("modelled times assume token-expert pairs spread uniformly over the experts (k x tokens / "

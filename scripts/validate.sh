@@ -259,12 +259,15 @@ allreduce_section
 stage_row() {  # stage_row LABEL JSON: one row of the stage-balance table
   local label=$1 j=$2
   local stages; stages=$(echo "$j" | grep -o '"decode_stage_us": *"[^"]*"' | sed 's/.*: *"//; s/"$//')
+  # Stages that begin at an FFN's w_down half (part 3l+2): they receive the SiLU output with the activations.
+  local inside; inside=$(echo "$j" | grep -o '"stage_part_begin": *"[^"]*"' | sed 's/.*: *"//; s/"$//' | tr ',' '\n' |
+    awk '$1 % 3 == 2 { n++ } END { print n + 0 }')
   echo "$stages" | tr ',' '\n' | awk -v label="$label" -v tp="$(echo "$j" | field tp)" -v pp="$(echo "$j" | field pp)" \
-    -v topo="$(echo "$j" | field topology)" '
+    -v topo="$(echo "$j" | field topology)" -v inside="$inside" -v tps="$(echo "$j" | field tokens_per_s_user)" '
     { t[NR] = $1; sum += $1; root += sqrt($1); if ($1 > max) max = $1 }
     END {
       mean = sum / NR
-      printf "| %s | %s x %s, %s | %.1f | %.1f | +%.1f%% | %.2f%% |\n", label, tp, pp, topo, mean, max,
+      printf "| %s | %s x %s, %s | %s | %.0f | %.1f | %.1f | +%.1f%% | %.2f%% |\n", label, tp, pp, topo, inside, tps, mean, max,
              100 * (max / mean - 1), 100 * (1 - root * root / (NR * sum))
     }'
 }
@@ -273,15 +276,21 @@ cat <<'STAGES'
 ## 7. One tp for every stage: what it loses
 
 SHIP sizes tp per stage to balance the stages (§4, "Partitioning"); lpurt gives every stage the same tp
-and balances the stages by where the layer parts (a layer's attention, a layer's FFN) are cut. What that
-costs, from each layout's decode step (`plan --json`: `decode_stage_us`, each stage's span from its first
-compute op to its last):
+and balances the stages by where the layer parts are cut. A layer has three: its attention, its FFN's
+gate/up half (up to the SiLU output and its amax) and its FFN's w_down half, so a stage may begin inside
+a dense FFN; it then receives, with the activations, the SiLU output of its FFN columns and their amax
+from the chip of the same tp rank (an MoE FFN is kept whole: the routing and the held slots would have to
+travel too). The balancer minimises the heaviest stage's weight bytes, then the stages that begin inside
+an FFN. What the remaining imbalance costs, from each layout's decode step (`plan --json`:
+`decode_stage_us`, each stage's span from its first compute op to its last; `stage_part_begin`, where
+each stage begins):
 
-| deployment | layout | mean stage (us) | busiest stage (us) | busiest over mean: full-pipeline throughput a perfect balance could add | one token: the most a per-stage tp could save |
-|---|---|---|---|---|---|
+| deployment | layout | stages beginning inside an FFN | tokens/s per user (batch 1) | mean stage (us) | busiest stage (us) | busiest over mean: full-pipeline throughput a perfect balance could add | one token: the most a per-stage tp could save |
+|---|---|---|---|---|---|---|---|
 STAGES
 stage_row "Llama-2 70B, 576 chips, planner's layout" "$(plan70)"
 stage_row "Llama-2 70B, 576 chips, as deployed (the serving layout)" "$(plan70 --tp 8 --pp 72)"
+stage_row "Llama-2 70B, 576 chips, as deployed, on the chain" "$(plan70 --tp 8 --pp 72 --set topology=chain)"
 stage_row "Mixtral 8x7B, 576 chips, 32K context" "$mx"
 stage_row "Qwen3-235B-A22B, 1,520 chips" "$("$lpurt" plan --model "$work/qwen3-235b-a22b.h5" --chips 1520 --tp 16 --pp 95 --context 4096 --prompt-len 512 --tokens 1024 --set topology=chain --json)"
 stage_row "Qwen3-235B-A22B, 1,520 chips" "$("$lpurt" plan --model "$work/qwen3-235b-a22b.h5" --chips 1520 --tp 16 --pp 95 --context 4096 --prompt-len 512 --tokens 1024 --json)"
@@ -294,12 +303,25 @@ ignored, so an upper bound) the sum falls to (sum of square roots)^2 / stages. T
 deployment on its own topology: at batch 1, which is every published token rate (§4), a per-stage tp
 loses nothing that matters, and uniform tp is kept.
 
-With the pipeline full (serving many slots), the busiest stage sets the period, and there the cuts at
-whole parts cost real throughput (the fifth column): a layer's FFN part is 4.7 times its attention part
-in Llama-2 70B, so with about two parts per stage (the deployed tp 8 x pp 72) some stages hold two FFNs
-and others one. Finer cuts (inside an FFN) or a per-stage tp would recover up to that fraction of
-full-pipeline throughput; lpurt builds neither yet, so its serving capacity on such layouts is a lower
-bound of what the hardware could give.
+With the pipeline full (serving many slots), the busiest stage sets the period (the seventh column).
+Llama-2 70B's FFN weighs 4.7 times its attention; cut only between whole parts, the deployed tp 8 x pp 72
+had stages holding two FFNs: the heaviest held 195 MB per chip against a mean of 120 MB, and the busiest
+stage ran 55% over the mean on the dragonfly and 58% (80.7 us) on the chain (measured with whole-part
+cuts, before cuts inside the FFN existed). Cuts inside the FFN bring the heaviest stage to 166 MB per chip,
+15% less, and no finer split exists with these parts (per chip: attention 19 MB, gate/up 59 MB, w_down
+29 MB): 80 layers over 72 stages need 24 stages of four parts, and every third of those holds two gate/up
+halves. On the chain that is what the row shows: the busiest stage falls from 80.7 us to the heaviest
+stage's time, some 18% more full-pipeline throughput, and what is left over the mean is that granularity.
+
+On the dragonfly the busiest stage is not the heaviest by weight alone but a heavy stage that begins a
+rack (every ninth stage at tp 8): its eight chips' hand-offs from the previous rack cross the one global
+link between the two racks one after another, so its last chip starts some 16 us after its first. The
+balancer weighs bytes, not placement: with whole-part cuts the heaviest stages happened to miss the rack
+boundaries, with cuts inside the FFN one of the 166 MB stages begins a rack, and the busiest stage over the
+mean grows. Weighing placement in the balancer (light stages where a hand-off crosses racks) is what would
+recover it; the other stages are no busier than on the chain. At batch 1 the cuts cost a little: a hand-off
+inside an FFN also carries the SiLU output (0.44 times the activations at tp 8) in the same transfer, and
+the planner's own layouts (the first and fourth rows) begin no stage inside an FFN.
 
 Qwen3-235B-A22B shows two other causes. Its stages are balanced by the weights they store, but an MoE
 layer streams only the experts its tokens chose while the last stage streams its whole lm_head, so on

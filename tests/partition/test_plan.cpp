@@ -1,5 +1,7 @@
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <functional>
 #include <limits>
 #include <tuple>
 
@@ -8,6 +10,7 @@
 
 using namespace lpurt;
 using namespace lpurt::partition;
+using chip::TensorKind;
 
 namespace {
 PlanRequest request(int64_t chips, int64_t tp = 0, int64_t pp = 0) {
@@ -34,7 +37,7 @@ TEST(Planner, SplitsHeadsFfnAndVocabIntoContiguousRanges) {
   EXPECT_EQ(ffn, cfg.intermediate_size);
   EXPECT_EQ(vocab, cfg.vocab_size);
   EXPECT_EQ(p.at(0, 0).range.part_begin, 0);
-  EXPECT_EQ(p.at(1, 0).range.part_end, 2 * cfg.n_layers);
+  EXPECT_EQ(p.at(1, 0).range.part_end, chip::n_parts(cfg));
 }
 
 TEST(Planner, ReplicatesKvHeadsWhenTpExceedsThem) {
@@ -168,14 +171,14 @@ TEST(Planner, Llama70bOn576ChipsSplitsStagesInsideLayers) {
   EXPECT_EQ(p.pp, 72);
   EXPECT_LE(p.sram_bytes_max(), chip::ChipSpec{}.sram_bytes);
   bool split_inside_a_layer = false;
-  for (int64_t s = 0; s <= p.pp; ++s) split_inside_a_layer |= p.stage_part_begin[static_cast<std::size_t>(s)] % 2 == 1;
+  for (int64_t s = 0; s <= p.pp; ++s) split_inside_a_layer |= chip::part_kind(p.stage_part_begin[static_cast<std::size_t>(s)]) != chip::LayerPart::attention;
   EXPECT_TRUE(split_inside_a_layer);
-  EXPECT_EQ(p.stage_part_begin.back(), 2 * cfg.n_layers);
+  EXPECT_EQ(p.stage_part_begin.back(), chip::n_parts(cfg));
 }
 
 TEST(Planner, BalancedStagesAreNonEmptyAndNoHeavierThanAnEvenSplit) {
   const auto cfg = chip::model_preset("llama2-70b");
-  const int64_t n = 2 * cfg.n_layers;
+  const int64_t n = chip::n_parts(cfg);
   // Weight of parts [i, j) on stage s of pp, as the balancer counts it.
   auto heaviest = [&](const std::vector<int64_t>& begin, int64_t pp) {
     int64_t worst = 0;
@@ -201,6 +204,106 @@ TEST(Planner, BalancedStagesAreNonEmptyAndNoHeavierThanAnEvenSplit) {
     for (int64_t s = 0; s <= pp; ++s) even.push_back(split_begin(n, pp, s));
     EXPECT_LE(heaviest(begin, pp), heaviest(even, pp)) << "pp=" << pp;
   }
+}
+
+namespace {
+/// The smallest heaviest stage over every split of the model's parts into pp stages that begin only where
+/// `may_begin` allows, by exhaustive dynamic programming (no bisection): the balancer's first objective.
+int64_t heaviest_by_brute_force(const chip::ModelConfig& cfg, int64_t pp, const std::function<bool(int64_t)>& may_begin) {
+  const int64_t n = chip::n_parts(cfg);
+  // Each part's bytes, and the first and last stage's extra tensors, from the slices chips hold.
+  std::vector<int64_t> prefix(static_cast<std::size_t>(n + 1), 0);
+  for (int64_t i = 0; i < n; ++i) {
+    chip::ShardRange r = chip::whole_model(cfg);
+    r.part_begin = i, r.part_end = i + 1, r.embed_end = r.vocab_end = 0, r.final_norm = false;
+    prefix[static_cast<std::size_t>(i + 1)] = prefix[static_cast<std::size_t>(i)] + chip::slice_weight_bytes(cfg, r);
+  }
+  chip::ShardRange ends = chip::whole_model(cfg);
+  ends.part_end = 0;
+  const int64_t ends_bytes = chip::slice_weight_bytes(cfg, ends);
+  ends.vocab_end = 0, ends.final_norm = false;
+  const int64_t head = chip::slice_weight_bytes(cfg, ends), tail = ends_bytes - head;
+  auto weight = [&](int64_t s, int64_t i, int64_t j) {
+    return prefix[static_cast<std::size_t>(j)] - prefix[static_cast<std::size_t>(i)] + (s == 0 ? head : 0) + (s == pp - 1 ? tail : 0);
+  };
+  constexpr int64_t infinite = std::numeric_limits<int64_t>::max();
+  // best[s][j]: stages 0..s holding parts [0, j).
+  std::vector<std::vector<int64_t>> best(static_cast<std::size_t>(pp), std::vector<int64_t>(static_cast<std::size_t>(n + 1), infinite));
+  for (int64_t j = 1; j <= n; ++j)
+    if (j == n || may_begin(j)) best[0][static_cast<std::size_t>(j)] = weight(0, 0, j);
+  for (int64_t s = 1; s < pp; ++s)
+    for (int64_t j = 1; j <= n; ++j) {
+      if (j != n && !may_begin(j)) continue;
+      for (int64_t i = 1; i < j; ++i) {
+        const int64_t prev = best[static_cast<std::size_t>(s - 1)][static_cast<std::size_t>(i)];
+        if (prev == infinite || !may_begin(i)) continue;
+        best[static_cast<std::size_t>(s)][static_cast<std::size_t>(j)] =
+            std::min(best[static_cast<std::size_t>(s)][static_cast<std::size_t>(j)], std::max(prev, weight(s, i, j)));
+      }
+    }
+  return best[static_cast<std::size_t>(pp - 1)][static_cast<std::size_t>(n)];
+}
+
+/// The heaviest stage of a split, weighed as chips holding whole parts store them.
+int64_t heaviest_of(const chip::ModelConfig& cfg, const std::vector<int64_t>& begin) {
+  const auto pp = static_cast<int64_t>(begin.size()) - 1;
+  int64_t worst = 0;
+  for (int64_t s = 0; s < pp; ++s) {
+    chip::ShardRange r = chip::whole_model(cfg);
+    r.part_begin = begin[static_cast<std::size_t>(s)], r.part_end = begin[static_cast<std::size_t>(s + 1)];
+    if (s != 0) r.embed_end = 0;
+    if (s != pp - 1) r.vocab_end = 0, r.final_norm = false;
+    worst = std::max(worst, chip::slice_weight_bytes(cfg, r));
+  }
+  return worst;
+}
+}  // namespace
+
+TEST(Planner, BalancedStagesAreTheLightestSplitAndKeepMoeFfnsWhole) {
+  for (const char* preset : {"tiny", "tiny-mixtral", "tiny-qwen3-moe", "tinyllama-1.1b"}) {
+    const auto cfg = chip::model_preset(preset);
+    for (int64_t pp = 1; pp <= max_stages(cfg); ++pp) {
+      const auto begin = balance_stages(cfg, pp);
+      ASSERT_EQ(static_cast<int64_t>(begin.size()), pp + 1);
+      for (const int64_t part : begin) {
+        EXPECT_TRUE(part == chip::n_parts(cfg) || stage_may_begin_at(cfg, part)) << preset << " pp=" << pp << " part " << part;
+      }
+      EXPECT_EQ(heaviest_of(cfg, begin), heaviest_by_brute_force(cfg, pp, [&](int64_t i) { return stage_may_begin_at(cfg, i); }))
+          << preset << " pp=" << pp;
+    }
+  }
+  // MoE FFNs are never cut: a stage beginning at an MoE FFN's output half has no hand-off for it.
+  const auto moe = chip::model_preset("tiny-mixtral");
+  EXPECT_EQ(max_stages(moe), 2 * moe.n_layers);
+  EXPECT_THROW(make_plan(moe, chip::ChipSpec{}, request(2 * moe.n_layers + 1, 1, 2 * moe.n_layers + 1)), PlanError);
+}
+
+TEST(Planner, CutsInsideTheFfnLightenTheHeaviestStageOfLlama70bOn72Stages) {
+  // The deployed tp 8 x pp 72: an FFN part weighs 4.7 attention parts, so with cuts only between whole
+  // parts some stages hold two FFNs; cutting an FFN between its gate/up and w_down halves spreads them.
+  const auto cfg = chip::model_preset("llama2-70b");
+  const auto begin = balance_stages(cfg, 72);
+  const int64_t whole_parts =
+      heaviest_by_brute_force(cfg, 72, [](int64_t i) { return chip::part_kind(i) != chip::LayerPart::ffn_out; });
+  EXPECT_LT(heaviest_of(cfg, begin), whole_parts * 90 / 100);
+  EXPECT_TRUE(std::any_of(begin.begin(), begin.end(), [](int64_t i) { return chip::part_kind(i) == chip::LayerPart::ffn_out; }));
+}
+
+TEST(Split, TheFfnHalvesHoldGateUpAndDownRespectively) {
+  const auto cfg = chip::model_preset("tiny");
+  chip::ShardRange in = chip::whole_model(cfg), out = in;
+  in.part_begin = chip::part_index(1, chip::LayerPart::ffn_in), in.part_end = in.part_begin + 1;
+  out.part_begin = in.part_end, out.part_end = out.part_begin + 1;
+  for (chip::ShardRange* r : {&in, &out}) r->embed_end = r->vocab_end = 0, r->final_norm = false;
+  std::vector<TensorKind> in_kinds, out_kinds;
+  for (const auto& s : chip::tensor_slices(cfg, in)) in_kinds.push_back(s.tensor.kind);
+  for (const auto& s : chip::tensor_slices(cfg, out)) out_kinds.push_back(s.tensor.kind);
+  EXPECT_EQ(in_kinds, (std::vector<TensorKind>{TensorKind::ffn_norm, TensorKind::w_gate, TensorKind::w_up}));
+  EXPECT_EQ(out_kinds, std::vector<TensorKind>{TensorKind::w_down});
+  EXPECT_EQ(in.n_layers(), 1);
+  EXPECT_EQ(in.n_attention_layers(), 0);
+  EXPECT_FALSE(out.has_ffn_in(1));
+  EXPECT_TRUE(out.has_ffn_out(1));
 }
 
 TEST(Planner, TwoHundredChipsForLlama70bSaysHowManyAreNeeded) {
@@ -381,7 +484,7 @@ TEST(Planner, ChoosesTheLayoutWithTheLowestRequestLatency) {
       std::string by_latency, by_period;
       for (int64_t tp = 1; tp <= std::min<int64_t>(chips, 8); ++tp)
         for (int64_t replicas = 1; tp * replicas <= chips; ++replicas)
-          for (int64_t pp = 1; pp <= 2 * cfg.n_layers && tp * pp * replicas <= chips; ++pp) {
+          for (int64_t pp = 1; pp <= max_stages(cfg) && tp * pp * replicas <= chips; ++pp) {
             PlanRequest fixed = r;
             fixed.tp = tp, fixed.pp = pp, fixed.replicas = replicas;
             Plan p;
@@ -547,7 +650,7 @@ TEST(Planner, ChoosesAcrossNodesLikeTheExhaustiveSearch) {
         Key best{std::numeric_limits<int64_t>::max(), 0, 0, 0, 0};
         for (const int64_t tp : {1, 2, 3, 4, 5, 6, 7, 8, 16, 24, 32})
           for (int64_t replicas = 1; replicas <= batch && tp * replicas <= chips; ++replicas)
-            for (int64_t pp = 1; pp <= 2 * cfg.n_layers && tp * pp * replicas <= chips; ++pp) {
+            for (int64_t pp = 1; pp <= max_stages(cfg) && tp * pp * replicas <= chips; ++pp) {
               PlanRequest fixed = r;
               fixed.tp = tp, fixed.pp = pp, fixed.replicas = replicas;
               const Plan p = make_plan(cfg, hw, fixed);

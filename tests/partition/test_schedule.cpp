@@ -119,6 +119,33 @@ TEST(Verifier, AcceptsEveryCompiledSchedule) {
     }
 }
 
+TEST(Schedule, AStageBeginningInsideAnFfnReceivesTheSiluOutputAndAmax) {
+  // tiny on tp 2 x pp 4: stage 1 begins at layer 0's FFN output half (part 2).
+  const Plan plan = plan_for("tiny", 2, 4);
+  ASSERT_EQ(chip::part_kind(plan.stage_part_begin[1]), chip::LayerPart::ffn_out);
+  const int64_t n = 8, d = plan.model.hidden_size;
+  const Program p = build_program(plan, topology_for(plan), prefill_blocks(n, 8));
+  EXPECT_NO_THROW(verify(p, compute_timeline(p, plan, 0)));
+  std::map<int64_t, int64_t> hand_offs;  // by receiving stage
+  for (const Op& op : p.ops) {
+    if (op.kind != OpKind::send || (op.payload != Payload::activations && op.payload != Payload::activations_ffn)) continue;
+    const ChipPlan& from = plan.chips[static_cast<std::size_t>(op.chip)];
+    const ChipPlan& to = plan.chips[static_cast<std::size_t>(op.peer)];
+    EXPECT_EQ(to.stage, from.stage + 1);
+    EXPECT_EQ(to.tp_rank, from.tp_rank);  // the same FFN columns
+    EXPECT_EQ(from.range.ffn_begin, to.range.ffn_begin);
+    ++hand_offs[to.stage];
+    const bool inside = chip::part_kind(to.range.part_begin) == chip::LayerPart::ffn_out;
+    EXPECT_EQ(op.payload, inside ? Payload::activations_ffn : Payload::activations) << "stage " << to.stage;
+    // The activations, then (inside an FFN) the SiLU output of the chip's columns and the amax.
+    EXPECT_EQ(op.elem_count, inside ? n * (d + from.range.n_ffn() + 1) : n * d);
+    EXPECT_EQ(op.bytes, 4 * op.elem_count);
+    EXPECT_EQ(link_bytes(op, plan.hardware), plan.hardware.activation_bytes_per_value * op.elem_count);
+  }
+  // One transfer per chip of every stage after the first.
+  EXPECT_EQ(hand_offs, (std::map<int64_t, int64_t>{{1, 2}, {2, 2}, {3, 2}}));
+}
+
 TEST(Verifier, RejectsADoubleBookedLink) {
   const Plan plan = plan_for("tiny", 2, 1);
   Program p = build_program(plan, topology_for(plan), decode_blocks());

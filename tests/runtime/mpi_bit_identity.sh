@@ -65,7 +65,13 @@ for r, got in enumerate(read):
 PY
 }
 
+inside_ffn() {  # inside_ffn MODEL CHIPS TP PP: whether a stage of the plan begins inside an FFN (part 3l+2)
+  "$lpurt" plan --model "$1" --chips "$2" --tp "$3" --pp "$4" "${extra[@]}" --json |
+    "$python" -c 'import json, sys; sys.exit(0 if any(int(p) % 3 == 2 for p in json.load(sys.stdin)["stage_part_begin"].split(",")) else 1)'
+}
+
 checked=0
+ffn_cuts=0  # layouts with a stage that begins at an FFN's output half (receives the SiLU output and amax)
 extra=()  # flags every multi-chip run of check_model gets (a topology)
 check_model() {  # check_model MODEL PROMPT "chips tp pp"...
   local model=$1 prompt=$2 layout chips tp pp ranks out first
@@ -80,6 +86,7 @@ PY
   for layout in "$@"; do
     read -r chips tp pp <<< "$layout"
     first="first_${model%.h5}_${chips}_${tp}_${pp}.h5"
+    if inside_ffn "$model" "$chips" "$tp" "$pp"; then ffn_cuts=$((ffn_cuts + 1)); fi
     for ranks in 1 2 3 4; do
       [ "$ranks" -le "$chips" ] || continue
       out="out_${model%.h5}_${chips}_${tp}_${pp}_np${ranks}.h5"
@@ -131,4 +138,11 @@ for ranks in 2 4 2 4 2 4; do
   h5diff -q chunks_ref.h5 chunks.h5 /logits || { echo "chunked prefill on $ranks ranks differs from 1 rank"; exit 1; }
   checked=$((checked + 1))
 done
-echo "bit-identical to one chip: $checked runs (layouts x rank counts 1-4); timing-only times equal at 2 ranks"
+# Stage boundaries inside a dense FFN, with one chip a stage (the amax is the chip's own) and with tp 2 and 3
+# (the stage's gathered amax): these layouts must cut there, or the runs above test nothing of it.
+for layout in "tiny.h5 8 1 8" "tiny.h5 8 2 4" "tiny.h5 24 3 8" "odd.h5 6 2 3"; do
+  read -r model chips tp pp <<< "$layout"
+  inside_ffn "$model" "$chips" "$tp" "$pp" || { echo "no stage of $model on tp $tp x pp $pp begins inside an FFN"; exit 1; }
+done
+echo "bit-identical to one chip: $checked runs (layouts x rank counts 1-4), $ffn_cuts layouts with a stage beginning"\
+  "inside an FFN; timing-only times equal at 2 ranks"
