@@ -322,7 +322,10 @@ int ServeCommand::run(int rank, int n_ranks) {
     hardware.validate();
     source = model_.empty() ? io::default_model() : open_model_file(model_);
     partition::check_request(source->config(), hardware, config.request);
-    if (rank == 0 && !out_.empty()) io::check_writable(out_, force_);
+    // Rank 0 writes the outputs, so rank 0 alone checks them, before the session's collective setup.
+    if (rank == 0)
+      for (const std::string* path : {&out_, &csv_, &trace_})
+        if (!path->empty()) io::check_writable(*path, force_);
   });
   // Apart: the session's setup is collective, so every rank must enter it, or none.
   runtime::agree_on_setup(MPI_COMM_WORLD, [&] {

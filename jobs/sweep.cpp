@@ -202,8 +202,9 @@ io::Record run_serve_point(const Study& s, const Point& p, MPI_Comm comm) {
   std::string infeasible;
   const std::string which = "point " + std::to_string(p.index) + " (" + p.label + "): ";
   try {
+    // Apart from the session's setup, which is collective: opening the file can fail on one rank alone.
+    runtime::agree_on_setup(comm, [&] { source = open_model(s); });
     runtime::agree_on_setup(comm, [&] {
-      source = open_model(s);
       runtime::ServeConfig config = make_serve_config(p.serve, p.request, p.prompt_len, p.tokens, s.source + ": " + which);
       config.timing_only = s.timing_only;
       config.n_ranks = runtime::comm_size(comm);
@@ -295,8 +296,9 @@ int64_t run_group_points(const Study& s, std::size_t n_points, std::vector<const
       io::RunResult result;
       std::string status = "ok", infeasible;
       try {
+        // Apart from the session's setup, which is collective: opening the file can fail on one rank alone.
+        runtime::agree_on_setup(comm, [&] { source = open_model(s); });
         runtime::agree_on_setup(comm, [&] {
-          source = open_model(s);
           runtime::RunConfig config;
           config.request = p.request;
           config.request.prompt_tokens = p.prompt_len;

@@ -197,7 +197,9 @@ std::vector<int64_t> balance_stages(const chip::ModelConfig& cfg, int64_t pp) {
     return at(prefix, at(cuts, b)) - at(prefix, at(cuts, a)) + (s == 0 ? head : 0) + (s == pp - 1 ? tail : 0);
   };
   // A stage that begins inside an FFN adds the SiLU output to the hand-off: among splits with the same
-  // heaviest stage, fewer of them.
+  // heaviest stage, fewer of them. Each prefix keeps only its best (heaviest, then count) split, so a
+  // prefix with a heavier stage but fewer such cuts is dropped even where it would tie later: the count
+  // is a preference, the heaviest stage is exact.
   auto inside_ffn = [&](int64_t a) { return chip::part_kind(at(cuts, a)) == chip::LayerPart::ffn_out ? 1 : 0; };
   struct Split {
     int64_t heaviest = std::numeric_limits<int64_t>::max();

@@ -152,7 +152,9 @@ int64_t max_stages(const chip::ModelConfig& cfg);
 
 /// Stage boundaries over the model's 3L layer parts, at parts a stage may begin at: every stage gets at
 /// least one part and the largest stage weight (embedding on the first stage, final norm and lm_head on
-/// the last) is as small as possible; ties go to the earliest boundary. Returns [pp + 1] part indices.
+/// the last) is as small as possible. Among such splits it prefers fewer stages beginning inside an FFN,
+/// stage by stage (each prefix keeps its best split only, so the count is not always the fewest), then the
+/// earliest boundary. Returns [pp + 1] part indices.
 std::vector<int64_t> balance_stages(const chip::ModelConfig& cfg, int64_t pp);
 
 /// [begin, end) of part i when n items are split into `parts` contiguous, balanced parts.

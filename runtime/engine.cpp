@@ -160,7 +160,10 @@ void Engine::share_host() {
   const Comm host = Comm::split_type_shared(comm_);
   const int host_ranks = comm_size(host.get());
   // Ranks bound to cores of their own (mpirun --map-by slot:PE=n) have nothing to give: they never sleep.
-  if (host_ranks == 1 || static_cast<unsigned>(cores * host_ranks) <= std::thread::hardware_concurrency()) return;
+  // The host's ranks decide alike (from the most cores any of them may use), as what follows is collective.
+  int most_cores = cores;
+  LPURT_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, &most_cores, 1, MPI_INT, MPI_MAX, host.get()));
+  if (host_ranks == 1 || static_cast<unsigned>(most_cores * host_ranks) <= std::thread::hardware_concurrency()) return;
   // Sleeps of tens of microseconds (on a rank of another host, which cannot ring) would otherwise last
   // the default timer slack (50 us) longer.
   prctl(PR_SET_TIMERSLACK, 1000UL, 0UL, 0UL, 0UL);
@@ -169,17 +172,21 @@ void Engine::share_host() {
   static_assert(std::atomic<int>::is_always_lock_free && std::atomic<uint32_t>::is_always_lock_free,
                 "the words are shared between processes");
   static_assert(sizeof(Doorbell) == 64, "a doorbell per cache line");
-  const auto window_bytes = static_cast<MPI_Aint>(sizeof(Doorbell) * (1 + static_cast<std::size_t>(host_ranks)));
+  // One cache line more: MPI aligns the window less than a cache line, so the lines start at the first
+  // 64-byte boundary in it (the same offset in every process: the segment is mapped page-aligned in each).
+  const auto window_bytes = static_cast<MPI_Aint>(sizeof(Doorbell) * (2 + static_cast<std::size_t>(host_ranks)));
   void* base = nullptr;
   LPURT_MPI_CHECK(MPI_Win_allocate_shared(host_rank == 0 ? window_bytes : 0, 1, MPI_INFO_NULL, host.get(), &base,
                                           &host_.window));
   MPI_Aint size = 0;
   int unit = 0;
   LPURT_MPI_CHECK(MPI_Win_shared_query(host_.window, 0, &size, &unit, &base));
-  auto* bytes = static_cast<unsigned char*>(base);
+  const std::uintptr_t misalignment = reinterpret_cast<std::uintptr_t>(base) % alignof(Doorbell);
+  auto* bytes = static_cast<unsigned char*>(base) + (misalignment == 0 ? 0 : alignof(Doorbell) - misalignment);
   if (host_rank == 0) {
     new (bytes) std::atomic<int>(host_ranks);
-    for (int r = 0; r < host_ranks; ++r) new (bytes + sizeof(Doorbell) * (1 + static_cast<std::size_t>(r))) Doorbell{{0}, {Doorbell::awake}};
+    for (int r = 0; r < host_ranks; ++r)
+      new (bytes + sizeof(Doorbell) * (1 + static_cast<std::size_t>(r))) Doorbell{{0}, {Doorbell::awake}};
   }
   LPURT_MPI_CHECK(MPI_Barrier(host.get()));
   host_.busy_ranks = reinterpret_cast<std::atomic<int>*>(bytes);
@@ -231,59 +238,82 @@ template <typename Polling, typename Stuck>
 void Engine::await(MPI_Request& request, int peer, bool long_wait, Polling polling, Stuck stuck) {
   int done = 0;
   LPURT_MPI_CHECK(MPI_Test(&request, &done, MPI_STATUS_IGNORE));
+  ring(peer);
   if (done != 0) return;
   // A tensor-parallel peer's next round arrives within a round's compute (tens to hundreds of
   // microseconds): poll that long before counting this rank idle, so that the ranks of a stage never
   // both widen their threads. A pipeline stage waits for the others' whole compute: it counts itself idle
   // at once, so that the working stage gets every core from its first op, and soon sleeps. A sleeping
-  // rank costs the working ones nothing: it wakes when it is rung (or, for what no one rings, such as a
-  // reduction's inner rounds, after a bounded sleep), and then polls briefly, as the rest of a protocol
-  // progresses only while it polls. A rank of another host cannot ring: waiting for one, sleeps are short
-  // and grow to a cap that bounds the latency they add.
-  constexpr std::chrono::microseconds long_wait_poll{20}, short_wait_poll{300}, poll_after_waking{50};
+  // rank costs the working ones nothing: it wakes when it is rung, and then polls briefly, as the rest of
+  // a protocol progresses only while it polls. Every test of a request rings the peer, which may sleep on
+  // a step of the protocol this test has just made (a rendezvous's acknowledgement, a reduction's inner
+  // round); what no one rings still wakes it after a bounded sleep. A rank of another host cannot ring:
+  // waiting for one, sleeps are short and grow to a cap that bounds the latency they add.
+  constexpr std::chrono::microseconds poll_for_stage{20}, poll_for_peer{300}, poll_after_waking{50};
   constexpr long rung_sleep_ns = 200'000, first_unrung_sleep_ns = 10'000, longest_unrung_sleep_ns = 50'000;
   const auto t0 = std::chrono::steady_clock::now();
-  auto poll_until = t0 + (long_wait ? long_wait_poll : short_wait_poll);
-  Doorbell* bell = host_.doorbells == nullptr ? nullptr : &host_.doorbells[host_.host_rank[static_cast<std::size_t>(rank_)]];
+  auto poll_until = t0 + (long_wait ? poll_for_stage : poll_for_peer);
+  Doorbell* bell =
+      host_.doorbells == nullptr ? nullptr : &host_.doorbells[host_.host_rank[static_cast<std::size_t>(rank_)]];
   const int asleep = peer < 0 ? Doorbell::asleep_in_reduction : Doorbell::asleep_on_message_with + peer;
-  const bool rung = bell != nullptr && (peer < 0 ? host_.every_rank_here : host_.host_rank[static_cast<std::size_t>(peer)] >= 0);
+  const bool rung =
+      bell != nullptr && (peer < 0 ? host_.every_rank_here : host_.host_rank[static_cast<std::size_t>(peer)] >= 0);
   long sleep_ns = rung ? rung_sleep_ns : first_unrung_sleep_ns;
-  bool idle = false;
-  auto set_idle = [&] {
-    if (!idle && bell != nullptr) host_.busy_ranks->fetch_sub(1, std::memory_order_relaxed);
-    idle = bell != nullptr;
+  // Counted idle while waiting; the count is restored however the wait ends (stuck() and MPI errors throw).
+  struct Idle {
+    std::atomic<int>* busy_ranks;
+    bool idle = false;
+    void set() {
+      if (!idle && busy_ranks != nullptr) busy_ranks->fetch_sub(1, std::memory_order_relaxed);
+      idle = busy_ranks != nullptr;
+    }
+    ~Idle() {
+      if (idle) busy_ranks->fetch_add(1, std::memory_order_relaxed);
+    }
+  } idle{bell == nullptr ? nullptr : host_.busy_ranks};
+  if (long_wait) idle.set();
+  auto test = [&] {
+    polling();
+    LPURT_MPI_CHECK(MPI_Test(&request, &done, MPI_STATUS_IGNORE));
+    ring(peer);
   };
-  if (long_wait) set_idle();
+  const auto add_wait = [&] {
+    mpi_wait_s_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  };
   while (done == 0) {
     const auto now = std::chrono::steady_clock::now();
     const double waited_s = std::chrono::duration<double>(now - t0).count();
     if (faults_.step_timeout_s > 0 && waited_s > faults_.step_timeout_s) {
-      if (idle) host_.busy_ranks->fetch_add(1, std::memory_order_relaxed);
-      mpi_wait_s_ += waited_s;
+      add_wait();
       stuck(waited_s);
     }
     if (bell == nullptr || now < poll_until) {
       std::this_thread::yield();
-      polling();
-      LPURT_MPI_CHECK(MPI_Test(&request, &done, MPI_STATUS_IGNORE));
+      test();
       continue;
     }
-    set_idle();
-    // The ring count is read before the last test: a ring after it makes the futex wait return at once.
+    idle.set();
+    // The ring count is read before the last test, and the store that says this rank sleeps is ordered
+    // before that test's reads: a ring after either makes the futex wait return at once.
     const uint32_t rings = bell->rings.load(std::memory_order_seq_cst);
     bell->asleep.store(asleep, std::memory_order_seq_cst);
-    polling();
-    LPURT_MPI_CHECK(MPI_Test(&request, &done, MPI_STATUS_IGNORE));
+    std::atomic_thread_fence(std::memory_order_seq_cst);
+    try {
+      test();
+    } catch (...) {
+      bell->asleep.store(Doorbell::awake, std::memory_order_seq_cst);
+      throw;
+    }
     if (done == 0) {
       const timespec timeout{0, sleep_ns};
       syscall(SYS_futex, reinterpret_cast<uint32_t*>(&bell->rings), FUTEX_WAIT, rings, &timeout, nullptr, 0);
       if (!rung) sleep_ns = std::min(2 * sleep_ns, longest_unrung_sleep_ns);
     }
     bell->asleep.store(Doorbell::awake, std::memory_order_seq_cst);
-    if (bell->rings.load(std::memory_order_relaxed) != rings) poll_until = std::chrono::steady_clock::now() + poll_after_waking;
+    if (bell->rings.load(std::memory_order_relaxed) != rings)
+      poll_until = std::chrono::steady_clock::now() + poll_after_waking;
   }
-  if (idle) host_.busy_ranks->fetch_add(1, std::memory_order_relaxed);
-  mpi_wait_s_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  add_wait();
 }
 
 void Engine::allreduce(void* data, int count, MPI_Datatype type, MPI_Op op, const char* what) {
@@ -292,7 +322,6 @@ void Engine::allreduce(void* data, int count, MPI_Datatype type, MPI_Op op, cons
   ring(-1);
   // A rank that times out here asks the others who is waiting too: answer while waiting.
   await(request, -1, true, [this] { answer_presence_notes(); }, [&](double waited_s) { report_silent_ranks(what, waited_s); });
-  ring(-1);
 }
 
 void Engine::send_presence_notes() {
@@ -528,9 +557,10 @@ void Engine::post_round(int32_t round) {
     }
     const int count = static_cast<int>(msg.bytes);
     MPI_Request& request = requests_[static_cast<std::size_t>(m)];
-    if (msg.incoming)
+    if (msg.incoming) {
       LPURT_MPI_CHECK(MPI_Irecv(data, timing_only_ ? 0 : count, MPI_BYTE, msg.peer_rank, msg.tag, comm_, &request));
-    else {
+      ring(msg.peer_rank);  // a rendezvous whose header came first is acknowledged here
+    } else {
       LPURT_MPI_CHECK(MPI_Isend(data, timing_only_ ? 0 : count, MPI_BYTE, msg.peer_rank, msg.tag, comm_, &request));
       ring(msg.peer_rank);
     }
@@ -549,8 +579,6 @@ void Engine::complete(int32_t m) {
   await(requests_[mi], msg.peer_rank, first.payload == Payload::activations || first.payload == Payload::activations_ffn,
         [] {},
         [&](double waited_s) { report_stuck(m, waited_s); });
-  // The sender of a message too large to go eagerly waits until this rank has taken it.
-  if (msg.incoming) ring(msg.peer_rank);
   const int area = message_area_[mi] - 1;
   message_area_[mi] = 0;
   if (!msg.incoming) return;

@@ -15,9 +15,10 @@
 /// and their messages are built once; the steady-state step allocates nothing.
 ///
 /// Ranks of one host share its cores. A rank that waits for a message (or a collective) polls briefly, then
-/// sleeps until a rank of the host rings a doorbell they share (after posting a message or completing a
-/// request) and counts itself idle in a counter the host's ranks share; each group of compute
-/// ops runs its kernels on cores / (ranks of the host working at that moment) threads. A pipeline stage
+/// sleeps on its doorbell (a futex in memory the host's ranks share) until the rank it waits for rings it
+/// (after posting a message or testing a request), and counts itself idle in a counter the host's ranks
+/// share; each group of compute ops runs its kernels on cores / (ranks of the host working at that moment)
+/// threads. A pipeline stage
 /// that works while the other stages wait gets the whole host; ranks that work at once split it, never
 /// running more threads than cores. Ranks must then be free to use every core: `mpirun --bind-to none`.
 ///
@@ -173,11 +174,13 @@ class Engine {
   void check_arrival(std::size_t recv_index, void* data, int64_t bytes, uint64_t sent_checksum);
   /// Throws Error naming the first transfer of message m, still incomplete after the step timeout.
   [[noreturn]] void report_stuck(int32_t m, double waited_s);
-  /// Waits for `request` (a message with rank `peer`, or -1: a reduction) without holding a core: polls for a while (a tensor-parallel peer's message
-  /// usually follows soon), then, if this rank shares cores with other ranks of its host, sleeps on the
-  /// host's doorbell until another rank rings it, counted idle on the host meanwhile, and polls again. A
-  /// `long_wait` (another pipeline stage's output, a reduction) counts idle at once and polls briefly. Calls polling() before each poll but the first; past the step
-  /// timeout it calls stuck(seconds waited), which throws. Adds the time to mpi_wait_s().
+  /// Waits for `request` (a message with rank `peer`, or -1: a reduction) without holding a core: polls
+  /// for a while (a tensor-parallel peer's message usually follows soon), then, if this rank shares cores
+  /// with other ranks of its host, sleeps on its doorbell until a rank rings it, counted idle on the host
+  /// meanwhile, and polls again. A `long_wait` (another pipeline stage's output, a reduction) counts idle
+  /// at once and polls briefly. Each test of the request rings `peer` (-1: the host's ranks asleep in a
+  /// reduction). Calls polling() before each poll but the first; past the step timeout it calls
+  /// stuck(seconds waited), which throws. Adds the time to mpi_wait_s().
   template <typename Polling, typename Stuck>
   void await(MPI_Request& request, int peer, bool long_wait, Polling polling, Stuck stuck);
   /// MPI_Iallreduce in place over the Engine's communicator, awaited like a transfer; `what` names the
@@ -235,8 +238,9 @@ class Engine {
   int64_t replay_cycles_ = 0;
   // Waiting and sharing the host's cores.
   /// A rank's doorbell, in memory the host's ranks share. A rank rings a peer's after posting a message
-  /// to it or completing one from it (the peer may wait for either), and every host rank's around a
-  /// reduction; a waiting rank sleeps on its own (a futex on `rings`) until it is rung.
+  /// to it and after each test of a request with it (the peer may wait for either), and every host rank's
+  /// when it joins or tests a reduction; a waiting rank sleeps on its own (a futex on `rings`) until it is
+  /// rung.
   struct alignas(64) Doorbell {
     /// `asleep` while its rank sleeps: in a reduction, or on a message with rank r (offset + r).
     static constexpr int awake = 0, asleep_in_reduction = 1, asleep_on_message_with = 2;

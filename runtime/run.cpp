@@ -227,9 +227,10 @@ io::RunResult RunSession::run(const std::function<void(int64_t, int64_t)>& progr
     LPURT_MPI_CHECK(MPI_Allgather(&wait_s, 1, MPI_DOUBLE, rank_wait.values.data(), 1, MPI_DOUBLE, comm));
   }
   result.summary.set("host_mpi_wait_s_max", *std::max_element(rank_wait.values.begin(), rank_wait.values.end()));
-  // Every rank's CPU time over the decode, summed: ranks that share cores and wait well add nothing to it.
+  // Every rank's CPU time over the decode, summed: over the wall time, the cores the ranks kept busy.
   double decode_cpu_s = g.host_decode_cpu_s;
-  if (mpi && config.n_ranks > 1) LPURT_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, &decode_cpu_s, 1, MPI_DOUBLE, MPI_SUM, comm));
+  if (mpi && config.n_ranks > 1)
+    LPURT_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, &decode_cpu_s, 1, MPI_DOUBLE, MPI_SUM, comm));
   result.summary.set("host_decode_cpu_s", decode_cpu_s);
   result.metrics = {sram, weights, kv, activations, stage, compute, send, chip_rank, rank_read, rank_wait};
   return result;

@@ -182,10 +182,6 @@ ServeSession::ServeSession(io::WeightSource& source, const chip::ChipSpec& hardw
     s.logits_row[i] = rows;
     if (!s.outcome.requests[i].rejected) rows += config.requests[i].output_tokens;
   }
-  if (s.rank == 0) {
-    if (!config.trace_path.empty()) io::check_writable(config.trace_path, config.force);
-    if (!config.csv_path.empty()) io::check_writable(config.csv_path, config.force);
-  }
   if (functional) {
     s.engine = std::make_unique<Engine>(plan, source, comm, false, config.faults);
     for (const int64_t shape : s.costs->chunk_shapes())

@@ -41,7 +41,10 @@ expect_serve() {  # expect_serve CODE "message part" lpurt-serve-args... (3 rank
     failed=$((failed + 1)); echo "FAIL serve $*: exit $rc (want $code, one error line with \"$text\"):"; cat err.txt
   fi
 }
-expect_serve 6 'existing.h5: already exists' --chips 4 --rate 1 --requests 2 --timing-only --out existing.h5
+# Functional: the session's setup builds an Engine, collective over the ranks.
+expect_serve 6 'existing.h5: already exists' --chips 4 --rate 1 --requests 2 --out existing.h5
+expect_serve 6 'existing.h5: already exists' --chips 4 --rate 1 --requests 2 --csv existing.h5
+expect_serve 6 'existing.h5: already exists' --chips 4 --rate 1 --requests 2 --trace existing.h5
 expect_serve 2 'lpurt serve needs a workload' --chips 4 --timing-only
 # A rank whose MPI call fails (a send of -1 bytes, MPI_ERR_COUNT): MPI returns the error instead of
 # aborting, and the job ends with one line naming the call, the rank and MPI's reason, and exit code 8.
