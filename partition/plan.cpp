@@ -369,10 +369,13 @@ class ChainBound {
       : cfg_(cfg), hw_(hw), request_(r), topology_(parse_topology(hw.topology), r.n_chips) {}
 
   /// Bounds on the pace of a decode token at `position` through replica 0 of a tp x pp layout of
-  /// `replicas` replicas, its tp groups placed as layout() places them.
+  /// `replicas` replicas, its tp groups placed as layout() places them. Once the latency exceeds
+  /// `enough_cycles`, the stages after are left out (a weaker bound, and no more collectives modelled) and
+  /// `complete` is set false.
   DecodePace decode(int64_t tp, int64_t pp, int64_t replicas, const std::vector<int64_t>& stage_part_begin,
-                    int64_t position) {
-    const Pass p = pass(tp, pp, replicas, stage_part_begin, {0, 1, true, 0}, position);
+                    int64_t position, int64_t enough_cycles, bool& complete) {
+    const Pass p = pass(tp, pp, replicas, stage_part_begin, {0, 1, true, 0}, position, enough_cycles);
+    complete = p.complete;
     DecodePace pace;
     for (int64_t s = 0; s < pp; ++s) {
       pace.latency_cycles += p.hand_off_cycles[static_cast<std::size_t>(s)] + p.stage_cycles[static_cast<std::size_t>(s)];
@@ -389,8 +392,9 @@ class ChainBound {
                   const std::vector<Block>& blocks, int64_t n_sequences) {
     if (blocks.empty()) return 0;
     const Block& last_block = blocks.back();
-    const Pass last = pass(tp, pp, replicas, stage_part_begin, {0, last_block.n_tokens, true, 0}, last_block.position_offset);
-    const Pass middle = blocks.size() > 1 ? pass(tp, pp, replicas, stage_part_begin, {0, blocks.front().n_tokens, false, 0}, 0) : last;
+    constexpr int64_t all = std::numeric_limits<int64_t>::max();
+    const Pass last = pass(tp, pp, replicas, stage_part_begin, {0, last_block.n_tokens, true, 0}, last_block.position_offset, all);
+    const Pass middle = blocks.size() > 1 ? pass(tp, pp, replicas, stage_part_begin, {0, blocks.front().n_tokens, false, 0}, 0, all) : last;
     const auto middle_blocks = static_cast<int64_t>(blocks.size()) - 1;
     int64_t bound = 0, before = 0;  // before: the first block's way to stage s
     for (std::size_t s = 0; s < static_cast<std::size_t>(pp); ++s) {
@@ -406,9 +410,11 @@ class ChainBound {
 
  private:
   /// One block's way through replica 0's stages: [pp] each stage's chain, and the hand-off into it (0 for
-  /// stage 0), with what its first collective waits beyond its own time for the last transfer.
+  /// stage 0), with what its first collective waits beyond its own time for the last transfer. Stages
+  /// after the one where the way exceeds enough_cycles are left at 0.
   struct Pass {
     std::vector<int64_t> stage_cycles, hand_off_cycles;
+    bool complete = true;
   };
   /// A compute segment of one block over a stage's chips: its shortest and its longest.
   struct Span {
@@ -431,13 +437,14 @@ class ChainBound {
   };
 
   Pass pass(int64_t tp, int64_t pp, int64_t replicas, const std::vector<int64_t>& stage_part_begin, const Block& block,
-            int64_t position) {
+            int64_t position, int64_t enough_cycles) {
     const Segments& w = segments(tp, block, position);
     const std::vector<int64_t> starts = group_starts(hw_, request_.n_chips, tp, replicas * pp);
     Pass p;
     p.stage_cycles.assign(static_cast<std::size_t>(pp), 0);
     p.hand_off_cycles.assign(static_cast<std::size_t>(pp), 0);
-    for (int64_t s = 0; s < pp; ++s) {
+    int64_t way = 0;
+    for (int64_t s = 0; s < pp && way <= enough_cycles; ++s) {
       const int64_t start = starts[static_cast<std::size_t>(s)];
       const int64_t begin = stage_part_begin[static_cast<std::size_t>(s)], end = stage_part_begin[static_cast<std::size_t>(s + 1)];
       // Parts 2l are attention, 2l + 1 FFN. A collective ends no earlier than the earliest member's input
@@ -453,13 +460,16 @@ class ChainBound {
       if (s == 0) chain += through(w.embed, g.embedding_cycles);
       if (s == pp - 1 && block.with_logits) chain += w.logits_cycles;
       p.stage_cycles[static_cast<std::size_t>(s)] = chain;
+      way += chain;
       if (s == 0) continue;
       // The stage's first collective waits for the last transfer beyond what its chain already counts.
       const HandOff h = hand_off(starts[static_cast<std::size_t>(s - 1)], start, tp, block.n_tokens);
       const Span& head = begin % 2 == 0 ? w.attention[0] : w.ffn[0];
       const int64_t counted = std::max(begin % 2 == 0 ? g.attention[0] : g.ffn[0], head.most_cycles - head.fewest_cycles);
       p.hand_off_cycles[static_cast<std::size_t>(s)] = h.first_cycles + std::max<int64_t>(0, h.last_cycles - h.first_cycles - counted);
+      way += p.hand_off_cycles[static_cast<std::size_t>(s)];
     }
+    p.complete = way <= enough_cycles;
     return p;
   }
 
@@ -516,13 +526,25 @@ class ChainBound {
     return groups_.emplace(key, g).first->second;
   }
 
+  /// Groups whose collectives take the same routes up to a shift of every chip, and so the same times: a
+  /// group inside one node (one-hop routes) by its offset in the node; on a dragonfly, a group of whole
+  /// nodes inside one rack, or anywhere when the nodes are all-to-all (every route through a chip of the
+  /// source node and of the destination node, both in the group). Other groups by their first chip.
+  int64_t route_class(int64_t start, int64_t tp) const {
+    const int64_t node = Topology::chips_per_node, last = start + tp - 1;
+    if (topology_.node_of(start) == topology_.node_of(last)) return start % node - node;
+    const int64_t rack = topology_.rack_chips();
+    const bool whole_nodes = start % node == 0 && tp % node == 0;
+    if (topology_.kind() == TopologyKind::dragonfly && whole_nodes && (rack == 0 || start / rack == last / rack))
+      return -1 - node;
+    return start;
+  }
+
   /// The earliest end over the members of the collective the schedule chooses for network chips
   /// [start, start + tp) and `elements`, alone: each member is done when its last reduction and its last
-  /// receive are. A group inside one node has one-hop routes wherever the node is: one value per offset.
+  /// receive are.
   int64_t alone(int64_t start, int64_t tp, int64_t elements, Combine combine) {
-    const bool one_node = topology_.node_of(start) == topology_.node_of(start + tp - 1);
-    const auto key = std::make_tuple(one_node ? start % Topology::chips_per_node - Topology::chips_per_node : start, tp,
-                                     elements, combine);
+    const auto key = std::make_tuple(route_class(start, tp), tp, elements, combine);
     auto it = alone_.find(key);
     if (it != alone_.end()) return it->second;
     std::vector<int64_t> chips(static_cast<std::size_t>(tp));
@@ -828,13 +850,26 @@ Plan make_plan(const chip::ModelConfig& cfg, const chip::ChipSpec& hw, const Pla
       // Visited by bound: once even the bound loses, every later candidate loses too.
       if (visit.bound_cycles > best_objective) break;
       if (!visit.chained) {
+        // The decode chain first (one token's collectives), then the prefill's (its blocks').
         const int64_t n_slots = chip::ceil_div(r.batch, c.replicas);
-        const int64_t period = chains.decode(c.tp, c.pp, c.replicas, stages(c.pp), shape.context - 1).period_cycles(n_slots);
-        const int64_t prefill = whole_request ? chains.prefill(c.tp, c.pp, c.replicas, stages(c.pp), prompt_blocks, n_slots) : 0;
-        const int64_t chained = std::max(visit.bound_cycles, objective_of(std::max(c.period_bound_cycles, period),
-                                                                          std::max(c.prefill_bound_cycles, prefill)));
+        // A period whose objective exceeds the next bound in the queue (or the best) leaves this candidate
+        // behind it: the stages after need not be modelled until it comes up again.
+        const int64_t limit = std::min(best_objective, queue.empty() ? unbounded : queue.front().bound_cycles);
+        const int64_t enough = limit == unbounded ? unbounded
+                               : !whole_request  ? limit
+                               : n_decode == 0   ? unbounded
+                                                 : (limit - std::min(limit, c.prefill_bound_cycles)) / n_decode;
+        bool complete = true;
+        const int64_t period = std::max(c.period_bound_cycles, chains.decode(c.tp, c.pp, c.replicas, stages(c.pp), shape.context - 1,
+                                                                             enough, complete).period_cycles(n_slots));
+        int64_t chained = std::max(visit.bound_cycles, objective_of(period, c.prefill_bound_cycles));
         if (loses(chained, c)) continue;
-        queue.push_back({chained, true, visit.candidate});
+        if (complete && whole_request) {
+          const int64_t prefill = chains.prefill(c.tp, c.pp, c.replicas, stages(c.pp), prompt_blocks, n_slots);
+          chained = std::max(chained, objective_of(period, std::max(c.prefill_bound_cycles, prefill)));
+          if (loses(chained, c)) continue;
+        }
+        queue.push_back({chained, complete, visit.candidate});
         std::push_heap(queue.begin(), queue.end(), later);
         continue;
       }
