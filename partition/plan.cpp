@@ -387,7 +387,8 @@ class ChainBound {
   /// A bound on the prefill of n_sequences prompts in `blocks` through replica 0 (as decode()): for each
   /// stage, the first block's way to it, every block through it (a chip takes a block's first op after
   /// its last op of the block before; middle blocks at position 0 at least, attention only grows with
-  /// it), and the last block's way from it to the end.
+  /// it), and the last block's way from it to the end; the same with every block's hand-off over the
+  /// busiest link into the stage (one transfer at a time) in place of the stage.
   int64_t prefill(int64_t tp, int64_t pp, int64_t replicas, const std::vector<int64_t>& stage_part_begin,
                   const std::vector<Block>& blocks, int64_t n_sequences) {
     if (blocks.empty()) return 0;
@@ -402,18 +403,32 @@ class ChainBound {
       int64_t after = 0;
       for (std::size_t j = s + 1; j < static_cast<std::size_t>(pp); ++j) after += last.hand_off_cycles[j] + last.stage_cycles[j];
       const int64_t through = n_sequences * (middle_blocks * middle.stage_cycles[s] + last.stage_cycles[s]);
-      bound = std::max(bound, before + through + after);
+      int64_t carried = 0;  // the busiest link's cycles carrying every block into stage s
+      if (s > 0 && middle.hand_offs[s] != nullptr && last.hand_offs[s] != nullptr)
+        for (const auto& [link, cycles] : middle.hand_offs[s]->link_cycles) {
+          const auto in_last = last.hand_offs[s]->link_cycles.find(link);
+          const int64_t last_cycles = in_last != last.hand_offs[s]->link_cycles.end() ? in_last->second : 0;
+          carried = std::max(carried, n_sequences * (middle_blocks * cycles + last_cycles));
+        }
+      bound = std::max({bound, before + through + after, before - middle.hand_off_cycles[s] + carried + after});
       before += middle.stage_cycles[s];
     }
     return bound;
   }
 
  private:
+  /// The hand-off between two stages' chips alone: the first and the last transfer's end, and the cycles
+  /// each link carries it.
+  struct HandOff {
+    int64_t first_cycles = 0, last_cycles = 0;
+    std::map<std::pair<int64_t, int64_t>, int64_t> link_cycles;  ///< each link's cycles carrying it
+  };
   /// One block's way through replica 0's stages: [pp] each stage's chain, and the hand-off into it (0 for
   /// stage 0), with what its first collective waits beyond its own time for the last transfer. Stages
   /// after the one where the way exceeds enough_cycles are left at 0.
   struct Pass {
     std::vector<int64_t> stage_cycles, hand_off_cycles;
+    std::vector<const HandOff*> hand_offs;  ///< [pp] the hand-off into the stage alone (null for stage 0)
     bool complete = true;
   };
   /// A compute segment of one block over a stage's chips: its shortest and its longest.
@@ -431,10 +446,6 @@ class ChainBound {
     int64_t attention[2] = {0, 0}, ffn[2] = {0, 0};  ///< the amax all-gather, the sum
     int64_t embedding_cycles = 0;
   };
-  /// The hand-off between two stages' chips alone: the first and the last transfer's end.
-  struct HandOff {
-    int64_t first_cycles = 0, last_cycles = 0;
-  };
 
   Pass pass(int64_t tp, int64_t pp, int64_t replicas, const std::vector<int64_t>& stage_part_begin, const Block& block,
             int64_t position, int64_t enough_cycles) {
@@ -443,6 +454,7 @@ class ChainBound {
     Pass p;
     p.stage_cycles.assign(static_cast<std::size_t>(pp), 0);
     p.hand_off_cycles.assign(static_cast<std::size_t>(pp), 0);
+    p.hand_offs.assign(static_cast<std::size_t>(pp), nullptr);
     int64_t way = 0;
     for (int64_t s = 0; s < pp && way <= enough_cycles; ++s) {
       const int64_t start = starts[static_cast<std::size_t>(s)];
@@ -463,10 +475,11 @@ class ChainBound {
       way += chain;
       if (s == 0) continue;
       // The stage's first collective waits for the last transfer beyond what its chain already counts.
-      const HandOff h = hand_off(starts[static_cast<std::size_t>(s - 1)], start, tp, block.n_tokens);
+      const HandOff& h = hand_off(starts[static_cast<std::size_t>(s - 1)], start, tp, block.n_tokens);
       const Span& head = begin % 2 == 0 ? w.attention[0] : w.ffn[0];
       const int64_t counted = std::max(begin % 2 == 0 ? g.attention[0] : g.ffn[0], head.most_cycles - head.fewest_cycles);
       p.hand_off_cycles[static_cast<std::size_t>(s)] = h.first_cycles + std::max<int64_t>(0, h.last_cycles - h.first_cycles - counted);
+      p.hand_offs[static_cast<std::size_t>(s)] = &h;
       way += p.hand_off_cycles[static_cast<std::size_t>(s)];
     }
     p.complete = way <= enough_cycles;
@@ -567,7 +580,7 @@ class ChainBound {
   /// The transfers of a block's activations from stage chips (prev_start + t) to (start + t), in the
   /// schedule's order, alone on an idle network: each takes its route's links when their previous transfer
   /// is done (between two racks, one global link carries them all), in the schedule's formula.
-  HandOff hand_off(int64_t prev_start, int64_t start, int64_t tp, int64_t n_tokens) {
+  const HandOff& hand_off(int64_t prev_start, int64_t start, int64_t tp, int64_t n_tokens) {
     const auto key = std::make_tuple(prev_start, start, tp, n_tokens);
     auto it = hand_offs_.find(key);
     if (it != hand_offs_.end()) return it->second;
@@ -582,8 +595,9 @@ class ChainBound {
       const double seconds = static_cast<double>(hops.size()) * hw_.hop_latency_ns * 1e-9 + static_cast<double>(bytes) / hw_.link_bytes_per_s;
       int64_t begin = 0;
       for (const Hop& hop : hops) begin = std::max(begin, link_free[{hop.from, hop.to}]);
-      const int64_t end = begin + static_cast<int64_t>(std::ceil(seconds * hw_.clock_hz));
+      const int64_t cycles = static_cast<int64_t>(std::ceil(seconds * hw_.clock_hz)), end = begin + cycles;
       for (const Hop& hop : hops) link_free[{hop.from, hop.to}] = end;
+      for (const Hop& hop : hops) h.link_cycles[{hop.from, hop.to}] += cycles;
       h.first_cycles = std::min(h.first_cycles, end);
       h.last_cycles = std::max(h.last_cycles, end);
     }
@@ -603,7 +617,9 @@ class ChainBound {
 struct Candidate {
   int64_t tp = 1, pp = 1, replicas = 1;
   int64_t period_bound_cycles = 0;   ///< LayoutBound::period
-  int64_t prefill_bound_cycles = 0;  ///< LayoutBound::prefill of its first replica, when the objective has it
+  /// A bound on the prefill of its first replica, when the objective has it: LayoutBound::prefill, then
+  /// ChainBound::prefill's if higher.
+  int64_t prefill_bound_cycles = 0;
   int64_t objective_bound_cycles = 0;
   int64_t chips() const { return tp * pp * replicas; }
   /// Ties between equally good layouts: fewer chips, then smaller tp, fewer replicas, fewer stages.
@@ -846,7 +862,7 @@ Plan make_plan(const chip::ModelConfig& cfg, const chip::ChipSpec& hw, const Pla
       std::pop_heap(queue.begin(), queue.end(), later);
       const Visit visit = queue.back();
       queue.pop_back();
-      const Candidate& c = candidates[visit.candidate];
+      Candidate& c = candidates[visit.candidate];
       // Visited by bound: once even the bound loses, every later candidate loses too.
       if (visit.bound_cycles > best_objective) break;
       if (!visit.chained) {
@@ -865,8 +881,8 @@ Plan make_plan(const chip::ModelConfig& cfg, const chip::ChipSpec& hw, const Pla
         int64_t chained = std::max(visit.bound_cycles, objective_of(period, c.prefill_bound_cycles));
         if (loses(chained, c)) continue;
         if (complete && whole_request) {
-          const int64_t prefill = chains.prefill(c.tp, c.pp, c.replicas, stages(c.pp), prompt_blocks, n_slots);
-          chained = std::max(chained, objective_of(period, std::max(c.prefill_bound_cycles, prefill)));
+          c.prefill_bound_cycles = std::max(c.prefill_bound_cycles, chains.prefill(c.tp, c.pp, c.replicas, stages(c.pp), prompt_blocks, n_slots));
+          chained = std::max(chained, objective_of(period, c.prefill_bound_cycles));
           if (loses(chained, c)) continue;
         }
         queue.push_back({chained, complete, visit.candidate});
