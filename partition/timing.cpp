@@ -637,12 +637,16 @@ int64_t ChainedSolver::append(const Link& g, int64_t base_position) {
     const auto it = link_end_.find(key);
     if (it != link_end_.end()) release(op, it->second);
   }
+  // A receive ends when its send does (its one predecessor, and no duration): the makespan over every op
+  // is the one over the others, without reading the ops.
+  int64_t makespan = makespan_cycles_;
   for (std::size_t i = 0; i < n_ops; ++i) {
     int64_t ready = end_[i];
     for (int32_t k = g.pred_begin_[i]; k < g.pred_begin_[i + 1]; ++k) ready = std::max(ready, end_[static_cast<std::size_t>(g.preds_[static_cast<std::size_t>(k)])]);
     end_[i] = ready + duration_[i];
-    if (p.ops[i].kind != OpKind::recv) makespan_cycles_ = std::max(makespan_cycles_, end_[i]);
+    makespan = std::max(makespan, end_[i]);
   }
+  makespan_cycles_ = makespan;
   // The state the next program starts from.
   for (std::size_t c = 0; c < chip_compute_end_.size(); ++c)
     if (g.chip_last_compute_[c] >= 0) {
