@@ -582,7 +582,7 @@ ChainedSolver::Link::Link(const Program& p, const Plan& plan) : program_(p), pla
     pred_begin_.push_back(static_cast<int32_t>(preds_.size()));
     preds_.insert(preds_.end(), p.deps.begin() + op.dep_begin, p.deps.begin() + op.dep_begin + op.dep_count);
     if (op.kind == OpKind::recv) {
-      recvs_.push_back(index);
+      trailing_recvs_.emplace_back(index, op.chip);
       continue;
     }
     if (op.kind == OpKind::send) {
@@ -603,6 +603,11 @@ ChainedSolver::Link::Link(const Program& p, const Plan& plan) : program_(p), pla
     if (op.kind == OpKind::attention) attention_ops_.push_back(index);
   }
   pred_begin_.push_back(static_cast<int32_t>(preds_.size()));
+  trailing_recvs_.erase(std::remove_if(trailing_recvs_.begin(), trailing_recvs_.end(),
+                                       [&](const std::pair<int32_t, int32_t>& r) {
+                                         return r.first < chip_last_compute_[static_cast<std::size_t>(r.second)];
+                                       }),
+                        trailing_recvs_.end());
   for (const auto& [key, first_last] : links) {
     link_first_.emplace_back(key, first_last.first);
     link_last_.emplace_back(key, first_last.second);
@@ -653,9 +658,9 @@ int64_t ChainedSolver::append(const Link& g, int64_t base_position) {
       chip_compute_end_[c] = end_[static_cast<std::size_t>(g.chip_last_compute_[c])];
       chip_pending_end_[c] = -1;  // consumed by its compute ops; later receives are added below
     }
-  for (const int32_t r : g.recvs_) {
-    const auto chip = static_cast<std::size_t>(p.ops[static_cast<std::size_t>(r)].chip);
-    if (r > g.chip_last_compute_[chip]) chip_pending_end_[chip] = std::max(chip_pending_end_[chip], end_[static_cast<std::size_t>(r)]);
+  for (const auto& [r, chip] : g.trailing_recvs_) {
+    int64_t& pending = chip_pending_end_[static_cast<std::size_t>(chip)];
+    pending = std::max(pending, end_[static_cast<std::size_t>(r)]);
   }
   for (std::size_t u = 0; u < unit_end_.size(); ++u)
     if (g.unit_last_[u] >= 0) unit_end_[u] = end_[static_cast<std::size_t>(g.unit_last_[u])];

@@ -12,6 +12,7 @@
 #include <memory>
 #include <string>
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include "partition/plan.hpp"
@@ -149,7 +150,8 @@ class ChainedSolver {
     std::vector<int32_t> orphan_sends_;                         ///< sends with no producer in the program
     std::vector<int32_t> unit_first_, unit_last_;               ///< [2 chips]
     std::vector<std::pair<int64_t, int32_t>> link_first_, link_last_;  ///< (link key, op)
-    std::vector<int32_t> recvs_;                                ///< in array order
+    /// (op, chip): the receives after their chip's last compute op, which the next program's first one waits for
+    std::vector<std::pair<int32_t, int32_t>> trailing_recvs_;
   };
 
   explicit ChainedSolver(int64_t n_chips);
