@@ -101,7 +101,8 @@ struct BlockCost {
 };
 /// The costs of `program`, one block, at base positions [first_position, first_position + n), in order.
 /// The timeline is solved only where its decisions change and interpolated exactly between, as for the
-/// decode steps of modelled_times (at every position when the attention ops of the chips differ).
+/// decode steps of modelled_times (when the chips' attention ops differ in heads or speed, only where
+/// the decisions provably hold over the range).
 /// `solves` (if not null) is increased by the timelines solved.
 std::vector<BlockCost> block_costs(const Plan& plan, const Program& program, int64_t first_position, int64_t n,
                                    int64_t* solves = nullptr);
