@@ -455,8 +455,8 @@ class ChainBound {
     p.stage_cycles.assign(static_cast<std::size_t>(pp), 0);
     p.hand_off_cycles.assign(static_cast<std::size_t>(pp), 0);
     p.hand_offs.assign(static_cast<std::size_t>(pp), nullptr);
-    int64_t way = 0;
-    for (int64_t s = 0; s < pp && way <= enough_cycles; ++s) {
+    int64_t way = 0, s = 0;
+    for (; s < pp && way <= enough_cycles; ++s) {
       const int64_t start = starts[static_cast<std::size_t>(s)];
       const int64_t begin = stage_part_begin[static_cast<std::size_t>(s)], end = stage_part_begin[static_cast<std::size_t>(s + 1)];
       // Parts 2l are attention, 2l + 1 FFN. A collective ends no earlier than the earliest member's input
@@ -482,7 +482,7 @@ class ChainBound {
       p.hand_offs[static_cast<std::size_t>(s)] = &h;
       way += p.hand_off_cycles[static_cast<std::size_t>(s)];
     }
-    p.complete = way <= enough_cycles;
+    p.complete = s == pp;
     return p;
   }
 
