@@ -459,16 +459,18 @@ class ChainBound {
     for (; s < pp && way <= enough_cycles; ++s) {
       const int64_t start = starts[static_cast<std::size_t>(s)];
       const int64_t begin = stage_part_begin[static_cast<std::size_t>(s)], end = stage_part_begin[static_cast<std::size_t>(s + 1)];
-      // Parts 2l are attention, 2l + 1 FFN. A collective ends no earlier than the earliest member's input
-      // plus its own time, nor before the last member's input (every member's result needs every input).
+      // A collective ends no earlier than the earliest member's input plus its own time, nor before the
+      // last member's input (every member's result needs every input).
       const GroupCosts& g = group(start, tp, block.n_tokens);
       auto through = [](const Span& segment, int64_t collective_cycles) {
         return std::max(segment.fewest_cycles + collective_cycles, segment.most_cycles);
       };
+      // Each part as the schedule lays it out (Builder::block): attention, its amax all-gather, wo, the sum,
+      // the residual; an FFN likewise.
       const int64_t attention = through(w.attention[0], g.attention[0]) + through(w.attention[1], g.attention[1]) + w.attention_tail_cycles;
       const int64_t ffn = through(w.ffn[0], g.ffn[0]) + through(w.ffn[1], g.ffn[1]) + w.ffn_tail_cycles;
-      const int64_t attention_parts = (end + 1) / 2 - (begin + 1) / 2, ffn_parts = end - begin - attention_parts;
-      int64_t chain = attention_parts * attention + ffn_parts * ffn;
+      int64_t chain = 0;
+      for (int64_t part = begin; part < end; ++part) chain += part % 2 == 0 ? attention : ffn;
       if (s == 0) chain += through(w.embed, g.embedding_cycles);
       if (s == pp - 1 && block.with_logits) chain += w.logits_cycles;
       p.stage_cycles[static_cast<std::size_t>(s)] = chain;
