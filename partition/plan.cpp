@@ -449,6 +449,8 @@ class ChainBound {
 
   Pass pass(int64_t tp, int64_t pp, int64_t replicas, const std::vector<int64_t>& stage_part_begin, const Block& block,
             int64_t position, int64_t enough_cycles) {
+    // The parts as Builder::block lays them out: 2l layer l's attention, 2l + 1 its FFN.
+    LPURT_ASSERT(stage_part_begin.back() == 2 * cfg_.n_layers);
     const Segments& w = segments(tp, block, position);
     const std::vector<int64_t> starts = group_starts(hw_, request_.n_chips, tp, replicas * pp);
     Pass p;
@@ -465,8 +467,8 @@ class ChainBound {
       auto through = [](const Span& segment, int64_t collective_cycles) {
         return std::max(segment.fewest_cycles + collective_cycles, segment.most_cycles);
       };
-      // Each part as the schedule lays it out (Builder::block): attention, its amax all-gather, wo, the sum,
-      // the residual; an FFN likewise.
+      // Each part as the schedule lays it out: attention, its amax all-gather, wo, the sum, the residual; an
+      // FFN likewise.
       const int64_t attention = through(w.attention[0], g.attention[0]) + through(w.attention[1], g.attention[1]) + w.attention_tail_cycles;
       const int64_t ffn = through(w.ffn[0], g.ffn[0]) + through(w.ffn[1], g.ffn[1]) + w.ffn_tail_cycles;
       int64_t chain = 0;
