@@ -349,30 +349,6 @@ class LayoutBound {
     return std::max(latency(tp, pp, 1) + cfg_.n_layers * attention, n_slots * stage_cycles(tp, pp, 1));
   }
 
-  /// A decode token's trip from the end of stage 0 (its last chip done) to the end of the pipeline, whose
-  /// later stages hold parts [first_part, chip::n_parts): every part on the chip with the smallest share
-  /// (the first to go may be the lightest one), its collectives, and the stage transfers.
-  int64_t latency_after_first_stage(int64_t tp, int64_t pp, int64_t first_part) const {
-    const int64_t d = cfg_.hidden_size, hd = cfg_.head_dim();
-    const int64_t heads = cfg_.n_heads / tp, kv_heads = std::max<int64_t>(1, cfg_.n_kv_heads / tp);
-    const int64_t attention_bytes = (2 * heads + 2 * kv_heads) * hd * d;
-    // An FFN's input half streams w_gate and w_up, its output half w_down.
-    const int64_t ffn_column_bytes = cfg_.is_moe() ? 0 : (cfg_.intermediate_size / tp) * d;
-    const int64_t attention = chip::CostModel(hw_).attention_cycles(heads, kv_heads, hd, position_, 1);
-    const auto [attention_collectives, ffn_collectives] = collective_cycles(tp, 1);
-    int64_t cycles = (pp - 1) * one_hop_cycles(hw_, hw_.activation_bytes_per_value * d) +
-                     matrix_cycles(cfg_.vocab_size / tp * d, 1);
-    for (int64_t part = first_part; part < chip::n_parts(cfg_); ++part) {
-      switch (chip::part_kind(part)) {
-        case chip::LayerPart::attention: cycles += matrix_cycles(attention_bytes, 1) + attention_collectives + attention; break;
-        case chip::LayerPart::ffn_in: cycles += matrix_cycles(2 * ffn_column_bytes, 1); break;
-        // The FFN's collectives counted with its output half, which follows them.
-        case chip::LayerPart::ffn_out: cycles += matrix_cycles(ffn_column_bytes, 1) + ffn_collectives; break;
-      }
-    }
-    return cycles;
-  }
-
   /// Prefill of n_sequences prompts of prompt_tokens, in blocks of block_tokens, on one replica. (The
   /// whole batch's prefill, every replica at once, takes at least as long: adding ops to a booking never
   /// lets an op start earlier.)
@@ -423,10 +399,296 @@ class LayoutBound {
   int64_t matrix_bytes_ = 0;
 };
 
+/// Tighter lower bounds on a layout's decode pace and prefill (cycles), from its stages' chains, for chips
+/// and links at nominal speed: what the analytic LayoutBound cannot see, collectives across nodes and
+/// racks and hand-offs over long or shared routes, modelled exactly, each on its own.
+///
+/// A timeline is a longest path: an op never starts earlier for more ops around it. So a collective whose
+/// members get their inputs no earlier than m ends on each member no earlier than m plus what it takes
+/// that member alone on an idle network (its chosen algorithm's standalone program, the schedule's own
+/// expansion), and no earlier than its last input (every member's result sums or maxes every member's
+/// values). A chip's compute ops run one after another, each segment between two collectives after the
+/// collective before it: the earliest chip done with a segment is done no earlier than the earliest to
+/// start it plus the shortest such segment over the chips (exact durations). A stage's chips get a block
+/// no earlier than the previous stage's earliest end plus the first of its hand-off transfers to end
+/// alone, and the last of them, which the stage's first collective waits for, ends no earlier than the
+/// last to end alone. Summed along a block's way: a bound on its trip, and each stage's sum one on that
+/// stage's span and on its time per block.
+class ChainBound {
+ public:
+  ChainBound(const chip::ModelConfig& cfg, const chip::ChipSpec& hw, const PlanRequest& r)
+      : cfg_(cfg), hw_(hw), request_(r), topology_(parse_topology(hw.topology), r.n_chips) {}
+
+  /// Bounds on the pace of a decode token at `position` through replica 0 of a tp x pp layout of
+  /// `replicas` replicas, its tp groups placed as layout() places them. Once the latency exceeds
+  /// `enough_cycles`, the stages after are left out (a weaker bound, and no more collectives modelled) and
+  /// `complete` is set false.
+  DecodePace decode(int64_t tp, int64_t pp, int64_t replicas, const std::vector<int64_t>& stage_part_begin,
+                    int64_t position, int64_t enough_cycles, bool& complete) {
+    const Pass p = pass(tp, pp, replicas, stage_part_begin, {0, 1, true, 0}, position, enough_cycles);
+    complete = p.complete;
+    DecodePace pace;
+    for (int64_t s = 0; s < pp; ++s) {
+      pace.latency_cycles += p.hand_off_cycles[static_cast<std::size_t>(s)] + p.stage_cycles[static_cast<std::size_t>(s)];
+      pace.busiest_stage_cycles = std::max(pace.busiest_stage_cycles, p.stage_cycles[static_cast<std::size_t>(s)]);
+    }
+    return pace;
+  }
+
+  /// A bound on the prefill of n_sequences prompts in `blocks` through replica 0 (as decode()): for each
+  /// stage, the first block's way to it, every block through it (a chip takes a block's first op after
+  /// its last op of the block before; middle blocks at position 0 at least, attention only grows with
+  /// it), and the last block's way from it to the end; the same with every block's hand-off over the
+  /// busiest link into the stage (one transfer at a time) in place of the stage.
+  int64_t prefill(int64_t tp, int64_t pp, int64_t replicas, const std::vector<int64_t>& stage_part_begin,
+                  const std::vector<Block>& blocks, int64_t n_sequences) {
+    if (blocks.empty()) return 0;
+    const Block& last_block = blocks.back();
+    constexpr int64_t all = std::numeric_limits<int64_t>::max();
+    const Pass last = pass(tp, pp, replicas, stage_part_begin, {0, last_block.n_tokens, true, 0}, last_block.position_offset, all);
+    const Pass middle = blocks.size() > 1 ? pass(tp, pp, replicas, stage_part_begin, {0, blocks.front().n_tokens, false, 0}, 0, all) : last;
+    const auto middle_blocks = static_cast<int64_t>(blocks.size()) - 1;
+    int64_t bound = 0, before = 0;  // before: the first block's way to stage s
+    for (std::size_t s = 0; s < static_cast<std::size_t>(pp); ++s) {
+      before += middle.hand_off_cycles[s];
+      int64_t after = 0;
+      for (std::size_t j = s + 1; j < static_cast<std::size_t>(pp); ++j) after += last.hand_off_cycles[j] + last.stage_cycles[j];
+      const int64_t through = n_sequences * (middle_blocks * middle.stage_cycles[s] + last.stage_cycles[s]);
+      int64_t carried = 0;  // the busiest link's cycles carrying every block into stage s
+      if (s > 0 && middle.hand_offs[s] != nullptr && last.hand_offs[s] != nullptr)
+        for (const auto& [link, cycles] : middle.hand_offs[s]->link_cycles) {
+          const auto in_last = last.hand_offs[s]->link_cycles.find(link);
+          const int64_t last_cycles = in_last != last.hand_offs[s]->link_cycles.end() ? in_last->second : 0;
+          carried = std::max(carried, n_sequences * (middle_blocks * cycles + last_cycles));
+        }
+      bound = std::max({bound, before + through + after, before - middle.hand_off_cycles[s] + carried + after});
+      before += middle.stage_cycles[s];
+    }
+    return bound;
+  }
+
+ private:
+  /// The hand-off between two stages' chips alone: the first and the last transfer's end, and the cycles
+  /// each link carries it.
+  struct HandOff {
+    int64_t first_cycles = 0, last_cycles = 0;
+    std::map<std::pair<int64_t, int64_t>, int64_t> link_cycles;  ///< each link's cycles carrying it
+  };
+  /// One block's way through replica 0's stages: [pp] each stage's chain, and the hand-off into it (0 for
+  /// stage 0), with what its first collective waits beyond its own time for the last transfer. Stages
+  /// after the one where the way exceeds enough_cycles are left at 0.
+  struct Pass {
+    std::vector<int64_t> stage_cycles, hand_off_cycles;
+    std::vector<const HandOff*> hand_offs;  ///< [pp] the hand-off into the stage alone (null for stage 0)
+    bool complete = true;
+  };
+  /// A compute segment of one block over a stage's chips: its shortest and its longest.
+  struct Span {
+    int64_t fewest_cycles = 0, most_cycles = 0;
+  };
+  /// A tp's compute segments of one block: each part's segments before its two collectives (the amax
+  /// all-gather and the sum), and after them.
+  struct Segments {
+    Span embed, attention[2], ffn[2];
+    int64_t attention_tail_cycles = 0, ffn_tail_cycles = 0, logits_cycles = 0;  ///< shortest
+  };
+  /// A tp group's collectives of one block, each the earliest member's end alone.
+  struct GroupCosts {
+    int64_t attention[2] = {0, 0}, ffn[2] = {0, 0};  ///< the amax all-gather, the sum
+    int64_t embedding_cycles = 0;
+  };
+
+  Pass pass(int64_t tp, int64_t pp, int64_t replicas, const std::vector<int64_t>& stage_part_begin, const Block& block,
+            int64_t position, int64_t enough_cycles) {
+    // The parts as Builder::block lays them out (chip::LayerPart): attention, the FFN's input half, its
+    // output half.
+    LPURT_ASSERT(stage_part_begin.back() == chip::n_parts(cfg_));
+    const Segments& w = segments(tp, block, position);
+    const std::vector<int64_t> starts = group_starts(hw_, request_.n_chips, tp, replicas * pp);
+    Pass p;
+    p.stage_cycles.assign(static_cast<std::size_t>(pp), 0);
+    p.hand_off_cycles.assign(static_cast<std::size_t>(pp), 0);
+    p.hand_offs.assign(static_cast<std::size_t>(pp), nullptr);
+    int64_t way = 0, s = 0;
+    for (; s < pp && way <= enough_cycles; ++s) {
+      const int64_t start = starts[static_cast<std::size_t>(s)];
+      const int64_t begin = stage_part_begin[static_cast<std::size_t>(s)], end = stage_part_begin[static_cast<std::size_t>(s + 1)];
+      // A collective ends no earlier than the earliest member's input plus its own time, nor before the
+      // last member's input (every member's result needs every input).
+      const GroupCosts& g = group(start, tp, block.n_tokens);
+      auto through = [](const Span& segment, int64_t collective_cycles) {
+        return std::max(segment.fewest_cycles + collective_cycles, segment.most_cycles);
+      };
+      // Each part as the schedule lays it out: attention, its amax all-gather, wo, the sum, the residual; an
+      // FFN likewise.
+      const int64_t attention = through(w.attention[0], g.attention[0]) + through(w.attention[1], g.attention[1]) + w.attention_tail_cycles;
+      const int64_t ffn_in = through(w.ffn[0], g.ffn[0]), ffn_out = through(w.ffn[1], g.ffn[1]) + w.ffn_tail_cycles;
+      int64_t chain = 0;
+      for (int64_t part = begin; part < end; ++part) {
+        switch (chip::part_kind(part)) {
+          case chip::LayerPart::attention: chain += attention; break;
+          case chip::LayerPart::ffn_in: chain += ffn_in; break;
+          case chip::LayerPart::ffn_out: chain += ffn_out; break;
+        }
+      }
+      if (s == 0) chain += through(w.embed, g.embedding_cycles);
+      if (s == pp - 1 && block.with_logits) chain += w.logits_cycles;
+      p.stage_cycles[static_cast<std::size_t>(s)] = chain;
+      way += chain;
+      if (s == 0) continue;
+      // The stage's first collective waits for the last transfer beyond what its chain already counts.
+      const chip::LayerPart first_part = chip::part_kind(begin);
+      const HandOff& h = hand_off(starts[static_cast<std::size_t>(s - 1)], start, tp, block.n_tokens,
+                                  first_part == chip::LayerPart::ffn_out);
+      // The stage's first collective and the segment before it.
+      const int k = first_part == chip::LayerPart::ffn_out ? 1 : 0;
+      const Span& head = first_part == chip::LayerPart::attention ? w.attention[k] : w.ffn[k];
+      const int64_t first_collective = first_part == chip::LayerPart::attention ? g.attention[k] : g.ffn[k];
+      const int64_t counted = std::max(first_collective, head.most_cycles - head.fewest_cycles);
+      p.hand_off_cycles[static_cast<std::size_t>(s)] = h.first_cycles + std::max<int64_t>(0, h.last_cycles - h.first_cycles - counted);
+      p.hand_offs[static_cast<std::size_t>(s)] = &h;
+      way += p.hand_off_cycles[static_cast<std::size_t>(s)];
+    }
+    p.complete = s == pp;
+    return p;
+  }
+
+  const Segments& segments(int64_t tp, const Block& block, int64_t position) {
+    const auto key = std::make_tuple(tp, block.n_tokens, position);
+    auto it = segments_.find(key);
+    if (it != segments_.end()) return it->second;
+    // Every chip's ops as a stage holding the whole model has them (a stage's chips hold the same heads,
+    // columns and experts at every pp; the embedding and vocabulary ranges as the first and last stage's).
+    const Plan stage = layout(cfg_, hw_, request_, tp, 1, 1, {0, chip::n_parts(cfg_)}, 1);
+    Program program;
+    program.blocks = {block};
+    auto span = [&](std::initializer_list<OpKind> kinds) {
+      Span out{std::numeric_limits<int64_t>::max(), 0};
+      for (int64_t t = 0; t < tp; ++t) {
+        int64_t cycles = 0;
+        for (const OpKind kind : kinds) {
+          Op op;
+          op.kind = kind, op.chip = static_cast<int32_t>(t);
+          cycles += compute_op_cycles(program, op, stage, position);
+        }
+        out.fewest_cycles = std::min(out.fewest_cycles, cycles);
+        out.most_cycles = std::max(out.most_cycles, cycles);
+      }
+      return out;
+    };
+    auto shortest = [&](std::initializer_list<OpKind> kinds) { return span(kinds).fewest_cycles; };
+    Segments w;
+    w.embed = span({OpKind::embed});
+    w.attention[0] = span({OpKind::attn_norm, OpKind::qkv, OpKind::attention});
+    w.attention[1] = span({OpKind::wo});
+    w.attention_tail_cycles = shortest({OpKind::attn_residual});
+    w.ffn[0] = cfg_.is_moe() ? span({OpKind::ffn_norm, OpKind::moe_up}) : span({OpKind::ffn_norm, OpKind::gate_up, OpKind::silu});
+    w.ffn[1] = span({cfg_.is_moe() ? OpKind::moe_down : OpKind::down});
+    w.ffn_tail_cycles = shortest({OpKind::ffn_residual});
+    w.logits_cycles = shortest({OpKind::final_norm, OpKind::lm_head});
+    return segments_.emplace(key, w).first->second;
+  }
+
+  const GroupCosts& group(int64_t start, int64_t tp, int64_t n_tokens) {
+    const auto key = std::make_tuple(start, tp, n_tokens);
+    auto it = groups_.find(key);
+    if (it != groups_.end()) return it->second;
+    const int64_t d = cfg_.hidden_size, k = cfg_.n_experts_per_token;
+    GroupCosts g;
+    if (tp > 1) {
+      // Every collective's array for a block of n tokens (Plan::reduction, the amax of each token or slot).
+      const int64_t max = alone(start, tp, n_tokens, Combine::max), sum = alone(start, tp, n_tokens * d, Combine::sum);
+      g.attention[0] = max, g.attention[1] = sum;
+      g.ffn[0] = cfg_.is_moe() ? alone(start, tp, n_tokens * k, Combine::max) : max;
+      g.ffn[1] = cfg_.is_moe() ? alone(start, tp, n_tokens * k * d, Combine::sum) : sum;
+      g.embedding_cycles = sum;
+    }
+    return groups_.emplace(key, g).first->second;
+  }
+
+  /// Groups whose collectives take the same routes up to a shift of every chip, and so the same times: a
+  /// group inside one node (one-hop routes) by its offset in the node; on a dragonfly, a group of whole
+  /// nodes inside one rack, or anywhere when the nodes are all-to-all (every route through a chip of the
+  /// source node and of the destination node, both in the group). Other groups by their first chip.
+  int64_t route_class(int64_t start, int64_t tp) const {
+    const int64_t node = Topology::chips_per_node, last = start + tp - 1;
+    if (topology_.node_of(start) == topology_.node_of(last)) return start % node - node;
+    const int64_t rack = topology_.rack_chips();
+    const bool whole_nodes = start % node == 0 && tp % node == 0;
+    if (topology_.kind() == TopologyKind::dragonfly && whole_nodes && (rack == 0 || start / rack == last / rack))
+      return -1 - node;
+    return start;
+  }
+
+  /// The earliest end over the members of the collective the schedule chooses for network chips
+  /// [start, start + tp) and `elements`, alone: each member is done when its last reduction and its last
+  /// receive are.
+  int64_t alone(int64_t start, int64_t tp, int64_t elements, Combine combine) {
+    const auto key = std::make_tuple(route_class(start, tp), tp, elements, combine);
+    auto it = alone_.find(key);
+    if (it != alone_.end()) return it->second;
+    std::vector<int64_t> chips(static_cast<std::size_t>(tp));
+    for (int64_t t = 0; t < tp; ++t) chips[static_cast<std::size_t>(t)] = start + t;
+    const Collective c = choose_collective(chips, elements, combine, topology_, hw_);
+    const Program program = build_collective_program(chips, c, combine, topology_);
+    Plan bare;
+    bare.hardware = hw_;
+    const Timeline timeline = compute_timeline(program, bare, 0);
+    int64_t earliest = std::numeric_limits<int64_t>::max();
+    for (const int64_t chip : chips) {
+      int64_t done = 0;
+      for (const int32_t i : program.chip_ops[static_cast<std::size_t>(chip)])
+        if (program.ops[static_cast<std::size_t>(i)].kind != OpKind::send) done = std::max(done, timeline.end_cycles(static_cast<std::size_t>(i)));
+      earliest = std::min(earliest, done);
+    }
+    return alone_.emplace(key, earliest).first->second;
+  }
+
+  /// The transfers of a block's activations from stage chips (prev_start + t) to (start + t), in the
+  /// schedule's order, alone on an idle network: each takes its route's links when their previous transfer
+  /// is done (between two racks, one global link carries them all), in the schedule's formula. Into a
+  /// stage that begins inside an FFN, each carries its FFN columns' SiLU output and the amax too.
+  const HandOff& hand_off(int64_t prev_start, int64_t start, int64_t tp, int64_t n_tokens, bool inside_ffn) {
+    const auto key = std::make_tuple(prev_start, start, tp, n_tokens, inside_ffn);
+    auto it = hand_offs_.find(key);
+    if (it != hand_offs_.end()) return it->second;
+    HandOff h;
+    h.first_cycles = std::numeric_limits<int64_t>::max();
+    std::map<std::pair<int64_t, int64_t>, int64_t> link_free;  // the cycle each link is free from
+    std::vector<Hop> hops;
+    for (int64_t t = 0; t < tp; ++t) {
+      const int64_t columns = inside_ffn ? split_begin(cfg_.intermediate_size, tp, t + 1) - split_begin(cfg_.intermediate_size, tp, t) : 0;
+      const int64_t bytes = n_tokens * (cfg_.hidden_size + (inside_ffn ? columns + 1 : 0)) * hw_.activation_bytes_per_value;
+      hops.clear();
+      topology_.route(prev_start + t, start + t, hops);
+      const double seconds = static_cast<double>(hops.size()) * hw_.hop_latency_ns * 1e-9 + static_cast<double>(bytes) / hw_.link_bytes_per_s;
+      int64_t begin = 0;
+      for (const Hop& hop : hops) begin = std::max(begin, link_free[{hop.from, hop.to}]);
+      const int64_t cycles = static_cast<int64_t>(std::ceil(seconds * hw_.clock_hz)), end = begin + cycles;
+      for (const Hop& hop : hops) link_free[{hop.from, hop.to}] = end;
+      for (const Hop& hop : hops) h.link_cycles[{hop.from, hop.to}] += cycles;
+      h.first_cycles = std::min(h.first_cycles, end);
+      h.last_cycles = std::max(h.last_cycles, end);
+    }
+    return hand_offs_.emplace(key, h).first->second;
+  }
+
+  const chip::ModelConfig& cfg_;
+  const chip::ChipSpec& hw_;
+  const PlanRequest& request_;
+  Topology topology_;
+  std::map<std::tuple<int64_t, int64_t, int64_t>, Segments> segments_;   ///< by tp, block tokens, position
+  std::map<std::tuple<int64_t, int64_t, int64_t>, GroupCosts> groups_;  ///< by start, tp, block tokens
+  std::map<std::tuple<int64_t, int64_t, int64_t, Combine>, int64_t> alone_;
+  std::map<std::tuple<int64_t, int64_t, int64_t, int64_t, bool>, HandOff> hand_offs_;  ///< by the two starts, tp, block tokens, inside an FFN
+};
+
 struct Candidate {
   int64_t tp = 1, pp = 1, replicas = 1;
   int64_t period_bound_cycles = 0;   ///< LayoutBound::period
-  int64_t prefill_bound_cycles = 0;  ///< LayoutBound::prefill of its first replica, when the objective has it
+  /// A bound on the prefill of its first replica, when the objective has it: LayoutBound::prefill, then
+  /// ChainBound::prefill's if higher.
+  int64_t prefill_bound_cycles = 0;
   int64_t objective_bound_cycles = 0;
   int64_t chips() const { return tp * pp * replicas; }
   /// Ties between equally good layouts: fewer chips, then smaller tp, fewer replicas, fewer stages.
@@ -534,34 +796,6 @@ struct Pipeline {
   }
 };
 
-/// The first `parts` layer parts of stage 0 of a layout alone, modelled: their ops are a prefix of the
-/// decode program (later ops never move earlier ones), so their timeline is the one they have in the
-/// whole program. Across nodes collectives can cost far more than the analytic bound says; this finds out
-/// at the cost of a few parts.
-struct FirstStage {
-  int64_t parts = 0;
-  int64_t makespan_cycles = 0;  ///< embedding and the parts: when stage 0's last chip is done with them
-  int64_t span_cycles = 0;      ///< their first compute op's start to their last one's end
-
-  FirstStage(const Plan& probe, int64_t position, int64_t n_parts) : parts(n_parts) {
-    Plan stage = probe;
-    stage.pp = 1;
-    stage.stage_part_begin = {0, n_parts};
-    stage.chips.resize(static_cast<std::size_t>(probe.tp));  // replica 0's stage 0
-    const Program program = build_program(stage, topology_for(stage), {{0, 1, false, 0}});
-    const Timeline timeline = compute_timeline(program, stage, position);
-    makespan_cycles = timeline.makespan_cycles;
-    int64_t first = std::numeric_limits<int64_t>::max(), last = 0;
-    for (std::size_t i = 0; i < program.ops.size(); ++i) {
-      const OpKind kind = program.ops[i].kind;
-      if (kind == OpKind::send || kind == OpKind::recv) continue;
-      first = std::min(first, timeline.start_cycles[i]);
-      last = std::max(last, timeline.end_cycles(i));
-    }
-    span_cycles = last - first;
-  }
-};
-
 /// Stage boundaries for each pp, computed once per make_plan.
 class StageCache {
  public:
@@ -642,15 +876,16 @@ Plan make_plan(const chip::ModelConfig& cfg, const chip::ChipSpec& hw, const Pla
   // Candidates: at most n_chips chips, whatever the request fixes, tp up to max_tp unless given, replicas
   // up to the batch (more would idle), and enough chips per replica for its weights and KV cache.
   const LayoutBound bound(cfg, hw, shape.context - 1);
+  ChainBound chains(cfg, hw, r);
   const bool nominal = hw.uniform();
-  // One search over tp in [first_tp, last_tp]: the best candidate, if any fits.
+  // A search over the given widths: the best candidate, if any fits.
   bool some_layout_overflows = false, no_candidate = true;
   // A search's winner and its objective.
   struct Best {
     Candidate candidate;
     int64_t objective_cycles = 0;
   };
-  auto search = [&](const std::vector<int64_t>& tps, std::optional<Best> incumbent) -> std::optional<Best> {
+  auto search = [&](const std::vector<int64_t>& tps) -> std::optional<Best> {
     std::vector<Candidate> candidates;
     for (const int64_t tp : tps)
       for (int64_t replicas = r.replicas > 0 ? r.replicas : 1;
@@ -665,27 +900,64 @@ Plan make_plan(const chip::ModelConfig& cfg, const chip::ChipSpec& hw, const Pla
                                 nominal && whole_request ? bound.prefill(tp, pp, n_slots, n_prompt, shape.block_tokens) : 0});
       }
     for (Candidate& c : candidates) c.objective_bound_cycles = objective_of(c.period_bound_cycles, c.prefill_bound_cycles);
-    std::sort(candidates.begin(), candidates.end(), [](const Candidate& a, const Candidate& b) {
-      return a.objective_bound_cycles != b.objective_bound_cycles ? a.objective_bound_cycles < b.objective_bound_cycles
-                                                                  : a.before(b);
-    });
 
-    // Each candidate is ruled out by the cheapest bound that suffices: the analytic one, then its exact
-    // decode period, then a bound on the prefill of its first replica, then that prefill, before its whole
-    // prefill is modelled. What does not depend on the replica count is modelled once per (tp, pp), for
-    // chips at nominal speed.
+    // Each candidate is ruled out by the cheapest bound that suffices: the analytic one, then the chain
+    // bound, then its exact decode period, then a bound on the prefill of its first replica, then that
+    // prefill, before its whole prefill is modelled. What does not depend on the replica count is modelled
+    // once per (tp, pp), for chips at nominal speed.
     std::map<std::pair<int64_t, int64_t>, std::unique_ptr<Pipeline>> pipelines;
-    std::map<std::pair<int64_t, int64_t>, FirstStage> first_stages;  // by (tp, parts)
     const std::vector<Block> prompt_blocks = prefill_blocks(n_prompt, shape.block_tokens);
-    // The incumbent, if any, from a search over other widths: a candidate here must beat it.
-    const Candidate* best = incumbent ? &incumbent->candidate : nullptr;
-    int64_t best_objective = incumbent ? incumbent->objective_cycles : unbounded;
+    const Candidate* best = nullptr;
+    int64_t best_objective = unbounded;
     auto loses = [&](int64_t objective, const Candidate& c) {
       return objective > best_objective || (best != nullptr && objective == best_objective && !c.before(*best));
     };
-    for (const Candidate& c : candidates) {
+    // Candidates by their bound, lowest first (ties in the order of the tie rule), the analytic bound until
+    // the chain bound replaces it: the first candidate modelled is then one whose chain bound is lowest,
+    // and a candidate whose analytic bound already loses costs nothing more.
+    struct Visit {
+      int64_t bound_cycles = 0;
+      bool chained = false;
+      std::size_t candidate = 0;
+    };
+    auto later = [&](const Visit& a, const Visit& b) {
+      if (a.bound_cycles != b.bound_cycles) return a.bound_cycles > b.bound_cycles;
+      return candidates[b.candidate].before(candidates[a.candidate]);
+    };
+    std::vector<Visit> queue;
+    for (std::size_t i = 0; i < candidates.size(); ++i) queue.push_back({candidates[i].objective_bound_cycles, !nominal, i});
+    std::make_heap(queue.begin(), queue.end(), later);
+    while (!queue.empty()) {
+      std::pop_heap(queue.begin(), queue.end(), later);
+      const Visit visit = queue.back();
+      queue.pop_back();
+      Candidate& c = candidates[visit.candidate];
       // Visited by bound: once even the bound loses, every later candidate loses too.
-      if (c.objective_bound_cycles > best_objective) break;
+      if (visit.bound_cycles > best_objective) break;
+      if (!visit.chained) {
+        // The decode chain first (one token's collectives), then the prefill's (its blocks').
+        const int64_t n_slots = chip::ceil_div(r.batch, c.replicas);
+        // A period whose objective exceeds the next bound in the queue (or the best) leaves this candidate
+        // behind it: the stages after need not be modelled until it comes up again.
+        const int64_t limit = std::min(best_objective, queue.empty() ? unbounded : queue.front().bound_cycles);
+        const int64_t enough = limit == unbounded ? unbounded
+                               : !whole_request  ? limit
+                               : n_decode == 0   ? unbounded
+                                                 : (limit - std::min(limit, c.prefill_bound_cycles)) / n_decode;
+        bool complete = true;
+        const int64_t period = std::max(c.period_bound_cycles, chains.decode(c.tp, c.pp, c.replicas, stages(c.pp), shape.context - 1,
+                                                                             enough, complete).period_cycles(n_slots));
+        int64_t chained = std::max(visit.bound_cycles, objective_of(period, c.prefill_bound_cycles));
+        if (loses(chained, c)) continue;
+        if (complete && whole_request) {
+          c.prefill_bound_cycles = std::max(c.prefill_bound_cycles, chains.prefill(c.tp, c.pp, c.replicas, stages(c.pp), prompt_blocks, n_slots));
+          chained = std::max(chained, objective_of(period, c.prefill_bound_cycles));
+          if (loses(chained, c)) continue;
+        }
+        queue.push_back({chained, complete, visit.candidate});
+        std::push_heap(queue.begin(), queue.end(), later);
+        continue;
+      }
       Plan probe = layout(cfg, hw, r, c.tp, c.pp, c.replicas, stages(c.pp), 1);
       if (probe.sram_bytes_max() > hw.sram_bytes) {
         some_layout_overflows = true;
@@ -698,21 +970,6 @@ Plan make_plan(const chip::ModelConfig& cfg, const chip::ChipSpec& hw, const Pla
       if (nominal) {
         // Replicas and slots change neither the decode program nor its timeline, only the period's terms.
         auto it = pipelines.find({c.tp, c.pp});
-        if (it == pipelines.end() && c.tp > Topology::chips_per_node) {
-          // Across nodes, the start of stage 0 alone first: its first layer (the same for every pp), then all
-          // of it; each modelled time plus the analytic bound on the rest, each span at most the busiest stage's.
-          const int64_t stage_parts = probe.stage_part_begin[1];
-          auto prefix_loses = [&](int64_t prefix_parts) {
-            auto first = first_stages.find({c.tp, prefix_parts});
-            if (first == first_stages.end())
-              first = first_stages.emplace(std::make_pair(c.tp, prefix_parts), FirstStage(probe, shape.context - 1, prefix_parts)).first;
-            const int64_t latency = first->second.makespan_cycles + bound.latency_after_first_stage(c.tp, c.pp, prefix_parts);
-            return loses(objective_of(std::max(latency, n_slots * first->second.span_cycles), c.prefill_bound_cycles), c);
-          };
-          if (prefix_loses(std::min(chip::parts_per_layer, stage_parts)) ||
-              (stage_parts > chip::parts_per_layer && prefix_loses(stage_parts)))
-            continue;
-        }
         if (it == pipelines.end()) {
           it = pipelines.emplace(std::make_pair(c.tp, c.pp), std::make_unique<Pipeline>(std::move(probe), shape.context - 1)).first;
         }
@@ -754,18 +1011,13 @@ Plan make_plan(const chip::ModelConfig& cfg, const chip::ChipSpec& hw, const Pla
   // any other width only when no such layout fits.
   const int64_t most_tp = std::min(r.n_chips, cfg.n_heads);
   const int64_t widest = r.max_tp > 0 ? r.max_tp : Topology::chips_per_node;
-  std::vector<int64_t> node_widths, wider_widths, other_widths;
-  for (int64_t tp = 1; tp <= most_tp; ++tp) {
-    if (tp <= Topology::chips_per_node) node_widths.push_back(tp);
-    else (tp <= widest && tp % Topology::chips_per_node == 0 ? wider_widths : other_widths).push_back(tp);
-  }
-  // Within a node first: its winner, cheap to find, is the incumbent that the wider layouts (whose bounds
-  // are low but whose programs are large) must beat, so few of them are modelled.
-  std::optional<Best> best = r.tp > 0 ? search({r.tp}, std::nullopt) : search(node_widths, std::nullopt);
-  if (r.tp == 0 && !wider_widths.empty()) {
-    if (std::optional<Best> wider = search(wider_widths, best)) best = wider;
-  }
-  if (!best && r.tp == 0 && !other_widths.empty()) best = search(other_widths, std::nullopt);
+  std::vector<int64_t> widths, other_widths;
+  for (int64_t tp = 1; tp <= most_tp; ++tp)
+    (tp <= Topology::chips_per_node || (tp <= widest && tp % Topology::chips_per_node == 0) ? widths : other_widths).push_back(tp);
+  // One search over every width: the chain bounds order the candidates, so the first ones modelled are
+  // close to the best, and the others are ruled out by their bounds.
+  std::optional<Best> best = search(r.tp > 0 ? std::vector<int64_t>{r.tp} : widths);
+  if (!best && r.tp == 0 && !other_widths.empty()) best = search(other_widths);
   if (!best && (some_layout_overflows || no_candidate)) {
     if (r.tp > 0 && r.pp > 0) {
       // The user's tp x pp: say which chip overflows, with the most replicas the chips allow (the least KV).

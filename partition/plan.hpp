@@ -135,8 +135,9 @@ struct Plan {
 /// of at most n_chips chips that fits is a candidate (tp up to PlanRequest::max_tp unless --tp is given,
 /// replicas up to the batch), ranked by PlanRequest's objective (time per output token at the full
 /// context, on the slowest replica), ties to the layout with fewer chips, then smaller tp, fewer
-/// replicas, fewer stages. Candidates are visited in the order of a lower bound on their time per
-/// output token, and the search stops when the bound exceeds the best found: it is exact.
+/// replicas, fewer stages. Candidates are visited in the order of a lower bound on their objective (an
+/// analytic one, refined into one from the stages' chains with their collectives and hand-offs modelled
+/// exactly, each alone), and the search stops when the bound exceeds the best found: it is exact.
 Plan make_plan(const chip::ModelConfig& cfg, const chip::ChipSpec& hw, const PlanRequest& request);
 
 /// A lower bound on the chips the model needs: all weights and KV cache over the SRAM left per chip.

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <limits>
+#include <tuple>
 #include <unordered_map>
 #include <utility>
 
@@ -169,14 +170,265 @@ int32_t shared_attention_op(const Plan& plan, const Program& p) {
   return first;
 }
 
+/// The attention ops of a program in classes whose durations agree at every position (the same heads, KV
+/// heads and chip speed): [ops] each op's class (-1: not an attention op), and one op of each class.
+struct AttentionClasses {
+  std::vector<int32_t> of_op;
+  std::vector<int32_t> representative;
+};
+
+AttentionClasses attention_classes(const Plan& plan, const Program& p) {
+  AttentionClasses classes;
+  classes.of_op.assign(p.ops.size(), -1);
+  std::vector<std::tuple<int64_t, int64_t, double>> keys;
+  for (std::size_t i = 0; i < p.ops.size(); ++i) {
+    const Op& op = p.ops[i];
+    if (op.kind != OpKind::attention) continue;
+    const chip::ShardRange& r = plan.chips[static_cast<std::size_t>(op.chip)].range;
+    const auto key = std::make_tuple(r.n_heads(), r.n_kv_heads(plan.model), plan.hardware.chip_speed(plan.network_chip(op.chip)));
+    const auto found = std::find(keys.begin(), keys.end(), key);
+    classes.of_op[i] = static_cast<int32_t>(found - keys.begin());
+    if (found == keys.end()) keys.push_back(key), classes.representative.push_back(static_cast<int32_t>(i));
+  }
+  return classes;
+}
+
+/// A solved step's decisions as affine forms in the attention classes' durations x (DecodeStep, with one
+/// x per class): every op's end is a + k . x, k its chain's attention ops of each class. The decisions
+/// hold wherever every winner's margin over its rivals (each an affine form) keeps its sign, which
+/// holds() checks at the corner of a box of x where the margin is smallest: the steps whose x lie in the
+/// box then take their values from the forms, exactly, without a timeline.
+class StepForms {
+ public:
+  /// `preds`: each op's predecessors in the solver's order (data dependencies, then the previous user of
+  /// its unit or of each link of its route), [ops + 1] offsets into the flat list; `stage_of_compute`:
+  /// [ops] a compute op's stage, -1 for a transfer; `t` and `d`: the step solved at durations x.
+  StepForms(const Program& p, const std::vector<int32_t>& pred_begin, const std::vector<int32_t>& preds,
+            const std::vector<int64_t>& stage_of_compute, const AttentionClasses& classes, const Timeline& t,
+            const std::vector<int64_t>& x, const DecodeStep& d)
+      : p_(p), pred_begin_(pred_begin), preds_(preds), stage_of_compute_(stage_of_compute), classes_(classes), step_(d),
+        n_(classes.representative.size()) {
+    const std::size_t n_ops = p.ops.size();
+    a_.resize(n_ops);
+    k_.assign(n_ops * n_, 0);
+    for (std::size_t i = 0; i < n_ops; ++i) {
+      const int32_t w = d.waited_for[i];
+      if (w >= 0) std::copy_n(&k_[static_cast<std::size_t>(w) * n_], n_, &k_[i * n_]);
+      if (classes.of_op[i] >= 0) ++k_[i * n_ + static_cast<std::size_t>(classes.of_op[i])];
+      a_[i] = t.end_cycles(i) - dot(i, x);
+    }
+    duration_.resize(n_ops);
+    for (std::size_t i = 0; i < n_ops; ++i) duration_[i] = classes.of_op[i] >= 0 ? 0 : t.duration_cycles[i];
+  }
+
+  /// Whether the decisions hold for every x with lo <= x <= hi.
+  bool holds(const std::vector<int64_t>& lo, const std::vector<int64_t>& hi) const {
+    // The smallest over the box of end(i) - end(j) (start(i) - start(j) when `starts`).
+    auto least = [&](std::size_t i, std::size_t j, bool starts) {
+      int64_t m = a_[i] - a_[j] - (starts ? duration_[i] - duration_[j] : 0);
+      for (std::size_t c = 0; c < n_; ++c) {
+        int64_t dk = k_[i * n_ + c] - k_[j * n_ + c];
+        if (starts) dk -= (classes_.of_op[i] == static_cast<int32_t>(c)) - (classes_.of_op[j] == static_cast<int32_t>(c));
+        m += std::min(dk * lo[c], dk * hi[c]);
+      }
+      return m;
+    };
+    auto least_end = [&](std::size_t i) {
+      int64_t m = a_[i];
+      for (std::size_t c = 0; c < n_; ++c) m += std::min(k_[i * n_ + c] * lo[c], k_[i * n_ + c] * hi[c]);
+      return m;
+    };
+    auto most_end = [&](std::size_t i) {
+      int64_t m = a_[i];
+      for (std::size_t c = 0; c < n_; ++c) m += std::max(k_[i * n_ + c] * lo[c], k_[i * n_ + c] * hi[c]);
+      return m;
+    };
+    // Each op waits for its first predecessor to end latest (and later than cycle 0), as the solver picks.
+    for (std::size_t i = 0; i < p_.ops.size(); ++i) {
+      const int32_t w = step_.waited_for[i];
+      bool before = true;
+      for (int32_t e = pred_begin_[i]; e < pred_begin_[i + 1]; ++e) {
+        const auto q = static_cast<std::size_t>(preds_[static_cast<std::size_t>(e)]);
+        if (w < 0) {
+          if (most_end(q) > 0) return false;
+          continue;
+        }
+        if (q == static_cast<std::size_t>(w)) {
+          before = false;
+          continue;
+        }
+        const int64_t margin = least(static_cast<std::size_t>(w), q, false);
+        if (before ? margin <= 0 : margin < 0) return false;
+      }
+      if (w >= 0 && least_end(static_cast<std::size_t>(w)) <= 0) return false;
+    }
+    // measure()'s choices: the first op to end last, each stage's first to start first and first to end last.
+    const auto last = static_cast<std::size_t>(step_.last_op);
+    for (std::size_t j = 0; j < p_.ops.size(); ++j) {
+      if (j == last) continue;
+      const int64_t margin = least(last, j, false);
+      if (j < last ? margin <= 0 : margin < 0) return false;
+    }
+    for (const int32_t latest : step_.stage_last_op)
+      if (least_end(static_cast<std::size_t>(latest)) <= 0) return false;
+    for (std::size_t j = 0; j < p_.ops.size(); ++j) {
+      const int64_t s = stage_of_compute_[j];
+      if (s < 0) continue;
+      const auto first = static_cast<std::size_t>(step_.stage_first_op[static_cast<std::size_t>(s)]);
+      const auto latest = static_cast<std::size_t>(step_.stage_last_op[static_cast<std::size_t>(s)]);
+      if (j != first) {
+        const int64_t margin = least(j, first, true);  // start(j) - start(first)
+        if (j < first ? margin <= 0 : margin < 0) return false;
+      }
+      if (j != latest) {
+        const int64_t margin = least(latest, j, false);
+        if (j < latest ? margin <= 0 : margin < 0) return false;
+      }
+    }
+    return true;
+  }
+
+  /// The step's values at x (attention_cycles 0; waited_for not kept).
+  DecodeStep at(const std::vector<int64_t>& x) const {
+    DecodeStep d;
+    d.last_op = step_.last_op, d.stage_first_op = step_.stage_first_op, d.stage_last_op = step_.stage_last_op;
+    d.makespan_cycles = end(static_cast<std::size_t>(step_.last_op), x);
+    d.critical_transfer_cycles = step_.critical_transfer_cycles;
+    for (std::size_t s = 0; s < step_.stage_first_op.size(); ++s) {
+      const auto first = static_cast<std::size_t>(step_.stage_first_op[s]);
+      const int32_t c = classes_.of_op[first];
+      d.stage_first_cycles.push_back(end(first, x) - (c >= 0 ? x[static_cast<std::size_t>(c)] : duration_[first]));
+      d.stage_last_cycles.push_back(end(static_cast<std::size_t>(step_.stage_last_op[s]), x));
+    }
+    return d;
+  }
+
+  /// Whether the forms give the solved step's own values (the makespan is the last op's end).
+  bool reproduces(const std::vector<int64_t>& x) const {
+    const DecodeStep d = at(x);
+    return d.makespan_cycles == step_.makespan_cycles && d.stage_first_cycles == step_.stage_first_cycles &&
+           d.stage_last_cycles == step_.stage_last_cycles;
+  }
+
+ private:
+  int64_t dot(std::size_t i, const std::vector<int64_t>& x) const {
+    int64_t v = 0;
+    for (std::size_t c = 0; c < n_; ++c) v += k_[i * n_ + c] * x[c];
+    return v;
+  }
+  int64_t end(std::size_t i, const std::vector<int64_t>& x) const { return a_[i] + dot(i, x); }
+
+  const Program& p_;
+  const std::vector<int32_t>& pred_begin_;
+  const std::vector<int32_t>& preds_;
+  const std::vector<int64_t>& stage_of_compute_;
+  const AttentionClasses& classes_;
+  DecodeStep step_;
+  std::size_t n_;
+  std::vector<int64_t> a_;         ///< [ops]
+  std::vector<int64_t> k_;         ///< [ops x classes]
+  std::vector<int64_t> duration_;  ///< [ops] fixed durations (0 for attention ops)
+};
+
+/// Each op's predecessors in TimelineSolver's order: its dependencies, then the previous user of each link
+/// of its route (a send) or of its unit (a compute op). Returns [ops + 1] offsets and the flat list.
+std::pair<std::vector<int32_t>, std::vector<int32_t>> solver_predecessors(const Program& p) {
+  std::vector<int32_t> begin, preds;
+  begin.reserve(p.ops.size() + 1);
+  preds.reserve(p.deps.size() + p.ops.size() + p.hops.size());
+  std::vector<int32_t> unit_last(static_cast<std::size_t>(2 * p.n_chips), -1);
+  std::unordered_map<int64_t, int32_t> link_last;
+  for (std::size_t i = 0; i < p.ops.size(); ++i) {
+    const Op& op = p.ops[i];
+    begin.push_back(static_cast<int32_t>(preds.size()));
+    preds.insert(preds.end(), p.deps.begin() + op.dep_begin, p.deps.begin() + op.dep_begin + op.dep_count);
+    if (op.kind == OpKind::recv) continue;
+    if (op.kind == OpKind::send) {
+      for (int32_t h = 0; h < op.hop_count; ++h) {
+        const auto [it, first_use] = link_last.try_emplace(p.link_key(p.hops[static_cast<std::size_t>(op.hop_begin + h)]), static_cast<int32_t>(i));
+        if (!first_use) preds.push_back(std::exchange(it->second, static_cast<int32_t>(i)));
+      }
+      continue;
+    }
+    int32_t& last = unit_last[static_cast<std::size_t>(2 * op.chip + (op.unit == Unit::mxm ? 0 : 1))];
+    if (last >= 0) preds.push_back(last);
+    last = static_cast<int32_t>(i);
+  }
+  begin.push_back(static_cast<int32_t>(preds.size()));
+  return {std::move(begin), std::move(preds)};
+}
+
+/// for_each_position when the attention ops' durations differ (values.attention_cycles is then 0): the
+/// timeline is solved where StepForms cannot vouch for the steps between two solved ones, each range
+/// checked against the box of its classes' durations.
+void for_each_position_by_class(const Plan& plan, const Program& program, TimelineSolver& solver, int64_t first, int64_t n,
+                                const std::function<void(int64_t, const DecodeStep&)>& use) {
+  const AttentionClasses classes = attention_classes(plan, program);
+  if (classes.representative.empty() || n < 3) {
+    for (int64_t i = 0; i < n; ++i) use(i, summarize(plan, program, solver.at(first + i), 0));
+    return;
+  }
+  const std::size_t n_classes = classes.representative.size();
+  std::vector<std::vector<int64_t>> xs(static_cast<std::size_t>(n), std::vector<int64_t>(n_classes));
+  for (int64_t i = 0; i < n; ++i)
+    for (std::size_t c = 0; c < n_classes; ++c)
+      xs[static_cast<std::size_t>(i)][c] =
+          compute_op_cycles(program, program.ops[static_cast<std::size_t>(classes.representative[c])], plan, first + i);
+  const std::pair<std::vector<int32_t>, std::vector<int32_t>> predecessors = solver_predecessors(program);
+  std::vector<int64_t> stage_of_compute(program.ops.size(), -1);
+  for (std::size_t i = 0; i < program.ops.size(); ++i) {
+    const Op& op = program.ops[i];
+    if (op.kind != OpKind::send && op.kind != OpKind::recv) stage_of_compute[i] = plan.chips[static_cast<std::size_t>(op.chip)].stage;
+  }
+  // A solved step: its values, and its forms (null when they do not reproduce it: no interpolation from it).
+  auto solve = [&](int64_t i) {
+    const Timeline& t = solver.at(first + i);
+    DecodeStep d = summarize(plan, program, t, 0);
+    d.waited_for = t.waited_for;
+    auto forms = std::make_unique<StepForms>(program, predecessors.first, predecessors.second, stage_of_compute, classes, t,
+                                             xs[static_cast<std::size_t>(i)], d);
+    if (!forms->reproduces(xs[static_cast<std::size_t>(i)])) forms.reset();
+    d.waited_for.clear();
+    return std::make_pair(d, std::move(forms));
+  };
+  // Steps lo and hi are solved and used; use the ones between in order, halving where lo's decisions may
+  // not hold over the range.
+  std::function<void(int64_t, const StepForms*, int64_t)> fill = [&](int64_t lo, const StepForms* forms, int64_t hi) {
+    if (hi - lo < 2) return;
+    if (forms != nullptr) {
+      // Every class's shortest and longest duration over the steps to fill.
+      std::vector<int64_t> box_lo = xs[static_cast<std::size_t>(lo + 1)], box_hi = box_lo;
+      for (int64_t i = lo + 2; i < hi; ++i)
+        for (std::size_t c = 0; c < n_classes; ++c) {
+          box_lo[c] = std::min(box_lo[c], xs[static_cast<std::size_t>(i)][c]);
+          box_hi[c] = std::max(box_hi[c], xs[static_cast<std::size_t>(i)][c]);
+        }
+      if (forms->holds(box_lo, box_hi)) {
+        for (int64_t i = lo + 1; i < hi; ++i) use(i, forms->at(xs[static_cast<std::size_t>(i)]));
+        return;
+      }
+    }
+    const int64_t mid = lo + (hi - lo) / 2;
+    auto [m, mid_forms] = solve(mid);
+    fill(lo, forms, mid);
+    use(mid, m);
+    fill(mid, mid_forms.get(), hi);
+  };
+  auto [a, a_forms] = solve(0);
+  use(0, a);
+  const DecodeStep b = solve(n - 1).first;
+  fill(0, a_forms.get(), n - 1);
+  use(n - 1, b);
+}
+
 /// Calls use(i, values) for the one-block program at base positions [first, first + n), in order, with the
-/// program's timeline solved only where the decisions change (see DecodeStep), or at every position when
-/// the attention ops differ (values.attention_cycles is then 0).
+/// program's timeline solved only where the decisions change (see DecodeStep; when the attention ops differ,
+/// for_each_position_by_class).
 void for_each_position(const Plan& plan, const Program& program, TimelineSolver& solver, int64_t first, int64_t n,
                        const std::function<void(int64_t, const DecodeStep&)>& use) {
   const int32_t attention = shared_attention_op(plan, program);
   if (attention < 0) {
-    for (int64_t i = 0; i < n; ++i) use(i, summarize(plan, program, solver.at(first + i), 0));
+    for_each_position_by_class(plan, program, solver, first, n, use);
     return;
   }
   auto x_at = [&](int64_t position) {
@@ -330,7 +582,7 @@ ChainedSolver::Link::Link(const Program& p, const Plan& plan) : program_(p), pla
     pred_begin_.push_back(static_cast<int32_t>(preds_.size()));
     preds_.insert(preds_.end(), p.deps.begin() + op.dep_begin, p.deps.begin() + op.dep_begin + op.dep_count);
     if (op.kind == OpKind::recv) {
-      recvs_.push_back(index);
+      trailing_recvs_.emplace_back(index, op.chip);
       continue;
     }
     if (op.kind == OpKind::send) {
@@ -351,6 +603,11 @@ ChainedSolver::Link::Link(const Program& p, const Plan& plan) : program_(p), pla
     if (op.kind == OpKind::attention) attention_ops_.push_back(index);
   }
   pred_begin_.push_back(static_cast<int32_t>(preds_.size()));
+  trailing_recvs_.erase(std::remove_if(trailing_recvs_.begin(), trailing_recvs_.end(),
+                                       [&](const std::pair<int32_t, int32_t>& r) {
+                                         return r.first < chip_last_compute_[static_cast<std::size_t>(r.second)];
+                                       }),
+                        trailing_recvs_.end());
   for (const auto& [key, first_last] : links) {
     link_first_.emplace_back(key, first_last.first);
     link_last_.emplace_back(key, first_last.second);
@@ -385,21 +642,25 @@ int64_t ChainedSolver::append(const Link& g, int64_t base_position) {
     const auto it = link_end_.find(key);
     if (it != link_end_.end()) release(op, it->second);
   }
+  // A receive ends when its send does (its one predecessor, and no duration): the makespan over every op
+  // is the one over the others, without reading the ops.
+  int64_t makespan = makespan_cycles_;
   for (std::size_t i = 0; i < n_ops; ++i) {
     int64_t ready = end_[i];
     for (int32_t k = g.pred_begin_[i]; k < g.pred_begin_[i + 1]; ++k) ready = std::max(ready, end_[static_cast<std::size_t>(g.preds_[static_cast<std::size_t>(k)])]);
     end_[i] = ready + duration_[i];
-    if (p.ops[i].kind != OpKind::recv) makespan_cycles_ = std::max(makespan_cycles_, end_[i]);
+    makespan = std::max(makespan, end_[i]);
   }
+  makespan_cycles_ = makespan;
   // The state the next program starts from.
   for (std::size_t c = 0; c < chip_compute_end_.size(); ++c)
     if (g.chip_last_compute_[c] >= 0) {
       chip_compute_end_[c] = end_[static_cast<std::size_t>(g.chip_last_compute_[c])];
       chip_pending_end_[c] = -1;  // consumed by its compute ops; later receives are added below
     }
-  for (const int32_t r : g.recvs_) {
-    const auto chip = static_cast<std::size_t>(p.ops[static_cast<std::size_t>(r)].chip);
-    if (r > g.chip_last_compute_[chip]) chip_pending_end_[chip] = std::max(chip_pending_end_[chip], end_[static_cast<std::size_t>(r)]);
+  for (const auto& [r, chip] : g.trailing_recvs_) {
+    int64_t& pending = chip_pending_end_[static_cast<std::size_t>(chip)];
+    pending = std::max(pending, end_[static_cast<std::size_t>(r)]);
   }
   for (std::size_t u = 0; u < unit_end_.size(); ++u)
     if (g.unit_last_[u] >= 0) unit_end_[u] = end_[static_cast<std::size_t>(g.unit_last_[u])];

@@ -12,6 +12,7 @@
 #include <memory>
 #include <string>
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include "partition/plan.hpp"
@@ -100,7 +101,8 @@ struct BlockCost {
 };
 /// The costs of `program`, one block, at base positions [first_position, first_position + n), in order.
 /// The timeline is solved only where its decisions change and interpolated exactly between, as for the
-/// decode steps of modelled_times (at every position when the attention ops of the chips differ).
+/// decode steps of modelled_times (when the chips' attention ops differ in heads or speed, only where
+/// the decisions provably hold over the range).
 /// `solves` (if not null) is increased by the timelines solved.
 std::vector<BlockCost> block_costs(const Plan& plan, const Program& program, int64_t first_position, int64_t n,
                                    int64_t* solves = nullptr);
@@ -149,7 +151,8 @@ class ChainedSolver {
     std::vector<int32_t> orphan_sends_;                         ///< sends with no producer in the program
     std::vector<int32_t> unit_first_, unit_last_;               ///< [2 chips]
     std::vector<std::pair<int64_t, int32_t>> link_first_, link_last_;  ///< (link key, op)
-    std::vector<int32_t> recvs_;                                ///< in array order
+    /// (op, chip): the receives after their chip's last compute op, which the next program's first one waits for
+    std::vector<std::pair<int32_t, int32_t>> trailing_recvs_;
   };
 
   explicit ChainedSolver(int64_t n_chips);

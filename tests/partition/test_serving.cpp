@@ -5,6 +5,7 @@
 #include <map>
 #include <numeric>
 #include <set>
+#include <tuple>
 
 #include "partition/schedule.hpp"
 #include "partition/serve_metrics.hpp"
@@ -189,6 +190,48 @@ TEST(BlockCosts, EqualTheSolvedTimelineAtEveryPosition) {
       }
     }
   }
+}
+
+// Chips that differ in heads (tp does not divide them) or in speed have attention ops of several
+// durations: the steps between solved ones are still taken from their decisions, only where those
+// provably hold, and give the solved timeline's values at every position.
+TEST(BlockCosts, EqualTheSolvedTimelineAtEveryPositionWhenChipsDifferInHeadsOrSpeed) {
+  chip::ChipSpec slow_chip;
+  slow_chip.chip_speed_factors[1] = 0.75;
+  int64_t interpolated = 0;
+  for (const auto& [tp, pp, hw] : std::vector<std::tuple<int64_t, int64_t, chip::ChipSpec>>{
+           {3, 1, chip::ChipSpec{}}, {3, 2, chip::ChipSpec{}}, {5, 2, chip::ChipSpec{}}, {6, 3, chip::ChipSpec{}},
+           {2, 2, slow_chip}, {3, 2, slow_chip}}) {
+    const Plan plan = serve_plan_for(tp, pp, 1, 2, 128, hw);
+    const Topology topology = topology_for(plan);
+    for (const int64_t n_tokens : {int64_t{1}, int64_t{16}}) {
+      const Program program = build_program(plan, topology, {{0, n_tokens, true, 0}});
+      const int64_t n = plan.shape.context - n_tokens + 1;
+      int64_t solves = 0;
+      const std::vector<BlockCost> costs = block_costs(plan, program, 0, n, &solves);
+      ASSERT_EQ(static_cast<int64_t>(costs.size()), n);
+      interpolated += n - solves;
+      for (int64_t p = 0; p < n; ++p) {
+        const DecodePace pace = decode_pace(plan, program, compute_timeline(program, plan, p));
+        const BlockCost& c = costs[static_cast<std::size_t>(p)];
+        ASSERT_EQ(c.latency_cycles, pace.latency_cycles) << "tp " << tp << " pp " << pp << " n " << n_tokens << " position " << p;
+        ASSERT_EQ(c.busiest_stage_cycles, pace.busiest_stage_cycles) << "tp " << tp << " pp " << pp << " position " << p;
+      }
+      // The whole run's figures, step by step: the same periods and critical-path split as every step solved.
+      if (n_tokens != 1) continue;
+      const int64_t prompt = 5, tokens = 100;
+      const ModelledTimes m = modelled_times(plan, prompt, tokens);
+      int64_t decode = 0, transfer = 0;
+      for (int64_t p = prompt; p < prompt + tokens - 1; ++p) {
+        const Timeline t = compute_timeline(program, plan, p);
+        decode += decode_period_cycles(plan, program, t);
+        transfer += profile(program, t, plan.hardware).critical_transfer_cycles;
+      }
+      EXPECT_EQ(m.decode_cycles, decode) << "tp " << tp << " pp " << pp;
+      EXPECT_DOUBLE_EQ(m.tpot_transfer_s, static_cast<double>(transfer) / static_cast<double>(tokens - 1) / plan.hardware.clock_hz);
+    }
+  }
+  EXPECT_GT(interpolated, 0) << "interpolation solved every position";
 }
 
 TEST(Workload, GenerationIsDeterministicAndStreamsAreIndependent) {
