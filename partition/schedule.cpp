@@ -391,7 +391,8 @@ class Builder {
   Program& p_;
   std::vector<int64_t> stage_chips_;
   std::vector<int64_t> network_chips_;  ///< collective_index's: the stage's chips in the network
-  std::vector<std::vector<int32_t>> received_, next_received_;  ///< all_reduce's, kept to reuse their storage
+  /// all_gather's (filled by all_reduce, hand_off_transfers), kept to reuse their storage
+  std::vector<std::vector<int32_t>> received_, next_received_;
   std::map<std::tuple<int64_t, int64_t, Combine>, int32_t> chosen_;
   std::map<std::pair<int64_t, int64_t>, int32_t> split_;  ///< split_hand_off's, by (first receiving chip, n)
   std::vector<int64_t> from_chips_;    ///< hand_off's: the sending stage's chips
