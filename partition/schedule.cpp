@@ -30,7 +30,7 @@ const char* op_name(OpKind k) {
 const char* payload_name(Payload p) {
   static const char* names[] = {"none",       "amax",        "partial_sums", "reduced_sums", "embedding_partial",
                                 "embedding_reduced", "activations", "moe_partial",  "moe_reduced", "moe_amax",
-                                "activations_ffn"};
+                                "activations_ffn", "activations_share", "activations_gathered", "activations_ffn_share"};
   return names[static_cast<int>(p)];
 }
 
@@ -133,12 +133,21 @@ class Builder {
       for (int64_t t = 0; t < c.members; ++t)
         mark(compute(chips[static_cast<std::size_t>(t)], OpKind::reduce_sum, Unit::vxm, layer, block, partial), step, index);
     }
+    received_.resize(static_cast<std::size_t>(c.members));
+    for (auto& list : received_) list.clear();
+    all_gather(chips, index, reduced, layer, block);
+  }
+
+  /// Expands collective `index`'s all-gather steps over `chips`: from the last step to the first, member t
+  /// sends the range it holds to its step group; from the second on, it forwards what it received in the
+  /// step before. Member t's first sends wait for received_[t] (the receives that delivered its range).
+  void all_gather(const std::vector<int64_t>& chips, int32_t index, Payload reduced, int64_t layer, int32_t block) {
+    const Collective c = p_.collectives[static_cast<std::size_t>(index)];
     // [members] the receives of the previous all-gather step, per receiving member.
     std::vector<std::vector<int32_t>>& received = received_;
     std::vector<std::vector<int32_t>>& next = next_received_;
-    received.resize(static_cast<std::size_t>(c.members));
     next.resize(received.size());
-    for (auto& list : received) list.clear();
+    for (auto& list : next) list.clear();
     for (int step = c.steps - 1; step >= 0; --step) {
       for (int64_t t = 0; t < c.members; ++t)
         for (int64_t q = 0; q < c.group_size(step); ++q) {
@@ -201,7 +210,7 @@ class Builder {
   }
 
   /// An FFN's output half: w_down, the int32 reduction over the stage, the residual add.
-  void ffn_out(int64_t s, int64_t l, int64_t n, int32_t b) {
+  void ffn_out(int64_t s, int64_t l, int64_t n, int32_t b, Payload unpack = Payload::none) {
     if (plan_->model.is_moe()) {
       // The int32 w_down sums are summed over the stage (non-holders give 0) before any chip dequantizes,
       // so a sliced expert's output is its single-chip output; every chip then dequantizes, weights and
@@ -209,7 +218,7 @@ class Builder {
       each_chip(s, OpKind::moe_down, Unit::mxm, l, b);
       if (plan_->tp > 1) reduce_scatter_all_gather(s, Payload::moe_partial, Payload::moe_reduced, n, l, b);
     } else {
-      each_chip(s, OpKind::down, Unit::mxm, l, b);
+      each_chip(s, OpKind::down, Unit::mxm, l, b, unpack);
       if (plan_->tp > 1) reduce_scatter_all_gather(s, Payload::partial_sums, Payload::reduced_sums, n, l, b);
     }
     each_chip(s, OpKind::ffn_residual, Unit::vxm, l, b);
@@ -228,23 +237,83 @@ class Builder {
 
   /// What stage s - 1 hands stage s, chip (s - 1, t) to chip (s, t): the activations, and when stage s
   /// begins at an FFN's output half, with them the input half's results for the same FFN columns (the
-  /// same tp rank), the SiLU output [n, n_ffn] and the stage's amax [n]. One transfer: each pays its
-  /// hops' latency, and a stage's hand-offs may share links (between racks, one global link).
-  void hand_off(int64_t s, int64_t n, int32_t b) {
+  /// same tp rank), the SiLU output [n, n_ffn] and the stage's amax [n]. Whole, one transfer per chip; or
+  /// split (split_hand_off), each chip sending its share of the activations, which stage s all-gathers.
+  /// Returns what stage s's first w_down unpacks: activations_ffn (whole, inside an FFN) or none.
+  Payload hand_off(int64_t s, int64_t n, int32_t b) {
     const Plan& plan = *plan_;
     const int64_t begin = plan.stage_part_begin[static_cast<std::size_t>(s)];
     const bool inside_ffn = chip::part_kind(begin) == chip::LayerPart::ffn_out;
     LPURT_ASSERT(!inside_ffn || !plan.model.is_moe());  // balance_stages keeps MoE FFNs whole
-    const int64_t d = plan.model.hidden_size;
-    for (int64_t t = 0; t < plan.tp; ++t) {
-      const int64_t from = chip_id(s - 1, t), to = chip_id(s, t);
-      if (!inside_ffn) {
-        transfer(from, to, Payload::activations, 0, n * d, 4, -1, b);
-        continue;
+    from_chips_ = stage_chips(s - 1);
+    const std::vector<int64_t>& to = stage_chips(s);
+    ffn_columns_.clear();
+    if (inside_ffn)
+      for (const int64_t chip : from_chips_) ffn_columns_.push_back(plan.chips[static_cast<std::size_t>(chip)].range.n_ffn());
+    const int32_t gather = plan.tp > 1 ? split_hand_off(from_chips_, to, n) : -1;
+    hand_off_transfers(from_chips_, to, n * plan.model.hidden_size, n, gather, inside_ffn ? chip::part_layer(begin) : -1, b);
+    return inside_ffn && gather < 0 ? Payload::activations_ffn : Payload::none;
+  }
+
+  /// The hand-off transfers of `elements` activations (n tokens) from `from` to `to` (member t to member
+  /// t), with ffn_columns_[t] SiLU columns and the amax when it is not empty. `gather` < 0: whole; else
+  /// split over collective `gather`'s ranges (a member's range after its last reduce-scatter step) and
+  /// all-gathered over `to`.
+  void hand_off_transfers(const std::vector<int64_t>& from, const std::vector<int64_t>& to, int64_t elements, int64_t n,
+                          int32_t gather, int64_t layer, int32_t b) {
+    const bool inside_ffn = !ffn_columns_.empty();
+    if (gather < 0) {
+      for (std::size_t t = 0; t < to.size(); ++t) {
+        if (inside_ffn) transfer(from[t], to[t], Payload::activations_ffn, 0, elements + n * (ffn_columns_[t] + 1), 4, layer, b);
+        else transfer(from[t], to[t], Payload::activations, 0, elements, 4, -1, b);
       }
-      const int64_t columns = plan.chips[static_cast<std::size_t>(from)].range.n_ffn();
-      transfer(from, to, Payload::activations_ffn, 0, n * (d + columns + 1), 4, chip::part_layer(begin), b);
+      return;
     }
+    const Collective c = p_.collectives[static_cast<std::size_t>(gather)];
+    const int last = c.steps - 1;
+    received_.resize(to.size());
+    for (std::size_t t = 0; t < to.size(); ++t) {
+      // Inside an FFN, the SiLU output and amax ride in the same transfer: a transfer pays its route's
+      // latency on every link of it, and the stage's routes may share one.
+      const auto member = static_cast<int64_t>(t);
+      const int64_t share = c.end(last, member) - c.begin(last, member);
+      const int32_t r = inside_ffn ? transfer(from[t], to[t], Payload::activations_ffn_share, c.begin(last, member),
+                                              share + n * (ffn_columns_[t] + 1), 4, layer, b)
+                                   : transfer(from[t], to[t], Payload::activations_share, c.begin(last, member), share, 4, -1, b);
+      received_[t].assign(1, r);
+    }
+    all_gather(to, gather, Payload::activations_gathered, -1, b);
+  }
+
+  /// Whether stage s's hand-off of n tokens from `from` to `to` is split: the collective whose ranges
+  /// and all-gather it uses when its standalone program (the transfers alone on an idle network, from
+  /// cycle 0) ends strictly before the whole copies', else -1 (ties keep the whole copies, as with one
+  /// chip a stage). Decided once per receiving group and block size.
+  int32_t split_hand_off(const std::vector<int64_t>& from, const std::vector<int64_t>& to, int64_t n) {
+    const auto key = std::make_pair(to.front(), n);
+    const auto it = split_.find(key);
+    if (it != split_.end()) return it->second;
+    const int64_t elements = n * plan_->model.hidden_size;
+    const int32_t gather = collective_index(to, elements, Combine::sum);
+    // The standalone programs run on network chips.
+    std::vector<int64_t> from_network(from.size()), to_network(to.size());
+    for (std::size_t t = 0; t < from.size(); ++t) from_network[t] = network(from[t]), to_network[t] = network(to[t]);
+    Plan bare;  // transfers only: their timeline reads only the hardware
+    bare.hardware = plan_->hardware;
+    int64_t cycles[2] = {0, 0};
+    for (const bool split : {false, true}) {
+      Program alone;
+      alone.n_chips = alone.network_chips = topology_.n_chips();
+      alone.blocks = {Block{}};
+      Builder builder(nullptr, topology_, alone);
+      builder.ffn_columns_ = ffn_columns_;
+      const int32_t index = split ? builder.add_collective(p_.collectives[static_cast<std::size_t>(gather)]) : -1;
+      builder.hand_off_transfers(from_network, to_network, elements, n, index, -1, 0);
+      cycles[split] = TimelineSolver(alone, bare).at(0).makespan_cycles;
+    }
+    const int32_t chosen = cycles[1] < cycles[0] ? gather : -1;
+    split_.emplace(key, chosen);
+    return chosen;
   }
 
   void block(int32_t b, const Block& blk) {
@@ -254,7 +323,7 @@ class Builder {
     each_chip(0, OpKind::embed, Unit::vxm, -1, b);
     if (plan.tp > 1) reduce_scatter_all_gather(0, Payload::embedding_partial, Payload::embedding_reduced, n, -1, b);
     for (int64_t s = 0; s < plan.pp; ++s) {
-      if (s > 0) hand_off(s, n, b);
+      const Payload unpack = s > 0 ? hand_off(s, n, b) : Payload::none;
       const int64_t part_begin = plan.stage_part_begin[static_cast<std::size_t>(s)];
       const int64_t part_end = plan.stage_part_begin[static_cast<std::size_t>(s + 1)];
       for (int64_t part = part_begin; part < part_end; ++part) {
@@ -262,7 +331,7 @@ class Builder {
         switch (chip::part_kind(part)) {
           case chip::LayerPart::attention: attention(s, l, n, b); break;
           case chip::LayerPart::ffn_in: ffn_in(s, l, n, b); break;
-          case chip::LayerPart::ffn_out: ffn_out(s, l, n, b); break;
+          case chip::LayerPart::ffn_out: ffn_out(s, l, n, b, part == part_begin ? unpack : Payload::none); break;
         }
       }
     }
@@ -322,8 +391,12 @@ class Builder {
   Program& p_;
   std::vector<int64_t> stage_chips_;
   std::vector<int64_t> network_chips_;  ///< collective_index's: the stage's chips in the network
-  std::vector<std::vector<int32_t>> received_, next_received_;  ///< all_reduce's, kept to reuse their storage
+  /// all_gather's (filled by all_reduce, hand_off_transfers), kept to reuse their storage
+  std::vector<std::vector<int32_t>> received_, next_received_;
   std::map<std::tuple<int64_t, int64_t, Combine>, int32_t> chosen_;
+  std::map<std::pair<int64_t, int64_t>, int32_t> split_;  ///< split_hand_off's, by (first receiving chip, n)
+  std::vector<int64_t> from_chips_;    ///< hand_off's: the sending stage's chips
+  std::vector<int64_t> ffn_columns_;   ///< hand_off's: [tp] SiLU columns each sender hands on, empty outside an FFN
   std::vector<int32_t> last_compute_;
   std::vector<std::vector<int32_t>> pending_recvs_;
   int64_t replica_ = 0;

@@ -17,7 +17,13 @@
 /// array), and so is the embedding (chips contribute -0.0 for rows they do not hold, the identity of
 /// float addition).
 /// Activations move from chip (stage s, t) to chip (stage s+1, t); when stage s+1 begins inside an FFN
-/// (at its output half), with the input half's SiLU output and amax in the same transfer.
+/// (at its output half), with the input half's SiLU output and amax in the same transfer. Every chip of
+/// stage s holds the same activations, so a hand-off may instead be split: chip (s, t) sends only the
+/// range of the flat [n * D] array that member t owns after the reduce-scatter of stage s+1's collective,
+/// and stage s+1 all-gathers it (that collective's all-gather steps). The split puts the activations on a
+/// link the stage's routes share (between dragonfly racks, one global link) once instead of tp times, at
+/// the cost of the gather; each hand-off takes whichever of the two its standalone program (the stage's
+/// transfers alone on an idle network, as partition/collective.hpp chooses an algorithm) finishes first.
 ///
 /// Example usage:
 /// \code
@@ -78,7 +84,20 @@ enum class Payload : uint8_t {
   /// with its tp rank (the same FFN columns), in one transfer: the activations [n, D], then the SiLU
   /// output [n, n_ffn] (float32, as the host keeps it), then the stage's amax of it [n].
   activations_ffn,
+  /// A split hand-off: chip (s - 1, t)'s range of the activations [n * D] (member t's share of stage s's
+  /// collective), then all-gathered over stage s (activations_gathered).
+  activations_share,
+  activations_gathered,
+  /// A split hand-off into a dense FFN's output half, one transfer: chip (s - 1, t)'s range of the
+  /// activations (elem_begin is where it begins in [n * D]; activations_share's range), then the SiLU
+  /// output [n, n_ffn] and the amax [n] as in activations_ffn. The range is all-gathered as above.
+  activations_ffn_share,
 };
+/// Whether a transfer of `p` goes between pipeline stages (its receiver waits for the sender's stage).
+inline bool between_stages(Payload p) {
+  return p == Payload::activations || p == Payload::activations_ffn || p == Payload::activations_share ||
+         p == Payload::activations_ffn_share;
+}
 const char* payload_name(Payload p);
 /// The array a reduce-scatter payload (partial_sums, embedding_partial, moe_partial) belongs to.
 Reduced reduced_array(Payload partial);
@@ -86,7 +105,9 @@ Reduced reduced_array(Payload partial);
 struct Op {
   OpKind kind = OpKind::embed;
   Unit unit = Unit::vxm;
-  Payload payload = Payload::none;  ///< transfers: what they carry; reduce_sum, reduce_max: what they reduce
+  /// transfers: what they carry; reduce_sum, reduce_max: what they reduce; down: activations_ffn when its
+  /// stage begins at this FFN's output half with a whole hand-off (which it unpacks first)
+  Payload payload = Payload::none;
   uint8_t step = 0;            ///< collective ops: the step of Program::collectives[collective] it belongs to
   int32_t chip = 0;
   int32_t peer = -1;           ///< send: destination chip; recv: source chip

@@ -471,19 +471,25 @@ void Engine::forward(int64_t sequence, const int32_t* tokens, int64_t pos, int64
   if (n_ranks_ > 1) allreduce(logits, vocab, MPI_FLOAT, MPI_SUM, "logits reduction");
 }
 
-void Engine::copy_ffn_hand_off(LocalChip& c, int64_t elements, bool pack) {
+void Engine::copy_ffn_hand_off(LocalChip& c, int64_t n, int64_t x_begin, int64_t x_count, bool pack) {
   chip::Shard& s = *c.shard;
-  const int64_t d = plan_.model.hidden_size, f = s.range().n_ffn(), n = elements / (d + f + 1);
   // The amax is the stage's: gathered by the engine with tp > 1, the chip's own with one chip a stage.
   float* amax = plan_.tp > 1 ? c.amax.data() : s.amax_buffer();
-  float* pieces[] = {c.x.data(), s.ffn_act_buffer(), amax};
-  const int64_t counts[] = {n * d, n * f, n};
+  float* pieces[] = {c.x.data() + x_begin, s.ffn_act_buffer(), amax};
+  const int64_t counts[] = {x_count, n * s.range().n_ffn(), n};
   float* packed = c.hand_off.data();
   for (int k = 0; k < 3; ++k) {
     if (pack) std::copy(pieces[k], pieces[k] + counts[k], packed);
     else std::copy(packed, packed + counts[k], pieces[k]);
     packed += counts[k];
   }
+}
+
+void Engine::arrived(const Op& recv, LocalChip& c) {
+  if (recv.payload != Payload::activations_ffn_share) return;
+  // Unpacked at once: the stage's all-gather forwards the activations' range before w_down runs.
+  const int64_t n = current_->blocks[static_cast<std::size_t>(recv.block)].n_tokens;
+  copy_ffn_hand_off(c, n, recv.elem_begin, recv.elem_count - n * (c.shard->range().n_ffn() + 1), false);
 }
 
 void* Engine::payload_at(const Op& op, LocalChip& c, bool sending) {
@@ -514,11 +520,17 @@ void* Engine::payload_at(const Op& op, LocalChip& c, bool sending) {
       return sending ? c.x.data() + begin : c.rs_floats.data() + slot;
     case Payload::reduced_sums: return c.sums.data() + begin;
     case Payload::embedding_reduced: return c.x.data() + begin;
-    case Payload::activations: return c.x.data() + begin;
+    case Payload::activations:
+    case Payload::activations_share:
+    case Payload::activations_gathered: return c.x.data() + begin;
     case Payload::activations_ffn:
-      // Packed here at the send from the chip's activations, SiLU output and amax; the receiver's w_down
-      // op unpacks it.
-      if (sending) copy_ffn_hand_off(c, op.elem_count, true);
+    case Payload::activations_ffn_share:
+      // Packed here at the send from the chip's activations (or their range), SiLU output and amax; the
+      // receiver's w_down op unpacks a whole hand-off, arrived() a split one.
+      if (sending) {
+        const int64_t n = current_->blocks[static_cast<std::size_t>(op.block)].n_tokens;
+        copy_ffn_hand_off(c, n, op.elem_begin, op.elem_count - n * (c.shard->range().n_ffn() + 1), true);
+      }
       return c.hand_off.data();
     case Payload::moe_partial:
       // The expert slots' int32 sums are summed in place in the shard, so running sums go from there too.
@@ -576,7 +588,7 @@ void Engine::complete(int32_t m) {
   // tensor-parallel chips of a stage, working at the same time.
   const Message& msg = exchange_->messages[mi];
   const Op& first = current_->ops[static_cast<std::size_t>(exchange_->segments[static_cast<std::size_t>(msg.segment_begin)].op)];
-  await(requests_[mi], msg.peer_rank, first.payload == Payload::activations || first.payload == Payload::activations_ffn,
+  await(requests_[mi], msg.peer_rank, partition::between_stages(first.payload),
         [] {},
         [&](double waited_s) { report_stuck(m, waited_s); });
   const int area = message_area_[mi] - 1;
@@ -590,13 +602,15 @@ void Engine::complete(int32_t m) {
       if (faults_.checked()) check_arrival(static_cast<std::size_t>(seg.op), nullptr, 0, 0);
       continue;
     }
-    void* dst = payload_at(op, *local(op.chip + current_offset_), false);
+    LocalChip& receiver = *local(op.chip + current_offset_);
+    void* dst = payload_at(op, receiver, false);
     std::memcpy(dst, data + seg.offset_bytes, static_cast<std::size_t>(op.bytes));
     if (trailer_bytes_ > 0) {
       uint64_t sum;
       std::memcpy(&sum, data + seg.offset_bytes + op.bytes, sizeof sum);
       check_arrival(static_cast<std::size_t>(seg.op), dst, op.bytes, sum);
     }
+    arrived(op, receiver);
   }
 }
 
@@ -692,6 +706,7 @@ void Engine::execute(const partition::Program& p, const Exchange& e, int64_t rep
       void* dst = payload_at(p.ops[static_cast<std::size_t>(op.match)], *receiver, false);
       std::memcpy(dst, src, static_cast<std::size_t>(op.bytes));
       if (checked) check_arrival(static_cast<std::size_t>(op.match), dst, op.bytes, checksum(src, op.bytes));
+      arrived(p.ops[static_cast<std::size_t>(op.match)], *receiver);
     } else if (timing_only_) {
       wait(*c);
     } else {
@@ -771,8 +786,7 @@ void Engine::compute(const Op& op, LocalChip& c, const int32_t* tokens, int64_t 
     case OpKind::wo: s.attention_out_partial(op.layer, n, amax); break;
     case OpKind::down:
       // The stage begins at this FFN's output half: what the previous stage's input half left arrived.
-      if (s.range().part_begin == chip::part_index(op.layer, chip::LayerPart::ffn_out))
-        copy_ffn_hand_off(c, n * (d + s.range().n_ffn() + 1), false);
+      if (op.payload == Payload::activations_ffn) copy_ffn_hand_off(c, n, 0, n * d, false);
       s.ffn_out_partial(op.layer, n, amax);
       break;
     case OpKind::reduce_sum: {

@@ -145,7 +145,8 @@ class Engine {
     std::vector<float> rs_floats;    ///< [receive_elements] the same for the embedding's float ranges
     std::vector<int32_t> pending_messages;  ///< incoming messages with data for this chip, not yet waited for
     /// [block * (D + n_ffn + 1)] the hand-off between stages cut inside an FFN (Payload::activations_ffn):
-    /// activations, SiLU output, amax. Empty unless the chip's stage begins or ends at an FFN's w_down half.
+    /// activations (Payload::activations_ffn_share: their range), SiLU output, amax. Empty unless the
+    /// chip's stage begins or ends at an FFN's w_down half.
     std::vector<float> hand_off;
   };
 
@@ -154,9 +155,11 @@ class Engine {
   void execute(const partition::Program& program, const Exchange& exchange, int64_t replica, int64_t slot,
                const int32_t* tokens, int64_t pos);
   void compute(const partition::Op& op, LocalChip& c, const int32_t* tokens, int64_t slot, int64_t pos, int64_t n);
-  /// Packs (or unpacks) chip c's hand-off of `elements` (Payload::activations_ffn) from (into) its
-  /// activations, SiLU output and amax.
-  void copy_ffn_hand_off(LocalChip& c, int64_t elements, bool pack);
+  /// Packs (or unpacks) chip c's hand-off of n tokens (Payload::activations_ffn, activations_ffn_share)
+  /// from (into) its activations [x_begin, x_begin + x_count), SiLU output and amax, at c.hand_off.
+  void copy_ffn_hand_off(LocalChip& c, int64_t n, int64_t x_begin, int64_t x_count, bool pack);
+  /// What a receive needs once its data is in place on chip c (a split hand-off into an FFN: unpacked).
+  void arrived(const partition::Op& recv, LocalChip& c);
   /// Pointer to the payload elements an op sends from or receives into, on chip `c`.
   void* payload_at(const partition::Op& op, LocalChip& c, bool sending);  ///< op of the replica-0 program
   /// Packs and sends round `round`'s outgoing messages and posts its receives, in staging area round % 2

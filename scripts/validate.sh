@@ -310,18 +310,29 @@ stage ran 55% over the mean on the dragonfly and 58% (80.7 us) on the chain (mea
 cuts, before cuts inside the FFN existed). Cuts inside the FFN bring the heaviest stage to 166 MB per chip,
 15% less, and no finer split exists with these parts (per chip: attention 19 MB, gate/up 59 MB, w_down
 29 MB): 80 layers over 72 stages need 24 stages of four parts, and every third of those holds two gate/up
-halves. On the chain that is what the row shows: the busiest stage falls from 80.7 us to the heaviest
-stage's time, some 18% more full-pipeline throughput, and what is left over the mean is that granularity.
+halves. On both topologies that is what the rows show: the busiest stage falls from 80.7 us to the
+heaviest stage's time, and what is left over the mean is that granularity.
 
-On the dragonfly the busiest stage is not the heaviest by weight alone but a heavy stage that begins a
-rack (every ninth stage at tp 8): its eight chips' hand-offs from the previous rack cross the one global
-link between the two racks one after another, so its last chip starts some 16 us after its first. The
-balancer weighs bytes, not placement: with whole-part cuts the heaviest stages happened to miss the rack
-boundaries, with cuts inside the FFN one of the 166 MB stages begins a rack, and the busiest stage over the
-mean grows. Weighing placement in the balancer (light stages where a hand-off crosses racks) is what would
-recover it; the other stages are no busier than on the chain. At batch 1 the cuts cost a little: a hand-off
-inside an FFN also carries the SiLU output (0.44 times the activations at tp 8) in the same transfer, and
-the planner's own layouts (the first and fourth rows) begin no stage inside an FFN.
+Pipeline hand-offs are split (`partition/schedule.hpp`). After a stage's last all-gather its tp chips hold
+the same activations, so instead of tp identical copies chip (s, t) sends chip (s + 1, t) only member t's
+range of them (inside an FFN, with its own SiLU output and amax, which differ per chip, in the same
+transfer), and stage s + 1 all-gathers the ranges over its own links (its collective's all-gather steps).
+A hand-off is split only when its transfers alone on an idle network finish sooner than the whole copies
+(tp 1 and latency-bound hand-offs keep the copies); with Llama-2 70B's activations every hand-off of these
+rows is split, on both topologies: each link carries an eighth of them and the gather runs on the
+receiving node's own links. It matters most on the dragonfly where a stage begins a rack (every ninth
+stage at tp 8): the previous rack's hand-offs reach it over the one global link between the two racks,
+one after another. Whole, that link carried the activations eight times and the stage's last chip started
+some 16 us after its first, which made a heavy rack-beginning stage the busiest (82.5 us against the
+chain's 68.6); split, it carries them once, the stage's chips start together after the gather, every stage
+spans what it spans on the chain, and the dragonfly's time per token is the chain's or less. What is left:
+the eight ranges still cross the global link one after another, each holding it for its whole route's hop
+latencies (about 1.2 us, against 0.15 us for its bytes), so a stage that begins a rack starts about 10 us
+after the previous stage ends, against 1 us inside a rack: some 70 us of a 3.7 ms token over the seven rack
+boundaries. Fewer, larger stripes across the racks (one transfer, then a broadcast over the rack's links)
+would pay that latency once; that is another collective, not built. At batch 1 the cuts inside an FFN
+cost a little: such a hand-off also carries the SiLU output (3.5 times a chip's range of the activations at
+tp 8), and the planner's own layouts (the first and fourth rows) begin no stage inside an FFN.
 
 Qwen3-235B-A22B shows two other causes. Its stages are balanced by the weights they store, but an MoE
 layer streams only the experts its tokens chose while the last stage streams its whole lm_head, so on

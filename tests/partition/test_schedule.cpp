@@ -1,5 +1,6 @@
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <map>
 
@@ -460,4 +461,102 @@ TEST(Timing, TheSolverSkipsStepsWhoseDurationsRepeat) {
   const Timeline& later = solver.at(60);
   EXPECT_EQ(solver.solves(), 2);
   EXPECT_EQ(later.start_cycles, compute_timeline(decode, plan, 60).start_cycles);
+}
+
+TEST(Schedule, ASplitHandOffSendsEachChipsShareAndTheStageGathersIt) {
+  // tiny on tp 4 x pp 4 with slow links: the split pays (each chip's links carry a quarter of the
+  // activations and the gather runs over the receiving node's own links); stage 1 begins inside an FFN
+  // (part 2). tests/runtime/mpi_bit_identity.sh runs this layout with the same links.
+  PlanRequest r;
+  r.n_chips = 16, r.tp = 4, r.pp = 4, r.context = 64, r.block_tokens = 2;
+  chip::ChipSpec hw;
+  hw.link_bytes_per_s = 1e8;
+  const Plan plan = make_plan(chip::model_preset("tiny"), hw, r);
+  ASSERT_EQ(chip::part_kind(plan.stage_part_begin[1]), chip::LayerPart::ffn_out);
+  const int64_t d = plan.model.hidden_size;
+  for (const auto& blocks : {prefill_blocks(4, 2), decode_blocks()}) {
+    const Program p = build_program(plan, topology_for(plan), blocks);
+    EXPECT_NO_THROW(verify(p, compute_timeline(p, plan, 3)));
+    // Which activations each chip holds in each block, following the transfers in program order: every
+    // chip of a stage after the first holds them all at its first compute op, and forwards only what it
+    // holds.
+    std::map<std::pair<int32_t, int32_t>, std::vector<bool>> held;  // by (block, chip)
+    std::map<std::pair<int32_t, int32_t>, bool> computed;
+    int64_t shares = 0, ffn_shares = 0, whole = 0;
+    for (const Op& op : p.ops) {
+      const int64_t n = p.blocks[static_cast<std::size_t>(op.block)].n_tokens;
+      const ChipPlan& chip = plan.chips[static_cast<std::size_t>(op.chip)];
+      std::vector<bool>& mine = held[{op.block, op.chip}];
+      mine.resize(static_cast<std::size_t>(n * d), false);
+      if (op.kind == OpKind::send) {
+        whole += op.payload == Payload::activations || op.payload == Payload::activations_ffn;
+        shares += op.payload == Payload::activations_share;
+        ffn_shares += op.payload == Payload::activations_ffn_share;
+        if (op.payload == Payload::activations_gathered) {
+          for (int64_t k = op.elem_begin; k < op.elem_begin + op.elem_count; ++k) {
+            EXPECT_TRUE(mine[static_cast<std::size_t>(k)]) << describe_op(p, Timeline{}, static_cast<std::size_t>(&op - p.ops.data()));
+          }
+        }
+        continue;
+      }
+      if (op.kind == OpKind::recv) {
+        int64_t count = op.elem_count;
+        if (op.payload == Payload::activations_ffn_share) {
+          EXPECT_EQ(plan.chips[static_cast<std::size_t>(op.peer)].tp_rank, chip.tp_rank);
+          count -= n * (chip.range.n_ffn() + 1);  // the SiLU output and amax follow the range
+        }
+        if (op.payload == Payload::activations_share || op.payload == Payload::activations_ffn_share ||
+            op.payload == Payload::activations_gathered)
+          for (int64_t k = op.elem_begin; k < op.elem_begin + count; ++k) mine[static_cast<std::size_t>(k)] = true;
+        continue;
+      }
+      if (chip.stage == 0 || computed[{op.block, op.chip}]) continue;
+      computed[{op.block, op.chip}] = true;
+      EXPECT_EQ(std::count(mine.begin(), mine.end(), true), n * d) << "chip " << op.chip << " block " << op.block;
+    }
+    const auto blocks_count = static_cast<int64_t>(blocks.size());
+    EXPECT_EQ(whole, 0);
+    EXPECT_EQ(shares, 2 * 4 * blocks_count);      // stages 2 and 3, one range per chip
+    EXPECT_EQ(ffn_shares, 1 * 4 * blocks_count);  // stage 1
+  }
+}
+
+TEST(Schedule, ARackBeginningStageReceivesItsActivationsOverTheGlobalLinkOnce) {
+  // Llama-2 70B as deployed, tp 8 x pp 72 on the 576-chip dragonfly: racks of 72 chips joined by one
+  // global link per pair, so stage 9 (network chips 72..79) receives from stage 8 over one link.
+  const chip::ModelConfig cfg = chip::model_preset("llama2-70b");
+  PlanRequest r;
+  r.n_chips = 576, r.tp = 8, r.pp = 72, r.context = 4096, r.block_tokens = 64;
+  const Plan plan = make_plan(cfg, chip::ChipSpec{}, r);
+  const Topology topology = topology_for(plan);
+  ASSERT_EQ(topology.rack_chips(), 72);
+  const int64_t d = cfg.hidden_size;
+  int64_t racks_begun = 0;
+  for (const auto& blocks : {decode_blocks(), prefill_blocks(64, 64)}) {
+    const Program p = build_program(plan, topology, blocks);
+    const int64_t n = blocks.front().n_tokens;
+    for (int64_t s = 1; s < plan.pp; ++s) {
+      const int64_t first = plan.network_chip(plan.at(0, s, 0).chip);
+      const int64_t previous = plan.network_chip(plan.at(0, s - 1, 0).chip);
+      if (first / 72 == previous / 72) continue;
+      ++racks_begun;
+      // Bytes of the stage's activations on each link between the two racks.
+      std::map<int64_t, int64_t> between_racks;
+      for (const Op& op : p.ops) {
+        if (op.kind != OpKind::send) continue;
+        const ChipPlan& to = plan.chips[static_cast<std::size_t>(op.peer)];
+        if (to.stage != s) continue;
+        int64_t activations = op.elem_count;
+        if (op.payload == Payload::activations_ffn || op.payload == Payload::activations_ffn_share)
+          activations -= n * (to.range.n_ffn() + 1);
+        for (int32_t h = 0; h < op.hop_count; ++h) {
+          const Hop& hop = p.hops[static_cast<std::size_t>(op.hop_begin + h)];
+          if (hop.from / 72 != hop.to / 72) between_racks[p.link_key(hop)] += activations;
+        }
+      }
+      ASSERT_EQ(between_racks.size(), 1u) << "stage " << s;  // the one global link
+      EXPECT_EQ(between_racks.begin()->second, n * d) << "stage " << s << ": the activations once, not tp times";
+    }
+  }
+  EXPECT_EQ(racks_begun, 2 * 7);  // 7 rack boundaries, decode and prefill
 }

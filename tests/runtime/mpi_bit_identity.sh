@@ -127,6 +127,14 @@ check_model widemoe.h5 7,8,9 "16 16 1" "32 16 2"
 check_model wide3.h5 7,8,9 "576 16 5"
 extra=(--set topology=chain)
 check_model wide.h5 7,8,9 "48 16 3"
+# Split hand-offs (partition/schedule.hpp): on links slow enough that the split pays, each chip of a stage
+# sends the next its share of the activations, which that stage all-gathers; into an FFN's output half with
+# the SiLU output and amax (tp 4 and tp 3's unequal shares), and across the racks with the two-level
+# gather (test_schedule asserts that the tp 4 layout splits).
+extra=(--set link_bytes_per_s=1e8)
+cp tiny.h5 tiny_slow_links.h5 && cp wide3.h5 wide3_slow_links.h5  # their own output names
+check_model tiny_slow_links.h5 3,4,5 "16 4 4" "24 3 8"
+check_model wide3_slow_links.h5 7,8,9 "576 16 5"
 extra=()
 # Regression: with prefill chunks large enough for Open MPI's rendezvous protocol (16 tokens x 128 x 4 B =
 # 8 KB), a middle stage's send of one chunk's activations must finish before the next chunk overwrites x.
