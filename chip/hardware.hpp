@@ -23,7 +23,7 @@ namespace lpurt::chip {
 /// groq-lpu-v1's weight path, as `lpurt calibrate` fits it to docs/published.toml from
 /// groq-lpu-v1-datasheet (docs/VALIDATION.md shows the fit and every residual; `lpurt calibrate --check`
 /// fails when this value and the fit part).
-inline constexpr int64_t calibrated_weight_bytes_per_cycle = 3051;
+inline constexpr int64_t calibrated_weight_bytes_per_cycle = 3003;
 
 struct ChipSpec {
   std::string name = "groq-lpu-v1";

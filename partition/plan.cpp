@@ -647,7 +647,10 @@ class ChainBound {
   /// The transfers of a block's activations from stage chips (prev_start + t) to (start + t), in the
   /// schedule's order, alone on an idle network: each takes its route's links when their previous transfer
   /// is done (between two racks, one global link carries them all), in the schedule's formula. Into a
-  /// stage that begins inside an FFN, each carries its FFN columns' SiLU output and the amax too.
+  /// stage that begins inside an FFN, each carries its FFN columns' SiLU output and the amax too. With tp
+  /// chips the schedule may split the activations over the transfers and gather them in the stage
+  /// (Builder::hand_off): each transfer is counted with the smallest share, so that the bound holds for
+  /// either (a whole copy carries more, and a split one is gathered after it arrives).
   const HandOff& hand_off(int64_t prev_start, int64_t start, int64_t tp, int64_t n_tokens, bool inside_ffn) {
     const auto key = std::make_tuple(prev_start, start, tp, n_tokens, inside_ffn);
     auto it = hand_offs_.find(key);
@@ -658,7 +661,8 @@ class ChainBound {
     std::vector<Hop> hops;
     for (int64_t t = 0; t < tp; ++t) {
       const int64_t columns = inside_ffn ? split_begin(cfg_.intermediate_size, tp, t + 1) - split_begin(cfg_.intermediate_size, tp, t) : 0;
-      const int64_t bytes = n_tokens * (cfg_.hidden_size + (inside_ffn ? columns + 1 : 0)) * hw_.activation_bytes_per_value;
+      const int64_t activations = tp > 1 ? n_tokens * cfg_.hidden_size / tp : n_tokens * cfg_.hidden_size;
+      const int64_t bytes = (activations + (inside_ffn ? n_tokens * (columns + 1) : 0)) * hw_.activation_bytes_per_value;
       hops.clear();
       topology_.route(prev_start + t, start + t, hops);
       const double seconds = static_cast<double>(hops.size()) * hw_.hop_latency_ns * 1e-9 + static_cast<double>(bytes) / hw_.link_bytes_per_s;

@@ -694,7 +694,7 @@ TEST(Planner, ChoosesAcrossRacksLikeTheExhaustiveSearch) {
         Key best{std::numeric_limits<int64_t>::max(), 0, 0, 0, 0};
         for (const int64_t tp : {1, 2, 3, 4, 5, 6, 7, 8, 16, 24, 32})
           for (int64_t replicas = 1; replicas <= batch && tp * replicas <= chips; ++replicas)
-            for (int64_t pp = 1; pp <= 2 * cfg.n_layers && tp * pp * replicas <= chips; ++pp) {
+            for (int64_t pp = 1; pp <= max_stages(cfg) && tp * pp * replicas <= chips; ++pp) {
               PlanRequest fixed = r;
               fixed.tp = tp, fixed.pp = pp, fixed.replicas = replicas;
               Plan p;
