@@ -280,7 +280,7 @@ and balances the stages by where the layer parts are cut. A layer has three: its
 gate/up half (up to the SiLU output and its amax) and its FFN's w_down half, so a stage may begin inside
 a dense FFN; it then receives, with the activations, the SiLU output of its FFN columns and their amax
 from the chip of the same tp rank (an MoE FFN is kept whole: the routing and the held slots would have to
-travel too). The balancer minimises the heaviest stage's weight bytes, then the stages that begin inside
+travel too). The balancer minimises the heaviest stage's weight bytes, then prefers fewer stages beginning inside
 an FFN. What the remaining imbalance costs, from each layout's decode step (`plan --json`:
 `decode_stage_us`, each stage's span from its first compute op to its last; `stage_part_begin`, where
 each stage begins):
