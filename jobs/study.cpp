@@ -29,7 +29,7 @@ constexpr std::size_t max_points = 100'000;
 /// the key's JSON text does (4: nlohmann::json's compact form), so that a rerun does not mix results of
 /// two versions. The rank count is not part of the key: results
 /// are the same on any number of ranks (host timings aside).
-constexpr int64_t point_key_version = 5;
+constexpr int64_t point_key_version = 6;
 
 const std::vector<std::string>& hardware_parameter_names() {
   static const std::vector<std::string> names = [] {
