@@ -176,37 +176,26 @@ void write_serve_trace(const std::string& path, bool force, const partition::Ser
                            {"first_token_us", us(o.first_token_cycles)},
                            {"finished_us", us(o.finished_cycles)},
                            {"preemptions", o.preemptions}};
+        // A slice of the request on its slot's track, from `begin_cycles` to `end_cycles`.
+        auto slot_slice = [&](const char* phase, int64_t begin_cycles, int64_t end_cycles) {
+          out.add({{"name", name + " " + phase},
+                   {"cat", phase},
+                   {"ph", "X"},
+                   {"pid", where.first},
+                   {"tid", first_slot_tid + where.second},
+                   {"ts", us(begin_cycles)},
+                   {"dur", us(end_cycles - begin_cycles)},
+                   {"args", args}});
+        };
         if (o.preemptions > 0) {
           // Preempted: its slot is the one it finished in, from its last admission (its recompute and the
           // rest of its decode); its earlier slots are not drawn.
-          out.add({{"name", name + " resumed"},
-                   {"cat", "resumed"},
-                   {"ph", "X"},
-                   {"pid", where.first},
-                   {"tid", first_slot_tid + where.second},
-                   {"ts", us(o.resumed_cycles)},
-                   {"dur", us(std::min(o.finished_cycles, limit) - o.resumed_cycles)},
-                   {"args", args}});
+          slot_slice("resumed", o.resumed_cycles, std::min(o.finished_cycles, limit));
           continue;
         }
         const int64_t first = std::min(o.first_token_cycles, limit), last = std::min(o.finished_cycles, limit);
-        out.add({{"name", name + " prefill"},
-                 {"cat", "prefill"},
-                 {"ph", "X"},
-                 {"pid", where.first},
-                 {"tid", first_slot_tid + where.second},
-                 {"ts", us(o.admitted_cycles)},
-                 {"dur", us(first - o.admitted_cycles)},
-                 {"args", args}});
-        if (last > first)
-          out.add({{"name", name + " decode"},
-                   {"cat", "decode"},
-                   {"ph", "X"},
-                   {"pid", where.first},
-                   {"tid", first_slot_tid + where.second},
-                   {"ts", us(first)},
-                   {"dur", us(last - first)},
-                   {"args", args}});
+        slot_slice("prefill", o.admitted_cycles, first);
+        if (last > first) slot_slice("decode", first, last);
       }
     }
     for (std::size_t i = 0; i < outcome.requests.size(); ++i) {

@@ -628,6 +628,32 @@ TEST(Timing, ChainedBatchPrefillEqualsTheWholeProgramOnEveryLayout) {
   EXPECT_EQ(cases, 2 * 7 * 3 * 2);
 }
 
+namespace {
+/// What the search must pick: every layout of at most r.n_chips chips with a tp the search may take,
+/// each replica count up to the batch and each stage count, modelled on its own, as (the request's
+/// latency, chips, tp, replicas, pp); the smallest wins, ties to fewer chips, smaller tp, fewer replicas.
+using LayoutKey = std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t>;
+LayoutKey exhaustive_best(const chip::ModelConfig& cfg, const chip::ChipSpec& hw, const PlanRequest& r) {
+  LayoutKey best{std::numeric_limits<int64_t>::max(), 0, 0, 0, 0};
+  for (const int64_t tp : {1, 2, 3, 4, 5, 6, 7, 8, 16, 24, 32})
+    for (int64_t replicas = 1; replicas <= r.batch && tp * replicas <= r.n_chips; ++replicas)
+      for (int64_t pp = 1; pp <= max_stages(cfg) && tp * pp * replicas <= r.n_chips; ++pp) {
+        PlanRequest fixed = r;
+        fixed.tp = tp, fixed.pp = pp, fixed.replicas = replicas;
+        Plan p;
+        try {
+          p = make_plan(cfg, hw, fixed);
+        } catch (const Error&) {
+          continue;  // does not fit
+        }
+        const int64_t latency = batch_prefill_cycles(p, r.prompt_tokens) +
+                                (r.output_tokens - 1) * decode_period_cycles(p, p.shape.context - 1);
+        best = std::min(best, LayoutKey{latency, tp * pp * replicas, tp, replicas, pp});
+      }
+  return best;
+}
+}  // namespace
+
 // With max_tp beyond a node, the search tries whole nodes per stage (16, 24, 32 chips) too, and still
 // agrees with every such layout modelled by hand: the bounds that let it skip most (collectives across
 // nodes take two hops) hold.
@@ -646,19 +672,7 @@ TEST(Planner, ChoosesAcrossNodesLikeTheExhaustiveSearch) {
         PlanRequest r = request(chips);
         r.batch = batch, r.context = 64, r.block_tokens = 16, r.max_tp = 32;
         r.prompt_tokens = prompt, r.output_tokens = tokens;
-        using Key = std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t>;  // objective, chips, tp, replicas, pp
-        Key best{std::numeric_limits<int64_t>::max(), 0, 0, 0, 0};
-        for (const int64_t tp : {1, 2, 3, 4, 5, 6, 7, 8, 16, 24, 32})
-          for (int64_t replicas = 1; replicas <= batch && tp * replicas <= chips; ++replicas)
-            for (int64_t pp = 1; pp <= max_stages(cfg) && tp * pp * replicas <= chips; ++pp) {
-              PlanRequest fixed = r;
-              fixed.tp = tp, fixed.pp = pp, fixed.replicas = replicas;
-              const Plan p = make_plan(cfg, hw, fixed);
-              const int64_t period = decode_period_cycles(p, p.shape.context - 1);
-              const Program prefill = build_program(p, topology_for(p), batch_prefill_blocks(p, prompt));
-              const int64_t latency = compute_timeline(prefill, p, 0).makespan_cycles + (tokens - 1) * period;
-              best = std::min(best, Key{latency, tp * pp * replicas, tp, replicas, pp});
-            }
+        const LayoutKey best = exhaustive_best(cfg, hw, r);
         const Plan chosen = make_plan(cfg, hw, r);
         EXPECT_EQ(std::make_tuple(chosen.tp, chosen.pp, chosen.replicas),
                   std::make_tuple(std::get<2>(best), std::get<4>(best), std::get<3>(best)))
@@ -690,22 +704,7 @@ TEST(Planner, ChoosesAcrossRacksLikeTheExhaustiveSearch) {
         PlanRequest r = request(chips);
         r.batch = batch, r.context = context, r.block_tokens = 16, r.max_tp = 32;
         r.prompt_tokens = prompt, r.output_tokens = tokens;
-        using Key = std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t>;  // objective, chips, tp, replicas, pp
-        Key best{std::numeric_limits<int64_t>::max(), 0, 0, 0, 0};
-        for (const int64_t tp : {1, 2, 3, 4, 5, 6, 7, 8, 16, 24, 32})
-          for (int64_t replicas = 1; replicas <= batch && tp * replicas <= chips; ++replicas)
-            for (int64_t pp = 1; pp <= max_stages(cfg) && tp * pp * replicas <= chips; ++pp) {
-              PlanRequest fixed = r;
-              fixed.tp = tp, fixed.pp = pp, fixed.replicas = replicas;
-              Plan p;
-              try {
-                p = make_plan(cfg, hw, fixed);
-              } catch (const Error&) {
-                continue;  // does not fit
-              }
-              const int64_t latency = batch_prefill_cycles(p, prompt) + (tokens - 1) * decode_period_cycles(p, context - 1);
-              best = std::min(best, Key{latency, tp * pp * replicas, tp, replicas, pp});
-            }
+        const LayoutKey best = exhaustive_best(cfg, hw, r);
         const Plan chosen = make_plan(cfg, hw, r);
         const std::string name = std::string(preset) + " on " + std::to_string(chips) + " " + topology + " chips, batch " +
                                  std::to_string(batch);
