@@ -176,13 +176,15 @@ void write_serve_trace(const std::string& path, bool force, const partition::Ser
                            {"first_token_us", us(o.first_token_cycles)},
                            {"finished_us", us(o.finished_cycles)},
                            {"preemptions", o.preemptions}};
-        // A slice of the request on its slot's track, from `begin_cycles` to `end_cycles`.
+        // A slice of the request on its slot's track, from `begin_cycles` to `end_cycles` (C++17 lambdas
+        // cannot capture the structured binding itself).
+        const int64_t pid = where.first, tid = first_slot_tid + where.second;
         auto slot_slice = [&](const char* phase, int64_t begin_cycles, int64_t end_cycles) {
           out.add({{"name", name + " " + phase},
                    {"cat", phase},
                    {"ph", "X"},
-                   {"pid", where.first},
-                   {"tid", first_slot_tid + where.second},
+                   {"pid", pid},
+                   {"tid", tid},
                    {"ts", us(begin_cycles)},
                    {"dur", us(end_cycles - begin_cycles)},
                    {"args", args}});
