@@ -586,7 +586,11 @@ ChainedSolver::Link::Link(const Program& p, const Plan& plan) : program_(p), pla
       continue;
     }
     if (op.kind == OpKind::send) {
-      if (op.dep_count == 0) orphan_sends_.push_back(index);
+      // build_program lists a send's producer (its chip's last compute op) first, then the receives whose
+      // data it forwards: a send that starts with a receive (a split hand-off's all-gather, before its
+      // stage computes) has no producer in the program, and waits for its chip's compute before it.
+      if (op.dep_count == 0 || p.ops[static_cast<std::size_t>(p.deps[static_cast<std::size_t>(op.dep_begin)])].kind == OpKind::recv)
+        orphan_sends_.push_back(index);
       for (int32_t h = 0; h < op.hop_count; ++h) {
         const auto [it, first_use] = links.try_emplace(p.link_key(p.hops[static_cast<std::size_t>(op.hop_begin + h)]), index, index);
         if (!first_use) preds_.push_back(std::exchange(it->second.second, index));

@@ -628,6 +628,24 @@ TEST(Timing, ChainedBatchPrefillEqualsTheWholeProgramOnEveryLayout) {
   EXPECT_EQ(cases, 2 * 7 * 3 * 2);
 }
 
+TEST(Timing, ChainedBatchPrefillEqualsTheWholeProgramAcrossDragonflyRacks) {
+  // Beyond 264 chips a dragonfly's racks are joined by one global link per pair: hand-offs between racks
+  // are split (each chip sends its share, the receiving stage all-gathers it, and the gather's first
+  // sends wait for the stage's compute of the block before). Chained, the makespan is still the program's.
+  chip::ModelConfig cfg = chip::model_preset("tiny");
+  cfg.hidden_size = 256, cfg.n_heads = 32, cfg.n_kv_heads = 8, cfg.n_layers = 2;
+  for (const auto& [tp, pp, replicas, chips] : std::vector<std::tuple<int64_t, int64_t, int64_t, int64_t>>{
+           {32, 2, 3, 300}, {16, 6, 3, 300}, {5, 5, 5, 600}, {8, 3, 4, 300}})
+    for (const int64_t batch : {3, 7}) {
+      PlanRequest r = request(chips, tp, pp);
+      r.replicas = replicas, r.batch = batch, r.context = 64, r.block_tokens = 16;
+      const Plan plan = make_plan(cfg, chip::ChipSpec{}, r);
+      const Program whole = build_program(plan, topology_for(plan), batch_prefill_blocks(plan, 40));
+      EXPECT_EQ(batch_prefill_cycles(plan, 40), compute_timeline(whole, plan, 0).makespan_cycles)
+          << tp << "x" << pp << "x" << replicas << " batch " << batch;
+    }
+}
+
 namespace {
 /// What the search must pick: every layout of at most r.n_chips chips with a tp the search may take,
 /// each replica count up to the batch and each stage count, modelled on its own, as (the request's
