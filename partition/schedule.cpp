@@ -480,6 +480,21 @@ Program build_program(const Plan& plan, const Topology& topology, const std::vec
   return p;
 }
 
+std::vector<int64_t> replica_links(const Plan& plan, const Topology& topology, int64_t replica) {
+  std::vector<Hop> hops;
+  for (int64_t s = 0; s < plan.pp; ++s)
+    for (int64_t t = 0; t < plan.tp; ++t) {
+      const int64_t from = plan.at(replica, s, t).network_chip;
+      for (int64_t u = 0; u < plan.tp; ++u) topology.route(from, plan.at(replica, s, u).network_chip, hops);
+      if (s + 1 < plan.pp) topology.route(from, plan.at(replica, s + 1, t).network_chip, hops);
+    }
+  std::vector<int64_t> links(hops.size());
+  for (std::size_t h = 0; h < hops.size(); ++h) links[h] = hops[h].from * topology.n_chips() + hops[h].to;
+  std::sort(links.begin(), links.end());
+  links.erase(std::unique(links.begin(), links.end()), links.end());
+  return links;
+}
+
 Program build_collective_program(const std::vector<int64_t>& chips, const Collective& collective, Combine combine,
                                  const Topology& topology) {
   LPURT_ASSERT(static_cast<int64_t>(chips.size()) == collective.members);

@@ -160,6 +160,11 @@ struct Timeline {
 /// Builds the program of `blocks` on `plan`.
 Program build_program(const Plan& plan, const Topology& topology, const std::vector<Block>& blocks);
 
+/// The directed links (Program::link_key) that programs of `replica` may use, sorted: those on the routes
+/// between any two chips of one of its stages (collectives) and from each chip to the chip of the next
+/// stage with its tp rank (hand-offs). Every transfer build_program expands is one of these pairs.
+std::vector<int64_t> replica_links(const Plan& plan, const Topology& topology, int64_t replica);
+
 /// The standalone program of one all-reduce (Combine::sum: partial_sums reduce-scattered, reduced_sums
 /// all-gathered) or amax all-gather (Combine::max) of `collective` over `chips` (member t on chips[t]),
 /// one block, expanded as build_program expands a stage's. Its timeline needs only the plan's hardware.

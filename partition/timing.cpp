@@ -681,29 +681,58 @@ Timeline ChainedSolver::last_timeline() const {
   return t;
 }
 
-int64_t batch_prefill_cycles(const Plan& plan, int64_t prompt_tokens) {
-  const std::vector<Block> blocks = prefill_blocks(prompt_tokens, plan.shape.block_tokens);
-  if (blocks.empty()) return 0;
-  const Topology topology = topology_for(plan);
-  // Per replica that prefills: its middle block's program (when there are two blocks or more) and its last's.
-  const int64_t used_replicas = std::min(plan.replicas, plan.batch);
+bool replicas_share_links(const Plan& plan, const Topology& topology) {
+  std::unordered_map<int64_t, int64_t> replica_of_link;
+  for (int64_t r = 0; r < std::min(plan.replicas, plan.batch); ++r)
+    for (const int64_t link : replica_links(plan, topology, r)) {
+      const auto [it, first_use] = replica_of_link.try_emplace(link, r);
+      if (!first_use && it->second != r) return true;
+    }
+  return false;
+}
+
+namespace {
+
+/// The makespan of the batch's prefill blocks on replicas [first, end) (the sequences they run, in batch
+/// order), chained from one-block programs per replica.
+int64_t chained_prefill_cycles(const Plan& plan, const Topology& topology, const std::vector<Block>& blocks,
+                               int64_t first, int64_t end) {
+  // Per replica: its middle block's program (when there are two blocks or more) and its last's.
   std::vector<std::unique_ptr<Program>> programs;
-  std::vector<std::unique_ptr<ChainedSolver::Link>> middle(static_cast<std::size_t>(used_replicas)), last(middle.size());
+  std::vector<std::unique_ptr<ChainedSolver::Link>> middle(static_cast<std::size_t>(end - first)), last(middle.size());
   auto prepare = [&](int64_t replica, const Block& block, bool with_logits) {
     programs.push_back(std::make_unique<Program>(build_program(plan, topology, {{0, block.n_tokens, with_logits, replica}})));
     return std::make_unique<ChainedSolver::Link>(*programs.back(), plan);
   };
-  for (int64_t r = 0; r < used_replicas; ++r) {
-    if (blocks.size() > 1) middle[static_cast<std::size_t>(r)] = prepare(r, blocks.front(), false);
-    last[static_cast<std::size_t>(r)] = prepare(r, blocks.back(), true);
+  for (int64_t r = first; r < end; ++r) {
+    if (blocks.size() > 1) middle[static_cast<std::size_t>(r - first)] = prepare(r, blocks.front(), false);
+    last[static_cast<std::size_t>(r - first)] = prepare(r, blocks.back(), true);
   }
   ChainedSolver solver(plan.n_chips());
   for (int64_t b = 0; b < plan.batch; ++b) {
-    const auto r = static_cast<std::size_t>(plan.replica_of(b));
+    const int64_t r = plan.replica_of(b);
+    if (r < first || r >= end) continue;
     for (std::size_t k = 0; k < blocks.size(); ++k)
-      solver.append(k + 1 < blocks.size() ? *middle[r] : *last[r], blocks[k].position_offset);
+      solver.append(k + 1 < blocks.size() ? *middle[static_cast<std::size_t>(r - first)] : *last[static_cast<std::size_t>(r - first)],
+                    blocks[k].position_offset);
   }
   return solver.makespan_cycles();
+}
+
+}  // namespace
+
+int64_t batch_prefill_cycles(const Plan& plan, int64_t prompt_tokens) {
+  const std::vector<Block> blocks = prefill_blocks(prompt_tokens, plan.shape.block_tokens);
+  if (blocks.empty()) return 0;
+  const Topology topology = topology_for(plan);
+  const int64_t used_replicas = std::min(plan.replicas, plan.batch);
+  if (used_replicas == 1 || replicas_share_links(plan, topology)) return chained_prefill_cycles(plan, topology, blocks, 0, used_replicas);
+  // Replicas own their chips, and here their links too: no op of one waits for an op of another, and the
+  // batch ends when the slowest replica does. Modelled one at a time, only one replica's programs are
+  // held (at tp across nodes, hundreds of MB each).
+  int64_t makespan = 0;
+  for (int64_t r = 0; r < used_replicas; ++r) makespan = std::max(makespan, chained_prefill_cycles(plan, topology, blocks, r, r + 1));
+  return makespan;
 }
 
 int64_t decode_period_cycles(const Plan& plan, const Program& decode, const Timeline& timeline) {

@@ -169,8 +169,13 @@ class ChainedSolver {
   int64_t makespan_cycles_ = 0;
 };
 
+/// Whether two replicas that prefill (the first min(replicas, batch)) may put transfers on the same link:
+/// their replica_links meet.
+bool replicas_share_links(const Plan& plan, const Topology& topology);
+
 /// The makespan of the prefill of every sequence of the plan's batch (the program of batch_prefill_blocks),
-/// from one-block programs per replica chained: the same cycles, without building the program.
+/// from one-block programs per replica chained: the same cycles, without building the program. Replicas
+/// that share no link are modelled one at a time (the slowest one's makespan).
 int64_t batch_prefill_cycles(const Plan& plan, int64_t prompt_tokens);
 
 /// Steady-state cycles between two output tokens of one user at `position`, with the plan's batch

@@ -631,19 +631,31 @@ TEST(Timing, ChainedBatchPrefillEqualsTheWholeProgramOnEveryLayout) {
 TEST(Timing, ChainedBatchPrefillEqualsTheWholeProgramAcrossDragonflyRacks) {
   // Beyond 264 chips a dragonfly's racks are joined by one global link per pair: hand-offs between racks
   // are split (each chip sends its share, the receiving stage all-gathers it, and the gather's first
-  // sends wait for the stage's compute of the block before). Chained, the makespan is still the program's.
+  // sends wait for the stage's compute of the block before). A route between racks crosses gateway
+  // chips that may be another replica's: replicas may then share links and are modelled together; the
+  // others one at a time. Either way the makespan is the whole program's.
   chip::ModelConfig cfg = chip::model_preset("tiny");
   cfg.hidden_size = 256, cfg.n_heads = 32, cfg.n_kv_heads = 8, cfg.n_layers = 2;
-  for (const auto& [tp, pp, replicas, chips] : std::vector<std::tuple<int64_t, int64_t, int64_t, int64_t>>{
-           {32, 2, 3, 300}, {16, 6, 3, 300}, {5, 5, 5, 600}, {8, 3, 4, 300}})
-    for (const int64_t batch : {3, 7}) {
-      PlanRequest r = request(chips, tp, pp);
-      r.replicas = replicas, r.batch = batch, r.context = 64, r.block_tokens = 16;
-      const Plan plan = make_plan(cfg, chip::ChipSpec{}, r);
-      const Program whole = build_program(plan, topology_for(plan), batch_prefill_blocks(plan, 40));
-      EXPECT_EQ(batch_prefill_cycles(plan, 40), compute_timeline(whole, plan, 0).makespan_cycles)
-          << tp << "x" << pp << "x" << replicas << " batch " << batch;
-    }
+  chip::ChipSpec chain;
+  chain.topology = "chain";
+  int64_t shared = 0, separate = 0;
+  for (const chip::ChipSpec& hw : {chip::ChipSpec{}, chain})
+    for (const auto& [tp, pp, replicas, chips] : std::vector<std::tuple<int64_t, int64_t, int64_t, int64_t>>{
+             {32, 2, 3, 300}, {16, 6, 3, 300}, {5, 5, 5, 600}, {8, 3, 4, 300}, {4, 2, 3, 24}})
+      for (const int64_t batch : {3, 7}) {
+        PlanRequest r = request(chips, tp, pp);
+        r.replicas = replicas, r.batch = batch, r.context = 64, r.block_tokens = 16;
+        const Plan plan = make_plan(cfg, hw, r);
+        const Topology topology = topology_for(plan);
+        (replicas_share_links(plan, topology) ? shared : separate) += 1;
+        const Program whole = build_program(plan, topology, batch_prefill_blocks(plan, 40));
+        EXPECT_EQ(batch_prefill_cycles(plan, 40), compute_timeline(whole, plan, 0).makespan_cycles)
+            << hw.topology << " " << tp << "x" << pp << "x" << replicas << " batch " << batch;
+      }
+  // Both ways are taken: on the dragonfly, 16x6x3 at both batches and 5x5x5 with all five replicas
+  // prefilling share links.
+  EXPECT_EQ(shared, 3);
+  EXPECT_EQ(separate, 2 * 5 * 2 - 3);
 }
 
 namespace {

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <map>
+#include <tuple>
 
 #include "partition/schedule.hpp"
 #include "partition/timing.hpp"
@@ -559,4 +560,34 @@ TEST(Schedule, ARackBeginningStageReceivesItsActivationsOverTheGlobalLinkOnce) {
     }
   }
   EXPECT_EQ(racks_begun, 2 * 7);  // 7 rack boundaries, decode and prefill
+}
+
+TEST(Schedule, EveryTransferOfAReplicaIsOnItsLinks) {
+  // replica_links bounds the links a replica's programs may use (the planner models replicas that share
+  // none one at a time): every hop of every send of a replica's prefill and decode programs is on it.
+  chip::ModelConfig cfg = chip::model_preset("tiny");
+  cfg.hidden_size = 256, cfg.n_heads = 32, cfg.n_kv_heads = 8, cfg.n_layers = 2;
+  int64_t checked = 0;
+  for (const char* topology_name : {"dragonfly", "chain"})
+    for (const auto& [tp, pp, replicas] : std::vector<std::tuple<int64_t, int64_t, int64_t>>{{32, 2, 3}, {8, 6, 5}, {3, 5, 2}}) {
+      PlanRequest r;
+      r.n_chips = 300, r.tp = tp, r.pp = pp, r.replicas = replicas, r.batch = replicas, r.context = 64, r.block_tokens = 16;
+      chip::ChipSpec hw;
+      hw.topology = topology_name;
+      const Plan plan = make_plan(cfg, hw, r);
+      const Topology topology = topology_for(plan);
+      for (int64_t replica = 0; replica < replicas; ++replica) {
+        const std::vector<int64_t> links = replica_links(plan, topology, replica);
+        for (const std::vector<Block>& blocks : {prefill_blocks(40, 16, replica), decode_blocks(replica)}) {
+          const Program p = build_program(plan, topology, blocks);
+          for (const Hop& hop : p.hops) {
+            EXPECT_TRUE(std::binary_search(links.begin(), links.end(), p.link_key(hop)))
+                << topology_name << " " << tp << "x" << pp << "x" << replicas << " replica " << replica << ": link "
+                << hop.from << "->" << hop.to;
+            ++checked;
+          }
+        }
+      }
+    }
+  EXPECT_GT(checked, 0);
 }
