@@ -480,19 +480,54 @@ Program build_program(const Plan& plan, const Topology& topology, const std::vec
   return p;
 }
 
-std::vector<int64_t> replica_links(const Plan& plan, const Topology& topology, int64_t replica) {
-  std::vector<Hop> hops;
+namespace {
+
+/// Calls visit(stage_a, rank_a, stage_b, rank_b) for every pair of a replica's chips a transfer of
+/// build_program may join: any two of a stage (its collectives), and each chip and the chip of the next
+/// stage with its tp rank (hand-offs).
+template <class Visit>
+void for_each_transfer_pair(const Plan& plan, Visit&& visit) {
   for (int64_t s = 0; s < plan.pp; ++s)
     for (int64_t t = 0; t < plan.tp; ++t) {
-      const int64_t from = plan.at(replica, s, t).network_chip;
-      for (int64_t u = 0; u < plan.tp; ++u) topology.route(from, plan.at(replica, s, u).network_chip, hops);
-      if (s + 1 < plan.pp) topology.route(from, plan.at(replica, s + 1, t).network_chip, hops);
+      for (int64_t u = 0; u < plan.tp; ++u) visit(s, t, s, u);
+      if (s + 1 < plan.pp) visit(s, t, s + 1, t);
     }
+}
+
+}  // namespace
+
+std::vector<int64_t> replica_links(const Plan& plan, const Topology& topology, int64_t replica) {
+  std::vector<Hop> hops;
+  for_each_transfer_pair(plan, [&](int64_t s, int64_t t, int64_t s2, int64_t u) {
+    topology.route(plan.at(replica, s, t).network_chip, plan.at(replica, s2, u).network_chip, hops);
+  });
   std::vector<int64_t> links(hops.size());
   for (std::size_t h = 0; h < hops.size(); ++h) links[h] = hops[h].from * topology.n_chips() + hops[h].to;
   std::sort(links.begin(), links.end());
   links.erase(std::unique(links.begin(), links.end()), links.end());
   return links;
+}
+
+bool congruent_to_first_replica(const Plan& plan, const Topology& topology, int64_t replica) {
+  // Whole nodes keep which collectives a stage may use (candidate_collectives reads nodes and indices).
+  const int64_t shift = plan.at(replica, 0, 0).network_chip - plan.at(0, 0, 0).network_chip;
+  if (shift % Topology::chips_per_node != 0) return false;
+  for (int64_t s = 0; s < plan.pp; ++s)
+    for (int64_t t = 0; t < plan.tp; ++t)
+      if (plan.at(replica, s, t).network_chip != plan.at(0, s, t).network_chip + shift) return false;
+  bool congruent = true;
+  std::vector<Hop> first, moved;
+  for_each_transfer_pair(plan, [&](int64_t s, int64_t t, int64_t s2, int64_t u) {
+    if (!congruent) return;
+    first.clear(), moved.clear();
+    topology.route(plan.at(0, s, t).network_chip, plan.at(0, s2, u).network_chip, first);
+    topology.route(plan.at(replica, s, t).network_chip, plan.at(replica, s2, u).network_chip, moved);
+    congruent = first.size() == moved.size() &&
+                std::equal(first.begin(), first.end(), moved.begin(), [&](const Hop& a, const Hop& b) {
+                  return b.from == a.from + shift && b.to == a.to + shift;
+                });
+  });
+  return congruent;
 }
 
 Program build_collective_program(const std::vector<int64_t>& chips, const Collective& collective, Combine combine,

@@ -165,6 +165,12 @@ Program build_program(const Plan& plan, const Topology& topology, const std::vec
 /// stage with its tp rank (hand-offs). Every transfer build_program expands is one of these pairs.
 std::vector<int64_t> replica_links(const Plan& plan, const Topology& topology, int64_t replica);
 
+/// Whether replica `replica`'s programs are replica 0's moved along the network: its network chips are
+/// replica 0's plus one shift of whole nodes, and so is every route between the pairs replica_links
+/// reads. build_program then makes the same choices and the same ops with chips and links renamed, and
+/// on hardware with the same chips and links everywhere (ChipSpec::uniform) the same timelines.
+bool congruent_to_first_replica(const Plan& plan, const Topology& topology, int64_t replica);
+
 /// The standalone program of one all-reduce (Combine::sum: partial_sums reduce-scattered, reduced_sums
 /// all-gathered) or amax all-gather (Combine::max) of `collective` over `chips` (member t on chips[t]),
 /// one block, expanded as build_program expands a stage's. Its timeline needs only the plan's hardware.

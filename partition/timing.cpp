@@ -729,9 +729,13 @@ int64_t batch_prefill_cycles(const Plan& plan, int64_t prompt_tokens) {
   if (used_replicas == 1 || replicas_share_links(plan, topology)) return chained_prefill_cycles(plan, topology, blocks, 0, used_replicas);
   // Replicas own their chips, and here their links too: no op of one waits for an op of another, and the
   // batch ends when the slowest replica does. Modelled one at a time, only one replica's programs are
-  // held (at tp across nodes, hundreds of MB each).
-  int64_t makespan = 0;
-  for (int64_t r = 0; r < used_replicas; ++r) makespan = std::max(makespan, chained_prefill_cycles(plan, topology, blocks, r, r + 1));
+  // held (at tp across nodes, hundreds of MB each). A replica congruent to the first has the first's
+  // timelines on uniform hardware and runs no more sequences (sequence b on replica b % replicas): it
+  // ends no later, and is not modelled.
+  int64_t makespan = chained_prefill_cycles(plan, topology, blocks, 0, 1);
+  for (int64_t r = 1; r < used_replicas; ++r)
+    if (!plan.hardware.uniform() || !congruent_to_first_replica(plan, topology, r))
+      makespan = std::max(makespan, chained_prefill_cycles(plan, topology, blocks, r, r + 1));
   return makespan;
 }
 

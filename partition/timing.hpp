@@ -175,7 +175,8 @@ bool replicas_share_links(const Plan& plan, const Topology& topology);
 
 /// The makespan of the prefill of every sequence of the plan's batch (the program of batch_prefill_blocks),
 /// from one-block programs per replica chained: the same cycles, without building the program. Replicas
-/// that share no link are modelled one at a time (the slowest one's makespan).
+/// that share no link are modelled one at a time (the slowest one's makespan), and those congruent to
+/// the first (congruent_to_first_replica) on uniform hardware not at all.
 int64_t batch_prefill_cycles(const Plan& plan, int64_t prompt_tokens);
 
 /// Steady-state cycles between two output tokens of one user at `position`, with the plan's batch

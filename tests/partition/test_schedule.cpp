@@ -591,3 +591,48 @@ TEST(Schedule, EveryTransferOfAReplicaIsOnItsLinks) {
     }
   EXPECT_GT(checked, 0);
 }
+
+TEST(Schedule, AReplicaCongruentToTheFirstHasItsOpsAndTimeline) {
+  // The planner models a congruent replica's prefill by the first replica's: it must be the same program
+  // with chips renamed (the same collectives chosen, the same hand-offs split) and the same timeline.
+  // Replicas on racks of their own are congruent; one that straddles a rack boundary is not.
+  chip::ModelConfig cfg = chip::model_preset("tiny");
+  cfg.hidden_size = 256, cfg.n_heads = 32, cfg.n_kv_heads = 8, cfg.n_layers = 2;
+  int64_t congruent = 0, other = 0;
+  for (const char* topology_name : {"dragonfly", "chain"})
+    for (const auto& [tp, pp, replicas] : std::vector<std::tuple<int64_t, int64_t, int64_t>>{{32, 2, 3}, {8, 6, 5}, {3, 5, 2}, {16, 3, 4}}) {
+      PlanRequest r;
+      r.n_chips = 300, r.tp = tp, r.pp = pp, r.replicas = replicas, r.batch = replicas, r.context = 64, r.block_tokens = 16;
+      chip::ChipSpec hw;
+      hw.topology = topology_name;
+      const Plan plan = make_plan(cfg, hw, r);
+      const Topology topology = topology_for(plan);
+      const Program first = build_program(plan, topology, {{0, 16, true, 0}});
+      const Timeline first_timeline = compute_timeline(first, plan, 7);
+      for (int64_t replica = 1; replica < replicas; ++replica) {
+        if (!congruent_to_first_replica(plan, topology, replica)) {
+          ++other;
+          continue;
+        }
+        ++congruent;
+        const Program p = build_program(plan, topology, {{0, 16, true, replica}});
+        const std::string where = std::string(topology_name) + " " + std::to_string(tp) + "x" + std::to_string(pp) + "x" +
+                                  std::to_string(replicas) + " replica " + std::to_string(replica);
+        ASSERT_EQ(p.ops.size(), first.ops.size()) << where;
+        const auto chip_shift = static_cast<int32_t>(replica * plan.chips_per_replica());
+        for (std::size_t i = 0; i < p.ops.size(); ++i) {
+          const Op &a = first.ops[i], &b = p.ops[i];
+          EXPECT_TRUE(a.kind == b.kind && b.chip == a.chip + chip_shift && a.elem_count == b.elem_count &&
+                      a.hop_count == b.hop_count && a.dep_count == b.dep_count)
+              << where << ": op " << i;
+        }
+        for (std::size_t c = 0; c < p.collectives.size(); ++c)
+          EXPECT_EQ(p.collectives[c].algorithm, first.collectives[c].algorithm) << where;
+        const Timeline timeline = compute_timeline(p, plan, 7);
+        EXPECT_EQ(timeline.start_cycles, first_timeline.start_cycles) << where;
+        EXPECT_EQ(timeline.duration_cycles, first_timeline.duration_cycles) << where;
+      }
+    }
+  EXPECT_GT(congruent, 0);
+  EXPECT_GT(other, 0);
+}
