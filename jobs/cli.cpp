@@ -205,9 +205,10 @@ std::string layout_text(int64_t system_chips, int64_t tp, int64_t pp, int64_t re
   return text;
 }
 
-void print_plan_table(const partition::Plan& plan, const std::string& model_name, int64_t prompt_tokens,
+void print_plan_table(const partition::PlanChoice& choice, const std::string& model_name, int64_t prompt_tokens,
                       int64_t output_tokens) {
-  const auto m = partition::modelled_times(plan, prompt_tokens, output_tokens);
+  const partition::Plan& plan = choice.plan;
+  const auto m = partition::modelled_times(choice, prompt_tokens, output_tokens);
   const double us_per_cycle = 1e6 / plan.hardware.clock_hz;
   std::printf("model   %s: %s, %lld layers, D=%lld, %s of weights\n", model_name.c_str(),
               chip::architecture_name(plan.model.architecture), static_cast<long long>(plan.model.n_layers),
@@ -525,14 +526,14 @@ struct PlanCommand {
                   ExitCode::usage);
     layout.request.prompt_tokens = prompt_len;
     layout.request.output_tokens = tokens;
-    const auto plan = partition::make_plan(source->config(), system.resolve(), layout.request);
+    const partition::PlanChoice choice = partition::choose_plan(source->config(), system.resolve(), layout.request);
     if (layout.json) {
       io::Record r =
-          runtime::plan_summary(plan, partition::modelled_times(plan, prompt_len, tokens), prompt_len, tokens);
-      r.set("model", source->name()).set("system", plan.hardware.name);
+          runtime::plan_summary(choice.plan, partition::modelled_times(choice, prompt_len, tokens), prompt_len, tokens);
+      r.set("model", source->name()).set("system", choice.plan.hardware.name);
       std::printf("%s\n", r.to_json().c_str());
     } else {
-      print_plan_table(plan, source->name(), prompt_len, tokens);
+      print_plan_table(choice, source->name(), prompt_len, tokens);
     }
     return 0;
   }

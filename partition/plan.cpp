@@ -848,6 +848,10 @@ class StageCache {
 }  // namespace
 
 Plan make_plan(const chip::ModelConfig& cfg, const chip::ChipSpec& hw, const PlanRequest& r) {
+  return choose_plan(cfg, hw, r).plan;
+}
+
+PlanChoice choose_plan(const chip::ModelConfig& cfg, const chip::ChipSpec& hw, const PlanRequest& r) {
   cfg.validate();
   hw.validate();
   // Before anything that scales with the request (candidates per chip count, SRAM per sequence).
@@ -860,7 +864,7 @@ Plan make_plan(const chip::ModelConfig& cfg, const chip::ChipSpec& hw, const Pla
     Plan plan = layout(cfg, hw, r, r.tp, r.pp, r.replicas, stages(r.pp), r.replicas);
     check_fits(plan, minimum_chips(cfg, hw, r));
     check_heterogeneity(plan);
-    return plan;
+    return {plan, r.prompt_tokens};
   }
   if (r.tp > 0 || r.pp > 0) check_layout(cfg, r.n_chips, std::max<int64_t>(1, r.tp), std::max<int64_t>(1, r.pp), 1);
 
@@ -884,10 +888,11 @@ Plan make_plan(const chip::ModelConfig& cfg, const chip::ChipSpec& hw, const Pla
   const bool nominal = hw.uniform();
   // A search over the given widths: the best candidate, if any fits.
   bool some_layout_overflows = false, no_candidate = true;
-  // A search's winner and its objective.
+  // A search's winner, its objective and its batch's prefill (-1 when the objective has none).
   struct Best {
     Candidate candidate;
     int64_t objective_cycles = 0;
+    int64_t prefill_cycles = -1;
   };
   auto search = [&](const std::vector<int64_t>& tps) -> std::optional<Best> {
     std::vector<Candidate> candidates;
@@ -912,7 +917,7 @@ Plan make_plan(const chip::ModelConfig& cfg, const chip::ChipSpec& hw, const Pla
     std::map<std::pair<int64_t, int64_t>, std::unique_ptr<Pipeline>> pipelines;
     const std::vector<Block> prompt_blocks = prefill_blocks(n_prompt, shape.block_tokens);
     const Candidate* best = nullptr;
-    int64_t best_objective = unbounded;
+    int64_t best_objective = unbounded, best_prefill = -1;
     auto loses = [&](int64_t objective, const Candidate& c) {
       return objective > best_objective || (best != nullptr && objective == best_objective && !c.before(*best));
     };
@@ -994,22 +999,24 @@ Plan make_plan(const chip::ModelConfig& cfg, const chip::ChipSpec& hw, const Pla
         // batch's prefill (a part of its ops).
         const int64_t prefill_bound = pipeline->prefill_bound_cycles(prompt_blocks, n_slots);
         const bool bound_loses = loses(objective_of(period_cycles, prefill_bound), c);
-        const int64_t objective = bound_loses ? unbounded : objective_of(period_cycles, pipeline->prefill_cycles(prompt_blocks, n_slots));
+        const int64_t prefill = bound_loses ? -1 : pipeline->prefill_cycles(prompt_blocks, n_slots);
+        const int64_t objective = bound_loses ? unbounded : objective_of(period_cycles, prefill);
         pipeline->release_programs();
         if (bound_loses) continue;
         if (c.replicas == 1) {
           // One replica: its first replica's prefill is the whole batch's.
-          if (!loses(objective, c)) best_objective = objective, best = &c;
+          if (!loses(objective, c)) best_objective = objective, best_prefill = prefill, best = &c;
           continue;
         }
         if (loses(objective, c)) continue;
         full = std::make_unique<Plan>(layout(cfg, hw, r, c.tp, c.pp, c.replicas, stages(c.pp), c.replicas));
       }
-      const int64_t objective = objective_of(period_cycles, batch_prefill_cycles(*full, n_prompt));
-      if (!loses(objective, c)) best_objective = objective, best = &c;
+      const int64_t prefill = batch_prefill_cycles(*full, n_prompt);
+      const int64_t objective = objective_of(period_cycles, prefill);
+      if (!loses(objective, c)) best_objective = objective, best_prefill = prefill, best = &c;
     }
     no_candidate = no_candidate && candidates.empty();
-    return best != nullptr ? std::optional<Best>(Best{*best, best_objective}) : std::nullopt;
+    return best != nullptr ? std::optional<Best>(Best{*best, best_objective, best_prefill}) : std::nullopt;
   };
   // Tensor parallelism within a node, or over whole nodes up to max_tp (every stage on nodes of its own);
   // any other width only when no such layout fits.
@@ -1034,7 +1041,7 @@ Plan make_plan(const chip::ModelConfig& cfg, const chip::ChipSpec& hw, const Pla
   const Candidate& chosen = best->candidate;
   Plan plan = layout(cfg, hw, r, chosen.tp, chosen.pp, chosen.replicas, stages(chosen.pp), chosen.replicas);
   check_heterogeneity(plan);
-  return plan;
+  return {plan, r.prompt_tokens, best->prefill_cycles};
 }
 
 }  // namespace lpurt::partition

@@ -140,6 +140,17 @@ struct Plan {
 /// exactly, each alone), and the search stops when the bound exceeds the best found: it is exact.
 Plan make_plan(const chip::ModelConfig& cfg, const chip::ChipSpec& hw, const PlanRequest& request);
 
+/// A plan and what make_plan's search modelled of it that the modelled times need again.
+struct PlanChoice {
+  Plan plan;
+  int64_t prompt_tokens = 0;  ///< the request's
+  /// batch_prefill_cycles(plan, prompt_tokens) when the search modelled it (its objective was the
+  /// request's whole latency), else -1.
+  int64_t batch_prefill_cycles = -1;
+};
+/// make_plan, with the chosen layout's batch prefill as the search modelled it.
+PlanChoice choose_plan(const chip::ModelConfig& cfg, const chip::ChipSpec& hw, const PlanRequest& request);
+
 /// A lower bound on the chips the model needs: all weights and KV cache over the SRAM left per chip.
 int64_t minimum_chips(const chip::ModelConfig& cfg, const chip::ChipSpec& hw, const PlanRequest& request);
 

@@ -789,8 +789,11 @@ int64_t decode_step_cycles(const Plan& plan, int64_t position) {
   return compute_timeline(program, plan, position).makespan_cycles;
 }
 
-ModelledTimes modelled_times(const Plan& plan, int64_t prompt_tokens, int64_t output_tokens,
-                             const TimelineVisitor& visit) {
+namespace {
+
+/// modelled_times with the batch's prefill cycles when known (else -1).
+ModelledTimes times_of(const Plan& plan, int64_t prompt_tokens, int64_t output_tokens, const TimelineVisitor& visit,
+                       int64_t batch_prefill_known_cycles) {
   ModelledTimes m;
   const Topology topology = topology_for(plan);
   const double clock_hz = plan.hardware.clock_hz;
@@ -802,7 +805,7 @@ ModelledTimes modelled_times(const Plan& plan, int64_t prompt_tokens, int64_t ou
     visit("prefill", prefill, prefill_timeline, 0);
   } else {
     // The figures need only the makespan.
-    m.prefill_cycles = batch_prefill_cycles(plan, prompt_tokens);
+    m.prefill_cycles = batch_prefill_known_cycles >= 0 ? batch_prefill_known_cycles : batch_prefill_cycles(plan, prompt_tokens);
   }
 
   // Replicas are identical pipelines unless chips or links differ: then the decode figures are those of
@@ -875,6 +878,17 @@ ModelledTimes modelled_times(const Plan& plan, int64_t prompt_tokens, int64_t ou
   m.tokens_per_s_user = 1.0 / m.tpot_s;
   m.tokens_per_s_system = static_cast<double>(plan.batch) * m.tokens_per_s_user;
   return m;
+}
+
+}  // namespace
+
+ModelledTimes modelled_times(const Plan& plan, int64_t prompt_tokens, int64_t output_tokens, const TimelineVisitor& visit) {
+  return times_of(plan, prompt_tokens, output_tokens, visit, -1);
+}
+
+ModelledTimes modelled_times(const PlanChoice& choice, int64_t prompt_tokens, int64_t output_tokens) {
+  return times_of(choice.plan, prompt_tokens, output_tokens, {},
+                  prompt_tokens == choice.prompt_tokens ? choice.batch_prefill_cycles : -1);
 }
 
 }  // namespace lpurt::partition

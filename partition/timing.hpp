@@ -77,6 +77,9 @@ using TimelineVisitor = std::function<void(const std::string& name, const std::s
 /// Prompt of `prompt_tokens`, `output_tokens` generated (the first from the prefill's logits).
 ModelledTimes modelled_times(const Plan& plan, int64_t prompt_tokens, int64_t output_tokens,
                              const TimelineVisitor& visit = {});
+/// The same for a chosen plan, without modelling again the batch's prefill its search modelled (for the
+/// request's prompt).
+ModelledTimes modelled_times(const PlanChoice& choice, int64_t prompt_tokens, int64_t output_tokens);
 
 /// Cycles of one decode step at `position` (the planner ranks layouts by it).
 int64_t decode_step_cycles(const Plan& plan, int64_t position);

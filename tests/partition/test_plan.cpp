@@ -658,6 +658,34 @@ TEST(Timing, ChainedBatchPrefillEqualsTheWholeProgramAcrossDragonflyRacks) {
   EXPECT_EQ(separate, 2 * 5 * 2 - 3);
 }
 
+TEST(Planner, TheChoiceCarriesTheBatchPrefillOnlyWhenTheSearchModelledIt) {
+  // modelled_times of a choice takes its prefill from the search: the same figures as modelling the plan,
+  // with chips or links slowed (each replica modelled) or not, one replica or several. Without a prompt,
+  // with a fixed layout or for another prompt, the prefill is modelled.
+  const auto cfg = chip::model_preset("tiny");
+  chip::ChipSpec slowed;
+  slowed.chip_speed_factors[3] = 0.5;
+  int64_t carried = 0;
+  for (const chip::ChipSpec& hw : {chip::ChipSpec{}, slowed})
+    for (const int64_t batch : {1, 3})
+      for (const int64_t prompt : {0, 20}) {
+        PlanRequest r = request(12);
+        r.batch = batch, r.context = 64, r.block_tokens = 8, r.prompt_tokens = prompt, r.output_tokens = 5;
+        const PlanChoice choice = choose_plan(cfg, hw, r);
+        EXPECT_EQ(choice.batch_prefill_cycles >= 0, prompt > 0);
+        carried += choice.batch_prefill_cycles >= 0;
+        for (const int64_t modelled_prompt : {prompt, int64_t{9}}) {
+          const ModelledTimes a = modelled_times(choice, modelled_prompt, 5), b = modelled_times(choice.plan, modelled_prompt, 5);
+          EXPECT_EQ(a.prefill_cycles, b.prefill_cycles) << "batch " << batch << " prompt " << prompt << " modelled " << modelled_prompt;
+          EXPECT_EQ(a.decode_cycles, b.decode_cycles);
+        }
+      }
+  EXPECT_EQ(carried, 4);
+  PlanRequest fixed = request(12, 2, 2);
+  fixed.replicas = 1, fixed.context = 64, fixed.prompt_tokens = 20, fixed.output_tokens = 5;
+  EXPECT_EQ(choose_plan(cfg, chip::ChipSpec{}, fixed).batch_prefill_cycles, -1);
+}
+
 namespace {
 /// What the search must pick: every layout of at most r.n_chips chips with a tp the search may take,
 /// each replica count up to the batch and each stage count, modelled on its own, as (the request's
@@ -703,10 +731,13 @@ TEST(Planner, ChoosesAcrossNodesLikeTheExhaustiveSearch) {
         r.batch = batch, r.context = 64, r.block_tokens = 16, r.max_tp = 32;
         r.prompt_tokens = prompt, r.output_tokens = tokens;
         const LayoutKey best = exhaustive_best(cfg, hw, r);
-        const Plan chosen = make_plan(cfg, hw, r);
+        const PlanChoice choice = choose_plan(cfg, hw, r);
+        const Plan& chosen = choice.plan;
         EXPECT_EQ(std::make_tuple(chosen.tp, chosen.pp, chosen.replicas),
                   std::make_tuple(std::get<2>(best), std::get<4>(best), std::get<3>(best)))
             << chips << " chips, batch " << batch << ", " << hop_latency_ns << " ns per hop";
+        // The search hands on the batch prefill it modelled: the one of the chosen plan.
+        EXPECT_EQ(choice.batch_prefill_cycles, batch_prefill_cycles(chosen, prompt)) << chips << " chips, batch " << batch;
         wide += chosen.tp > Topology::chips_per_node;
       }
   }
@@ -735,7 +766,8 @@ TEST(Planner, ChoosesAcrossRacksLikeTheExhaustiveSearch) {
         r.batch = batch, r.context = context, r.block_tokens = 16, r.max_tp = 32;
         r.prompt_tokens = prompt, r.output_tokens = tokens;
         const LayoutKey best = exhaustive_best(cfg, hw, r);
-        const Plan chosen = make_plan(cfg, hw, r);
+        const PlanChoice choice = choose_plan(cfg, hw, r);
+        const Plan& chosen = choice.plan;
         const std::string name = std::string(preset) + " on " + std::to_string(chips) + " " + topology + " chips, batch " +
                                  std::to_string(batch);
         ASSERT_EQ(std::make_tuple(chosen.tp, chosen.pp, chosen.replicas),
@@ -743,6 +775,7 @@ TEST(Planner, ChoosesAcrossRacksLikeTheExhaustiveSearch) {
             << name;
         EXPECT_EQ(batch_prefill_cycles(chosen, prompt) + (tokens - 1) * decode_period_cycles(chosen, context - 1), std::get<0>(best))
             << name;
+        EXPECT_EQ(choice.batch_prefill_cycles, batch_prefill_cycles(chosen, prompt)) << name;
         wide += chosen.tp > Topology::chips_per_node;
         ++cases;
       }
