@@ -1,6 +1,7 @@
 #include "partition/schedule.hpp"
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <map>
 #include <tuple>
@@ -121,13 +122,15 @@ class Builder {
   void all_reduce(const std::vector<int64_t>& chips, int32_t index, Payload partial, Payload reduced, int64_t layer,
                   int32_t block) {
     const Collective c = p_.collectives[static_cast<std::size_t>(index)];
+    fill_ranges(c);
     for (int step = 0; step < c.steps; ++step) {
       for (int64_t t = 0; t < c.members; ++t)
         for (int64_t q = 0; q < c.group_size(step); ++q) {
           const int64_t u = c.peer(step, t, q);
           if (u == t) continue;
-          const int32_t r = transfer(chips[static_cast<std::size_t>(t)], chips[static_cast<std::size_t>(u)], partial,
-                                     c.begin(step, u), c.end(step, u) - c.begin(step, u), 4, layer, block);
+          const auto& [begin, end] = ranges_[static_cast<std::size_t>(step * c.members + u)];
+          const int32_t r = transfer(chips[static_cast<std::size_t>(t)], chips[static_cast<std::size_t>(u)], partial, begin,
+                                     end - begin, 4, layer, block);
           mark(r, step, index);
         }
       for (int64_t t = 0; t < c.members; ++t)
@@ -136,6 +139,13 @@ class Builder {
     received_.resize(static_cast<std::size_t>(c.members));
     for (auto& list : received_) list.clear();
     all_gather(chips, index, reduced, layer, block);
+  }
+
+  /// Fills ranges_ with collective `c`'s member ranges.
+  void fill_ranges(const Collective& c) {
+    ranges_.resize(static_cast<std::size_t>(c.steps * c.members));
+    for (int step = 0; step < c.steps; ++step)
+      for (int64_t t = 0; t < c.members; ++t) ranges_[static_cast<std::size_t>(step * c.members + t)] = {c.begin(step, t), c.end(step, t)};
   }
 
   /// Expands collective `index`'s all-gather steps over `chips`: from the last step to the first, member t
@@ -148,14 +158,15 @@ class Builder {
     std::vector<std::vector<int32_t>>& next = next_received_;
     next.resize(received.size());
     for (auto& list : next) list.clear();
+    fill_ranges(c);
     for (int step = c.steps - 1; step >= 0; --step) {
       for (int64_t t = 0; t < c.members; ++t)
         for (int64_t q = 0; q < c.group_size(step); ++q) {
           const int64_t u = c.peer(step, t, q);
           if (u == t) continue;
-          const int32_t r = transfer(chips[static_cast<std::size_t>(t)], chips[static_cast<std::size_t>(u)], reduced,
-                                     c.begin(step, t), c.end(step, t) - c.begin(step, t), 4, layer, block,
-                                     received[static_cast<std::size_t>(t)]);
+          const auto& [begin, end] = ranges_[static_cast<std::size_t>(step * c.members + t)];
+          const int32_t r = transfer(chips[static_cast<std::size_t>(t)], chips[static_cast<std::size_t>(u)], reduced, begin,
+                                     end - begin, 4, layer, block, received[static_cast<std::size_t>(t)]);
           mark(r, step, index);
           if (step > 0) next[static_cast<std::size_t>(u)].push_back(r);
         }
@@ -393,6 +404,9 @@ class Builder {
   std::vector<int64_t> network_chips_;  ///< collective_index's: the stage's chips in the network
   /// all_gather's (filled by all_reduce, hand_off_transfers), kept to reuse their storage
   std::vector<std::vector<int32_t>> received_, next_received_;
+  /// [steps][members] the ranges of the collective being expanded, Collective::begin and end of each
+  /// member after each reduce-scatter step (computed once per member, not once per transfer)
+  std::vector<std::array<int64_t, 2>> ranges_;
   std::map<std::tuple<int64_t, int64_t, Combine>, int32_t> chosen_;
   std::map<std::pair<int64_t, int64_t>, int32_t> split_;  ///< split_hand_off's, by (first receiving chip, n)
   std::vector<int64_t> from_chips_;    ///< hand_off's: the sending stage's chips
@@ -570,11 +584,22 @@ int64_t compute_op_cycles(const Program& p, const Op& op, const Plan& plan, int6
   return op_cycles(p, op, plan, chip::CostModel(plan.hardware), base_position);
 }
 
-TimelineSolver::TimelineSolver(const Program& p, const Plan& plan) : program_(p), plan_(plan) {
+std::vector<int64_t> op_durations(const Program& p, const Plan& plan, int64_t base_position) {
   const chip::CostModel cost(plan.hardware);
+  std::vector<int64_t> cycles(p.ops.size(), 0);
+  for (std::size_t i = 0; i < p.ops.size(); ++i) {
+    const Op& op = p.ops[i];
+    if (op.kind == OpKind::send) cycles[i] = send_cycles(p, op, plan);
+    else if (op.kind != OpKind::recv) cycles[i] = op_cycles(p, op, plan, cost, base_position);
+  }
+  return cycles;
+}
+
+TimelineSolver::TimelineSolver(const Program& p, const Plan& plan) : program_(p), plan_(plan) {
   Timeline& t = timeline_;
   t.start_cycles.assign(p.ops.size(), 0);
-  t.duration_cycles.assign(p.ops.size(), 0);
+  // At position 0; at() sets the attention ops' for its position.
+  t.duration_cycles = op_durations(p, plan, 0);
   t.waited_for.assign(p.ops.size(), -1);
   // The last op that took each unit ([chip][mxm|vxm]) and each directed link, in array order.
   std::vector<int32_t> unit_last(static_cast<std::size_t>(2 * p.n_chips), -1);
@@ -593,14 +618,12 @@ TimelineSolver::TimelineSolver(const Program& p, const Plan& plan) : program_(p)
         const auto [it, first_use] = link_last.try_emplace(p.link_key(hop), static_cast<int32_t>(i));
         if (!first_use) preds_.push_back(std::exchange(it->second, static_cast<int32_t>(i)));
       }
-      t.duration_cycles[i] = send_cycles(p, op, plan);
       continue;
     }
     int32_t& last = unit_last[static_cast<std::size_t>(2 * op.chip + (op.unit == Unit::mxm ? 0 : 1))];
     if (last >= 0) preds_.push_back(last);
     last = static_cast<int32_t>(i);
     if (op.kind == OpKind::attention) attention_ops_.push_back(static_cast<int32_t>(i));
-    else t.duration_cycles[i] = op_cycles(p, op, plan, cost, 0);
   }
   pred_begin_.push_back(static_cast<int32_t>(preds_.size()));
   attention_cycles_.assign(attention_ops_.size(), 0);

@@ -188,6 +188,11 @@ inline int64_t link_bytes(const Op& op, const chip::ChipSpec& hw) { return op.el
 /// the chip's speed factor).
 int64_t compute_op_cycles(const Program& program, const Op& op, const Plan& plan, int64_t base_position);
 
+/// Cycles of every op of `program` with its blocks starting at `base_position`, [ops]: a compute op's
+/// (compute_op_cycles), a send's (its route's hop latencies, then its bytes at its slowest link's pace), a
+/// receive's 0. The durations of its timeline.
+std::vector<int64_t> op_durations(const Program& program, const Plan& plan, int64_t base_position);
+
 /// The timelines of one program at many base positions (a decode program, step after step).
 ///
 /// Booking ops in array order fixes the order in which ops take each unit and each link, and only the

@@ -567,8 +567,7 @@ std::unordered_map<int64_t, ResourceUse> resource_uses(const Program& p, const T
 ChainedSolver::Link::Link(const Program& p, const Plan& plan) : program_(p), plan_(plan) {
   const std::size_t n_ops = p.ops.size();
   const auto n_chips = static_cast<std::size_t>(p.n_chips);
-  TimelineSolver solver(p, plan);
-  base_duration_cycles_ = solver.at(0).duration_cycles;
+  base_duration_cycles_ = op_durations(p, plan, 0);
   chip_first_compute_.assign(n_chips, -1);
   chip_last_compute_.assign(n_chips, -1);
   unit_first_.assign(2 * n_chips, -1);
