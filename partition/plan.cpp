@@ -707,10 +707,12 @@ struct Candidate {
 struct Pipeline {
   Plan plan;
   DecodePace pace;
+  /// Its decode program, until the search takes it (the winner's goes on to the modelled times).
+  std::shared_ptr<const Program> decode;
 
   Pipeline(Plan probe, int64_t decode_position) : plan(std::move(probe)) {
-    const Program decode = build_program(plan, topology_for(plan), decode_blocks());
-    pace = decode_pace(plan, decode, compute_timeline(decode, plan, decode_position));
+    decode = std::make_shared<const Program>(build_program(plan, topology_for(plan), decode_blocks()));
+    pace = decode_pace(plan, *decode, compute_timeline(*decode, plan, decode_position));
   }
 
   /// A lower bound on the prefill of n sequences of `blocks`: every unit and link is first used no earlier
@@ -864,7 +866,7 @@ PlanChoice choose_plan(const chip::ModelConfig& cfg, const chip::ChipSpec& hw, c
     Plan plan = layout(cfg, hw, r, r.tp, r.pp, r.replicas, stages(r.pp), r.replicas);
     check_fits(plan, minimum_chips(cfg, hw, r));
     check_heterogeneity(plan);
-    return {plan, r.prompt_tokens};
+    return {plan, r.prompt_tokens, -1, nullptr};
   }
   if (r.tp > 0 || r.pp > 0) check_layout(cfg, r.n_chips, std::max<int64_t>(1, r.tp), std::max<int64_t>(1, r.pp), 1);
 
@@ -888,11 +890,13 @@ PlanChoice choose_plan(const chip::ModelConfig& cfg, const chip::ChipSpec& hw, c
   const bool nominal = hw.uniform();
   // A search over the given widths: the best candidate, if any fits.
   bool some_layout_overflows = false, no_candidate = true;
-  // A search's winner, its objective and its batch's prefill (-1 when the objective has none).
+  // A search's winner, its objective, its batch's prefill (-1 when the objective has none) and its decode
+  // program (when the search built the plan's).
   struct Best {
     Candidate candidate;
     int64_t objective_cycles = 0;
     int64_t prefill_cycles = -1;
+    std::shared_ptr<const Program> decode;
   };
   auto search = [&](const std::vector<int64_t>& tps) -> std::optional<Best> {
     std::vector<Candidate> candidates;
@@ -918,6 +922,7 @@ PlanChoice choose_plan(const chip::ModelConfig& cfg, const chip::ChipSpec& hw, c
     const std::vector<Block> prompt_blocks = prefill_blocks(n_prompt, shape.block_tokens);
     const Candidate* best = nullptr;
     int64_t best_objective = unbounded, best_prefill = -1;
+    std::shared_ptr<const Program> best_decode;
     auto loses = [&](int64_t objective, const Candidate& c) {
       return objective > best_objective || (best != nullptr && objective == best_objective && !c.before(*best));
     };
@@ -976,6 +981,9 @@ PlanChoice choose_plan(const chip::ModelConfig& cfg, const chip::ChipSpec& hw, c
       int64_t period_cycles = 0;
       std::unique_ptr<Plan> full;
       Pipeline* pipeline = nullptr;
+      // The pipeline's decode program is the plan's when the plan has one replica (the probe holds one
+      // replica's chips); taken from the pipeline, it lives on only if the candidate wins.
+      std::shared_ptr<const Program> decode;
       if (nominal) {
         // Replicas and slots change neither the decode program nor its timeline, only the period's terms.
         auto it = pipelines.find({c.tp, c.pp});
@@ -984,6 +992,8 @@ PlanChoice choose_plan(const chip::ModelConfig& cfg, const chip::ChipSpec& hw, c
         }
         pipeline = it->second.get();
         period_cycles = pipeline->pace.period_cycles(n_slots);
+        if (c.replicas == 1) decode = std::move(pipeline->decode);
+        pipeline->decode.reset();
       } else {
         full = std::make_unique<Plan>(layout(cfg, hw, r, c.tp, c.pp, c.replicas, stages(c.pp), c.replicas));
         check_heterogeneity(*full);
@@ -991,7 +1001,7 @@ PlanChoice choose_plan(const chip::ModelConfig& cfg, const chip::ChipSpec& hw, c
       }
       if (loses(objective_of(period_cycles, c.prefill_bound_cycles), c)) continue;
       if (!whole_request) {
-        best_objective = period_cycles, best = &c;
+        best_objective = period_cycles, best_decode = decode, best = &c;
         continue;
       }
       if (nominal) {
@@ -1005,7 +1015,7 @@ PlanChoice choose_plan(const chip::ModelConfig& cfg, const chip::ChipSpec& hw, c
         if (bound_loses) continue;
         if (c.replicas == 1) {
           // One replica: its first replica's prefill is the whole batch's.
-          if (!loses(objective, c)) best_objective = objective, best_prefill = prefill, best = &c;
+          if (!loses(objective, c)) best_objective = objective, best_prefill = prefill, best_decode = decode, best = &c;
           continue;
         }
         if (loses(objective, c)) continue;
@@ -1013,10 +1023,10 @@ PlanChoice choose_plan(const chip::ModelConfig& cfg, const chip::ChipSpec& hw, c
       }
       const int64_t prefill = batch_prefill_cycles(*full, n_prompt);
       const int64_t objective = objective_of(period_cycles, prefill);
-      if (!loses(objective, c)) best_objective = objective, best_prefill = prefill, best = &c;
+      if (!loses(objective, c)) best_objective = objective, best_prefill = prefill, best_decode = nullptr, best = &c;
     }
     no_candidate = no_candidate && candidates.empty();
-    return best != nullptr ? std::optional<Best>(Best{*best, best_objective, best_prefill}) : std::nullopt;
+    return best != nullptr ? std::optional<Best>(Best{*best, best_objective, best_prefill, best_decode}) : std::nullopt;
   };
   // Tensor parallelism within a node, or over whole nodes up to max_tp (every stage on nodes of its own);
   // any other width only when no such layout fits.
@@ -1041,7 +1051,7 @@ PlanChoice choose_plan(const chip::ModelConfig& cfg, const chip::ChipSpec& hw, c
   const Candidate& chosen = best->candidate;
   Plan plan = layout(cfg, hw, r, chosen.tp, chosen.pp, chosen.replicas, stages(chosen.pp), chosen.replicas);
   check_heterogeneity(plan);
-  return {plan, r.prompt_tokens, best->prefill_cycles};
+  return {plan, r.prompt_tokens, best->prefill_cycles, best->decode};
 }
 
 }  // namespace lpurt::partition

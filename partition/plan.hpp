@@ -13,6 +13,7 @@
 /// \endcode
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -140,6 +141,8 @@ struct Plan {
 /// exactly, each alone), and the search stops when the bound exceeds the best found: it is exact.
 Plan make_plan(const chip::ModelConfig& cfg, const chip::ChipSpec& hw, const PlanRequest& request);
 
+struct Program;  // partition/schedule.hpp
+
 /// A plan and what make_plan's search modelled of it that the modelled times need again.
 struct PlanChoice {
   Plan plan;
@@ -147,6 +150,8 @@ struct PlanChoice {
   /// batch_prefill_cycles(plan, prompt_tokens) when the search modelled it (its objective was the
   /// request's whole latency), else -1.
   int64_t batch_prefill_cycles = -1;
+  /// build_program(plan, topology_for(plan), decode_blocks()) when the search built it, else null.
+  std::shared_ptr<const Program> decode_program;
 };
 /// make_plan, with the chosen layout's batch prefill as the search modelled it.
 PlanChoice choose_plan(const chip::ModelConfig& cfg, const chip::ChipSpec& hw, const PlanRequest& request);

@@ -790,9 +790,10 @@ int64_t decode_step_cycles(const Plan& plan, int64_t position) {
 
 namespace {
 
-/// modelled_times with the batch's prefill cycles when known (else -1).
+/// modelled_times with the batch's prefill cycles when known (else -1), and replica 0's decode program
+/// when built (else null).
 ModelledTimes times_of(const Plan& plan, int64_t prompt_tokens, int64_t output_tokens, const TimelineVisitor& visit,
-                       int64_t batch_prefill_known_cycles) {
+                       int64_t batch_prefill_known_cycles, std::shared_ptr<const Program> known_decode) {
   ModelledTimes m;
   const Topology topology = topology_for(plan);
   const double clock_hz = plan.hardware.clock_hz;
@@ -829,7 +830,9 @@ ModelledTimes times_of(const Plan& plan, int64_t prompt_tokens, int64_t output_t
       if (cycles > slowest) slowest = cycles, decode_replica = r;
     }
   }
-  const auto decode = std::make_shared<const Program>(build_program(plan, topology, decode_blocks(decode_replica)));
+  const auto decode = known_decode != nullptr && decode_replica == 0
+                          ? std::move(known_decode)
+                          : std::make_shared<const Program>(build_program(plan, topology, decode_blocks(decode_replica)));
   m.decode_steps = std::max<int64_t>(0, output_tokens - 1);
   // With no decode step, the profile and TPOT describe the step that would come next.
   TimelineSolver solver(*decode, plan);
@@ -882,12 +885,12 @@ ModelledTimes times_of(const Plan& plan, int64_t prompt_tokens, int64_t output_t
 }  // namespace
 
 ModelledTimes modelled_times(const Plan& plan, int64_t prompt_tokens, int64_t output_tokens, const TimelineVisitor& visit) {
-  return times_of(plan, prompt_tokens, output_tokens, visit, -1);
+  return times_of(plan, prompt_tokens, output_tokens, visit, -1, nullptr);
 }
 
 ModelledTimes modelled_times(const PlanChoice& choice, int64_t prompt_tokens, int64_t output_tokens) {
   return times_of(choice.plan, prompt_tokens, output_tokens, {},
-                  prompt_tokens == choice.prompt_tokens ? choice.batch_prefill_cycles : -1);
+                  prompt_tokens == choice.prompt_tokens ? choice.batch_prefill_cycles : -1, choice.decode_program);
 }
 
 }  // namespace lpurt::partition

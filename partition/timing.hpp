@@ -78,7 +78,7 @@ using TimelineVisitor = std::function<void(const std::string& name, const std::s
 ModelledTimes modelled_times(const Plan& plan, int64_t prompt_tokens, int64_t output_tokens,
                              const TimelineVisitor& visit = {});
 /// The same for a chosen plan, without modelling again the batch's prefill its search modelled (for the
-/// request's prompt).
+/// request's prompt), nor building again the decode program it built.
 ModelledTimes modelled_times(const PlanChoice& choice, int64_t prompt_tokens, int64_t output_tokens);
 
 /// Cycles of one decode step at `position` (the planner ranks layouts by it).

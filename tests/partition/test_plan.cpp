@@ -684,6 +684,30 @@ TEST(Planner, TheChoiceCarriesTheBatchPrefillOnlyWhenTheSearchModelledIt) {
   PlanRequest fixed = request(12, 2, 2);
   fixed.replicas = 1, fixed.context = 64, fixed.prompt_tokens = 20, fixed.output_tokens = 5;
   EXPECT_EQ(choose_plan(cfg, chip::ChipSpec{}, fixed).batch_prefill_cycles, -1);
+  EXPECT_EQ(choose_plan(cfg, chip::ChipSpec{}, fixed).decode_program, nullptr);
+}
+
+TEST(Planner, TheChoiceCarriesItsDecodeProgramOnlyWhenItIsThePlans) {
+  // The search's decode program is one replica's: it goes on with a one-replica plan, as the program
+  // build_program makes for it (same ops, same timeline), and never with several replicas.
+  const auto cfg = chip::model_preset("tiny");
+  int64_t carried = 0;
+  for (const int64_t batch : {1, 4})
+    for (const int64_t prompt : {0, 20}) {
+      PlanRequest r = request(16);
+      r.batch = batch, r.context = 64, r.block_tokens = 8, r.prompt_tokens = prompt, r.output_tokens = 5;
+      const PlanChoice choice = choose_plan(cfg, chip::ChipSpec{}, r);
+      if (choice.decode_program == nullptr) continue;
+      ++carried;
+      EXPECT_EQ(choice.plan.replicas, 1);
+      const Program built = build_program(choice.plan, topology_for(choice.plan), decode_blocks());
+      ASSERT_EQ(choice.decode_program->ops.size(), built.ops.size());
+      EXPECT_EQ(choice.decode_program->n_chips, built.n_chips);
+      const Timeline a = compute_timeline(*choice.decode_program, choice.plan, 30), b = compute_timeline(built, choice.plan, 30);
+      EXPECT_EQ(a.start_cycles, b.start_cycles);
+      EXPECT_EQ(a.duration_cycles, b.duration_cycles);
+    }
+  EXPECT_GE(carried, 2);  // batch 1 plans one replica
 }
 
 namespace {
