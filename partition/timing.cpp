@@ -529,24 +529,36 @@ std::unordered_map<int64_t, ResourceUse> resource_uses(const Program& p, const T
   const std::size_t n_ops = p.ops.size();
   // Each op's predecessor on its unit or on each link of its route: [resource_pred_begin[i], [i + 1]).
   std::vector<int32_t> resource_pred_begin(n_ops + 1, 0), resource_preds;
-  std::unordered_map<int64_t, int32_t> last;  // by resource key
-  std::unordered_map<int64_t, ResourceUse> uses;
-  auto use = [&](int64_t key, std::size_t i) {
-    const auto [it, first_use] = last.try_emplace(key, static_cast<int32_t>(i));
-    if (!first_use) resource_preds.push_back(std::exchange(it->second, static_cast<int32_t>(i)));
-    ResourceUse& u = uses[key];
-    if (first_use) u.head_cycles = t.start_cycles[i];
-    u.busy_cycles += t.duration_cycles[i];
+  // The resources in order of first use: [resources] their keys, last ops and uses. A unit's index is
+  // found in a flat table and only a link's by its key (a program has about as many ops as hops).
+  std::vector<int64_t> keys;
+  std::vector<int32_t> last;
+  std::vector<ResourceUse> used;
+  std::vector<int32_t> unit_index(static_cast<std::size_t>(2 * p.n_chips), -1);
+  std::unordered_map<int64_t, int32_t> link_index;
+  auto use = [&](int32_t& index, int64_t key, std::size_t i) {
+    if (index < 0) {
+      index = static_cast<int32_t>(keys.size());
+      keys.push_back(key);
+      last.push_back(static_cast<int32_t>(i));
+      used.push_back({t.start_cycles[i], 0, 0});
+    } else {
+      resource_preds.push_back(std::exchange(last[static_cast<std::size_t>(index)], static_cast<int32_t>(i)));
+    }
+    used[static_cast<std::size_t>(index)].busy_cycles += t.duration_cycles[i];
   };
   for (std::size_t i = 0; i < n_ops; ++i) {
     const Op& op = p.ops[i];
     resource_pred_begin[i] = static_cast<int32_t>(resource_preds.size());
     if (op.kind == OpKind::recv) continue;
     if (op.kind == OpKind::send) {
-      for (int32_t h = 0; h < op.hop_count; ++h) use(p.link_key(p.hops[static_cast<std::size_t>(op.hop_begin + h)]), i);
+      for (int32_t h = 0; h < op.hop_count; ++h) {
+        const int64_t key = p.link_key(p.hops[static_cast<std::size_t>(op.hop_begin + h)]);
+        use(link_index.try_emplace(key, -1).first->second, key, i);
+      }
       continue;
     }
-    use(resource_key(op), i);
+    use(unit_index[static_cast<std::size_t>(2 * op.chip + (op.unit == Unit::mxm ? 0 : 1))], resource_key(op), i);
   }
   resource_pred_begin[n_ops] = static_cast<int32_t>(resource_preds.size());
   // to_end[i]: the longest chain of ops from op i's start to the last end, in reverse array order.
@@ -560,7 +572,13 @@ std::unordered_map<int64_t, ResourceUse> resource_uses(const Program& p, const T
     for (int32_t k = 0; k < op.dep_count; ++k) reach(p.deps[static_cast<std::size_t>(op.dep_begin + k)]);
     for (int32_t k = resource_pred_begin[i]; k < resource_pred_begin[i + 1]; ++k) reach(resource_preds[static_cast<std::size_t>(k)]);
   }
-  for (const auto& [key, op] : last) uses[key].tail_cycles = to_end[static_cast<std::size_t>(op)] - t.duration_cycles[static_cast<std::size_t>(op)];
+  std::unordered_map<int64_t, ResourceUse> uses;
+  uses.reserve(keys.size());
+  for (std::size_t k = 0; k < keys.size(); ++k) {
+    const auto op = static_cast<std::size_t>(last[k]);
+    used[k].tail_cycles = to_end[op] - t.duration_cycles[op];
+    uses.emplace(keys[k], used[k]);
+  }
   return uses;
 }
 
