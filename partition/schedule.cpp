@@ -129,8 +129,8 @@ class Builder {
           const int64_t u = c.peer(step, t, q);
           if (u == t) continue;
           const auto& [begin, end] = ranges_[static_cast<std::size_t>(step * c.members + u)];
-          const int32_t r = transfer(chips[static_cast<std::size_t>(t)], chips[static_cast<std::size_t>(u)], partial, begin,
-                                     end - begin, 4, layer, block);
+          const int32_t r = transfer(chips[static_cast<std::size_t>(t)], chips[static_cast<std::size_t>(u)], partial,
+                                     begin, end - begin, 4, layer, block);
           mark(r, step, index);
         }
       for (int64_t t = 0; t < c.members; ++t)
@@ -145,7 +145,8 @@ class Builder {
   void fill_ranges(const Collective& c) {
     ranges_.resize(static_cast<std::size_t>(c.steps * c.members));
     for (int step = 0; step < c.steps; ++step)
-      for (int64_t t = 0; t < c.members; ++t) ranges_[static_cast<std::size_t>(step * c.members + t)] = {c.begin(step, t), c.end(step, t)};
+      for (int64_t t = 0; t < c.members; ++t)
+        ranges_[static_cast<std::size_t>(step * c.members + t)] = {c.begin(step, t), c.end(step, t)};
   }
 
   /// Expands collective `index`'s all-gather steps over `chips`: from the last step to the first, member t
@@ -165,8 +166,8 @@ class Builder {
           const int64_t u = c.peer(step, t, q);
           if (u == t) continue;
           const auto& [begin, end] = ranges_[static_cast<std::size_t>(step * c.members + t)];
-          const int32_t r = transfer(chips[static_cast<std::size_t>(t)], chips[static_cast<std::size_t>(u)], reduced, begin,
-                                     end - begin, 4, layer, block, received[static_cast<std::size_t>(t)]);
+          const int32_t r = transfer(chips[static_cast<std::size_t>(t)], chips[static_cast<std::size_t>(u)], reduced,
+                                     begin, end - begin, 4, layer, block, received[static_cast<std::size_t>(t)]);
           mark(r, step, index);
           if (step > 0) next[static_cast<std::size_t>(u)].push_back(r);
         }
@@ -362,7 +363,9 @@ class Builder {
   /// shortfall grows the arrays as before.
   void reserve_from_first_stage(int64_t stage_parts, std::size_t n_blocks) {
     const auto parts = static_cast<std::size_t>(plan_->stage_part_begin.back() - plan_->stage_part_begin.front());
-    const auto estimate = [&](std::size_t size) { return size * parts / static_cast<std::size_t>(stage_parts) * n_blocks + size; };
+    const auto estimate = [&](std::size_t size) {
+      return size * parts / static_cast<std::size_t>(stage_parts) * n_blocks + size;
+    };
     p_.ops.reserve(estimate(p_.ops.size()));
     p_.deps.reserve(estimate(p_.deps.size()));
     p_.hops.reserve(estimate(p_.hops.size()));
@@ -596,8 +599,10 @@ std::vector<int64_t> op_durations(const Program& p, const Plan& plan, int64_t ba
   std::vector<int64_t> cycles(p.ops.size(), 0);
   for (std::size_t i = 0; i < p.ops.size(); ++i) {
     const Op& op = p.ops[i];
-    if (op.kind == OpKind::send) cycles[i] = send_cycles(p, op, plan);
-    else if (op.kind != OpKind::recv) cycles[i] = op_cycles(p, op, plan, cost, base_position);
+    if (op.kind == OpKind::send)
+      cycles[i] = send_cycles(p, op, plan);
+    else if (op.kind != OpKind::recv)
+      cycles[i] = op_cycles(p, op, plan, cost, base_position);
   }
   return cycles;
 }

@@ -606,7 +606,8 @@ ChainedSolver::Link::Link(const Program& p, const Plan& plan) : program_(p), pla
       // build_program lists a send's producer (its chip's last compute op) first, then the receives whose
       // data it forwards: a send that starts with a receive (a split hand-off's all-gather, before its
       // stage computes) has no producer in the program, and waits for its chip's compute before it.
-      if (op.dep_count == 0 || p.ops[static_cast<std::size_t>(p.deps[static_cast<std::size_t>(op.dep_begin)])].kind == OpKind::recv)
+      if (op.dep_count == 0 ||
+          p.ops[static_cast<std::size_t>(p.deps[static_cast<std::size_t>(op.dep_begin)])].kind == OpKind::recv)
         orphan_sends_.push_back(index);
       for (int32_t h = 0; h < op.hop_count; ++h) {
         const auto [it, first_use] = links.try_emplace(p.link_key(p.hops[static_cast<std::size_t>(op.hop_begin + h)]), index, index);
@@ -730,7 +731,8 @@ int64_t chained_prefill_cycles(const Plan& plan, const Topology& topology, const
     const int64_t r = plan.replica_of(b);
     if (r < first || r >= end) continue;
     for (std::size_t k = 0; k < blocks.size(); ++k)
-      solver.append(k + 1 < blocks.size() ? *middle[static_cast<std::size_t>(r - first)] : *last[static_cast<std::size_t>(r - first)],
+      solver.append(k + 1 < blocks.size() ? *middle[static_cast<std::size_t>(r - first)]
+                                          : *last[static_cast<std::size_t>(r - first)],
                     blocks[k].position_offset);
   }
   return solver.makespan_cycles();
@@ -743,7 +745,8 @@ int64_t batch_prefill_cycles(const Plan& plan, int64_t prompt_tokens) {
   if (blocks.empty()) return 0;
   const Topology topology = topology_for(plan);
   const int64_t used_replicas = std::min(plan.replicas, plan.batch);
-  if (used_replicas == 1 || replicas_share_links(plan, topology)) return chained_prefill_cycles(plan, topology, blocks, 0, used_replicas);
+  if (used_replicas == 1 || replicas_share_links(plan, topology))
+    return chained_prefill_cycles(plan, topology, blocks, 0, used_replicas);
   // Replicas own their chips, and here their links too: no op of one waits for an op of another, and the
   // batch ends when the slowest replica does. Modelled one at a time, only one replica's programs are
   // held (at tp across nodes, hundreds of MB each). A replica congruent to the first has the first's
@@ -823,7 +826,8 @@ ModelledTimes times_of(const Plan& plan, int64_t prompt_tokens, int64_t output_t
     visit("prefill", prefill, prefill_timeline, 0);
   } else {
     // The figures need only the makespan.
-    m.prefill_cycles = batch_prefill_known_cycles >= 0 ? batch_prefill_known_cycles : batch_prefill_cycles(plan, prompt_tokens);
+    m.prefill_cycles =
+        batch_prefill_known_cycles >= 0 ? batch_prefill_known_cycles : batch_prefill_cycles(plan, prompt_tokens);
   }
 
   // Replicas are identical pipelines unless chips or links differ: then the decode figures are those of
@@ -848,9 +852,10 @@ ModelledTimes times_of(const Plan& plan, int64_t prompt_tokens, int64_t output_t
       if (cycles > slowest) slowest = cycles, decode_replica = r;
     }
   }
-  const auto decode = known_decode != nullptr && decode_replica == 0
-                          ? std::move(known_decode)
-                          : std::make_shared<const Program>(build_program(plan, topology, decode_blocks(decode_replica)));
+  const auto decode =
+      known_decode != nullptr && decode_replica == 0
+          ? std::move(known_decode)
+          : std::make_shared<const Program>(build_program(plan, topology, decode_blocks(decode_replica)));
   m.decode_steps = std::max<int64_t>(0, output_tokens - 1);
   // With no decode step, the profile and TPOT describe the step that would come next.
   TimelineSolver solver(*decode, plan);
@@ -902,7 +907,8 @@ ModelledTimes times_of(const Plan& plan, int64_t prompt_tokens, int64_t output_t
 
 }  // namespace
 
-ModelledTimes modelled_times(const Plan& plan, int64_t prompt_tokens, int64_t output_tokens, const TimelineVisitor& visit) {
+ModelledTimes modelled_times(const Plan& plan, int64_t prompt_tokens, int64_t output_tokens,
+                             const TimelineVisitor& visit) {
   return times_of(plan, prompt_tokens, output_tokens, visit, -1, nullptr);
 }
 

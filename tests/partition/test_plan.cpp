@@ -675,8 +675,10 @@ TEST(Planner, TheChoiceCarriesTheBatchPrefillOnlyWhenTheSearchModelledIt) {
         EXPECT_EQ(choice.batch_prefill_cycles >= 0, prompt > 0);
         carried += choice.batch_prefill_cycles >= 0;
         for (const int64_t modelled_prompt : {prompt, int64_t{9}}) {
-          const ModelledTimes a = modelled_times(choice, modelled_prompt, 5), b = modelled_times(choice.plan, modelled_prompt, 5);
-          EXPECT_EQ(a.prefill_cycles, b.prefill_cycles) << "batch " << batch << " prompt " << prompt << " modelled " << modelled_prompt;
+          const ModelledTimes a = modelled_times(choice, modelled_prompt, 5),
+                              b = modelled_times(choice.plan, modelled_prompt, 5);
+          EXPECT_EQ(a.prefill_cycles, b.prefill_cycles)
+              << "batch " << batch << " prompt " << prompt << " modelled " << modelled_prompt;
           EXPECT_EQ(a.decode_cycles, b.decode_cycles);
         }
       }
@@ -703,7 +705,8 @@ TEST(Planner, TheChoiceCarriesItsDecodeProgramOnlyWhenItIsThePlans) {
       const Program built = build_program(choice.plan, topology_for(choice.plan), decode_blocks());
       ASSERT_EQ(choice.decode_program->ops.size(), built.ops.size());
       EXPECT_EQ(choice.decode_program->n_chips, built.n_chips);
-      const Timeline a = compute_timeline(*choice.decode_program, choice.plan, 30), b = compute_timeline(built, choice.plan, 30);
+      const Timeline a = compute_timeline(*choice.decode_program, choice.plan, 30),
+                     b = compute_timeline(built, choice.plan, 30);
       EXPECT_EQ(a.start_cycles, b.start_cycles);
       EXPECT_EQ(a.duration_cycles, b.duration_cycles);
     }
@@ -761,7 +764,8 @@ TEST(Planner, ChoosesAcrossNodesLikeTheExhaustiveSearch) {
                   std::make_tuple(std::get<2>(best), std::get<4>(best), std::get<3>(best)))
             << chips << " chips, batch " << batch << ", " << hop_latency_ns << " ns per hop";
         // The search hands on the batch prefill it modelled: the one of the chosen plan.
-        EXPECT_EQ(choice.batch_prefill_cycles, batch_prefill_cycles(chosen, prompt)) << chips << " chips, batch " << batch;
+        EXPECT_EQ(choice.batch_prefill_cycles, batch_prefill_cycles(chosen, prompt))
+            << chips << " chips, batch " << batch;
         wide += chosen.tp > Topology::chips_per_node;
       }
   }

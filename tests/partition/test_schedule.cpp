@@ -569,9 +569,11 @@ TEST(Schedule, EveryTransferOfAReplicaIsOnItsLinks) {
   cfg.hidden_size = 256, cfg.n_heads = 32, cfg.n_kv_heads = 8, cfg.n_layers = 2;
   int64_t checked = 0;
   for (const char* topology_name : {"dragonfly", "chain"})
-    for (const auto& [tp, pp, replicas] : std::vector<std::tuple<int64_t, int64_t, int64_t>>{{32, 2, 3}, {8, 6, 5}, {3, 5, 2}}) {
+    for (const auto& [tp, pp, replicas] :
+         std::vector<std::tuple<int64_t, int64_t, int64_t>>{{32, 2, 3}, {8, 6, 5}, {3, 5, 2}}) {
       PlanRequest r;
-      r.n_chips = 300, r.tp = tp, r.pp = pp, r.replicas = replicas, r.batch = replicas, r.context = 64, r.block_tokens = 16;
+      r.n_chips = 300, r.tp = tp, r.pp = pp, r.replicas = replicas, r.batch = replicas;
+      r.context = 64, r.block_tokens = 16;
       chip::ChipSpec hw;
       hw.topology = topology_name;
       const Plan plan = make_plan(cfg, hw, r);
@@ -600,9 +602,11 @@ TEST(Schedule, AReplicaCongruentToTheFirstHasItsOpsAndTimeline) {
   cfg.hidden_size = 256, cfg.n_heads = 32, cfg.n_kv_heads = 8, cfg.n_layers = 2;
   int64_t congruent = 0, other = 0;
   for (const char* topology_name : {"dragonfly", "chain"})
-    for (const auto& [tp, pp, replicas] : std::vector<std::tuple<int64_t, int64_t, int64_t>>{{32, 2, 3}, {8, 6, 5}, {3, 5, 2}, {16, 3, 4}}) {
+    for (const auto& [tp, pp, replicas] :
+         std::vector<std::tuple<int64_t, int64_t, int64_t>>{{32, 2, 3}, {8, 6, 5}, {3, 5, 2}, {16, 3, 4}}) {
       PlanRequest r;
-      r.n_chips = 300, r.tp = tp, r.pp = pp, r.replicas = replicas, r.batch = replicas, r.context = 64, r.block_tokens = 16;
+      r.n_chips = 300, r.tp = tp, r.pp = pp, r.replicas = replicas, r.batch = replicas;
+      r.context = 64, r.block_tokens = 16;
       chip::ChipSpec hw;
       hw.topology = topology_name;
       const Plan plan = make_plan(cfg, hw, r);
@@ -616,8 +620,8 @@ TEST(Schedule, AReplicaCongruentToTheFirstHasItsOpsAndTimeline) {
         }
         ++congruent;
         const Program p = build_program(plan, topology, {{0, 16, true, replica}});
-        const std::string where = std::string(topology_name) + " " + std::to_string(tp) + "x" + std::to_string(pp) + "x" +
-                                  std::to_string(replicas) + " replica " + std::to_string(replica);
+        const std::string where = std::string(topology_name) + " " + std::to_string(tp) + "x" + std::to_string(pp) +
+                                  "x" + std::to_string(replicas) + " replica " + std::to_string(replica);
         ASSERT_EQ(p.ops.size(), first.ops.size()) << where;
         const auto chip_shift = static_cast<int32_t>(replica * plan.chips_per_replica());
         for (std::size_t i = 0; i < p.ops.size(); ++i) {
