@@ -1005,10 +1005,11 @@ PlanChoice choose_plan(const chip::ModelConfig& cfg, const chip::ChipSpec& hw, c
         continue;
       }
       if (nominal) {
-        // The first replica's prefill of its n_slots sequences: bounded, then modelled. It bounds the whole
-        // batch's prefill (a part of its ops).
-        const int64_t prefill_bound = pipeline->prefill_bound_cycles(prompt_blocks, n_slots);
-        const bool bound_loses = loses(objective_of(period_cycles, prefill_bound), c);
+        // The first replica's prefill of its n_slots sequences: bounded (unless there is no best yet for the
+        // bound to lose to), then modelled. It bounds the whole batch's prefill (a part of its ops).
+        const bool bound_loses =
+            best != nullptr &&
+            loses(objective_of(period_cycles, pipeline->prefill_bound_cycles(prompt_blocks, n_slots)), c);
         const int64_t prefill = bound_loses ? -1 : pipeline->prefill_cycles(prompt_blocks, n_slots);
         const int64_t objective = bound_loses ? unbounded : objective_of(period_cycles, prefill);
         pipeline->release_programs();
