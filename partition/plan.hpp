@@ -153,7 +153,8 @@ struct PlanChoice {
   /// build_program(plan, topology_for(plan), decode_blocks()) when the search built it, else null.
   std::shared_ptr<const Program> decode_program;
 };
-/// make_plan, with the chosen layout's batch prefill as the search modelled it.
+/// make_plan, with the chosen layout's batch prefill and decode program as the search modelled them
+/// (modelled_times of a PlanChoice uses them instead of modelling them again).
 PlanChoice choose_plan(const chip::ModelConfig& cfg, const chip::ChipSpec& hw, const PlanRequest& request);
 
 /// A lower bound on the chips the model needs: all weights and KV cache over the SRAM left per chip.
