@@ -93,6 +93,17 @@ Engine::Engine(const partition::Plan& plan, io::WeightSource& source, MPI_Comm c
     n_local += owner_[static_cast<std::size_t>(c.chip)] == rank_ ? 1 : 0;
   }
   chips_.resize(n_local);  // never resized again: local_index_ points into it
+  logits_counts_.assign(static_cast<std::size_t>(plan.replicas), std::vector<int>(static_cast<std::size_t>(n_ranks_), 0));
+  logits_offsets_ = logits_counts_;
+  for (const auto& c : plan.chips) {
+    if (c.range.n_vocab() == 0) continue;
+    const auto replica = static_cast<std::size_t>(c.replica), owner = static_cast<std::size_t>(owner_[static_cast<std::size_t>(c.chip)]);
+    int& count = logits_counts_[replica][owner];
+    int& offset = logits_offsets_[replica][owner];
+    if (count == 0) offset = static_cast<int>(c.range.vocab_begin);
+    LPURT_ASSERT(offset + count == c.range.vocab_begin);
+    count += static_cast<int>(c.range.n_vocab());
+  }
   for (const auto& c : plan.chips)
     if (owner_[static_cast<std::size_t>(c.chip)] == rank_) {
       first_local_chip_ = c.chip;
@@ -319,9 +330,13 @@ void Engine::await(MPI_Request& request, int peer, bool long_wait, Polling polli
 void Engine::allreduce(void* data, int count, MPI_Datatype type, MPI_Op op, const char* what) {
   MPI_Request request = MPI_REQUEST_NULL;
   LPURT_MPI_CHECK(MPI_Iallreduce(MPI_IN_PLACE, data, count, type, op, comm_, &request));
+  await_collective(request, what, "MPI_Iallreduce");
+}
+
+void Engine::await_collective(MPI_Request& request, const char* what, const char* call) {
   ring(-1);
   // A rank that times out here asks the others who is waiting too: answer while waiting.
-  await(request, -1, true, [this] { answer_presence_notes(); }, [&](double waited_s) { report_silent_ranks(what, waited_s); });
+  await(request, -1, true, [this] { answer_presence_notes(); }, [&](double waited_s) { report_silent_ranks(what, call, waited_s); });
 }
 
 void Engine::send_presence_notes() {
@@ -345,8 +360,8 @@ void Engine::answer_presence_notes() {
   }
 }
 
-void Engine::report_silent_ranks(const char* what, double waited_s) {
-  // Every rank waiting in the reduction times out at about the same moment and tells the others; a rank
+void Engine::report_silent_ranks(const char* what, const char* call, double waited_s) {
+  // Every rank waiting in the collective times out at about the same moment and tells the others; a rank
   // that has not said so within a grace period is the silent one.
   send_presence_notes();
   const double grace_s = std::min(1.0, faults_.step_timeout_s);
@@ -364,7 +379,7 @@ void Engine::report_silent_ranks(const char* what, double waited_s) {
   char seconds[32], limit[32];
   std::snprintf(seconds, sizeof seconds, "%.1f", waited_s);
   std::snprintf(limit, sizeof limit, "%.1f", faults_.step_timeout_s);
-  throw Error("rank " + std::to_string(rank_) + " waited " + seconds + " s in the " + what + " (MPI_Iallreduce over " +
+  throw Error("rank " + std::to_string(rank_) + " waited " + seconds + " s in the " + what + " (" + call + " over " +
                   std::to_string(n_ranks_) + " ranks) for " +
                   (presence_tag_ < 0 || n_silent == 0 ? std::string("another rank")
                                                       : (n_silent == 1 ? "rank " : "ranks ") + silent) +
@@ -459,16 +474,19 @@ void Engine::forward(int64_t sequence, const int32_t* tokens, int64_t pos, int64
   }
   ++forward_calls_;
   if (logits == nullptr || timing_only_) return;
-  // Logits leave the last stage for the host: each chip's vocabulary slice, -0.0 (the identity of float
-  // addition) elsewhere, so a sum over the ranks assembles them exactly on every rank.
-  const int vocab = static_cast<int>(cfg.vocab_size);
-  std::fill(logits, logits + vocab, -0.0f);
+  // Logits leave the last stage for the host: each chip's vocabulary slice, gathered in place on every rank
+  // (a copy: exact). Only the ranks of the last stage send; the others receive what they hold, and no rank
+  // waits for a sum of the whole vocabulary from every rank.
   for (LocalChip& c : chips_) {
     if (plan_.chips[static_cast<std::size_t>(&c - chips_.data() + first_local_chip_)].replica != replica) continue;
     const chip::ShardRange& r = c.shard->range();
     if (r.n_vocab() > 0) std::copy(c.shard->logits_out(), c.shard->logits_out() + r.n_vocab(), logits + r.vocab_begin);
   }
-  if (n_ranks_ > 1) allreduce(logits, vocab, MPI_FLOAT, MPI_SUM, "logits reduction");
+  if (n_ranks_ == 1) return;
+  MPI_Request request = MPI_REQUEST_NULL;
+  LPURT_MPI_CHECK(MPI_Iallgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, logits, logits_counts_[static_cast<std::size_t>(replica)].data(),
+                                  logits_offsets_[static_cast<std::size_t>(replica)].data(), MPI_FLOAT, comm_, &request));
+  await_collective(request, "logits gather", "MPI_Iallgatherv");
 }
 
 void Engine::copy_ffn_hand_off(LocalChip& c, int64_t n, int64_t x_begin, int64_t x_count, bool pack) {

@@ -114,7 +114,7 @@ class Engine {
 
   const partition::Plan& plan() const { return plan_; }
   bool timing_only() const { return timing_only_; }
-  /// Host seconds this rank spent waiting in MPI (transfers and the logits reduction) so far.
+  /// Host seconds this rank spent waiting in MPI (transfers, the logits gather and the fault agreements) so far.
   double mpi_wait_s() const { return mpi_wait_s_; }
   /// Link faults: corrupted transfers detected (over all ranks and attempts), forward calls replayed, and
   /// the modelled time the replays cost (each replay runs its program again).
@@ -189,9 +189,12 @@ class Engine {
   /// MPI_Iallreduce in place over the Engine's communicator, awaited like a transfer; `what` names the
   /// reduction in the report of a rank that never joins it.
   void allreduce(void* data, int count, MPI_Datatype type, MPI_Op op, const char* what);
-  /// Throws Error naming the ranks that did not join reduction `what` within the step timeout: the ranks
-  /// waiting in it say so to each other (zero-byte notes, tag presence_tag); the others are silent.
-  [[noreturn]] void report_silent_ranks(const char* what, double waited_s);
+  /// Awaits a collective `request` over the Engine's communicator, just started by MPI function `call`.
+  void await_collective(MPI_Request& request, const char* what, const char* call);
+  /// Throws Error naming the ranks that did not join collective `what` (started by `call`) within the step
+  /// timeout: the ranks waiting in it say so to each other (zero-byte notes, tag presence_tag); the others
+  /// are silent.
+  [[noreturn]] void report_silent_ranks(const char* what, const char* call, double waited_s);
   /// Answers presence notes while this rank waits in a reduction (see report_silent_ranks).
   void answer_presence_notes();
   /// Sends this rank's presence note to every other rank, once per reduction that timed out.
@@ -213,6 +216,9 @@ class Engine {
   std::vector<LocalChip> chips_;               ///< this rank's chips, in chip order
   std::vector<LocalChip*> local_index_;        ///< [n_chips] -> this rank's chip, or null
   std::vector<int> owner_;                     ///< [n_chips] rank hosting each chip
+  /// [replicas][n_ranks]: the elements of a replica's logits each rank holds, and where they begin (a
+  /// rank's chips are consecutive and hold consecutive slices of the vocabulary): the gather's layout.
+  std::vector<std::vector<int>> logits_counts_, logits_offsets_;
   std::map<int64_t, partition::Program> programs_;  ///< by tokens per forward call
   std::map<std::pair<int64_t, int64_t>, Exchange> exchanges_;  ///< by tokens per forward call and replica
   int64_t receive_elements_ = 0;               ///< rs_sums / rs_floats elements: bound over every algorithm and step

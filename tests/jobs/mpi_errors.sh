@@ -62,17 +62,17 @@ else
 fi
 # A rank that stalls while the other waits in a collective, not for a transfer: over TCP an eager send
 # completes once the socket takes it (over shared memory only once the receiver takes the fragment), so rank 0
-# sends stage 0's activations and reaches the logits reduction. It must fail there too, naming the silent rank.
+# sends stage 0's activations and reaches the logits gather. It must fail there too, naming the silent rank.
 start=$(date +%s)
 timeout 60 "$mpiexec" -n 2 --mca btl self,tcp "${flags[@]}" "$lpurt" run --chips 2 --tp 1 --pp 2 --prompt-len 1 \
   --step-timeout 2 --inject-stall-rank 1 > out.txt 2> err.txt
 rc=$? elapsed=$(( $(date +%s) - start ))
 if [ "$rc" -ne 0 ] && [ "$rc" -ne 124 ] && [ "$elapsed" -le 10 ] &&
-   grep -q "rank 0 waited .* s in the logits reduction .* for rank 1: that rank is stuck" err.txt &&
+   grep -q "rank 0 waited .* s in the logits gather .* for rank 1: that rank is stuck" err.txt &&
    [ "$(grep -c 'error:' err.txt)" -eq 1 ]; then
   passed=$((passed + 1))
 else
-  failed=$((failed + 1)); echo "FAIL rank stalled during a reduction: exit $rc after ${elapsed}s:"; cat err.txt
+  failed=$((failed + 1)); echo "FAIL rank stalled during a collective: exit $rc after ${elapsed}s:"; cat err.txt
 fi
 # A rank that dies: the job ends within 10 s and the launcher names the rank.
 start=$(date +%s)
