@@ -6,12 +6,14 @@
 #include <cstdio>
 #include <cstring>
 #include <exception>
+#include <optional>
 #include <thread>
 
 #include <linux/futex.h>
 #include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <unistd.h>
+#include <tbb/global_control.h>
 #include <tbb/parallel_for.h>
 
 #include "chip/error.hpp"
@@ -270,6 +272,7 @@ void Engine::await(MPI_Request& request, int peer, bool long_wait, Polling polli
   const bool rung =
       bell != nullptr && (peer < 0 ? host_.every_rank_here : host_.host_rank[static_cast<std::size_t>(peer)] >= 0);
   long sleep_ns = rung ? rung_sleep_ns : first_unrung_sleep_ns;
+  std::optional<tbb::global_control> workers_parked;  // while this rank sleeps, until the wait ends
   // Counted idle while waiting; the count is restored however the wait ends (stuck() and MPI errors throw).
   struct Idle {
     std::atomic<int>* busy_ranks;
@@ -316,6 +319,10 @@ void Engine::await(MPI_Request& request, int peer, bool long_wait, Polling polli
       throw;
     }
     if (done == 0) {
+      // oneTBB's idle workers spin and yield for a while after their last task before they sleep; this
+      // process's would take turns with the working ranks' threads on the cores (perf sched: ~40 context
+      // switches a token each). Allowing one thread (this one) while it sleeps sends them to sleep now.
+      if (!workers_parked) workers_parked.emplace(tbb::global_control::max_allowed_parallelism, 1);
       const timespec timeout{0, sleep_ns};
       syscall(SYS_futex, reinterpret_cast<uint32_t*>(&bell->rings), FUTEX_WAIT, rings, &timeout, nullptr, 0);
       if (!rung) sleep_ns = std::min(2 * sleep_ns, longest_unrung_sleep_ns);
