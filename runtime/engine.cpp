@@ -140,9 +140,9 @@ Engine::Engine(const partition::Plan& plan, io::WeightSource& source, MPI_Comm c
 }
 
 void Engine::prepare(int64_t n_tokens) {
-  // Every replica this rank works for: its chips are contiguous, so their replicas are too.
-  for (int64_t i = 0; i < static_cast<int64_t>(chips_.size()); ++i)
-    exchange(n_tokens, plan_.chips[static_cast<std::size_t>(first_local_chip_ + i)].replica);
+  // Every replica: a rank runs every forward call, also for replicas it holds no chip of (an empty
+  // exchange, found in the step without being built there).
+  for (int64_t replica = 0; replica < plan_.replicas; ++replica) exchange(n_tokens, replica);
 }
 
 Engine::~Engine() = default;
@@ -249,18 +249,25 @@ tbb::task_arena& Engine::arena() {
 
 template <typename Polling, typename Stuck>
 void Engine::await(MPI_Request& request, int peer, bool long_wait, Polling polling, Stuck stuck) {
+  // A test of a message rings its peer; a test of a collective rings the host's ranks waiting in it only
+  // when it completes the collective (they were rung when this rank joined it). Were every test to ring
+  // them, two ranks waiting in one collective for a third would keep each other awake.
   int done = 0;
+  auto ring_after_test = [&] {
+    if (peer >= 0 || done != 0) ring(peer);
+  };
   LPURT_MPI_CHECK(MPI_Test(&request, &done, MPI_STATUS_IGNORE));
-  ring(peer);
+  ring_after_test();
   if (done != 0) return;
   // A tensor-parallel peer's next round arrives within a round's compute (tens to hundreds of
   // microseconds): poll that long before counting this rank idle, so that the ranks of a stage never
   // both widen their threads. A pipeline stage waits for the others' whole compute: it counts itself idle
   // at once, so that the working stage gets every core from its first op, and soon sleeps. A sleeping
   // rank costs the working ones nothing: it wakes when it is rung, and then polls briefly, as the rest of
-  // a protocol progresses only while it polls. Every test of a request rings the peer, which may sleep on
-  // a step of the protocol this test has just made (a rendezvous's acknowledgement, a reduction's inner
-  // round); what no one rings still wakes it after a bounded sleep. A rank of another host cannot ring:
+  // a protocol progresses only while it polls. Every test of a message rings the peer, which may sleep on
+  // a step of the protocol this test has just made (a rendezvous's acknowledgement); a collective's inner
+  // rounds progress while its ranks poll after the last one joins. What no one rings still wakes a rank
+  // after a bounded sleep. A rank of another host cannot ring:
   // waiting for one, sleeps are short and grow to a cap that bounds the latency they add.
   constexpr std::chrono::microseconds poll_for_stage{20}, poll_for_peer{300}, poll_after_waking{50};
   constexpr long rung_sleep_ns = 200'000, first_unrung_sleep_ns = 10'000, longest_unrung_sleep_ns = 50'000;
@@ -289,7 +296,7 @@ void Engine::await(MPI_Request& request, int peer, bool long_wait, Polling polli
   auto test = [&] {
     polling();
     LPURT_MPI_CHECK(MPI_Test(&request, &done, MPI_STATUS_IGNORE));
-    ring(peer);
+    ring_after_test();
   };
   const auto add_wait = [&] {
     mpi_wait_s_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();

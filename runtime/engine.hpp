@@ -124,7 +124,7 @@ class Engine {
   /// The program forward() runs for n tokens, built for replica 0 on first use and reused: replica r runs
   /// it with every chip offset by r x chips per replica (the replicas are identical pipelines).
   const partition::Program& program(int64_t n_tokens);
-  /// Builds the program of n tokens and its messages for every replica of this rank now, at setup, rather
+  /// Builds the program of n tokens and its messages for every replica now, at setup, rather
   /// than at the first forward call of that length (the constructor does it for decode). Throws Error if a
   /// round's message between two ranks exceeds what one MPI message holds.
   void prepare(int64_t n_tokens);
@@ -177,13 +177,14 @@ class Engine {
   void check_arrival(std::size_t recv_index, void* data, int64_t bytes, uint64_t sent_checksum);
   /// Throws Error naming the first transfer of message m, still incomplete after the step timeout.
   [[noreturn]] void report_stuck(int32_t m, double waited_s);
-  /// Waits for `request` (a message with rank `peer`, or -1: a reduction) without holding a core: polls
+  /// Waits for `request` (a message with rank `peer`, or -1: a collective) without holding a core: polls
   /// for a while (a tensor-parallel peer's message usually follows soon), then, if this rank shares cores
   /// with other ranks of its host, sleeps on its doorbell until a rank rings it, counted idle on the host
-  /// meanwhile, and polls again. A `long_wait` (another pipeline stage's output, a reduction) counts idle
-  /// at once and polls briefly. Each test of the request rings `peer` (-1: the host's ranks asleep in a
-  /// reduction). Calls polling() before each poll but the first; past the step timeout it calls
-  /// stuck(seconds waited), which throws. Adds the time to mpi_wait_s().
+  /// meanwhile, and polls again. A `long_wait` (another pipeline stage's output, a collective) counts idle
+  /// at once and polls briefly. Each test of a message rings `peer`; joining a collective, and the test
+  /// that completes it, ring the host's ranks asleep in one. Calls polling() before each poll but the
+  /// first; past the step timeout it calls stuck(seconds waited), which throws. Adds the time to
+  /// mpi_wait_s().
   template <typename Polling, typename Stuck>
   void await(MPI_Request& request, int peer, bool long_wait, Polling polling, Stuck stuck);
   /// MPI_Iallreduce in place over the Engine's communicator, awaited like a transfer; `what` names the

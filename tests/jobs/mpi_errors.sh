@@ -98,5 +98,27 @@ fi
 # A model file on which HDF5 1.10.8 crashes (a heap overflow in H5HG_read, tests/fuzz/findings): checked in a
 # child process first, so the job gets one clear error instead of a segmentation fault.
 expect 3 'the HDF5 library crashed reading it (signal' 2 --chips 2 --model "$findings/hdf5-vlen-global-heap-crash.h5"
+# Ranks that wait for a stalled rank keep no core busy: with 4 ranks on this host they share its cores, and
+# ranks 0-2 wait in the logits gather for rank 3 asleep on their doorbells. (Ringing each other on every
+# test of the collective once kept two of them polling, about half a core each.)
+timeout 60 "$mpiexec" -n 4 "${flags[@]}" "$lpurt" run --chips 4 --tp 1 --pp 4 --step-timeout 6 \
+  --inject-stall-rank 3 > out.txt 2> err.txt &
+job=$!
+sleep 2.5
+pids=$(pgrep -f -- "^$lpurt run --chips 4 --tp 1 --pp 4 --step-timeout 6")
+declare -A ticks_before
+for p in $pids; do ticks_before[$p]=$(awk '{print $14 + $15}' "/proc/$p/stat"); done
+sleep 2
+busiest=0
+for p in $pids; do
+  used=$(( $(awk '{print $14 + $15}' "/proc/$p/stat") - ticks_before[$p] ))  # clock ticks (1/100 s) in 2 s
+  [ "$used" -gt "$busiest" ] && busiest=$used
+done
+wait "$job"
+if [ "$(wc -w <<< "$pids")" -eq 4 ] && [ "$busiest" -le 40 ] && grep -q "stuck or dead" err.txt; then
+  passed=$((passed + 1))
+else
+  failed=$((failed + 1)); echo "FAIL idle ranks: $(wc -w <<< "$pids") ranks found (want 4), the busiest used $busiest% of a core (want <= 20%)"; cat err.txt
+fi
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]
