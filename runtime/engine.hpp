@@ -18,9 +18,10 @@
 /// sleeps on its doorbell (a futex in memory the host's ranks share) until the rank it waits for rings it
 /// (after posting a message or testing a request), and counts itself idle in a counter the host's ranks
 /// share; each group of compute ops runs its kernels on cores / (ranks of the host working at that moment)
-/// threads. A pipeline stage
-/// that works while the other stages wait gets the whole host; ranks that work at once split it, never
-/// running more threads than cores. Ranks must then be free to use every core: `mpirun --bind-to none`.
+/// threads. A pipeline stage that works while the other stages wait gets the whole host; ranks that work
+/// at once split it. (A rank counted idle still polls for up to 50 us before it sleeps, and a group keeps
+/// the threads it started with: for such moments the threads may exceed the cores.) Ranks must be free to
+/// use every core: `mpirun --bind-to none`; ranks bound to cores of their own keep to them and never sleep.
 ///
 /// Example usage:
 /// \code
@@ -109,7 +110,8 @@ class Engine {
 
   /// Feeds n tokens of `sequence` at positions [pos, pos + n), in blocks of the plan's block_tokens, on the
   /// sequence's replica and KV slot. If `logits` is not null, writes the logits of the last token there on
-  /// every rank: float [vocab_size]. Collective over the Engine's communicator.
+  /// every rank: float [vocab_size]. Collective over the Engine's communicator. After it throws, messages
+  /// may still be in flight: the Engine is then only fit to be destroyed (every caller ends the job).
   void forward(int64_t sequence, const int32_t* tokens, int64_t pos, int64_t n, float* logits);
 
   const partition::Plan& plan() const { return plan_; }
@@ -160,8 +162,9 @@ class Engine {
   void copy_ffn_hand_off(LocalChip& c, int64_t n, int64_t x_begin, int64_t x_count, bool pack);
   /// What a receive needs once its data is in place on chip c (a split hand-off into an FFN: unpacked).
   void arrived(const partition::Op& recv, LocalChip& c);
-  /// Pointer to the payload elements an op sends from or receives into, on chip `c`.
-  void* payload_at(const partition::Op& op, LocalChip& c, bool sending);  ///< op of the replica-0 program
+  /// Pointer to the payload elements an op (of the replica-0 program) sends from or receives into, on chip
+  /// `c`. Sending an FFN hand-off packs it first (copy_ffn_hand_off), so call it once per send.
+  void* payload_at(const partition::Op& op, LocalChip& c, bool sending);
   /// Packs and sends round `round`'s outgoing messages and posts its receives, in staging area round % 2
   /// (first completing the round that used it before).
   void post_round(int32_t round);
