@@ -71,11 +71,11 @@ int main(int argc, char** argv) {
       rank = lpurt::runtime::comm_rank(MPI_COMM_WORLD);
       n_ranks = lpurt::runtime::comm_size(MPI_COMM_WORLD);
     }
-    // Ranks sharing a host share its cores. In a run, the Engine sizes each compute op's threads to the
-    // host's ranks working at that moment (runtime/engine.hpp). The point groups of a sweep have one
-    // Engine each, which do not know of each other: each rank's TBB threads get an equal part of the
-    // cores, so that R ranks never run R x cores threads.
-    if (mpi && n_ranks > 1 && std::strcmp(argv[1], "run") != 0) {
+    // Ranks sharing a host share its cores. In a run or a serve, the one Engine sizes each compute op's
+    // threads to the host's ranks working at that moment (runtime/engine.hpp). The point groups of a sweep
+    // have one Engine each, which do not know of each other: each rank's TBB threads get an equal part of
+    // the cores, so that R ranks never run R x cores threads.
+    if (mpi && n_ranks > 1 && std::strcmp(argv[1], "run") != 0 && std::strcmp(argv[1], "serve") != 0) {
       const int local_ranks = lpurt::runtime::comm_size(lpurt::runtime::Comm::split_type_shared(MPI_COMM_WORLD).get());
       const auto cores = static_cast<int>(std::thread::hardware_concurrency());
       threads = std::make_unique<tbb::global_control>(tbb::global_control::max_allowed_parallelism,

@@ -6,12 +6,14 @@
 #include <cstdio>
 #include <cstring>
 #include <exception>
+#include <optional>
 #include <thread>
 
 #include <linux/futex.h>
 #include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <unistd.h>
+#include <tbb/global_control.h>
 #include <tbb/parallel_for.h>
 
 #include "chip/error.hpp"
@@ -93,6 +95,17 @@ Engine::Engine(const partition::Plan& plan, io::WeightSource& source, MPI_Comm c
     n_local += owner_[static_cast<std::size_t>(c.chip)] == rank_ ? 1 : 0;
   }
   chips_.resize(n_local);  // never resized again: local_index_ points into it
+  logits_counts_.assign(static_cast<std::size_t>(plan.replicas), std::vector<int>(static_cast<std::size_t>(n_ranks_), 0));
+  logits_offsets_ = logits_counts_;
+  for (const auto& c : plan.chips) {
+    if (c.range.n_vocab() == 0) continue;
+    const auto replica = static_cast<std::size_t>(c.replica), owner = static_cast<std::size_t>(owner_[static_cast<std::size_t>(c.chip)]);
+    int& count = logits_counts_[replica][owner];
+    int& offset = logits_offsets_[replica][owner];
+    if (count == 0) offset = static_cast<int>(c.range.vocab_begin);
+    LPURT_ASSERT(offset + count == c.range.vocab_begin);
+    count += static_cast<int>(c.range.n_vocab());
+  }
   for (const auto& c : plan.chips)
     if (owner_[static_cast<std::size_t>(c.chip)] == rank_) {
       first_local_chip_ = c.chip;
@@ -127,9 +140,9 @@ Engine::Engine(const partition::Plan& plan, io::WeightSource& source, MPI_Comm c
 }
 
 void Engine::prepare(int64_t n_tokens) {
-  // Every replica this rank works for: its chips are contiguous, so their replicas are too.
-  for (int64_t i = 0; i < static_cast<int64_t>(chips_.size()); ++i)
-    exchange(n_tokens, plan_.chips[static_cast<std::size_t>(first_local_chip_ + i)].replica);
+  // Every replica: a rank runs every forward call, also for replicas it holds no chip of (an empty
+  // exchange, found in the step without being built there).
+  for (int64_t replica = 0; replica < plan_.replicas; ++replica) exchange(n_tokens, replica);
 }
 
 Engine::~Engine() = default;
@@ -236,18 +249,25 @@ tbb::task_arena& Engine::arena() {
 
 template <typename Polling, typename Stuck>
 void Engine::await(MPI_Request& request, int peer, bool long_wait, Polling polling, Stuck stuck) {
+  // A test of a message rings its peer; a test of a collective rings the host's ranks waiting in it only
+  // when it completes the collective (they were rung when this rank joined it). Were every test to ring
+  // them, two ranks waiting in one collective for a third would keep each other awake.
   int done = 0;
+  auto ring_after_test = [&] {
+    if (peer >= 0 || done != 0) ring(peer);
+  };
   LPURT_MPI_CHECK(MPI_Test(&request, &done, MPI_STATUS_IGNORE));
-  ring(peer);
+  ring_after_test();
   if (done != 0) return;
   // A tensor-parallel peer's next round arrives within a round's compute (tens to hundreds of
   // microseconds): poll that long before counting this rank idle, so that the ranks of a stage never
   // both widen their threads. A pipeline stage waits for the others' whole compute: it counts itself idle
   // at once, so that the working stage gets every core from its first op, and soon sleeps. A sleeping
   // rank costs the working ones nothing: it wakes when it is rung, and then polls briefly, as the rest of
-  // a protocol progresses only while it polls. Every test of a request rings the peer, which may sleep on
-  // a step of the protocol this test has just made (a rendezvous's acknowledgement, a reduction's inner
-  // round); what no one rings still wakes it after a bounded sleep. A rank of another host cannot ring:
+  // a protocol progresses only while it polls. Every test of a message rings the peer, which may sleep on
+  // a step of the protocol this test has just made (a rendezvous's acknowledgement); a collective's inner
+  // rounds progress while its ranks poll after the last one joins. What no one rings still wakes a rank
+  // after a bounded sleep. A rank of another host cannot ring:
   // waiting for one, sleeps are short and grow to a cap that bounds the latency they add.
   constexpr std::chrono::microseconds poll_for_stage{20}, poll_for_peer{300}, poll_after_waking{50};
   constexpr long rung_sleep_ns = 200'000, first_unrung_sleep_ns = 10'000, longest_unrung_sleep_ns = 50'000;
@@ -259,6 +279,7 @@ void Engine::await(MPI_Request& request, int peer, bool long_wait, Polling polli
   const bool rung =
       bell != nullptr && (peer < 0 ? host_.every_rank_here : host_.host_rank[static_cast<std::size_t>(peer)] >= 0);
   long sleep_ns = rung ? rung_sleep_ns : first_unrung_sleep_ns;
+  std::optional<tbb::global_control> workers_parked;  // while this rank sleeps, until the wait ends
   // Counted idle while waiting; the count is restored however the wait ends (stuck() and MPI errors throw).
   struct Idle {
     std::atomic<int>* busy_ranks;
@@ -275,7 +296,7 @@ void Engine::await(MPI_Request& request, int peer, bool long_wait, Polling polli
   auto test = [&] {
     polling();
     LPURT_MPI_CHECK(MPI_Test(&request, &done, MPI_STATUS_IGNORE));
-    ring(peer);
+    ring_after_test();
   };
   const auto add_wait = [&] {
     mpi_wait_s_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -305,6 +326,10 @@ void Engine::await(MPI_Request& request, int peer, bool long_wait, Polling polli
       throw;
     }
     if (done == 0) {
+      // oneTBB's idle workers spin and yield for a while after their last task before they sleep; this
+      // process's would take turns with the working ranks' threads on the cores (perf sched: ~40 context
+      // switches a token each). Allowing one thread (this one) while it sleeps sends them to sleep now.
+      if (!workers_parked) workers_parked.emplace(tbb::global_control::max_allowed_parallelism, 1);
       const timespec timeout{0, sleep_ns};
       syscall(SYS_futex, reinterpret_cast<uint32_t*>(&bell->rings), FUTEX_WAIT, rings, &timeout, nullptr, 0);
       if (!rung) sleep_ns = std::min(2 * sleep_ns, longest_unrung_sleep_ns);
@@ -319,9 +344,13 @@ void Engine::await(MPI_Request& request, int peer, bool long_wait, Polling polli
 void Engine::allreduce(void* data, int count, MPI_Datatype type, MPI_Op op, const char* what) {
   MPI_Request request = MPI_REQUEST_NULL;
   LPURT_MPI_CHECK(MPI_Iallreduce(MPI_IN_PLACE, data, count, type, op, comm_, &request));
+  await_collective(request, what, "MPI_Iallreduce");
+}
+
+void Engine::await_collective(MPI_Request& request, const char* what, const char* call) {
   ring(-1);
   // A rank that times out here asks the others who is waiting too: answer while waiting.
-  await(request, -1, true, [this] { answer_presence_notes(); }, [&](double waited_s) { report_silent_ranks(what, waited_s); });
+  await(request, -1, true, [this] { answer_presence_notes(); }, [&](double waited_s) { report_silent_ranks(what, call, waited_s); });
 }
 
 void Engine::send_presence_notes() {
@@ -345,8 +374,8 @@ void Engine::answer_presence_notes() {
   }
 }
 
-void Engine::report_silent_ranks(const char* what, double waited_s) {
-  // Every rank waiting in the reduction times out at about the same moment and tells the others; a rank
+void Engine::report_silent_ranks(const char* what, const char* call, double waited_s) {
+  // Every rank waiting in the collective times out at about the same moment and tells the others; a rank
   // that has not said so within a grace period is the silent one.
   send_presence_notes();
   const double grace_s = std::min(1.0, faults_.step_timeout_s);
@@ -364,7 +393,7 @@ void Engine::report_silent_ranks(const char* what, double waited_s) {
   char seconds[32], limit[32];
   std::snprintf(seconds, sizeof seconds, "%.1f", waited_s);
   std::snprintf(limit, sizeof limit, "%.1f", faults_.step_timeout_s);
-  throw Error("rank " + std::to_string(rank_) + " waited " + seconds + " s in the " + what + " (MPI_Iallreduce over " +
+  throw Error("rank " + std::to_string(rank_) + " waited " + seconds + " s in the " + what + " (" + call + " over " +
                   std::to_string(n_ranks_) + " ranks) for " +
                   (presence_tag_ < 0 || n_silent == 0 ? std::string("another rank")
                                                       : (n_silent == 1 ? "rank " : "ranks ") + silent) +
@@ -459,16 +488,19 @@ void Engine::forward(int64_t sequence, const int32_t* tokens, int64_t pos, int64
   }
   ++forward_calls_;
   if (logits == nullptr || timing_only_) return;
-  // Logits leave the last stage for the host: each chip's vocabulary slice, -0.0 (the identity of float
-  // addition) elsewhere, so a sum over the ranks assembles them exactly on every rank.
-  const int vocab = static_cast<int>(cfg.vocab_size);
-  std::fill(logits, logits + vocab, -0.0f);
+  // Logits leave the last stage for the host: each chip's vocabulary slice, gathered in place on every rank
+  // (a copy: exact). Only the ranks of the last stage send; the others receive what they hold, and no rank
+  // waits for a sum of the whole vocabulary from every rank.
   for (LocalChip& c : chips_) {
     if (plan_.chips[static_cast<std::size_t>(&c - chips_.data() + first_local_chip_)].replica != replica) continue;
     const chip::ShardRange& r = c.shard->range();
     if (r.n_vocab() > 0) std::copy(c.shard->logits_out(), c.shard->logits_out() + r.n_vocab(), logits + r.vocab_begin);
   }
-  if (n_ranks_ > 1) allreduce(logits, vocab, MPI_FLOAT, MPI_SUM, "logits reduction");
+  if (n_ranks_ == 1) return;
+  MPI_Request request = MPI_REQUEST_NULL;
+  LPURT_MPI_CHECK(MPI_Iallgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, logits, logits_counts_[static_cast<std::size_t>(replica)].data(),
+                                  logits_offsets_[static_cast<std::size_t>(replica)].data(), MPI_FLOAT, comm_, &request));
+  await_collective(request, "logits gather", "MPI_Iallgatherv");
 }
 
 void Engine::copy_ffn_hand_off(LocalChip& c, int64_t n, int64_t x_begin, int64_t x_count, bool pack) {

@@ -18,9 +18,10 @@
 /// sleeps on its doorbell (a futex in memory the host's ranks share) until the rank it waits for rings it
 /// (after posting a message or testing a request), and counts itself idle in a counter the host's ranks
 /// share; each group of compute ops runs its kernels on cores / (ranks of the host working at that moment)
-/// threads. A pipeline stage
-/// that works while the other stages wait gets the whole host; ranks that work at once split it, never
-/// running more threads than cores. Ranks must then be free to use every core: `mpirun --bind-to none`.
+/// threads. A pipeline stage that works while the other stages wait gets the whole host; ranks that work
+/// at once split it. (A rank counted idle still polls for up to 50 us before it sleeps, and a group keeps
+/// the threads it started with: for such moments the threads may exceed the cores.) Ranks must be free to
+/// use every core: `mpirun --bind-to none`; ranks bound to cores of their own keep to them and never sleep.
 ///
 /// Example usage:
 /// \code
@@ -109,12 +110,13 @@ class Engine {
 
   /// Feeds n tokens of `sequence` at positions [pos, pos + n), in blocks of the plan's block_tokens, on the
   /// sequence's replica and KV slot. If `logits` is not null, writes the logits of the last token there on
-  /// every rank: float [vocab_size]. Collective over the Engine's communicator.
+  /// every rank: float [vocab_size]. Collective over the Engine's communicator. After it throws, messages
+  /// may still be in flight: the Engine is then only fit to be destroyed (every caller ends the job).
   void forward(int64_t sequence, const int32_t* tokens, int64_t pos, int64_t n, float* logits);
 
   const partition::Plan& plan() const { return plan_; }
   bool timing_only() const { return timing_only_; }
-  /// Host seconds this rank spent waiting in MPI (transfers and the logits reduction) so far.
+  /// Host seconds this rank spent waiting in MPI (transfers, the logits gather and the fault agreements) so far.
   double mpi_wait_s() const { return mpi_wait_s_; }
   /// Link faults: corrupted transfers detected (over all ranks and attempts), forward calls replayed, and
   /// the modelled time the replays cost (each replay runs its program again).
@@ -124,7 +126,7 @@ class Engine {
   /// The program forward() runs for n tokens, built for replica 0 on first use and reused: replica r runs
   /// it with every chip offset by r x chips per replica (the replicas are identical pipelines).
   const partition::Program& program(int64_t n_tokens);
-  /// Builds the program of n tokens and its messages for every replica of this rank now, at setup, rather
+  /// Builds the program of n tokens and its messages for every replica now, at setup, rather
   /// than at the first forward call of that length (the constructor does it for decode). Throws Error if a
   /// round's message between two ranks exceeds what one MPI message holds.
   void prepare(int64_t n_tokens);
@@ -160,8 +162,9 @@ class Engine {
   void copy_ffn_hand_off(LocalChip& c, int64_t n, int64_t x_begin, int64_t x_count, bool pack);
   /// What a receive needs once its data is in place on chip c (a split hand-off into an FFN: unpacked).
   void arrived(const partition::Op& recv, LocalChip& c);
-  /// Pointer to the payload elements an op sends from or receives into, on chip `c`.
-  void* payload_at(const partition::Op& op, LocalChip& c, bool sending);  ///< op of the replica-0 program
+  /// Pointer to the payload elements an op (of the replica-0 program) sends from or receives into, on chip
+  /// `c`. Sending an FFN hand-off packs it first (copy_ffn_hand_off), so call it once per send.
+  void* payload_at(const partition::Op& op, LocalChip& c, bool sending);
   /// Packs and sends round `round`'s outgoing messages and posts its receives, in staging area round % 2
   /// (first completing the round that used it before).
   void post_round(int32_t round);
@@ -177,21 +180,25 @@ class Engine {
   void check_arrival(std::size_t recv_index, void* data, int64_t bytes, uint64_t sent_checksum);
   /// Throws Error naming the first transfer of message m, still incomplete after the step timeout.
   [[noreturn]] void report_stuck(int32_t m, double waited_s);
-  /// Waits for `request` (a message with rank `peer`, or -1: a reduction) without holding a core: polls
+  /// Waits for `request` (a message with rank `peer`, or -1: a collective) without holding a core: polls
   /// for a while (a tensor-parallel peer's message usually follows soon), then, if this rank shares cores
   /// with other ranks of its host, sleeps on its doorbell until a rank rings it, counted idle on the host
-  /// meanwhile, and polls again. A `long_wait` (another pipeline stage's output, a reduction) counts idle
-  /// at once and polls briefly. Each test of the request rings `peer` (-1: the host's ranks asleep in a
-  /// reduction). Calls polling() before each poll but the first; past the step timeout it calls
-  /// stuck(seconds waited), which throws. Adds the time to mpi_wait_s().
+  /// meanwhile, and polls again. A `long_wait` (another pipeline stage's output, a collective) counts idle
+  /// at once and polls briefly. Each test of a message rings `peer`; joining a collective, and the test
+  /// that completes it, ring the host's ranks asleep in one. Calls polling() before each poll but the
+  /// first; past the step timeout it calls stuck(seconds waited), which throws. Adds the time to
+  /// mpi_wait_s().
   template <typename Polling, typename Stuck>
   void await(MPI_Request& request, int peer, bool long_wait, Polling polling, Stuck stuck);
   /// MPI_Iallreduce in place over the Engine's communicator, awaited like a transfer; `what` names the
   /// reduction in the report of a rank that never joins it.
   void allreduce(void* data, int count, MPI_Datatype type, MPI_Op op, const char* what);
-  /// Throws Error naming the ranks that did not join reduction `what` within the step timeout: the ranks
-  /// waiting in it say so to each other (zero-byte notes, tag presence_tag); the others are silent.
-  [[noreturn]] void report_silent_ranks(const char* what, double waited_s);
+  /// Awaits a collective `request` over the Engine's communicator, just started by MPI function `call`.
+  void await_collective(MPI_Request& request, const char* what, const char* call);
+  /// Throws Error naming the ranks that did not join collective `what` (started by `call`) within the step
+  /// timeout: the ranks waiting in it say so to each other (zero-byte notes, tag presence_tag); the others
+  /// are silent.
+  [[noreturn]] void report_silent_ranks(const char* what, const char* call, double waited_s);
   /// Answers presence notes while this rank waits in a reduction (see report_silent_ranks).
   void answer_presence_notes();
   /// Sends this rank's presence note to every other rank, once per reduction that timed out.
@@ -213,6 +220,9 @@ class Engine {
   std::vector<LocalChip> chips_;               ///< this rank's chips, in chip order
   std::vector<LocalChip*> local_index_;        ///< [n_chips] -> this rank's chip, or null
   std::vector<int> owner_;                     ///< [n_chips] rank hosting each chip
+  /// [replicas][n_ranks]: the elements of a replica's logits each rank holds, and where they begin (a
+  /// rank's chips are consecutive and hold consecutive slices of the vocabulary): the gather's layout.
+  std::vector<std::vector<int>> logits_counts_, logits_offsets_;
   std::map<int64_t, partition::Program> programs_;  ///< by tokens per forward call
   std::map<std::pair<int64_t, int64_t>, Exchange> exchanges_;  ///< by tokens per forward call and replica
   int64_t receive_elements_ = 0;               ///< rs_sums / rs_floats elements: bound over every algorithm and step

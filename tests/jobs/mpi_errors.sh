@@ -62,17 +62,17 @@ else
 fi
 # A rank that stalls while the other waits in a collective, not for a transfer: over TCP an eager send
 # completes once the socket takes it (over shared memory only once the receiver takes the fragment), so rank 0
-# sends stage 0's activations and reaches the logits reduction. It must fail there too, naming the silent rank.
+# sends stage 0's activations and reaches the logits gather. It must fail there too, naming the silent rank.
 start=$(date +%s)
 timeout 60 "$mpiexec" -n 2 --mca btl self,tcp "${flags[@]}" "$lpurt" run --chips 2 --tp 1 --pp 2 --prompt-len 1 \
   --step-timeout 2 --inject-stall-rank 1 > out.txt 2> err.txt
 rc=$? elapsed=$(( $(date +%s) - start ))
 if [ "$rc" -ne 0 ] && [ "$rc" -ne 124 ] && [ "$elapsed" -le 10 ] &&
-   grep -q "rank 0 waited .* s in the logits reduction .* for rank 1: that rank is stuck" err.txt &&
+   grep -q "rank 0 waited .* s in the logits gather .* for rank 1: that rank is stuck" err.txt &&
    [ "$(grep -c 'error:' err.txt)" -eq 1 ]; then
   passed=$((passed + 1))
 else
-  failed=$((failed + 1)); echo "FAIL rank stalled during a reduction: exit $rc after ${elapsed}s:"; cat err.txt
+  failed=$((failed + 1)); echo "FAIL rank stalled during a collective: exit $rc after ${elapsed}s:"; cat err.txt
 fi
 # A rank that dies: the job ends within 10 s and the launcher names the rank.
 start=$(date +%s)
@@ -98,5 +98,27 @@ fi
 # A model file on which HDF5 1.10.8 crashes (a heap overflow in H5HG_read, tests/fuzz/findings): checked in a
 # child process first, so the job gets one clear error instead of a segmentation fault.
 expect 3 'the HDF5 library crashed reading it (signal' 2 --chips 2 --model "$findings/hdf5-vlen-global-heap-crash.h5"
+# Ranks that wait for a stalled rank keep no core busy: with 4 ranks on this host they share its cores, and
+# ranks 0-2 wait in the logits gather for rank 3 asleep on their doorbells. (Ringing each other on every
+# test of the collective once kept two of them polling, about half a core each.)
+timeout 60 "$mpiexec" -n 4 "${flags[@]}" "$lpurt" run --chips 4 --tp 1 --pp 4 --step-timeout 6 \
+  --inject-stall-rank 3 > out.txt 2> err.txt &
+job=$!
+sleep 2.5
+pids=$(pgrep -f -- "^$lpurt run --chips 4 --tp 1 --pp 4 --step-timeout 6")
+declare -A ticks_before
+for p in $pids; do ticks_before[$p]=$(awk '{print $14 + $15}' "/proc/$p/stat"); done
+sleep 2
+busiest=0
+for p in $pids; do
+  used=$(( $(awk '{print $14 + $15}' "/proc/$p/stat") - ticks_before[$p] ))  # clock ticks (1/100 s) in 2 s
+  [ "$used" -gt "$busiest" ] && busiest=$used
+done
+wait "$job"
+if [ "$(wc -w <<< "$pids")" -eq 4 ] && [ "$busiest" -le 40 ] && grep -q "stuck or dead" err.txt; then
+  passed=$((passed + 1))
+else
+  failed=$((failed + 1)); echo "FAIL idle ranks: $(wc -w <<< "$pids") ranks found (want 4), the busiest used $busiest% of a core (want <= 20%)"; cat err.txt
+fi
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]

@@ -478,6 +478,31 @@ TEST(Schedule, ASplitHandOffSendsEachChipsShareAndTheStageGathersIt) {
   for (const auto& blocks : {prefill_blocks(4, 2), decode_blocks()}) {
     const Program p = build_program(plan, topology_for(plan), blocks);
     EXPECT_NO_THROW(verify(p, compute_timeline(p, plan, 3)));
+    // The same along the dependencies, which the timeline and the ranks follow (not the program order): a
+    // chip forwards only elements that a receive on its own dependency chain delivered.
+    std::vector<std::vector<bool>> delivered(p.ops.size());  // [op][n x d]: on the op's chain, before it
+    for (std::size_t i = 0; i < p.ops.size(); ++i) {
+      const Op& op = p.ops[i];
+      std::vector<bool>& mine = delivered[i];
+      mine.assign(static_cast<std::size_t>(p.blocks[static_cast<std::size_t>(op.block)].n_tokens * d), false);
+      for (int32_t k = op.dep_begin; k < op.dep_begin + op.dep_count; ++k) {
+        const auto dep = static_cast<std::size_t>(p.deps[static_cast<std::size_t>(k)]);
+        if (p.ops[dep].chip != op.chip || p.ops[dep].block != op.block) continue;
+        for (std::size_t e = 0; e < mine.size(); ++e) mine[e] = mine[e] || delivered[dep][e];
+        const Op& before = p.ops[dep];
+        if (before.kind != OpKind::recv) continue;
+        int64_t count = before.elem_count;
+        if (before.payload == Payload::activations_ffn_share)  // the SiLU output and amax follow the range
+          count -= p.blocks[static_cast<std::size_t>(op.block)].n_tokens * (plan.chips[static_cast<std::size_t>(op.chip)].range.n_ffn() + 1);
+        else if (before.payload != Payload::activations_share && before.payload != Payload::activations_gathered)
+          continue;
+        for (int64_t e = before.elem_begin; e < before.elem_begin + count; ++e) mine[static_cast<std::size_t>(e)] = true;
+      }
+      if (op.kind != OpKind::send || op.payload != Payload::activations_gathered) continue;
+      for (int64_t e = op.elem_begin; e < op.elem_begin + op.elem_count; ++e) {
+        EXPECT_TRUE(mine[static_cast<std::size_t>(e)]) << "along its dependencies: " << describe_op(p, Timeline{}, i);
+      }
+    }
     // Which activations each chip holds in each block, following the transfers in program order: every
     // chip of a stage after the first holds them all at its first compute op, and forwards only what it
     // holds.
