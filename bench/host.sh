@@ -101,15 +101,16 @@ cores=$(nproc)
 echo "### One rank against two (same chips, ranks free to use every core)"
 echo
 echo "Launched as \`mpirun -np R --bind-to none\` ($cores cores). A rank waiting for a tensor-parallel peer polls"
-echo "for 300 us, one waiting for another pipeline stage or in a reduction counts itself idle at once (in a"
-echo "counter the host's ranks share) and polls 20 us; then it sleeps, counted idle, on a futex in memory the"
-echo "host's ranks share (its doorbell), until the rank it waits for rings it (after posting a message to it or"
-echo "taking one from it) or 200 us pass, and polls 50 us again; each group of compute ops runs on"
+echo "for 300 us, one waiting for another pipeline stage or in a collective (the logits gather) counts itself"
+echo "idle at once (in a counter the host's ranks share) and polls 20 us; then it sleeps, counted idle, on a"
+echo "futex in memory the host's ranks share (its doorbell), with its TBB workers parked, until the rank it"
+echo "waits for rings it (after posting a message to it or taking one from it; in a collective, when a rank"
+echo "joins or completes it) or 200 us pass, and polls 50 us again; each group of compute ops runs on"
 echo "cores / (ranks of the host working at that moment) threads (runtime/engine.hpp). Two"
 echo "layouts: the stage's tp chips split over the two ranks (tp across ranks: both ranks work at once, one"
 echo "thread each; every tensor-parallel collective crosses ranks, one MPI message each way per round of"
 echo "transfers), and the pipeline stages split over the two ranks (pp across ranks: at batch 1 one stage works"
-echo "at a time, on every core, while the other sleeps). Each of 5 rounds runs the 1-rank and the 2-rank case"
+echo "at a time, on every core, while the other sleeps). Each of 9 rounds runs the 1-rank and the 2-rank case"
 echo "one after the other; the table gives the medians over the rounds of the median decode step and of each"
 echo "round's ratio, and the range of those ratios (the drift of this VM within a round). MPI wait: each"
 echo "rank's time blocked on messages over the run, per generated token. Cores busy: every rank's CPU time"
@@ -120,9 +121,9 @@ echo "| model | layout | chips | ranks | ms per decode token | MPI wait per toke
 echo "|---|---|---|---|---|---|---|---|---|---|---|"
 for spec in small:2:2:1:tp small:4:2:2:pp tinyllama:8:8:1:tp tinyllama:8:4:2:pp; do
   IFS=: read -r model chips tp pp across <<< "$spec"
-  for round in 1 2 3 4 5; do
+  for round in 1 2 3 4 5 6 7 8 9; do
     for ranks in 1 2; do
-      args=(--model "$work/$model.h5" --chips "$chips" --tp "$tp" --pp "$pp" --prompt-len 16 --tokens 65 --context 128 --json)
+      args=(--model "$work/$model.h5" --chips "$chips" --tp "$tp" --pp "$pp" --prompt-len 16 --tokens 129 --context 256 --json)
       launch=(mpirun -np "$ranks" --bind-to none)
       j=$("${launch[@]}" "$lpurt" run "${args[@]}")
       t=$("${launch[@]}" "$lpurt" run "${args[@]}" --timing-only)
@@ -133,7 +134,7 @@ for spec in small:2:2:1:tp small:4:2:2:pp tinyllama:8:8:1:tp tinyllama:8:4:2:pp;
   done > "$work/pairs"
   for ranks in 1 2; do
     awk -v r="$ranks" -v m="$model" -v c="$chips" -v layout="tp $tp x pp $pp ($across across ranks)" '
-      { step[$1, $2] = $3 * 1000; wait[$1, $2] = $4 / 65 * 1000; most[$1, $2] = $5 / 65 * 1000; walk[$1, $2] = $6 * 1000
+      { step[$1, $2] = $3 * 1000; wait[$1, $2] = $4 / 129 * 1000; most[$1, $2] = $5 / 129 * 1000; walk[$1, $2] = $6 * 1000
         busy[$1, $2] = $7 / $8; n = $1 }
       function median(a, k,   i, j, t) {  # of a[1..k], sorting it
         for (i = 2; i <= k; ++i) for (j = i; j > 1 && a[j - 1] > a[j]; --j) { t = a[j]; a[j] = a[j - 1]; a[j - 1] = t }
