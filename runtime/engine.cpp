@@ -293,8 +293,8 @@ void Engine::await(MPI_Request& request, int peer, bool long_wait, Polling polli
     }
   } idle{bell == nullptr ? nullptr : host_.busy_ranks};
   if (long_wait) idle.set();
-  auto test = [&] {
-    polling();
+  auto test = [&](double waited_s) {
+    polling(waited_s);
     LPURT_MPI_CHECK(MPI_Test(&request, &done, MPI_STATUS_IGNORE));
     ring_after_test();
   };
@@ -310,7 +310,7 @@ void Engine::await(MPI_Request& request, int peer, bool long_wait, Polling polli
     }
     if (bell == nullptr || now < poll_until) {
       std::this_thread::yield();
-      test();
+      test(waited_s);
       continue;
     }
     idle.set();
@@ -320,7 +320,7 @@ void Engine::await(MPI_Request& request, int peer, bool long_wait, Polling polli
     bell->asleep.store(asleep, std::memory_order_seq_cst);
     std::atomic_thread_fence(std::memory_order_seq_cst);
     try {
-      test();
+      test(waited_s);
     } catch (...) {
       bell->asleep.store(Doorbell::awake, std::memory_order_seq_cst);
       throw;
@@ -350,7 +350,8 @@ void Engine::allreduce(void* data, int count, MPI_Datatype type, MPI_Op op, cons
 void Engine::await_collective(MPI_Request& request, const char* what, const char* call) {
   ring(-1);
   // A rank that times out here asks the others who is waiting too: answer while waiting.
-  await(request, -1, true, [this] { answer_presence_notes(); }, [&](double waited_s) { report_silent_ranks(what, call, waited_s); });
+  await(request, -1, true, [this](double) { answer_presence_notes(); },
+        [&](double waited_s) { report_silent_ranks(what, call, waited_s); });
 }
 
 void Engine::send_presence_notes() {
@@ -397,7 +398,7 @@ void Engine::report_silent_ranks(const char* what, const char* call, double wait
                   std::to_string(n_ranks_) + " ranks) for " +
                   (presence_tag_ < 0 || n_silent == 0 ? std::string("another rank")
                                                       : (n_silent == 1 ? "rank " : "ranks ") + silent) +
-                  ": " + (n_silent == 1 ? "that rank is" : "they are") + " stuck or dead (step timeout " + limit +
+                  ": " + (n_silent <= 1 || presence_tag_ < 0 ? "that rank is" : "they are") + " stuck or dead (step timeout " + limit +
                   " s, --step-timeout)",
               ExitCode::runtime);
 }
@@ -620,8 +621,12 @@ void Engine::complete(int32_t m) {
   // tensor-parallel chips of a stage, working at the same time.
   const Message& msg = exchange_->messages[mi];
   const Op& first = current_->ops[static_cast<std::size_t>(exchange_->segments[static_cast<std::size_t>(msg.segment_begin)].op)];
+  // A rank that waits as long as half the step timeout answers the presence notes of ranks timing out in
+  // a collective (report_silent_ranks), so that they do not count it among the stuck.
   await(requests_[mi], msg.peer_rank, partition::between_stages(first.payload),
-        [] {},
+        [this](double waited_s) {
+          if (faults_.step_timeout_s > 0 && waited_s > 0.5 * faults_.step_timeout_s) answer_presence_notes();
+        },
         [&](double waited_s) { report_stuck(m, waited_s); });
   const int area = message_area_[mi] - 1;
   message_area_[mi] = 0;

@@ -185,8 +185,8 @@ class Engine {
   /// with other ranks of its host, sleeps on its doorbell until a rank rings it, counted idle on the host
   /// meanwhile, and polls again. A `long_wait` (another pipeline stage's output, a collective) counts idle
   /// at once and polls briefly. Each test of a message rings `peer`; joining a collective, and the test
-  /// that completes it, ring the host's ranks asleep in one. Calls polling() before each poll but the
-  /// first; past the step timeout it calls stuck(seconds waited), which throws. Adds the time to
+  /// that completes it, ring the host's ranks asleep in one. Calls polling(seconds waited) before each poll
+  /// but the first; past the step timeout it calls stuck(seconds waited), which throws. Adds the time to
   /// mpi_wait_s().
   template <typename Polling, typename Stuck>
   void await(MPI_Request& request, int peer, bool long_wait, Polling polling, Stuck stuck);
