@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <cstring>
 #include <exception>
+#include <new>
 #include <optional>
 #include <thread>
 
@@ -212,8 +213,8 @@ void Engine::share_host() {
   for (int r = 0; r < n_ranks_; ++r) ranks[static_cast<std::size_t>(r)] = r;
   host_.host_rank.assign(static_cast<std::size_t>(n_ranks_), MPI_UNDEFINED);
   LPURT_MPI_CHECK(MPI_Group_translate_ranks(world_group, n_ranks_, ranks.data(), host_group, host_.host_rank.data()));
-  MPI_Group_free(&world_group);
-  MPI_Group_free(&host_group);
+  LPURT_MPI_CHECK(MPI_Group_free(&world_group));
+  LPURT_MPI_CHECK(MPI_Group_free(&host_group));
   for (int& r : host_.host_rank)
     if (r == MPI_UNDEFINED) r = -1;
   host_.every_rank_here = host_ranks == n_ranks_;

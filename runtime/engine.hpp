@@ -267,6 +267,9 @@ class Engine {
     Doorbell* doorbells = nullptr;           ///< [ranks of the host]
     std::vector<int> host_rank;              ///< [n_ranks] a rank's index on this host, or -1 (another host)
     bool every_rank_here = false;            ///< every rank of comm_ is on this host (all can ring)
+    HostShare() = default;
+    HostShare(const HostShare&) = delete;  // owns the window
+    HostShare& operator=(const HostShare&) = delete;
     ~HostShare();
   };
   HostShare host_;
