@@ -46,6 +46,17 @@ std::vector<int64_t> group_starts(const chip::ChipSpec& hw, int64_t system_chips
   return next <= system_chips ? aligned : contiguous;
 }
 
+/// Tp rank t's FFN columns, and of an MoE model its experts: whole experts over the stage's chips, or
+/// with more chips than experts each expert sliced by FFN columns over a group of chips.
+void split_ffn(const chip::ModelConfig& cfg, int64_t tp, int64_t t, chip::ShardRange& range) {
+  if (cfg.is_moe()) {
+    chip::split_experts(cfg, tp, t, range);
+    return;
+  }
+  range.ffn_begin = split_begin(cfg.intermediate_size, tp, t);
+  range.ffn_end = split_begin(cfg.intermediate_size, tp, t + 1);
+}
+
 /// The plan of a layout on a system of r.n_chips chips; `built_replicas` of its replicas get their chips
 /// (the planner probes a layout on its first replica: the others hold the same ranges).
 Plan layout(const chip::ModelConfig& cfg, const chip::ChipSpec& hw, const PlanRequest& r, int64_t tp, int64_t pp,
@@ -76,14 +87,7 @@ Plan layout(const chip::ModelConfig& cfg, const chip::ChipSpec& hw, const PlanRe
       g.part_end = plan.stage_part_begin[static_cast<std::size_t>(s + 1)];
       g.head_begin = split_begin(cfg.n_heads, tp, t);
       g.head_end = split_begin(cfg.n_heads, tp, t + 1);
-      if (cfg.is_moe()) {
-        // Whole experts over the stage's chips, or with more chips than experts each expert sliced by
-        // FFN columns over a group of chips.
-        chip::split_experts(cfg, tp, t, g);
-      } else {
-        g.ffn_begin = split_begin(cfg.intermediate_size, tp, t);
-        g.ffn_end = split_begin(cfg.intermediate_size, tp, t + 1);
-      }
+      split_ffn(cfg, tp, t, g);
       if (s == 0) {
         g.embed_begin = split_begin(cfg.vocab_size, tp, t);
         g.embed_end = split_begin(cfg.vocab_size, tp, t + 1);
@@ -110,11 +114,10 @@ void check_layout(const chip::ModelConfig& cfg, int64_t n_chips, int64_t tp, int
   if (cfg.is_moe() && tp > cfg.n_experts * cfg.ffn_size())
     throw PlanError("tp=" + std::to_string(tp) + " exceeds the model's " + std::to_string(cfg.n_experts) + " experts x " +
                     std::to_string(cfg.ffn_size()) + " FFN columns (a chip holds at least one column of an expert)");
-  if (pp > max_stages(cfg))
-    throw PlanError("pp=" + std::to_string(pp) + " exceeds the model's " + std::to_string(max_stages(cfg)) +
-                    (cfg.is_moe() ? " layer parts (attention and MoE FFN, kept whole, of "
-                                  : " layer parts (attention, FFN input half and FFN output half of ") +
-                    std::to_string(cfg.n_layers) + " layers)");
+  if (pp > chip::n_parts(cfg))
+    throw PlanError("pp=" + std::to_string(pp) + " exceeds the model's " + std::to_string(chip::n_parts(cfg)) +
+                    " layer parts (attention, FFN input half and FFN output half of " + std::to_string(cfg.n_layers) +
+                    " layers)");
   if (tp > n_chips / pp / replicas)
     throw PlanError("tp=" + std::to_string(tp) + " x pp=" + std::to_string(pp) +
                     (replicas > 1 ? " x replicas=" + std::to_string(replicas) : std::string()) + " needs " +
@@ -159,20 +162,9 @@ void check_fits(const Plan& plan, int64_t minimum) {
 
 }  // namespace
 
-bool stage_may_begin_at(const chip::ModelConfig& cfg, int64_t part) {
-  // An MoE FFN is kept whole: a stage beginning at its output half would need the routing (chosen experts
-  // and weights [n, k]), the held slots' SiLU rows and the per-slot amax [n, k] of the stage before, a
-  // hand-off the runtime does not carry.
-  return !(cfg.is_moe() && chip::part_kind(part) == chip::LayerPart::ffn_out);
-}
-
-int64_t max_stages(const chip::ModelConfig& cfg) {
-  return cfg.is_moe() ? 2 * cfg.n_layers : chip::n_parts(cfg);
-}
-
 std::vector<int64_t> balance_stages(const chip::ModelConfig& cfg, int64_t pp) {
   const int64_t n = chip::n_parts(cfg);
-  LPURT_ASSERT(pp >= 1 && pp <= max_stages(cfg));
+  LPURT_ASSERT(pp >= 1 && pp <= n);
   // Each part's weight bytes, as a chip holding the whole part stores them (every layer alike).
   int64_t part_bytes[chip::parts_per_layer] = {};
   for (int64_t k = 0; k < chip::parts_per_layer; ++k) {
@@ -183,41 +175,37 @@ std::vector<int64_t> balance_stages(const chip::ModelConfig& cfg, int64_t pp) {
   }
   const int64_t head = chip::tensor_bytes(cfg, {chip::TensorKind::embedding});
   const int64_t tail = chip::tensor_bytes(cfg, {chip::TensorKind::lm_head}) + chip::tensor_bytes(cfg, {chip::TensorKind::final_norm});
-  // The boundaries a stage may begin at (and 0 and n): cuts[u] for u in [0, m].
-  std::vector<int64_t> cuts;
-  for (int64_t i = 0; i <= n; ++i)
-    if (i == 0 || i == n || stage_may_begin_at(cfg, i)) cuts.push_back(i);
-  const auto m = static_cast<int64_t>(cuts.size()) - 1;
   std::vector<int64_t> prefix(static_cast<std::size_t>(n + 1), 0);
   for (int64_t i = 0; i < n; ++i)
     prefix[static_cast<std::size_t>(i + 1)] = prefix[static_cast<std::size_t>(i)] + part_bytes[i % chip::parts_per_layer];
   auto at = [](const std::vector<int64_t>& v, int64_t i) { return v[static_cast<std::size_t>(i)]; };
-  // Weight of stage s holding cuts [a, b).
+  // Weight of stage s holding parts [a, b).
   auto cost = [&](int64_t s, int64_t a, int64_t b) {
-    return at(prefix, at(cuts, b)) - at(prefix, at(cuts, a)) + (s == 0 ? head : 0) + (s == pp - 1 ? tail : 0);
+    return at(prefix, b) - at(prefix, a) + (s == 0 ? head : 0) + (s == pp - 1 ? tail : 0);
   };
-  // A stage that begins inside an FFN adds the SiLU output to the hand-off: among splits with the same
-  // heaviest stage, fewer of them. Each prefix keeps only its best (heaviest, then count) split, so a
-  // prefix with a heavier stage but fewer such cuts is dropped even where it would tie later: the count
-  // is a preference, the heaviest stage is exact.
-  auto inside_ffn = [&](int64_t a) { return chip::part_kind(at(cuts, a)) == chip::LayerPart::ffn_out ? 1 : 0; };
+  // A stage that begins inside an FFN adds the input half's results (the SiLU output, amax, an MoE
+  // layer's routing) to the hand-off: among splits with the same heaviest stage, fewer of them. Each
+  // prefix keeps only its best (heaviest, then count) split, so a prefix with a heavier stage but fewer
+  // such cuts is dropped even where it would tie later: the count is a preference, the heaviest stage is
+  // exact.
+  auto inside_ffn = [&](int64_t a) { return chip::part_kind(a) == chip::LayerPart::ffn_out ? 1 : 0; };
   struct Split {
     int64_t heaviest = std::numeric_limits<int64_t>::max();
     int64_t inside_ffn = 0;  ///< stages that begin inside an FFN
     bool operator<(const Split& o) const { return std::tie(heaviest, inside_ffn) < std::tie(o.heaviest, o.inside_ffn); }
   };
   // best[s][b]: the best split (smallest heaviest stage, then fewest stages beginning inside an FFN) when
-  // stages 0..s hold cuts [0, b); from[s][b]: the earliest a (stage s holding [a, b)) that gives it.
+  // stages 0..s hold parts [0, b); from[s][b]: the earliest a (stage s holding [a, b)) that gives it.
   // best[s - 1][a].heaviest does not decrease with a, and stage s's cost(a, b) decreases (every part has
   // bytes): the heaviest stage is smallest where they cross, found by bisection; before it the stage's own
   // cost decides and rises, after it the stages before decide, equal along a run of equal heaviest.
-  std::vector<std::vector<Split>> best(static_cast<std::size_t>(pp), std::vector<Split>(static_cast<std::size_t>(m + 1)));
-  std::vector<std::vector<int64_t>> from(best.size(), std::vector<int64_t>(static_cast<std::size_t>(m + 1), 0));
-  for (int64_t b = 1; b <= m - (pp - 1); ++b) best[0][static_cast<std::size_t>(b)] = {cost(0, 0, b), 0};
+  std::vector<std::vector<Split>> best(static_cast<std::size_t>(pp), std::vector<Split>(static_cast<std::size_t>(n + 1)));
+  std::vector<std::vector<int64_t>> from(best.size(), std::vector<int64_t>(static_cast<std::size_t>(n + 1), 0));
+  for (int64_t b = 1; b <= n - (pp - 1); ++b) best[0][static_cast<std::size_t>(b)] = {cost(0, 0, b), 0};
   for (int64_t s = 1; s < pp; ++s) {
     const std::vector<Split>& prev = best[static_cast<std::size_t>(s - 1)];
     auto before = [&](int64_t a) -> const Split& { return prev[static_cast<std::size_t>(a)]; };
-    for (int64_t b = s + 1; b <= m - (pp - 1 - s); ++b) {
+    for (int64_t b = s + 1; b <= n - (pp - 1 - s); ++b) {
       // The first a in [s, b - 1] where the stages before weigh at least stage s, or b if none.
       int64_t lo = s, hi = b;
       while (lo < hi) {
@@ -237,12 +225,10 @@ std::vector<int64_t> balance_stages(const chip::ModelConfig& cfg, int64_t pp) {
       from[static_cast<std::size_t>(s)][static_cast<std::size_t>(b)] = chosen_a;
     }
   }
-  std::vector<int64_t> unit(static_cast<std::size_t>(pp + 1), 0);
-  unit[static_cast<std::size_t>(pp)] = m;
+  std::vector<int64_t> begin(static_cast<std::size_t>(pp + 1), 0);
+  begin[static_cast<std::size_t>(pp)] = n;
   for (int64_t s = pp - 1; s > 0; --s)
-    unit[static_cast<std::size_t>(s)] = from[static_cast<std::size_t>(s)][static_cast<std::size_t>(unit[static_cast<std::size_t>(s + 1)])];
-  std::vector<int64_t> begin(unit.size());
-  for (std::size_t s = 0; s < unit.size(); ++s) begin[s] = at(cuts, unit[s]);
+    begin[static_cast<std::size_t>(s)] = from[static_cast<std::size_t>(s)][static_cast<std::size_t>(begin[static_cast<std::size_t>(s + 1)])];
   return begin;
 }
 
@@ -647,7 +633,8 @@ class ChainBound {
   /// The transfers of a block's activations from stage chips (prev_start + t) to (start + t), in the
   /// schedule's order, alone on an idle network: each takes its route's links when their previous transfer
   /// is done (between two racks, one global link carries them all), in the schedule's formula. Into a
-  /// stage that begins inside an FFN, each carries its FFN columns' SiLU output and the amax too. With tp
+  /// stage that begins inside an FFN, each carries its FFN input half's results too (the SiLU output of
+  /// its columns, the amax, an MoE layer's routing: chip::ffn_hand_off_values). With tp
   /// chips the schedule may split the activations over the transfers and gather them in the stage
   /// (Builder::hand_off): each transfer is counted with the smallest share, so that the bound holds for
   /// either (a whole copy carries more, and a split one is gathered after it arrives).
@@ -660,9 +647,16 @@ class ChainBound {
     std::map<std::pair<int64_t, int64_t>, int64_t> link_free;  // the cycle each link is free from
     std::vector<Hop> hops;
     for (int64_t t = 0; t < tp; ++t) {
-      const int64_t columns = inside_ffn ? split_begin(cfg_.intermediate_size, tp, t + 1) - split_begin(cfg_.intermediate_size, tp, t) : 0;
+      int64_t ffn_values = 0;
+      if (inside_ffn) {
+        chip::ShardRange range;
+        split_ffn(cfg_, tp, t, range);
+        ffn_values = chip::ffn_hand_off_values(cfg_, range, n_tokens);
+      }
       const int64_t activations = tp > 1 ? n_tokens * cfg_.hidden_size / tp : n_tokens * cfg_.hidden_size;
-      const int64_t bytes = (activations + (inside_ffn ? n_tokens * (columns + 1) : 0)) * hw_.activation_bytes_per_value;
+      // An MoE hand-off's expert indices at one byte each, as the schedule costs them (at most).
+      const int64_t indices = inside_ffn && cfg_.is_moe() ? n_tokens * cfg_.n_experts_per_token : 0;
+      const int64_t bytes = (activations + ffn_values - indices) * hw_.activation_bytes_per_value + indices;
       hops.clear();
       topology_.route(prev_start + t, start + t, hops);
       const double seconds = static_cast<double>(hops.size()) * hw_.hop_latency_ns * 1e-9 + static_cast<double>(bytes) / hw_.link_bytes_per_s;
@@ -828,7 +822,7 @@ class StageCache {
   const int64_t max_tp = r.tp > 0 ? r.tp : cfg.n_heads;
   for (int64_t tp = r.tp > 0 ? r.tp : 1; tp <= max_tp; ++tp) {
     for (int64_t pp = r.pp > 0 ? r.pp : std::max<int64_t>(1, chip::ceil_div(minimum, tp));
-         pp <= (r.pp > 0 ? r.pp : max_stages(cfg)) && tp * pp < smallest; ++pp) {
+         pp <= (r.pp > 0 ? r.pp : chip::n_parts(cfg)) && tp * pp < smallest; ++pp) {
       if (layout(cfg, hw, r, tp, pp, 1, stages(pp), 1).sram_bytes_max() > hw.sram_bytes) continue;
       smallest = tp * pp, smallest_tp = tp;
       break;
@@ -840,7 +834,7 @@ class StageCache {
   const std::string head = "the model does not fit on " + std::to_string(r.n_chips) + " chip" + (r.n_chips == 1 ? "" : "s");
   if (smallest_tp == 0)
     throw chip::CapacityError(head + ": no layout fits on any number of chips (every chip of tp up to " +
-                              std::to_string(max_tp) + " x pp up to " + std::to_string(max_stages(cfg)) +
+                              std::to_string(max_tp) + " x pp up to " + std::to_string(chip::n_parts(cfg)) +
                               " overflows its SRAM; " + sizes + "): use a shorter --context or a smaller --batch");
   throw chip::CapacityError(head + ": it needs at least " + std::to_string(smallest) + " chips (the smallest layout "
                             "that fits is tp " + std::to_string(smallest_tp) + " x pp " +
@@ -858,7 +852,7 @@ PlanChoice choose_plan(const chip::ModelConfig& cfg, const chip::ChipSpec& hw, c
   hw.validate();
   // Before anything that scales with the request (candidates per chip count, SRAM per sequence).
   check_request(cfg, hw, r);
-  const int64_t parts = max_stages(cfg);
+  const int64_t parts = chip::n_parts(cfg);
   StageCache stages(cfg);
   if (r.tp > 0 && r.pp > 0 && r.replicas > 0) {
     // A layout the user fixed: its own errors are the answer.

@@ -100,7 +100,7 @@ struct Plan {
   std::vector<ChipPlan> chips;
   /// [pp + 1]: stage s holds layer parts [begin[s], begin[s+1]) (chip::LayerPart: 3l layer l's attention,
   /// 3l+1 and 3l+2 its FFN's input and output halves). Chosen to minimise the heaviest stage's weight
-  /// bytes, so splits may be uneven, and a stage may begin inside a dense FFN (stage_may_begin_at).
+  /// bytes, so splits may be uneven, and a stage may begin inside an FFN, dense or MoE.
   std::vector<int64_t> stage_part_begin;
 
   int64_t chips_per_replica() const { return tp * pp; }
@@ -160,16 +160,9 @@ PlanChoice choose_plan(const chip::ModelConfig& cfg, const chip::ChipSpec& hw, c
 /// A lower bound on the chips the model needs: all weights and KV cache over the SRAM left per chip.
 int64_t minimum_chips(const chip::ModelConfig& cfg, const chip::ChipSpec& hw, const PlanRequest& request);
 
-/// Whether a pipeline stage may begin at layer part `part`: at any part of a dense model (a stage that
-/// begins at an FFN's output half receives the input half's SiLU output and amax with the activations),
-/// not inside an MoE FFN.
-bool stage_may_begin_at(const chip::ModelConfig& cfg, int64_t part);
-
-/// The most pipeline stages a model splits into: one per part a stage may begin at.
-int64_t max_stages(const chip::ModelConfig& cfg);
-
-/// Stage boundaries over the model's 3L layer parts, at parts a stage may begin at: every stage gets at
-/// least one part and the largest stage weight (embedding on the first stage, final norm and lm_head on
+/// Stage boundaries over the model's 3L layer parts (chip::n_parts, the most stages a model splits into),
+/// dense or MoE (a stage that begins at an FFN's output half receives the input half's results with the
+/// activations: chip::ffn_hand_off_values): every stage gets at least one part and the largest stage weight (embedding on the first stage, final norm and lm_head on
 /// the last) is as small as possible. Among such splits it prefers fewer stages beginning inside an FFN,
 /// stage by stage (each prefix keeps its best split only, so the count is not always the fewest), then the
 /// earliest boundary. Returns [pp + 1] part indices.

@@ -9,6 +9,7 @@
 #include <utility>
 
 #include "chip/cost_model.hpp"
+#include "chip/shard.hpp"
 
 namespace lpurt::partition {
 
@@ -227,7 +228,7 @@ class Builder {
       // The int32 w_down sums are summed over the stage (non-holders give 0) before any chip dequantizes,
       // so a sliced expert's output is its single-chip output; every chip then dequantizes, weights and
       // adds the slots in expert order.
-      each_chip(s, OpKind::moe_down, Unit::mxm, l, b);
+      each_chip(s, OpKind::moe_down, Unit::mxm, l, b, unpack);
       if (plan_->tp > 1) reduce_scatter_all_gather(s, Payload::moe_partial, Payload::moe_reduced, n, l, b);
     } else {
       each_chip(s, OpKind::down, Unit::mxm, l, b, unpack);
@@ -248,35 +249,38 @@ class Builder {
   }
 
   /// What stage s - 1 hands stage s, chip (s - 1, t) to chip (s, t): the activations, and when stage s
-  /// begins at an FFN's output half, with them the input half's results for the same FFN columns (the
-  /// same tp rank), the SiLU output [n, n_ffn] and the stage's amax [n]. Whole, one transfer per chip; or
-  /// split (split_hand_off), each chip sending its share of the activations, which stage s all-gathers.
-  /// Returns what stage s's first w_down unpacks: activations_ffn (whole, inside an FFN) or none.
+  /// begins at an FFN's output half, with them the input half's results for the same FFN columns and
+  /// experts (the same tp rank), chip::ffn_hand_off_values: the SiLU output and the stage's amax, and in
+  /// an MoE layer the routing. Whole, one transfer per chip; or split (split_hand_off), each chip sending
+  /// its share of the activations, which stage s all-gathers. Returns what stage s's first w_down (down or
+  /// moe_down) unpacks: activations_ffn (whole, inside an FFN) or none.
   Payload hand_off(int64_t s, int64_t n, int32_t b) {
     const Plan& plan = *plan_;
     const int64_t begin = plan.stage_part_begin[static_cast<std::size_t>(s)];
     const bool inside_ffn = chip::part_kind(begin) == chip::LayerPart::ffn_out;
-    LPURT_ASSERT(!inside_ffn || !plan.model.is_moe());  // balance_stages keeps MoE FFNs whole
     from_chips_ = stage_chips(s - 1);
     const std::vector<int64_t>& to = stage_chips(s);
-    ffn_columns_.clear();
+    ffn_values_.clear();
     if (inside_ffn)
-      for (const int64_t chip : from_chips_) ffn_columns_.push_back(plan.chips[static_cast<std::size_t>(chip)].range.n_ffn());
+      for (const int64_t chip : from_chips_)
+        ffn_values_.push_back(chip::ffn_hand_off_values(plan.model, plan.chips[static_cast<std::size_t>(chip)].range, n));
+    // An MoE hand-off's expert indices are small integers: one byte each on the links, up to 256 experts.
+    ffn_byte_values_ = inside_ffn && plan.model.is_moe() && plan.model.n_experts <= 256 ? n * plan.model.n_experts_per_token : 0;
     const int32_t gather = plan.tp > 1 ? split_hand_off(from_chips_, to, n) : -1;
-    hand_off_transfers(from_chips_, to, n * plan.model.hidden_size, n, gather, inside_ffn ? chip::part_layer(begin) : -1, b);
+    hand_off_transfers(from_chips_, to, n * plan.model.hidden_size, gather, inside_ffn ? chip::part_layer(begin) : -1, b);
     return inside_ffn && gather < 0 ? Payload::activations_ffn : Payload::none;
   }
 
-  /// The hand-off transfers of `elements` activations (n tokens) from `from` to `to` (member t to member
-  /// t), with ffn_columns_[t] SiLU columns and the amax when it is not empty. `gather` < 0: whole; else
-  /// split over collective `gather`'s ranges (a member's range after its last reduce-scatter step) and
+  /// The hand-off transfers of `elements` activations from `from` to `to` (member t to member t), with
+  /// ffn_values_[t] values of the FFN's input half when it is not empty. `gather` < 0: whole; else split
+  /// over collective `gather`'s ranges (a member's range after its last reduce-scatter step) and
   /// all-gathered over `to`.
-  void hand_off_transfers(const std::vector<int64_t>& from, const std::vector<int64_t>& to, int64_t elements, int64_t n,
+  void hand_off_transfers(const std::vector<int64_t>& from, const std::vector<int64_t>& to, int64_t elements,
                           int32_t gather, int64_t layer, int32_t b) {
-    const bool inside_ffn = !ffn_columns_.empty();
+    const bool inside_ffn = !ffn_values_.empty();
     if (gather < 0) {
       for (std::size_t t = 0; t < to.size(); ++t) {
-        if (inside_ffn) transfer(from[t], to[t], Payload::activations_ffn, 0, elements + n * (ffn_columns_[t] + 1), 4, layer, b);
+        if (inside_ffn) with_byte_values(transfer(from[t], to[t], Payload::activations_ffn, 0, elements + ffn_values_[t], 4, layer, b));
         else transfer(from[t], to[t], Payload::activations, 0, elements, 4, -1, b);
       }
       return;
@@ -285,16 +289,23 @@ class Builder {
     const int last = c.steps - 1;
     received_.resize(to.size());
     for (std::size_t t = 0; t < to.size(); ++t) {
-      // Inside an FFN, the SiLU output and amax ride in the same transfer: a transfer pays its route's
+      // Inside an FFN, the input half's results ride in the same transfer: a transfer pays its route's
       // latency on every link of it, and the stage's routes may share one.
       const auto member = static_cast<int64_t>(t);
       const int64_t share = c.end(last, member) - c.begin(last, member);
       const int32_t r = inside_ffn ? transfer(from[t], to[t], Payload::activations_ffn_share, c.begin(last, member),
-                                              share + n * (ffn_columns_[t] + 1), 4, layer, b)
+                                              share + ffn_values_[t], 4, layer, b)
                                    : transfer(from[t], to[t], Payload::activations_share, c.begin(last, member), share, 4, -1, b);
+      if (inside_ffn) with_byte_values(r);
       received_[t].assign(1, r);
     }
     all_gather(to, gather, Payload::activations_gathered, -1, b);
+  }
+
+  /// Marks FFN hand-off transfer `recv` (and its send) as carrying ffn_byte_values_ expert indices.
+  void with_byte_values(int32_t recv) {
+    Op& r = p_.ops[static_cast<std::size_t>(recv)];
+    r.byte_values = p_.ops[static_cast<std::size_t>(r.match)].byte_values = static_cast<int32_t>(ffn_byte_values_);
   }
 
   /// Whether stage s's hand-off of n tokens from `from` to `to` is split: the collective whose ranges
@@ -318,9 +329,10 @@ class Builder {
       alone.n_chips = alone.network_chips = topology_.n_chips();
       alone.blocks = {Block{}};
       Builder builder(nullptr, topology_, alone);
-      builder.ffn_columns_ = ffn_columns_;
+      builder.ffn_values_ = ffn_values_;
+      builder.ffn_byte_values_ = ffn_byte_values_;
       const int32_t index = split ? builder.add_collective(p_.collectives[static_cast<std::size_t>(gather)]) : -1;
-      builder.hand_off_transfers(from_network, to_network, elements, n, index, -1, 0);
+      builder.hand_off_transfers(from_network, to_network, elements, index, -1, 0);
       cycles[split] = TimelineSolver(alone, bare).at(0).makespan_cycles;
     }
     const int32_t chosen = cycles[1] < cycles[0] ? gather : -1;
@@ -428,7 +440,8 @@ class Builder {
   std::map<std::tuple<int64_t, int64_t, Combine>, int32_t> chosen_;
   std::map<std::pair<int64_t, int64_t>, int32_t> split_;  ///< split_hand_off's, by (first receiving chip, n)
   std::vector<int64_t> from_chips_;    ///< hand_off's: the sending stage's chips
-  std::vector<int64_t> ffn_columns_;   ///< hand_off's: [tp] SiLU columns each sender hands on, empty outside an FFN
+  std::vector<int64_t> ffn_values_;    ///< hand_off's: [tp] FFN input half values each sender hands on, empty outside an FFN
+  int64_t ffn_byte_values_ = 0;        ///< hand_off's: of those, the expert indices the links carry as one byte each
   std::vector<int32_t> last_compute_;
   std::vector<std::vector<int32_t>> pending_recvs_;
   int64_t replica_ = 0;

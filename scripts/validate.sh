@@ -259,7 +259,8 @@ allreduce_section
 stage_row() {  # stage_row LABEL JSON: one row of the stage-balance table
   local label=$1 j=$2
   local stages; stages=$(echo "$j" | grep -o '"decode_stage_us": *"[^"]*"' | sed 's/.*: *"//; s/"$//')
-  # Stages that begin at an FFN's w_down half (part 3l+2): they receive the SiLU output with the activations.
+  # Stages that begin at an FFN's w_down half (part 3l+2): they receive the input half's results with the
+  # activations.
   local inside; inside=$(echo "$j" | grep -o '"stage_part_begin": *"[^"]*"' | sed 's/.*: *"//; s/"$//' | tr ',' '\n' |
     awk '$1 % 3 == 2 { n++ } END { print n + 0 }')
   echo "$stages" | tr ',' '\n' | awk -v label="$label" -v tp="$(echo "$j" | field tp)" -v pp="$(echo "$j" | field pp)" \
@@ -278,9 +279,10 @@ cat <<'STAGES'
 SHIP sizes tp per stage to balance the stages (§4, "Partitioning"); lpurt gives every stage the same tp
 and balances the stages by where the layer parts are cut. A layer has three: its attention, its FFN's
 gate/up half (up to the SiLU output and its amax) and its FFN's w_down half, so a stage may begin inside
-a dense FFN; it then receives, with the activations, the SiLU output of its FFN columns and their amax
-from the chip of the same tp rank (an MoE FFN is kept whole: the routing and the held slots would have to
-travel too). The balancer minimises the heaviest stage's weight bytes, then prefers fewer stages beginning inside
+an FFN; it then receives, with the activations, the SiLU output of its FFN columns and their amax from
+the chip of the same tp rank, and in an MoE layer the routing too (each token's chosen experts, one byte
+each on the links, and their weights), with the per-slot amax and the SiLU rows of the slots that chip
+holds. The balancer minimises the heaviest stage's weight bytes, then prefers fewer stages beginning inside
 an FFN. What the remaining imbalance costs, from each layout's decode step (`plan --json`:
 `decode_stage_us`, each stage's span from its first compute op to its last; `stage_part_begin`, where
 each stage begins):
