@@ -634,7 +634,7 @@ class ChainBound {
   /// schedule's order, alone on an idle network: each takes its route's links when their previous transfer
   /// is done (between two racks, one global link carries them all), in the schedule's formula. Into a
   /// stage that begins inside an FFN, each carries its FFN input half's results too (the SiLU output of
-  /// its columns, the amax, an MoE layer's routing: chip::ffn_hand_off_values). With tp
+  /// its columns, the amax, an MoE layer's routing: ffn_hand_off_link_values). With tp
   /// chips the schedule may split the activations over the transfers and gather them in the stage
   /// (Builder::hand_off): each transfer is counted with the smallest share, so that the bound holds for
   /// either (a whole copy carries more, and a split one is gathered after it arrives).
@@ -651,12 +651,10 @@ class ChainBound {
       if (inside_ffn) {
         chip::ShardRange range;
         split_ffn(cfg_, tp, t, range);
-        ffn_values = chip::ffn_hand_off_values(cfg_, range, n_tokens);
+        ffn_values = ffn_hand_off_link_values(cfg_, range, n_tokens, hw_);
       }
       const int64_t activations = tp > 1 ? n_tokens * cfg_.hidden_size / tp : n_tokens * cfg_.hidden_size;
-      // An MoE hand-off's expert indices at one byte each, as the schedule costs them (at most).
-      const int64_t indices = inside_ffn && cfg_.is_moe() ? n_tokens * cfg_.n_experts_per_token : 0;
-      const int64_t bytes = (activations + ffn_values - indices) * hw_.activation_bytes_per_value + indices;
+      const int64_t bytes = (activations + ffn_values) * hw_.activation_bytes_per_value;
       hops.clear();
       topology_.route(prev_start + t, start + t, hops);
       const double seconds = static_cast<double>(hops.size()) * hw_.hop_latency_ns * 1e-9 + static_cast<double>(bytes) / hw_.link_bytes_per_s;

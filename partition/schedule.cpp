@@ -48,6 +48,12 @@ Reduced reduced_array(Payload partial) {
 
 namespace {
 
+/// The token-expert pairs of n tokens a chip holding `range` runs, with the k x n pairs spread uniformly
+/// over the E experts (routing depends on the data, the schedule may not).
+int64_t moe_pairs(const chip::ModelConfig& cfg, const chip::ShardRange& range, int64_t n) {
+  return chip::ceil_div(cfg.n_experts_per_token * n * range.n_experts(), cfg.n_experts);
+}
+
 class Builder {
  public:
   /// `plan` may be null for a standalone collective program (no stages, no algorithm choice).
@@ -264,8 +270,14 @@ class Builder {
     if (inside_ffn)
       for (const int64_t chip : from_chips_)
         ffn_values_.push_back(chip::ffn_hand_off_values(plan.model, plan.chips[static_cast<std::size_t>(chip)].range, n));
-    // An MoE hand-off's expert indices are small integers: one byte each on the links, up to 256 experts.
-    ffn_byte_values_ = inside_ffn && plan.model.is_moe() && plan.model.n_experts <= 256 ? n * plan.model.n_experts_per_token : 0;
+    // Of those, the values the links do not carry (an MoE hand-off's).
+    ffn_unsent_.clear();
+    if (inside_ffn)
+      for (const int64_t chip : from_chips_) {
+        const chip::ShardRange& range = plan.chips[static_cast<std::size_t>(chip)].range;
+        ffn_unsent_.push_back(chip::ffn_hand_off_values(plan.model, range, n) -
+                              ffn_hand_off_link_values(plan.model, range, n, plan.hardware));
+      }
     const int32_t gather = plan.tp > 1 ? split_hand_off(from_chips_, to, n) : -1;
     hand_off_transfers(from_chips_, to, n * plan.model.hidden_size, gather, inside_ffn ? chip::part_layer(begin) : -1, b);
     return inside_ffn && gather < 0 ? Payload::activations_ffn : Payload::none;
@@ -280,7 +292,7 @@ class Builder {
     const bool inside_ffn = !ffn_values_.empty();
     if (gather < 0) {
       for (std::size_t t = 0; t < to.size(); ++t) {
-        if (inside_ffn) with_byte_values(transfer(from[t], to[t], Payload::activations_ffn, 0, elements + ffn_values_[t], 4, layer, b));
+        if (inside_ffn) with_link_values(transfer(from[t], to[t], Payload::activations_ffn, 0, elements + ffn_values_[t], 4, layer, b), t);
         else transfer(from[t], to[t], Payload::activations, 0, elements, 4, -1, b);
       }
       return;
@@ -296,16 +308,18 @@ class Builder {
       const int32_t r = inside_ffn ? transfer(from[t], to[t], Payload::activations_ffn_share, c.begin(last, member),
                                               share + ffn_values_[t], 4, layer, b)
                                    : transfer(from[t], to[t], Payload::activations_share, c.begin(last, member), share, 4, -1, b);
-      if (inside_ffn) with_byte_values(r);
+      if (inside_ffn) with_link_values(r, t);
       received_[t].assign(1, r);
     }
     all_gather(to, gather, Payload::activations_gathered, -1, b);
   }
 
-  /// Marks FFN hand-off transfer `recv` (and its send) as carrying ffn_byte_values_ expert indices.
-  void with_byte_values(int32_t recv) {
+  /// Sets the link values of member t's FFN hand-off transfer `recv` (and of its send): all but
+  /// ffn_unsent_[t].
+  void with_link_values(int32_t recv, std::size_t t) {
+    if (ffn_unsent_[t] == 0) return;
     Op& r = p_.ops[static_cast<std::size_t>(recv)];
-    r.byte_values = p_.ops[static_cast<std::size_t>(r.match)].byte_values = static_cast<int32_t>(ffn_byte_values_);
+    r.link_values = p_.ops[static_cast<std::size_t>(r.match)].link_values = static_cast<int32_t>(r.elem_count - ffn_unsent_[t]);
   }
 
   /// Whether stage s's hand-off of n tokens from `from` to `to` is split: the collective whose ranges
@@ -330,7 +344,7 @@ class Builder {
       alone.blocks = {Block{}};
       Builder builder(nullptr, topology_, alone);
       builder.ffn_values_ = ffn_values_;
-      builder.ffn_byte_values_ = ffn_byte_values_;
+      builder.ffn_unsent_ = ffn_unsent_;
       const int32_t index = split ? builder.add_collective(p_.collectives[static_cast<std::size_t>(gather)]) : -1;
       builder.hand_off_transfers(from_network, to_network, elements, index, -1, 0);
       cycles[split] = TimelineSolver(alone, bare).at(0).makespan_cycles;
@@ -441,7 +455,7 @@ class Builder {
   std::map<std::pair<int64_t, int64_t>, int32_t> split_;  ///< split_hand_off's, by (first receiving chip, n)
   std::vector<int64_t> from_chips_;    ///< hand_off's: the sending stage's chips
   std::vector<int64_t> ffn_values_;    ///< hand_off's: [tp] FFN input half values each sender hands on, empty outside an FFN
-  int64_t ffn_byte_values_ = 0;        ///< hand_off's: of those, the expert indices the links carry as one byte each
+  std::vector<int64_t> ffn_unsent_;    ///< hand_off's: [tp] of those, the values the links do not carry
   std::vector<int32_t> last_compute_;
   std::vector<std::vector<int32_t>> pending_recvs_;
   int64_t replica_ = 0;
@@ -486,8 +500,7 @@ int64_t compute_cycles(const Program& p, const Op& op, const Plan& plan, const c
       // spread uniformly over the E experts (documented; the same in functional and timing-only runs).
       // This chip then runs its share of the pairs and streams its columns of every held expert some pair
       // chose: gate/up and SiLU in moe_up, w_down in moe_down.
-      const int64_t k = m.n_experts_per_token;
-      const int64_t pairs = chip::ceil_div(k * n * g.n_experts(), m.n_experts);
+      const int64_t pairs = moe_pairs(m, g, n);
       const int64_t streamed = std::min(g.n_experts(), pairs);
       const int64_t tokens_per_expert = streamed > 0 ? chip::ceil_div(pairs, streamed) : 0;
       if (op.kind == OpKind::moe_down) return streamed * cost.matmul_cycles(d, g.n_ffn(), tokens_per_expert);
@@ -505,6 +518,16 @@ int64_t compute_cycles(const Program& p, const Op& op, const Plan& plan, const c
 }
 
 }  // namespace
+
+int64_t ffn_hand_off_link_values(const chip::ModelConfig& cfg, const chip::ShardRange& range, int64_t n,
+                                 const chip::ChipSpec& hw) {
+  const int64_t values = chip::ffn_hand_off_values(cfg, range, n);
+  if (!cfg.is_moe()) return values;
+  const int64_t slots = n * cfg.n_experts_per_token;
+  const int64_t rows = (values - 3 * slots) / range.n_ffn();  // the held slots' rows the host sends
+  const int64_t pairs = std::min(rows, moe_pairs(cfg, range, n));
+  return 2 * slots + chip::ceil_div(slots, hw.activation_bytes_per_value) + pairs * range.n_ffn();
+}
 
 Program build_program(const Plan& plan, const Topology& topology, const std::vector<Block>& blocks) {
   LPURT_ASSERT(topology.n_chips() >= plan.n_chips());

@@ -85,8 +85,8 @@ enum class Payload : uint8_t {
   /// its tp rank (the same FFN columns and experts), in one transfer: the activations [n, D], then the
   /// input half's results (chip::ffn_hand_off_values, as the host keeps them): dense, the SiLU output
   /// [n, n_ffn] and the stage's amax of it [n]; MoE, the chosen experts [n, k] and their weights [n, k],
-  /// the stage's per-slot amax [n, k] and the held slots' SiLU rows. On the links an expert index is one
-  /// byte (Op::byte_values), every other value activation_bytes_per_value.
+  /// the stage's per-slot amax [n, k] and the held slots' SiLU rows. The links carry fewer in an MoE layer
+  /// (Op::link_values, ffn_hand_off_link_values).
   activations_ffn,
   /// A split hand-off: chip (s - 1, t)'s range of the activations [n * D] (member t's share of stage s's
   /// collective), then all-gathered over stage s (activations_gathered).
@@ -119,10 +119,9 @@ struct Op {
   int32_t block = 0;           ///< index into Program::blocks
   int32_t match = -1;          ///< send <-> recv partner op
   int32_t collective = -1;     ///< reductions and their transfers: index into Program::collectives
-  /// transfers: of the elem_count values, those the links carry as one byte each, the expert indices of an
-  /// MoE hand-off (activations_ffn, activations_ffn_share) when the model has at most 256 experts; the
-  /// others take activation_bytes_per_value
-  int32_t byte_values = 0;
+  /// transfers: the values the links carry, at activation_bytes_per_value each, when not elem_count (-1):
+  /// an MoE hand-off's (activations_ffn, activations_ffn_share; ffn_hand_off_link_values)
+  int32_t link_values = -1;
   int64_t elem_begin = 0;      ///< payload elements [elem_begin, elem_begin + elem_count) of the block array
   int64_t elem_count = 0;
   int64_t bytes = 0;           ///< transfers: payload bytes the host moves (float32 or int32 values)
@@ -188,12 +187,19 @@ Program build_collective_program(const std::vector<int64_t>& chips, const Collec
 /// Start and duration of every op with the blocks starting at `base_position` (deterministic).
 Timeline compute_timeline(const Program& program, const Plan& plan, int64_t base_position);
 
-/// Bytes a transfer puts on the modelled links: its values at the deployed system's
-/// activation_bytes_per_value, its expert indices (Op::byte_values) at one byte each (the host moves
-/// Op::bytes, SPEC's float32 and int32 values).
+/// Bytes a transfer puts on the modelled links: its values (Op::link_values, else elem_count) at the
+/// deployed system's activation_bytes_per_value (the host moves Op::bytes, SPEC's float32 and int32 values).
 inline int64_t link_bytes(const Op& op, const chip::ChipSpec& hw) {
-  return (op.elem_count - op.byte_values) * hw.activation_bytes_per_value + op.byte_values;
+  return (op.link_values >= 0 ? op.link_values : op.elem_count) * hw.activation_bytes_per_value;
 }
+
+/// Of chip::ffn_hand_off_values(cfg, range, n), the values the links carry at activation_bytes_per_value
+/// each. Dense: all. MoE: the expert weights and slot amax, the expert indices at one byte each (packed
+/// activation_bytes_per_value to a value), and the SiLU rows of the token-expert pairs the chip runs
+/// under the uniform routing its MoE ops are modelled with (moe_up, moe_down), not of every slot the chip
+/// may hold, which the host sends (a static schedule's worst case).
+int64_t ffn_hand_off_link_values(const chip::ModelConfig& cfg, const chip::ShardRange& range, int64_t n,
+                                 const chip::ChipSpec& hw);
 
 /// Cycles of compute op `op` of `program` with the blocks starting at `base_position`, on its chip (slowed by
 /// the chip's speed factor).

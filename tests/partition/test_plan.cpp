@@ -311,7 +311,8 @@ TEST(Planner, Mixtral8x7bOn576ChipsCutsInsideMoeFfnsForALighterHeaviestStage) {
     const Program p = build_program(plan, topology, blocks);
     EXPECT_NO_THROW(verify(p, compute_timeline(p, plan, 100)));
     int64_t moe_hand_offs = 0;
-    for (const Op& op : p.ops) moe_hand_offs += op.kind == OpKind::send && op.byte_values > 0;
+    for (const Op& op : p.ops)
+      moe_hand_offs += op.kind == OpKind::send && (op.payload == Payload::activations_ffn || op.payload == Payload::activations_ffn_share);
     EXPECT_GT(moe_hand_offs, 0);
   }
 }

@@ -182,10 +182,12 @@ TEST(Schedule, AStageBeginningInsideAnMoeFfnReceivesTheRoutingSlotAmaxAndSiluRow
         EXPECT_EQ(op.elem_count, tokens * d + 3 * tokens * k + rows * from.range.n_ffn());
         EXPECT_EQ(op.elem_count - tokens * d, chip::ffn_hand_off_values(cfg, from.range, tokens));
         EXPECT_EQ(op.bytes, 4 * op.elem_count);
-        // The expert indices go as one byte each, the rest at activation_bytes_per_value.
-        EXPECT_EQ(op.byte_values, tokens * k);
+        // On the links: the activations, the weights and slot amax, the expert indices one byte each, and
+        // the SiLU rows of the pairs the chip runs with the k x n pairs spread over the E experts.
+        const int64_t abpv = plan.hardware.activation_bytes_per_value;
+        const int64_t pairs = std::min(rows, (k * tokens * from.range.n_experts() + cfg.n_experts - 1) / cfg.n_experts);
         EXPECT_EQ(link_bytes(op, plan.hardware),
-                  plan.hardware.activation_bytes_per_value * (op.elem_count - tokens * k) + tokens * k);
+                  abpv * (tokens * d + 2 * tokens * k + pairs * from.range.n_ffn()) + abpv * ((tokens * k + abpv - 1) / abpv));
       }
       EXPECT_EQ(sends, inside * tp);
       EXPECT_EQ(unpacks, inside * tp);  // each receiving chip's w_down unpacks its hand-off
@@ -205,7 +207,7 @@ TEST(Schedule, ASplitHandOffIntoAnMoeFfnCarriesEachChipsRoutingAndSiluRowsWithIt
   const Plan plan = make_plan(chip::model_preset("tiny-mixtral"), hw, r);
   ASSERT_EQ(plan.stage_part_begin[1], chip::part_index(0, chip::LayerPart::ffn_out));
   ASSERT_EQ(plan.stage_part_begin[2], chip::part_index(1, chip::LayerPart::ffn_out));
-  const int64_t d = plan.model.hidden_size, k = plan.model.n_experts_per_token;
+  const int64_t d = plan.model.hidden_size;
   for (const auto& blocks : {prefill_blocks(4, 2), decode_blocks()}) {
     const Program p = build_program(plan, topology_for(plan), blocks);
     EXPECT_NO_THROW(verify(p, compute_timeline(p, plan, 3)));
@@ -218,7 +220,9 @@ TEST(Schedule, ASplitHandOffIntoAnMoeFfnCarriesEachChipsRoutingAndSiluRowsWithIt
       const int64_t n = p.blocks[static_cast<std::size_t>(op.block)].n_tokens;
       const ChipPlan& from = plan.chips[static_cast<std::size_t>(op.chip)];
       EXPECT_EQ(op.elem_count, n * d / plan.tp + chip::ffn_hand_off_values(plan.model, from.range, n));
-      EXPECT_EQ(op.byte_values, n * k);
+      EXPECT_EQ(link_bytes(op, plan.hardware), plan.hardware.activation_bytes_per_value *
+                                                   (n * d / plan.tp + ffn_hand_off_link_values(plan.model, from.range, n, plan.hardware)));
+      EXPECT_LT(link_bytes(op, plan.hardware), plan.hardware.activation_bytes_per_value * op.elem_count);
     }
     EXPECT_EQ(shares, 2 * plan.tp * static_cast<int64_t>(blocks.size()));
   }
