@@ -178,9 +178,9 @@ class Shard {
   /// keeps the stage's gathered amax); in an MoE layer also the routing, after which place_moe_slots.
   float* ffn_act_buffer() { return act_.data(); }  ///< [n, n_ffn] (MoE: [n * min(k, experts held), n_ffn])
   float* amax_buffer() { return amax_.data(); }    ///< [n]
-  int32_t* moe_chosen_buffer() { return chosen_.data(); }        ///< [n, k] each token's experts, ascending
-  float* moe_weight_buffer() { return chosen_weight_.data(); }   ///< [n, k] their weights
-  float* moe_amax_buffer() { return moe_amax_.data(); }          ///< [n, k]
+  int32_t* moe_chosen_buffer() { return chosen_.data(); }       ///< [n, k] each token's experts, ascending
+  float* moe_weight_buffer() { return chosen_weight_.data(); }  ///< [n, k] their weights
+  float* moe_amax_buffer() { return moe_amax_.data(); }         ///< [n, k]
   /// After a hand-off wrote the routing of n tokens: which row of ffn_act_buffer() holds each slot the
   /// chip holds, numbered as moe_in numbers them (held slots in slot order).
   void place_moe_slots(int64_t n);

@@ -174,7 +174,8 @@ std::vector<int64_t> balance_stages(const chip::ModelConfig& cfg, int64_t pp) {
     part_bytes[k] = chip::slice_weight_bytes(cfg, r);
   }
   const int64_t head = chip::tensor_bytes(cfg, {chip::TensorKind::embedding});
-  const int64_t tail = chip::tensor_bytes(cfg, {chip::TensorKind::lm_head}) + chip::tensor_bytes(cfg, {chip::TensorKind::final_norm});
+  const int64_t tail =
+      chip::tensor_bytes(cfg, {chip::TensorKind::lm_head}) + chip::tensor_bytes(cfg, {chip::TensorKind::final_norm});
   std::vector<int64_t> prefix(static_cast<std::size_t>(n + 1), 0);
   for (int64_t i = 0; i < n; ++i)
     prefix[static_cast<std::size_t>(i + 1)] = prefix[static_cast<std::size_t>(i)] + part_bytes[i % chip::parts_per_layer];
@@ -199,7 +200,8 @@ std::vector<int64_t> balance_stages(const chip::ModelConfig& cfg, int64_t pp) {
   // best[s - 1][a].heaviest does not decrease with a, and stage s's cost(a, b) decreases (every part has
   // bytes): the heaviest stage is smallest where they cross, found by bisection; before it the stage's own
   // cost decides and rises, after it the stages before decide, equal along a run of equal heaviest.
-  std::vector<std::vector<Split>> best(static_cast<std::size_t>(pp), std::vector<Split>(static_cast<std::size_t>(n + 1)));
+  std::vector<std::vector<Split>> best(static_cast<std::size_t>(pp),
+                                       std::vector<Split>(static_cast<std::size_t>(n + 1)));
   std::vector<std::vector<int64_t>> from(best.size(), std::vector<int64_t>(static_cast<std::size_t>(n + 1), 0));
   for (int64_t b = 1; b <= n - (pp - 1); ++b) best[0][static_cast<std::size_t>(b)] = {cost(0, 0, b), 0};
   for (int64_t s = 1; s < pp; ++s) {
@@ -228,7 +230,8 @@ std::vector<int64_t> balance_stages(const chip::ModelConfig& cfg, int64_t pp) {
   std::vector<int64_t> begin(static_cast<std::size_t>(pp + 1), 0);
   begin[static_cast<std::size_t>(pp)] = n;
   for (int64_t s = pp - 1; s > 0; --s)
-    begin[static_cast<std::size_t>(s)] = from[static_cast<std::size_t>(s)][static_cast<std::size_t>(begin[static_cast<std::size_t>(s + 1)])];
+    begin[static_cast<std::size_t>(s)] =
+        from[static_cast<std::size_t>(s)][static_cast<std::size_t>(begin[static_cast<std::size_t>(s + 1)])];
   return begin;
 }
 

@@ -160,12 +160,13 @@ PlanChoice choose_plan(const chip::ModelConfig& cfg, const chip::ChipSpec& hw, c
 /// A lower bound on the chips the model needs: all weights and KV cache over the SRAM left per chip.
 int64_t minimum_chips(const chip::ModelConfig& cfg, const chip::ChipSpec& hw, const PlanRequest& request);
 
-/// Stage boundaries over the model's 3L layer parts (chip::n_parts, the most stages a model splits into),
-/// dense or MoE (a stage that begins at an FFN's output half receives the input half's results with the
-/// activations: chip::ffn_hand_off_values): every stage gets at least one part and the largest stage weight (embedding on the first stage, final norm and lm_head on
-/// the last) is as small as possible. Among such splits it prefers fewer stages beginning inside an FFN,
-/// stage by stage (each prefix keeps its best split only, so the count is not always the fewest), then the
-/// earliest boundary. Returns [pp + 1] part indices.
+/// Stage boundaries over the model's 3L layer parts (chip::n_parts, the most stages a model splits
+/// into), dense or MoE (a stage that begins at an FFN's output half receives the input half's results
+/// with the activations: chip::ffn_hand_off_values): every stage gets at least one part and the largest
+/// stage weight (embedding on the first stage, final norm and lm_head on the last) is as small as
+/// possible. Among such splits it prefers fewer stages beginning inside an FFN, stage by stage (each
+/// prefix keeps its best split only, so the count is not always the fewest), then the earliest boundary.
+/// Returns [pp + 1] part indices.
 std::vector<int64_t> balance_stages(const chip::ModelConfig& cfg, int64_t pp);
 
 /// [begin, end) of part i when n items are split into `parts` contiguous, balanced parts.

@@ -269,7 +269,8 @@ class Builder {
     ffn_values_.clear();
     if (inside_ffn)
       for (const int64_t chip : from_chips_)
-        ffn_values_.push_back(chip::ffn_hand_off_values(plan.model, plan.chips[static_cast<std::size_t>(chip)].range, n));
+        ffn_values_.push_back(
+            chip::ffn_hand_off_values(plan.model, plan.chips[static_cast<std::size_t>(chip)].range, n));
     // Of those, the values the links do not carry (an MoE hand-off's).
     ffn_unsent_.clear();
     if (inside_ffn)
@@ -279,7 +280,8 @@ class Builder {
                               ffn_hand_off_link_values(plan.model, range, n, plan.hardware));
       }
     const int32_t gather = plan.tp > 1 ? split_hand_off(from_chips_, to, n) : -1;
-    hand_off_transfers(from_chips_, to, n * plan.model.hidden_size, gather, inside_ffn ? chip::part_layer(begin) : -1, b);
+    hand_off_transfers(from_chips_, to, n * plan.model.hidden_size, gather, inside_ffn ? chip::part_layer(begin) : -1,
+                       b);
     return inside_ffn && gather < 0 ? Payload::activations_ffn : Payload::none;
   }
 
@@ -292,7 +294,9 @@ class Builder {
     const bool inside_ffn = !ffn_values_.empty();
     if (gather < 0) {
       for (std::size_t t = 0; t < to.size(); ++t) {
-        if (inside_ffn) with_link_values(transfer(from[t], to[t], Payload::activations_ffn, 0, elements + ffn_values_[t], 4, layer, b), t);
+        if (inside_ffn)
+          with_link_values(
+              transfer(from[t], to[t], Payload::activations_ffn, 0, elements + ffn_values_[t], 4, layer, b), t);
         else transfer(from[t], to[t], Payload::activations, 0, elements, 4, -1, b);
       }
       return;
@@ -305,9 +309,10 @@ class Builder {
       // latency on every link of it, and the stage's routes may share one.
       const auto member = static_cast<int64_t>(t);
       const int64_t share = c.end(last, member) - c.begin(last, member);
-      const int32_t r = inside_ffn ? transfer(from[t], to[t], Payload::activations_ffn_share, c.begin(last, member),
-                                              share + ffn_values_[t], 4, layer, b)
-                                   : transfer(from[t], to[t], Payload::activations_share, c.begin(last, member), share, 4, -1, b);
+      const int32_t r =
+          inside_ffn ? transfer(from[t], to[t], Payload::activations_ffn_share, c.begin(last, member),
+                                share + ffn_values_[t], 4, layer, b)
+                     : transfer(from[t], to[t], Payload::activations_share, c.begin(last, member), share, 4, -1, b);
       if (inside_ffn) with_link_values(r, t);
       received_[t].assign(1, r);
     }
@@ -319,7 +324,8 @@ class Builder {
   void with_link_values(int32_t recv, std::size_t t) {
     if (ffn_unsent_[t] == 0) return;
     Op& r = p_.ops[static_cast<std::size_t>(recv)];
-    r.link_values = p_.ops[static_cast<std::size_t>(r.match)].link_values = static_cast<int32_t>(r.elem_count - ffn_unsent_[t]);
+    r.link_values = p_.ops[static_cast<std::size_t>(r.match)].link_values =
+        static_cast<int32_t>(r.elem_count - ffn_unsent_[t]);
   }
 
   /// Whether stage s's hand-off of n tokens from `from` to `to` is split: the collective whose ranges
@@ -454,7 +460,7 @@ class Builder {
   std::map<std::tuple<int64_t, int64_t, Combine>, int32_t> chosen_;
   std::map<std::pair<int64_t, int64_t>, int32_t> split_;  ///< split_hand_off's, by (first receiving chip, n)
   std::vector<int64_t> from_chips_;    ///< hand_off's: the sending stage's chips
-  std::vector<int64_t> ffn_values_;    ///< hand_off's: [tp] FFN input half values each sender hands on, empty outside an FFN
+  std::vector<int64_t> ffn_values_;    ///< hand_off's: [tp] FFN input half values each sender hands on (or none)
   std::vector<int64_t> ffn_unsent_;    ///< hand_off's: [tp] of those, the values the links do not carry
   std::vector<int32_t> last_compute_;
   std::vector<std::vector<int32_t>> pending_recvs_;

@@ -536,7 +536,8 @@ void Engine::arrived(const Op& recv, LocalChip& c) {
   if (recv.payload != Payload::activations_ffn_share) return;
   // Unpacked at once: the stage's all-gather forwards the activations' range before w_down runs.
   const int64_t n = current_->blocks[static_cast<std::size_t>(recv.block)].n_tokens;
-  copy_ffn_hand_off(c, n, recv.elem_begin, recv.elem_count - chip::ffn_hand_off_values(plan_.model, c.shard->range(), n), false);
+  copy_ffn_hand_off(c, n, recv.elem_begin,
+                    recv.elem_count - chip::ffn_hand_off_values(plan_.model, c.shard->range(), n), false);
 }
 
 void* Engine::payload_at(const Op& op, LocalChip& c, bool sending) {
@@ -576,7 +577,8 @@ void* Engine::payload_at(const Op& op, LocalChip& c, bool sending) {
       // receiver's w_down op unpacks a whole hand-off, arrived() a split one.
       if (sending) {
         const int64_t n = current_->blocks[static_cast<std::size_t>(op.block)].n_tokens;
-        copy_ffn_hand_off(c, n, op.elem_begin, op.elem_count - chip::ffn_hand_off_values(plan_.model, c.shard->range(), n), true);
+        copy_ffn_hand_off(c, n, op.elem_begin,
+                          op.elem_count - chip::ffn_hand_off_values(plan_.model, c.shard->range(), n), true);
       }
       return c.hand_off.data();
     case Payload::moe_partial:

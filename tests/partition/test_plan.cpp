@@ -294,7 +294,8 @@ TEST(Planner, Mixtral8x7bOn576ChipsCutsInsideMoeFfnsForALighterHeaviestStage) {
   const auto cfg = chip::model_preset("mixtral-8x7b");
   auto whole_ffns = [](int64_t i) { return chip::part_kind(i) != chip::LayerPart::ffn_out; };
   auto cuts_inside_ffn = [](const std::vector<int64_t>& begin) {
-    return std::any_of(begin.begin(), begin.end(), [](int64_t i) { return chip::part_kind(i) == chip::LayerPart::ffn_out; });
+    return std::any_of(begin.begin(), begin.end(),
+                       [](int64_t i) { return chip::part_kind(i) == chip::LayerPart::ffn_out; });
   };
   // The layout the planner chose with MoE FFNs kept whole, tp 8 x pp 33.
   const auto begin = balance_stages(cfg, 33);
@@ -312,7 +313,8 @@ TEST(Planner, Mixtral8x7bOn576ChipsCutsInsideMoeFfnsForALighterHeaviestStage) {
     EXPECT_NO_THROW(verify(p, compute_timeline(p, plan, 100)));
     int64_t moe_hand_offs = 0;
     for (const Op& op : p.ops)
-      moe_hand_offs += op.kind == OpKind::send && (op.payload == Payload::activations_ffn || op.payload == Payload::activations_ffn_share);
+      moe_hand_offs += op.kind == OpKind::send &&
+                       (op.payload == Payload::activations_ffn || op.payload == Payload::activations_ffn_share);
     EXPECT_GT(moe_hand_offs, 0);
   }
 }

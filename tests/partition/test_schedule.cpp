@@ -109,9 +109,14 @@ TEST(Topology, RoutesAreDeterministicAndConnected) {
 }
 
 TEST(Verifier, AcceptsEveryCompiledSchedule) {
-  for (auto [preset, tp, pp] : std::vector<std::tuple<const char*, int64_t, int64_t>>{
-           {"tiny", 1, 1}, {"tiny", 2, 1}, {"tiny", 4, 2}, {"tiny", 8, 4}, {"tiny", 3, 4}, {"tiny-mixtral", 1, 2},
-           {"tiny-mixtral", 2, 3}, {"tiny-mixtral", 1, 6}})
+  for (auto [preset, tp, pp] : std::vector<std::tuple<const char*, int64_t, int64_t>>{{"tiny", 1, 1},
+                                                                                      {"tiny", 2, 1},
+                                                                                      {"tiny", 4, 2},
+                                                                                      {"tiny", 8, 4},
+                                                                                      {"tiny", 3, 4},
+                                                                                      {"tiny-mixtral", 1, 2},
+                                                                                      {"tiny-mixtral", 2, 3},
+                                                                                      {"tiny-mixtral", 1, 6}})
     for (const char* topo : {"dragonfly", "chain"}) {
       const Plan plan = plan_for(preset, tp, pp, topo);
       const Topology topology = topology_for(plan);
@@ -151,9 +156,9 @@ TEST(Schedule, AStageBeginningInsideAnFfnReceivesTheSiluOutputAndAmax) {
 
 TEST(Schedule, AStageBeginningInsideAnMoeFfnReceivesTheRoutingSlotAmaxAndSiluRows) {
   // tiny-mixtral (4 experts, 2 per token) on tp 2 x pp 3: each chip holds 2 whole experts; on tp 1 x pp 6
-  // all 4; on tp 8 x pp 6 each expert is sliced over 2 chips. A stage that begins at an MoE FFN's w_down half receives, after
-  // the activations, each token's chosen experts and weights, the stage's slot amax and the SiLU rows of
-  // the slots its chip may hold.
+  // all 4; on tp 8 x pp 6 each expert is sliced over 2 chips. A stage that begins at an MoE FFN's w_down half receives,
+  // after the activations, each token's chosen experts and weights, the stage's slot amax and the SiLU rows of the
+  // slots its chip may hold.
   for (const auto& [tp, pp] : std::vector<std::pair<int64_t, int64_t>>{{2, 3}, {1, 6}, {8, 6}}) {
     PlanRequest r;
     r.n_chips = tp * pp, r.tp = tp, r.pp = pp, r.context = 64, r.block_tokens = 8;
@@ -162,7 +167,8 @@ TEST(Schedule, AStageBeginningInsideAnMoeFfnReceivesTheRoutingSlotAmaxAndSiluRow
     const Plan plan = make_plan(cfg, chip::ChipSpec{}, r);
     const int64_t n = 8, d = cfg.hidden_size, k = cfg.n_experts_per_token;
     int64_t inside = 0;
-    for (int64_t s = 1; s < pp; ++s) inside += chip::part_kind(plan.stage_part_begin[static_cast<std::size_t>(s)]) == chip::LayerPart::ffn_out;
+    for (int64_t s = 1; s < pp; ++s)
+      inside += chip::part_kind(plan.stage_part_begin[static_cast<std::size_t>(s)]) == chip::LayerPart::ffn_out;
     ASSERT_GT(inside, 0) << "tp " << tp << " x pp " << pp;
     for (const auto& blocks : {prefill_blocks(n, 8), decode_blocks()}) {
       const Program p = build_program(plan, topology_for(plan), blocks);
@@ -186,8 +192,8 @@ TEST(Schedule, AStageBeginningInsideAnMoeFfnReceivesTheRoutingSlotAmaxAndSiluRow
         // the SiLU rows of the pairs the chip runs with the k x n pairs spread over the E experts.
         const int64_t abpv = plan.hardware.activation_bytes_per_value;
         const int64_t pairs = std::min(rows, (k * tokens * from.range.n_experts() + cfg.n_experts - 1) / cfg.n_experts);
-        EXPECT_EQ(link_bytes(op, plan.hardware),
-                  abpv * (tokens * d + 2 * tokens * k + pairs * from.range.n_ffn()) + abpv * ((tokens * k + abpv - 1) / abpv));
+        EXPECT_EQ(link_bytes(op, plan.hardware), abpv * (tokens * d + 2 * tokens * k + pairs * from.range.n_ffn()) +
+                                                     abpv * ((tokens * k + abpv - 1) / abpv));
       }
       EXPECT_EQ(sends, inside * tp);
       EXPECT_EQ(unpacks, inside * tp);  // each receiving chip's w_down unpacks its hand-off
@@ -220,8 +226,9 @@ TEST(Schedule, ASplitHandOffIntoAnMoeFfnCarriesEachChipsRoutingAndSiluRowsWithIt
       const int64_t n = p.blocks[static_cast<std::size_t>(op.block)].n_tokens;
       const ChipPlan& from = plan.chips[static_cast<std::size_t>(op.chip)];
       EXPECT_EQ(op.elem_count, n * d / plan.tp + chip::ffn_hand_off_values(plan.model, from.range, n));
-      EXPECT_EQ(link_bytes(op, plan.hardware), plan.hardware.activation_bytes_per_value *
-                                                   (n * d / plan.tp + ffn_hand_off_link_values(plan.model, from.range, n, plan.hardware)));
+      EXPECT_EQ(link_bytes(op, plan.hardware),
+                plan.hardware.activation_bytes_per_value *
+                    (n * d / plan.tp + ffn_hand_off_link_values(plan.model, from.range, n, plan.hardware)));
       EXPECT_LT(link_bytes(op, plan.hardware), plan.hardware.activation_bytes_per_value * op.elem_count);
     }
     EXPECT_EQ(shares, 2 * plan.tp * static_cast<int64_t>(blocks.size()));
