@@ -162,9 +162,15 @@ void check_fits(const Plan& plan, int64_t minimum) {
 
 }  // namespace
 
-std::vector<int64_t> balance_stages(const chip::ModelConfig& cfg, int64_t pp) {
+std::vector<int64_t> balance_stages(const chip::ModelConfig& cfg, int64_t pp, MoeFfnCuts moe) {
   const int64_t n = chip::n_parts(cfg);
-  LPURT_ASSERT(pp >= 1 && pp <= n);
+  // The boundaries a stage may begin at (and 0 and n): cuts[u] for u in [0, m].
+  std::vector<int64_t> cuts;
+  for (int64_t i = 0; i <= n; ++i)
+    if (i == 0 || i == n || !(moe == MoeFfnCuts::whole && cfg.is_moe() && chip::part_kind(i) == chip::LayerPart::ffn_out))
+      cuts.push_back(i);
+  const auto m = static_cast<int64_t>(cuts.size()) - 1;
+  LPURT_ASSERT(pp >= 1 && pp <= m);
   // Each part's weight bytes, as a chip holding the whole part stores them (every layer alike).
   int64_t part_bytes[chip::parts_per_layer] = {};
   for (int64_t k = 0; k < chip::parts_per_layer; ++k) {
@@ -180,34 +186,34 @@ std::vector<int64_t> balance_stages(const chip::ModelConfig& cfg, int64_t pp) {
   for (int64_t i = 0; i < n; ++i)
     prefix[static_cast<std::size_t>(i + 1)] = prefix[static_cast<std::size_t>(i)] + part_bytes[i % chip::parts_per_layer];
   auto at = [](const std::vector<int64_t>& v, int64_t i) { return v[static_cast<std::size_t>(i)]; };
-  // Weight of stage s holding parts [a, b).
+  // Weight of stage s holding cuts [a, b).
   auto cost = [&](int64_t s, int64_t a, int64_t b) {
-    return at(prefix, b) - at(prefix, a) + (s == 0 ? head : 0) + (s == pp - 1 ? tail : 0);
+    return at(prefix, at(cuts, b)) - at(prefix, at(cuts, a)) + (s == 0 ? head : 0) + (s == pp - 1 ? tail : 0);
   };
   // A stage that begins inside an FFN adds the input half's results (the SiLU output, amax, an MoE
   // layer's routing) to the hand-off: among splits with the same heaviest stage, fewer of them. Each
   // prefix keeps only its best (heaviest, then count) split, so a prefix with a heavier stage but fewer
   // such cuts is dropped even where it would tie later: the count is a preference, the heaviest stage is
   // exact.
-  auto inside_ffn = [&](int64_t a) { return chip::part_kind(a) == chip::LayerPart::ffn_out ? 1 : 0; };
+  auto inside_ffn = [&](int64_t a) { return chip::part_kind(at(cuts, a)) == chip::LayerPart::ffn_out ? 1 : 0; };
   struct Split {
     int64_t heaviest = std::numeric_limits<int64_t>::max();
     int64_t inside_ffn = 0;  ///< stages that begin inside an FFN
     bool operator<(const Split& o) const { return std::tie(heaviest, inside_ffn) < std::tie(o.heaviest, o.inside_ffn); }
   };
   // best[s][b]: the best split (smallest heaviest stage, then fewest stages beginning inside an FFN) when
-  // stages 0..s hold parts [0, b); from[s][b]: the earliest a (stage s holding [a, b)) that gives it.
+  // stages 0..s hold cuts [0, b); from[s][b]: the earliest a (stage s holding [a, b)) that gives it.
   // best[s - 1][a].heaviest does not decrease with a, and stage s's cost(a, b) decreases (every part has
   // bytes): the heaviest stage is smallest where they cross, found by bisection; before it the stage's own
   // cost decides and rises, after it the stages before decide, equal along a run of equal heaviest.
   std::vector<std::vector<Split>> best(static_cast<std::size_t>(pp),
-                                       std::vector<Split>(static_cast<std::size_t>(n + 1)));
-  std::vector<std::vector<int64_t>> from(best.size(), std::vector<int64_t>(static_cast<std::size_t>(n + 1), 0));
-  for (int64_t b = 1; b <= n - (pp - 1); ++b) best[0][static_cast<std::size_t>(b)] = {cost(0, 0, b), 0};
+                                       std::vector<Split>(static_cast<std::size_t>(m + 1)));
+  std::vector<std::vector<int64_t>> from(best.size(), std::vector<int64_t>(static_cast<std::size_t>(m + 1), 0));
+  for (int64_t b = 1; b <= m - (pp - 1); ++b) best[0][static_cast<std::size_t>(b)] = {cost(0, 0, b), 0};
   for (int64_t s = 1; s < pp; ++s) {
     const std::vector<Split>& prev = best[static_cast<std::size_t>(s - 1)];
     auto before = [&](int64_t a) -> const Split& { return prev[static_cast<std::size_t>(a)]; };
-    for (int64_t b = s + 1; b <= n - (pp - 1 - s); ++b) {
+    for (int64_t b = s + 1; b <= m - (pp - 1 - s); ++b) {
       // The first a in [s, b - 1] where the stages before weigh at least stage s, or b if none.
       int64_t lo = s, hi = b;
       while (lo < hi) {
@@ -227,12 +233,18 @@ std::vector<int64_t> balance_stages(const chip::ModelConfig& cfg, int64_t pp) {
       from[static_cast<std::size_t>(s)][static_cast<std::size_t>(b)] = chosen_a;
     }
   }
-  std::vector<int64_t> begin(static_cast<std::size_t>(pp + 1), 0);
-  begin[static_cast<std::size_t>(pp)] = n;
+  std::vector<int64_t> unit(static_cast<std::size_t>(pp + 1), 0);
+  unit[static_cast<std::size_t>(pp)] = m;
   for (int64_t s = pp - 1; s > 0; --s)
-    begin[static_cast<std::size_t>(s)] =
-        from[static_cast<std::size_t>(s)][static_cast<std::size_t>(begin[static_cast<std::size_t>(s + 1)])];
+    unit[static_cast<std::size_t>(s)] =
+        from[static_cast<std::size_t>(s)][static_cast<std::size_t>(unit[static_cast<std::size_t>(s + 1)])];
+  std::vector<int64_t> begin(unit.size());
+  for (std::size_t s = 0; s < unit.size(); ++s) begin[s] = at(cuts, unit[s]);
   return begin;
+}
+
+int64_t max_stages(const chip::ModelConfig& cfg, MoeFfnCuts moe) {
+  return chip::n_parts(cfg) - (moe == MoeFfnCuts::whole && cfg.is_moe() ? cfg.n_layers : 0);
 }
 
 namespace {
@@ -684,15 +696,21 @@ class ChainBound {
 
 struct Candidate {
   int64_t tp = 1, pp = 1, replicas = 1;
+  /// Whether its stages may begin inside an MoE FFN (balance_stages): an MoE cut lightens the heaviest
+  /// stage but adds the routing and the SiLU rows to its hand-off, so where the two splits differ both
+  /// are candidates.
+  MoeFfnCuts moe = MoeFfnCuts::allowed;
   int64_t period_bound_cycles = 0;   ///< LayoutBound::period
   /// A bound on the prefill of its first replica, when the objective has it: LayoutBound::prefill, then
   /// ChainBound::prefill's if higher.
   int64_t prefill_bound_cycles = 0;
   int64_t objective_bound_cycles = 0;
   int64_t chips() const { return tp * pp * replicas; }
-  /// Ties between equally good layouts: fewer chips, then smaller tp, fewer replicas, fewer stages.
+  /// Ties between equally good layouts: fewer chips, then smaller tp, fewer replicas, fewer stages, MoE
+  /// FFNs whole (fewer bytes handed off).
   bool before(const Candidate& o) const {
-    return std::make_tuple(chips(), tp, replicas, pp) < std::make_tuple(o.chips(), o.tp, o.replicas, o.pp);
+    return std::make_tuple(chips(), tp, replicas, pp, moe == MoeFfnCuts::allowed) <
+           std::make_tuple(o.chips(), o.tp, o.replicas, o.pp, o.moe == MoeFfnCuts::allowed);
   }
 };
 
@@ -797,19 +815,29 @@ struct Pipeline {
   }
 };
 
-/// Stage boundaries for each pp, computed once per make_plan.
+/// Stage boundaries for each pp and kind of MoE cut, computed once per make_plan.
 class StageCache {
  public:
   explicit StageCache(const chip::ModelConfig& cfg) : cfg_(cfg) {}
-  const std::vector<int64_t>& operator()(int64_t pp) {
-    auto it = by_pp_.find(pp);
-    if (it == by_pp_.end()) it = by_pp_.emplace(pp, balance_stages(cfg_, pp)).first;
+  const std::vector<int64_t>& operator()(int64_t pp, MoeFfnCuts moe = MoeFfnCuts::allowed) {
+    auto it = by_pp_.find({pp, moe});
+    if (it == by_pp_.end()) it = by_pp_.emplace(std::make_pair(pp, moe), balance_stages(cfg_, pp, moe)).first;
     return it->second;
+  }
+  /// The kinds of split worth modelling for pp stages: the request's, or both where they differ.
+  std::vector<MoeFfnCuts> kinds(int64_t pp, const PlanRequest& r) {
+    if (r.moe_ffn_cuts) {
+      if (pp > max_stages(cfg_, *r.moe_ffn_cuts)) return {};
+      return {*r.moe_ffn_cuts};
+    }
+    if (pp <= max_stages(cfg_, MoeFfnCuts::whole) && (*this)(pp, MoeFfnCuts::whole) != (*this)(pp))
+      return {MoeFfnCuts::allowed, MoeFfnCuts::whole};
+    return {MoeFfnCuts::allowed};
   }
 
  private:
   const chip::ModelConfig& cfg_;
-  std::map<int64_t, std::vector<int64_t>> by_pp_;
+  std::map<std::pair<int64_t, MoeFfnCuts>, std::vector<int64_t>> by_pp_;
 };
 
 /// The error for a system too small for any layout: the smallest system that fits, and its layout.
@@ -855,10 +883,14 @@ PlanChoice choose_plan(const chip::ModelConfig& cfg, const chip::ChipSpec& hw, c
   check_request(cfg, hw, r);
   const int64_t parts = chip::n_parts(cfg);
   StageCache stages(cfg);
-  if (r.tp > 0 && r.pp > 0 && r.replicas > 0) {
-    // A layout the user fixed: its own errors are the answer.
-    check_layout(cfg, r.n_chips, r.tp, r.pp, r.replicas);
-    Plan plan = layout(cfg, hw, r, r.tp, r.pp, r.replicas, stages(r.pp), r.replicas);
+  if (r.tp > 0 && r.pp > 0 && r.replicas > 0) check_layout(cfg, r.n_chips, r.tp, r.pp, r.replicas);
+  if (r.pp > 0 && r.moe_ffn_cuts == MoeFfnCuts::whole && r.pp > max_stages(cfg, MoeFfnCuts::whole))
+    throw PlanError("pp=" + std::to_string(r.pp) + " exceeds the " + std::to_string(max_stages(cfg, MoeFfnCuts::whole)) +
+                    " stages the model splits into with its MoE FFNs whole (--moe-ffn-cuts whole)");
+  if (r.tp > 0 && r.pp > 0 && r.replicas > 0 && stages.kinds(r.pp, r).size() == 1) {
+    // A layout the user fixed: its own errors are the answer. (Where its stages may split MoE FFNs two
+    // ways, the search below picks the faster.)
+    Plan plan = layout(cfg, hw, r, r.tp, r.pp, r.replicas, stages(r.pp, stages.kinds(r.pp, r).front()), r.replicas);
     check_fits(plan, minimum_chips(cfg, hw, r));
     check_heterogeneity(plan);
     return {plan, r.prompt_tokens, -1, nullptr};
@@ -904,8 +936,10 @@ PlanChoice choose_plan(const chip::ModelConfig& cfg, const chip::ChipSpec& hw, c
         const int64_t fewest_chips = minimum_chips(cfg, hw, per_replica);
         const int64_t most_pp = std::min(parts, r.n_chips / (tp * replicas));
         for (int64_t pp = r.pp > 0 ? r.pp : std::max<int64_t>(1, chip::ceil_div(fewest_chips, tp)); pp <= (r.pp > 0 ? std::min(r.pp, most_pp) : most_pp); ++pp)
-          candidates.push_back({tp, pp, replicas, nominal ? bound.period(tp, pp, n_slots) : 0,
-                                nominal && whole_request ? bound.prefill(tp, pp, n_slots, n_prompt, shape.block_tokens) : 0});
+          for (const MoeFfnCuts moe : stages.kinds(pp, r)) {
+            candidates.push_back({tp, pp, replicas, moe, nominal ? bound.period(tp, pp, n_slots) : 0,
+                                  nominal && whole_request ? bound.prefill(tp, pp, n_slots, n_prompt, shape.block_tokens) : 0});
+          }
       }
     for (Candidate& c : candidates) c.objective_bound_cycles = objective_of(c.period_bound_cycles, c.prefill_bound_cycles);
 
@@ -913,7 +947,7 @@ PlanChoice choose_plan(const chip::ModelConfig& cfg, const chip::ChipSpec& hw, c
     // bound, then its exact decode period, then a bound on the prefill of its first replica, then that
     // prefill, before its whole prefill is modelled. What does not depend on the replica count is modelled
     // once per (tp, pp), for chips at nominal speed.
-    std::map<std::pair<int64_t, int64_t>, std::unique_ptr<Pipeline>> pipelines;
+    std::map<std::tuple<int64_t, int64_t, MoeFfnCuts>, std::unique_ptr<Pipeline>> pipelines;
     const std::vector<Block> prompt_blocks = prefill_blocks(n_prompt, shape.block_tokens);
     const Candidate* best = nullptr;
     int64_t best_objective = unbounded, best_prefill = -1;
@@ -954,12 +988,12 @@ PlanChoice choose_plan(const chip::ModelConfig& cfg, const chip::ChipSpec& hw, c
                                : n_decode == 0   ? unbounded
                                                  : (limit - std::min(limit, c.prefill_bound_cycles)) / n_decode;
         bool complete = true;
-        const int64_t period = std::max(c.period_bound_cycles, chains.decode(c.tp, c.pp, c.replicas, stages(c.pp), shape.context - 1,
+        const int64_t period = std::max(c.period_bound_cycles, chains.decode(c.tp, c.pp, c.replicas, stages(c.pp, c.moe), shape.context - 1,
                                                                              enough, complete).period_cycles(n_slots));
         int64_t chained = std::max(visit.bound_cycles, objective_of(period, c.prefill_bound_cycles));
         if (loses(chained, c)) continue;
         if (complete && whole_request) {
-          c.prefill_bound_cycles = std::max(c.prefill_bound_cycles, chains.prefill(c.tp, c.pp, c.replicas, stages(c.pp), prompt_blocks, n_slots));
+          c.prefill_bound_cycles = std::max(c.prefill_bound_cycles, chains.prefill(c.tp, c.pp, c.replicas, stages(c.pp, c.moe), prompt_blocks, n_slots));
           chained = std::max(chained, objective_of(period, c.prefill_bound_cycles));
           if (loses(chained, c)) continue;
         }
@@ -967,7 +1001,7 @@ PlanChoice choose_plan(const chip::ModelConfig& cfg, const chip::ChipSpec& hw, c
         std::push_heap(queue.begin(), queue.end(), later);
         continue;
       }
-      Plan probe = layout(cfg, hw, r, c.tp, c.pp, c.replicas, stages(c.pp), 1);
+      Plan probe = layout(cfg, hw, r, c.tp, c.pp, c.replicas, stages(c.pp, c.moe), 1);
       if (probe.sram_bytes_max() > hw.sram_bytes) {
         some_layout_overflows = true;
         continue;
@@ -981,16 +1015,16 @@ PlanChoice choose_plan(const chip::ModelConfig& cfg, const chip::ChipSpec& hw, c
       std::shared_ptr<const Program> decode;
       if (nominal) {
         // Replicas and slots change neither the decode program nor its timeline, only the period's terms.
-        auto it = pipelines.find({c.tp, c.pp});
+        auto it = pipelines.find({c.tp, c.pp, c.moe});
         if (it == pipelines.end()) {
-          it = pipelines.emplace(std::make_pair(c.tp, c.pp), std::make_unique<Pipeline>(std::move(probe), shape.context - 1)).first;
+          it = pipelines.emplace(std::make_tuple(c.tp, c.pp, c.moe), std::make_unique<Pipeline>(std::move(probe), shape.context - 1)).first;
         }
         pipeline = it->second.get();
         period_cycles = pipeline->pace.period_cycles(n_slots);
         if (c.replicas == 1) decode = std::move(pipeline->decode);
         pipeline->decode.reset();
       } else {
-        full = std::make_unique<Plan>(layout(cfg, hw, r, c.tp, c.pp, c.replicas, stages(c.pp), c.replicas));
+        full = std::make_unique<Plan>(layout(cfg, hw, r, c.tp, c.pp, c.replicas, stages(c.pp, c.moe), c.replicas));
         check_heterogeneity(*full);
         period_cycles = decode_period_cycles(*full, shape.context - 1);
       }
@@ -1015,7 +1049,7 @@ PlanChoice choose_plan(const chip::ModelConfig& cfg, const chip::ChipSpec& hw, c
           continue;
         }
         if (loses(objective, c)) continue;
-        full = std::make_unique<Plan>(layout(cfg, hw, r, c.tp, c.pp, c.replicas, stages(c.pp), c.replicas));
+        full = std::make_unique<Plan>(layout(cfg, hw, r, c.tp, c.pp, c.replicas, stages(c.pp, c.moe), c.replicas));
       }
       const int64_t prefill = batch_prefill_cycles(*full, n_prompt);
       const int64_t objective = objective_of(period_cycles, prefill);
@@ -1045,7 +1079,7 @@ PlanChoice choose_plan(const chip::ModelConfig& cfg, const chip::ChipSpec& hw, c
   }
   LPURT_ASSERT(best.has_value());
   const Candidate& chosen = best->candidate;
-  Plan plan = layout(cfg, hw, r, chosen.tp, chosen.pp, chosen.replicas, stages(chosen.pp), chosen.replicas);
+  Plan plan = layout(cfg, hw, r, chosen.tp, chosen.pp, chosen.replicas, stages(chosen.pp, chosen.moe), chosen.replicas);
   check_heterogeneity(plan);
   return {plan, r.prompt_tokens, best->prefill_cycles, best->decode};
 }

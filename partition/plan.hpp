@@ -14,6 +14,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -34,6 +35,11 @@ class PlanError : public Error {
 };
 
 
+/// Whether a pipeline stage may begin at an MoE FFN's output half (balance_stages). Such a cut lightens
+/// the heaviest stage but sends the routing, the slot amax and the held slots' SiLU rows with the
+/// activations.
+enum class MoeFfnCuts { allowed, whole };
+
 struct PlanRequest {
   int64_t n_chips = 1;       ///< chips of the system; a plan may leave some idle
   int64_t tp = 0;            ///< 0: chosen by the planner
@@ -53,6 +59,9 @@ struct PlanRequest {
   /// The widest tp the planner tries when it chooses tp: up to a node's chips any width, beyond it whole
   /// nodes (every stage on nodes of its own). 0: a node's chips (wider only when no such layout fits).
   int64_t max_tp = 0;
+  /// Where the stages of an MoE model may begin: also inside an MoE FFN, or only between whole ones. Unset:
+  /// the planner models both where they differ and keeps the faster.
+  std::optional<MoeFfnCuts> moe_ffn_cuts;
 };
 
 /// The flat arrays a stage's tensor-parallel group sums over its chips (reduce-scatter, then all-gather):
@@ -166,8 +175,11 @@ int64_t minimum_chips(const chip::ModelConfig& cfg, const chip::ChipSpec& hw, co
 /// stage weight (embedding on the first stage, final norm and lm_head on the last) is as small as
 /// possible. Among such splits it prefers fewer stages beginning inside an FFN, stage by stage (each
 /// prefix keeps its best split only, so the count is not always the fewest), then the earliest boundary.
-/// Returns [pp + 1] part indices.
-std::vector<int64_t> balance_stages(const chip::ModelConfig& cfg, int64_t pp);
+/// With MoeFfnCuts::whole, stages begin only between whole MoE FFNs (dense FFNs may still be cut), so pp
+/// is at most chip::n_parts minus the MoE layers. Returns [pp + 1] part indices.
+std::vector<int64_t> balance_stages(const chip::ModelConfig& cfg, int64_t pp, MoeFfnCuts moe = MoeFfnCuts::allowed);
+/// The most stages balance_stages(cfg, pp, moe) takes.
+int64_t max_stages(const chip::ModelConfig& cfg, MoeFfnCuts moe);
 
 /// [begin, end) of part i when n items are split into `parts` contiguous, balanced parts.
 inline int64_t split_begin(int64_t n, int64_t parts, int64_t i) { return n * i / parts; }

@@ -315,19 +315,18 @@ cuts, before cuts inside the FFN existed). Cuts inside the FFN bring the heavies
 halves. On both topologies that is what the rows show: the busiest stage falls from 80.7 us to the
 heaviest stage's time, and what is left over the mean is that granularity.
 
-MoE FFNs are cut the same way (before, they were kept whole). Their hand-off is dearer: with every
-expert whole on one chip of a tp 8 Mixtral stage, a token's SiLU row of its chip's expert is 14,336
-values against 4,096 activations, and the link carries, besides the routing and slot amax, the SiLU rows
-of the token-expert pairs a chip runs under the uniform routing its MoE ops are modelled with (the host
-sends every row a chip may hold). The balancer weighs only the stages' weight bytes: Mixtral's planner
-layout goes from 8 x 33 with whole FFNs (busiest stage 73.6 us, +6.6%) to 8 x 34 with two stages
-beginning inside an MoE FFN (71.0 us, +5.9%) and the batch-1 rate stays within 0.3% (428 to 427
-tokens/s); at 8 x 33 the lightest heaviest stage would begin every stage inside an MoE FFN and a token
-would take about 5% longer, so the search passes it over. Qwen3-235B-A22B's fixed 16 x 95 cuts inside all 94:
-on the chain the busiest stage falls from 30.6 to 24.2 us (+31.5% to +3.1% over the mean) and batch 1
-gains 2% (432 to 440 tokens/s); on the dragonfly, where the rack-beginning stages are the busiest, it
-loses 3% (349 to 340). The balancer does not weigh the hand-off bytes a cut adds; doing so would keep
-whole MoE FFNs where the cut costs more than it balances.
+MoE FFNs may be cut the same way. Their hand-off is dearer: with every expert whole on one chip of a tp 8
+Mixtral stage, a token's SiLU row of its chip's expert is 14,336 values against 4,096 activations, and the
+link carries, besides the routing and slot amax, the SiLU rows of the token-expert pairs a chip runs under
+the uniform routing its MoE ops are modelled with (the host sends every row a chip may hold). The balancer
+weighs only the stages' weight bytes, so for each pp the planner models both splits, MoE FFNs cut where
+that lightens the heaviest stage and MoE FFNs whole, and keeps the faster (`--moe-ffn-cuts auto`; `allowed`
+or `whole` ask for one). Mixtral keeps whole FFNs: with MoE cuts its best layout is 8 x 34 (busiest stage
+71.0 us, +5.9%) at 427 tokens/s against 428 for 8 x 33 with whole FFNs, and at 8 x 33 the lightest split
+would begin every stage inside an MoE FFN and a token would take about 5% longer. Qwen3-235B-A22B's fixed
+16 x 95 cuts inside all 94 on the chain, where the busiest stage falls from 30.6 to 24.2 us (+31.5% to +3.1%
+over the mean) and batch 1 gains 2% (432 to 440 tokens/s); on the dragonfly, where the rack-beginning
+stages are the busiest, the cuts would lose 3% (349 to 340), and it keeps whole FFNs.
 
 Pipeline hand-offs are split (`partition/schedule.hpp`). After a stage's last all-gather its tp chips hold
 the same activations, so instead of tp identical copies chip (s, t) sends chip (s + 1, t) only member t's

@@ -32,10 +32,10 @@ check tiny.h5 5,17,300,2,9,1000,44 24 --chips 8 --tp 1 --pp 8
 check moe.h5 7,8,9 20
 # Stages that begin inside an MoE FFN (stages 1 and 2 at the w_down halves of layers 0 and 1): the routing,
 # the slot amax and the held experts' SiLU rows are handed from stage to stage.
-"$lpurt" plan --model moe.h5 --chips 6 --tp 2 --pp 3 --json | "$python" -c 'import json, sys
+"$lpurt" plan --model moe.h5 --chips 6 --tp 2 --pp 3 --moe-ffn-cuts allowed --json | "$python" -c 'import json, sys
 begin = [int(p) for p in json.load(sys.stdin)["stage_part_begin"].split(",")]
 sys.exit(0 if begin[1] % 3 == 2 and begin[2] % 3 == 2 else "moe.h5 on tp 2 x pp 3 does not cut inside its MoE FFNs")'
-check moe.h5 7,8,9 20 --chips 6 --tp 2 --pp 3
+check moe.h5 7,8,9 20 --chips 6 --tp 2 --pp 3 --moe-ffn-cuts allowed
 # Sliced experts: 8 chips of one stage over 3 experts, each expert's FFN split by columns over 2 or 3 chips.
 "$python" "$here/make_model.py" moe_wide.h5 --vocab 300 --hidden 64 --intermediate 40 --layers 2 --heads 8 \
   --kv-heads 2 --max-seq 64 --arch mixtral --experts 3 --experts-per-token 2 --seed 7 > /dev/null

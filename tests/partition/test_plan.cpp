@@ -301,11 +301,24 @@ TEST(Planner, Mixtral8x7bOn576ChipsCutsInsideMoeFfnsForALighterHeaviestStage) {
   const auto begin = balance_stages(cfg, 33);
   EXPECT_LT(heaviest_of(cfg, begin), heaviest_by_brute_force(cfg, 33, whole_ffns));
   EXPECT_TRUE(cuts_inside_ffn(begin));
-  // The planner's layout now.
-  const Plan plan = make_plan(cfg, chip::ChipSpec{}, request(576));
+  // The planner's layout with MoE cuts asked for.
+  PlanRequest cut = request(576);
+  cut.moe_ffn_cuts = MoeFfnCuts::allowed;
+  const Plan plan = make_plan(cfg, chip::ChipSpec{}, cut);
   EXPECT_EQ(plan.shape.context, 32768);
   EXPECT_LT(heaviest_of(cfg, plan.stage_part_begin), heaviest_by_brute_force(cfg, plan.pp, whole_ffns));
   ASSERT_TRUE(cuts_inside_ffn(plan.stage_part_begin));
+  // Left to choose (--moe-ffn-cuts auto), the planner models both splits and keeps the faster: its time per
+  // output token is no worse than either's.
+  const Plan whole = [&] {
+    PlanRequest r = request(576);
+    r.moe_ffn_cuts = MoeFfnCuts::whole;
+    return make_plan(cfg, chip::ChipSpec{}, r);
+  }();
+  const Plan chosen = make_plan(cfg, chip::ChipSpec{}, request(576));
+  const int64_t chosen_period = decode_period_cycles(chosen, chosen.shape.context - 1);
+  EXPECT_LE(chosen_period, decode_period_cycles(plan, plan.shape.context - 1));
+  EXPECT_LE(chosen_period, decode_period_cycles(whole, whole.shape.context - 1));
   // Its programs, with the hand-offs into w_down halves (routing, slot amax, held slots' SiLU rows), verify.
   const Topology topology = topology_for(plan);
   for (const auto& blocks : {prefill_blocks(12, std::min<int64_t>(8, plan.shape.block_tokens)), decode_blocks()}) {

@@ -162,6 +162,7 @@ TEST(Schedule, AStageBeginningInsideAnMoeFfnReceivesTheRoutingSlotAmaxAndSiluRow
   for (const auto& [tp, pp] : std::vector<std::pair<int64_t, int64_t>>{{2, 3}, {1, 6}, {8, 6}}) {
     PlanRequest r;
     r.n_chips = tp * pp, r.tp = tp, r.pp = pp, r.context = 64, r.block_tokens = 8;
+    r.moe_ffn_cuts = MoeFfnCuts::allowed;
     chip::ModelConfig cfg = chip::model_preset("tiny-mixtral");
     if (tp > cfg.n_heads) cfg.n_heads = tp;  // a chip holds at least one query head
     const Plan plan = make_plan(cfg, chip::ChipSpec{}, r);
@@ -208,6 +209,7 @@ TEST(Schedule, ASplitHandOffIntoAnMoeFfnCarriesEachChipsRoutingAndSiluRowsWithIt
   // tests/runtime/mpi_bit_identity.sh runs this layout with the same links.
   PlanRequest r;
   r.n_chips = 12, r.tp = 4, r.pp = 3, r.context = 64, r.block_tokens = 2;
+  r.moe_ffn_cuts = MoeFfnCuts::allowed;
   chip::ChipSpec hw;
   hw.link_bytes_per_s = 1e8;
   const Plan plan = make_plan(chip::model_preset("tiny-mixtral"), hw, r);

@@ -139,15 +139,19 @@ check_model wide3_slow_links.h5 7,8,9 "576 16 5"
 # Split into an MoE FFN's w_down half: each share carries its chip's routing, slot amax and SiLU rows
 # (test_schedule asserts that this layout splits).
 cp moe.h5 moe_slow_links.h5
+extra=(--set link_bytes_per_s=1e8 --moe-ffn-cuts allowed)
 check_model moe_slow_links.h5 5,6,7 "12 4 3"
 extra=()
 # Stage boundaries inside an MoE FFN: a stage that begins at its w_down half receives with the activations
 # the routing (each token's chosen experts and weights), the stage's per-slot amax and the SiLU rows of
 # the slots its chip holds. One chip a stage; whole experts at tp 2 (two a chip) and tp 4 (one a chip);
-# sliced experts at tp 8 (3 experts over 8 chips); qwen3-moe's 128 narrow experts, 8 per token.
+# sliced experts at tp 8 (3 experts over 8 chips); qwen3-moe's 128 narrow experts, 8 per token. The planner
+# keeps MoE FFNs whole where that is faster (--moe-ffn-cuts auto): these layouts ask for the cuts.
+extra=(--moe-ffn-cuts allowed)
 check_model moe.h5 5,6,7 "6 1 6" "6 2 3" "12 4 3"
 check_model moe_wide.h5 5,6,7 "32 8 4"
 check_model qwen3-moe.h5 5,6,7 "3 1 3" "6 2 3"
+extra=()
 # Regression: with prefill chunks large enough for Open MPI's rendezvous protocol (16 tokens x 128 x 4 B =
 # 8 KB), a middle stage's send of one chunk's activations must finish before the next chunk overwrites x.
 "$lpurt" run --model tiny.h5 --chips 4 --tp 1 --pp 4 --prompt-len 200 --block-tokens 16 --tokens 8 --out chunks_ref.h5 > /dev/null
@@ -160,7 +164,8 @@ for ranks in 2 4 2 4 2 4; do
 done
 # Stage boundaries inside an FFN, dense and MoE, with one chip a stage (the amax is the chip's own) and with
 # tp 2, 3, 4 and 8 (the stage's gathered amax): these layouts must cut there, or the runs above test
-# nothing of it.
+# nothing of it (MoE cuts asked for, as in those runs).
+extra=(--moe-ffn-cuts allowed)
 for layout in "tiny.h5 8 1 8" "tiny.h5 8 2 4" "tiny.h5 24 3 8" "odd.h5 6 2 3" "moe.h5 6 1 6" "moe.h5 6 2 3" \
   "moe.h5 12 4 3" "moe_wide.h5 32 8 4" "qwen3-moe.h5 3 1 3" "qwen3-moe.h5 6 2 3"; do
   read -r model chips tp pp <<< "$layout"

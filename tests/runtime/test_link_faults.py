@@ -124,9 +124,9 @@ class LinkFaults(unittest.TestCase):
         model = os.path.join(WORK, "moe.h5")
         subprocess.run([LPURT, "gen-model", "--preset", "tiny-mixtral", "--out", model, "--seed", "3"],
                        capture_output=True, check=True)
-        layout = ["--model", model, "--chips", "6", "--tp", "2", "--pp", "3", "--prompt-len", "10", "--tokens", "12",
-                  "--block-tokens", "4"]
-        plan = json.loads(subprocess.run([LPURT, "plan", *layout[:8], "--json"], capture_output=True, text=True,
+        layout = ["--model", model, "--chips", "6", "--tp", "2", "--pp", "3", "--moe-ffn-cuts", "allowed",
+                  "--prompt-len", "10", "--tokens", "12", "--block-tokens", "4"]
+        plan = json.loads(subprocess.run([LPURT, "plan", *layout[:10], "--json"], capture_output=True, text=True,
                                          check=True).stdout)
         self.assertEqual(int(plan["stage_part_begin"].split(",")[1]) % 3, 2)
         clean = os.path.join(WORK, "moe_clean.h5")
