@@ -110,6 +110,11 @@ BufferSizes buffer_sizes(const ModelConfig& c, const ShardRange& r, const ShardS
 
 }  // namespace
 
+int64_t ffn_hand_off_values(const ModelConfig& c, const ShardRange& r, int64_t n) {
+  if (!c.is_moe()) return n * (r.n_ffn() + 1);
+  return 3 * n * c.n_experts_per_token + act_rows(c, r, n) * r.n_ffn();
+}
+
 SramUsage shard_sram_usage(const ModelConfig& c, const ShardRange& r, const ShardShape& s, const ChipSpec& spec) {
   const BufferSizes z = buffer_sizes(c, r, s);
   SramUsage u;
@@ -346,6 +351,25 @@ void Shard::moe_in(int64_t layer, int64_t n, const float* x) {
       silu_mul(gate_.data(), act, f, act);
       moe_amax_[static_cast<std::size_t>(slot)] = max_abs(act, f);
       moe_act_row_[static_cast<std::size_t>(slot)] = static_cast<int32_t>(next_row++);
+    }
+  }
+}
+
+void Shard::place_moe_slots(int64_t n) {
+  // A hand-off that arrived corrupted (replayed, its results discarded) may hold any indices: an expert
+  // out of range reads as expert 0, and a token's held slots stop at the rows act_ has for it, so that the
+  // step runs to its end. A routing moe_in wrote (distinct experts per token) is numbered as moe_in did.
+  const int64_t k = cfg_.n_experts_per_token, rows_per_token = std::min(k, range_.n_experts());
+  int32_t next_row = 0;
+  for (int64_t t = 0; t < n; ++t) {
+    int64_t held = 0;
+    for (int64_t c = 0; c < k; ++c) {
+      const auto slot = static_cast<std::size_t>(t * k + c);
+      int32_t& e = chosen_[slot];
+      if (e < 0 || e >= cfg_.n_experts) e = 0;
+      const bool placed = e >= range_.expert_begin && e < range_.expert_end && held < rows_per_token;
+      moe_act_row_[slot] = placed ? next_row++ : -1;
+      held += placed ? 1 : 0;
     }
   }
 }

@@ -113,6 +113,15 @@ struct ShardShape {
   int64_t kv_tokens() const { return kv_pool_tokens > 0 ? kv_pool_tokens : n_slots * context; }
 };
 
+/// Values a stage that begins at a layer's FFN output half receives for n tokens, besides the
+/// activations, from the previous stage's chip with the same `range` of FFN columns and experts (the same
+/// tp rank): the FFN input half's results its w_down and residual need, as the host keeps them (4 bytes
+/// each). Dense: the SiLU output [n, n_ffn], then the stage's amax [n]. MoE: each token's chosen experts
+/// [n, k] (int32) and their weights [n, k], the stage's per-slot amax [n, k], then the SiLU rows of the
+/// slots the chip holds [n * min(k, experts held), n_ffn]: as many rows as a block may fill (the routing
+/// decides how many it does), as a static schedule moves them.
+int64_t ffn_hand_off_values(const ModelConfig& cfg, const ShardRange& range, int64_t n);
+
 /// SRAM a shard needs: its weights, KV cache and buffers exactly as Shard allocates them.
 SramUsage shard_sram_usage(const ModelConfig& cfg, const ShardRange& range, const ShardShape& shape,
                            const ChipSpec& spec);
@@ -164,10 +173,17 @@ class Shard {
   void logits(const float* x);
 
   /// The FFN input half's results, writable: a stage cut inside an FFN hands them to the next stage's
-  /// chip of the same tp rank (the same FFN columns), which writes them here before its w_down: the SiLU
-  /// output, and with one chip a stage its amax (with more, the engine keeps the stage's gathered amax).
-  float* ffn_act_buffer() { return act_.data(); }  ///< [n, n_ffn] (dense)
+  /// chip of the same tp rank (the same FFN columns and experts), which writes them here before its w_down
+  /// (ffn_hand_off_values): the SiLU output, and with one chip a stage its amax (with more, the engine
+  /// keeps the stage's gathered amax); in an MoE layer also the routing, after which place_moe_slots.
+  float* ffn_act_buffer() { return act_.data(); }  ///< [n, n_ffn] (MoE: [n * min(k, experts held), n_ffn])
   float* amax_buffer() { return amax_.data(); }    ///< [n]
+  int32_t* moe_chosen_buffer() { return chosen_.data(); }       ///< [n, k] each token's experts, ascending
+  float* moe_weight_buffer() { return chosen_weight_.data(); }  ///< [n, k] their weights
+  float* moe_amax_buffer() { return moe_amax_.data(); }         ///< [n, k]
+  /// After a hand-off wrote the routing of n tokens: which row of ffn_act_buffer() holds each slot the
+  /// chip holds, numbered as moe_in numbers them (held slots in slot order).
+  void place_moe_slots(int64_t n);
 
   const float* attention_out() const { return attn_.data(); }  ///< [n, n_heads*hd]
   const float* ffn_act() const { return act_.data(); }         ///< [n, n_ffn] (MoE: [held slots, n_ffn])

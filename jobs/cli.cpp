@@ -83,6 +83,7 @@ struct LayoutOptions {
   std::string model;
   partition::PlanRequest request;
   bool json = false;
+  std::string moe_ffn_cuts = "auto";
   CLI::Option *chips_option = nullptr, *tp_option = nullptr, *max_tp_option = nullptr, *pp_option = nullptr, *context_option = nullptr,
               *batch_option = nullptr, *replicas_option = nullptr, *block_tokens_option = nullptr;
 
@@ -103,6 +104,16 @@ struct LayoutOptions {
     block_tokens_option =
         cmd->add_option("--block-tokens", request.block_tokens, "prefill chunk in tokens, at least 1")
             ->capture_default_str();
+    cmd->add_option("--moe-ffn-cuts", moe_ffn_cuts,
+                    "where MoE stages may begin: also inside an MoE FFN (allowed), only between whole ones (whole), "
+                    "or the faster of the two (auto)")
+        ->check(CLI::IsMember({"auto", "allowed", "whole"}))
+        ->each([this](const std::string& kind) {
+          request.moe_ffn_cuts = kind == "allowed" ? std::optional(partition::MoeFfnCuts::allowed)
+                                 : kind == "whole" ? std::optional(partition::MoeFfnCuts::whole)
+                                                   : std::nullopt;
+        })
+        ->capture_default_str();
     cmd->add_flag("--json", json, "print one JSON object on stdout (rank 0)");
   }
   /// The given layout values, each at least 1: before the model is opened.
@@ -116,6 +127,7 @@ struct LayoutOptions {
     check_given_count(replicas_option, request.replicas, "the planner's choice");
     check_given_count(block_tokens_option, request.block_tokens);
   }
+
   std::unique_ptr<io::WeightSource> open_model() const {
     check();
     if (model.empty()) return io::default_model();

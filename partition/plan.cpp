@@ -46,6 +46,17 @@ std::vector<int64_t> group_starts(const chip::ChipSpec& hw, int64_t system_chips
   return next <= system_chips ? aligned : contiguous;
 }
 
+/// Tp rank t's FFN columns, and of an MoE model its experts: whole experts over the stage's chips, or
+/// with more chips than experts each expert sliced by FFN columns over a group of chips.
+void split_ffn(const chip::ModelConfig& cfg, int64_t tp, int64_t t, chip::ShardRange& range) {
+  if (cfg.is_moe()) {
+    chip::split_experts(cfg, tp, t, range);
+    return;
+  }
+  range.ffn_begin = split_begin(cfg.intermediate_size, tp, t);
+  range.ffn_end = split_begin(cfg.intermediate_size, tp, t + 1);
+}
+
 /// The plan of a layout on a system of r.n_chips chips; `built_replicas` of its replicas get their chips
 /// (the planner probes a layout on its first replica: the others hold the same ranges).
 Plan layout(const chip::ModelConfig& cfg, const chip::ChipSpec& hw, const PlanRequest& r, int64_t tp, int64_t pp,
@@ -76,14 +87,7 @@ Plan layout(const chip::ModelConfig& cfg, const chip::ChipSpec& hw, const PlanRe
       g.part_end = plan.stage_part_begin[static_cast<std::size_t>(s + 1)];
       g.head_begin = split_begin(cfg.n_heads, tp, t);
       g.head_end = split_begin(cfg.n_heads, tp, t + 1);
-      if (cfg.is_moe()) {
-        // Whole experts over the stage's chips, or with more chips than experts each expert sliced by
-        // FFN columns over a group of chips.
-        chip::split_experts(cfg, tp, t, g);
-      } else {
-        g.ffn_begin = split_begin(cfg.intermediate_size, tp, t);
-        g.ffn_end = split_begin(cfg.intermediate_size, tp, t + 1);
-      }
+      split_ffn(cfg, tp, t, g);
       if (s == 0) {
         g.embed_begin = split_begin(cfg.vocab_size, tp, t);
         g.embed_end = split_begin(cfg.vocab_size, tp, t + 1);
@@ -110,11 +114,10 @@ void check_layout(const chip::ModelConfig& cfg, int64_t n_chips, int64_t tp, int
   if (cfg.is_moe() && tp > cfg.n_experts * cfg.ffn_size())
     throw PlanError("tp=" + std::to_string(tp) + " exceeds the model's " + std::to_string(cfg.n_experts) + " experts x " +
                     std::to_string(cfg.ffn_size()) + " FFN columns (a chip holds at least one column of an expert)");
-  if (pp > max_stages(cfg))
-    throw PlanError("pp=" + std::to_string(pp) + " exceeds the model's " + std::to_string(max_stages(cfg)) +
-                    (cfg.is_moe() ? " layer parts (attention and MoE FFN, kept whole, of "
-                                  : " layer parts (attention, FFN input half and FFN output half of ") +
-                    std::to_string(cfg.n_layers) + " layers)");
+  if (pp > chip::n_parts(cfg))
+    throw PlanError("pp=" + std::to_string(pp) + " exceeds the model's " + std::to_string(chip::n_parts(cfg)) +
+                    " layer parts (attention, FFN input half and FFN output half of " + std::to_string(cfg.n_layers) +
+                    " layers)");
   if (tp > n_chips / pp / replicas)
     throw PlanError("tp=" + std::to_string(tp) + " x pp=" + std::to_string(pp) +
                     (replicas > 1 ? " x replicas=" + std::to_string(replicas) : std::string()) + " needs " +
@@ -159,20 +162,15 @@ void check_fits(const Plan& plan, int64_t minimum) {
 
 }  // namespace
 
-bool stage_may_begin_at(const chip::ModelConfig& cfg, int64_t part) {
-  // An MoE FFN is kept whole: a stage beginning at its output half would need the routing (chosen experts
-  // and weights [n, k]), the held slots' SiLU rows and the per-slot amax [n, k] of the stage before, a
-  // hand-off the runtime does not carry.
-  return !(cfg.is_moe() && chip::part_kind(part) == chip::LayerPart::ffn_out);
-}
-
-int64_t max_stages(const chip::ModelConfig& cfg) {
-  return cfg.is_moe() ? 2 * cfg.n_layers : chip::n_parts(cfg);
-}
-
-std::vector<int64_t> balance_stages(const chip::ModelConfig& cfg, int64_t pp) {
+std::vector<int64_t> balance_stages(const chip::ModelConfig& cfg, int64_t pp, MoeFfnCuts moe) {
   const int64_t n = chip::n_parts(cfg);
-  LPURT_ASSERT(pp >= 1 && pp <= max_stages(cfg));
+  // The boundaries a stage may begin at (and 0 and n): cuts[u] for u in [0, m].
+  std::vector<int64_t> cuts;
+  for (int64_t i = 0; i <= n; ++i)
+    if (i == 0 || i == n || !(moe == MoeFfnCuts::whole && cfg.is_moe() && chip::part_kind(i) == chip::LayerPart::ffn_out))
+      cuts.push_back(i);
+  const auto m = static_cast<int64_t>(cuts.size()) - 1;
+  LPURT_ASSERT(pp >= 1 && pp <= m);
   // Each part's weight bytes, as a chip holding the whole part stores them (every layer alike).
   int64_t part_bytes[chip::parts_per_layer] = {};
   for (int64_t k = 0; k < chip::parts_per_layer; ++k) {
@@ -182,12 +180,8 @@ std::vector<int64_t> balance_stages(const chip::ModelConfig& cfg, int64_t pp) {
     part_bytes[k] = chip::slice_weight_bytes(cfg, r);
   }
   const int64_t head = chip::tensor_bytes(cfg, {chip::TensorKind::embedding});
-  const int64_t tail = chip::tensor_bytes(cfg, {chip::TensorKind::lm_head}) + chip::tensor_bytes(cfg, {chip::TensorKind::final_norm});
-  // The boundaries a stage may begin at (and 0 and n): cuts[u] for u in [0, m].
-  std::vector<int64_t> cuts;
-  for (int64_t i = 0; i <= n; ++i)
-    if (i == 0 || i == n || stage_may_begin_at(cfg, i)) cuts.push_back(i);
-  const auto m = static_cast<int64_t>(cuts.size()) - 1;
+  const int64_t tail =
+      chip::tensor_bytes(cfg, {chip::TensorKind::lm_head}) + chip::tensor_bytes(cfg, {chip::TensorKind::final_norm});
   std::vector<int64_t> prefix(static_cast<std::size_t>(n + 1), 0);
   for (int64_t i = 0; i < n; ++i)
     prefix[static_cast<std::size_t>(i + 1)] = prefix[static_cast<std::size_t>(i)] + part_bytes[i % chip::parts_per_layer];
@@ -196,10 +190,11 @@ std::vector<int64_t> balance_stages(const chip::ModelConfig& cfg, int64_t pp) {
   auto cost = [&](int64_t s, int64_t a, int64_t b) {
     return at(prefix, at(cuts, b)) - at(prefix, at(cuts, a)) + (s == 0 ? head : 0) + (s == pp - 1 ? tail : 0);
   };
-  // A stage that begins inside an FFN adds the SiLU output to the hand-off: among splits with the same
-  // heaviest stage, fewer of them. Each prefix keeps only its best (heaviest, then count) split, so a
-  // prefix with a heavier stage but fewer such cuts is dropped even where it would tie later: the count
-  // is a preference, the heaviest stage is exact.
+  // A stage that begins inside an FFN adds the input half's results (the SiLU output, amax, an MoE
+  // layer's routing) to the hand-off: among splits with the same heaviest stage, fewer of them. Each
+  // prefix keeps only its best (heaviest, then count) split, so a prefix with a heavier stage but fewer
+  // such cuts is dropped even where it would tie later: the count is a preference, the heaviest stage is
+  // exact.
   auto inside_ffn = [&](int64_t a) { return chip::part_kind(at(cuts, a)) == chip::LayerPart::ffn_out ? 1 : 0; };
   struct Split {
     int64_t heaviest = std::numeric_limits<int64_t>::max();
@@ -211,7 +206,8 @@ std::vector<int64_t> balance_stages(const chip::ModelConfig& cfg, int64_t pp) {
   // best[s - 1][a].heaviest does not decrease with a, and stage s's cost(a, b) decreases (every part has
   // bytes): the heaviest stage is smallest where they cross, found by bisection; before it the stage's own
   // cost decides and rises, after it the stages before decide, equal along a run of equal heaviest.
-  std::vector<std::vector<Split>> best(static_cast<std::size_t>(pp), std::vector<Split>(static_cast<std::size_t>(m + 1)));
+  std::vector<std::vector<Split>> best(static_cast<std::size_t>(pp),
+                                       std::vector<Split>(static_cast<std::size_t>(m + 1)));
   std::vector<std::vector<int64_t>> from(best.size(), std::vector<int64_t>(static_cast<std::size_t>(m + 1), 0));
   for (int64_t b = 1; b <= m - (pp - 1); ++b) best[0][static_cast<std::size_t>(b)] = {cost(0, 0, b), 0};
   for (int64_t s = 1; s < pp; ++s) {
@@ -240,10 +236,15 @@ std::vector<int64_t> balance_stages(const chip::ModelConfig& cfg, int64_t pp) {
   std::vector<int64_t> unit(static_cast<std::size_t>(pp + 1), 0);
   unit[static_cast<std::size_t>(pp)] = m;
   for (int64_t s = pp - 1; s > 0; --s)
-    unit[static_cast<std::size_t>(s)] = from[static_cast<std::size_t>(s)][static_cast<std::size_t>(unit[static_cast<std::size_t>(s + 1)])];
+    unit[static_cast<std::size_t>(s)] =
+        from[static_cast<std::size_t>(s)][static_cast<std::size_t>(unit[static_cast<std::size_t>(s + 1)])];
   std::vector<int64_t> begin(unit.size());
   for (std::size_t s = 0; s < unit.size(); ++s) begin[s] = at(cuts, unit[s]);
   return begin;
+}
+
+int64_t max_stages(const chip::ModelConfig& cfg, MoeFfnCuts moe) {
+  return chip::n_parts(cfg) - (moe == MoeFfnCuts::whole && cfg.is_moe() ? cfg.n_layers : 0);
 }
 
 namespace {
@@ -647,7 +648,8 @@ class ChainBound {
   /// The transfers of a block's activations from stage chips (prev_start + t) to (start + t), in the
   /// schedule's order, alone on an idle network: each takes its route's links when their previous transfer
   /// is done (between two racks, one global link carries them all), in the schedule's formula. Into a
-  /// stage that begins inside an FFN, each carries its FFN columns' SiLU output and the amax too. With tp
+  /// stage that begins inside an FFN, each carries its FFN input half's results too (the SiLU output of
+  /// its columns, the amax, an MoE layer's routing: ffn_hand_off_link_values). With tp
   /// chips the schedule may split the activations over the transfers and gather them in the stage
   /// (Builder::hand_off): each transfer is counted with the smallest share, so that the bound holds for
   /// either (a whole copy carries more, and a split one is gathered after it arrives).
@@ -660,9 +662,14 @@ class ChainBound {
     std::map<std::pair<int64_t, int64_t>, int64_t> link_free;  // the cycle each link is free from
     std::vector<Hop> hops;
     for (int64_t t = 0; t < tp; ++t) {
-      const int64_t columns = inside_ffn ? split_begin(cfg_.intermediate_size, tp, t + 1) - split_begin(cfg_.intermediate_size, tp, t) : 0;
+      int64_t ffn_values = 0;
+      if (inside_ffn) {
+        chip::ShardRange range;
+        split_ffn(cfg_, tp, t, range);
+        ffn_values = ffn_hand_off_link_values(cfg_, range, n_tokens, hw_);
+      }
       const int64_t activations = tp > 1 ? n_tokens * cfg_.hidden_size / tp : n_tokens * cfg_.hidden_size;
-      const int64_t bytes = (activations + (inside_ffn ? n_tokens * (columns + 1) : 0)) * hw_.activation_bytes_per_value;
+      const int64_t bytes = (activations + ffn_values) * hw_.activation_bytes_per_value;
       hops.clear();
       topology_.route(prev_start + t, start + t, hops);
       const double seconds = static_cast<double>(hops.size()) * hw_.hop_latency_ns * 1e-9 + static_cast<double>(bytes) / hw_.link_bytes_per_s;
@@ -689,15 +696,21 @@ class ChainBound {
 
 struct Candidate {
   int64_t tp = 1, pp = 1, replicas = 1;
+  /// Whether its stages may begin inside an MoE FFN (balance_stages): an MoE cut lightens the heaviest
+  /// stage but adds the routing and the SiLU rows to its hand-off, so where the two splits differ both
+  /// are candidates.
+  MoeFfnCuts moe = MoeFfnCuts::allowed;
   int64_t period_bound_cycles = 0;   ///< LayoutBound::period
   /// A bound on the prefill of its first replica, when the objective has it: LayoutBound::prefill, then
   /// ChainBound::prefill's if higher.
   int64_t prefill_bound_cycles = 0;
   int64_t objective_bound_cycles = 0;
   int64_t chips() const { return tp * pp * replicas; }
-  /// Ties between equally good layouts: fewer chips, then smaller tp, fewer replicas, fewer stages.
+  /// Ties between equally good layouts: fewer chips, then smaller tp, fewer replicas, fewer stages, MoE
+  /// FFNs whole (fewer bytes handed off).
   bool before(const Candidate& o) const {
-    return std::make_tuple(chips(), tp, replicas, pp) < std::make_tuple(o.chips(), o.tp, o.replicas, o.pp);
+    return std::make_tuple(chips(), tp, replicas, pp, moe == MoeFfnCuts::allowed) <
+           std::make_tuple(o.chips(), o.tp, o.replicas, o.pp, o.moe == MoeFfnCuts::allowed);
   }
 };
 
@@ -802,19 +815,29 @@ struct Pipeline {
   }
 };
 
-/// Stage boundaries for each pp, computed once per make_plan.
+/// Stage boundaries for each pp and kind of MoE cut, computed once per make_plan.
 class StageCache {
  public:
   explicit StageCache(const chip::ModelConfig& cfg) : cfg_(cfg) {}
-  const std::vector<int64_t>& operator()(int64_t pp) {
-    auto it = by_pp_.find(pp);
-    if (it == by_pp_.end()) it = by_pp_.emplace(pp, balance_stages(cfg_, pp)).first;
+  const std::vector<int64_t>& operator()(int64_t pp, MoeFfnCuts moe = MoeFfnCuts::allowed) {
+    auto it = by_pp_.find({pp, moe});
+    if (it == by_pp_.end()) it = by_pp_.emplace(std::make_pair(pp, moe), balance_stages(cfg_, pp, moe)).first;
     return it->second;
+  }
+  /// The kinds of split worth modelling for pp stages: the request's, or both where they differ.
+  std::vector<MoeFfnCuts> kinds(int64_t pp, const PlanRequest& r) {
+    if (r.moe_ffn_cuts) {
+      if (pp > max_stages(cfg_, *r.moe_ffn_cuts)) return {};
+      return {*r.moe_ffn_cuts};
+    }
+    if (pp <= max_stages(cfg_, MoeFfnCuts::whole) && (*this)(pp, MoeFfnCuts::whole) != (*this)(pp))
+      return {MoeFfnCuts::allowed, MoeFfnCuts::whole};
+    return {MoeFfnCuts::allowed};
   }
 
  private:
   const chip::ModelConfig& cfg_;
-  std::map<int64_t, std::vector<int64_t>> by_pp_;
+  std::map<std::pair<int64_t, MoeFfnCuts>, std::vector<int64_t>> by_pp_;
 };
 
 /// The error for a system too small for any layout: the smallest system that fits, and its layout.
@@ -828,7 +851,7 @@ class StageCache {
   const int64_t max_tp = r.tp > 0 ? r.tp : cfg.n_heads;
   for (int64_t tp = r.tp > 0 ? r.tp : 1; tp <= max_tp; ++tp) {
     for (int64_t pp = r.pp > 0 ? r.pp : std::max<int64_t>(1, chip::ceil_div(minimum, tp));
-         pp <= (r.pp > 0 ? r.pp : max_stages(cfg)) && tp * pp < smallest; ++pp) {
+         pp <= (r.pp > 0 ? r.pp : chip::n_parts(cfg)) && tp * pp < smallest; ++pp) {
       if (layout(cfg, hw, r, tp, pp, 1, stages(pp), 1).sram_bytes_max() > hw.sram_bytes) continue;
       smallest = tp * pp, smallest_tp = tp;
       break;
@@ -840,7 +863,7 @@ class StageCache {
   const std::string head = "the model does not fit on " + std::to_string(r.n_chips) + " chip" + (r.n_chips == 1 ? "" : "s");
   if (smallest_tp == 0)
     throw chip::CapacityError(head + ": no layout fits on any number of chips (every chip of tp up to " +
-                              std::to_string(max_tp) + " x pp up to " + std::to_string(max_stages(cfg)) +
+                              std::to_string(max_tp) + " x pp up to " + std::to_string(chip::n_parts(cfg)) +
                               " overflows its SRAM; " + sizes + "): use a shorter --context or a smaller --batch");
   throw chip::CapacityError(head + ": it needs at least " + std::to_string(smallest) + " chips (the smallest layout "
                             "that fits is tp " + std::to_string(smallest_tp) + " x pp " +
@@ -858,12 +881,16 @@ PlanChoice choose_plan(const chip::ModelConfig& cfg, const chip::ChipSpec& hw, c
   hw.validate();
   // Before anything that scales with the request (candidates per chip count, SRAM per sequence).
   check_request(cfg, hw, r);
-  const int64_t parts = max_stages(cfg);
+  const int64_t parts = chip::n_parts(cfg);
   StageCache stages(cfg);
-  if (r.tp > 0 && r.pp > 0 && r.replicas > 0) {
-    // A layout the user fixed: its own errors are the answer.
-    check_layout(cfg, r.n_chips, r.tp, r.pp, r.replicas);
-    Plan plan = layout(cfg, hw, r, r.tp, r.pp, r.replicas, stages(r.pp), r.replicas);
+  if (r.tp > 0 && r.pp > 0 && r.replicas > 0) check_layout(cfg, r.n_chips, r.tp, r.pp, r.replicas);
+  if (r.pp > 0 && r.moe_ffn_cuts == MoeFfnCuts::whole && r.pp > max_stages(cfg, MoeFfnCuts::whole))
+    throw PlanError("pp=" + std::to_string(r.pp) + " exceeds the " + std::to_string(max_stages(cfg, MoeFfnCuts::whole)) +
+                    " stages the model splits into with its MoE FFNs whole (--moe-ffn-cuts whole)");
+  if (r.tp > 0 && r.pp > 0 && r.replicas > 0 && stages.kinds(r.pp, r).size() == 1) {
+    // A layout the user fixed: its own errors are the answer. (Where its stages may split MoE FFNs two
+    // ways, the search below picks the faster.)
+    Plan plan = layout(cfg, hw, r, r.tp, r.pp, r.replicas, stages(r.pp, stages.kinds(r.pp, r).front()), r.replicas);
     check_fits(plan, minimum_chips(cfg, hw, r));
     check_heterogeneity(plan);
     return {plan, r.prompt_tokens, -1, nullptr};
@@ -909,8 +936,10 @@ PlanChoice choose_plan(const chip::ModelConfig& cfg, const chip::ChipSpec& hw, c
         const int64_t fewest_chips = minimum_chips(cfg, hw, per_replica);
         const int64_t most_pp = std::min(parts, r.n_chips / (tp * replicas));
         for (int64_t pp = r.pp > 0 ? r.pp : std::max<int64_t>(1, chip::ceil_div(fewest_chips, tp)); pp <= (r.pp > 0 ? std::min(r.pp, most_pp) : most_pp); ++pp)
-          candidates.push_back({tp, pp, replicas, nominal ? bound.period(tp, pp, n_slots) : 0,
-                                nominal && whole_request ? bound.prefill(tp, pp, n_slots, n_prompt, shape.block_tokens) : 0});
+          for (const MoeFfnCuts moe : stages.kinds(pp, r)) {
+            candidates.push_back({tp, pp, replicas, moe, nominal ? bound.period(tp, pp, n_slots) : 0,
+                                  nominal && whole_request ? bound.prefill(tp, pp, n_slots, n_prompt, shape.block_tokens) : 0});
+          }
       }
     for (Candidate& c : candidates) c.objective_bound_cycles = objective_of(c.period_bound_cycles, c.prefill_bound_cycles);
 
@@ -918,7 +947,7 @@ PlanChoice choose_plan(const chip::ModelConfig& cfg, const chip::ChipSpec& hw, c
     // bound, then its exact decode period, then a bound on the prefill of its first replica, then that
     // prefill, before its whole prefill is modelled. What does not depend on the replica count is modelled
     // once per (tp, pp), for chips at nominal speed.
-    std::map<std::pair<int64_t, int64_t>, std::unique_ptr<Pipeline>> pipelines;
+    std::map<std::tuple<int64_t, int64_t, MoeFfnCuts>, std::unique_ptr<Pipeline>> pipelines;
     const std::vector<Block> prompt_blocks = prefill_blocks(n_prompt, shape.block_tokens);
     const Candidate* best = nullptr;
     int64_t best_objective = unbounded, best_prefill = -1;
@@ -959,12 +988,12 @@ PlanChoice choose_plan(const chip::ModelConfig& cfg, const chip::ChipSpec& hw, c
                                : n_decode == 0   ? unbounded
                                                  : (limit - std::min(limit, c.prefill_bound_cycles)) / n_decode;
         bool complete = true;
-        const int64_t period = std::max(c.period_bound_cycles, chains.decode(c.tp, c.pp, c.replicas, stages(c.pp), shape.context - 1,
+        const int64_t period = std::max(c.period_bound_cycles, chains.decode(c.tp, c.pp, c.replicas, stages(c.pp, c.moe), shape.context - 1,
                                                                              enough, complete).period_cycles(n_slots));
         int64_t chained = std::max(visit.bound_cycles, objective_of(period, c.prefill_bound_cycles));
         if (loses(chained, c)) continue;
         if (complete && whole_request) {
-          c.prefill_bound_cycles = std::max(c.prefill_bound_cycles, chains.prefill(c.tp, c.pp, c.replicas, stages(c.pp), prompt_blocks, n_slots));
+          c.prefill_bound_cycles = std::max(c.prefill_bound_cycles, chains.prefill(c.tp, c.pp, c.replicas, stages(c.pp, c.moe), prompt_blocks, n_slots));
           chained = std::max(chained, objective_of(period, c.prefill_bound_cycles));
           if (loses(chained, c)) continue;
         }
@@ -972,7 +1001,7 @@ PlanChoice choose_plan(const chip::ModelConfig& cfg, const chip::ChipSpec& hw, c
         std::push_heap(queue.begin(), queue.end(), later);
         continue;
       }
-      Plan probe = layout(cfg, hw, r, c.tp, c.pp, c.replicas, stages(c.pp), 1);
+      Plan probe = layout(cfg, hw, r, c.tp, c.pp, c.replicas, stages(c.pp, c.moe), 1);
       if (probe.sram_bytes_max() > hw.sram_bytes) {
         some_layout_overflows = true;
         continue;
@@ -986,16 +1015,16 @@ PlanChoice choose_plan(const chip::ModelConfig& cfg, const chip::ChipSpec& hw, c
       std::shared_ptr<const Program> decode;
       if (nominal) {
         // Replicas and slots change neither the decode program nor its timeline, only the period's terms.
-        auto it = pipelines.find({c.tp, c.pp});
+        auto it = pipelines.find({c.tp, c.pp, c.moe});
         if (it == pipelines.end()) {
-          it = pipelines.emplace(std::make_pair(c.tp, c.pp), std::make_unique<Pipeline>(std::move(probe), shape.context - 1)).first;
+          it = pipelines.emplace(std::make_tuple(c.tp, c.pp, c.moe), std::make_unique<Pipeline>(std::move(probe), shape.context - 1)).first;
         }
         pipeline = it->second.get();
         period_cycles = pipeline->pace.period_cycles(n_slots);
         if (c.replicas == 1) decode = std::move(pipeline->decode);
         pipeline->decode.reset();
       } else {
-        full = std::make_unique<Plan>(layout(cfg, hw, r, c.tp, c.pp, c.replicas, stages(c.pp), c.replicas));
+        full = std::make_unique<Plan>(layout(cfg, hw, r, c.tp, c.pp, c.replicas, stages(c.pp, c.moe), c.replicas));
         check_heterogeneity(*full);
         period_cycles = decode_period_cycles(*full, shape.context - 1);
       }
@@ -1020,7 +1049,7 @@ PlanChoice choose_plan(const chip::ModelConfig& cfg, const chip::ChipSpec& hw, c
           continue;
         }
         if (loses(objective, c)) continue;
-        full = std::make_unique<Plan>(layout(cfg, hw, r, c.tp, c.pp, c.replicas, stages(c.pp), c.replicas));
+        full = std::make_unique<Plan>(layout(cfg, hw, r, c.tp, c.pp, c.replicas, stages(c.pp, c.moe), c.replicas));
       }
       const int64_t prefill = batch_prefill_cycles(*full, n_prompt);
       const int64_t objective = objective_of(period_cycles, prefill);
@@ -1050,7 +1079,7 @@ PlanChoice choose_plan(const chip::ModelConfig& cfg, const chip::ChipSpec& hw, c
   }
   LPURT_ASSERT(best.has_value());
   const Candidate& chosen = best->candidate;
-  Plan plan = layout(cfg, hw, r, chosen.tp, chosen.pp, chosen.replicas, stages(chosen.pp), chosen.replicas);
+  Plan plan = layout(cfg, hw, r, chosen.tp, chosen.pp, chosen.replicas, stages(chosen.pp, chosen.moe), chosen.replicas);
   check_heterogeneity(plan);
   return {plan, r.prompt_tokens, best->prefill_cycles, best->decode};
 }

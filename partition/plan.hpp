@@ -14,6 +14,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -34,6 +35,11 @@ class PlanError : public Error {
 };
 
 
+/// Whether a pipeline stage may begin at an MoE FFN's output half (balance_stages). Such a cut lightens
+/// the heaviest stage but sends the routing, the slot amax and the held slots' SiLU rows with the
+/// activations.
+enum class MoeFfnCuts { allowed, whole };
+
 struct PlanRequest {
   int64_t n_chips = 1;       ///< chips of the system; a plan may leave some idle
   int64_t tp = 0;            ///< 0: chosen by the planner
@@ -53,6 +59,9 @@ struct PlanRequest {
   /// The widest tp the planner tries when it chooses tp: up to a node's chips any width, beyond it whole
   /// nodes (every stage on nodes of its own). 0: a node's chips (wider only when no such layout fits).
   int64_t max_tp = 0;
+  /// Where the stages of an MoE model may begin: also inside an MoE FFN, or only between whole ones. Unset:
+  /// the planner models both where they differ and keeps the faster.
+  std::optional<MoeFfnCuts> moe_ffn_cuts;
 };
 
 /// The flat arrays a stage's tensor-parallel group sums over its chips (reduce-scatter, then all-gather):
@@ -100,7 +109,7 @@ struct Plan {
   std::vector<ChipPlan> chips;
   /// [pp + 1]: stage s holds layer parts [begin[s], begin[s+1]) (chip::LayerPart: 3l layer l's attention,
   /// 3l+1 and 3l+2 its FFN's input and output halves). Chosen to minimise the heaviest stage's weight
-  /// bytes, so splits may be uneven, and a stage may begin inside a dense FFN (stage_may_begin_at).
+  /// bytes, so splits may be uneven, and a stage may begin inside an FFN, dense or MoE.
   std::vector<int64_t> stage_part_begin;
 
   int64_t chips_per_replica() const { return tp * pp; }
@@ -160,20 +169,17 @@ PlanChoice choose_plan(const chip::ModelConfig& cfg, const chip::ChipSpec& hw, c
 /// A lower bound on the chips the model needs: all weights and KV cache over the SRAM left per chip.
 int64_t minimum_chips(const chip::ModelConfig& cfg, const chip::ChipSpec& hw, const PlanRequest& request);
 
-/// Whether a pipeline stage may begin at layer part `part`: at any part of a dense model (a stage that
-/// begins at an FFN's output half receives the input half's SiLU output and amax with the activations),
-/// not inside an MoE FFN.
-bool stage_may_begin_at(const chip::ModelConfig& cfg, int64_t part);
-
-/// The most pipeline stages a model splits into: one per part a stage may begin at.
-int64_t max_stages(const chip::ModelConfig& cfg);
-
-/// Stage boundaries over the model's 3L layer parts, at parts a stage may begin at: every stage gets at
-/// least one part and the largest stage weight (embedding on the first stage, final norm and lm_head on
-/// the last) is as small as possible. Among such splits it prefers fewer stages beginning inside an FFN,
-/// stage by stage (each prefix keeps its best split only, so the count is not always the fewest), then the
-/// earliest boundary. Returns [pp + 1] part indices.
-std::vector<int64_t> balance_stages(const chip::ModelConfig& cfg, int64_t pp);
+/// Stage boundaries over the model's 3L layer parts (chip::n_parts, the most stages a model splits
+/// into), dense or MoE (a stage that begins at an FFN's output half receives the input half's results
+/// with the activations: chip::ffn_hand_off_values): every stage gets at least one part and the largest
+/// stage weight (embedding on the first stage, final norm and lm_head on the last) is as small as
+/// possible. Among such splits it prefers fewer stages beginning inside an FFN, stage by stage (each
+/// prefix keeps its best split only, so the count is not always the fewest), then the earliest boundary.
+/// With MoeFfnCuts::whole, stages begin only between whole MoE FFNs (dense FFNs may still be cut), so pp
+/// is at most chip::n_parts minus the MoE layers. Returns [pp + 1] part indices.
+std::vector<int64_t> balance_stages(const chip::ModelConfig& cfg, int64_t pp, MoeFfnCuts moe = MoeFfnCuts::allowed);
+/// The most stages balance_stages(cfg, pp, moe) takes.
+int64_t max_stages(const chip::ModelConfig& cfg, MoeFfnCuts moe);
 
 /// [begin, end) of part i when n items are split into `parts` contiguous, balanced parts.
 inline int64_t split_begin(int64_t n, int64_t parts, int64_t i) { return n * i / parts; }

@@ -9,6 +9,7 @@
 #include <utility>
 
 #include "chip/cost_model.hpp"
+#include "chip/shard.hpp"
 
 namespace lpurt::partition {
 
@@ -46,6 +47,12 @@ Reduced reduced_array(Payload partial) {
 }
 
 namespace {
+
+/// The token-expert pairs of n tokens a chip holding `range` runs, with the k x n pairs spread uniformly
+/// over the E experts (routing depends on the data, the schedule may not).
+int64_t moe_pairs(const chip::ModelConfig& cfg, const chip::ShardRange& range, int64_t n) {
+  return chip::ceil_div(cfg.n_experts_per_token * n * range.n_experts(), cfg.n_experts);
+}
 
 class Builder {
  public:
@@ -227,7 +234,7 @@ class Builder {
       // The int32 w_down sums are summed over the stage (non-holders give 0) before any chip dequantizes,
       // so a sliced expert's output is its single-chip output; every chip then dequantizes, weights and
       // adds the slots in expert order.
-      each_chip(s, OpKind::moe_down, Unit::mxm, l, b);
+      each_chip(s, OpKind::moe_down, Unit::mxm, l, b, unpack);
       if (plan_->tp > 1) reduce_scatter_all_gather(s, Payload::moe_partial, Payload::moe_reduced, n, l, b);
     } else {
       each_chip(s, OpKind::down, Unit::mxm, l, b, unpack);
@@ -248,35 +255,48 @@ class Builder {
   }
 
   /// What stage s - 1 hands stage s, chip (s - 1, t) to chip (s, t): the activations, and when stage s
-  /// begins at an FFN's output half, with them the input half's results for the same FFN columns (the
-  /// same tp rank), the SiLU output [n, n_ffn] and the stage's amax [n]. Whole, one transfer per chip; or
-  /// split (split_hand_off), each chip sending its share of the activations, which stage s all-gathers.
-  /// Returns what stage s's first w_down unpacks: activations_ffn (whole, inside an FFN) or none.
+  /// begins at an FFN's output half, with them the input half's results for the same FFN columns and
+  /// experts (the same tp rank), chip::ffn_hand_off_values: the SiLU output and the stage's amax, and in
+  /// an MoE layer the routing. Whole, one transfer per chip; or split (split_hand_off), each chip sending
+  /// its share of the activations, which stage s all-gathers. Returns what stage s's first w_down (down or
+  /// moe_down) unpacks: activations_ffn (whole, inside an FFN) or none.
   Payload hand_off(int64_t s, int64_t n, int32_t b) {
     const Plan& plan = *plan_;
     const int64_t begin = plan.stage_part_begin[static_cast<std::size_t>(s)];
     const bool inside_ffn = chip::part_kind(begin) == chip::LayerPart::ffn_out;
-    LPURT_ASSERT(!inside_ffn || !plan.model.is_moe());  // balance_stages keeps MoE FFNs whole
     from_chips_ = stage_chips(s - 1);
     const std::vector<int64_t>& to = stage_chips(s);
-    ffn_columns_.clear();
+    ffn_values_.clear();
     if (inside_ffn)
-      for (const int64_t chip : from_chips_) ffn_columns_.push_back(plan.chips[static_cast<std::size_t>(chip)].range.n_ffn());
+      for (const int64_t chip : from_chips_)
+        ffn_values_.push_back(
+            chip::ffn_hand_off_values(plan.model, plan.chips[static_cast<std::size_t>(chip)].range, n));
+    // Of those, the values the links do not carry (an MoE hand-off's).
+    ffn_unsent_.clear();
+    if (inside_ffn)
+      for (const int64_t chip : from_chips_) {
+        const chip::ShardRange& range = plan.chips[static_cast<std::size_t>(chip)].range;
+        ffn_unsent_.push_back(chip::ffn_hand_off_values(plan.model, range, n) -
+                              ffn_hand_off_link_values(plan.model, range, n, plan.hardware));
+      }
     const int32_t gather = plan.tp > 1 ? split_hand_off(from_chips_, to, n) : -1;
-    hand_off_transfers(from_chips_, to, n * plan.model.hidden_size, n, gather, inside_ffn ? chip::part_layer(begin) : -1, b);
+    hand_off_transfers(from_chips_, to, n * plan.model.hidden_size, gather, inside_ffn ? chip::part_layer(begin) : -1,
+                       b);
     return inside_ffn && gather < 0 ? Payload::activations_ffn : Payload::none;
   }
 
-  /// The hand-off transfers of `elements` activations (n tokens) from `from` to `to` (member t to member
-  /// t), with ffn_columns_[t] SiLU columns and the amax when it is not empty. `gather` < 0: whole; else
-  /// split over collective `gather`'s ranges (a member's range after its last reduce-scatter step) and
+  /// The hand-off transfers of `elements` activations from `from` to `to` (member t to member t), with
+  /// ffn_values_[t] values of the FFN's input half when it is not empty. `gather` < 0: whole; else split
+  /// over collective `gather`'s ranges (a member's range after its last reduce-scatter step) and
   /// all-gathered over `to`.
-  void hand_off_transfers(const std::vector<int64_t>& from, const std::vector<int64_t>& to, int64_t elements, int64_t n,
+  void hand_off_transfers(const std::vector<int64_t>& from, const std::vector<int64_t>& to, int64_t elements,
                           int32_t gather, int64_t layer, int32_t b) {
-    const bool inside_ffn = !ffn_columns_.empty();
+    const bool inside_ffn = !ffn_values_.empty();
     if (gather < 0) {
       for (std::size_t t = 0; t < to.size(); ++t) {
-        if (inside_ffn) transfer(from[t], to[t], Payload::activations_ffn, 0, elements + n * (ffn_columns_[t] + 1), 4, layer, b);
+        if (inside_ffn)
+          with_link_values(
+              transfer(from[t], to[t], Payload::activations_ffn, 0, elements + ffn_values_[t], 4, layer, b), t);
         else transfer(from[t], to[t], Payload::activations, 0, elements, 4, -1, b);
       }
       return;
@@ -285,16 +305,27 @@ class Builder {
     const int last = c.steps - 1;
     received_.resize(to.size());
     for (std::size_t t = 0; t < to.size(); ++t) {
-      // Inside an FFN, the SiLU output and amax ride in the same transfer: a transfer pays its route's
+      // Inside an FFN, the input half's results ride in the same transfer: a transfer pays its route's
       // latency on every link of it, and the stage's routes may share one.
       const auto member = static_cast<int64_t>(t);
       const int64_t share = c.end(last, member) - c.begin(last, member);
-      const int32_t r = inside_ffn ? transfer(from[t], to[t], Payload::activations_ffn_share, c.begin(last, member),
-                                              share + n * (ffn_columns_[t] + 1), 4, layer, b)
-                                   : transfer(from[t], to[t], Payload::activations_share, c.begin(last, member), share, 4, -1, b);
+      const int32_t r =
+          inside_ffn ? transfer(from[t], to[t], Payload::activations_ffn_share, c.begin(last, member),
+                                share + ffn_values_[t], 4, layer, b)
+                     : transfer(from[t], to[t], Payload::activations_share, c.begin(last, member), share, 4, -1, b);
+      if (inside_ffn) with_link_values(r, t);
       received_[t].assign(1, r);
     }
     all_gather(to, gather, Payload::activations_gathered, -1, b);
+  }
+
+  /// Sets the link values of member t's FFN hand-off transfer `recv` (and of its send): all but
+  /// ffn_unsent_[t].
+  void with_link_values(int32_t recv, std::size_t t) {
+    if (ffn_unsent_[t] == 0) return;
+    Op& r = p_.ops[static_cast<std::size_t>(recv)];
+    r.link_values = p_.ops[static_cast<std::size_t>(r.match)].link_values =
+        static_cast<int32_t>(r.elem_count - ffn_unsent_[t]);
   }
 
   /// Whether stage s's hand-off of n tokens from `from` to `to` is split: the collective whose ranges
@@ -318,9 +349,10 @@ class Builder {
       alone.n_chips = alone.network_chips = topology_.n_chips();
       alone.blocks = {Block{}};
       Builder builder(nullptr, topology_, alone);
-      builder.ffn_columns_ = ffn_columns_;
+      builder.ffn_values_ = ffn_values_;
+      builder.ffn_unsent_ = ffn_unsent_;
       const int32_t index = split ? builder.add_collective(p_.collectives[static_cast<std::size_t>(gather)]) : -1;
-      builder.hand_off_transfers(from_network, to_network, elements, n, index, -1, 0);
+      builder.hand_off_transfers(from_network, to_network, elements, index, -1, 0);
       cycles[split] = TimelineSolver(alone, bare).at(0).makespan_cycles;
     }
     const int32_t chosen = cycles[1] < cycles[0] ? gather : -1;
@@ -428,7 +460,8 @@ class Builder {
   std::map<std::tuple<int64_t, int64_t, Combine>, int32_t> chosen_;
   std::map<std::pair<int64_t, int64_t>, int32_t> split_;  ///< split_hand_off's, by (first receiving chip, n)
   std::vector<int64_t> from_chips_;    ///< hand_off's: the sending stage's chips
-  std::vector<int64_t> ffn_columns_;   ///< hand_off's: [tp] SiLU columns each sender hands on, empty outside an FFN
+  std::vector<int64_t> ffn_values_;    ///< hand_off's: [tp] FFN input half values each sender hands on (or none)
+  std::vector<int64_t> ffn_unsent_;    ///< hand_off's: [tp] of those, the values the links do not carry
   std::vector<int32_t> last_compute_;
   std::vector<std::vector<int32_t>> pending_recvs_;
   int64_t replica_ = 0;
@@ -473,8 +506,7 @@ int64_t compute_cycles(const Program& p, const Op& op, const Plan& plan, const c
       // spread uniformly over the E experts (documented; the same in functional and timing-only runs).
       // This chip then runs its share of the pairs and streams its columns of every held expert some pair
       // chose: gate/up and SiLU in moe_up, w_down in moe_down.
-      const int64_t k = m.n_experts_per_token;
-      const int64_t pairs = chip::ceil_div(k * n * g.n_experts(), m.n_experts);
+      const int64_t pairs = moe_pairs(m, g, n);
       const int64_t streamed = std::min(g.n_experts(), pairs);
       const int64_t tokens_per_expert = streamed > 0 ? chip::ceil_div(pairs, streamed) : 0;
       if (op.kind == OpKind::moe_down) return streamed * cost.matmul_cycles(d, g.n_ffn(), tokens_per_expert);
@@ -492,6 +524,16 @@ int64_t compute_cycles(const Program& p, const Op& op, const Plan& plan, const c
 }
 
 }  // namespace
+
+int64_t ffn_hand_off_link_values(const chip::ModelConfig& cfg, const chip::ShardRange& range, int64_t n,
+                                 const chip::ChipSpec& hw) {
+  const int64_t values = chip::ffn_hand_off_values(cfg, range, n);
+  if (!cfg.is_moe()) return values;
+  const int64_t slots = n * cfg.n_experts_per_token;
+  const int64_t rows = (values - 3 * slots) / range.n_ffn();  // the held slots' rows the host sends
+  const int64_t pairs = std::min(rows, moe_pairs(cfg, range, n));
+  return 2 * slots + chip::ceil_div(slots, hw.activation_bytes_per_value) + pairs * range.n_ffn();
+}
 
 Program build_program(const Plan& plan, const Topology& topology, const std::vector<Block>& blocks) {
   LPURT_ASSERT(topology.n_chips() >= plan.n_chips());

@@ -17,7 +17,8 @@
 /// array), and so is the embedding (chips contribute -0.0 for rows they do not hold, the identity of
 /// float addition).
 /// Activations move from chip (stage s, t) to chip (stage s+1, t); when stage s+1 begins inside an FFN
-/// (at its output half), with the input half's SiLU output and amax in the same transfer. Every chip of
+/// (at its output half), with the input half's results in the same transfer (the SiLU output and amax,
+/// and in an MoE layer the routing: chip::ffn_hand_off_values). Every chip of
 /// stage s holds the same activations, so a hand-off may instead be split: chip (s, t) sends only the
 /// range of the flat [n * D] array that member t owns after the reduce-scatter of stage s+1's collective,
 /// and stage s+1 all-gathers it (that collective's all-gather steps). The split puts the activations on a
@@ -80,17 +81,20 @@ enum class Payload : uint8_t {
   moe_partial,  ///< MoE: int32 w_down sums [n, k, D] of the chosen experts' columns a chip holds, 0 elsewhere
   moe_reduced,  ///< MoE: the summed slots, all-gathered
   moe_amax,     ///< MoE: per-slot activation amax [n, k] of the columns a chip holds, 0 elsewhere
-  /// What a stage that begins at a dense FFN's output half receives from the chip of the previous stage
-  /// with its tp rank (the same FFN columns), in one transfer: the activations [n, D], then the SiLU
-  /// output [n, n_ffn] (float32, as the host keeps it), then the stage's amax of it [n].
+  /// What a stage that begins at an FFN's output half receives from the chip of the previous stage with
+  /// its tp rank (the same FFN columns and experts), in one transfer: the activations [n, D], then the
+  /// input half's results (chip::ffn_hand_off_values, as the host keeps them): dense, the SiLU output
+  /// [n, n_ffn] and the stage's amax of it [n]; MoE, the chosen experts [n, k] and their weights [n, k],
+  /// the stage's per-slot amax [n, k] and the held slots' SiLU rows. The links carry fewer in an MoE layer
+  /// (Op::link_values, ffn_hand_off_link_values).
   activations_ffn,
   /// A split hand-off: chip (s - 1, t)'s range of the activations [n * D] (member t's share of stage s's
   /// collective), then all-gathered over stage s (activations_gathered).
   activations_share,
   activations_gathered,
-  /// A split hand-off into a dense FFN's output half, one transfer: chip (s - 1, t)'s range of the
-  /// activations (elem_begin is where it begins in [n * D]; activations_share's range), then the SiLU
-  /// output [n, n_ffn] and the amax [n] as in activations_ffn. The range is all-gathered as above.
+  /// A split hand-off into an FFN's output half, one transfer: chip (s - 1, t)'s range of the activations
+  /// (elem_begin is where it begins in [n * D]; activations_share's range), then the input half's results
+  /// as in activations_ffn. The range is all-gathered as above.
   activations_ffn_share,
 };
 /// Whether a transfer of `p` goes between pipeline stages (its receiver waits for the sender's stage).
@@ -105,8 +109,8 @@ Reduced reduced_array(Payload partial);
 struct Op {
   OpKind kind = OpKind::embed;
   Unit unit = Unit::vxm;
-  /// transfers: what they carry; reduce_sum, reduce_max: what they reduce; down: activations_ffn when its
-  /// stage begins at this FFN's output half with a whole hand-off (which it unpacks first)
+  /// transfers: what they carry; reduce_sum, reduce_max: what they reduce; down, moe_down: activations_ffn
+  /// when its stage begins at this FFN's output half with a whole hand-off (which it unpacks first)
   Payload payload = Payload::none;
   uint8_t step = 0;            ///< collective ops: the step of Program::collectives[collective] it belongs to
   int32_t chip = 0;
@@ -115,6 +119,9 @@ struct Op {
   int32_t block = 0;           ///< index into Program::blocks
   int32_t match = -1;          ///< send <-> recv partner op
   int32_t collective = -1;     ///< reductions and their transfers: index into Program::collectives
+  /// transfers: the values the links carry, at activation_bytes_per_value each, when not elem_count (-1):
+  /// an MoE hand-off's (activations_ffn, activations_ffn_share; ffn_hand_off_link_values)
+  int32_t link_values = -1;
   int64_t elem_begin = 0;      ///< payload elements [elem_begin, elem_begin + elem_count) of the block array
   int64_t elem_count = 0;
   int64_t bytes = 0;           ///< transfers: payload bytes the host moves (float32 or int32 values)
@@ -180,9 +187,19 @@ Program build_collective_program(const std::vector<int64_t>& chips, const Collec
 /// Start and duration of every op with the blocks starting at `base_position` (deterministic).
 Timeline compute_timeline(const Program& program, const Plan& plan, int64_t base_position);
 
-/// Bytes a transfer puts on the modelled links: its values at the deployed system's
-/// activation_bytes_per_value (the host moves Op::bytes, SPEC's float32 and int32 values).
-inline int64_t link_bytes(const Op& op, const chip::ChipSpec& hw) { return op.elem_count * hw.activation_bytes_per_value; }
+/// Bytes a transfer puts on the modelled links: its values (Op::link_values, else elem_count) at the
+/// deployed system's activation_bytes_per_value (the host moves Op::bytes, SPEC's float32 and int32 values).
+inline int64_t link_bytes(const Op& op, const chip::ChipSpec& hw) {
+  return (op.link_values >= 0 ? op.link_values : op.elem_count) * hw.activation_bytes_per_value;
+}
+
+/// Of chip::ffn_hand_off_values(cfg, range, n), the values the links carry at activation_bytes_per_value
+/// each. Dense: all. MoE: the expert weights and slot amax, the expert indices at one byte each (packed
+/// activation_bytes_per_value to a value), and the SiLU rows of the token-expert pairs the chip runs
+/// under the uniform routing its MoE ops are modelled with (moe_up, moe_down), not of every slot the chip
+/// may hold, which the host sends (a static schedule's worst case).
+int64_t ffn_hand_off_link_values(const chip::ModelConfig& cfg, const chip::ShardRange& range, int64_t n,
+                                 const chip::ChipSpec& hw);
 
 /// Cycles of compute op `op` of `program` with the blocks starting at `base_position`, on its chip (slowed by
 /// the chip's speed factor).

@@ -133,7 +133,7 @@ Engine::Engine(const partition::Plan& plan, io::WeightSource& source, MPI_Comm c
       return part < chip::n_parts(cfg) && chip::part_kind(part) == chip::LayerPart::ffn_out;
     };
     if (cut_inside_ffn(c.range.part_begin) || cut_inside_ffn(c.range.part_end))
-      lc.hand_off.assign(static_cast<std::size_t>(b * (d + c.range.n_ffn() + 1)), 0.0f);
+      lc.hand_off.assign(static_cast<std::size_t>(b * d + chip::ffn_hand_off_values(cfg, c.range, b)), 0.0f);
   }
   parallel_group_.reserve(chips_.size());
   trailer_bytes_ = faults.checked() && !timing_only ? static_cast<int64_t>(sizeof(uint64_t)) : 0;
@@ -507,23 +507,39 @@ void Engine::forward(int64_t sequence, const int32_t* tokens, int64_t pos, int64
 
 void Engine::copy_ffn_hand_off(LocalChip& c, int64_t n, int64_t x_begin, int64_t x_count, bool pack) {
   chip::Shard& s = *c.shard;
+  const chip::ModelConfig& cfg = plan_.model;
   // The amax is the stage's: gathered by the engine with tp > 1, the chip's own with one chip a stage.
-  float* amax = plan_.tp > 1 ? c.amax.data() : s.amax_buffer();
-  float* pieces[] = {c.x.data() + x_begin, s.ffn_act_buffer(), amax};
-  const int64_t counts[] = {x_count, n * s.range().n_ffn(), n};
+  const bool moe = cfg.is_moe();
+  float* amax = plan_.tp > 1 ? c.amax.data() : moe ? s.moe_amax_buffer() : s.amax_buffer();
+  // In chip::ffn_hand_off_values's order, 4-byte values each (the experts' int32 copied as they are).
+  const int64_t slots = n * cfg.n_experts_per_token;
+  void* pieces[5] = {c.x.data() + x_begin};
+  int64_t counts[5] = {x_count};
+  int n_pieces = 1;
+  auto piece = [&](void* data, int64_t count) { pieces[n_pieces] = data, counts[n_pieces++] = count; };
+  if (moe) {
+    piece(s.moe_chosen_buffer(), slots);
+    piece(s.moe_weight_buffer(), slots);
+    piece(amax, slots);
+  }
+  piece(s.ffn_act_buffer(), chip::ffn_hand_off_values(cfg, s.range(), n) - (moe ? 3 * slots : n));
+  if (!moe) piece(amax, n);
   float* packed = c.hand_off.data();
-  for (int k = 0; k < 3; ++k) {
-    if (pack) std::copy(pieces[k], pieces[k] + counts[k], packed);
-    else std::copy(packed, packed + counts[k], pieces[k]);
+  for (int k = 0; k < n_pieces; ++k) {
+    const auto bytes = static_cast<std::size_t>(counts[k]) * sizeof(float);
+    if (pack) std::memcpy(packed, pieces[k], bytes);
+    else std::memcpy(pieces[k], packed, bytes);
     packed += counts[k];
   }
+  if (moe && !pack) s.place_moe_slots(n);
 }
 
 void Engine::arrived(const Op& recv, LocalChip& c) {
   if (recv.payload != Payload::activations_ffn_share) return;
   // Unpacked at once: the stage's all-gather forwards the activations' range before w_down runs.
   const int64_t n = current_->blocks[static_cast<std::size_t>(recv.block)].n_tokens;
-  copy_ffn_hand_off(c, n, recv.elem_begin, recv.elem_count - n * (c.shard->range().n_ffn() + 1), false);
+  copy_ffn_hand_off(c, n, recv.elem_begin,
+                    recv.elem_count - chip::ffn_hand_off_values(plan_.model, c.shard->range(), n), false);
 }
 
 void* Engine::payload_at(const Op& op, LocalChip& c, bool sending) {
@@ -563,7 +579,8 @@ void* Engine::payload_at(const Op& op, LocalChip& c, bool sending) {
       // receiver's w_down op unpacks a whole hand-off, arrived() a split one.
       if (sending) {
         const int64_t n = current_->blocks[static_cast<std::size_t>(op.block)].n_tokens;
-        copy_ffn_hand_off(c, n, op.elem_begin, op.elem_count - n * (c.shard->range().n_ffn() + 1), true);
+        copy_ffn_hand_off(c, n, op.elem_begin,
+                          op.elem_count - chip::ffn_hand_off_values(plan_.model, c.shard->range(), n), true);
       }
       return c.hand_off.data();
     case Payload::moe_partial:
@@ -863,7 +880,11 @@ void Engine::compute(const Op& op, LocalChip& c, const int32_t* tokens, int64_t 
       else s.add_ffn_output(op.layer, n, sums, amax, c.x.data());
       break;
     case OpKind::moe_up: s.moe_in(op.layer, n, c.x.data()); break;
-    case OpKind::moe_down: s.moe_out_partial(op.layer, n, split ? c.amax.data() : s.moe_amax()); break;
+    case OpKind::moe_down:
+      // The stage begins at this FFN's output half: what the previous stage's input half left arrived.
+      if (op.payload == Payload::activations_ffn) copy_ffn_hand_off(c, n, 0, n * d, false);
+      s.moe_out_partial(op.layer, n, split ? c.amax.data() : s.moe_amax());
+      break;
     case OpKind::lm_head: s.logits(c.x.data() + (n - 1) * d); break;
     case OpKind::attn_norm:
     case OpKind::qkv:

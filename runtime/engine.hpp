@@ -146,9 +146,10 @@ class Engine {
     std::vector<int32_t> rs_sums;
     std::vector<float> rs_floats;    ///< [receive_elements] the same for the embedding's float ranges
     std::vector<int32_t> pending_messages;  ///< incoming messages with data for this chip, not yet waited for
-    /// [block * (D + n_ffn + 1)] the hand-off between stages cut inside an FFN (Payload::activations_ffn):
-    /// activations (Payload::activations_ffn_share: their range), SiLU output, amax. Empty unless the
-    /// chip's stage begins or ends at an FFN's w_down half.
+    /// [block * D + chip::ffn_hand_off_values(block)] the hand-off between stages cut inside an FFN
+    /// (Payload::activations_ffn): activations (Payload::activations_ffn_share: their range), then the
+    /// FFN input half's results (dense: SiLU output, amax; MoE: chosen experts, their weights, slot amax,
+    /// held slots' SiLU rows). Empty unless the chip's stage begins or ends at an FFN's w_down half.
     std::vector<float> hand_off;
   };
 
@@ -158,7 +159,8 @@ class Engine {
                const int32_t* tokens, int64_t pos);
   void compute(const partition::Op& op, LocalChip& c, const int32_t* tokens, int64_t slot, int64_t pos, int64_t n);
   /// Packs (or unpacks) chip c's hand-off of n tokens (Payload::activations_ffn, activations_ffn_share)
-  /// from (into) its activations [x_begin, x_begin + x_count), SiLU output and amax, at c.hand_off.
+  /// from (into) its activations [x_begin, x_begin + x_count) and its FFN input half's results, at
+  /// c.hand_off; an unpacked MoE routing places the held slots' rows (chip::Shard::place_moe_slots).
   void copy_ffn_hand_off(LocalChip& c, int64_t n, int64_t x_begin, int64_t x_count, bool pack);
   /// What a receive needs once its data is in place on chip c (a split hand-off into an FFN: unpacked).
   void arrived(const partition::Op& recv, LocalChip& c);

@@ -259,7 +259,8 @@ allreduce_section
 stage_row() {  # stage_row LABEL JSON: one row of the stage-balance table
   local label=$1 j=$2
   local stages; stages=$(echo "$j" | grep -o '"decode_stage_us": *"[^"]*"' | sed 's/.*: *"//; s/"$//')
-  # Stages that begin at an FFN's w_down half (part 3l+2): they receive the SiLU output with the activations.
+  # Stages that begin at an FFN's w_down half (part 3l+2): they receive the input half's results with the
+  # activations.
   local inside; inside=$(echo "$j" | grep -o '"stage_part_begin": *"[^"]*"' | sed 's/.*: *"//; s/"$//' | tr ',' '\n' |
     awk '$1 % 3 == 2 { n++ } END { print n + 0 }')
   echo "$stages" | tr ',' '\n' | awk -v label="$label" -v tp="$(echo "$j" | field tp)" -v pp="$(echo "$j" | field pp)" \
@@ -278,9 +279,10 @@ cat <<'STAGES'
 SHIP sizes tp per stage to balance the stages (§4, "Partitioning"); lpurt gives every stage the same tp
 and balances the stages by where the layer parts are cut. A layer has three: its attention, its FFN's
 gate/up half (up to the SiLU output and its amax) and its FFN's w_down half, so a stage may begin inside
-a dense FFN; it then receives, with the activations, the SiLU output of its FFN columns and their amax
-from the chip of the same tp rank (an MoE FFN is kept whole: the routing and the held slots would have to
-travel too). The balancer minimises the heaviest stage's weight bytes, then prefers fewer stages beginning inside
+an FFN; it then receives, with the activations, the SiLU output of its FFN columns and their amax from
+the chip of the same tp rank, and in an MoE layer the routing too (each token's chosen experts, one byte
+each on the links, and their weights), with the per-slot amax and the SiLU rows of the slots that chip
+holds. The balancer minimises the heaviest stage's weight bytes, then prefers fewer stages beginning inside
 an FFN. What the remaining imbalance costs, from each layout's decode step (`plan --json`:
 `decode_stage_us`, each stage's span from its first compute op to its last; `stage_part_begin`, where
 each stage begins):
@@ -312,6 +314,19 @@ cuts, before cuts inside the FFN existed). Cuts inside the FFN bring the heavies
 29 MB): 80 layers over 72 stages need 24 stages of four parts, and every third of those holds two gate/up
 halves. On both topologies that is what the rows show: the busiest stage falls from 80.7 us to the
 heaviest stage's time, and what is left over the mean is that granularity.
+
+MoE FFNs may be cut the same way. Their hand-off is dearer: with every expert whole on one chip of a tp 8
+Mixtral stage, a token's SiLU row of its chip's expert is 14,336 values against 4,096 activations, and the
+link carries, besides the routing and slot amax, the SiLU rows of the token-expert pairs a chip runs under
+the uniform routing its MoE ops are modelled with (the host sends every row a chip may hold). The balancer
+weighs only the stages' weight bytes, so for each pp the planner models both splits, MoE FFNs cut where
+that lightens the heaviest stage and MoE FFNs whole, and keeps the faster (`--moe-ffn-cuts auto`; `allowed`
+or `whole` ask for one). Mixtral keeps whole FFNs: with MoE cuts its best layout is 8 x 34 (busiest stage
+71.0 us, +5.9%) at 427 tokens/s against 428 for 8 x 33 with whole FFNs, and at 8 x 33 the lightest split
+would begin every stage inside an MoE FFN and a token would take about 5% longer. Qwen3-235B-A22B's fixed
+16 x 95 cuts inside all 94 on the chain, where the busiest stage falls from 30.6 to 24.2 us (+31.5% to +3.1%
+over the mean) and batch 1 gains 2% (432 to 440 tokens/s); on the dragonfly, where the rack-beginning
+stages are the busiest, the cuts would lose 3% (349 to 340), and it keeps whole FFNs.
 
 Pipeline hand-offs are split (`partition/schedule.hpp`). After a stage's last all-gather its tp chips hold
 the same activations, so instead of tp identical copies chip (s, t) sends chip (s + 1, t) only member t's

@@ -259,23 +259,21 @@ int64_t heaviest_of(const chip::ModelConfig& cfg, const std::vector<int64_t>& be
 }
 }  // namespace
 
-TEST(Planner, BalancedStagesAreTheLightestSplitAndKeepMoeFfnsWhole) {
+TEST(Planner, BalancedStagesAreTheLightestSplitAndMayCutDenseAndMoeFfns) {
   for (const char* preset : {"tiny", "tiny-mixtral", "tiny-qwen3-moe", "tinyllama-1.1b"}) {
     const auto cfg = chip::model_preset(preset);
-    for (int64_t pp = 1; pp <= max_stages(cfg); ++pp) {
+    for (int64_t pp = 1; pp <= chip::n_parts(cfg); ++pp) {
       const auto begin = balance_stages(cfg, pp);
       ASSERT_EQ(static_cast<int64_t>(begin.size()), pp + 1);
-      for (const int64_t part : begin) {
-        EXPECT_TRUE(part == chip::n_parts(cfg) || stage_may_begin_at(cfg, part)) << preset << " pp=" << pp << " part " << part;
-      }
-      EXPECT_EQ(heaviest_of(cfg, begin), heaviest_by_brute_force(cfg, pp, [&](int64_t i) { return stage_may_begin_at(cfg, i); }))
+      EXPECT_EQ(heaviest_of(cfg, begin), heaviest_by_brute_force(cfg, pp, [](int64_t) { return true; }))
           << preset << " pp=" << pp;
     }
   }
-  // MoE FFNs are never cut: a stage beginning at an MoE FFN's output half has no hand-off for it.
+  // An MoE FFN is cut like a dense one: with a stage per part, stages begin at its w_down half.
   const auto moe = chip::model_preset("tiny-mixtral");
-  EXPECT_EQ(max_stages(moe), 2 * moe.n_layers);
-  EXPECT_THROW(make_plan(moe, chip::ChipSpec{}, request(2 * moe.n_layers + 1, 1, 2 * moe.n_layers + 1)), PlanError);
+  const Plan plan = make_plan(moe, chip::ChipSpec{}, request(chip::n_parts(moe), 1, chip::n_parts(moe)));
+  EXPECT_EQ(plan.stage_part_begin[2], chip::part_index(0, chip::LayerPart::ffn_out));
+  EXPECT_THROW(make_plan(moe, chip::ChipSpec{}, request(chip::n_parts(moe) + 1, 1, chip::n_parts(moe) + 1)), PlanError);
 }
 
 TEST(Planner, CutsInsideTheFfnLightenTheHeaviestStageOfLlama70bOn72Stages) {
@@ -287,6 +285,51 @@ TEST(Planner, CutsInsideTheFfnLightenTheHeaviestStageOfLlama70bOn72Stages) {
       heaviest_by_brute_force(cfg, 72, [](int64_t i) { return chip::part_kind(i) != chip::LayerPart::ffn_out; });
   EXPECT_LT(heaviest_of(cfg, begin), whole_parts * 90 / 100);
   EXPECT_TRUE(std::any_of(begin.begin(), begin.end(), [](int64_t i) { return chip::part_kind(i) == chip::LayerPart::ffn_out; }));
+}
+
+TEST(Planner, Mixtral8x7bOn576ChipsCutsInsideMoeFfnsForALighterHeaviestStage) {
+  // Mixtral 8x7B at its 32K context on 576 chips, batch 1 (docs/VALIDATION.md section 7): an FFN part of
+  // eight experts outweighs its attention many times, so with cuts only between whole FFNs some stages
+  // hold two of them; a stage that begins at an MoE FFN's w_down half spreads them.
+  const auto cfg = chip::model_preset("mixtral-8x7b");
+  auto whole_ffns = [](int64_t i) { return chip::part_kind(i) != chip::LayerPart::ffn_out; };
+  auto cuts_inside_ffn = [](const std::vector<int64_t>& begin) {
+    return std::any_of(begin.begin(), begin.end(),
+                       [](int64_t i) { return chip::part_kind(i) == chip::LayerPart::ffn_out; });
+  };
+  // The layout the planner chose with MoE FFNs kept whole, tp 8 x pp 33.
+  const auto begin = balance_stages(cfg, 33);
+  EXPECT_LT(heaviest_of(cfg, begin), heaviest_by_brute_force(cfg, 33, whole_ffns));
+  EXPECT_TRUE(cuts_inside_ffn(begin));
+  // The planner's layout with MoE cuts asked for.
+  PlanRequest cut = request(576);
+  cut.moe_ffn_cuts = MoeFfnCuts::allowed;
+  const Plan plan = make_plan(cfg, chip::ChipSpec{}, cut);
+  EXPECT_EQ(plan.shape.context, 32768);
+  EXPECT_LT(heaviest_of(cfg, plan.stage_part_begin), heaviest_by_brute_force(cfg, plan.pp, whole_ffns));
+  ASSERT_TRUE(cuts_inside_ffn(plan.stage_part_begin));
+  // Left to choose (--moe-ffn-cuts auto), the planner models both splits and keeps the faster: its time per
+  // output token is no worse than either's.
+  const Plan whole = [&] {
+    PlanRequest r = request(576);
+    r.moe_ffn_cuts = MoeFfnCuts::whole;
+    return make_plan(cfg, chip::ChipSpec{}, r);
+  }();
+  const Plan chosen = make_plan(cfg, chip::ChipSpec{}, request(576));
+  const int64_t chosen_period = decode_period_cycles(chosen, chosen.shape.context - 1);
+  EXPECT_LE(chosen_period, decode_period_cycles(plan, plan.shape.context - 1));
+  EXPECT_LE(chosen_period, decode_period_cycles(whole, whole.shape.context - 1));
+  // Its programs, with the hand-offs into w_down halves (routing, slot amax, held slots' SiLU rows), verify.
+  const Topology topology = topology_for(plan);
+  for (const auto& blocks : {prefill_blocks(12, std::min<int64_t>(8, plan.shape.block_tokens)), decode_blocks()}) {
+    const Program p = build_program(plan, topology, blocks);
+    EXPECT_NO_THROW(verify(p, compute_timeline(p, plan, 100)));
+    int64_t moe_hand_offs = 0;
+    for (const Op& op : p.ops)
+      moe_hand_offs += op.kind == OpKind::send &&
+                       (op.payload == Payload::activations_ffn || op.payload == Payload::activations_ffn_share);
+    EXPECT_GT(moe_hand_offs, 0);
+  }
 }
 
 TEST(Split, TheFfnHalvesHoldGateUpAndDownRespectively) {
@@ -484,7 +527,7 @@ TEST(Planner, ChoosesTheLayoutWithTheLowestRequestLatency) {
       std::string by_latency, by_period;
       for (int64_t tp = 1; tp <= std::min<int64_t>(chips, 8); ++tp)
         for (int64_t replicas = 1; tp * replicas <= chips; ++replicas)
-          for (int64_t pp = 1; pp <= max_stages(cfg) && tp * pp * replicas <= chips; ++pp) {
+          for (int64_t pp = 1; pp <= chip::n_parts(cfg) && tp * pp * replicas <= chips; ++pp) {
             PlanRequest fixed = r;
             fixed.tp = tp, fixed.pp = pp, fixed.replicas = replicas;
             Plan p;
@@ -518,8 +561,8 @@ TEST(Planner, ChoosesTheLayoutWithTheLowestRequestLatency) {
 
 TEST(Planner, Mixtral8x7bAtItsFullContextPlansOn576Chips) {
   // Groq served it with its 32K context on 576 chips. With the deployed FP16 KV cache a layout within a
-  // node fits; with the host's float32 KV cache and activations none does (pp stops at 2 x 32 parts), and
-  // tensor parallelism across nodes does.
+  // node fits; with the host's float32 KV cache and activations too, with stages that begin inside MoE
+  // FFNs (kept whole, pp stopped at 2 x 32 parts and only tensor parallelism across nodes fitted).
   const auto cfg = chip::model_preset("mixtral-8x7b");
   const Plan p = make_plan(cfg, chip::ChipSpec{}, request(576));
   EXPECT_EQ(p.shape.context, 32768);
@@ -530,7 +573,9 @@ TEST(Planner, Mixtral8x7bAtItsFullContextPlansOn576Chips) {
   const Plan wide = make_plan(cfg, float32_values, request(576));
   EXPECT_EQ(wide.shape.context, 32768);
   EXPECT_LE(wide.n_chips(), 576);
-  EXPECT_GT(wide.tp, Topology::chips_per_node);
+  EXPECT_LE(wide.tp, Topology::chips_per_node);
+  EXPECT_TRUE(std::any_of(wide.stage_part_begin.begin(), wide.stage_part_begin.end(),
+                          [](int64_t i) { return chip::part_kind(i) == chip::LayerPart::ffn_out; }));
   EXPECT_LE(wide.sram_bytes_max(), float32_values.sram_bytes);
 }
 
@@ -722,7 +767,7 @@ LayoutKey exhaustive_best(const chip::ModelConfig& cfg, const chip::ChipSpec& hw
   LayoutKey best{std::numeric_limits<int64_t>::max(), 0, 0, 0, 0};
   for (const int64_t tp : {1, 2, 3, 4, 5, 6, 7, 8, 16, 24, 32})
     for (int64_t replicas = 1; replicas <= r.batch && tp * replicas <= r.n_chips; ++replicas)
-      for (int64_t pp = 1; pp <= max_stages(cfg) && tp * pp * replicas <= r.n_chips; ++pp) {
+      for (int64_t pp = 1; pp <= chip::n_parts(cfg) && tp * pp * replicas <= r.n_chips; ++pp) {
         PlanRequest fixed = r;
         fixed.tp = tp, fixed.pp = pp, fixed.replicas = replicas;
         Plan p;

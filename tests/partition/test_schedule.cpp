@@ -109,8 +109,14 @@ TEST(Topology, RoutesAreDeterministicAndConnected) {
 }
 
 TEST(Verifier, AcceptsEveryCompiledSchedule) {
-  for (auto [preset, tp, pp] : std::vector<std::tuple<const char*, int64_t, int64_t>>{
-           {"tiny", 1, 1}, {"tiny", 2, 1}, {"tiny", 4, 2}, {"tiny", 8, 4}, {"tiny", 3, 4}, {"tiny-mixtral", 1, 2}})
+  for (auto [preset, tp, pp] : std::vector<std::tuple<const char*, int64_t, int64_t>>{{"tiny", 1, 1},
+                                                                                      {"tiny", 2, 1},
+                                                                                      {"tiny", 4, 2},
+                                                                                      {"tiny", 8, 4},
+                                                                                      {"tiny", 3, 4},
+                                                                                      {"tiny-mixtral", 1, 2},
+                                                                                      {"tiny-mixtral", 2, 3},
+                                                                                      {"tiny-mixtral", 1, 6}})
     for (const char* topo : {"dragonfly", "chain"}) {
       const Plan plan = plan_for(preset, tp, pp, topo);
       const Topology topology = topology_for(plan);
@@ -146,6 +152,89 @@ TEST(Schedule, AStageBeginningInsideAnFfnReceivesTheSiluOutputAndAmax) {
   }
   // One transfer per chip of every stage after the first.
   EXPECT_EQ(hand_offs, (std::map<int64_t, int64_t>{{1, 2}, {2, 2}, {3, 2}}));
+}
+
+TEST(Schedule, AStageBeginningInsideAnMoeFfnReceivesTheRoutingSlotAmaxAndSiluRows) {
+  // tiny-mixtral (4 experts, 2 per token) on tp 2 x pp 3: each chip holds 2 whole experts; on tp 1 x pp 6
+  // all 4; on tp 8 x pp 6 each expert is sliced over 2 chips. A stage that begins at an MoE FFN's w_down half receives,
+  // after the activations, each token's chosen experts and weights, the stage's slot amax and the SiLU rows of the
+  // slots its chip may hold.
+  for (const auto& [tp, pp] : std::vector<std::pair<int64_t, int64_t>>{{2, 3}, {1, 6}, {8, 6}}) {
+    PlanRequest r;
+    r.n_chips = tp * pp, r.tp = tp, r.pp = pp, r.context = 64, r.block_tokens = 8;
+    r.moe_ffn_cuts = MoeFfnCuts::allowed;
+    chip::ModelConfig cfg = chip::model_preset("tiny-mixtral");
+    if (tp > cfg.n_heads) cfg.n_heads = tp;  // a chip holds at least one query head
+    const Plan plan = make_plan(cfg, chip::ChipSpec{}, r);
+    const int64_t n = 8, d = cfg.hidden_size, k = cfg.n_experts_per_token;
+    int64_t inside = 0;
+    for (int64_t s = 1; s < pp; ++s)
+      inside += chip::part_kind(plan.stage_part_begin[static_cast<std::size_t>(s)]) == chip::LayerPart::ffn_out;
+    ASSERT_GT(inside, 0) << "tp " << tp << " x pp " << pp;
+    for (const auto& blocks : {prefill_blocks(n, 8), decode_blocks()}) {
+      const Program p = build_program(plan, topology_for(plan), blocks);
+      EXPECT_NO_THROW(verify(p, compute_timeline(p, plan, 0)));
+      const int64_t tokens = blocks.front().n_tokens;
+      int64_t sends = 0, unpacks = 0;
+      for (const Op& op : p.ops) {
+        unpacks += op.kind == OpKind::moe_down && op.payload == Payload::activations_ffn;
+        if (op.kind != OpKind::send || op.payload != Payload::activations_ffn) continue;
+        ++sends;
+        const ChipPlan& from = plan.chips[static_cast<std::size_t>(op.chip)];
+        const ChipPlan& to = plan.chips[static_cast<std::size_t>(op.peer)];
+        EXPECT_EQ(to.stage, from.stage + 1);
+        EXPECT_EQ(from.range.expert_begin, to.range.expert_begin);  // the same experts and columns
+        EXPECT_EQ(from.range.ffn_begin, to.range.ffn_begin);
+        const int64_t rows = tokens * std::min(k, from.range.n_experts());
+        EXPECT_EQ(op.elem_count, tokens * d + 3 * tokens * k + rows * from.range.n_ffn());
+        EXPECT_EQ(op.elem_count - tokens * d, chip::ffn_hand_off_values(cfg, from.range, tokens));
+        EXPECT_EQ(op.bytes, 4 * op.elem_count);
+        // On the links: the activations, the weights and slot amax, the expert indices one byte each, and
+        // the SiLU rows of the pairs the chip runs with the k x n pairs spread over the E experts.
+        const int64_t abpv = plan.hardware.activation_bytes_per_value;
+        const int64_t pairs = std::min(rows, (k * tokens * from.range.n_experts() + cfg.n_experts - 1) / cfg.n_experts);
+        EXPECT_EQ(link_bytes(op, plan.hardware), abpv * (tokens * d + 2 * tokens * k + pairs * from.range.n_ffn()) +
+                                                     abpv * ((tokens * k + abpv - 1) / abpv));
+      }
+      EXPECT_EQ(sends, inside * tp);
+      EXPECT_EQ(unpacks, inside * tp);  // each receiving chip's w_down unpacks its hand-off
+    }
+  }
+}
+
+TEST(Schedule, ASplitHandOffIntoAnMoeFfnCarriesEachChipsRoutingAndSiluRowsWithItsShare) {
+  // On slow links tiny-mixtral's tp 4 x pp 3 splits its hand-offs: stages 1 and 2 begin at the MoE w_down
+  // halves of layers 0 and 1 (parts 2 and 5), and each chip's share of the activations carries that
+  // chip's FFN input half's results.
+  // tests/runtime/mpi_bit_identity.sh runs this layout with the same links.
+  PlanRequest r;
+  r.n_chips = 12, r.tp = 4, r.pp = 3, r.context = 64, r.block_tokens = 2;
+  r.moe_ffn_cuts = MoeFfnCuts::allowed;
+  chip::ChipSpec hw;
+  hw.link_bytes_per_s = 1e8;
+  const Plan plan = make_plan(chip::model_preset("tiny-mixtral"), hw, r);
+  ASSERT_EQ(plan.stage_part_begin[1], chip::part_index(0, chip::LayerPart::ffn_out));
+  ASSERT_EQ(plan.stage_part_begin[2], chip::part_index(1, chip::LayerPart::ffn_out));
+  const int64_t d = plan.model.hidden_size;
+  for (const auto& blocks : {prefill_blocks(4, 2), decode_blocks()}) {
+    const Program p = build_program(plan, topology_for(plan), blocks);
+    EXPECT_NO_THROW(verify(p, compute_timeline(p, plan, 3)));
+    int64_t shares = 0;
+    for (const Op& op : p.ops) {
+      if (op.kind != OpKind::send) continue;
+      EXPECT_NE(op.payload, Payload::activations_ffn);  // every hand-off into the FFN is split
+      if (op.payload != Payload::activations_ffn_share) continue;
+      ++shares;
+      const int64_t n = p.blocks[static_cast<std::size_t>(op.block)].n_tokens;
+      const ChipPlan& from = plan.chips[static_cast<std::size_t>(op.chip)];
+      EXPECT_EQ(op.elem_count, n * d / plan.tp + chip::ffn_hand_off_values(plan.model, from.range, n));
+      EXPECT_EQ(link_bytes(op, plan.hardware),
+                plan.hardware.activation_bytes_per_value *
+                    (n * d / plan.tp + ffn_hand_off_link_values(plan.model, from.range, n, plan.hardware)));
+      EXPECT_LT(link_bytes(op, plan.hardware), plan.hardware.activation_bytes_per_value * op.elem_count);
+    }
+    EXPECT_EQ(shares, 2 * plan.tp * static_cast<int64_t>(blocks.size()));
+  }
 }
 
 TEST(Verifier, RejectsADoubleBookedLink) {

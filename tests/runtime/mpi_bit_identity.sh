@@ -5,7 +5,8 @@
 # Models: the tiny preset, the tiny presets of the format-2 families, an odd-shaped model (H=6, Hkv=2, L=3),
 # a wide one (H=16, Hkv=4, also as a 16-expert mixtral) and two MoE models with more query heads than
 # experts (sliced experts), written by the oracle's make_model.py. Layouts include tp across nodes (16 chips
-# a stage, two-level collectives, on both topologies) and systems with idle chips.
+# a stage, two-level collectives, on both topologies), systems with idle chips, and stages that begin
+# inside an FFN, dense or MoE.
 # Usage: mpi_bit_identity.sh LPURT WORKDIR PYTHON MPIEXEC [MPIEXEC_FLAGS...]
 set -euo pipefail
 lpurt=$1 work=$2 python=$3 mpiexec=$4; shift 4
@@ -135,6 +136,21 @@ extra=(--set link_bytes_per_s=1e8)
 cp tiny.h5 tiny_slow_links.h5 && cp wide3.h5 wide3_slow_links.h5  # their own output names
 check_model tiny_slow_links.h5 3,4,5 "16 4 4" "24 3 8"
 check_model wide3_slow_links.h5 7,8,9 "576 16 5"
+# Split into an MoE FFN's w_down half: each share carries its chip's routing, slot amax and SiLU rows
+# (test_schedule asserts that this layout splits).
+cp moe.h5 moe_slow_links.h5
+extra=(--set link_bytes_per_s=1e8 --moe-ffn-cuts allowed)
+check_model moe_slow_links.h5 5,6,7 "12 4 3"
+extra=()
+# Stage boundaries inside an MoE FFN: a stage that begins at its w_down half receives with the activations
+# the routing (each token's chosen experts and weights), the stage's per-slot amax and the SiLU rows of
+# the slots its chip holds. One chip a stage; whole experts at tp 2 (two a chip) and tp 4 (one a chip);
+# sliced experts at tp 8 (3 experts over 8 chips); qwen3-moe's 128 narrow experts, 8 per token. The planner
+# keeps MoE FFNs whole where that is faster (--moe-ffn-cuts auto): these layouts ask for the cuts.
+extra=(--moe-ffn-cuts allowed)
+check_model moe.h5 5,6,7 "6 1 6" "6 2 3" "12 4 3"
+check_model moe_wide.h5 5,6,7 "32 8 4"
+check_model qwen3-moe.h5 5,6,7 "3 1 3" "6 2 3"
 extra=()
 # Regression: with prefill chunks large enough for Open MPI's rendezvous protocol (16 tokens x 128 x 4 B =
 # 8 KB), a middle stage's send of one chunk's activations must finish before the next chunk overwrites x.
@@ -146,11 +162,14 @@ for ranks in 2 4 2 4 2 4; do
   h5diff -q chunks_ref.h5 chunks.h5 /logits || { echo "chunked prefill on $ranks ranks differs from 1 rank"; exit 1; }
   checked=$((checked + 1))
 done
-# Stage boundaries inside a dense FFN, with one chip a stage (the amax is the chip's own) and with tp 2 and 3
-# (the stage's gathered amax): these layouts must cut there, or the runs above test nothing of it.
-for layout in "tiny.h5 8 1 8" "tiny.h5 8 2 4" "tiny.h5 24 3 8" "odd.h5 6 2 3"; do
+# Stage boundaries inside an FFN, dense and MoE, with one chip a stage (the amax is the chip's own) and with
+# tp 2, 3, 4 and 8 (the stage's gathered amax): these layouts must cut there, or the runs above test
+# nothing of it (MoE cuts asked for, as in those runs).
+extra=(--moe-ffn-cuts allowed)
+for layout in "tiny.h5 8 1 8" "tiny.h5 8 2 4" "tiny.h5 24 3 8" "odd.h5 6 2 3" "moe.h5 6 1 6" "moe.h5 6 2 3" \
+  "moe.h5 12 4 3" "moe_wide.h5 32 8 4" "qwen3-moe.h5 3 1 3" "qwen3-moe.h5 6 2 3"; do
   read -r model chips tp pp <<< "$layout"
   inside_ffn "$model" "$chips" "$tp" "$pp" || { echo "no stage of $model on tp $tp x pp $pp begins inside an FFN"; exit 1; }
 done
 echo "bit-identical to one chip: $checked runs (layouts x rank counts 1-4), $ffn_cuts layouts with a stage beginning"\
-  "inside an FFN; timing-only times equal at 2 ranks"
+  "inside an FFN (dense or MoE); timing-only times equal at 2 ranks"

@@ -117,6 +117,32 @@ class LinkFaults(unittest.TestCase):
                 self.assertTrue(np.array_equal(a["tokens"][:], b["tokens"][:]), out)
                 self.assertEqual(a["logits"][:].tobytes(), b["logits"][:].tobytes(), out)
 
+    def test_a_corrupted_hand_off_inside_an_moe_ffn_is_replayed(self):
+        # tiny-mixtral on tp 2 x pp 3: stage 1 (chips 2, 3) begins at layer 0's MoE w_down half, so chips
+        # 0 -> 2 and 1 -> 3 carry the activations with the routing, the slot amax and the held slots' SiLU
+        # rows (one transfer, one checksum).
+        model = os.path.join(WORK, "moe.h5")
+        subprocess.run([LPURT, "gen-model", "--preset", "tiny-mixtral", "--out", model, "--seed", "3"],
+                       capture_output=True, check=True)
+        layout = ["--model", model, "--chips", "6", "--tp", "2", "--pp", "3", "--moe-ffn-cuts", "allowed",
+                  "--prompt-len", "10", "--tokens", "12", "--block-tokens", "4"]
+        plan = json.loads(subprocess.run([LPURT, "plan", *layout[:10], "--json"], capture_output=True, text=True,
+                                         check=True).stdout)
+        self.assertEqual(int(plan["stage_part_begin"].split(",")[1]) % 3, 2)
+        clean = os.path.join(WORK, "moe_clean.h5")
+        subprocess.run([LPURT, "run", *layout, "--out", clean, "--force"], capture_output=True, check=True)
+        for ranks in (1, 2):
+            out = os.path.join(WORK, f"moe_scripted_np{ranks}.h5")
+            argv = [LPURT, "run", *layout, "--inject-link-fault", "1-3@0", "--inject-link-fault", "0-2@3", "--json",
+                    "--out", out, "--force"]
+            if ranks > 1:
+                argv = [MPIEXEC, "-n", str(ranks), *MPI_FLAGS, *argv]
+            s = json.loads(subprocess.run(argv, capture_output=True, text=True, check=True).stdout)
+            self.assertEqual(s["token_replays"], 2)
+            with h5py.File(clean, "r") as a, h5py.File(out, "r") as b:
+                self.assertTrue(np.array_equal(a["tokens"][:], b["tokens"][:]), out)
+                self.assertEqual(a["logits"][:].tobytes(), b["logits"][:].tobytes(), out)
+
     def test_no_injection_no_replays(self):
         self.assertEqual(self.clean_summary["link_faults_detected"], 0)
         self.assertEqual(self.clean_summary["token_replays"], 0)
