@@ -826,6 +826,7 @@ class StageCache {
   }
   /// The kinds of split worth modelling for pp stages: the request's, or both where they differ.
   std::vector<MoeFfnCuts> kinds(int64_t pp, const PlanRequest& r) {
+    if (!cfg_.is_moe()) return {MoeFfnCuts::allowed};  // the same split either way
     if (r.moe_ffn_cuts) {
       if (pp > max_stages(cfg_, *r.moe_ffn_cuts)) return {};
       return {*r.moe_ffn_cuts};
